@@ -1,0 +1,74 @@
+//! The HTTP edge (axum). Handlers parse and validate a request, call the
+//! coordinator (or membership), and shape the response; they hold no
+//! distributed-systems logic of their own.
+//!
+//! * `store`: the original Vinz Clortho API, `/store/{key}`
+//! * `admin`: `/ping`, `/admin/claim`, `/admin/status`
+//! * `error`: how every module error becomes a status code and a message
+
+mod admin;
+mod error;
+mod multipart;
+mod store;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::coordinator::Coordinator;
+use crate::membership::Membership;
+use crate::storage::Store;
+
+/// Header carrying the causal context between a read and a write.
+pub const CONTEXT_HEADER: &str = "x-vinzclortho-context";
+
+/// Request size limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+/// Facts about this node shown by `/admin/status`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub cluster_address: String,
+    pub partitions: u32,
+}
+
+/// What every handler can reach.
+pub struct Api {
+    pub coordinator: Arc<Coordinator>,
+    pub membership: Arc<Membership>,
+    pub store: Arc<dyn Store>,
+    pub limits: Limits,
+    pub info: NodeInfo,
+}
+
+pub type AppState = Arc<Api>;
+
+pub fn router(api: AppState) -> Router {
+    Router::new()
+        .route("/ping", get(admin::ping))
+        .route("/admin/claim", get(admin::get_claim).put(admin::put_claim))
+        .route("/admin/status", get(admin::status))
+        .route(
+            "/store/{*key}",
+            get(store::get_value).put(store::put_value).post(store::put_value).delete(store::delete_value),
+        )
+        .route("/store", axum::routing::any(store::missing_key))
+        .route("/store/", axum::routing::any(store::missing_key))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        // Bodies are size-checked by the handlers, which say what the limit is.
+        .layer(DefaultBodyLimit::disable())
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(api)
+}

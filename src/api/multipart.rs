@@ -1,0 +1,32 @@
+//! `multipart/mixed` bodies for 300 Multiple Choices (RFC 2046): one part
+//! per sibling, each with its own Content-Type and Last-Modified.
+
+use rand::distr::{Alphanumeric, SampleString};
+
+use super::store::http_date;
+use crate::core::object::Sibling;
+
+/// Returns the Content-Type (with boundary) and the body.
+pub fn multipart_mixed(siblings: &[Sibling]) -> (String, Vec<u8>) {
+    let boundary = boundary_for(siblings);
+    let mut body = Vec::with_capacity(siblings.iter().map(|s| s.content.value.len() + 160).sum());
+    for s in siblings {
+        body.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(format!("Content-Type: {}\r\n", s.content.content_type).as_bytes());
+        body.extend_from_slice(format!("Last-Modified: {}\r\n\r\n", http_date(s.content.last_modified_ms)).as_bytes());
+        body.extend_from_slice(&s.content.value);
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/mixed; boundary={boundary}"), body)
+}
+
+/// A random boundary that occurs in no value (so no part can end early).
+fn boundary_for(siblings: &[Sibling]) -> String {
+    loop {
+        let candidate = Alphanumeric.sample_string(&mut rand::rng(), 28);
+        let needle = candidate.as_bytes();
+        if !siblings.iter().any(|s| s.content.value.windows(needle.len()).any(|w| w == needle)) {
+            return candidate;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! `/store/{key}`: the original Vinz Clortho API.
+//!
+//! * `GET`: 200 with the value, its Content-Type and the context; 300 with a
+//!   `multipart/mixed` body (one part per sibling) and one context covering
+//!   them all; 404 when absent (with the context when deleted).
+//! * `PUT` / `POST`: store the body; with a context it supersedes exactly
+//!   what that context saw, without one it adds a sibling. 200 + context.
+//! * `DELETE`: 200 + the tombstone's context.
+//!
+//! `?r=` / `?w=` override the cluster's quorum for one request.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+use super::multipart::multipart_mixed;
+use super::{AppState, CONTEXT_HEADER, error::ApiError};
+use crate::coordinator::QuorumParam;
+use crate::core::context;
+use crate::core::key::ObjectKey;
+use crate::core::object::{Content, Mutation, Object};
+use crate::core::vclock::VersionVector;
+use crate::error::ErrorCode;
+
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Query parameters; anything else in the query string is ignored, as Riak
+/// does, but these must parse.
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    r: Option<String>,
+    w: Option<String>,
+}
+
+impl Params {
+    fn r(&self) -> Result<QuorumParam, ApiError> {
+        quorum_param("r", self.r.as_deref())
+    }
+
+    fn w(&self) -> Result<QuorumParam, ApiError> {
+        quorum_param("w", self.w.as_deref())
+    }
+}
+
+fn quorum_param(name: &str, value: Option<&str>) -> Result<QuorumParam, ApiError> {
+    match value {
+        None => Ok(QuorumParam::Default),
+        Some(v) => v.parse().map_err(|e| ApiError::bad_request(format!("query parameter {name}: {e}"))),
+    }
+}
+
+pub async fn get_value(
+    State(api): State<AppState>,
+    uri: Uri,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let key = store_key(&uri, api.limits.max_key_bytes)?;
+    let object = api.coordinator.get(&key, params.r()?).await?;
+    Ok(object_response(&object))
+}
+
+pub async fn put_value(
+    State(api): State<AppState>,
+    uri: Uri,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Everything cheap is checked before the body is read.
+    let key = store_key(&uri, api.limits.max_key_bytes)?;
+    let context = context_header(&headers)?.unwrap_or_default();
+    let w = params.w()?;
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => DEFAULT_CONTENT_TYPE.to_owned(),
+        Some(v) => v.to_str().map_err(|_| ApiError::bad_request("Content-Type is not valid text"))?.to_owned(),
+    };
+    let value = read_body(body, &headers, api.limits.max_value_bytes).await?;
+    let content = Content { value, content_type, last_modified_ms: now_ms() };
+    let object = api.coordinator.put(&key, &context, Mutation::Put(content), w).await?;
+    Ok(with_context(StatusCode::OK, &object, Body::empty()))
+}
+
+pub async fn delete_value(
+    State(api): State<AppState>,
+    uri: Uri,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = store_key(&uri, api.limits.max_key_bytes)?;
+    let context = context_header(&headers)?;
+    let object = api.coordinator.delete(&key, context.as_ref(), params.r()?, params.w()?).await?;
+    Ok(with_context(StatusCode::OK, &object, Body::empty()))
+}
+
+pub async fn missing_key() -> ApiError {
+    ApiError::bad_request("missing key: use /store/{key}")
+}
+
+/// The key is everything after `/store/`, percent-decoded to raw bytes (so
+/// `%2F` and `%00` are ordinary key bytes).
+fn store_key(uri: &Uri, max_key_bytes: usize) -> Result<ObjectKey, ApiError> {
+    let encoded = uri.path().strip_prefix("/store/").unwrap_or_default();
+    let key: Vec<u8> = percent_decode_str(encoded).collect();
+    if key.is_empty() {
+        return Err(ApiError::bad_request("missing key: use /store/{key}"));
+    }
+    if key.len() > max_key_bytes {
+        return Err(ApiError::new(
+            ErrorCode::UriTooLong,
+            format!("key is {} bytes long, above the limit of {max_key_bytes}", key.len()),
+        ));
+    }
+    Ok(ObjectKey::in_default_bucket(key))
+}
+
+fn context_header(headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+    let Some(raw) = headers.get(CONTEXT_HEADER) else { return Ok(None) };
+    let text = raw.to_str().map_err(|_| ApiError::bad_request("X-VinzClortho-Context is not valid text"))?;
+    context::decode(text).map(Some).map_err(|e| ApiError::bad_request(format!("malformed X-VinzClortho-Context: {e}")))
+}
+
+/// Reads at most `max` bytes; refuses early when Content-Length says more.
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = |len: Option<u64>| {
+        let size = len.map(|l| format!("{l} bytes")).unwrap_or_else(|| "larger".to_owned());
+        ApiError::new(ErrorCode::PayloadTooLarge, format!("value is {size}, above the limit of {max} bytes; nothing was stored"))
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large(declared));
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(None)),
+        Err(e) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// The response to a read: 404, 200 or 300 depending on the siblings.
+fn object_response(object: &Object) -> Response {
+    if object.is_empty() {
+        return ApiError::new(ErrorCode::NotFound, "not found").into_response();
+    }
+    match object.siblings() {
+        [] => with_context(StatusCode::NOT_FOUND, object, Body::from("not found (deleted)\n")),
+        [only] => {
+            let mut response = with_context(StatusCode::OK, object, Body::from(only.content.value.clone()));
+            set_content_headers(response.headers_mut(), &only.content);
+            response
+        }
+        many => {
+            let (content_type, body) = multipart_mixed(many);
+            let mut response = with_context(StatusCode::MULTIPLE_CHOICES, object, Body::from(body));
+            response.headers_mut().insert(header::CONTENT_TYPE, header_value(&content_type));
+            response
+        }
+    }
+}
+
+fn with_context(status: StatusCode, object: &Object, body: Body) -> Response {
+    let mut response = (status, body).into_response();
+    if !object.is_empty() {
+        let token = context::encode(object.clock());
+        response.headers_mut().insert(CONTEXT_HEADER, header_value(&token));
+    }
+    response
+}
+
+pub(super) fn set_content_headers(headers: &mut HeaderMap, content: &Content) {
+    headers.insert(header::CONTENT_TYPE, header_value(&content.content_type));
+    headers.insert(header::LAST_MODIFIED, header_value(&http_date(content.last_modified_ms)));
+}
+
+/// Stored Content-Types were valid header text when they arrived.
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE))
+}
+
+pub(super) fn http_date(ms: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

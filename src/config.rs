@@ -1,0 +1,357 @@
+//! Command line, environment and config file, merged and validated into one
+//! typed [`Config`].
+//!
+//! Precedence, highest first: command-line flag, `VINZCLORTHO_*` environment
+//! variable (clap reads both), TOML config file (`--config`), built-in
+//! default. Every setting has the same name in all three places: `--n-val`,
+//! `VINZCLORTHO_N_VAL`, `n_val = 3`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::core::ring::validate_partition_count;
+use crate::replica::SiblingLimits;
+
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8880";
+pub const DEFAULT_PARTITIONS: u32 = 64;
+/// The cluster (gRPC) port defaults to the HTTP port plus this.
+pub const CLUSTER_PORT_OFFSET: u16 = 1000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vinzclortho",
+    version,
+    about = "Vinz Clortho: a Dynamo-style distributed key-value store.",
+    long_about = "Vinz Clortho: a Dynamo-style distributed key-value store.\n\n\
+        Without a subcommand, starts a node (same as `vinzclortho serve`):\n  \
+        vinzclortho -a 127.0.0.1:8880 -p 64\n\n\
+        Every option can also be set with a VINZCLORTHO_* environment variable \
+        or in a TOML file given with --config (keys are the long option names \
+        with underscores: n_val = 3). Flags beat the environment, which beats \
+        the file.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a node (the default when no subcommand is given).
+    Serve(NodeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Durable storage in RocksDB under --data-dir.
+    Rocksdb,
+    /// Keeps nothing across restarts; for tests and experiments.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options of a node. All optional here so that the config file can fill
+/// what the command line and environment leave out.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeArgs {
+    /// Public HTTP address to listen on, HOST:PORT [default: 127.0.0.1:8880]
+    #[arg(short = 'a', long, env = "VINZCLORTHO_ADDRESS", value_name = "HOST:PORT")]
+    pub address: Option<String>,
+
+    /// Number of partitions of the ring: a power of two, fixed when the
+    /// cluster is created [default: 64, or what the data directory has]
+    #[arg(short = 'p', long, env = "VINZCLORTHO_PARTITIONS", value_name = "N")]
+    pub partitions: Option<u32>,
+
+    /// Cluster address (HOST:PORT) of any member to join; without it the node
+    /// starts a new cluster. Joining arrives with the cluster release.
+    #[arg(short = 'j', long, env = "VINZCLORTHO_JOIN", value_name = "HOST:PORT")]
+    pub join: Option<String>,
+
+    /// Address for node-to-node gRPC [default: the HTTP host, port + 1000]
+    #[arg(long, env = "VINZCLORTHO_CLUSTER_ADDRESS", value_name = "HOST:PORT")]
+    pub cluster_address: Option<String>,
+
+    /// Where RocksDB keeps this node's data [default: ./vinzclortho-data/HOST_PORT]
+    #[arg(long, env = "VINZCLORTHO_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Storage engine [default: rocksdb]
+    #[arg(long, env = "VINZCLORTHO_STORAGE", value_enum)]
+    pub storage: Option<StorageKind>,
+
+    /// fsync every write before acknowledging it: survives power loss, costs
+    /// latency [default: false; writes survive a process crash either way]
+    #[arg(long, env = "VINZCLORTHO_SYNC_WRITES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub sync_writes: Option<bool>,
+
+    /// Replicas per key (N) [default: 3]
+    #[arg(long, env = "VINZCLORTHO_N_VAL", value_name = "N")]
+    pub n_val: Option<usize>,
+
+    /// Replies a read waits for (R), at most N [default: 2]
+    #[arg(short = 'r', long, env = "VINZCLORTHO_R", value_name = "R")]
+    pub r: Option<usize>,
+
+    /// Acknowledgements a write waits for (W), at most N [default: 2]
+    #[arg(short = 'w', long, env = "VINZCLORTHO_W", value_name = "W")]
+    pub w: Option<usize>,
+
+    /// How long a client request waits for replicas, in milliseconds [default: 3000]
+    #[arg(long, env = "VINZCLORTHO_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+
+    /// Largest key accepted, in bytes; longer keys get 414 [default: 65536]
+    #[arg(long, env = "VINZCLORTHO_MAX_KEY_BYTES", value_name = "BYTES")]
+    pub max_key_bytes: Option<usize>,
+
+    /// Largest value accepted, in bytes; larger bodies get 413 [default: 16777216]
+    #[arg(long, env = "VINZCLORTHO_MAX_VALUE_BYTES", value_name = "BYTES")]
+    pub max_value_bytes: Option<usize>,
+
+    /// Log a warning when a key has more siblings than this [default: 25]
+    #[arg(long, env = "VINZCLORTHO_SIBLINGS_WARN", value_name = "N")]
+    pub siblings_warn: Option<usize>,
+
+    /// Refuse writes that would leave a key with more siblings than this [default: 100]
+    #[arg(long, env = "VINZCLORTHO_SIBLINGS_MAX", value_name = "N")]
+    pub siblings_max: Option<usize>,
+
+    /// Log format; the level comes from RUST_LOG (e.g. RUST_LOG=debug) [default: text]
+    #[arg(long, env = "VINZCLORTHO_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// TOML file with any of these options (keys use underscores)
+    #[arg(short = 'c', long, env = "VINZCLORTHO_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub address: String,
+    pub cluster_address: String,
+    pub join: Option<String>,
+    /// `None`: take the count from the data directory, or the default.
+    pub partitions: Option<u32>,
+    pub data_dir: PathBuf,
+    pub storage: StorageKind,
+    pub sync_writes: bool,
+    pub n_val: usize,
+    pub r: usize,
+    pub w: usize,
+    pub request_timeout: Duration,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub siblings: SiblingLimits,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl NodeArgs {
+    /// Fills options missing here from `lower` (lower precedence).
+    fn or(self, lower: NodeArgs) -> NodeArgs {
+        NodeArgs {
+            address: self.address.or(lower.address),
+            partitions: self.partitions.or(lower.partitions),
+            join: self.join.or(lower.join),
+            cluster_address: self.cluster_address.or(lower.cluster_address),
+            data_dir: self.data_dir.or(lower.data_dir),
+            storage: self.storage.or(lower.storage),
+            sync_writes: self.sync_writes.or(lower.sync_writes),
+            n_val: self.n_val.or(lower.n_val),
+            r: self.r.or(lower.r),
+            w: self.w.or(lower.w),
+            request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
+            max_key_bytes: self.max_key_bytes.or(lower.max_key_bytes),
+            max_value_bytes: self.max_value_bytes.or(lower.max_value_bytes),
+            siblings_warn: self.siblings_warn.or(lower.siblings_warn),
+            siblings_max: self.siblings_max.or(lower.siblings_max),
+            log_format: self.log_format.or(lower.log_format),
+            config: self.config,
+        }
+    }
+
+    /// Merges the config file (if any) under these options and validates.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => NodeArgs::default(),
+        };
+        self.or(file).validate()
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let invalid = |s: String| ConfigError::Invalid(s);
+        let address = self.address.unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
+        let (host, port) = split_host_port(&address).map_err(|e| invalid(format!("--address {address:?}: {e}")))?;
+        let cluster_address = match self.cluster_address {
+            Some(a) => {
+                split_host_port(&a).map_err(|e| invalid(format!("--cluster-address {a:?}: {e}")))?;
+                a
+            }
+            None => {
+                let cport = if port == 0 { Some(0) } else { port.checked_add(CLUSTER_PORT_OFFSET) };
+                let cport = cport.ok_or_else(|| {
+                    invalid(format!("HTTP port {port} + {CLUSTER_PORT_OFFSET} is not a port; set --cluster-address"))
+                })?;
+                join_host_port(host, cport)
+            }
+        };
+        if let Some(j) = &self.join {
+            split_host_port(j).map_err(|e| invalid(format!("--join {j:?}: {e}")))?;
+        }
+        if let Some(p) = self.partitions {
+            validate_partition_count(p).map_err(|e| invalid(format!("--partitions: {e}")))?;
+        }
+        let n_val = self.n_val.unwrap_or(3);
+        let r = self.r.unwrap_or(2.min(n_val));
+        let w = self.w.unwrap_or(2.min(n_val));
+        if n_val == 0 {
+            return Err(invalid("--n-val must be at least 1".into()));
+        }
+        for (name, v) in [("r", r), ("w", w)] {
+            if v == 0 || v > n_val {
+                return Err(invalid(format!("--{name} {v} must be between 1 and n_val ({n_val})")));
+            }
+        }
+        let timeout_ms = self.request_timeout_ms.unwrap_or(3000);
+        if timeout_ms == 0 {
+            return Err(invalid("--request-timeout-ms must be above 0".into()));
+        }
+        let siblings = SiblingLimits { warn: self.siblings_warn.unwrap_or(25), max: self.siblings_max.unwrap_or(100) };
+        if siblings.max == 0 {
+            return Err(invalid("--siblings-max must be at least 1".into()));
+        }
+        let max_key_bytes = self.max_key_bytes.unwrap_or(64 * 1024);
+        let max_value_bytes = self.max_value_bytes.unwrap_or(16 * 1024 * 1024);
+        if max_key_bytes == 0 {
+            return Err(invalid("--max-key-bytes must be at least 1".into()));
+        }
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| Path::new("vinzclortho-data").join(format!("{}_{port}", host.replace(':', "_"))));
+        Ok(Config {
+            address,
+            cluster_address,
+            join: self.join,
+            partitions: self.partitions,
+            data_dir,
+            storage: self.storage.unwrap_or(StorageKind::Rocksdb),
+            sync_writes: self.sync_writes.unwrap_or(false),
+            n_val,
+            r,
+            w,
+            request_timeout: Duration::from_millis(timeout_ms),
+            max_key_bytes,
+            max_value_bytes,
+            siblings,
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<NodeArgs, ConfigError> {
+    let file_err = |reason: String| ConfigError::File { path: path.to_owned(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| file_err(e.to_string()))
+}
+
+/// Splits "host:port" (or "[v6]:port"); the host may be a name.
+pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    let port = port.parse::<u16>().map_err(|_| format!("{port:?} is not a port number"))?;
+    Ok((host, port))
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("vinzclortho").chain(args.iter().copied())).unwrap();
+        cli.node.resolve()
+    }
+
+    #[test]
+    fn defaults_and_seed_compatible_flags() {
+        let c = parse(&["-a", "mymachine:8880", "-p", "1024"]).unwrap();
+        assert_eq!(c.address, "mymachine:8880");
+        assert_eq!(c.cluster_address, "mymachine:9880");
+        assert_eq!(c.partitions, Some(1024));
+        assert_eq!((c.n_val, c.r, c.w), (3, 2, 2));
+        assert_eq!(c.storage, StorageKind::Rocksdb);
+        assert_eq!(c.data_dir, Path::new("vinzclortho-data/mymachine_8880"));
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.address, DEFAULT_ADDRESS);
+        assert_eq!(c.partitions, None);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for (args, needle) in [
+            (&["-p", "100"][..], "power of two"),
+            (&["-a", "nohost"][..], "HOST:PORT"),
+            (&["-a", "h:99999"][..], "not a port"),
+            (&["-a", "h:65000"][..], "set --cluster-address"),
+            (&["--n-val", "3", "-r", "4"][..], "between 1 and n_val"),
+            (&["-w", "0"][..], "between 1 and n_val"),
+            (&["--n-val", "0"][..], "at least 1"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "address = \"127.0.0.9:7000\"\nn_val = 5\nr = 3\nstorage = \"memory\"\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap(), "-r", "1"]).unwrap();
+        assert_eq!(c.address, "127.0.0.9:7000");
+        assert_eq!((c.n_val, c.r, c.w), (5, 1, 2));
+        assert_eq!(c.storage, StorageKind::Memory);
+        std::fs::write(&path, "adress = \"x\"\n").unwrap();
+        let err = parse(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn serve_subcommand_is_the_same_as_no_subcommand() {
+        let cli = Cli::try_parse_from(["vinzclortho", "serve", "-a", "127.0.0.1:1"]).unwrap();
+        match cli.command {
+            Some(Command::Serve(args)) => assert_eq!(args.address.as_deref(), Some("127.0.0.1:1")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

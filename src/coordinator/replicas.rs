@@ -1,0 +1,105 @@
+//! How a coordinator reaches the replicas of a key: a trait in domain types.
+//! In a single process it calls the local [`Replica`]; the cluster adds a
+//! gRPC implementation. The coordinator never sees transport types.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::core::key::{NodeId, ObjectKey};
+use crate::core::object::{Mutation, Object};
+use crate::core::ring::Partition;
+use crate::core::vclock::VersionVector;
+use crate::error::{ErrorCode, HasErrorCode};
+use crate::replica::Replica;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(
+        "the key would have {count} siblings, above the limit of {limit}; \
+         read it and write back with its context to resolve them"
+    )]
+    TooManySiblings { count: usize, limit: usize },
+    #[error("node {0} is not a member this node knows")]
+    UnknownNode(NodeId),
+    #[error("node {node} is unreachable: {reason}")]
+    Unreachable { node: NodeId, reason: String },
+}
+
+impl HasErrorCode for ReplicaError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ReplicaError::Storage(e) => e.code(),
+            ReplicaError::TooManySiblings { .. } => ErrorCode::Conflict,
+            ReplicaError::UnknownNode(_) | ReplicaError::Unreachable { .. } => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// The replica operations a coordinator needs, addressed by node.
+#[async_trait]
+pub trait ReplicaClient: Send + Sync + 'static {
+    /// The node's object for `key` (empty when it has none).
+    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError>;
+
+    /// Has `node` stamp a client write with its actor; returns the new object.
+    async fn coordinate(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+    ) -> Result<Object, ReplicaError>;
+
+    /// Has `node` merge `object` into its copy of `key`.
+    async fn merge(&self, node: &NodeId, partition: Partition, key: &ObjectKey, object: &Object)
+    -> Result<(), ReplicaError>;
+}
+
+/// Replicas in this process: only the local node is reachable.
+pub struct LocalReplicas {
+    node: NodeId,
+    replica: Arc<Replica>,
+}
+
+impl LocalReplicas {
+    pub fn new(node: NodeId, replica: Arc<Replica>) -> LocalReplicas {
+        LocalReplicas { node, replica }
+    }
+
+    fn local(&self, node: &NodeId) -> Result<&Arc<Replica>, ReplicaError> {
+        if node == &self.node { Ok(&self.replica) } else { Err(ReplicaError::UnknownNode(node.clone())) }
+    }
+}
+
+#[async_trait]
+impl ReplicaClient for LocalReplicas {
+    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
+        self.local(node)?.get(partition, key.clone()).await
+    }
+
+    async fn coordinate(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+    ) -> Result<Object, ReplicaError> {
+        self.local(node)?.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await
+    }
+
+    async fn merge(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+    ) -> Result<(), ReplicaError> {
+        self.local(node)?.merge(partition, key.clone(), object.clone()).await.map(|_| ())
+    }
+}

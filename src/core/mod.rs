@@ -1,0 +1,13 @@
+//! The pure core: data types and protocol logic with no I/O.
+//!
+//! Nothing in here touches tokio, sockets, RocksDB, the clock or randomness;
+//! callers pass time and random values in. That keeps every rule of the
+//! system (causality, placement, quorum accounting) testable as plain
+//! functions, and `tests/core_is_pure.rs` fails if an import sneaks in.
+
+pub mod context;
+pub mod key;
+pub mod object;
+pub mod quorum;
+pub mod ring;
+pub mod vclock;

@@ -1,0 +1,256 @@
+//! Quorum accounting as values: feed replies in, ask whether the quorum is
+//! met, still possible, or lost. The coordinator owns the I/O and the clock;
+//! these types only count, so every rule is a table test.
+
+use std::fmt;
+
+use super::key::NodeId;
+use super::object::Object;
+
+/// Where a quorum stands after a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Not enough answers yet, but enough replicas still outstanding.
+    Pending,
+    /// `needed` replicas answered successfully.
+    Met,
+    /// So many replicas failed that `needed` can no longer be reached.
+    Failed,
+}
+
+/// Counts successes and failures of `total` replicas against `needed`.
+#[derive(Debug, Clone)]
+pub struct Quorum {
+    needed: usize,
+    total: usize,
+    ok: Vec<NodeId>,
+    failed: Vec<(NodeId, String)>,
+}
+
+impl Quorum {
+    /// `needed` must be in `1..=total`; the coordinator clamps and validates
+    /// before it asks.
+    pub fn new(needed: usize, total: usize) -> Quorum {
+        assert!(needed >= 1 && needed <= total, "quorum {needed} of {total}");
+        Quorum { needed, total, ok: Vec::new(), failed: Vec::new() }
+    }
+
+    pub fn record_ok(&mut self, node: NodeId) -> Progress {
+        debug_assert!(!self.answered(&node), "{node} answered twice");
+        self.ok.push(node);
+        self.progress()
+    }
+
+    pub fn record_err(&mut self, node: NodeId, reason: impl Into<String>) -> Progress {
+        debug_assert!(!self.answered(&node), "{node} answered twice");
+        self.failed.push((node, reason.into()));
+        self.progress()
+    }
+
+    fn answered(&self, node: &NodeId) -> bool {
+        self.ok.contains(node) || self.failed.iter().any(|(n, _)| n == node)
+    }
+
+    pub fn progress(&self) -> Progress {
+        if self.ok.len() >= self.needed {
+            Progress::Met
+        } else if self.total - self.failed.len() < self.needed {
+            Progress::Failed
+        } else {
+            Progress::Pending
+        }
+    }
+
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    pub fn ok(&self) -> &[NodeId] {
+        &self.ok
+    }
+
+    /// A report for a client or a log line when the quorum was not met.
+    pub fn shortfall(&self) -> Shortfall {
+        Shortfall {
+            needed: self.needed,
+            total: self.total,
+            ok: self.ok.clone(),
+            failed: self.failed.clone(),
+            silent: self.total - self.ok.len() - self.failed.len(),
+        }
+    }
+}
+
+/// What a failed quorum needed and what it got; its Display is the body of
+/// a 503 ("needed 2 of 3 replicas, 1 answered: ...").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    pub needed: usize,
+    pub total: usize,
+    pub ok: Vec<NodeId>,
+    pub failed: Vec<(NodeId, String)>,
+    /// Replicas that had not answered when we gave up (timeout).
+    pub silent: usize,
+}
+
+impl fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "needed {} of {} replicas, {} answered", self.needed, self.total, self.ok.len())?;
+        if !self.ok.is_empty() {
+            let names: Vec<&str> = self.ok.iter().map(NodeId::as_str).collect();
+            write!(f, " ({})", names.join(", "))?;
+        }
+        for (node, reason) in &self.failed {
+            write!(f, "; {node} failed: {reason}")?;
+        }
+        if self.silent > 0 {
+            write!(f, "; {} did not answer in time", self.silent)?;
+        }
+        Ok(())
+    }
+}
+
+/// A read in progress: the quorum plus every object seen so far.
+#[derive(Debug, Clone)]
+pub struct ReadQuorum {
+    quorum: Quorum,
+    replies: Vec<(NodeId, Object)>,
+}
+
+impl ReadQuorum {
+    pub fn new(needed: usize, total: usize) -> ReadQuorum {
+        ReadQuorum { quorum: Quorum::new(needed, total), replies: Vec::new() }
+    }
+
+    /// A replica's answer; a key it does not have is `Object::new()` and
+    /// counts as a successful answer (Riak's `notfound_ok`).
+    pub fn record(&mut self, node: NodeId, reply: Result<Object, String>) -> Progress {
+        match reply {
+            Ok(object) => {
+                self.replies.push((node.clone(), object));
+                self.quorum.record_ok(node)
+            }
+            Err(reason) => self.quorum.record_err(node, reason),
+        }
+    }
+
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// The join of every reply: what the client is told.
+    pub fn merged(&self) -> Object {
+        self.replies.iter().fold(Object::new(), |acc, (_, o)| acc.merge(o))
+    }
+
+    /// Read repair as a value: the replicas that answered with less than
+    /// `merged` (stale or missing) and should be sent it.
+    pub fn repairs(&self, merged: &Object) -> Vec<NodeId> {
+        if merged.is_empty() {
+            return Vec::new();
+        }
+        self.replies.iter().filter(|(_, o)| o != merged).map(|(n, _)| n.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::object::{Content, Mutation};
+    use crate::core::vclock::VersionVector;
+
+    /// A reply in a table: Ok or Err from replica n.
+    #[derive(Clone, Copy)]
+    enum R {
+        Ok(&'static str),
+        Err(&'static str),
+    }
+
+    #[test]
+    fn quorum_table() {
+        use Progress::*;
+        use R::*;
+        // (needed, total, replies in order, progress after each reply)
+        let cases: &[(usize, usize, &[R], &[Progress])] = &[
+            (1, 1, &[Ok("a")], &[Met]),
+            (1, 1, &[Err("a")], &[Failed]),
+            (2, 3, &[Ok("a"), Ok("b"), Ok("c")], &[Pending, Met, Met]),
+            (2, 3, &[Err("a"), Ok("b"), Ok("c")], &[Pending, Pending, Met]),
+            (2, 3, &[Ok("a"), Err("b"), Err("c")], &[Pending, Pending, Failed]),
+            (2, 3, &[Err("a"), Err("b")], &[Pending, Failed]),
+            (3, 3, &[Ok("a"), Ok("b"), Err("c")], &[Pending, Pending, Failed]),
+            (3, 3, &[Err("a")], &[Failed]),
+            (1, 3, &[Err("a"), Err("b"), Ok("c")], &[Pending, Pending, Met]),
+            (3, 5, &[Err("a"), Err("b"), Ok("c"), Ok("d"), Ok("e")], &[Pending, Pending, Pending, Pending, Met]),
+            (3, 5, &[Ok("a"), Err("b"), Err("c"), Err("d")], &[Pending, Pending, Pending, Failed]),
+        ];
+        for (needed, total, replies, expected) in cases {
+            let mut q = Quorum::new(*needed, *total);
+            let got: Vec<Progress> = replies
+                .iter()
+                .map(|r| match r {
+                    Ok(n) => q.record_ok(NodeId::new(n)),
+                    Err(n) => q.record_err(NodeId::new(n), "refused"),
+                })
+                .collect();
+            assert_eq!(&got, expected, "{needed} of {total}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "quorum 4 of 3")]
+    fn needed_above_total_is_a_bug() {
+        Quorum::new(4, 3);
+    }
+
+    #[test]
+    fn shortfall_says_what_was_needed_and_what_answered() {
+        let mut q = Quorum::new(2, 3);
+        q.record_ok(NodeId::new("a:1"));
+        q.record_err(NodeId::new("b:1"), "connection refused");
+        let text = q.shortfall().to_string();
+        assert_eq!(text, "needed 2 of 3 replicas, 1 answered (a:1); b:1 failed: connection refused; 1 did not answer in time");
+    }
+
+    fn written(value: &str, actor: u64) -> Object {
+        let mut o = Object::new();
+        let content = Content { value: value.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 };
+        o.update(actor, &VersionVector::new(), Mutation::Put(content));
+        o
+    }
+
+    #[test]
+    fn read_merges_replies_and_plans_repairs() {
+        let fresh = written("v", 1);
+        let mut r = ReadQuorum::new(2, 3);
+        assert_eq!(r.record(NodeId::new("a"), Ok(fresh.clone())), Progress::Pending);
+        assert_eq!(r.record(NodeId::new("b"), Ok(Object::new())), Progress::Met);
+        assert_eq!(r.record(NodeId::new("c"), Ok(fresh.clone())), Progress::Met);
+        let merged = r.merged();
+        assert_eq!(merged, fresh);
+        assert_eq!(r.repairs(&merged), vec![NodeId::new("b")]);
+    }
+
+    #[test]
+    fn concurrent_replies_become_siblings_and_all_are_repaired() {
+        let mut r = ReadQuorum::new(2, 2);
+        r.record(NodeId::new("a"), Ok(written("x", 1)));
+        r.record(NodeId::new("b"), Ok(written("y", 2)));
+        let merged = r.merged();
+        assert_eq!(merged.siblings().len(), 2);
+        assert_eq!(r.repairs(&merged), vec![NodeId::new("a"), NodeId::new("b")]);
+    }
+
+    #[test]
+    fn nothing_found_needs_no_repair() {
+        let mut r = ReadQuorum::new(1, 2);
+        r.record(NodeId::new("a"), Ok(Object::new()));
+        r.record(NodeId::new("b"), Err("timeout".into()));
+        assert!(r.merged().is_empty());
+        assert!(r.repairs(&r.merged()).is_empty());
+    }
+}

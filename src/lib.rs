@@ -1,0 +1,47 @@
+//! Vinz Clortho: a Dynamo-style distributed key-value store.
+//!
+//! # Layout
+//!
+//! * [`core`]: pure logic, no I/O: keys, version vectors and siblings
+//!   (`vclock`, `object`), the context token, the ring, quorum accounting.
+//! * [`storage`]: the `Store` trait, RocksDB and in-memory engines, the
+//!   versioned on-disk format.
+//! * [`replica`]: what a node does with a key it holds (Riak's vnode).
+//! * [`coordinator`]: one client operation -> replica calls -> a quorum
+//!   decision, through the `ReplicaClient` trait.
+//! * [`membership`]: the members and the ring as this node sees them.
+//! * [`api`]: the HTTP edge (axum).
+//! * [`rpc`]: the gRPC edge (tonic); protobuf types live only there.
+//! * [`config`], [`telemetry`], [`error`]: settings, logging, error codes.
+//! * [`node`]: the composition root.
+//!
+//! # A PUT, top to bottom
+//!
+//! 1. `api::store::put_value` parses the key, the context token and `?w=`,
+//!    reads the body within the size limit.
+//! 2. `coordinator::Coordinator::put` finds the key's partition and
+//!    preference list on the ring and asks one replica of the key to stamp
+//!    the write (`ReplicaClient::coordinate`).
+//! 3. `replica::Replica::coordinate` locks the key, reads the stored object,
+//!    applies `core::object::Object::update` (drop what the context covers,
+//!    add the value under a fresh dot) and writes it back through
+//!    `storage::Store::put` (RocksDB: `storage::rocks`).
+//! 4. The coordinator sends the new object to the other replicas
+//!    (`ReplicaClient::merge` -> `Replica::merge` -> `Object::merge`) and
+//!    answers once W of them acknowledged (`core::quorum::Quorum`).
+//!
+//! A GET asks all N replicas (`ReplicaClient::get`), merges the first R
+//! answers (`core::quorum::ReadQuorum`), answers, and repairs stale replicas
+//! in the background.
+
+pub mod api;
+pub mod config;
+pub mod coordinator;
+pub mod core;
+pub mod error;
+pub mod membership;
+pub mod node;
+pub mod replica;
+pub mod rpc;
+pub mod storage;
+pub mod telemetry;

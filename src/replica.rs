@@ -1,0 +1,128 @@
+//! The replica role of a node: what it does with a key it holds. This is
+//! Riak's vnode: read a key, stamp a client write with this node's actor, and
+//! merge objects sent by other replicas. Every change is a read-modify-write
+//! of one key under that key's lock, on tokio's blocking pool because the
+//! store blocks.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use crate::coordinator::ReplicaError;
+use crate::core::key::ObjectKey;
+use crate::core::object::{Mutation, Object};
+use crate::core::ring::Partition;
+use crate::core::vclock::{ActorId, VersionVector};
+use crate::storage::{StorageError, Store};
+
+/// Stripes of the per-key lock: enough that unrelated keys rarely wait.
+const LOCK_STRIPES: usize = 1024;
+
+/// Sibling counts: warn above `warn`, refuse a write that would go above `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct SiblingLimits {
+    pub warn: usize,
+    pub max: usize,
+}
+
+impl Default for SiblingLimits {
+    fn default() -> SiblingLimits {
+        SiblingLimits { warn: 25, max: 100 }
+    }
+}
+
+pub struct Replica {
+    store: Arc<dyn Store>,
+    actor: ActorId,
+    limits: SiblingLimits,
+    /// Serialises read-modify-write per key. Two concurrent writes to one key
+    /// must not both read counter n and both stamp dot n+1: one value would
+    /// silently replace the other.
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl Replica {
+    pub fn new(store: Arc<dyn Store>, actor: ActorId, limits: SiblingLimits) -> Replica {
+        let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        Replica { store, actor, limits, stripes }
+    }
+
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn stripe(&self, key: &ObjectKey) -> &Mutex<()> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        &self.stripes[(h.finish() as usize) % LOCK_STRIPES]
+    }
+
+    /// The stored object, or an empty one when the key is absent.
+    pub async fn get(self: &Arc<Self>, partition: Partition, key: ObjectKey) -> Result<Object, ReplicaError> {
+        let this = Arc::clone(self);
+        blocking(move || Ok(this.store.get(partition, &key)?.unwrap_or_default())).await
+    }
+
+    /// Applies a client write with this replica's actor and returns the new
+    /// object, which the coordinator then sends to the other replicas.
+    pub async fn coordinate(
+        self: &Arc<Self>,
+        partition: Partition,
+        key: ObjectKey,
+        context: VersionVector,
+        mutation: Mutation,
+    ) -> Result<Object, ReplicaError> {
+        let this = Arc::clone(self);
+        blocking(move || {
+            let _guard = this.stripe(&key).lock().expect("key lock");
+            let mut object = this.store.get(partition, &key)?.unwrap_or_default();
+            object.update(this.actor, &context, mutation);
+            let count = object.siblings().len();
+            if count > this.limits.max {
+                return Err(ReplicaError::TooManySiblings { count, limit: this.limits.max });
+            }
+            if count > this.limits.warn {
+                tracing::warn!(key = ?key.key, siblings = count, "key has many siblings; clients should resolve them");
+            }
+            if object.is_empty() {
+                // A delete of a key nobody wrote: nothing to remember.
+                return Ok(object);
+            }
+            this.store.put(partition, &key, &object)?;
+            Ok(object)
+        })
+        .await
+    }
+
+    /// Merges an object from another replica (replication, read repair) and
+    /// returns what is stored afterwards. Writes only when something changed.
+    pub async fn merge(
+        self: &Arc<Self>,
+        partition: Partition,
+        key: ObjectKey,
+        incoming: Object,
+    ) -> Result<Object, ReplicaError> {
+        let this = Arc::clone(self);
+        blocking(move || {
+            let _guard = this.stripe(&key).lock().expect("key lock");
+            let current = this.store.get(partition, &key)?.unwrap_or_default();
+            let merged = current.merge(&incoming);
+            if merged != current {
+                this.store.put(partition, &key, &merged)?;
+            }
+            Ok(merged)
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
+) -> Result<T, ReplicaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReplicaError::Storage(StorageError::Io(format!("storage task failed: {e}"))))?
+}

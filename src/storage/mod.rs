@@ -1,0 +1,81 @@
+//! Durable state of one node: objects grouped by partition, plus a little
+//! node metadata. This is the only module that names RocksDB.
+//!
+//! Engines implement [`Store`] on top of raw ordered key/value pairs and share
+//! one record format ([`codec`]): keys start with the partition so a whole
+//! partition is one range scan (handoff and anti-entropy ship partitions),
+//! and every value starts with a format version byte so the format can evolve.
+//! `tests/storage_conformance.rs` runs one suite against every engine.
+//!
+//! The trait is synchronous: RocksDB blocks, so async callers run it on
+//! tokio's blocking pool (see `replica`).
+
+pub mod codec;
+pub mod meta;
+pub mod memory;
+pub mod rocks;
+
+use crate::core::key::ObjectKey;
+use crate::core::object::Object;
+use crate::core::ring::Partition;
+use crate::error::{ErrorCode, HasErrorCode};
+
+pub use memory::MemoryStore;
+pub use rocks::{RocksOptions, RocksStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage is out of space: {0}")]
+    NoSpace(String),
+    #[error("storage i/o error: {0}")]
+    Io(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("record format version {found} is newer than this build understands ({supported})")]
+    UnsupportedVersion { found: u8, supported: u8 },
+}
+
+impl HasErrorCode for StorageError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StorageError::NoSpace(_) => ErrorCode::InsufficientStorage,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// One object as found by a partition scan.
+pub type Entry = (ObjectKey, Object);
+
+/// Counts for status pages and metrics; RocksDB's are estimates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// A node's durable object store. Every call is blocking.
+pub trait Store: Send + Sync + 'static {
+    /// Which engine this is, for status output.
+    fn engine(&self) -> &'static str;
+
+    fn get(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Object>, StorageError>;
+
+    /// Replaces the stored object. Durable (in the WAL) when it returns.
+    fn put(&self, partition: Partition, key: &ObjectKey, object: &Object) -> Result<(), StorageError>;
+
+    /// Removes the key physically (after handoff, or when reaping tombstones).
+    fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError>;
+
+    /// Every object of one partition, in key order.
+    fn scan_partition(
+        &self,
+        partition: Partition,
+    ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError>;
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError>;
+
+    fn stats(&self) -> Result<StoreStats, StorageError>;
+}
