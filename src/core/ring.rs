@@ -268,6 +268,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best inline
     fn targets_are_proportional_and_exact() {
         // (partitions, wishes, expected targets)
         let cases: &[(u32, &[(&str, u32)], &[(&str, u32)])] = &[

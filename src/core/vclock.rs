@@ -149,6 +149,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best inline
     fn compare_table() {
         // (left, right, expected)
         let cases: &[(&[(u64, u64)], &[(u64, u64)], Causality)] = &[

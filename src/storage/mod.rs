@@ -52,6 +52,9 @@ pub type Entry = (ObjectKey, Object);
 pub struct StoreStats {
     pub objects: u64,
     pub bytes: u64,
+    /// True when the engine can only estimate (RocksDB counts overwrites
+    /// still in its memtable until they are compacted).
+    pub approximate: bool,
 }
 
 /// A node's durable object store. Every call is blocking.

@@ -115,6 +115,6 @@ impl Store for RocksStore {
         let int = |prop: &str| self.db.property_int_value_cf(cf, prop).map_err(map_err).map(|v| v.unwrap_or(0));
         let objects = int("rocksdb.estimate-num-keys")?;
         let bytes = int("rocksdb.total-sst-files-size")? + int("rocksdb.cur-size-all-mem-tables")?;
-        Ok(StoreStats { objects, bytes })
+        Ok(StoreStats { objects, bytes, approximate: true })
     }
 }

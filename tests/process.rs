@@ -1,0 +1,166 @@
+//! The real binary over real sockets: durability across kill -9, startup
+//! errors, signals, configuration sources.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{BIN, NodeProc, client};
+use reqwest::StatusCode;
+
+const CTX: &str = "x-vinzclortho-context";
+
+fn context(r: &reqwest::blocking::Response) -> Option<String> {
+    r.headers().get(CTX).map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let node = NodeProc::start(&data, &["-a", "127.0.0.1:0"]);
+    let http = client();
+    for i in 0..200 {
+        let r = http.put(node.url(&format!("/store/key{i}"))).body(format!("value{i}")).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Siblings and a tombstone must survive too, with their contexts.
+    for v in ["left", "right"] {
+        http.put(node.url("/store/siblings")).body(v).send().unwrap();
+    }
+    http.put(node.url("/store/deleted")).body("x").send().unwrap();
+    let ctx = context(&http.get(node.url("/store/deleted")).send().unwrap()).unwrap();
+    let r = http.delete(node.url("/store/deleted")).header(CTX, &ctx).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let sibling_ctx = context(&http.get(node.url("/store/siblings")).send().unwrap()).unwrap();
+    // The last write was acknowledged; crash right after it.
+    let last = http.put(node.url("/store/last")).body("final").send().unwrap();
+    assert_eq!(last.status(), StatusCode::OK);
+    node.kill9();
+
+    let node = NodeProc::start(&data, &["-a", "127.0.0.1:0"]);
+    for i in 0..200 {
+        let r = http.get(node.url(&format!("/store/key{i}"))).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "key{i}");
+        assert_eq!(r.text().unwrap(), format!("value{i}"));
+    }
+    assert_eq!(http.get(node.url("/store/last")).send().unwrap().text().unwrap(), "final");
+    let r = http.get(node.url("/store/siblings")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(context(&r).as_deref(), Some(sibling_ctx.as_str()));
+    let body = r.text().unwrap();
+    assert!(body.contains("left") && body.contains("right"), "{body}");
+    let r = http.get(node.url("/store/deleted")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(context(&r).is_some(), "the tombstone's context survives");
+    // The restarted node keeps stamping new versions after the old ones:
+    // a write with the old context supersedes both siblings.
+    let r = http.put(node.url("/store/siblings")).header(CTX, &sibling_ctx).body("one").send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(http.get(node.url("/store/siblings")).send().unwrap().text().unwrap(), "one");
+}
+
+#[test]
+fn partition_count_is_fixed_by_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    NodeProc::start(&data, &["-a", "127.0.0.1:0", "-p", "128"]).kill9();
+    let err = NodeProc::try_start(&data, &["-a", "127.0.0.1:0", "-p", "64"], &[]).err().unwrap();
+    assert!(err.contains("created for 128 partitions"), "{err}");
+    let node = NodeProc::start(&data, &["-a", "127.0.0.1:0"]);
+    let status: serde_json::Value = client().get(node.url("/admin/status")).send().unwrap().json().unwrap();
+    assert_eq!(status["partitions"], 128);
+}
+
+#[test]
+fn bad_flags_exit_with_a_message() {
+    for (args, code, needle) in [
+        (&["-p", "100"][..], Some(2), "power of two"),
+        (&["-a", "127.0.0.1"][..], Some(2), "HOST:PORT"),
+        (&["--storage", "floppy"][..], Some(2), "floppy"),
+        (&["-r", "5"][..], Some(2), "between 1 and n_val"),
+        (&["-a", "127.0.0.1:0", "-j", "127.0.0.1:9"][..], Some(1), "joining a cluster"),
+        (&["--config", "/nonexistent/vc.toml"][..], Some(2), "cannot read config file"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), code, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let err = NodeProc::try_start(&dir.path().join("n"), &["-a", &addr], &[]).err().unwrap();
+    assert!(err.contains("cannot listen on") && err.contains(&addr), "{err}");
+}
+
+#[test]
+fn help_documents_every_option_and_its_environment_variable() {
+    let out = std::process::Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--address",
+        "--partitions",
+        "--join",
+        "--cluster-address",
+        "--data-dir",
+        "--storage",
+        "--sync-writes",
+        "--n-val",
+        "--max-value-bytes",
+        "--config",
+        "VINZCLORTHO_ADDRESS",
+        "VINZCLORTHO_N_VAL",
+        "serve",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn environment_and_config_file_configure_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, "partitions = 16\nn_val = 5\nr = 3\n").unwrap();
+    let env = [("VINZCLORTHO_W", "4"), ("VINZCLORTHO_CONFIG", file.to_str().unwrap())];
+    let node = NodeProc::try_start(&dir.path().join("n"), &["-a", "127.0.0.1:0", "-r", "1"], &env).unwrap();
+    let s: serde_json::Value = client().get(node.url("/admin/status")).send().unwrap().json().unwrap();
+    assert_eq!((s["partitions"].as_u64(), s["n_val"].as_u64()), (Some(16), Some(5)));
+    assert_eq!((s["r"].as_u64(), s["w"].as_u64()), (Some(1), Some(4)), "flag beats file, env beats default");
+}
+
+#[test]
+fn sigterm_stops_the_node_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&dir.path().join("n"), &["-a", "127.0.0.1:0"]);
+    let status = node.signal_and_wait("TERM", Duration::from_secs(20)).expect("node exits after SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+/// Keys longer than a URI can carry are refused by the HTTP layer with 414.
+#[test]
+fn overlong_request_target_is_414_on_a_real_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&dir.path().join("n"), &["-a", "127.0.0.1:0"]);
+    let mut s = TcpStream::connect(&node.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let key = "k".repeat(70_000);
+    write!(s, "PUT /store/{key} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv").unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 414"), "{:.80}", reply);
+    // And the node still serves.
+    assert_eq!(client().get(node.url("/ping")).send().unwrap().text().unwrap(), "OK");
+}

@@ -1,0 +1,212 @@
+//! One conformance suite, run against every storage engine.
+
+use std::ops::ControlFlow;
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::core::vclock::VersionVector;
+use vinzclortho::storage::{MemoryStore, RocksOptions, RocksStore, Store};
+
+/// A store plus whatever must outlive it (RocksDB's directory).
+struct Harness {
+    store: Box<dyn Store>,
+    _dir: Option<TempDir>,
+}
+
+fn memory() -> Harness {
+    Harness { store: Box::new(MemoryStore::new()), _dir: None }
+}
+
+fn rocks() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    Harness { store: Box::new(store), _dir: Some(dir) }
+}
+
+fn object(values: &[&str]) -> Object {
+    let mut o = Object::new();
+    for (i, v) in values.iter().enumerate() {
+        let content = Content { value: Bytes::from(v.to_string()), content_type: "text/plain".into(), last_modified_ms: i as u64 };
+        o.update(42, &VersionVector::new(), Mutation::Put(content));
+    }
+    o
+}
+
+fn scan(store: &dyn Store, partition: u32) -> Vec<(ObjectKey, Object)> {
+    store.scan_partition(partition).unwrap().map(Result::unwrap).collect()
+}
+
+fn missing_key_is_none(s: &dyn Store) {
+    assert_eq!(s.get(0, &ObjectKey::in_default_bucket("nope")).unwrap(), None);
+}
+
+fn put_then_get_round_trips_siblings(s: &dyn Store) {
+    let k = ObjectKey::in_default_bucket("k");
+    let o = object(&["a", "b", "c"]);
+    s.put(3, &k, &o).unwrap();
+    assert_eq!(s.get(3, &k).unwrap(), Some(o));
+}
+
+fn put_replaces(s: &dyn Store) {
+    let k = ObjectKey::in_default_bucket("k");
+    s.put(1, &k, &object(&["a"])).unwrap();
+    s.put(1, &k, &object(&["b"])).unwrap();
+    assert_eq!(s.get(1, &k).unwrap(), Some(object(&["b"])));
+}
+
+fn tombstones_keep_their_clock(s: &dyn Store) {
+    let k = ObjectKey::in_default_bucket("gone");
+    let mut o = object(&["a"]);
+    let ctx = o.clock().clone();
+    o.update(42, &ctx, Mutation::Delete);
+    assert!(o.is_tombstone());
+    s.put(0, &k, &o).unwrap();
+    let back = s.get(0, &k).unwrap().unwrap();
+    assert!(back.is_tombstone());
+    assert_eq!(back.clock(), &ctx);
+}
+
+fn remove_deletes(s: &dyn Store) {
+    let k = ObjectKey::in_default_bucket("k");
+    s.put(2, &k, &object(&["a"])).unwrap();
+    s.remove(2, &k).unwrap();
+    assert_eq!(s.get(2, &k).unwrap(), None);
+    // Removing what is absent is fine.
+    s.remove(2, &k).unwrap();
+}
+
+fn namespaces_and_partitions_do_not_collide(s: &dyn Store) {
+    let keys = [
+        ObjectKey::new("default", "ab", "c"),
+        ObjectKey::new("default", "a", "bc"),
+        ObjectKey::new("t", "default", "c"),
+        ObjectKey::new("", "", ""),
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        s.put(5, k, &object(&[&i.to_string()])).unwrap();
+    }
+    s.put(6, &keys[0], &object(&["other partition"])).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(s.get(5, k).unwrap(), Some(object(&[&i.to_string()])), "{k:?}");
+    }
+    assert_eq!(s.get(6, &keys[0]).unwrap(), Some(object(&["other partition"])));
+}
+
+fn binary_keys_and_large_values(s: &dyn Store) {
+    let k = ObjectKey::new(&b"\xff\x00"[..], &b"\x00"[..], (0..=255u8).collect::<Vec<u8>>());
+    let big = "x".repeat(4 << 20);
+    s.put(9, &k, &object(&[&big])).unwrap();
+    assert_eq!(s.get(9, &k).unwrap(), Some(object(&[&big])));
+    assert_eq!(scan(s, 9), vec![(k, object(&[&big]))]);
+}
+
+fn scan_returns_exactly_one_partition_in_key_order(s: &dyn Store) {
+    for p in [0u32, 1, 2, 1023] {
+        for key in ["b", "a", "c"] {
+            s.put(p, &ObjectKey::in_default_bucket(format!("{key}{p}")), &object(&[key])).unwrap();
+        }
+    }
+    for p in [0u32, 1, 2, 1023] {
+        let got: Vec<Bytes> = scan(s, p).into_iter().map(|(k, _)| k.key).collect();
+        let want: Vec<Bytes> = ["a", "b", "c"].iter().map(|k| Bytes::from(format!("{k}{p}"))).collect();
+        assert_eq!(got, want, "partition {p}");
+    }
+    assert!(scan(s, 3).is_empty());
+    assert!(scan(s, 1024).is_empty());
+}
+
+fn scan_can_stop_early(s: &dyn Store) {
+    for i in 0..100 {
+        s.put(4, &ObjectKey::in_default_bucket(format!("k{i:03}")), &object(&["v"])).unwrap();
+    }
+    let mut seen = 0;
+    let flow = s.scan_partition(4).unwrap().try_for_each(|row| {
+        row.unwrap();
+        seen += 1;
+        if seen == 10 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    });
+    assert_eq!((flow, seen), (ControlFlow::Break(()), 10));
+}
+
+fn meta_round_trips(s: &dyn Store) {
+    assert_eq!(s.get_meta("x").unwrap(), None);
+    s.put_meta("x", b"1").unwrap();
+    s.put_meta("x", b"2").unwrap();
+    assert_eq!(s.get_meta("x").unwrap(), Some(b"2".to_vec()));
+    // Metadata is not an object: scans do not see it.
+    assert!((0..4).all(|p| scan(s, p).is_empty()));
+}
+
+fn stats_count_objects(s: &dyn Store) {
+    for i in 0..10 {
+        s.put(0, &ObjectKey::in_default_bucket(format!("k{i}")), &object(&["v"])).unwrap();
+    }
+    let stats = s.stats().unwrap();
+    if stats.approximate {
+        assert!(stats.objects >= 1, "{stats:?}");
+    } else {
+        assert_eq!(stats.objects, 10);
+    }
+    assert!(stats.bytes > 0);
+}
+
+macro_rules! suite {
+    ($engine:ident: $($case:ident),* $(,)?) => {
+        mod $engine {
+            $(
+                #[test]
+                fn $case() {
+                    let h = super::$engine();
+                    super::$case(&*h.store);
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_cases {
+    ($engine:ident) => {
+        suite!($engine:
+            missing_key_is_none,
+            put_then_get_round_trips_siblings,
+            put_replaces,
+            tombstones_keep_their_clock,
+            remove_deletes,
+            namespaces_and_partitions_do_not_collide,
+            binary_keys_and_large_values,
+            scan_returns_exactly_one_partition_in_key_order,
+            scan_can_stop_early,
+            meta_round_trips,
+            stats_count_objects,
+        );
+    };
+}
+
+all_cases!(memory);
+all_cases!(rocks);
+
+/// RocksDB only: what was written is there after the store is reopened.
+#[test]
+fn rocks_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = ObjectKey::in_default_bucket("durable");
+    {
+        let s = RocksStore::open(dir.path(), &RocksOptions { sync_writes: true }).unwrap();
+        s.put(7, &k, &object(&["a", "b"])).unwrap();
+        s.put_meta("m", b"v").unwrap();
+    }
+    let s = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    assert_eq!(s.get(7, &k).unwrap(), Some(object(&["a", "b"])));
+    assert_eq!(s.get_meta("m").unwrap(), Some(b"v".to_vec()));
+}
+
+/// A second process (or store) on the same directory is refused clearly.
+#[test]
+fn rocks_refuses_a_directory_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    let err = RocksStore::open(dir.path(), &RocksOptions::default()).err().expect("second open must fail");
+    assert!(err.to_string().contains("cannot open RocksDB"), "{err}");
+}
