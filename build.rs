@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["proto/replica.proto"];
+    let protos = ["proto/replica.proto", "proto/membership.proto", "proto/transfer.proto"];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("vinzclortho_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;

@@ -1,11 +1,31 @@
-//! The gRPC edge: the only place protobuf types exist. The replica service
-//! is defined in `proto/replica.proto`; its server and the network
-//! `ReplicaClient` arrive with the cluster.
+//! The gRPC edge: the only place protobuf types exist. Services are defined
+//! in `proto/` (one file per service, versioned packages).
 
-/// Generated code for `vinzclortho.replica.v1`.
-pub mod pb {
-    tonic::include_proto!("vinzclortho.replica.v1");
-
-    /// Serialized descriptors of every service, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinzclortho_descriptor");
+/// Generated code, nested as the protobuf packages are so that cross-package
+/// references (`transfer.v1` uses `replica.v1` types) resolve.
+pub mod generated {
+    pub mod vinzclortho {
+        pub mod replica {
+            pub mod v1 {
+                tonic::include_proto!("vinzclortho.replica.v1");
+            }
+        }
+        pub mod membership {
+            pub mod v1 {
+                tonic::include_proto!("vinzclortho.membership.v1");
+            }
+        }
+        pub mod transfer {
+            pub mod v1 {
+                tonic::include_proto!("vinzclortho.transfer.v1");
+            }
+        }
+    }
 }
+
+pub use generated::vinzclortho::membership::v1 as membership_pb;
+pub use generated::vinzclortho::replica::v1 as pb;
+pub use generated::vinzclortho::transfer::v1 as transfer_pb;
+
+/// Serialized descriptors of every service, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinzclortho_descriptor");
