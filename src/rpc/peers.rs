@@ -1,0 +1,181 @@
+//! Connections to the other nodes, one pool for the whole process.
+//!
+//! Every call to a peer goes through here so that the rules against a dead
+//! or slow peer are set once: a bounded TCP connect, a per-request timeout
+//! for unary calls, HTTP/2 keepalive pings that notice a peer that vanished
+//! without closing its socket, and `TCP_NODELAY` because replica calls are
+//! small and latency-bound. Channels connect lazily, so creating one never
+//! blocks and a node that is down costs nothing until it is called, and they
+//! reconnect by themselves on the next call after a failure.
+//!
+//! Each address gets two channels (two HTTP/2 connections): one for unary
+//! replica calls, with the request timeout, and one for partition transfers,
+//! without it (a transfer takes as long as the partition is big; it is
+//! bounded by a progress timeout instead, see `transfer`). Keeping bulk
+//! transfers off the unary connection also keeps them from delaying client
+//! reads and writes behind their data.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// How often an HTTP/2 ping checks an idle or busy connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is dropped.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A transfer fails when the peer has accepted nothing for this long.
+const TRANSFER_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Largest message either side accepts. Peers are trusted members and an
+/// object is already bounded by the write path (`max_value_bytes` times
+/// `siblings_max`); a lower cap here would leave a legal object that can
+/// never be replicated or transferred. tonic's default of 4 MiB would.
+pub const MAX_MESSAGE_BYTES: usize = usize::MAX;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cluster address {address:?}: {reason}")]
+pub struct InvalidAddress {
+    pub address: String,
+    pub reason: String,
+}
+
+pub struct Peers {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    transfer_idle_timeout: Duration,
+    unary: Mutex<HashMap<String, Channel>>,
+    transfer: Mutex<HashMap<String, Channel>>,
+}
+
+impl Peers {
+    /// `connect_timeout` bounds a TCP connect; `request_timeout` bounds each
+    /// unary call once sent.
+    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Peers {
+        assert!(!connect_timeout.is_zero() && !request_timeout.is_zero(), "peer timeouts must be positive");
+        Peers {
+            connect_timeout,
+            request_timeout,
+            transfer_idle_timeout: TRANSFER_IDLE_TIMEOUT_DEFAULT,
+            unary: Mutex::default(),
+            transfer: Mutex::default(),
+        }
+    }
+
+    /// How long a partition transfer may go without the peer accepting more
+    /// data (or, once all is sent, without its answer) before it fails.
+    pub fn with_transfer_idle_timeout(mut self, idle: Duration) -> Peers {
+        assert!(!idle.is_zero(), "the transfer idle timeout must be positive");
+        self.transfer_idle_timeout = idle;
+        self
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    pub fn transfer_idle_timeout(&self) -> Duration {
+        self.transfer_idle_timeout
+    }
+
+    /// The longest a unary call can take: connecting, then the request.
+    /// Clients also bound each call by this, so that no path inside the
+    /// transport (say a handshake that never completes) can hang it.
+    pub fn unary_deadline(&self) -> Duration {
+        self.connect_timeout + self.request_timeout
+    }
+
+    /// The channel for unary calls to the node serving `cluster_address`
+    /// (`host:port`, or a full `http://` URI).
+    pub fn channel(&self, cluster_address: &str) -> Result<Channel, InvalidAddress> {
+        self.pooled(&self.unary, cluster_address, |e| e.timeout(self.request_timeout))
+    }
+
+    /// The channel for partition transfers: no per-request timeout.
+    pub fn transfer_channel(&self, cluster_address: &str) -> Result<Channel, InvalidAddress> {
+        self.pooled(&self.transfer, cluster_address, |e| e)
+    }
+
+    /// Drops the channels to an address (a node that left): their
+    /// connections close once in-flight calls finish.
+    pub fn forget(&self, cluster_address: &str) {
+        self.unary.lock().expect("peers lock").remove(cluster_address);
+        self.transfer.lock().expect("peers lock").remove(cluster_address);
+    }
+
+    fn pooled(
+        &self,
+        pool: &Mutex<HashMap<String, Channel>>,
+        cluster_address: &str,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, InvalidAddress> {
+        let mut pool = pool.lock().expect("peers lock");
+        if let Some(channel) = pool.get(cluster_address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = configure(self.endpoint(cluster_address)?);
+        // Lazy: never blocks, and a down peer only costs when called.
+        let channel = endpoint.connect_lazy();
+        pool.insert(cluster_address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    fn endpoint(&self, cluster_address: &str) -> Result<Endpoint, InvalidAddress> {
+        let invalid = |reason: String| InvalidAddress { address: cluster_address.to_owned(), reason };
+        let uri = if cluster_address.contains("://") {
+            cluster_address.to_owned()
+        } else {
+            format!("http://{cluster_address}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| invalid(e.to_string()))?;
+        let (host, port) = (endpoint.uri().host(), endpoint.uri().port_u16());
+        if host.is_none_or(str::is_empty) || port.is_none() {
+            return Err(invalid("expected host:port".into()));
+        }
+        Ok(endpoint
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers() -> Peers {
+        Peers::new(Duration::from_secs(1), Duration::from_secs(2))
+    }
+
+    #[tokio::test]
+    async fn invalid_addresses_are_errors() {
+        let peers = peers();
+        for address in ["", "not an address", "127.0.0.1", "http://", "127.0.0.1:notaport", ":7000"] {
+            assert!(peers.channel(address).is_err(), "{address:?} was accepted");
+            assert!(peers.transfer_channel(address).is_err(), "{address:?} was accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn valid_addresses_get_a_lazy_channel() {
+        let peers = peers();
+        for address in ["127.0.0.1:7000", "localhost:7000", "[::1]:7000", "http://10.0.0.1:7000"] {
+            assert!(peers.channel(address).is_ok(), "{address:?} was refused");
+            assert!(peers.transfer_channel(address).is_ok(), "{address:?} was refused");
+        }
+        assert_eq!(peers.unary.lock().unwrap().len(), 4);
+        peers.channel("127.0.0.1:7000").unwrap();
+        assert_eq!(peers.unary.lock().unwrap().len(), 4, "a second call reuses the channel");
+        peers.forget("127.0.0.1:7000");
+        assert_eq!(peers.unary.lock().unwrap().len(), 3);
+        assert_eq!(peers.transfer.lock().unwrap().len(), 3);
+    }
+}
