@@ -29,3 +29,11 @@ pub use generated::vinzclortho::transfer::v1 as transfer_pb;
 
 /// Serialized descriptors of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinzclortho_descriptor");
+
+pub mod convert;
+pub mod peers;
+pub mod replica_client;
+pub mod replica_server;
+pub mod server;
+pub mod status;
+pub mod transfer;

@@ -1,0 +1,81 @@
+//! The node's gRPC server: which services it answers and how it listens.
+//!
+//! [`routes`] registers the replica and transfer services, gRPC health
+//! (`grpc.health.v1`, for load balancers and `grpc_health_probe`) and server
+//! reflection (so `grpcurl` works without the .proto files; both v1 and
+//! v1alpha, because grpcurl 1.8.6 only asks v1alpha). It returns the builder
+//! so the composition root can add more services before [`serve`]. The
+//! listener and the shutdown signal are passed in, so tests bind port 0.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+
+use super::FILE_DESCRIPTOR_SET;
+use super::pb::replica_server::ReplicaServer;
+use super::peers::MAX_MESSAGE_BYTES;
+use super::replica_server::ReplicaService;
+use super::transfer::TransferService;
+use super::transfer_pb::transfer_server::TransferServer;
+use crate::replica::Replica;
+
+/// HTTP/2 pings to clients, so a transfer from a sender that vanished does
+/// not hold a stream (and the merge task) open forever.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The node's services. The health reporter starts with the whole server
+/// (`""`) SERVING, as tonic-health does; the node sets NOT_SERVING when it
+/// stops taking work.
+pub fn routes(replica: Arc<Replica>) -> (RoutesBuilder, HealthReporter) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // The descriptor sets are compiled in: failing to read them is a build bug.
+    let reflection_v1 = reflection().build_v1().expect("compiled-in descriptor sets decode");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("compiled-in descriptor sets decode");
+    let replica_service = ReplicaServer::new(ReplicaService::new(Arc::clone(&replica)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let transfer_service = TransferServer::new(TransferService::new(replica))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut routes = RoutesBuilder::default();
+    routes
+        .add_service(replica_service)
+        .add_service(transfer_service)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    (routes, health)
+}
+
+/// Every service this binary defines, plus gRPC health, for reflection.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Serves `routes` on `listener` until `shutdown` completes, then stops
+/// accepting and waits for in-flight calls (a long transfer included); bound
+/// that wait at the caller if it matters.
+pub async fn serve(
+    listener: TcpListener,
+    routes: RoutesBuilder,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    // With an incoming stream the builder's TCP settings do not apply; the
+    // stream sets them on each accepted socket.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE_INTERVAL));
+    Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
