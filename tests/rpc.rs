@@ -1,0 +1,501 @@
+//! The gRPC edge over real sockets: a real `Replica` (in-memory store) served
+//! on 127.0.0.1:0, called through the same clients the node uses. Peers that
+//! are down or silent are real sockets too (a closed port; a listener that
+//! accepts and never answers). Every wait is bounded.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus as PbServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::server::HealthReporter;
+use vinzclortho::coordinator::{AddressBook, ReplicaClient, ReplicaError};
+use vinzclortho::core::key::{NodeId, ObjectKey};
+use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::core::ring::Partition;
+use vinzclortho::core::vclock::VersionVector;
+use vinzclortho::error::{ErrorCode, HasErrorCode};
+use vinzclortho::replica::{Replica, SiblingLimits};
+use vinzclortho::rpc::peers::Peers;
+use vinzclortho::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
+use vinzclortho::rpc::transfer::{push_partition, spawn_scan};
+use vinzclortho::rpc::{pb, server, transfer_pb};
+use vinzclortho::storage::{Entry, MemoryStore, StorageError};
+
+/// Upper bound on any single wait in these tests.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("{what}: no result within {WAIT:?}"))
+}
+
+fn replica(actor: u64, limits: SiblingLimits) -> Arc<Replica> {
+    Arc::new(Replica::new(Arc::new(MemoryStore::new()), actor, limits))
+}
+
+/// A node's gRPC server on an ephemeral port; stops when dropped.
+struct TestServer {
+    address: String,
+    replica: Arc<Replica>,
+    health: HealthReporter,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl TestServer {
+    async fn start(replica: Arc<Replica>) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (routes, health) = server::routes(Arc::clone(&replica));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, routes, async {
+            let _ = stop.await;
+        }));
+        TestServer { address, replica, health, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// A plain connection for raw protocol clients.
+    async fn channel(&self) -> Channel {
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.address)).unwrap();
+        bounded("connect", endpoint.connect()).await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        bounded("server shutdown", task).await.unwrap().unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Node name -> cluster address.
+struct Book(HashMap<NodeId, String>);
+
+impl Book {
+    fn new(entries: &[(&NodeId, &str)]) -> Arc<Book> {
+        Arc::new(Book(entries.iter().map(|(n, a)| ((*n).clone(), (*a).to_owned())).collect()))
+    }
+}
+
+impl AddressBook for Book {
+    fn cluster_address(&self, node: &NodeId) -> Option<String> {
+        self.0.get(node).cloned()
+    }
+}
+
+fn peers(connect_timeout_ms: u64, request_timeout_ms: u64) -> Arc<Peers> {
+    Arc::new(Peers::new(Duration::from_millis(connect_timeout_ms), Duration::from_millis(request_timeout_ms)))
+}
+
+fn client(peers: Arc<Peers>, node: &NodeId, address: &str) -> GrpcReplicaClient {
+    GrpcReplicaClient::new(peers, Book::new(&[(node, address)]))
+}
+
+fn put(value: &str) -> Mutation {
+    Mutation::Put(Content {
+        value: Bytes::from(value.to_owned()),
+        content_type: "text/plain; charset=utf-8".into(),
+        last_modified_ms: 1_700_000_000_123,
+    })
+}
+
+fn values(object: &Object) -> Vec<String> {
+    object.siblings().iter().map(|s| String::from_utf8(s.content.value.to_vec()).unwrap()).collect()
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new("type", "bucket", name.to_owned())
+}
+
+/// A port nothing listens on: bound, read, released.
+async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A peer that accepts TCP connections and never says a word.
+async fn silent_peer() -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, task)
+}
+
+const P: Partition = 3;
+
+#[tokio::test]
+async fn coordinate_get_and_merge_round_trip_with_siblings_and_contexts() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let node = NodeId::new("node-1");
+    let client = client(peers(1000, 5000), &node, &server.address);
+    let k = key("k");
+    let empty = VersionVector::new();
+
+    let a = bounded("put a", client.coordinate(&node, P, &k, &empty, &put("a"))).await.unwrap();
+    assert_eq!(values(&a), ["a"]);
+    assert_eq!(a.siblings()[0].content.content_type, "text/plain; charset=utf-8");
+    assert_eq!(a.siblings()[0].content.last_modified_ms, 1_700_000_000_123);
+    // No context: a concurrent write, kept as a sibling.
+    let ab = bounded("put b", client.coordinate(&node, P, &k, &empty, &put("b"))).await.unwrap();
+    assert_eq!(values(&ab), ["a", "b"]);
+    let read = bounded("get", client.get(&node, P, &k)).await.unwrap();
+    assert_eq!(read, ab);
+    assert_eq!(read, server.replica.get(P, k.clone()).await.unwrap(), "the client sees what the replica stores");
+
+    // With the read's context the write supersedes both.
+    let c = bounded("put c", client.coordinate(&node, P, &k, read.clock(), &put("c"))).await.unwrap();
+    assert_eq!(values(&c), ["c"]);
+
+    // A concurrent value stamped elsewhere arrives by merge and is kept.
+    let mut elsewhere = Object::new();
+    elsewhere.update(7, &VersionVector::new(), put("d"));
+    bounded("merge", client.merge(&node, P, &k, &elsewhere)).await.unwrap();
+    let merged = bounded("get", client.get(&node, P, &k)).await.unwrap();
+    assert_eq!(values(&merged), ["d", "c"], "siblings in dot order: actor 7 before actor 42");
+    assert_eq!(merged, c.merge(&elsewhere));
+
+    // A delete with that context leaves a tombstone that keeps the clock.
+    let deleted = bounded("delete", client.coordinate(&node, P, &k, merged.clock(), &Mutation::Delete)).await.unwrap();
+    assert!(deleted.is_tombstone());
+    let read = bounded("get", client.get(&node, P, &k)).await.unwrap();
+    assert!(read.is_tombstone() && read.clock().descends(merged.clock()));
+
+    let never = bounded("get absent", client.get(&node, P, &key("absent"))).await.unwrap();
+    assert!(never.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_siblings_comes_back_as_a_conflict() {
+    let server = TestServer::start(replica(42, SiblingLimits { warn: 1, max: 2 })).await;
+    let node = NodeId::new("node-1");
+    let client = client(peers(1000, 5000), &node, &server.address);
+    let (k, empty) = (key("crowded"), VersionVector::new());
+    for value in ["a", "b"] {
+        bounded("put", client.coordinate(&node, P, &k, &empty, &put(value))).await.unwrap();
+    }
+    let error = bounded("third put", client.coordinate(&node, P, &k, &empty, &put("c"))).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Conflict, "{error:?}");
+    assert_eq!(error.code().http_status(), 409);
+    match &error {
+        ReplicaError::Remote { node: n, message, .. } => {
+            assert_eq!(n, &node);
+            assert!(message.contains("siblings"), "{message}");
+        }
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_arguments() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let mut raw = pb::replica_client::ReplicaClient::new(server.channel().await);
+    let key = Some(pb::ObjectKey { bucket_type: b"t".to_vec(), bucket: b"b".to_vec(), key: b"k".to_vec() });
+
+    let no_mutation = pb::CoordinateRequest { partition: P, key: key.clone(), context: vec![], mutation: None };
+    let status = bounded("coordinate", raw.coordinate(no_mutation)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("mutation"), "{}", status.message());
+
+    let uncovered = pb::Object {
+        clock: vec![pb::ClockEntry { actor: 1, counter: 1 }],
+        siblings: vec![pb::Sibling { actor: 1, counter: 2, ..Default::default() }],
+    };
+    let status =
+        bounded("merge", raw.merge(pb::MergeRequest { partition: P, key, object: Some(uncovered) })).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("invalid object"), "{}", status.message());
+
+    let status = bounded("get", raw.get(pb::GetRequest { partition: P, key: None })).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // Nothing was stored by the refused merge.
+    assert!(server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_node_and_bad_address_fail_without_network() {
+    let peers = peers(1000, 1000);
+    let (known, bad) = (NodeId::new("bad-address"), NodeId::new("stranger"));
+    let client = GrpcReplicaClient::new(peers, Book::new(&[(&known, "not an address")]));
+    let error = bounded("get", client.get(&bad, P, &key("k"))).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::UnknownNode(ref n) if n == &bad), "{error:?}");
+    let error = bounded("get", client.get(&known, P, &key("k"))).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable_quickly() {
+    let address = closed_port().await;
+    let node = NodeId::new("down");
+    let client = client(peers(1000, 2000), &node, &address);
+    let started = Instant::now();
+    let error = bounded("get", client.get(&node, P, &key("k"))).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(matches!(error, ReplicaError::Unreachable { ref node, .. } if node.as_str() == "down"), "{error:?}");
+    assert_eq!(error.code(), ErrorCode::Unavailable);
+}
+
+#[tokio::test]
+async fn a_silent_peer_costs_at_most_the_request_timeout() {
+    let (address, _peer) = silent_peer().await;
+    let node = NodeId::new("silent");
+    let request_timeout = Duration::from_millis(500);
+    let client = client(peers(1000, 500), &node, &address);
+    for call in 0..2 {
+        let started = Instant::now();
+        let error = bounded("get", client.get(&node, P, &key("k"))).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(error, ReplicaError::Unreachable { .. }), "call {call}: {error:?}");
+        assert!(elapsed >= request_timeout / 2, "call {call} failed suspiciously fast: {elapsed:?} {error:?}");
+        assert!(elapsed < Duration::from_secs(3), "call {call} took {elapsed:?}");
+    }
+}
+
+#[tokio::test]
+async fn routed_replicas_serve_the_local_node_in_process() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let (me, other) = (NodeId::new("me"), NodeId::new("other"));
+    // If a call for `me` went over the network it would fail: nothing
+    // listens at its address.
+    let book = Book::new(&[(&me, &closed_port().await), (&other, &server.address)]);
+    let local = replica(1, SiblingLimits::default());
+    let routed = RoutedReplicas::new(me.clone(), Arc::clone(&local), GrpcReplicaClient::new(peers(1000, 5000), book));
+    let (k, empty) = (key("k"), VersionVector::new());
+
+    let mine = bounded("local put", routed.coordinate(&me, P, &k, &empty, &put("local"))).await.unwrap();
+    assert_eq!(local.get(P, k.clone()).await.unwrap(), mine);
+    bounded("remote merge", routed.merge(&other, P, &k, &mine)).await.unwrap();
+    assert_eq!(server.replica.get(P, k.clone()).await.unwrap(), mine);
+    let theirs = bounded("remote put", routed.coordinate(&other, P, &k, mine.clock(), &put("remote"))).await.unwrap();
+    bounded("local merge", routed.merge(&me, P, &k, &theirs)).await.unwrap();
+    assert_eq!(values(&bounded("local get", routed.get(&me, P, &k)).await.unwrap()), ["remote"]);
+    assert_eq!(bounded("remote get", routed.get(&other, P, &k)).await.unwrap(), theirs);
+}
+
+/// 1000 objects in partition `P` (some with siblings, one deleted) and a few
+/// in partition `P + 1`.
+async fn populated_source() -> Arc<Replica> {
+    let source = replica(1, SiblingLimits::default());
+    let empty = VersionVector::new();
+    for i in 0..1000 {
+        let object =
+            source.coordinate(P, key(&format!("k{i:04}")), empty.clone(), put(&format!("v{i}"))).await.unwrap();
+        if i % 10 == 0 {
+            source.coordinate(P, key(&format!("k{i:04}")), empty.clone(), put("sibling")).await.unwrap();
+        }
+        if i == 7 {
+            source.coordinate(P, key("k0007"), object.clock().clone(), Mutation::Delete).await.unwrap();
+        }
+    }
+    for i in 0..5 {
+        source.coordinate(P + 1, key(&format!("other{i}")), empty.clone(), put("x")).await.unwrap();
+    }
+    source
+}
+
+async fn assert_same_partition(source: &Arc<Replica>, target: &Arc<Replica>, partition: Partition) {
+    for i in 0..1000 {
+        let k = key(&format!("k{i:04}"));
+        let expected = source.get(partition, k.clone()).await.unwrap();
+        assert!(!expected.is_empty());
+        assert_eq!(target.get(partition, k).await.unwrap(), expected, "key {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_partition_lands_every_object_and_is_idempotent() {
+    let source = populated_source().await;
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let peers = peers(1000, 2000);
+    let node = NodeId::new("target");
+
+    let scan = spawn_scan(Arc::clone(source.store()), P);
+    let merged = bounded("push", push_partition(&peers, &node, &server.address, P, scan)).await.unwrap();
+    assert_eq!(merged, 1000);
+    assert_same_partition(&source, &server.replica, P).await;
+    assert!(server.replica.get(P + 1, key("other0")).await.unwrap().is_empty(), "only the named partition moves");
+
+    // The target takes a write of its own; a second push merges, it does
+    // not overwrite, and changes nothing else.
+    let own = server.replica.coordinate(P, key("k0001"), VersionVector::new(), put("target's own")).await.unwrap();
+    let scan = spawn_scan(Arc::clone(source.store()), P);
+    let merged = bounded("push again", push_partition(&peers, &node, &server.address, P, scan)).await.unwrap();
+    assert_eq!(merged, 1000);
+    let k1 = server.replica.get(P, key("k0001")).await.unwrap();
+    assert_eq!(k1, own, "the target's concurrent write survives");
+    assert_eq!(values(&k1), ["v1", "target's own"]);
+
+    // An empty partition is a transfer of nothing, not an error.
+    let scan = spawn_scan(Arc::clone(source.store()), 9);
+    assert_eq!(bounded("push empty", push_partition(&peers, &node, &server.address, 9, scan)).await.unwrap(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_transfer_outlasts_the_request_timeout_while_our_disk_is_slow() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    // Unary calls would be cut after 100 ms and a stalled peer after 300 ms;
+    // this transfer takes over a second because the sender is slow, which
+    // is neither.
+    let peers = Peers::new(Duration::from_secs(1), Duration::from_millis(100))
+        .with_transfer_idle_timeout(Duration::from_millis(300));
+    let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(4);
+    let producer = tokio::spawn(async move {
+        for i in 0..20 {
+            if i == 10 {
+                // A slow disk, simulated: not a synchronisation.
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+            }
+            let mut object = Object::new();
+            object.update(1, &VersionVector::new(), put(&format!("v{i}")));
+            tx.send(Ok((key(&format!("slow{i}")), object))).await.unwrap();
+        }
+    });
+    let started = Instant::now();
+    let merged = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, rx)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+    assert_eq!(merged, 20);
+    producer.await.unwrap();
+    assert_eq!(values(&server.replica.get(P, key("slow19")).await.unwrap()), ["v19"]);
+}
+
+#[tokio::test]
+async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
+    let (address, _peer) = silent_peer().await;
+    let peers = Peers::new(Duration::from_secs(1), Duration::from_millis(200))
+        .with_transfer_idle_timeout(Duration::from_millis(500));
+    let source = populated_source().await;
+    let started = Instant::now();
+    let scan = spawn_scan(Arc::clone(source.store()), P);
+    let error = bounded("push", push_partition(&peers, &NodeId::new("silent"), &address, P, scan)).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_scan_error_cancels_the_transfer() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let peers = peers(1000, 1000);
+    let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(4);
+    let mut object = Object::new();
+    object.update(1, &VersionVector::new(), put("v"));
+    tx.send(Ok((key("before"), object))).await.unwrap();
+    tx.send(Err(StorageError::Corrupt("bad record".into()))).await.unwrap();
+    // The sender stays open: only the error may end this transfer.
+    let error = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, rx)).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::Storage(StorageError::Corrupt(_))), "{error:?}");
+    drop(tx);
+}
+
+fn push_request(partition: Partition, entries: Vec<transfer_pb::Entry>) -> transfer_pb::PushRequest {
+    transfer_pb::PushRequest { partition, entries }
+}
+
+#[tokio::test]
+async fn malformed_transfer_streams_are_invalid_arguments() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let mut raw = transfer_pb::transfer_client::TransferClient::new(server.channel().await);
+    let cases: [(&str, Vec<transfer_pb::PushRequest>); 3] = [
+        ("empty transfer", vec![]),
+        ("changed to partition", vec![push_request(1, vec![]), push_request(2, vec![])]),
+        ("entry.key", vec![push_request(1, vec![transfer_pb::Entry { key: None, object: None }])]),
+    ];
+    for (expected, messages) in cases {
+        let status = bounded("push", raw.push(futures::stream::iter(messages))).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{expected}: {status:?}");
+        assert!(status.message().contains(expected), "{expected}: {status:?}");
+    }
+}
+
+const EXPECTED_SERVICES: [&str; 3] =
+    ["vinzclortho.replica.v1.Replica", "vinzclortho.transfer.v1.Transfer", "grpc.health.v1.Health"];
+
+#[tokio::test]
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let list = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let symbol = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "vinzclortho.transfer.v1.Transfer".into(),
+        )),
+    };
+    let mut replies = bounded("reflect", client.server_reflection_info(futures::stream::iter([list, symbol])))
+        .await
+        .unwrap()
+        .into_inner();
+    let names = match bounded("reply", replies.message()).await.unwrap().unwrap().message_response.unwrap() {
+        v1::server_reflection_response::MessageResponse::ListServicesResponse(list) => {
+            list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+        other => panic!("unexpected reply {other:?}"),
+    };
+    for service in EXPECTED_SERVICES.iter().chain(&["grpc.reflection.v1.ServerReflection"]) {
+        assert!(names.iter().any(|n| n == service), "v1 lists {names:?}, not {service}");
+    }
+    match bounded("reply", replies.message()).await.unwrap().unwrap().message_response.unwrap() {
+        v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files) => {
+            assert!(!files.file_descriptor_proto.is_empty())
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let list = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut replies =
+        bounded("reflect", client.server_reflection_info(futures::stream::iter([list]))).await.unwrap().into_inner();
+    let names = match bounded("reply", replies.message()).await.unwrap().unwrap().message_response.unwrap() {
+        v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list) => {
+            list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+        other => panic!("unexpected reply {other:?}"),
+    };
+    for service in EXPECTED_SERVICES {
+        assert!(names.iter().any(|n| n == service), "v1alpha lists {names:?}, not {service}");
+    }
+}
+
+#[tokio::test]
+async fn health_reports_what_the_node_sets() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let mut client = HealthClient::new(server.channel().await);
+    let check = || HealthCheckRequest { service: String::new() };
+    for (set, expected) in
+        [(ServingStatus::NotServing, PbServingStatus::NotServing), (ServingStatus::Serving, PbServingStatus::Serving)]
+    {
+        server.health.set_service_status("", set).await;
+        let reply = bounded("check", client.check(check())).await.unwrap().into_inner();
+        assert_eq!(reply.status, expected as i32);
+    }
+    server.stop().await;
+}
