@@ -77,8 +77,10 @@ pub struct NodeArgs {
     #[arg(short = 'p', long, env = "VINZCLORTHO_PARTITIONS", value_name = "N")]
     pub partitions: Option<u32>,
 
-    /// Cluster address (HOST:PORT) of any member to join; without it the node
-    /// starts a new cluster. Joining arrives with the cluster release.
+    /// Cluster address (HOST:PORT) of any member to join. Without it a new
+    /// node starts a new cluster, and a restarted one rejoins the cluster its
+    /// data directory remembers. The partition count, N, R and W of a joined
+    /// cluster come from the cluster, not from this node's flags.
     #[arg(short = 'j', long, env = "VINZCLORTHO_JOIN", value_name = "HOST:PORT")]
     pub join: Option<String>,
 
@@ -114,6 +116,15 @@ pub struct NodeArgs {
     /// How long a client request waits for replicas, in milliseconds [default: 3000]
     #[arg(long, env = "VINZCLORTHO_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
+
+    /// How often a node gossips with a random member, in milliseconds [default: 1000]
+    #[arg(long, env = "VINZCLORTHO_GOSSIP_INTERVAL_MS", value_name = "MS")]
+    pub gossip_interval_ms: Option<u64>,
+
+    /// A member whose heartbeat has not advanced for this long is considered
+    /// down, in milliseconds [default: 5000]
+    #[arg(long, env = "VINZCLORTHO_FAILURE_TIMEOUT_MS", value_name = "MS")]
+    pub failure_timeout_ms: Option<u64>,
 
     /// Largest key accepted, in bytes; longer keys get 414 [default: 65536]
     #[arg(long, env = "VINZCLORTHO_MAX_KEY_BYTES", value_name = "BYTES")]
@@ -156,6 +167,8 @@ pub struct Config {
     pub r: usize,
     pub w: usize,
     pub request_timeout: Duration,
+    pub gossip_interval: Duration,
+    pub failure_timeout: Duration,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub siblings: SiblingLimits,
@@ -185,6 +198,8 @@ impl NodeArgs {
             r: self.r.or(lower.r),
             w: self.w.or(lower.w),
             request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
+            gossip_interval_ms: self.gossip_interval_ms.or(lower.gossip_interval_ms),
+            failure_timeout_ms: self.failure_timeout_ms.or(lower.failure_timeout_ms),
             max_key_bytes: self.max_key_bytes.or(lower.max_key_bytes),
             max_value_bytes: self.max_value_bytes.or(lower.max_value_bytes),
             siblings_warn: self.siblings_warn.or(lower.siblings_warn),
@@ -241,6 +256,13 @@ impl NodeArgs {
         if timeout_ms == 0 {
             return Err(invalid("--request-timeout-ms must be above 0".into()));
         }
+        let gossip_ms = self.gossip_interval_ms.unwrap_or(1000);
+        let failure_ms = self.failure_timeout_ms.unwrap_or(5000);
+        if gossip_ms == 0 || failure_ms <= gossip_ms {
+            return Err(invalid(format!(
+                "--failure-timeout-ms ({failure_ms}) must be above --gossip-interval-ms ({gossip_ms}), which must be above 0"
+            )));
+        }
         let siblings = SiblingLimits { warn: self.siblings_warn.unwrap_or(25), max: self.siblings_max.unwrap_or(100) };
         if siblings.max == 0 {
             return Err(invalid("--siblings-max must be at least 1".into()));
@@ -265,6 +287,8 @@ impl NodeArgs {
             r,
             w,
             request_timeout: Duration::from_millis(timeout_ms),
+            gossip_interval: Duration::from_millis(gossip_ms),
+            failure_timeout: Duration::from_millis(failure_ms),
             max_key_bytes,
             max_value_bytes,
             siblings,

@@ -43,5 +43,6 @@ pub mod membership;
 pub mod node;
 pub mod replica;
 pub mod rpc;
+pub mod services;
 pub mod storage;
 pub mod telemetry;

@@ -1,23 +1,35 @@
 //! The composition root: builds a node from its config, top to bottom.
 //!
-//! storage -> node metadata (actor, partitions) -> membership (ring) ->
-//! replica -> replica client -> coordinator -> HTTP router -> serve until
-//! `shutdown` resolves. Listeners and the shutdown future are passed in, so
-//! tests bind port 0 and stop nodes when they like.
+//! storage -> cluster state (remembered, joined, or new) -> node metadata
+//! (actor, partitions) -> membership -> replica -> replica client (local or
+//! gRPC) -> coordinator -> HTTP router; then the gRPC server, the background
+//! workers (gossip, handoff) and the HTTP server, until `shutdown` resolves.
+//! Listeners and the shutdown future are passed in, so tests bind port 0 and
+//! stop nodes when they like.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
 
 use crate::api::{self, Api, Limits, NodeInfo};
-use crate::config::{Config, StorageKind};
-use crate::coordinator::{Coordinator, LocalReplicas, QuorumSettings};
+use crate::config::{Config, DEFAULT_PARTITIONS, StorageKind};
+use crate::coordinator::{Coordinator, CoordinatorSettings};
 use crate::core::key::NodeId;
-use crate::membership::{Membership, MembershipError};
+use crate::core::membership::{ClusterState, Member};
+use crate::membership::{self, Membership, MembershipError, system_clock};
 use crate::replica::Replica;
+use crate::rpc::membership::MembershipService;
+use crate::rpc::membership_pb::membership_server::MembershipServer;
+use crate::rpc::peers::Peers;
+use crate::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
+use crate::services::gossip::GossipWorker;
+use crate::services::handoff::{HandoffWorker, Progress};
 use crate::storage::meta::{self, MetaError};
 use crate::storage::{MemoryStore, RocksOptions, RocksStore, StorageError, Store};
 
@@ -31,16 +43,26 @@ pub enum NodeError {
     Membership(#[from] MembershipError),
     #[error("cannot listen on {address}: {reason}")]
     Listen { address: String, reason: String },
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("cannot join the cluster through {seed}: {reason}")]
+    Join { seed: String, reason: String },
     #[error("server failed: {0}")]
-    Serve(std::io::Error),
+    Serve(String),
 }
 
 /// A node's wired-up parts, before any socket.
 pub struct App {
     pub router: Router,
     pub api: Arc<Api>,
+    pub membership: Arc<Membership>,
+    pub replica: Arc<Replica>,
+    pub peers: Arc<Peers>,
+    pub transfers: Progress,
+}
+
+/// The two listeners of a node.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub cluster: TcpListener,
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
@@ -52,58 +74,184 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     })
 }
 
-/// Wires a node around `store`; `node` is the name it is known by.
-pub fn build(config: &Config, node: NodeId, store: Arc<dyn Store>) -> Result<App, NodeError> {
-    let meta = meta::load_or_init(&*store, config.partitions, crate::config::DEFAULT_PARTITIONS, rand::random())?;
+fn peers_for(config: &Config) -> Arc<Peers> {
+    let connect_timeout = config.request_timeout.min(Duration::from_secs(1));
+    Arc::new(Peers::new(connect_timeout, config.request_timeout))
+}
+
+/// Wires a node around `store`. `joined` is the cluster state received when
+/// joining; without it the node uses the state its data directory
+/// remembers, or starts a new one-node cluster.
+pub fn build(
+    config: &Config,
+    node: NodeId,
+    cluster_address: String,
+    store: Arc<dyn Store>,
+    joined: Option<ClusterState>,
+) -> Result<App, NodeError> {
+    let remembered = membership::load_state(&*store)?;
+    if let (Some(j), Some(r)) = (&joined, &remembered)
+        && j.cluster_id != r.cluster_id
+    {
+        return Err(NodeError::Join {
+            seed: config.join.clone().unwrap_or_default(),
+            reason: format!(
+                "this data directory belongs to cluster {:016x}, the seed to cluster {:016x}; \
+                 start without -j or with an empty data directory",
+                r.cluster_id, j.cluster_id
+            ),
+        });
+    }
+    // A joined cluster's partition count beats the flag; otherwise the flag
+    // must match what the data directory was created with (meta checks).
+    let requested = match &joined {
+        Some(state) => {
+            if config.partitions.is_some_and(|p| p != state.partitions()) {
+                tracing::warn!(cluster = state.partitions(), "-p is ignored: the cluster's partition count applies");
+            }
+            Some(state.partitions())
+        }
+        None => config.partitions,
+    };
+    let known = joined.or(remembered);
+    let meta = meta::load_or_init(&*store, requested, DEFAULT_PARTITIONS, rand::random())?;
+    let wanted_claim = known
+        .as_ref()
+        .and_then(|s| s.members.get(&node))
+        .map(|m| m.wanted_claim)
+        .unwrap_or(meta.partitions);
+    let me = Member::new(node.clone(), cluster_address.clone(), wanted_claim, system_clock());
+    let state = match known {
+        Some(state) => state,
+        None => ClusterState::new(rand::random(), me.clone(), meta.partitions, config.n_val, config.r, config.w)
+            .map_err(MembershipError::from)?,
+    };
     let membership =
-        Arc::new(Membership::open(node.clone(), config.cluster_address.clone(), meta.partitions, Arc::clone(&store))?);
+        Arc::new(Membership::open(me, state, Arc::clone(&store), config.failure_timeout.as_millis() as u64, system_clock)?);
     let replica = Arc::new(Replica::new(Arc::clone(&store), meta.actor, config.siblings));
-    let replicas = Arc::new(LocalReplicas::new(node, replica));
-    let settings = QuorumSettings { n_val: config.n_val, r: config.r, w: config.w, timeout: config.request_timeout };
+    let peers = peers_for(config);
+    let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone());
+    let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
+    let settings = CoordinatorSettings { timeout: config.request_timeout };
     let coordinator = Arc::new(Coordinator::new(Arc::clone(&membership), replicas, settings));
+    let transfers = Progress::default();
     let api = Arc::new(Api {
         coordinator,
-        membership,
+        membership: Arc::clone(&membership),
         store,
+        transfers: Arc::clone(&transfers),
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
-        info: NodeInfo { cluster_address: config.cluster_address.clone(), partitions: meta.partitions },
+        info: NodeInfo { cluster_address, partitions: meta.partitions },
     });
-    Ok(App { router: api::router(Arc::clone(&api)), api })
+    Ok(App { router: api::router(Arc::clone(&api)), api, membership, replica, peers, transfers })
 }
 
-/// Binds the HTTP address from the config.
-pub async fn bind(config: &Config) -> Result<TcpListener, NodeError> {
-    TcpListener::bind(&config.address)
-        .await
-        .map_err(|e| NodeError::Listen { address: config.address.clone(), reason: e.to_string() })
+/// Binds the HTTP and cluster addresses from the config.
+pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
+    let listen = |address: &str| {
+        let address = address.to_owned();
+        async move {
+            TcpListener::bind(&address).await.map_err(|e| NodeError::Listen { address, reason: e.to_string() })
+        }
+    };
+    Ok(Listeners { http: listen(&config.address).await?, cluster: listen(&config.cluster_address).await? })
 }
 
-/// Runs a node on `listener` until `shutdown` resolves.
+/// Asks `seed` to admit us, retrying for a while in case it is starting too.
+async fn join(config: &Config, seed: &str, me: &Member) -> Result<ClusterState, NodeError> {
+    let peers = peers_for(config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = async {
+            let channel = peers.channel(seed).map_err(|e| e.to_string())?;
+            crate::rpc::membership::join(channel, me).await.map_err(|s| describe_join_error(&s))
+        };
+        match tokio::time::timeout(config.request_timeout, attempt).await {
+            Ok(Ok(state)) => return Ok(state),
+            Ok(Err(reason)) if tokio::time::Instant::now() >= deadline => {
+                return Err(NodeError::Join { seed: seed.to_owned(), reason });
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(NodeError::Join { seed: seed.to_owned(), reason: "timed out".into() });
+            }
+            Ok(Err(reason)) => tracing::warn!(%seed, %reason, "join failed; retrying"),
+            Err(_) => tracing::warn!(%seed, "join timed out; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn describe_join_error(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unimplemented => {
+            format!("it is not a Vinz Clortho cluster address (no membership service): {}", status.message())
+        }
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
+            format!("no member answers there: {}", status.message())
+        }
+        _ => status.message().to_owned(),
+    }
+}
+
+/// Runs a node on `listeners` until `shutdown` resolves.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    if let Some(join) = &config.join {
-        return Err(NodeError::Unsupported(format!(
-            "-j {join}: joining a cluster is not available in this version; start without -j for a single-node cluster"
-        )));
-    }
-    let local: SocketAddr = listener.local_addr().map_err(NodeError::Serve)?;
-    let node = NodeId::new(advertised(&config.address, local));
+    let http_bound: SocketAddr = listeners.http.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
+    let cluster_bound: SocketAddr = listeners.cluster.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
+    let node = NodeId::new(advertised(&config.address, http_bound));
+    let cluster_address = advertised(&config.cluster_address, cluster_bound);
     let store = open_store(&config)?;
-    let app = build(&config, node.clone(), store)?;
+    let joined = match &config.join {
+        Some(seed) => {
+            // A rejoining node keeps the claim it had; a new one asks for the
+            // default (above the partition count means an equal share).
+            let claim = membership::load_state(&*store)?
+                .and_then(|s| s.members.get(&node).map(|m| m.wanted_claim))
+                .unwrap_or(u32::MAX);
+            let me = Member::new(node.clone(), cluster_address.clone(), claim, system_clock());
+            Some(join(&config, seed, &me).await?)
+        }
+        None => None,
+    };
+    let app = build(&config, node.clone(), cluster_address.clone(), store, joined)?;
+    let cancel = CancellationToken::new();
+
+    let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica));
+    routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership))));
+    // NOT_SERVING until the workers run, and again from shutdown on.
+    health.set_service_status("", ServingStatus::NotServing).await;
+    let grpc = tokio::spawn(crate::rpc::server::serve(listeners.cluster, routes, cancel.clone().cancelled_owned()));
+    let gossip = GossipWorker::new(Arc::clone(&app.membership), Arc::clone(&app.peers), config.gossip_interval);
+    let handoff = HandoffWorker::new(
+        Arc::clone(&app.membership),
+        Arc::clone(&app.replica),
+        Arc::clone(&app.peers),
+        Arc::clone(&app.transfers),
+    );
+    let workers = [crate::services::spawn(gossip, cancel.clone()), crate::services::spawn(handoff, cancel.clone())];
+    health.set_service_status("", ServingStatus::Serving).await;
+
     tracing::info!(
         %node,
-        cluster_address = %config.cluster_address,
+        %cluster_address,
         partitions = app.api.info.partitions,
         storage = app.api.store.engine(),
         data_dir = %config.data_dir.display(),
         "node started"
     );
     // One line on stdout for scripts and tests that wait for readiness.
-    println!("vinzclortho listening on http://{node}");
-    axum::serve(listener, app.router).with_graceful_shutdown(shutdown).await.map_err(NodeError::Serve)?;
+    println!("vinzclortho listening on http://{node} cluster={cluster_address}");
+    let served = axum::serve(listeners.http, app.router).with_graceful_shutdown(shutdown).await;
+    health.set_service_status("", ServingStatus::NotServing).await;
+    cancel.cancel();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let _ = grpc.await;
+    served.map_err(|e| NodeError::Serve(e.to_string()))?;
     tracing::info!(%node, "node stopped");
     Ok(())
 }

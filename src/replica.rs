@@ -119,6 +119,30 @@ impl Replica {
     }
 }
 
+impl Replica {
+    /// Drops `key` if it still holds exactly `expected`: a write that landed
+    /// after `expected` was read (and shipped elsewhere) is never dropped.
+    pub async fn remove_if_unchanged(
+        self: &Arc<Self>,
+        partition: Partition,
+        key: ObjectKey,
+        expected: Object,
+    ) -> Result<bool, ReplicaError> {
+        let this = Arc::clone(self);
+        blocking(move || {
+            let _guard = this.stripe(&key).lock().expect("key lock");
+            match this.store.get(partition, &key)? {
+                Some(current) if current == expected => {
+                    this.store.remove(partition, &key)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
 ) -> Result<T, ReplicaError> {

@@ -20,7 +20,8 @@ const CTX: &str = "x-vinzclortho-context";
 fn app(extra: &[&str]) -> Router {
     let args = ["vinzclortho", "--storage", "memory"].iter().chain(extra).copied();
     let config = Cli::try_parse_from(args).unwrap().node.resolve().unwrap();
-    node::build(&config, NodeId::new("127.0.0.1:8880"), Arc::new(MemoryStore::new())).unwrap().router
+    let node = NodeId::new("127.0.0.1:8880");
+    node::build(&config, node, "127.0.0.1:9880".into(), Arc::new(MemoryStore::new()), None).unwrap().router
 }
 
 struct Reply {

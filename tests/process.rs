@@ -81,7 +81,7 @@ fn bad_flags_exit_with_a_message() {
         (&["-a", "127.0.0.1"][..], Some(2), "HOST:PORT"),
         (&["--storage", "floppy"][..], Some(2), "floppy"),
         (&["-r", "5"][..], Some(2), "between 1 and n_val"),
-        (&["-a", "127.0.0.1:0", "-j", "127.0.0.1:9"][..], Some(1), "joining a cluster"),
+        (&["-a", "127.0.0.1:0", "-j", "127.0.0.1:9"][..], Some(1), "cannot join the cluster through 127.0.0.1:9"),
         (&["--config", "/nonexistent/vc.toml"][..], Some(2), "cannot read config file"),
     ] {
         let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,17 @@
-//! `/ping`, `/admin/claim`, `/admin/status`.
+//! `/ping`, `/admin/claim`, `/admin/status`, `/admin/preflist/{key}`.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::Uri;
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::store::store_key_from;
+use crate::error::ErrorCode;
 use crate::membership::MemberView;
+use crate::services::handoff::TransferProgress;
 use crate::storage::StoreStats;
 
 pub async fn ping() -> &'static str {
@@ -20,7 +24,7 @@ pub async fn get_claim(State(api): State<AppState>) -> String {
 }
 
 /// Sets the wanted claim from an integer body; answers with the partitions
-/// owned afterwards.
+/// owned afterwards (in a cluster, partitions move later, after their data).
 pub async fn put_claim(State(api): State<AppState>, body: Bytes) -> Result<String, ApiError> {
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("claim must be text"))?.trim();
     let wanted: u64 = text
@@ -34,6 +38,7 @@ pub async fn put_claim(State(api): State<AppState>, body: Bytes) -> Result<Strin
 pub struct Status {
     node: String,
     cluster_address: String,
+    cluster_id: String,
     version: &'static str,
     partitions: u32,
     n_val: usize,
@@ -43,7 +48,19 @@ pub struct Status {
     under_replicated: bool,
     claim: u32,
     members: Vec<MemberView>,
+    ring: RingStatus,
+    /// This node's outgoing partition transfers for the current move.
+    transfers: Vec<TransferProgress>,
     storage: StorageStatus,
+}
+
+#[derive(Serialize)]
+pub struct RingStatus {
+    epoch: u64,
+    /// True while partitions move to a new target ring.
+    moving: bool,
+    /// Transfers of the current move that live senders have not finished.
+    pending_transfers: usize,
 }
 
 #[derive(Serialize)]
@@ -54,23 +71,57 @@ pub struct StorageStatus {
 }
 
 pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiError> {
-    let settings = api.coordinator.settings();
-    let members = api.membership.members();
+    let view = api.membership.view();
     let store = api.store.clone();
     let stats = tokio::task::spawn_blocking(move || store.stats())
         .await
-        .map_err(|e| ApiError::new(crate::error::ErrorCode::Internal, e.to_string()))??;
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let transfers = api.transfers.lock().expect("progress lock").values().cloned().collect();
     Ok(Json(Status {
         node: api.membership.local().to_string(),
         cluster_address: api.info.cluster_address.clone(),
+        cluster_id: format!("{:016x}", api.membership.cluster_id()),
         version: env!("CARGO_PKG_VERSION"),
         partitions: api.info.partitions,
-        n_val: settings.n_val,
-        r: settings.r,
-        w: settings.w,
-        under_replicated: api.membership.ring().members().len() < settings.n_val,
+        n_val: view.n_val,
+        r: view.r,
+        w: view.w,
+        under_replicated: view.current.members().len() < view.n_val,
         claim: api.membership.claim(),
-        members,
+        members: api.membership.members(),
+        ring: RingStatus {
+            epoch: view.epoch,
+            moving: view.target.is_some(),
+            pending_transfers: api.membership.pending_transfers().len(),
+        },
+        transfers,
         storage: StorageStatus { engine: api.store.engine(), stats },
     }))
+}
+
+#[derive(Serialize)]
+pub struct Preflist {
+    partition: u32,
+    preflist: Vec<PreflistEntry>,
+}
+
+#[derive(Serialize)]
+pub struct PreflistEntry {
+    node: String,
+    partition: u32,
+    primary: bool,
+}
+
+/// The key's partition and its preference list (current ring).
+pub async fn preflist(State(api): State<AppState>, uri: Uri) -> Result<Json<Preflist>, ApiError> {
+    let key = store_key_from(&uri, "/admin/preflist/", api.limits.max_key_bytes)?;
+    let view = api.membership.view();
+    let partition = view.current.partition_of(&key);
+    let preflist = view
+        .current
+        .preflist(partition, view.n_val)
+        .into_iter()
+        .map(|e| PreflistEntry { node: e.node.to_string(), partition: e.partition, primary: e.primary })
+        .collect();
+    Ok(Json(Preflist { partition, preflist }))
 }

@@ -3,7 +3,7 @@
 //! distributed-systems logic of their own.
 //!
 //! * `store`: the original Vinz Clortho API, `/store/{key}`
-//! * `admin`: `/ping`, `/admin/claim`, `/admin/status`
+//! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/preflist/{key}`
 //! * `error`: how every module error becomes a status code and a message
 
 mod admin;
@@ -23,6 +23,7 @@ pub use error::ApiError;
 
 use crate::coordinator::Coordinator;
 use crate::membership::Membership;
+use crate::services::handoff::Progress;
 use crate::storage::Store;
 
 /// Header carrying the causal context between a read and a write.
@@ -47,6 +48,8 @@ pub struct Api {
     pub coordinator: Arc<Coordinator>,
     pub membership: Arc<Membership>,
     pub store: Arc<dyn Store>,
+    /// This node's outgoing partition transfers.
+    pub transfers: Progress,
     pub limits: Limits,
     pub info: NodeInfo,
 }
@@ -58,6 +61,7 @@ pub fn router(api: AppState) -> Router {
         .route("/ping", get(admin::ping))
         .route("/admin/claim", get(admin::get_claim).put(admin::put_claim))
         .route("/admin/status", get(admin::status))
+        .route("/admin/preflist/{*key}", get(admin::preflist))
         .route(
             "/store/{*key}",
             get(store::get_value).put(store::put_value).post(store::put_value).delete(store::delete_value),

@@ -104,10 +104,15 @@ pub async fn missing_key() -> ApiError {
 /// The key is everything after `/store/`, percent-decoded to raw bytes (so
 /// `%2F` and `%00` are ordinary key bytes).
 fn store_key(uri: &Uri, max_key_bytes: usize) -> Result<ObjectKey, ApiError> {
-    let encoded = uri.path().strip_prefix("/store/").unwrap_or_default();
+    store_key_from(uri, "/store/", max_key_bytes)
+}
+
+/// The key after `prefix` in the path, in the default bucket.
+pub(super) fn store_key_from(uri: &Uri, prefix: &str, max_key_bytes: usize) -> Result<ObjectKey, ApiError> {
+    let encoded = uri.path().strip_prefix(prefix).unwrap_or_default();
     let key: Vec<u8> = percent_decode_str(encoded).collect();
     if key.is_empty() {
-        return Err(ApiError::bad_request("missing key: use /store/{key}"));
+        return Err(ApiError::bad_request(format!("missing key: use {prefix}{{key}}")));
     }
     if key.len() > max_key_bytes {
         return Err(ApiError::new(

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 pub use options::QuorumParam;
-pub use replicas::{LocalReplicas, ReplicaClient, ReplicaError};
+pub use replicas::{AddressBook, LocalReplicas, ReplicaClient, ReplicaError};
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
@@ -33,12 +33,9 @@ use crate::core::vclock::VersionVector;
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::membership::Membership;
 
-/// Cluster-wide quorum defaults.
+/// Settings of this node's coordinator; N, R and W come from the cluster.
 #[derive(Debug, Clone, Copy)]
-pub struct QuorumSettings {
-    pub n_val: usize,
-    pub r: usize,
-    pub w: usize,
+pub struct CoordinatorSettings {
     /// How long a client request may wait for replicas.
     pub timeout: Duration,
 }
@@ -67,33 +64,46 @@ impl HasErrorCode for CoordinatorError {
 /// The replicas one request talks to.
 struct Plan {
     partition: Partition,
+    /// The key's preference list (current ring).
     nodes: Vec<NodeId>,
     needed: usize,
+    /// Holders the key is moving to, not yet in the preference list: writes
+    /// are copied there too (without counting), so a move in progress does
+    /// not leave them behind.
+    incoming: Vec<NodeId>,
 }
 
 pub struct Coordinator {
     membership: Arc<Membership>,
     replicas: Arc<dyn ReplicaClient>,
-    settings: QuorumSettings,
+    settings: CoordinatorSettings,
 }
 
 impl Coordinator {
-    pub fn new(membership: Arc<Membership>, replicas: Arc<dyn ReplicaClient>, settings: QuorumSettings) -> Coordinator {
+    pub fn new(
+        membership: Arc<Membership>,
+        replicas: Arc<dyn ReplicaClient>,
+        settings: CoordinatorSettings,
+    ) -> Coordinator {
         Coordinator { membership, replicas, settings }
-    }
-
-    pub fn settings(&self) -> &QuorumSettings {
-        &self.settings
     }
 
     /// Quorum read. Returns the merge of the first R answers; an empty object
     /// means not found, a tombstone means deleted.
     pub async fn get(&self, key: &ObjectKey, r: QuorumParam) -> Result<Object, CoordinatorError> {
-        let plan = self.plan(key, r, "r", self.settings.r)?;
+        let plan = self.plan(key, r, Op::Read)?;
         let deadline = Instant::now() + self.settings.timeout;
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
+        let mut read = ReadQuorum::new(plan.needed, plan.nodes.len());
         for node in &plan.nodes {
+            if !self.membership.is_up(node) {
+                // Known down: fail its slot now instead of waiting for it.
+                if read.record(node.clone(), Err("node is down".into())) == Progress::Failed {
+                    return Err(unavailable("read", read.quorum()));
+                }
+                continue;
+            }
             let (replicas, node, key, tx) = (Arc::clone(&self.replicas), node.clone(), key.clone(), tx.clone());
             tokio::spawn(async move {
                 let reply = match timeout_at(deadline, replicas.get(&node, partition, &key)).await {
@@ -104,7 +114,6 @@ impl Coordinator {
             });
         }
         drop(tx);
-        let mut read = ReadQuorum::new(plan.needed, plan.nodes.len());
         loop {
             match timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, reply))) => match read.record(node, reply) {
@@ -128,28 +137,30 @@ impl Coordinator {
         mutation: Mutation,
         w: QuorumParam,
     ) -> Result<Object, CoordinatorError> {
-        let plan = self.plan(key, w, "w", self.settings.w)?;
+        let plan = self.plan(key, w, Op::Write)?;
         let deadline = Instant::now() + self.settings.timeout;
-        let local = self.membership.local();
-        let stamper = plan.nodes.iter().find(|n| *n == local).unwrap_or(&plan.nodes[0]).clone();
         let mut quorum = Quorum::new(plan.needed, plan.nodes.len());
-        let stamped = timeout_at(deadline, self.replicas.coordinate(&stamper, plan.partition, key, context, &mutation));
-        let object = match stamped.await {
-            Ok(Ok(object)) => object,
-            Ok(Err(e)) if e.code() != ErrorCode::Unavailable => return Err(CoordinatorError::Replica(e)),
-            Ok(Err(e)) => {
-                quorum.record_err(stamper, e.to_string());
-                return Err(unavailable("write", &quorum));
-            }
-            Err(_) => return Err(unavailable("write", &quorum)),
+        let Some((stamper, object)) = self.stamp(&plan, key, context, &mutation, deadline, &mut quorum).await? else {
+            return Err(unavailable("write", &quorum));
         };
-        if quorum.record_ok(stamper.clone()) == Progress::Met && plan.nodes.len() == 1 {
-            return Ok(object);
+        quorum.record_ok(stamper.clone());
+        let partition = plan.partition;
+        for node in &plan.incoming {
+            let (replicas, node, key, object) = (Arc::clone(&self.replicas), node.clone(), key.clone(), object.clone());
+            tokio::spawn(async move {
+                if let Err(e) = timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
+                    tracing::debug!(%node, error = %e, "copy to incoming holder failed");
+                }
+            });
         }
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
-        let partition = plan.partition;
-        for node in plan.nodes.iter().filter(|n| **n != stamper) {
-            let (replicas, node, key, tx) = (Arc::clone(&self.replicas), node.clone(), key.clone(), tx.clone());
+        let others: Vec<NodeId> = plan.nodes.iter().filter(|n| !quorum.answered(n)).cloned().collect();
+        for node in others {
+            if !self.membership.is_up(&node) {
+                quorum.record_err(node, "node is down");
+                continue;
+            }
+            let (replicas, key, tx) = (Arc::clone(&self.replicas), key.clone(), tx.clone());
             let object = object.clone();
             tokio::spawn(async move {
                 let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
@@ -196,17 +207,66 @@ impl Coordinator {
         self.put(key, &context, Mutation::Delete, w).await
     }
 
-    fn plan(&self, key: &ObjectKey, param: QuorumParam, name: &str, default: usize) -> Result<Plan, CoordinatorError> {
-        let n_val = self.settings.n_val;
+    /// Has one replica of the key stamp the write: this node when it is one,
+    /// else the others in preference-list order, skipping nodes known to be
+    /// down. Replicas that fail are recorded in `quorum`. `None` when no
+    /// replica could stamp it.
+    async fn stamp(
+        &self,
+        plan: &Plan,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+        deadline: Instant,
+        quorum: &mut Quorum,
+    ) -> Result<Option<(NodeId, Object)>, CoordinatorError> {
+        let local = self.membership.local();
+        let mut candidates: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).collect();
+        candidates.extend(plan.nodes.iter().filter(|n| *n != local));
+        for node in candidates {
+            if !self.membership.is_up(node) {
+                quorum.record_err(node.clone(), "node is down");
+                continue;
+            }
+            let call = self.replicas.coordinate(node, plan.partition, key, context, mutation);
+            match timeout_at(deadline, call).await {
+                Ok(Ok(object)) => return Ok(Some((node.clone(), object))),
+                Ok(Err(e)) if e.code() != ErrorCode::Unavailable => return Err(CoordinatorError::Replica(e)),
+                Ok(Err(e)) => {
+                    tracing::debug!(%node, error = %e, "replica could not stamp the write");
+                    quorum.record_err(node.clone(), e.to_string());
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn plan(&self, key: &ObjectKey, param: QuorumParam, op: Op) -> Result<Plan, CoordinatorError> {
+        let view = self.membership.view();
+        let (name, default) = match op {
+            Op::Read => ("r", view.r),
+            Op::Write => ("w", view.w),
+        };
+        let n_val = view.n_val;
         let needed = param.resolve(default, n_val).map_err(|e| CoordinatorError::BadRequest(format!("{name}={param}: {e}")))?;
-        let ring = self.membership.ring();
-        let partition = ring.partition_of(key);
-        let nodes: Vec<NodeId> = ring.preflist(partition, n_val).into_iter().map(|e| e.node).collect();
+        let partition = view.current.partition_of(key);
+        let nodes = view.current.holders(partition, n_val);
+        let incoming = match &view.target {
+            Some(target) => target.holders(partition, n_val).into_iter().filter(|n| !nodes.contains(n)).collect(),
+            None => Vec::new(),
+        };
         // A cluster smaller than N keeps the key on every node it has and
         // counts the quorum over those (flagged as under-replicated).
         let needed = needed.min(nodes.len());
-        Ok(Plan { partition, nodes, needed })
+        Ok(Plan { partition, nodes, needed, incoming })
     }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
 }
 
 fn unavailable(op: &'static str, quorum: &Quorum) -> CoordinatorError {

@@ -27,6 +27,9 @@ pub enum ReplicaError {
     UnknownNode(NodeId),
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: NodeId, reason: String },
+    /// A remote replica answered with an error; `code` says what kind.
+    #[error("node {node}: {message}")]
+    Remote { node: NodeId, code: ErrorCode, message: String },
 }
 
 impl HasErrorCode for ReplicaError {
@@ -35,8 +38,14 @@ impl HasErrorCode for ReplicaError {
             ReplicaError::Storage(e) => e.code(),
             ReplicaError::TooManySiblings { .. } => ErrorCode::Conflict,
             ReplicaError::UnknownNode(_) | ReplicaError::Unreachable { .. } => ErrorCode::Unavailable,
+            ReplicaError::Remote { code, .. } => *code,
         }
     }
+}
+
+/// Where to reach a node's gRPC server; the membership implements it.
+pub trait AddressBook: Send + Sync + 'static {
+    fn cluster_address(&self, node: &NodeId) -> Option<String>;
 }
 
 /// The replica operations a coordinator needs, addressed by node.

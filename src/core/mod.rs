@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod key;
+pub mod membership;
 pub mod object;
 pub mod quorum;
 pub mod ring;

@@ -47,7 +47,8 @@ impl Quorum {
         self.progress()
     }
 
-    fn answered(&self, node: &NodeId) -> bool {
+    /// True once `node` has been recorded, either way.
+    pub fn answered(&self, node: &NodeId) -> bool {
         self.ok.contains(node) || self.failed.iter().any(|(n, _)| n == node)
     }
 

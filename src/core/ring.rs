@@ -43,7 +43,7 @@ pub struct PreflistEntry {
     pub primary: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ring {
     /// `owners[p]` owns partition `p`; the length is the partition count.
     owners: Vec<NodeId>,
@@ -79,6 +79,21 @@ impl Ring {
     pub fn single(partitions: u32, node: NodeId) -> Result<Ring, RingError> {
         validate_partition_count(partitions)?;
         Ok(Ring { owners: vec![node; partitions as usize] })
+    }
+
+    /// A ring with the given owners (from the wire or disk).
+    pub fn from_owners(owners: Vec<NodeId>) -> Result<Ring, RingError> {
+        validate_partition_count(owners.len() as u32)?;
+        Ok(Ring { owners })
+    }
+
+    pub fn owners(&self) -> &[NodeId] {
+        &self.owners
+    }
+
+    /// The nodes holding a partition's keys: its preference list's nodes.
+    pub fn holders(&self, partition: Partition, n: usize) -> Vec<NodeId> {
+        self.preflist(partition, n).into_iter().map(|e| e.node).collect()
     }
 
     /// A fresh ring for `claims`, spread so that neighbours differ.

@@ -31,6 +31,7 @@ pub use generated::vinzclortho::transfer::v1 as transfer_pb;
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinzclortho_descriptor");
 
 pub mod convert;
+pub mod membership;
 pub mod peers;
 pub mod replica_client;
 pub mod replica_server;

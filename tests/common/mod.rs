@@ -18,6 +18,8 @@ pub struct NodeProc {
     child: Child,
     /// HOST:PORT of the HTTP API.
     pub http: String,
+    /// HOST:PORT of the gRPC cluster address.
+    pub cluster: String,
     pub data_dir: PathBuf,
     pub stderr_path: PathBuf,
 }
@@ -42,15 +44,18 @@ impl NodeProc {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix(READY_PREFIX) {
-                    let _ = tx.send(addr.trim().to_owned());
+                if let Some(rest) = line.strip_prefix(READY_PREFIX) {
+                    let (http, cluster) = rest.trim().split_once(" cluster=").expect("ready line names both addresses");
+                    let _ = tx.send((http.to_owned(), cluster.to_owned()));
                 }
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(http) => return Ok(NodeProc { child, http, data_dir: data_dir.to_owned(), stderr_path }),
+                Ok((http, cluster)) => {
+                    return Ok(NodeProc { child, http, cluster, data_dir: data_dir.to_owned(), stderr_path });
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if let Some(status) = child.try_wait().unwrap() {
                         let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -104,4 +109,122 @@ impl Drop for NodeProc {
 /// An HTTP client that never waits forever.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the
+/// deadline. The only way tests wait for the cluster: never a bare sleep.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `/admin/status` of a node, if it answers.
+pub fn status(node: &NodeProc) -> Option<serde_json::Value> {
+    let r = client().get(node.url("/admin/status")).timeout(Duration::from_secs(5)).send().ok()?;
+    r.json().ok()
+}
+
+/// Fast gossip so tests converge in seconds.
+pub const FAST: &[&str] = &["--gossip-interval-ms", "100", "--failure-timeout-ms", "1500", "-p", "16"];
+
+/// A cluster of real processes, node i on 127.0.<net>.<i+1>.
+pub struct Cluster {
+    pub nodes: Vec<Option<NodeProc>>,
+    pub dir: tempfile::TempDir,
+    net: u8,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (the first creates the cluster, the others join it)
+    /// and waits until every node sees every member up and the same ring.
+    pub fn start(net: u8, n: usize) -> Cluster {
+        let mut c = Cluster { nodes: Vec::new(), dir: tempfile::tempdir().unwrap(), net };
+        for _ in 0..n {
+            c.add();
+        }
+        c.wait_converged(Duration::from_secs(60));
+        c
+    }
+
+    pub fn ip(&self, i: usize) -> String {
+        format!("127.0.{}.{}", self.net, i + 1)
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}"))
+    }
+
+    /// Starts one more node that joins through node 0 (or creates the
+    /// cluster if it is the first).
+    pub fn add(&mut self) -> usize {
+        let i = self.nodes.len();
+        let ip = self.ip(i);
+        let (http, cluster) = (format!("{ip}:0"), format!("{ip}:0"));
+        let mut args = vec!["-a", &http, "--cluster-address", &cluster];
+        args.extend_from_slice(FAST);
+        let seed = self.nodes.first().and_then(|n| n.as_ref()).map(|n| n.cluster.clone());
+        if let Some(seed) = &seed {
+            args.extend_from_slice(&["-j", seed]);
+        }
+        let node = NodeProc::start(&self.data_dir(i), &args);
+        self.nodes.push(Some(node));
+        i
+    }
+
+    pub fn node(&self, i: usize) -> &NodeProc {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn kill9(&mut self, i: usize) -> (String, String) {
+        let node = self.nodes[i].take().expect("node is running");
+        let addrs = (node.http.clone(), node.cluster.clone());
+        node.kill9();
+        addrs
+    }
+
+    /// Restarts node i on its old addresses and data directory.
+    pub fn restart(&mut self, i: usize, http: &str, cluster: &str) {
+        let mut args = vec!["-a", http, "--cluster-address", cluster];
+        args.extend_from_slice(FAST);
+        self.nodes[i] = Some(NodeProc::start(&self.data_dir(i), &args));
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &NodeProc> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Every running node sees every running node up and owning partitions,
+    /// the same ring epoch, and no move in progress.
+    pub fn wait_converged(&self, timeout: Duration) {
+        let expected: Vec<String> = self.running().map(|n| n.http.clone()).collect();
+        wait_for("the cluster to converge", timeout, || {
+            let mut epochs = Vec::new();
+            for node in self.running() {
+                let s = status(node)?;
+                // Up, and owning partitions (so the claimant's move is over).
+                let up: Vec<String> = s["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["status"] == "up" && m["claim"].as_u64() > Some(0))
+                    .map(|m| m["address"].as_str().unwrap().to_owned())
+                    .collect();
+                if !expected.iter().all(|e| up.contains(e)) || s["ring"]["moving"] != false {
+                    return None;
+                }
+                if s["members"].as_array()?.len() < expected.len() {
+                    return None;
+                }
+                epochs.push(s["ring"]["epoch"].as_u64()?);
+            }
+            epochs.windows(2).all(|w| w[0] == w[1]).then_some(())
+        });
+    }
 }

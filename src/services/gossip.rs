@@ -1,0 +1,70 @@
+//! Gossip: every interval, heartbeat, then exchange whole cluster states
+//! with one random member (push-pull). Rounds to a dead or slow peer are
+//! bounded by the gossip timeout; failures are logged, never fatal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::seq::IndexedRandom;
+
+use super::{Worker, WorkerState};
+use crate::membership::Membership;
+use crate::rpc::membership::gossip;
+use crate::rpc::peers::Peers;
+
+pub struct GossipWorker {
+    membership: Arc<Membership>,
+    peers: Arc<Peers>,
+    interval: Duration,
+}
+
+impl GossipWorker {
+    pub fn new(membership: Arc<Membership>, peers: Arc<Peers>, interval: Duration) -> GossipWorker {
+        GossipWorker { membership, peers, interval }
+    }
+
+    async fn round(&self) {
+        if let Err(e) = self.membership.heartbeat() {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        let peers = self.membership.peers();
+        let Some((node, address)) = peers.choose(&mut rand::rng()).cloned() else { return };
+        let channel = match self.peers.channel(&address) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!(%node, %address, error = %e, "bad peer address");
+                return;
+            }
+        };
+        let state = self.membership.snapshot();
+        match tokio::time::timeout(self.interval.max(Duration::from_secs(1)), gossip(channel, self.membership.local(), &state)).await {
+            Ok(Ok(theirs)) => {
+                if let Err(e) = self.membership.merge(&theirs) {
+                    tracing::warn!(%node, error = %e, "refused gossip reply");
+                }
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                tracing::warn!(%node, error = %status.message(), "peer refused gossip");
+            }
+            Ok(Err(status)) => tracing::debug!(%node, error = %status.message(), "gossip failed"),
+            Err(_) => tracing::debug!(%node, "gossip timed out"),
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for GossipWorker {
+    fn name(&self) -> &'static str {
+        "gossip"
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        self.round().await;
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(self.interval).await;
+    }
+}

@@ -1,0 +1,194 @@
+//! Moving data when the ring changes.
+//!
+//! Two duties, in this order:
+//! 1. *Transfers* for a move in progress: stream each partition this node
+//!    must hand over (see `core::membership`) to its new holders, then report
+//!    it done in this node's member record; the claimant switches the ring
+//!    once every live sender is done.
+//! 2. *Sweep* after the ring changed: a partition this node holds data for
+//!    but is no longer a holder of (in the current ring or the target) is
+//!    streamed to its current holders and then deleted here, key by key and
+//!    only if unchanged since it was read. This is also the second pass that
+//!    carries writes which reached this node while the first pass ran.
+//!
+//! Merges are idempotent, so repeating a transfer after a failure or a crash
+//! is always safe.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::{Worker, WorkerState};
+use crate::coordinator::AddressBook;
+use crate::core::key::{NodeId, ObjectKey};
+use crate::core::object::Object;
+use crate::core::ring::Partition;
+use crate::membership::{Membership, RingView};
+use crate::replica::Replica;
+use crate::rpc::peers::Peers;
+use crate::rpc::transfer::{push_partition, spawn_scan};
+
+/// How one partition's outgoing transfer is going, for `/admin/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferProgress {
+    pub partition: Partition,
+    pub to: Vec<String>,
+    /// "running", "done" or "failed" (retried).
+    pub state: &'static str,
+    pub objects_sent: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Shared with the status page: this node's transfers for the current move.
+pub type Progress = Arc<Mutex<BTreeMap<Partition, TransferProgress>>>;
+
+pub struct HandoffWorker {
+    membership: Arc<Membership>,
+    replica: Arc<Replica>,
+    peers: Arc<Peers>,
+    ring: watch::Receiver<Arc<RingView>>,
+    progress: Progress,
+    /// Ring epoch whose sweep finished; a new epoch means sweep again.
+    swept_epoch: u64,
+    /// The move `progress` describes.
+    progress_epoch: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct HandoffError(String);
+
+impl HandoffWorker {
+    pub fn new(membership: Arc<Membership>, replica: Arc<Replica>, peers: Arc<Peers>, progress: Progress) -> HandoffWorker {
+        let ring = membership.subscribe();
+        HandoffWorker { membership, replica, peers, ring, progress, swept_epoch: 0, progress_epoch: 0 }
+    }
+
+    fn set_progress(&self, partition: Partition, to: &[NodeId], state: &'static str, sent: u64, error: Option<String>) {
+        let to = to.iter().map(|n| n.to_string()).collect();
+        let entry = TransferProgress { partition, to, state, objects_sent: sent, error };
+        self.progress.lock().expect("progress lock").insert(partition, entry);
+    }
+
+    /// Streams `partition` to each of `to`; returns the objects sent.
+    async fn send(&self, partition: Partition, to: &[NodeId]) -> Result<u64, HandoffError> {
+        let mut sent = 0;
+        for node in to {
+            let address = self
+                .membership
+                .cluster_address(node)
+                .ok_or_else(|| HandoffError(format!("no address for {node}")))?;
+            let entries = spawn_scan(Arc::clone(self.replica.store()), partition);
+            sent += push_partition(&self.peers, node, &address, partition, entries)
+                .await
+                .map_err(|e| HandoffError(format!("to {node}: {e}")))?;
+        }
+        Ok(sent)
+    }
+
+    async fn transfer(&mut self) -> Option<WorkerState> {
+        let view = self.membership.view();
+        if view.target.is_none() {
+            return None;
+        }
+        if self.progress_epoch != view.epoch {
+            self.progress.lock().expect("progress lock").clear();
+            self.progress_epoch = view.epoch;
+        }
+        let transfer = self.membership.my_transfers().into_iter().next()?;
+        let (p, to) = (transfer.partition, transfer.to);
+        self.set_progress(p, &to, "running", 0, None);
+        match self.send(p, &to).await {
+            Ok(sent) => {
+                tracing::info!(partition = p, to = ?to, objects = sent, "partition transferred");
+                self.set_progress(p, &to, "done", sent, None);
+                if let Err(e) = self.membership.mark_transfer_done(p) {
+                    tracing::warn!(error = %e, "cannot record transfer");
+                }
+                Some(WorkerState::Busy)
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "partition transfer failed; will retry");
+                self.set_progress(p, &to, "failed", 0, Some(e.to_string()));
+                Some(WorkerState::Idle)
+            }
+        }
+    }
+
+    /// Hands over and drops data of partitions this node no longer holds.
+    async fn sweep(&mut self) -> Result<(), HandoffError> {
+        let view = self.membership.view();
+        let me = self.membership.local().clone();
+        for p in 0..view.current.partitions() {
+            let holders = view.current.holders(p, view.n_val);
+            let incoming = view.target.as_ref().is_some_and(|t| t.holders(p, view.n_val).contains(&me));
+            if holders.contains(&me) || incoming {
+                continue;
+            }
+            let store = Arc::clone(self.replica.store());
+            let entries: Vec<(ObjectKey, Object)> = tokio::task::spawn_blocking(move || {
+                store.scan_partition(p).and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            })
+            .await
+            .map_err(|e| HandoffError(e.to_string()))?
+            .map_err(|e| HandoffError(e.to_string()))?;
+            if entries.is_empty() {
+                continue;
+            }
+            for node in &holders {
+                let address = self
+                    .membership
+                    .cluster_address(node)
+                    .ok_or_else(|| HandoffError(format!("no address for {node}")))?;
+                let (tx, rx) = mpsc::channel(entries.len().max(1));
+                for entry in &entries {
+                    let _ = tx.try_send(Ok(entry.clone()));
+                }
+                drop(tx);
+                push_partition(&self.peers, node, &address, p, rx)
+                    .await
+                    .map_err(|e| HandoffError(format!("partition {p} to {node}: {e}")))?;
+            }
+            let mut dropped = 0;
+            for (key, object) in entries {
+                if self.replica.remove_if_unchanged(p, key, object).await.map_err(|e| HandoffError(e.to_string()))? {
+                    dropped += 1;
+                }
+            }
+            tracing::info!(partition = p, objects = dropped, to = ?holders, "handed over data this node no longer holds");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Worker for HandoffWorker {
+    fn name(&self) -> &'static str {
+        "handoff"
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        if let Some(state) = self.transfer().await {
+            return state;
+        }
+        let epoch = self.membership.view().epoch;
+        if epoch != self.swept_epoch {
+            match self.sweep().await {
+                Ok(()) => self.swept_epoch = epoch,
+                Err(e) => tracing::warn!(error = %e, "handoff sweep failed; will retry"),
+            }
+        }
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        // Wake on a ring change, and poll anyway: transfer duties also
+        // depend on other members' records, which gossip updates.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.ring.changed()).await;
+    }
+}

@@ -1,0 +1,46 @@
+//! Background work, off the request path: gossip and data movement. Each
+//! service is a [`Worker`]: `work` does one unit and says whether more is
+//! waiting, `wait_for_work` sleeps until there may be some. [`spawn`] runs
+//! it until the node's one cancellation token fires.
+
+pub mod gossip;
+pub mod handoff;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Did something; call `work` again right away.
+    Busy,
+    /// Nothing to do until `wait_for_work` returns.
+    Idle,
+}
+
+#[async_trait]
+pub trait Worker: Send + 'static {
+    fn name(&self) -> &'static str;
+    async fn work(&mut self) -> WorkerState;
+    async fn wait_for_work(&mut self);
+}
+
+pub fn spawn(mut worker: impl Worker, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let name = worker.name();
+        tracing::debug!(worker = name, "worker started");
+        loop {
+            let state = tokio::select! {
+                () = cancel.cancelled() => break,
+                state = worker.work() => state,
+            };
+            if state == WorkerState::Idle {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = worker.wait_for_work() => {}
+                }
+            }
+        }
+        tracing::debug!(worker = name, "worker stopped");
+    })
+}

@@ -1,0 +1,284 @@
+//! Real multi-process clusters on 127.0.x.y: replication, quorums, siblings
+//! across nodes, crashes, read repair, joins with data transfer.
+//!
+//! Cluster tests run one at a time (a lock): each starts several processes,
+//! and this machine has two cores.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, client, status, wait_for};
+use reqwest::StatusCode;
+use vinzclortho::rpc::pb;
+use vinzclortho::rpc::pb::replica_client::ReplicaClient;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const CTX: &str = "x-vinzclortho-context";
+
+fn put(url: &str, value: &str) -> reqwest::blocking::Response {
+    client().put(url).body(value.to_owned()).send().unwrap()
+}
+
+fn get_text(url: &str) -> (StatusCode, String) {
+    let r = client().get(url).send().unwrap();
+    (r.status(), r.text().unwrap())
+}
+
+/// The object one replica holds, read over gRPC (bypassing quorums).
+fn replica_values(cluster_address: &str, key: &str, partition: u32) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = ReplicaClient::connect(format!("http://{cluster_address}")).await.unwrap();
+        let req = pb::GetRequest {
+            partition,
+            key: Some(pb::ObjectKey { bucket_type: b"default".to_vec(), bucket: b"default".to_vec(), key: key.as_bytes().to_vec() }),
+        };
+        let object = c.get(req).await.unwrap().into_inner().object.unwrap_or_default();
+        object.siblings.into_iter().map(|s| String::from_utf8(s.value).unwrap()).collect()
+    })
+}
+
+fn partition_of(node: &common::NodeProc, key: &str) -> u32 {
+    let v: serde_json::Value = client().get(node.url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
+    v["partition"].as_u64().unwrap() as u32
+}
+
+#[test]
+fn a_write_on_one_node_is_read_from_every_node() {
+    let _serial = serial();
+    let c = Cluster::start(11, 3);
+    let r = put(&c.node(0).url("/store/greeting"), "hello");
+    assert_eq!(r.status(), StatusCode::OK);
+    for i in 0..3 {
+        assert_eq!(get_text(&c.node(i).url("/store/greeting")), (StatusCode::OK, "hello".into()), "node {i}");
+    }
+    // Every node is a replica of every key with N=3 on three nodes.
+    let p = partition_of(c.node(0), "greeting");
+    for node in c.running() {
+        wait_for("replication to every node", Duration::from_secs(10), || {
+            (replica_values(&node.cluster, "greeting", p) == ["hello"]).then_some(())
+        });
+    }
+    let s = status(c.node(1)).unwrap();
+    assert_eq!(s["members"].as_array().unwrap().len(), 3);
+    assert_eq!(s["under_replicated"], false);
+}
+
+#[test]
+fn preflist_lists_n_distinct_nodes() {
+    let _serial = serial();
+    let c = Cluster::start(12, 4);
+    let v: serde_json::Value = client().get(c.node(2).url("/admin/preflist/some%20key")).send().unwrap().json().unwrap();
+    let list = v["preflist"].as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    let mut nodes: Vec<&str> = list.iter().map(|e| e["node"].as_str().unwrap()).collect();
+    assert_eq!(list[0]["partition"], v["partition"]);
+    assert!(list.iter().all(|e| e["primary"] == true));
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "{v}");
+}
+
+#[test]
+fn concurrent_writes_through_different_nodes_become_siblings() {
+    let _serial = serial();
+    let c = Cluster::start(13, 3);
+    assert_eq!(put(&c.node(0).url("/store/k"), "from-a").status(), StatusCode::OK);
+    assert_eq!(put(&c.node(1).url("/store/k"), "from-b").status(), StatusCode::OK);
+    let r = client().get(c.node(2).url("/store/k")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::MULTIPLE_CHOICES);
+    let ctx = r.headers()[CTX].to_str().unwrap().to_owned();
+    let body = r.text().unwrap();
+    assert!(body.contains("from-a") && body.contains("from-b"), "{body}");
+    // Resolving through a third node with the context leaves one value.
+    let r = client().put(c.node(2).url("/store/k")).header(CTX, &ctx).body("resolved").send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for i in 0..3 {
+        assert_eq!(get_text(&c.node(i).url("/store/k")), (StatusCode::OK, "resolved".into()));
+    }
+}
+
+#[test]
+fn writes_keep_succeeding_while_a_node_is_killed() {
+    let _serial = serial();
+    let mut c = Cluster::start(14, 3);
+    let urls: Vec<String> = (0..2).map(|i| c.node(i).url("/store/")).collect();
+    let writer = std::thread::spawn(move || {
+        let http = client();
+        let mut failures = Vec::new();
+        for i in 0..300 {
+            let url = format!("{}key{i}", urls[i % 2]);
+            let r = http.put(&url).body(format!("v{i}")).send().unwrap();
+            if r.status() != StatusCode::OK {
+                failures.push((i, r.status(), r.text().unwrap()));
+            }
+        }
+        failures
+    });
+    // Kill the third node while the writes run.
+    wait_for("some writes", Duration::from_secs(20), || {
+        (get_text(&c.node(0).url("/store/key20")).0 == StatusCode::OK).then_some(())
+    });
+    c.kill9(2);
+    let failures = writer.join().unwrap();
+    assert!(failures.is_empty(), "writes failed at W=2 with one node down: {failures:?}");
+    for i in 0..300 {
+        assert_eq!(get_text(&c.node(i % 2).url(&format!("/store/key{i}"))), (StatusCode::OK, format!("v{i}")));
+    }
+    // The survivors see the dead node as down.
+    wait_for("node 2 marked down", Duration::from_secs(10), || {
+        let s = status(c.node(0))?;
+        let dead = s["members"].as_array()?.iter().find(|m| m["address"].as_str().is_some_and(|a| a.starts_with("127.0.14.3")))?.clone();
+        (dead["status"] == "down").then_some(())
+    });
+}
+
+#[test]
+fn all_replicas_quorum_fails_fast_with_a_node_down() {
+    let _serial = serial();
+    let mut c = Cluster::start(15, 3);
+    put(&c.node(0).url("/store/k"), "v");
+    c.kill9(2);
+    let started = Instant::now();
+    let r = client().get(c.node(0).url("/store/k?r=3")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().unwrap();
+    assert!(body.contains("needed 3 of 3"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "503 within the request timeout");
+    let r = client().put(c.node(1).url("/store/k?w=3")).body("w").send().unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().unwrap().contains("write quorum not met"));
+    // R=2 still works.
+    assert_eq!(get_text(&c.node(1).url("/store/k")).0, StatusCode::OK);
+}
+
+#[test]
+fn read_repair_brings_a_restarted_node_up_to_date() {
+    let _serial = serial();
+    let mut c = Cluster::start(16, 3);
+    let (http, cluster) = c.kill9(2);
+    assert_eq!(put(&c.node(0).url("/store/missed"), "while-down").status(), StatusCode::OK);
+    c.restart(2, &http, &cluster);
+    c.wait_converged(Duration::from_secs(30));
+    let p = partition_of(c.node(0), "missed");
+    assert!(replica_values(&cluster, "missed", p).is_empty(), "the restarted node missed the write");
+    // A quorum read through any node repairs the stale replica.
+    assert_eq!(get_text(&c.node(0).url("/store/missed?r=3")), (StatusCode::OK, "while-down".into()));
+    wait_for("read repair of node 2", Duration::from_secs(10), || {
+        (replica_values(&cluster, "missed", p) == ["while-down"]).then_some(())
+    });
+}
+
+#[test]
+fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
+    let _serial = serial();
+    let mut c = Cluster::start(17, 3);
+    for i in 0..200 {
+        assert_eq!(put(&c.node(i % 3).url(&format!("/store/k{i}")), &format!("v{i}")).status(), StatusCode::OK);
+    }
+    // Read continuously while the fourth node joins and data moves.
+    let urls: Vec<String> = (0..3).map(|i| c.node(i).url("/store/")).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let http = client();
+            let (mut reads, mut bad) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let i = reads % 200;
+                let r = http.get(format!("{}k{i}", urls[reads % 3])).send().unwrap();
+                let status = r.status();
+                let body = r.text().unwrap();
+                if status != StatusCode::OK || body != format!("v{i}") {
+                    bad.push((i, status, body));
+                }
+                reads += 1;
+            }
+            (reads, bad)
+        })
+    };
+    let d = c.add();
+    c.wait_converged(Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, bad) = reader.join().unwrap();
+    assert!(bad.is_empty(), "{} of {reads} reads during the join were wrong: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    let s = status(c.node(d)).unwrap();
+    assert_eq!(s["claim"], 4, "16 partitions over 4 nodes");
+    for i in 0..200 {
+        for n in 0..4 {
+            assert_eq!(get_text(&c.node(n).url(&format!("/store/k{i}"))), (StatusCode::OK, format!("v{i}")), "k{i} via {n}");
+        }
+    }
+    // The newcomer holds the keys of its partitions itself.
+    let holding = (0..200)
+        .filter(|i| {
+            let key = format!("k{i}");
+            let p = partition_of(c.node(0), &key);
+            !replica_values(&c.node(d).cluster, &key, p).is_empty()
+        })
+        .count();
+    assert!(holding > 100, "node 3 holds {holding} of 200 keys (expected about 3/4 of them)");
+}
+
+#[test]
+fn eight_nodes_converge() {
+    let _serial = serial();
+    let started = Instant::now();
+    let c = Cluster::start(18, 8);
+    let took = started.elapsed();
+    eprintln!("8 nodes started and converged in {took:?}");
+    let claims: Vec<u64> = c.running().map(|n| status(n).unwrap()["claim"].as_u64().unwrap()).collect();
+    assert_eq!(claims.iter().sum::<u64>(), 16);
+    assert!(claims.iter().all(|c| *c == 2), "{claims:?}");
+    put(&c.node(7).url("/store/x"), "y");
+    assert_eq!(get_text(&c.node(0).url("/store/x")), (StatusCode::OK, "y".into()));
+}
+
+#[test]
+fn joining_through_something_that_is_not_a_member_fails_clearly() {
+    let _serial = serial();
+    let c = Cluster::start(19, 1);
+    let dir = tempfile::tempdir().unwrap();
+    // The HTTP port speaks HTTP/1, not the cluster protocol.
+    let err = common::NodeProc::try_start(
+        &dir.path().join("x"),
+        &["-a", "127.0.19.9:0", "-j", &c.node(0).http, "--request-timeout-ms", "500"],
+        &[],
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("cannot join the cluster through"), "{err}");
+}
+
+#[test]
+fn a_peer_of_another_protocol_version_or_cluster_is_refused() {
+    let _serial = serial();
+    let c = Cluster::start(20, 1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    use vinzclortho::rpc::membership_pb as m;
+    rt.block_on(async {
+        let mut client = m::membership_client::MembershipClient::connect(format!("http://{}", c.node(0).cluster)).await.unwrap();
+        let state = client.get_state(m::GetStateRequest {}).await.unwrap().into_inner().state.unwrap();
+        let err = client
+            .gossip(m::GossipRequest { protocol_version: 99, from: "x".into(), state: Some(state.clone()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.message().contains("protocol 99"), "{}", err.message());
+        let mut other = state;
+        other.cluster_id ^= 1;
+        let err = client
+            .gossip(m::GossipRequest { protocol_version: 1, from: "x".into(), state: Some(other) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.message().contains("cluster"), "{}", err.message());
+    });
+}
