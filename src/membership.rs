@@ -66,6 +66,7 @@ pub struct RingView {
 /// One member as shown by `/admin/status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MemberView {
+    pub id: String,
     pub address: String,
     pub cluster_address: String,
     /// "up" or "down", as this node's failure detector sees it.
@@ -285,7 +286,8 @@ impl Membership {
             .members
             .values()
             .map(|m| MemberView {
-                address: m.node.to_string(),
+                id: m.node.to_string(),
+                address: m.address.clone(),
                 cluster_address: m.cluster_address.clone(),
                 status: if m.node == self.local || inner.detector.is_up(&m.node, now) { "up" } else { "down" },
                 claim: ring.claimed_by(&m.node),
@@ -323,6 +325,14 @@ impl Membership {
     pub fn mark_transfer_done(&self, partition: Partition) -> Result<(), MembershipError> {
         self.inner.write().expect("membership lock").state.mark_transfer_done(&self.local, partition);
         self.after_change(Changes { members: true, ring: false, any: true })
+    }
+}
+
+impl Membership {
+    /// A member's HTTP address, for people: ids are for machines.
+    pub fn http_address(&self, node: &NodeId) -> String {
+        let inner = self.inner.read().expect("membership lock");
+        inner.state.members.get(node).map(|m| m.address.clone()).unwrap_or_else(|| node.to_string())
     }
 }
 

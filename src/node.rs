@@ -21,6 +21,7 @@ use crate::api::{self, Api, Limits, NodeInfo};
 use crate::config::{Config, DEFAULT_PARTITIONS, StorageKind};
 use crate::coordinator::{Coordinator, CoordinatorSettings};
 use crate::core::key::NodeId;
+use crate::core::vclock::ActorId;
 use crate::core::membership::{ClusterState, Member};
 use crate::membership::{self, Membership, MembershipError, system_clock};
 use crate::replica::Replica;
@@ -79,16 +80,26 @@ fn peers_for(config: &Config) -> Arc<Peers> {
     Arc::new(Peers::new(connect_timeout, config.request_timeout))
 }
 
-/// Wires a node around `store`. `joined` is the cluster state received when
-/// joining; without it the node uses the state its data directory
-/// remembers, or starts a new one-node cluster.
+/// The node's id: its data directory's actor id, created on first start,
+/// so it survives restarts on other addresses and changes when the disk is
+/// wiped (a node without its data is a new node).
+pub fn identity(store: &dyn Store) -> Result<(ActorId, NodeId), NodeError> {
+    let actor = meta::load_or_init_actor(store, rand::random())?;
+    Ok((actor, NodeId::new(format!("{actor:016x}"))))
+}
+
+/// Wires a node around `store`, known to people by its HTTP `address`.
+/// `joined` is the cluster state received when joining; without it the node
+/// uses the state its data directory remembers, or starts a new one-node
+/// cluster.
 pub fn build(
     config: &Config,
-    node: NodeId,
+    address: String,
     cluster_address: String,
     store: Arc<dyn Store>,
     joined: Option<ClusterState>,
 ) -> Result<App, NodeError> {
+    let (actor, node) = identity(&*store)?;
     let remembered = membership::load_state(&*store)?;
     if let (Some(j), Some(r)) = (&joined, &remembered)
         && j.cluster_id != r.cluster_id
@@ -114,21 +125,18 @@ pub fn build(
         None => config.partitions,
     };
     let known = joined.or(remembered);
-    let meta = meta::load_or_init(&*store, requested, DEFAULT_PARTITIONS, rand::random())?;
-    let wanted_claim = known
-        .as_ref()
-        .and_then(|s| s.members.get(&node))
-        .map(|m| m.wanted_claim)
-        .unwrap_or(meta.partitions);
-    let me = Member::new(node.clone(), cluster_address.clone(), wanted_claim, system_clock());
+    let partitions = meta::load_or_init_partitions(&*store, requested, DEFAULT_PARTITIONS)?;
+    let wanted_claim =
+        known.as_ref().and_then(|s| s.members.get(&node)).map(|m| m.wanted_claim).unwrap_or(partitions);
+    let me = Member::new(node.clone(), address, cluster_address.clone(), wanted_claim, system_clock());
     let state = match known {
         Some(state) => state,
-        None => ClusterState::new(rand::random(), me.clone(), meta.partitions, config.n_val, config.r, config.w)
+        None => ClusterState::new(rand::random(), me.clone(), partitions, config.n_val, config.r, config.w)
             .map_err(MembershipError::from)?,
     };
     let membership =
         Arc::new(Membership::open(me, state, Arc::clone(&store), config.failure_timeout.as_millis() as u64, system_clock)?);
-    let replica = Arc::new(Replica::new(Arc::clone(&store), meta.actor, config.siblings));
+    let replica = Arc::new(Replica::new(Arc::clone(&store), actor, config.siblings));
     let peers = peers_for(config);
     let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone());
     let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
@@ -141,7 +149,7 @@ pub fn build(
         store,
         transfers: Arc::clone(&transfers),
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
-        info: NodeInfo { cluster_address, partitions: meta.partitions },
+        info: NodeInfo { cluster_address, partitions },
     });
     Ok(App { router: api::router(Arc::clone(&api)), api, membership, replica, peers, transfers })
 }
@@ -201,9 +209,10 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let http_bound: SocketAddr = listeners.http.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
     let cluster_bound: SocketAddr = listeners.cluster.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
-    let node = NodeId::new(advertised(&config.address, http_bound));
+    let address = advertised(&config.address, http_bound);
     let cluster_address = advertised(&config.cluster_address, cluster_bound);
     let store = open_store(&config)?;
+    let (_, node) = identity(&*store)?;
     let joined = match &config.join {
         Some(seed) => {
             // A rejoining node keeps the claim it had; a new one asks for the
@@ -211,12 +220,12 @@ pub async fn run(
             let claim = membership::load_state(&*store)?
                 .and_then(|s| s.members.get(&node).map(|m| m.wanted_claim))
                 .unwrap_or(u32::MAX);
-            let me = Member::new(node.clone(), cluster_address.clone(), claim, system_clock());
+            let me = Member::new(node.clone(), address.clone(), cluster_address.clone(), claim, system_clock());
             Some(join(&config, seed, &me).await?)
         }
         None => None,
     };
-    let app = build(&config, node.clone(), cluster_address.clone(), store, joined)?;
+    let app = build(&config, address.clone(), cluster_address.clone(), store, joined)?;
     let cancel = CancellationToken::new();
 
     let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica));
@@ -236,6 +245,7 @@ pub async fn run(
 
     tracing::info!(
         %node,
+        %address,
         %cluster_address,
         partitions = app.api.info.partitions,
         storage = app.api.store.engine(),
@@ -243,7 +253,7 @@ pub async fn run(
         "node started"
     );
     // One line on stdout for scripts and tests that wait for readiness.
-    println!("vinzclortho listening on http://{node} cluster={cluster_address}");
+    println!("vinzclortho listening on http://{address} cluster={cluster_address}");
     let served = axum::serve(listeners.http, app.router).with_graceful_shutdown(shutdown).await;
     health.set_service_status("", ServingStatus::NotServing).await;
     cancel.cancel();

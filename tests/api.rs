@@ -11,7 +11,6 @@ use clap::Parser;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use vinzclortho::config::Cli;
-use vinzclortho::core::key::NodeId;
 use vinzclortho::node;
 use vinzclortho::storage::MemoryStore;
 
@@ -20,8 +19,8 @@ const CTX: &str = "x-vinzclortho-context";
 fn app(extra: &[&str]) -> Router {
     let args = ["vinzclortho", "--storage", "memory"].iter().chain(extra).copied();
     let config = Cli::try_parse_from(args).unwrap().node.resolve().unwrap();
-    let node = NodeId::new("127.0.0.1:8880");
-    node::build(&config, node, "127.0.0.1:9880".into(), Arc::new(MemoryStore::new()), None).unwrap().router
+    let store = Arc::new(MemoryStore::new());
+    node::build(&config, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None).unwrap().router
 }
 
 struct Reply {

@@ -153,10 +153,15 @@ fn all_replicas_quorum_fails_fast_with_a_node_down() {
     assert!(body.contains("needed 3 of 3"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(5), "503 within the request timeout");
     let r = client().put(c.node(1).url("/store/k?w=3")).body("w").send().unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.text().unwrap().contains("write quorum not met"));
-    // R=2 still works.
-    assert_eq!(get_text(&c.node(1).url("/store/k")).0, StatusCode::OK);
+    let (status, body) = (r.status(), r.text().unwrap());
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("write quorum not met"), "{body}");
+    // R=2 still works. The failed write may still have landed on the two
+    // live replicas (a 503 means "not acknowledged", not "not applied"), so
+    // the key may now have both values as siblings.
+    let (status, body) = get_text(&c.node(1).url("/store/k"));
+    assert!(status == StatusCode::OK || status == StatusCode::MULTIPLE_CHOICES, "{status}: {body}");
+    assert!(body.contains('v'), "{body}");
 }
 
 #[test]

@@ -36,7 +36,9 @@ pub async fn put_claim(State(api): State<AppState>, body: Bytes) -> Result<Strin
 
 #[derive(Serialize)]
 pub struct Status {
+    /// This node's HTTP address.
     node: String,
+    node_id: String,
     cluster_address: String,
     cluster_id: String,
     version: &'static str,
@@ -78,7 +80,8 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
     let transfers = api.transfers.lock().expect("progress lock").values().cloned().collect();
     Ok(Json(Status {
-        node: api.membership.local().to_string(),
+        node: api.membership.http_address(api.membership.local()),
+        node_id: api.membership.local().to_string(),
         cluster_address: api.info.cluster_address.clone(),
         cluster_id: format!("{:016x}", api.membership.cluster_id()),
         version: env!("CARGO_PKG_VERSION"),
@@ -107,7 +110,9 @@ pub struct Preflist {
 
 #[derive(Serialize)]
 pub struct PreflistEntry {
+    /// The replica's HTTP address.
     node: String,
+    node_id: String,
     partition: u32,
     primary: bool,
 }
@@ -121,7 +126,12 @@ pub async fn preflist(State(api): State<AppState>, uri: Uri) -> Result<Json<Pref
         .current
         .preflist(partition, view.n_val)
         .into_iter()
-        .map(|e| PreflistEntry { node: e.node.to_string(), partition: e.partition, primary: e.primary })
+        .map(|e| PreflistEntry {
+            node: api.membership.http_address(&e.node),
+            node_id: e.node.to_string(),
+            partition: e.partition,
+            primary: e.primary,
+        })
         .collect();
     Ok(Json(Preflist { partition, preflist }))
 }

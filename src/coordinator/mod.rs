@@ -100,7 +100,7 @@ impl Coordinator {
             if !self.membership.is_up(node) {
                 // Known down: fail its slot now instead of waiting for it.
                 if read.record(node.clone(), Err("node is down".into())) == Progress::Failed {
-                    return Err(unavailable("read", read.quorum()));
+                    return Err(self.unavailable("read", read.quorum()));
                 }
                 continue;
             }
@@ -118,10 +118,10 @@ impl Coordinator {
             match timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, reply))) => match read.record(node, reply) {
                     Progress::Met => break,
-                    Progress::Failed => return Err(unavailable("read", read.quorum())),
+                    Progress::Failed => return Err(self.unavailable("read", read.quorum())),
                     Progress::Pending => {}
                 },
-                Ok(None) | Err(_) => return Err(unavailable("read", read.quorum())),
+                Ok(None) | Err(_) => return Err(self.unavailable("read", read.quorum())),
             }
         }
         let merged = read.merged();
@@ -141,7 +141,7 @@ impl Coordinator {
         let deadline = Instant::now() + self.settings.timeout;
         let mut quorum = Quorum::new(plan.needed, plan.nodes.len());
         let Some((stamper, object)) = self.stamp(&plan, key, context, &mutation, deadline, &mut quorum).await? else {
-            return Err(unavailable("write", &quorum));
+            return Err(self.unavailable("write", &quorum));
         };
         quorum.record_ok(stamper.clone());
         let partition = plan.partition;
@@ -180,7 +180,7 @@ impl Coordinator {
         }
         match quorum.progress() {
             Progress::Met => Ok(object),
-            _ => Err(unavailable("write", &quorum)),
+            _ => Err(self.unavailable("write", &quorum)),
         }
     }
 
@@ -242,6 +242,12 @@ impl Coordinator {
         Ok(None)
     }
 
+    /// A 503 naming replicas by their HTTP addresses.
+    fn unavailable(&self, op: &'static str, quorum: &Quorum) -> CoordinatorError {
+        let shortfall = quorum.shortfall().rename(|n| NodeId::new(self.membership.http_address(n)));
+        CoordinatorError::Unavailable { op, shortfall }
+    }
+
     fn plan(&self, key: &ObjectKey, param: QuorumParam, op: Op) -> Result<Plan, CoordinatorError> {
         let view = self.membership.view();
         let (name, default) = match op {
@@ -269,9 +275,7 @@ enum Op {
     Write,
 }
 
-fn unavailable(op: &'static str, quorum: &Quorum) -> CoordinatorError {
-    CoordinatorError::Unavailable { op, shortfall: quorum.shortfall() }
-}
+
 
 /// After the client has its answer: wait for the remaining replicas (each
 /// call is bounded by the request deadline), then send the merged object to

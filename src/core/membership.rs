@@ -42,7 +42,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// Stable id, created with the node's data directory; addresses may
+    /// change across restarts, the id does not.
     pub node: NodeId,
+    /// Advertised HTTP address.
+    pub address: String,
     pub cluster_address: String,
     pub wanted_claim: u32,
     pub generation: u64,
@@ -55,9 +59,10 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(node: NodeId, cluster_address: String, wanted_claim: u32, generation: u64) -> Member {
+    pub fn new(node: NodeId, address: String, cluster_address: String, wanted_claim: u32, generation: u64) -> Member {
         Member {
             node,
+            address,
             cluster_address,
             wanted_claim,
             generation,
@@ -327,7 +332,7 @@ mod tests {
     }
 
     fn member(n: &str, claim: u32) -> Member {
-        Member::new(node(n), format!("{n}:c"), claim, 1)
+        Member::new(node(n), format!("{n}:h"), format!("{n}:c"), claim, 1)
     }
 
     fn cluster(names: &[&str], partitions: u32) -> ClusterState {
@@ -470,7 +475,7 @@ mod tests {
             s.update_member(&node("b"), |_| {});
         }
         let mut restarted = s.clone();
-        restarted.members.insert(node("b"), Member::new(node("b"), "new:c".into(), 8, 2));
+        restarted.members.insert(node("b"), Member::new(node("b"), "new:h".into(), "new:c".into(), 8, 2));
         s.merge(&restarted);
         assert_eq!(s.members[&node("b")].cluster_address, "new:c");
     }

@@ -98,6 +98,17 @@ pub struct Shortfall {
     pub silent: usize,
 }
 
+impl Shortfall {
+    /// The same report with every node renamed (ids to addresses, for people).
+    pub fn rename(self, name: impl Fn(&NodeId) -> NodeId) -> Shortfall {
+        Shortfall {
+            ok: self.ok.iter().map(&name).collect(),
+            failed: self.failed.into_iter().map(|(n, reason)| (name(&n), reason)).collect(),
+            ..self
+        }
+    }
+}
+
 impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "needed {} of {} replicas, {} answered", self.needed, self.total, self.ok.len())?;

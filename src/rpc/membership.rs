@@ -56,7 +56,7 @@ impl pb::membership_server::Membership for MembershipService {
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
         let member = member_from_pb(request.member.ok_or_else(|| Status::invalid_argument("join without a member"))?)?;
-        tracing::info!(node = %member.node, cluster_address = %member.cluster_address, "node joins");
+        tracing::info!(node = %member.node, address = %member.address, cluster_address = %member.cluster_address, "node joins");
         let state = self.membership.admit(member).map_err(to_status)?;
         Ok(Response::new(pb::JoinResponse { state: Some(state_to_pb(&state)) }))
     }
@@ -146,6 +146,7 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
 pub fn member_to_pb(m: &Member) -> pb::Member {
     pb::Member {
         node: m.node.to_string(),
+        address: m.address.clone(),
         cluster_address: m.cluster_address.clone(),
         wanted_claim: m.wanted_claim,
         generation: m.generation,
@@ -157,11 +158,12 @@ pub fn member_to_pb(m: &Member) -> pb::Member {
 }
 
 pub fn member_from_pb(m: pb::Member) -> Result<Member, Status> {
-    if m.node.is_empty() || m.cluster_address.is_empty() {
-        return Err(Status::invalid_argument("member without a name or cluster address"));
+    if m.node.is_empty() || m.address.is_empty() || m.cluster_address.is_empty() {
+        return Err(Status::invalid_argument("member without an id, an address or a cluster address"));
     }
     Ok(Member {
         node: NodeId::new(m.node),
+        address: m.address,
         cluster_address: m.cluster_address,
         wanted_claim: m.wanted_claim,
         generation: m.generation,
@@ -178,11 +180,11 @@ mod tests {
 
     #[test]
     fn cluster_state_round_trips_and_bad_states_are_refused() {
-        let me = Member::new(NodeId::new("a:1"), "a:2".into(), 8, 5);
+        let me = Member::new(NodeId::new("a"), "a:1".into(), "a:2".into(), 8, 5);
         let mut s = ClusterState::new(42, me, 8, 3, 2, 2).unwrap();
-        s.members.insert(NodeId::new("b:1"), Member::new(NodeId::new("b:1"), "b:2".into(), 8, 6));
-        s.plan_ring(&NodeId::new("a:1"), |_| true);
-        s.mark_transfer_done(&NodeId::new("a:1"), 3);
+        s.members.insert(NodeId::new("b"), Member::new(NodeId::new("b"), "b:1".into(), "b:2".into(), 8, 6));
+        s.plan_ring(&NodeId::new("a"), |_| true);
+        s.mark_transfer_done(&NodeId::new("a"), 3);
         assert!(s.ring.target.is_some());
         assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
 

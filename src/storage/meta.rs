@@ -1,6 +1,6 @@
 //! Node metadata kept next to the objects: the record format, the actor id
-//! this data directory stamps versions with, and the partition count the
-//! data was laid out for.
+//! this data directory stamps versions with (which is also the node's id),
+//! and the partition count the data was laid out for.
 
 use super::codec::FORMAT_V1;
 use super::{StorageError, Store};
@@ -9,12 +9,6 @@ use crate::core::vclock::ActorId;
 const FORMAT: &str = "format";
 const ACTOR: &str = "actor";
 const PARTITIONS: &str = "partitions";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeMeta {
-    pub actor: ActorId,
-    pub partitions: u32,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -29,43 +23,42 @@ pub enum MetaError {
     Storage(#[from] StorageError),
 }
 
-/// Reads the node's metadata, creating it on first start. `new_actor` is
-/// used only for a new data directory: a wiped disk must never reuse an old
-/// actor (see `core::vclock`). `requested` is the `-p` flag, if given;
-/// `default_partitions` applies to a new directory without one.
-pub fn load_or_init(
-    store: &dyn Store,
-    requested: Option<u32>,
-    default_partitions: u32,
-    new_actor: ActorId,
-) -> Result<NodeMeta, MetaError> {
+/// The data directory's actor id, created on first start. `new_actor` is
+/// used only for a new directory: a wiped disk must never reuse an old actor
+/// (see `core::vclock`), and the node id derived from it changes with it.
+pub fn load_or_init_actor(store: &dyn Store, new_actor: ActorId) -> Result<ActorId, MetaError> {
     match store.get_meta(FORMAT)? {
         None => store.put_meta(FORMAT, &[FORMAT_V1])?,
         Some(v) if v == [FORMAT_V1] => {}
         Some(v) => return Err(MetaError::Format { found: v.first().copied().unwrap_or(0) }),
     }
-    let actor = match store.get_meta(ACTOR)? {
-        Some(raw) => u64::from_be_bytes(fixed(&raw, ACTOR)?),
+    match store.get_meta(ACTOR)? {
+        Some(raw) => Ok(u64::from_be_bytes(fixed(&raw, ACTOR)?)),
         None => {
             store.put_meta(ACTOR, &new_actor.to_be_bytes())?;
-            new_actor
+            Ok(new_actor)
         }
-    };
-    let partitions = match store.get_meta(PARTITIONS)? {
+    }
+}
+
+/// The partition count of the data directory. `requested` is the `-p` flag
+/// or the joined cluster's count, if any; `default` applies to a new
+/// directory without one.
+pub fn load_or_init_partitions(store: &dyn Store, requested: Option<u32>, default: u32) -> Result<u32, MetaError> {
+    match store.get_meta(PARTITIONS)? {
         Some(raw) => {
             let stored = u32::from_be_bytes(fixed(&raw, PARTITIONS)?);
             if let Some(requested) = requested.filter(|r| *r != stored) {
                 return Err(MetaError::PartitionMismatch { stored, requested });
             }
-            stored
+            Ok(stored)
         }
         None => {
-            let p = requested.unwrap_or(default_partitions);
+            let p = requested.unwrap_or(default);
             store.put_meta(PARTITIONS, &p.to_be_bytes())?;
-            p
+            Ok(p)
         }
-    };
-    Ok(NodeMeta { actor, partitions })
+    }
 }
 
 fn fixed<const N: usize>(raw: &[u8], name: &str) -> Result<[u8; N], StorageError> {
