@@ -93,9 +93,7 @@ impl HandoffWorker {
 
     async fn transfer(&mut self) -> Option<WorkerState> {
         let view = self.membership.view();
-        if view.target.is_none() {
-            return None;
-        }
+        view.target.as_ref()?;
         if self.progress_epoch != view.epoch {
             self.progress.lock().expect("progress lock").clear();
             self.progress_epoch = view.epoch;
