@@ -45,6 +45,8 @@ pub struct Cli {
 pub enum Command {
     /// Start a node (the default when no subcommand is given).
     Serve(NodeArgs),
+    /// Start a local cluster of several node processes on this machine.
+    DevCluster(crate::devcluster::DevClusterArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]

@@ -14,6 +14,8 @@
 //! * [`rpc`]: the gRPC edge (tonic); protobuf types live only there.
 //! * [`config`], [`telemetry`], [`error`]: settings, logging, error codes.
 //! * [`node`]: the composition root.
+//! * [`services`]: background workers (gossip, handoff).
+//! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
 //!
 //! # A PUT, top to bottom
 //!
@@ -38,6 +40,7 @@ pub mod api;
 pub mod config;
 pub mod coordinator;
 pub mod core;
+pub mod devcluster;
 pub mod error;
 pub mod membership;
 pub mod node;

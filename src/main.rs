@@ -11,6 +11,16 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::DevCluster(args)) => {
+            telemetry::init_logging(vinzclortho::config::LogFormat::Text);
+            return match vinzclortho::devcluster::run(args, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vinzclortho dev-cluster: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         None => cli.node,
     };
     let config = match args.resolve() {
@@ -22,8 +32,8 @@ async fn main() -> ExitCode {
     };
     telemetry::init_logging(config.log_format);
     let result = async {
-        let listener = node::bind(&config).await?;
-        node::run(config, listener, shutdown_signal()).await
+        let listeners = node::bind(&config).await?;
+        node::run(config, listeners, shutdown_signal()).await
     };
     match result.await {
         Ok(()) => ExitCode::SUCCESS,

@@ -140,17 +140,24 @@ pub struct Cluster {
     pub nodes: Vec<Option<NodeProc>>,
     pub dir: tempfile::TempDir,
     net: u8,
+    args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `n` nodes (the first creates the cluster, the others join it)
     /// and waits until every node sees every member up and the same ring.
     pub fn start(net: u8, n: usize) -> Cluster {
-        let mut c = Cluster { nodes: Vec::new(), dir: tempfile::tempdir().unwrap(), net };
+        Self::start_with(net, n, FAST)
+    }
+
+    /// The same with other node flags than [`FAST`].
+    pub fn start_with(net: u8, n: usize, args: &[&str]) -> Cluster {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut c = Cluster { nodes: Vec::new(), dir: tempfile::tempdir().unwrap(), net, args };
         for _ in 0..n {
             c.add();
         }
-        c.wait_converged(Duration::from_secs(60));
+        c.wait_converged(Duration::from_secs(120));
         c
     }
 
@@ -169,7 +176,7 @@ impl Cluster {
         let ip = self.ip(i);
         let (http, cluster) = (format!("{ip}:0"), format!("{ip}:0"));
         let mut args = vec!["-a", &http, "--cluster-address", &cluster];
-        args.extend_from_slice(FAST);
+        args.extend(self.args.iter().map(String::as_str));
         let seed = self.nodes.first().and_then(|n| n.as_ref()).map(|n| n.cluster.clone());
         if let Some(seed) = &seed {
             args.extend_from_slice(&["-j", seed]);
@@ -193,7 +200,7 @@ impl Cluster {
     /// Restarts node i on its old addresses and data directory.
     pub fn restart(&mut self, i: usize, http: &str, cluster: &str) {
         let mut args = vec!["-a", http, "--cluster-address", cluster];
-        args.extend_from_slice(FAST);
+        args.extend(self.args.iter().map(String::as_str));
         self.nodes[i] = Some(NodeProc::start(&self.data_dir(i), &args));
     }
 
