@@ -23,7 +23,9 @@
 //!    reads the body within the size limit.
 //! 2. `coordinator::Coordinator::put` finds the key's partition and
 //!    preference list on the ring and asks one replica of the key to stamp
-//!    the write (`ReplicaClient::coordinate`).
+//!    the write (`ReplicaClient::coordinate`): `rpc::replica_client` calls
+//!    this node's replica in process, or another node's over gRPC
+//!    (`rpc::replica_server` on the other side).
 //! 3. `replica::Replica::coordinate` locks the key, reads the stored object,
 //!    applies `core::object::Object::update` (drop what the context covers,
 //!    add the value under a fresh dot) and writes it back through

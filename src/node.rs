@@ -260,7 +260,9 @@ pub async fn run(
     for worker in workers {
         let _ = worker.await;
     }
-    let _ = grpc.await;
+    // In-flight gRPC calls (a long transfer, say) get a few seconds; merges
+    // are idempotent, so a cut transfer is simply repeated later.
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     served.map_err(|e| NodeError::Serve(e.to_string()))?;
     tracing::info!(%node, "node stopped");
     Ok(())

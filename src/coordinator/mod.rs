@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 pub use options::QuorumParam;
-pub use replicas::{AddressBook, LocalReplicas, ReplicaClient, ReplicaError};
+pub use replicas::{AddressBook, ReplicaClient, ReplicaError};
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};

@@ -1,8 +1,7 @@
 //! How a coordinator reaches the replicas of a key: a trait in domain types.
-//! In a single process it calls the local [`Replica`]; the cluster adds a
-//! gRPC implementation. The coordinator never sees transport types.
-
-use std::sync::Arc;
+//! `rpc::replica_client::RoutedReplicas` implements it, calling this node's
+//! replica in process and the others over gRPC; the coordinator never sees
+//! transport types.
 
 use async_trait::async_trait;
 
@@ -11,7 +10,6 @@ use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::error::{ErrorCode, HasErrorCode};
-use crate::replica::Replica;
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,48 +65,4 @@ pub trait ReplicaClient: Send + Sync + 'static {
     /// Has `node` merge `object` into its copy of `key`.
     async fn merge(&self, node: &NodeId, partition: Partition, key: &ObjectKey, object: &Object)
     -> Result<(), ReplicaError>;
-}
-
-/// Replicas in this process: only the local node is reachable.
-pub struct LocalReplicas {
-    node: NodeId,
-    replica: Arc<Replica>,
-}
-
-impl LocalReplicas {
-    pub fn new(node: NodeId, replica: Arc<Replica>) -> LocalReplicas {
-        LocalReplicas { node, replica }
-    }
-
-    fn local(&self, node: &NodeId) -> Result<&Arc<Replica>, ReplicaError> {
-        if node == &self.node { Ok(&self.replica) } else { Err(ReplicaError::UnknownNode(node.clone())) }
-    }
-}
-
-#[async_trait]
-impl ReplicaClient for LocalReplicas {
-    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
-        self.local(node)?.get(partition, key.clone()).await
-    }
-
-    async fn coordinate(
-        &self,
-        node: &NodeId,
-        partition: Partition,
-        key: &ObjectKey,
-        context: &VersionVector,
-        mutation: &Mutation,
-    ) -> Result<Object, ReplicaError> {
-        self.local(node)?.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await
-    }
-
-    async fn merge(
-        &self,
-        node: &NodeId,
-        partition: Partition,
-        key: &ObjectKey,
-        object: &Object,
-    ) -> Result<(), ReplicaError> {
-        self.local(node)?.merge(partition, key.clone(), object.clone()).await.map(|_| ())
-    }
 }
