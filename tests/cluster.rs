@@ -331,3 +331,47 @@ fn a_peer_of_another_protocol_version_or_cluster_is_refused() {
         assert!(err.message().contains("cluster"), "{}", err.message());
     });
 }
+
+#[test]
+fn a_claim_of_zero_moves_a_nodes_data_away_and_keeps_every_key() {
+    let _serial = serial();
+    let c = Cluster::start(21, 4);
+    for i in 0..150 {
+        assert_eq!(put(&c.node(i % 4).url(&format!("/store/c{i}")), &format!("v{i}")).status(), StatusCode::OK);
+    }
+    let r = client().put(c.node(3).url("/admin/claim")).body("0").send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    wait_for("node 3 to own nothing", Duration::from_secs(60), || {
+        c.running().all(|n| {
+            status(n).is_some_and(|s| {
+                s["ring"]["moving"] == false
+                    && s["members"].as_array().unwrap().iter().any(|m| m["address"] == c.node(3).http.as_str() && m["claim"] == 0)
+            })
+        })
+        .then_some(())
+    });
+    assert_eq!(client().get(c.node(3).url("/admin/claim")).send().unwrap().text().unwrap(), "0");
+    // Its data was handed over and then dropped: it holds no key now.
+    wait_for("node 3 to drop the data it no longer holds", Duration::from_secs(30), || {
+        (0..150)
+            .all(|i| {
+                let key = format!("c{i}");
+                replica_values(&c.node(3).cluster, &key, partition_of(c.node(0), &key)).is_empty()
+            })
+            .then_some(())
+    });
+    // Every key is on its three holders, and reads through any node (node 3
+    // included: it still coordinates) see it.
+    for i in 0..150 {
+        let key = format!("c{i}");
+        let v: serde_json::Value = client().get(c.node(0).url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
+        let p = v["partition"].as_u64().unwrap() as u32;
+        for entry in v["preflist"].as_array().unwrap() {
+            let holder = c.running().find(|n| entry["node"] == n.http.as_str()).unwrap();
+            assert_eq!(replica_values(&holder.cluster, &key, p), [format!("v{i}")], "{key} on {}", holder.http);
+        }
+        for n in 0..4 {
+            assert_eq!(get_text(&c.node(n).url(&format!("/store/{key}"))), (StatusCode::OK, format!("v{i}")));
+        }
+    }
+}
