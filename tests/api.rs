@@ -236,6 +236,7 @@ async fn quorum_parameters_are_validated() {
         ("/store/k?r=0", "at least 1"),
         ("/store/k?r=4", "above n_val=3"),
         ("/store/k?r=-1", "query parameter r"),
+        ("/store/k?n_val=1", "cannot be set per request"),
     ] {
         let r = get(&app, uri).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");

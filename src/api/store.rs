@@ -35,9 +35,21 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 pub struct Params {
     r: Option<String>,
     w: Option<String>,
+    n_val: Option<String>,
 }
 
 impl Params {
+    /// N is a bucket property; the `/store` bucket does not let a request
+    /// change it (a read with another N than the write would miss replicas).
+    fn check(&self) -> Result<&Params, ApiError> {
+        match &self.n_val {
+            Some(n) => Err(ApiError::bad_request(format!(
+                "query parameter n_val={n}: the default bucket's n_val is the cluster's and cannot be set per request"
+            ))),
+            None => Ok(self),
+        }
+    }
+
     fn r(&self) -> Result<QuorumParam, ApiError> {
         quorum_param("r", self.r.as_deref())
     }
@@ -60,7 +72,7 @@ pub async fn get_value(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let key = store_key(&uri, api.limits.max_key_bytes)?;
-    let object = api.coordinator.get(&key, params.r()?).await?;
+    let object = api.coordinator.get(&key, params.check()?.r()?).await?;
     Ok(object_response(&object))
 }
 
@@ -74,7 +86,7 @@ pub async fn put_value(
     // Everything cheap is checked before the body is read.
     let key = store_key(&uri, api.limits.max_key_bytes)?;
     let context = context_header(&headers)?.unwrap_or_default();
-    let w = params.w()?;
+    let w = params.check()?.w()?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => DEFAULT_CONTENT_TYPE.to_owned(),
         Some(v) => v.to_str().map_err(|_| ApiError::bad_request("Content-Type is not valid text"))?.to_owned(),
@@ -93,6 +105,7 @@ pub async fn delete_value(
 ) -> Result<Response, ApiError> {
     let key = store_key(&uri, api.limits.max_key_bytes)?;
     let context = context_header(&headers)?;
+    let params = params.check()?;
     let object = api.coordinator.delete(&key, context.as_ref(), params.r()?, params.w()?).await?;
     Ok(with_context(StatusCode::OK, &object, Body::empty()))
 }
