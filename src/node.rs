@@ -143,11 +143,14 @@ pub fn build(
     let settings = CoordinatorSettings { timeout: config.request_timeout };
     let coordinator = Arc::new(Coordinator::new(Arc::clone(&membership), replicas, settings));
     let transfers = Progress::default();
+    let metrics = crate::telemetry::metrics::install();
+    crate::telemetry::metrics::build_info(&membership.local().to_string(), &membership.http_address(membership.local()));
     let api = Arc::new(Api {
         coordinator,
         membership: Arc::clone(&membership),
         store,
         transfers: Arc::clone(&transfers),
+        metrics,
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions },
     });

@@ -4,10 +4,12 @@
 //!
 //! * `store`: the original Vinz Clortho API, `/store/{key}`
 //! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/preflist/{key}`
+//! * `metrics`: `/metrics` for Prometheus
 //! * `error`: how every module error becomes a status code and a message
 
 mod admin;
 mod error;
+mod metrics;
 mod multipart;
 mod store;
 
@@ -50,6 +52,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// This node's outgoing partition transfers.
     pub transfers: Progress,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: Limits,
     pub info: NodeInfo,
 }
@@ -59,6 +63,7 @@ pub type AppState = Arc<Api>;
 pub fn router(api: AppState) -> Router {
     Router::new()
         .route("/ping", get(admin::ping))
+        .route("/metrics", get(metrics::render))
         .route("/admin/claim", get(admin::get_claim).put(admin::put_claim))
         .route("/admin/status", get(admin::status))
         .route("/admin/preflist/{*key}", get(admin::preflist))

@@ -20,7 +20,11 @@ use serde::Deserialize;
 
 use super::multipart::multipart_mixed;
 use super::{AppState, CONTEXT_HEADER, error::ApiError};
-use crate::coordinator::QuorumParam;
+use std::time::Instant;
+
+use crate::coordinator::{CoordinatorError, QuorumParam};
+use crate::error::HasErrorCode;
+use crate::telemetry::metrics;
 use crate::core::context;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Mutation, Object};
@@ -72,7 +76,8 @@ pub async fn get_value(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let key = store_key(&uri, api.limits.max_key_bytes)?;
-    let object = api.coordinator.get(&key, params.check()?.r()?).await?;
+    let r = params.check()?.r()?;
+    let object = timed("get", api.coordinator.get(&key, r), |o| if o.siblings().is_empty() { "not_found" } else { "ok" }).await?;
     Ok(object_response(&object))
 }
 
@@ -93,7 +98,7 @@ pub async fn put_value(
     };
     let value = read_body(body, &headers, api.limits.max_value_bytes).await?;
     let content = Content { value, content_type, last_modified_ms: now_ms() };
-    let object = api.coordinator.put(&key, &context, Mutation::Put(content), w).await?;
+    let object = timed("put", api.coordinator.put(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
     Ok(with_context(StatusCode::OK, &object, Body::empty()))
 }
 
@@ -106,8 +111,38 @@ pub async fn delete_value(
     let key = store_key(&uri, api.limits.max_key_bytes)?;
     let context = context_header(&headers)?;
     let params = params.check()?;
-    let object = api.coordinator.delete(&key, context.as_ref(), params.r()?, params.w()?).await?;
+    let (r, w) = (params.r()?, params.w()?);
+    let object = timed("delete", api.coordinator.delete(&key, context.as_ref(), r, w), |_| "ok").await?;
     Ok(with_context(StatusCode::OK, &object, Body::empty()))
+}
+
+/// Runs one coordinator operation and records its outcome and its time to
+/// the quorum decision (parsing and body transfer excluded).
+async fn timed<T>(
+    op: &'static str,
+    operation: impl Future<Output = Result<T, CoordinatorError>>,
+    success: impl FnOnce(&T) -> &'static str,
+) -> Result<T, CoordinatorError> {
+    let started = Instant::now();
+    let result = operation.await;
+    let outcome = match &result {
+        Ok(value) => success(value),
+        Err(e) => outcome_of(e.code()),
+    };
+    metrics::request("store", op, outcome, started.elapsed().as_secs_f64());
+    result
+}
+
+pub(super) fn outcome_of(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest | ErrorCode::UriTooLong => "bad_request",
+        ErrorCode::NotFound => "not_found",
+        ErrorCode::Conflict => "conflict",
+        ErrorCode::PayloadTooLarge => "too_large",
+        ErrorCode::Unavailable => "unavailable",
+        ErrorCode::InsufficientStorage => "insufficient_storage",
+        ErrorCode::Internal => "error",
+    }
 }
 
 pub async fn missing_key() -> ApiError {

@@ -1,5 +1,7 @@
-//! Logging setup. Logs go to stderr, human-readable by default or JSON,
-//! filtered by RUST_LOG (default `info`).
+//! Observability: logging setup here (stderr, human-readable by default or
+//! JSON, filtered by RUST_LOG, default `info`), every metric in `metrics`.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,0 +1,213 @@
+//! Every metric the node exports, defined in one place: names, labels, what
+//! they mean, and the recorder that renders them for `/metrics`.
+//!
+//! Conventions: `vinzclortho_` prefix, base units (`_seconds`, `_bytes`),
+//! `_total` for counters. Latencies are histograms with explicit buckets
+//! (the exporter would render summaries otherwise, which cannot be summed
+//! across nodes). Node identity is a label of `vinzclortho_build_info` only,
+//! never of every series: Prometheus adds the scrape target's labels.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Client requests. Labels: `api` (store), `op` (get, put, delete),
+/// `outcome` (ok, not_found, bad_request, conflict, too_large, unavailable,
+/// insufficient_storage, error).
+pub const REQUESTS_TOTAL: &str = "vinzclortho_requests_total";
+/// Time the coordinator took to reach its quorum decision. Labels: `api`, `op`.
+pub const REQUEST_DURATION_SECONDS: &str = "vinzclortho_request_duration_seconds";
+/// Quorum decisions. Labels: `op` (read, write), `result` (met, failed, timeout).
+pub const QUORUM_TOTAL: &str = "vinzclortho_quorum_total";
+/// Replicas that had answered successfully when the quorum was decided. Label: `op`.
+pub const QUORUM_REPLICAS_ANSWERED: &str = "vinzclortho_quorum_replicas_answered";
+/// Siblings of each object found by a read (not-found reads excluded).
+pub const READ_SIBLINGS: &str = "vinzclortho_read_siblings";
+/// Objects this node stores (RocksDB: an estimate).
+pub const STORED_OBJECTS: &str = "vinzclortho_stored_objects";
+/// Bytes this node stores on disk and in memtables (RocksDB: an estimate).
+pub const STORED_BYTES: &str = "vinzclortho_stored_bytes";
+/// Read repairs sent to stale replicas. Label: `outcome` (ok, failed).
+pub const READ_REPAIRS_TOTAL: &str = "vinzclortho_read_repairs_total";
+/// Outgoing partition transfers. Labels: `kind` (move, sweep), `outcome` (ok, failed).
+pub const PARTITION_TRANSFERS_TOTAL: &str = "vinzclortho_partition_transfers_total";
+/// Objects sent by partition transfers. Label: `kind` (move, sweep).
+pub const PARTITION_TRANSFER_OBJECTS_TOTAL: &str = "vinzclortho_partition_transfer_objects_total";
+/// Objects deleted here after their partition was handed over.
+pub const HANDOFF_DROPPED_OBJECTS_TOTAL: &str = "vinzclortho_handoff_dropped_objects_total";
+/// Transfers of the current move not yet done by a live sender, cluster-wide as this node sees it.
+pub const PARTITION_TRANSFERS_PENDING: &str = "vinzclortho_partition_transfers_pending";
+/// Members as this node's failure detector sees them. Label: `status` (up, down).
+pub const MEMBERS: &str = "vinzclortho_members";
+/// Partitions this node owns.
+pub const CLAIMED_PARTITIONS: &str = "vinzclortho_claimed_partitions";
+/// The ring epoch this node has; equal on every node once gossip converged.
+pub const RING_EPOCH: &str = "vinzclortho_ring_epoch";
+/// 1 while partitions move to a new target ring, else 0.
+pub const RING_MOVING: &str = "vinzclortho_ring_moving";
+/// Gossip rounds. Label: `outcome` (ok, failed, refused).
+pub const GOSSIP_ROUNDS_TOTAL: &str = "vinzclortho_gossip_rounds_total";
+/// Internal gRPC calls made. Labels: `method` (Service/Method), `code` (OK, Unavailable, ...).
+pub const GRPC_CLIENT_REQUESTS_TOTAL: &str = "vinzclortho_grpc_client_requests_total";
+/// Latency of internal gRPC calls made. Label: `method`.
+pub const GRPC_CLIENT_DURATION_SECONDS: &str = "vinzclortho_grpc_client_duration_seconds";
+/// Internal gRPC calls served. Labels: `method`, `code`.
+pub const GRPC_SERVER_REQUESTS_TOTAL: &str = "vinzclortho_grpc_server_requests_total";
+/// Latency of internal gRPC calls served. Label: `method`.
+pub const GRPC_SERVER_DURATION_SECONDS: &str = "vinzclortho_grpc_server_duration_seconds";
+/// Always 1; labels `version`, `node_id` and `address` identify the node.
+pub const BUILD_INFO: &str = "vinzclortho_build_info";
+
+/// 100 µs to 10 s: loopback replica calls to a stuck quorum.
+const LATENCY_BUCKETS_SECONDS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 25.0, 50.0, 100.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle. Several
+/// nodes in one test process share it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUORUM_REPLICAS_ANSWERED.into()), COUNT_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(READ_SIBLINGS.into()), COUNT_BUCKETS))
+                .expect("bucket lists are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first (a test
+            // harness); rendering then shows nothing, which tests would catch.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            metrics_process::Collector::default().describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS_TOTAL, "Client requests by API, operation and outcome.");
+    describe_histogram!(REQUEST_DURATION_SECONDS, Unit::Seconds, "Time to the quorum decision of client requests.");
+    describe_counter!(QUORUM_TOTAL, "Quorum decisions by operation and result.");
+    describe_histogram!(QUORUM_REPLICAS_ANSWERED, "Replicas that had answered when a quorum was decided.");
+    describe_histogram!(READ_SIBLINGS, "Siblings per object found by reads.");
+    describe_gauge!(STORED_OBJECTS, "Objects stored on this node (RocksDB: estimate).");
+    describe_gauge!(STORED_BYTES, Unit::Bytes, "Bytes stored on this node (RocksDB: estimate).");
+    describe_counter!(READ_REPAIRS_TOTAL, "Read repairs sent to stale replicas.");
+    describe_counter!(PARTITION_TRANSFERS_TOTAL, "Outgoing partition transfers.");
+    describe_counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "Objects sent by partition transfers.");
+    describe_counter!(HANDOFF_DROPPED_OBJECTS_TOTAL, "Objects deleted after their partition was handed over.");
+    describe_gauge!(PARTITION_TRANSFERS_PENDING, "Transfers of the current move not yet done.");
+    describe_gauge!(MEMBERS, "Cluster members by status, as this node sees them.");
+    describe_gauge!(CLAIMED_PARTITIONS, "Partitions this node owns.");
+    describe_gauge!(RING_EPOCH, "Ring epoch known to this node.");
+    describe_gauge!(RING_MOVING, "1 while partitions move to a new ring.");
+    describe_counter!(GOSSIP_ROUNDS_TOTAL, "Gossip rounds by outcome.");
+    describe_counter!(GRPC_CLIENT_REQUESTS_TOTAL, "Internal gRPC calls made, by method and status code.");
+    describe_histogram!(GRPC_CLIENT_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls made.");
+    describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
+    describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
+    describe_gauge!(BUILD_INFO, "Build and node identity; always 1.");
+}
+
+/// Sets the build-info gauge for this node.
+pub fn build_info(node_id: &str, address: &str) {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node_id" => node_id.to_owned(), "address" => address.to_owned())
+        .set(1.0);
+}
+
+/// Records a client request's outcome and its time to the quorum decision.
+pub fn request(api: &'static str, op: &'static str, outcome: &'static str, seconds: f64) {
+    counter!(REQUESTS_TOTAL, "api" => api, "op" => op, "outcome" => outcome).increment(1);
+    histogram!(REQUEST_DURATION_SECONDS, "api" => api, "op" => op).record(seconds);
+}
+
+/// Records a quorum decision.
+pub fn quorum(op: &'static str, result: &'static str, answered: usize) {
+    counter!(QUORUM_TOTAL, "op" => op, "result" => result).increment(1);
+    histogram!(QUORUM_REPLICAS_ANSWERED, "op" => op).record(answered as f64);
+}
+
+pub fn read_siblings(count: usize) {
+    histogram!(READ_SIBLINGS).record(count as f64);
+}
+
+pub fn read_repair(ok: bool) {
+    counter!(READ_REPAIRS_TOTAL, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+pub fn partition_transfer(kind: &'static str, ok: bool, objects: u64) {
+    counter!(PARTITION_TRANSFERS_TOTAL, "kind" => kind, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "kind" => kind).increment(objects);
+}
+
+pub fn handoff_dropped(objects: u64) {
+    counter!(HANDOFF_DROPPED_OBJECTS_TOTAL).increment(objects);
+}
+
+pub fn gossip_round(outcome: &'static str) {
+    counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// An internal gRPC call made by this node.
+pub fn grpc_client(method: &'static str, code: tonic::Code, seconds: f64) {
+    counter!(GRPC_CLIENT_REQUESTS_TOTAL, "method" => method, "code" => code_name(code)).increment(1);
+    histogram!(GRPC_CLIENT_DURATION_SECONDS, "method" => method).record(seconds);
+}
+
+/// An internal gRPC call served by this node.
+pub fn grpc_server(method: String, code: &'static str, seconds: f64) {
+    counter!(GRPC_SERVER_REQUESTS_TOTAL, "method" => method.clone(), "code" => code).increment(1);
+    histogram!(GRPC_SERVER_DURATION_SECONDS, "method" => method).record(seconds);
+}
+
+/// Gauges that describe state rather than events, set just before a scrape.
+pub struct Snapshot {
+    pub stored_objects: u64,
+    pub stored_bytes: u64,
+    pub members_up: usize,
+    pub members_down: usize,
+    pub claimed_partitions: u32,
+    pub ring_epoch: u64,
+    pub ring_moving: bool,
+    pub transfers_pending: usize,
+}
+
+pub fn set_snapshot(s: &Snapshot) {
+    gauge!(STORED_OBJECTS).set(s.stored_objects as f64);
+    gauge!(STORED_BYTES).set(s.stored_bytes as f64);
+    gauge!(MEMBERS, "status" => "up").set(s.members_up as f64);
+    gauge!(MEMBERS, "status" => "down").set(s.members_down as f64);
+    gauge!(CLAIMED_PARTITIONS).set(f64::from(s.claimed_partitions));
+    gauge!(RING_EPOCH).set(s.ring_epoch as f64);
+    gauge!(RING_MOVING).set(if s.ring_moving { 1.0 } else { 0.0 });
+    gauge!(PARTITION_TRANSFERS_PENDING).set(s.transfers_pending as f64);
+    metrics_process::Collector::default().collect();
+}
+
+/// The canonical gRPC code names (as in `grpc-status` documentation).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
