@@ -30,17 +30,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let telemetry = match telemetry::init(config.log_format, config.otlp_endpoint.as_deref(), &config.address) {
+    // Bind first: with port 0 the address traces name is only known now.
+    let listeners = match node::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            eprintln!("vinzclortho: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let instance = listeners.http_address(&config);
+    let telemetry = match telemetry::init(config.log_format, config.otlp_endpoint.as_deref(), &instance) {
         Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("vinzclortho: {e}");
             return ExitCode::from(2);
         }
     };
-    let result = async {
-        let listeners = node::bind(&config).await?;
-        node::run(config, listeners, shutdown_signal()).await
-    };
+    let result = node::run(config, listeners, shutdown_signal());
     let result = result.await;
     // Flush spans still buffered; the exporter blocks on the runtime.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

@@ -66,6 +66,16 @@ pub struct Listeners {
     pub cluster: TcpListener,
 }
 
+impl Listeners {
+    /// The HTTP address this node advertises (port 0 resolved).
+    pub fn http_address(&self, config: &Config) -> String {
+        match self.http.local_addr() {
+            Ok(bound) => advertised(&config.address, bound),
+            Err(_) => config.address.clone(),
+        }
+    }
+}
+
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     Ok(match config.storage {
         StorageKind::Memory => Arc::new(MemoryStore::new()),
