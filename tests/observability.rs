@@ -286,7 +286,7 @@ impl Load {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let url = format!("http://{}/store/load{}", nodes[i % nodes.len()], i % 50);
-                    let r = if i % 3 == 0 { http.put(url).body(format!("v{i}")).send() } else { http.get(url).send() };
+                    let r = if i.is_multiple_of(3) { http.put(url).body(format!("v{i}")).send() } else { http.get(url).send() };
                     if r.is_ok() {
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
