@@ -44,7 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a node (the default when no subcommand is given).
-    Serve(NodeArgs),
+    Serve(Box<NodeArgs>),
     /// Start a local cluster of several node processes on this machine.
     DevCluster(crate::devcluster::DevClusterArgs),
 }
@@ -144,6 +144,11 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_SIBLINGS_MAX", value_name = "N")]
     pub siblings_max: Option<usize>,
 
+    /// OTLP/gRPC collector to export traces to (e.g. http://127.0.0.1:4317);
+    /// OTEL_EXPORTER_OTLP_ENDPOINT works too [default: none, no export]
+    #[arg(long, env = "VINZCLORTHO_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log format; the level comes from RUST_LOG (e.g. RUST_LOG=debug) [default: text]
     #[arg(long, env = "VINZCLORTHO_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -175,6 +180,7 @@ pub struct Config {
     pub max_value_bytes: usize,
     pub siblings: SiblingLimits,
     pub log_format: LogFormat,
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +213,7 @@ impl NodeArgs {
             siblings_warn: self.siblings_warn.or(lower.siblings_warn),
             siblings_max: self.siblings_max.or(lower.siblings_max),
             log_format: self.log_format.or(lower.log_format),
+            otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
             config: self.config,
         }
     }
@@ -295,6 +302,7 @@ impl NodeArgs {
             max_value_bytes,
             siblings,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
+            otlp_endpoint: self.otlp_endpoint,
         })
     }
 }

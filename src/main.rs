@@ -10,7 +10,7 @@ use vinzclortho::{node, telemetry};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         Some(Command::DevCluster(args)) => {
             telemetry::init_logging(vinzclortho::config::LogFormat::Text);
             return match vinzclortho::devcluster::run(args, shutdown_signal()).await {
@@ -30,12 +30,27 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(config.log_format);
-    let result = async {
-        let listeners = node::bind(&config).await?;
-        node::run(config, listeners, shutdown_signal()).await
+    // Bind first: with port 0 the address traces name is only known now.
+    let listeners = match node::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            eprintln!("vinzclortho: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match result.await {
+    let instance = listeners.http_address(&config);
+    let telemetry = match telemetry::init(config.log_format, config.otlp_endpoint.as_deref(), &instance) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("vinzclortho: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = node::run(config, listeners, shutdown_signal());
+    let result = result.await;
+    // Flush spans still buffered; the exporter blocks on the runtime.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "node failed");

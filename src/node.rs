@@ -21,8 +21,8 @@ use crate::api::{self, Api, Limits, NodeInfo};
 use crate::config::{Config, DEFAULT_PARTITIONS, StorageKind};
 use crate::coordinator::{Coordinator, CoordinatorSettings};
 use crate::core::key::NodeId;
-use crate::core::vclock::ActorId;
 use crate::core::membership::{ClusterState, Member};
+use crate::core::vclock::ActorId;
 use crate::membership::{self, Membership, MembershipError, system_clock};
 use crate::replica::Replica;
 use crate::rpc::membership::MembershipService;
@@ -64,6 +64,16 @@ pub struct App {
 pub struct Listeners {
     pub http: TcpListener,
     pub cluster: TcpListener,
+}
+
+impl Listeners {
+    /// The HTTP address this node advertises (port 0 resolved).
+    pub fn http_address(&self, config: &Config) -> String {
+        match self.http.local_addr() {
+            Ok(bound) => advertised(&config.address, bound),
+            Err(_) => config.address.clone(),
+        }
+    }
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
@@ -126,16 +136,20 @@ pub fn build(
     };
     let known = joined.or(remembered);
     let partitions = meta::load_or_init_partitions(&*store, requested, DEFAULT_PARTITIONS)?;
-    let wanted_claim =
-        known.as_ref().and_then(|s| s.members.get(&node)).map(|m| m.wanted_claim).unwrap_or(partitions);
+    let wanted_claim = known.as_ref().and_then(|s| s.members.get(&node)).map(|m| m.wanted_claim).unwrap_or(partitions);
     let me = Member::new(node.clone(), address, cluster_address.clone(), wanted_claim, system_clock());
     let state = match known {
         Some(state) => state,
         None => ClusterState::new(rand::random(), me.clone(), partitions, config.n_val, config.r, config.w)
             .map_err(MembershipError::from)?,
     };
-    let membership =
-        Arc::new(Membership::open(me, state, Arc::clone(&store), config.failure_timeout.as_millis() as u64, system_clock)?);
+    let membership = Arc::new(Membership::open(
+        me,
+        state,
+        Arc::clone(&store),
+        config.failure_timeout.as_millis() as u64,
+        system_clock,
+    )?);
     let replica = Arc::new(Replica::new(Arc::clone(&store), actor, config.siblings));
     let peers = peers_for(config);
     let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone());
@@ -144,7 +158,10 @@ pub fn build(
     let coordinator = Arc::new(Coordinator::new(Arc::clone(&membership), replicas, settings));
     let transfers = Progress::default();
     let metrics = crate::telemetry::metrics::install();
-    crate::telemetry::metrics::build_info(&membership.local().to_string(), &membership.http_address(membership.local()));
+    crate::telemetry::metrics::build_info(
+        &membership.local().to_string(),
+        &membership.http_address(membership.local()),
+    );
     let api = Arc::new(Api {
         coordinator,
         membership: Arc::clone(&membership),
@@ -161,9 +178,7 @@ pub fn build(
 pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
     let listen = |address: &str| {
         let address = address.to_owned();
-        async move {
-            TcpListener::bind(&address).await.map_err(|e| NodeError::Listen { address, reason: e.to_string() })
-        }
+        async move { TcpListener::bind(&address).await.map_err(|e| NodeError::Listen { address, reason: e.to_string() }) }
     };
     Ok(Listeners { http: listen(&config.address).await?, cluster: listen(&config.cluster_address).await? })
 }

@@ -38,7 +38,11 @@ fn replica_values(cluster_address: &str, key: &str, partition: u32) -> Vec<Strin
         let mut c = ReplicaClient::connect(format!("http://{cluster_address}")).await.unwrap();
         let req = pb::GetRequest {
             partition,
-            key: Some(pb::ObjectKey { bucket_type: b"default".to_vec(), bucket: b"default".to_vec(), key: key.as_bytes().to_vec() }),
+            key: Some(pb::ObjectKey {
+                bucket_type: b"default".to_vec(),
+                bucket: b"default".to_vec(),
+                key: key.as_bytes().to_vec(),
+            }),
         };
         let object = c.get(req).await.unwrap().into_inner().object.unwrap_or_default();
         object.siblings.into_iter().map(|s| String::from_utf8(s.value).unwrap()).collect()
@@ -46,7 +50,8 @@ fn replica_values(cluster_address: &str, key: &str, partition: u32) -> Vec<Strin
 }
 
 fn partition_of(node: &common::NodeProc, key: &str) -> u32 {
-    let v: serde_json::Value = client().get(node.url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
+    let v: serde_json::Value =
+        client().get(node.url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
     v["partition"].as_u64().unwrap() as u32
 }
 
@@ -75,7 +80,8 @@ fn a_write_on_one_node_is_read_from_every_node() {
 fn preflist_lists_n_distinct_nodes() {
     let _serial = serial();
     let c = Cluster::start(12, 4);
-    let v: serde_json::Value = client().get(c.node(2).url("/admin/preflist/some%20key")).send().unwrap().json().unwrap();
+    let v: serde_json::Value =
+        client().get(c.node(2).url("/admin/preflist/some%20key")).send().unwrap().json().unwrap();
     let list = v["preflist"].as_array().unwrap();
     assert_eq!(list.len(), 3);
     let mut nodes: Vec<&str> = list.iter().map(|e| e["node"].as_str().unwrap()).collect();
@@ -135,7 +141,11 @@ fn writes_keep_succeeding_while_a_node_is_killed() {
     // The survivors see the dead node as down.
     wait_for("node 2 marked down", Duration::from_secs(10), || {
         let s = status(c.node(0))?;
-        let dead = s["members"].as_array()?.iter().find(|m| m["address"].as_str().is_some_and(|a| a.starts_with("127.0.14.3")))?.clone();
+        let dead = s["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["address"].as_str().is_some_and(|a| a.starts_with("127.0.14.3")))?
+            .clone();
         (dead["status"] == "down").then_some(())
     });
 }
@@ -199,7 +209,11 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = http.put(format!("{}during{i}", urls[i % 3])).body(format!("d{i}")).send().unwrap();
-                if r.status() == StatusCode::OK { acked.push(i) } else { failed += 1 }
+                if r.status() == StatusCode::OK {
+                    acked.push(i)
+                } else {
+                    failed += 1
+                }
                 i += 1;
             }
             (acked, failed)
@@ -227,7 +241,12 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
     c.wait_converged(Duration::from_secs(60));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, bad) = reader.join().unwrap();
-    assert!(bad.is_empty(), "{} of {reads} reads during the join were wrong: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} of {reads} reads during the join were wrong: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     let (acked, failed) = writer.join().unwrap();
     assert_eq!(failed, 0, "writes failed during the join");
     assert!(acked.len() > 10, "only {} writes during the join", acked.len());
@@ -235,7 +254,8 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
     // it (the copy to incoming holders and the handoff sweep carry writes
     // that raced with the transfer), without help from read repair: check
     // through gRPC, which bypasses quorums.
-    let addresses: Vec<(String, String)> = (0..4).map(|n| (c.node(n).http.clone(), c.node(n).cluster.clone())).collect();
+    let addresses: Vec<(String, String)> =
+        (0..4).map(|n| (c.node(n).http.clone(), c.node(n).cluster.clone())).collect();
     wait_for("every holder to have every write made during the move", Duration::from_secs(20), || {
         for i in &acked {
             let key = format!("during{i}");
@@ -255,14 +275,22 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
     // the newcomer included, once the move is over.
     for i in &acked {
         for n in 0..4 {
-            assert_eq!(get_text(&c.node(n).url(&format!("/store/during{i}"))), (StatusCode::OK, format!("d{i}")), "during{i} via {n}");
+            assert_eq!(
+                get_text(&c.node(n).url(&format!("/store/during{i}"))),
+                (StatusCode::OK, format!("d{i}")),
+                "during{i} via {n}"
+            );
         }
     }
     let s = status(c.node(d)).unwrap();
     assert_eq!(s["claim"], 4, "16 partitions over 4 nodes");
     for i in 0..200 {
         for n in 0..4 {
-            assert_eq!(get_text(&c.node(n).url(&format!("/store/k{i}"))), (StatusCode::OK, format!("v{i}")), "k{i} via {n}");
+            assert_eq!(
+                get_text(&c.node(n).url(&format!("/store/k{i}"))),
+                (StatusCode::OK, format!("v{i}")),
+                "k{i} via {n}"
+            );
         }
     }
     // The newcomer holds the keys of its partitions itself.
@@ -313,7 +341,8 @@ fn a_peer_of_another_protocol_version_or_cluster_is_refused() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     use vinzclortho::rpc::membership_pb as m;
     rt.block_on(async {
-        let mut client = m::membership_client::MembershipClient::connect(format!("http://{}", c.node(0).cluster)).await.unwrap();
+        let mut client =
+            m::membership_client::MembershipClient::connect(format!("http://{}", c.node(0).cluster)).await.unwrap();
         let state = client.get_state(m::GetStateRequest {}).await.unwrap().into_inner().state.unwrap();
         let err = client
             .gossip(m::GossipRequest { protocol_version: 99, from: "x".into(), state: Some(state.clone()) })
@@ -342,13 +371,18 @@ fn a_claim_of_zero_moves_a_nodes_data_away_and_keeps_every_key() {
     let r = client().put(c.node(3).url("/admin/claim")).body("0").send().unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     wait_for("node 3 to own nothing", Duration::from_secs(60), || {
-        c.running().all(|n| {
-            status(n).is_some_and(|s| {
-                s["ring"]["moving"] == false
-                    && s["members"].as_array().unwrap().iter().any(|m| m["address"] == c.node(3).http.as_str() && m["claim"] == 0)
+        c.running()
+            .all(|n| {
+                status(n).is_some_and(|s| {
+                    s["ring"]["moving"] == false
+                        && s["members"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|m| m["address"] == c.node(3).http.as_str() && m["claim"] == 0)
+                })
             })
-        })
-        .then_some(())
+            .then_some(())
     });
     assert_eq!(client().get(c.node(3).url("/admin/claim")).send().unwrap().text().unwrap(), "0");
     // Its data was handed over and then dropped: it holds no key now.
@@ -364,7 +398,8 @@ fn a_claim_of_zero_moves_a_nodes_data_away_and_keeps_every_key() {
     // included: it still coordinates) see it.
     for i in 0..150 {
         let key = format!("c{i}");
-        let v: serde_json::Value = client().get(c.node(0).url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
+        let v: serde_json::Value =
+            client().get(c.node(0).url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
         let p = v["partition"].as_u64().unwrap() as u32;
         for entry in v["preflist"].as_array().unwrap() {
             let holder = c.running().find(|n| entry["node"] == n.http.as_str()).unwrap();

@@ -5,8 +5,22 @@
 use std::path::Path;
 
 const FORBIDDEN: &[&str] = &[
-    "tokio", "tonic", "axum", "hyper", "rocksdb", "std::time", "SystemTime", "Instant", "rand::", "std::fs",
-    "std::net", "std::thread", "std::env", "std::io", "std::process", "tracing",
+    "tokio",
+    "tonic",
+    "axum",
+    "hyper",
+    "rocksdb",
+    "std::time",
+    "SystemTime",
+    "Instant",
+    "rand::",
+    "std::fs",
+    "std::net",
+    "std::thread",
+    "std::env",
+    "std::io",
+    "std::process",
+    "tracing",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -24,24 +24,34 @@ fn gossip_convergence(n: usize, net: u8) {
     let r = client().put(c.node(n - 1).url("/admin/claim")).body("32").send().unwrap();
     assert!(r.status().is_success());
     wait_for("the claim to reach every node", Duration::from_secs(120), || {
-        c.running().all(|node| {
-            status(node).is_some_and(|s| {
-                s["members"].as_array().unwrap().iter().any(|m| m["address"] == last.as_str() && m["wanted_claim"] == 32)
+        c.running()
+            .all(|node| {
+                status(node).is_some_and(|s| {
+                    s["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|m| m["address"] == last.as_str() && m["wanted_claim"] == 32)
+                })
             })
-        })
-        .then_some(())
+            .then_some(())
     });
     let change = t0.elapsed();
     let t1 = Instant::now();
     let joiner = c.add();
     let joiner_addr = c.node(joiner).http.clone();
     wait_for("the joiner to be up everywhere", Duration::from_secs(120), || {
-        c.running().all(|node| {
-            status(node).is_some_and(|s| {
-                s["members"].as_array().unwrap().iter().any(|m| m["address"] == joiner_addr.as_str() && m["status"] == "up")
+        c.running()
+            .all(|node| {
+                status(node).is_some_and(|s| {
+                    s["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|m| m["address"] == joiner_addr.as_str() && m["status"] == "up")
+                })
             })
-        })
-        .then_some(())
+            .then_some(())
     });
     let join = t1.elapsed();
     println!(

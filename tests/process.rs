@@ -85,12 +85,7 @@ fn bad_flags_exit_with_a_message() {
         (&["--config", "/nonexistent/vc.toml"][..], Some(2), "cannot read config file"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(BIN).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), code, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");

@@ -28,7 +28,11 @@ fn rocks() -> Harness {
 fn object(values: &[&str]) -> Object {
     let mut o = Object::new();
     for (i, v) in values.iter().enumerate() {
-        let content = Content { value: Bytes::from(v.to_string()), content_type: "text/plain".into(), last_modified_ms: i as u64 };
+        let content = Content {
+            value: Bytes::from(v.to_string()),
+            content_type: "text/plain".into(),
+            last_modified_ms: i as u64,
+        };
         o.update(42, &VersionVector::new(), Mutation::Put(content));
     }
     o

@@ -78,6 +78,17 @@ pub fn router(api: AppState) -> Router {
         // Bodies are size-checked by the handlers, which say what the limit is.
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(TraceLayer::new_for_http())
+        // One span per request at info level (the default is debug, which
+        // RUST_LOG=info would drop), child of the client's `traceparent`.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<axum::body::Body>| {
+            let span = tracing::info_span!(
+                "http.request",
+                otel.kind = "server",
+                http.method = %request.method(),
+                http.path = %request.uri().path(),
+            );
+            crate::telemetry::propagation::set_parent_from_headers(&span, request.headers());
+            span
+        }))
         .with_state(api)
 }

@@ -23,13 +23,13 @@ use super::{AppState, CONTEXT_HEADER, error::ApiError};
 use std::time::Instant;
 
 use crate::coordinator::{CoordinatorError, QuorumParam};
-use crate::error::HasErrorCode;
-use crate::telemetry::metrics;
 use crate::core::context;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Mutation, Object};
 use crate::core::vclock::VersionVector;
 use crate::error::ErrorCode;
+use crate::error::HasErrorCode;
+use crate::telemetry::metrics;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -77,7 +77,9 @@ pub async fn get_value(
 ) -> Result<Response, ApiError> {
     let key = store_key(&uri, api.limits.max_key_bytes)?;
     let r = params.check()?.r()?;
-    let object = timed("get", api.coordinator.get(&key, r), |o| if o.siblings().is_empty() { "not_found" } else { "ok" }).await?;
+    let object =
+        timed("get", api.coordinator.get(&key, r), |o| if o.siblings().is_empty() { "not_found" } else { "ok" })
+            .await?;
     Ok(object_response(&object))
 }
 
@@ -181,7 +183,10 @@ fn context_header(headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError
 async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
     let too_large = |len: Option<u64>| {
         let size = len.map(|l| format!("{l} bytes")).unwrap_or_else(|| "larger".to_owned());
-        ApiError::new(ErrorCode::PayloadTooLarge, format!("value is {size}, above the limit of {max} bytes; nothing was stored"))
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("value is {size}, above the limit of {max} bytes; nothing was stored"),
+        )
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {

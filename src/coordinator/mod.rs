@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
 
 pub use options::QuorumParam;
 pub use replicas::{AddressBook, ReplicaClient, ReplicaError};
@@ -32,6 +33,7 @@ use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::membership::Membership;
+use crate::telemetry::metrics;
 
 /// Settings of this node's coordinator; N, R and W come from the cluster.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +92,7 @@ impl Coordinator {
 
     /// Quorum read. Returns the merge of the first R answers; an empty object
     /// means not found, a tombstone means deleted.
+    #[tracing::instrument(name = "coordinator.get", skip_all)]
     pub async fn get(&self, key: &ObjectKey, r: QuorumParam) -> Result<Object, CoordinatorError> {
         let plan = self.plan(key, r, Op::Read)?;
         let deadline = Instant::now() + self.settings.timeout;
@@ -105,13 +108,16 @@ impl Coordinator {
                 continue;
             }
             let (replicas, node, key, tx) = (Arc::clone(&self.replicas), node.clone(), key.clone(), tx.clone());
-            tokio::spawn(async move {
-                let reply = match timeout_at(deadline, replicas.get(&node, partition, &key)).await {
-                    Ok(reply) => reply.map_err(|e| e.to_string()),
-                    Err(_) => Err("timed out".to_owned()),
-                };
-                let _ = tx.send((node, reply)).await;
-            });
+            tokio::spawn(
+                async move {
+                    let reply = match timeout_at(deadline, replicas.get(&node, partition, &key)).await {
+                        Ok(reply) => reply.map_err(|e| e.to_string()),
+                        Err(_) => Err("timed out".to_owned()),
+                    };
+                    let _ = tx.send((node, reply)).await;
+                }
+                .in_current_span(),
+            );
         }
         drop(tx);
         loop {
@@ -125,11 +131,16 @@ impl Coordinator {
             }
         }
         let merged = read.merged();
-        tokio::spawn(read_repair(Arc::clone(&self.replicas), plan.partition, key.clone(), read, rx));
+        metrics::quorum("read", "met", read.quorum().ok().len());
+        if !merged.siblings().is_empty() {
+            metrics::read_siblings(merged.siblings().len());
+        }
+        tokio::spawn(read_repair(Arc::clone(&self.replicas), plan.partition, key.clone(), read, rx).in_current_span());
         Ok(merged)
     }
 
     /// Quorum write of a new value, superseding what `context` covers.
+    #[tracing::instrument(name = "coordinator.put", skip_all)]
     pub async fn put(
         &self,
         key: &ObjectKey,
@@ -147,11 +158,14 @@ impl Coordinator {
         let partition = plan.partition;
         for node in &plan.incoming {
             let (replicas, node, key, object) = (Arc::clone(&self.replicas), node.clone(), key.clone(), object.clone());
-            tokio::spawn(async move {
-                if let Err(e) = timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
-                    tracing::debug!(%node, error = %e, "copy to incoming holder failed");
+            tokio::spawn(
+                async move {
+                    if let Err(e) = timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
+                        tracing::debug!(%node, error = %e, "copy to incoming holder failed");
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let others: Vec<NodeId> = plan.nodes.iter().filter(|n| !quorum.answered(n)).cloned().collect();
@@ -162,13 +176,16 @@ impl Coordinator {
             }
             let (replicas, key, tx) = (Arc::clone(&self.replicas), key.clone(), tx.clone());
             let object = object.clone();
-            tokio::spawn(async move {
-                let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
-                    Ok(reply) => reply.map_err(|e| e.to_string()),
-                    Err(_) => Err("timed out".to_owned()),
-                };
-                let _ = tx.send((node, reply)).await;
-            });
+            tokio::spawn(
+                async move {
+                    let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
+                        Ok(reply) => reply.map_err(|e| e.to_string()),
+                        Err(_) => Err("timed out".to_owned()),
+                    };
+                    let _ = tx.send((node, reply)).await;
+                }
+                .in_current_span(),
+            );
         }
         drop(tx);
         while quorum.progress() == Progress::Pending {
@@ -179,7 +196,10 @@ impl Coordinator {
             };
         }
         match quorum.progress() {
-            Progress::Met => Ok(object),
+            Progress::Met => {
+                metrics::quorum("write", "met", quorum.ok().len());
+                Ok(object)
+            }
             _ => Err(self.unavailable("write", &quorum)),
         }
     }
@@ -187,6 +207,7 @@ impl Coordinator {
     /// Quorum delete. Without a context it deletes what a quorum read sees
     /// now (the client saw nothing, so "delete what is there" is the only
     /// sensible meaning); with one it deletes exactly what that context saw.
+    #[tracing::instrument(name = "coordinator.delete", skip_all)]
     pub async fn delete(
         &self,
         key: &ObjectKey,
@@ -242,8 +263,11 @@ impl Coordinator {
         Ok(None)
     }
 
-    /// A 503 naming replicas by their HTTP addresses.
+    /// A 503 naming replicas by their HTTP addresses; counted as a failed
+    /// quorum, or a timed-out one when replicas were still silent.
     fn unavailable(&self, op: &'static str, quorum: &Quorum) -> CoordinatorError {
+        let result = if quorum.progress() == Progress::Failed { "failed" } else { "timeout" };
+        metrics::quorum(op, result, quorum.ok().len());
         let shortfall = quorum.shortfall().rename(|n| NodeId::new(self.membership.http_address(n)));
         CoordinatorError::Unavailable { op, shortfall }
     }
@@ -255,7 +279,8 @@ impl Coordinator {
             Op::Write => ("w", view.w),
         };
         let n_val = view.n_val;
-        let needed = param.resolve(default, n_val).map_err(|e| CoordinatorError::BadRequest(format!("{name}={param}: {e}")))?;
+        let needed =
+            param.resolve(default, n_val).map_err(|e| CoordinatorError::BadRequest(format!("{name}={param}: {e}")))?;
         let partition = view.current.partition_of(key);
         let nodes = view.current.holders(partition, n_val);
         let incoming = match &view.target {
@@ -275,8 +300,6 @@ enum Op {
     Write,
 }
 
-
-
 /// After the client has its answer: wait for the remaining replicas (each
 /// call is bounded by the request deadline), then send the merged object to
 /// every replica that answered with less.
@@ -293,7 +316,9 @@ async fn read_repair(
     let merged = read.merged();
     for node in read.repairs(&merged) {
         tracing::debug!(%node, key = ?key.key, "read repair");
-        if let Err(e) = replicas.merge(&node, partition, &key, &merged).await {
+        let repaired = replicas.merge(&node, partition, &key, &merged).await;
+        metrics::read_repair(repaired.is_ok());
+        if let Err(e) = repaired {
             tracing::warn!(%node, error = %e, "read repair failed");
         }
     }

@@ -63,6 +63,11 @@ pub trait ReplicaClient: Send + Sync + 'static {
     ) -> Result<Object, ReplicaError>;
 
     /// Has `node` merge `object` into its copy of `key`.
-    async fn merge(&self, node: &NodeId, partition: Partition, key: &ObjectKey, object: &Object)
-    -> Result<(), ReplicaError>;
+    async fn merge(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+    ) -> Result<(), ReplicaError>;
 }

@@ -261,9 +261,9 @@ impl ClusterState {
     }
 
     fn transfer_done(&self, t: &Transfer) -> bool {
-        self.members.get(&t.from).is_some_and(|m| {
-            m.transfers_epoch == self.ring.target_epoch && m.transfers_done.contains(&t.partition)
-        })
+        self.members
+            .get(&t.from)
+            .is_some_and(|m| m.transfers_epoch == self.ring.target_epoch && m.transfers_done.contains(&t.partition))
     }
 
     /// What `me` still has to send for the current move.

@@ -248,10 +248,19 @@ mod tests {
     enum Op {
         /// Write at replica `at`, with the context replica `ctx_from` would
         /// have returned (or none).
-        Put { at: usize, ctx_from: Option<usize> },
-        Delete { at: usize, ctx_from: usize },
+        Put {
+            at: usize,
+            ctx_from: Option<usize>,
+        },
+        Delete {
+            at: usize,
+            ctx_from: usize,
+        },
         /// Replica `to` merges replica `from`'s state.
-        Sync { from: usize, to: usize },
+        Sync {
+            from: usize,
+            to: usize,
+        },
     }
 
     const REPLICAS: usize = 3;

@@ -225,12 +225,16 @@ mod tests {
         q.record_ok(NodeId::new("a:1"));
         q.record_err(NodeId::new("b:1"), "connection refused");
         let text = q.shortfall().to_string();
-        assert_eq!(text, "needed 2 of 3 replicas, 1 answered (a:1); b:1 failed: connection refused; 1 did not answer in time");
+        assert_eq!(
+            text,
+            "needed 2 of 3 replicas, 1 answered (a:1); b:1 failed: connection refused; 1 did not answer in time"
+        );
     }
 
     fn written(value: &str, actor: u64) -> Object {
         let mut o = Object::new();
-        let content = Content { value: value.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 };
+        let content =
+            Content { value: value.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 };
         o.update(actor, &VersionVector::new(), Mutation::Put(content));
         o
     }

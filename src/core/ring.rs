@@ -167,10 +167,8 @@ impl Ring {
                 owners[p] = Some(node.clone());
             }
         }
-        let remaining: BTreeMap<NodeId, u32> = targets
-            .iter()
-            .map(|(n, t)| (n.clone(), t - kept.get(n).copied().unwrap_or(0)))
-            .collect();
+        let remaining: BTreeMap<NodeId, u32> =
+            targets.iter().map(|(n, t)| (n.clone(), t - kept.get(n).copied().unwrap_or(0))).collect();
         assign_free(&mut owners, &remaining);
         Ok(Ring { owners: owners.into_iter().map(|o| o.expect("every partition assigned")).collect() })
     }

@@ -2,6 +2,7 @@
 //! client calls, and the conversion of cluster state to and from protobuf.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -13,6 +14,7 @@ use crate::core::membership::{ClusterState, Member, PROTOCOL_VERSION, RingState}
 use crate::core::ring::Ring;
 use crate::error::HasErrorCode;
 use crate::membership::{Membership, MembershipError};
+use crate::telemetry::metrics;
 
 pub struct MembershipService {
     membership: Arc<Membership>,
@@ -75,15 +77,24 @@ pub async fn gossip(channel: Channel, from: &NodeId, state: &ClusterState) -> Re
         from: from.to_string(),
         state: Some(state_to_pb(state)),
     };
-    let reply = MembershipClient::new(channel).gossip(request).await?.into_inner();
+    let reply = observed("Membership/Gossip", MembershipClient::new(channel).gossip(request)).await?.into_inner();
     state_from_pb(reply.state.ok_or_else(|| Status::invalid_argument("gossip reply without a state"))?)
 }
 
 /// Asks a member to admit `member`; returns the cluster's state.
 pub async fn join(channel: Channel, member: &Member) -> Result<ClusterState, Status> {
     let request = pb::JoinRequest { protocol_version: PROTOCOL_VERSION, member: Some(member_to_pb(member)) };
-    let reply = MembershipClient::new(channel).join(request).await?.into_inner();
+    let reply = observed("Membership/Join", MembershipClient::new(channel).join(request)).await?.into_inner();
     state_from_pb(reply.state.ok_or_else(|| Status::invalid_argument("join reply without a state"))?)
+}
+
+/// Counts a membership call by method and status code.
+async fn observed<T>(method: &'static str, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    let started = Instant::now();
+    let result = call.await;
+    let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+    metrics::grpc_client(method, code, started.elapsed().as_secs_f64());
+    result
 }
 
 pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
@@ -122,11 +133,8 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
     if n_val == 0 || r == 0 || w == 0 || r > n_val || w > n_val {
         return Err(bad(format!("n_val={n_val} r={r} w={w} are inconsistent")));
     }
-    let members = p
-        .members
-        .into_iter()
-        .map(|m| member_from_pb(m).map(|m| (m.node.clone(), m)))
-        .collect::<Result<_, _>>()?;
+    let members =
+        p.members.into_iter().map(|m| member_from_pb(m).map(|m| (m.node.clone(), m))).collect::<Result<_, _>>()?;
     Ok(ClusterState {
         cluster_id: p.cluster_id,
         n_val,

@@ -32,6 +32,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinz
 
 pub mod convert;
 pub mod membership;
+pub mod observe;
 pub mod peers;
 pub mod replica_client;
 pub mod replica_server;

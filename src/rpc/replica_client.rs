@@ -9,10 +9,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::convert::{clock_to_pb, key_to_pb, mutation_to_pb, object_from_pb, object_to_pb, required};
 use super::pb;
@@ -26,6 +28,7 @@ use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::error::ErrorCode;
 use crate::replica::Replica;
+use crate::telemetry::{metrics, propagation};
 
 pub struct GrpcReplicaClient {
     peers: Arc<Peers>,
@@ -48,27 +51,44 @@ impl GrpcReplicaClient {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// Wraps a message, telling the server our deadline (`grpc-timeout`) so
-    /// it can drop work nobody waits for.
-    fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(self.peers.request_timeout());
-        request
-    }
-
-    async fn call<T>(
+    /// One unary call: its own client span, the trace context and our
+    /// deadline (`grpc-timeout`, so the server can drop work nobody waits
+    /// for) in the request, a bounded wait, and a metric.
+    async fn call<M, T, Fut>(
         &self,
         node: &NodeId,
-        call: impl Future<Output = Result<Response<T>, Status>>,
-    ) -> Result<T, ReplicaError> {
-        let deadline = self.peers.unary_deadline();
-        match tokio::time::timeout(deadline, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(replica_error_from_status(node, status)),
-            Err(_) => {
-                Err(ReplicaError::Unreachable { node: node.clone(), reason: format!("no answer within {deadline:?}") })
+        method: &'static str,
+        message: M,
+        send: impl FnOnce(Request<M>) -> Fut,
+    ) -> Result<T, ReplicaError>
+    where
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let span = tracing::info_span!("grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
+        async {
+            let mut request = Request::new(message);
+            request.set_timeout(self.peers.request_timeout());
+            propagation::inject_current(request.metadata_mut());
+            let deadline = self.peers.unary_deadline();
+            let started = Instant::now();
+            let answer = tokio::time::timeout(deadline, send(request)).await;
+            let code = match &answer {
+                Ok(Ok(_)) => tonic::Code::Ok,
+                Ok(Err(status)) => status.code(),
+                Err(_) => tonic::Code::DeadlineExceeded,
+            };
+            metrics::grpc_client(method, code, started.elapsed().as_secs_f64());
+            match answer {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => Err(replica_error_from_status(node, status)),
+                Err(_) => Err(ReplicaError::Unreachable {
+                    node: node.clone(),
+                    reason: format!("no answer within {deadline:?}"),
+                }),
             }
         }
+        .instrument(span)
+        .await
     }
 }
 
@@ -89,8 +109,8 @@ fn object_from_response(node: &NodeId, object: Option<pb::Object>) -> Result<Obj
 impl ReplicaClient for GrpcReplicaClient {
     async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
         let mut client = self.client(node)?;
-        let request = self.request(pb::GetRequest { partition, key: Some(key_to_pb(key)) });
-        let response = self.call(node, client.get(request)).await?;
+        let message = pb::GetRequest { partition, key: Some(key_to_pb(key)) };
+        let response = self.call(node, "Replica/Get", message, |r| client.get(r)).await?;
         object_from_response(node, response.object)
     }
 
@@ -103,13 +123,13 @@ impl ReplicaClient for GrpcReplicaClient {
         mutation: &Mutation,
     ) -> Result<Object, ReplicaError> {
         let mut client = self.client(node)?;
-        let request = self.request(pb::CoordinateRequest {
+        let message = pb::CoordinateRequest {
             partition,
             key: Some(key_to_pb(key)),
             context: clock_to_pb(context),
             mutation: Some(mutation_to_pb(mutation)),
-        });
-        let response = self.call(node, client.coordinate(request)).await?;
+        };
+        let response = self.call(node, "Replica/Coordinate", message, |r| client.coordinate(r)).await?;
         object_from_response(node, response.object)
     }
 
@@ -121,9 +141,8 @@ impl ReplicaClient for GrpcReplicaClient {
         object: &Object,
     ) -> Result<(), ReplicaError> {
         let mut client = self.client(node)?;
-        let request =
-            self.request(pb::MergeRequest { partition, key: Some(key_to_pb(key)), object: Some(object_to_pb(object)) });
-        self.call(node, client.merge(request)).await.map(|pb::MergeResponse {}| ())
+        let message = pb::MergeRequest { partition, key: Some(key_to_pb(key)), object: Some(object_to_pb(object)) };
+        self.call(node, "Replica/Merge", message, |r| client.merge(r)).await.map(|pb::MergeResponse {}| ())
     }
 }
 

@@ -18,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use super::FILE_DESCRIPTOR_SET;
+use super::observe::ObserveLayer;
 use super::pb::replica_server::ReplicaServer;
 use super::peers::MAX_MESSAGE_BYTES;
 use super::replica_server::ReplicaService;
@@ -73,6 +74,7 @@ pub async fn serve(
     // stream sets them on each accepted socket.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE_INTERVAL));
     Server::builder()
+        .layer(ObserveLayer)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_routes(routes.routes())

@@ -33,8 +33,10 @@ use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse};
 use crate::coordinator::ReplicaError;
 use crate::core::key::NodeId;
 use crate::core::ring::Partition;
+use crate::error::HasErrorCode;
 use crate::replica::Replica;
 use crate::storage::{Entry, StorageError, Store};
+use crate::telemetry::metrics;
 
 /// At most this many objects per message...
 const BATCH_ENTRIES_MAX: usize = 256;
@@ -123,6 +125,24 @@ pub fn spawn_scan(store: Arc<dyn Store>, partition: Partition) -> mpsc::Receiver
 /// sender must close the channel after the last entry; a `StorageError`
 /// received from it cancels the transfer and is returned.
 pub async fn push_partition(
+    peers: &Peers,
+    node: &NodeId,
+    cluster_address: &str,
+    partition: Partition,
+    entries: mpsc::Receiver<Result<Entry, StorageError>>,
+) -> Result<u64, ReplicaError> {
+    let started = Instant::now();
+    let result = push_partition_unobserved(peers, node, cluster_address, partition, entries).await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(ReplicaError::Unreachable { .. } | ReplicaError::UnknownNode(_)) => tonic::Code::Unavailable,
+        Err(e) => e.code().grpc_code(),
+    };
+    metrics::grpc_client("Transfer/Push", code, started.elapsed().as_secs_f64());
+    result
+}
+
+async fn push_partition_unobserved(
     peers: &Peers,
     node: &NodeId,
     cluster_address: &str,

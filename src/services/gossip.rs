@@ -12,6 +12,7 @@ use super::{Worker, WorkerState};
 use crate::membership::Membership;
 use crate::rpc::membership::gossip;
 use crate::rpc::peers::Peers;
+use crate::telemetry::metrics;
 
 pub struct GossipWorker {
     membership: Arc<Membership>,
@@ -38,17 +39,31 @@ impl GossipWorker {
             }
         };
         let state = self.membership.snapshot();
-        match tokio::time::timeout(self.interval.max(Duration::from_secs(1)), gossip(channel, self.membership.local(), &state)).await {
-            Ok(Ok(theirs)) => {
-                if let Err(e) = self.membership.merge(&theirs) {
+        match tokio::time::timeout(
+            self.interval.max(Duration::from_secs(1)),
+            gossip(channel, self.membership.local(), &state),
+        )
+        .await
+        {
+            Ok(Ok(theirs)) => match self.membership.merge(&theirs) {
+                Ok(_) => metrics::gossip_round("ok"),
+                Err(e) => {
+                    metrics::gossip_round("refused");
                     tracing::warn!(%node, error = %e, "refused gossip reply");
                 }
-            }
+            },
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                metrics::gossip_round("refused");
                 tracing::warn!(%node, error = %status.message(), "peer refused gossip");
             }
-            Ok(Err(status)) => tracing::debug!(%node, error = %status.message(), "gossip failed"),
-            Err(_) => tracing::debug!(%node, "gossip timed out"),
+            Ok(Err(status)) => {
+                metrics::gossip_round("failed");
+                tracing::debug!(%node, error = %status.message(), "gossip failed");
+            }
+            Err(_) => {
+                metrics::gossip_round("failed");
+                tracing::debug!(%node, "gossip timed out");
+            }
         }
     }
 }

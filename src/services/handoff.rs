@@ -31,6 +31,7 @@ use crate::membership::{Membership, RingView};
 use crate::replica::Replica;
 use crate::rpc::peers::Peers;
 use crate::rpc::transfer::{push_partition, spawn_scan};
+use crate::telemetry::metrics;
 
 /// How one partition's outgoing transfer is going, for `/admin/status`.
 #[derive(Debug, Clone, Serialize)]
@@ -64,7 +65,12 @@ pub struct HandoffWorker {
 struct HandoffError(String);
 
 impl HandoffWorker {
-    pub fn new(membership: Arc<Membership>, replica: Arc<Replica>, peers: Arc<Peers>, progress: Progress) -> HandoffWorker {
+    pub fn new(
+        membership: Arc<Membership>,
+        replica: Arc<Replica>,
+        peers: Arc<Peers>,
+        progress: Progress,
+    ) -> HandoffWorker {
         let ring = membership.subscribe();
         HandoffWorker { membership, replica, peers, ring, progress, swept_epoch: 0, progress_epoch: 0 }
     }
@@ -79,10 +85,8 @@ impl HandoffWorker {
     async fn send(&self, partition: Partition, to: &[NodeId]) -> Result<u64, HandoffError> {
         let mut sent = 0;
         for node in to {
-            let address = self
-                .membership
-                .cluster_address(node)
-                .ok_or_else(|| HandoffError(format!("no address for {node}")))?;
+            let address =
+                self.membership.cluster_address(node).ok_or_else(|| HandoffError(format!("no address for {node}")))?;
             let entries = spawn_scan(Arc::clone(self.replica.store()), partition);
             sent += push_partition(&self.peers, node, &address, partition, entries)
                 .await
@@ -103,6 +107,7 @@ impl HandoffWorker {
         self.set_progress(p, &to, "running", 0, None);
         match self.send(p, &to).await {
             Ok(sent) => {
+                metrics::partition_transfer("move", true, sent);
                 tracing::info!(partition = p, to = ?to, objects = sent, "partition transferred");
                 self.set_progress(p, &to, "done", sent, None);
                 if let Err(e) = self.membership.mark_transfer_done(p) {
@@ -111,6 +116,7 @@ impl HandoffWorker {
                 Some(WorkerState::Busy)
             }
             Err(e) => {
+                metrics::partition_transfer("move", false, 0);
                 tracing::warn!(partition = p, error = %e, "partition transfer failed; will retry");
                 self.set_progress(p, &to, "failed", 0, Some(e.to_string()));
                 Some(WorkerState::Idle)
@@ -148,9 +154,9 @@ impl HandoffWorker {
                     let _ = tx.try_send(Ok(entry.clone()));
                 }
                 drop(tx);
-                push_partition(&self.peers, node, &address, p, rx)
-                    .await
-                    .map_err(|e| HandoffError(format!("partition {p} to {node}: {e}")))?;
+                let pushed = push_partition(&self.peers, node, &address, p, rx).await;
+                metrics::partition_transfer("sweep", pushed.is_ok(), *pushed.as_ref().unwrap_or(&0));
+                pushed.map_err(|e| HandoffError(format!("partition {p} to {node}: {e}")))?;
             }
             let mut dropped = 0;
             for (key, object) in entries {
@@ -158,6 +164,7 @@ impl HandoffWorker {
                     dropped += 1;
                 }
             }
+            metrics::handoff_dropped(dropped);
             tracing::info!(partition = p, objects = dropped, to = ?holders, "handed over data this node no longer holds");
         }
         Ok(())

@@ -11,8 +11,8 @@
 //! tokio's blocking pool (see `replica`).
 
 pub mod codec;
-pub mod meta;
 pub mod memory;
+pub mod meta;
 pub mod rocks;
 
 use crate::core::key::ObjectKey;
