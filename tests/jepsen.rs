@@ -154,7 +154,12 @@ fn all_up(nodes: &[Node]) -> bool {
 }
 
 /// Each replica's sibling values of `key`, over gRPC (no quorum involved).
-fn replica_values(rt: &tokio::runtime::Runtime, cluster_address: &str, key: &str, partition: u32) -> Option<Vec<String>> {
+fn replica_values(
+    rt: &tokio::runtime::Runtime,
+    cluster_address: &str,
+    key: &str,
+    partition: u32,
+) -> Option<Vec<String>> {
     rt.block_on(async {
         let connect = ReplicaClient::connect(format!("http://{cluster_address}"));
         let mut client = tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?;
@@ -334,15 +339,8 @@ fn seconds(default: u64) -> Duration {
 /// The suite's main run: random faults, correct build.
 #[test]
 fn jepsen_run() {
-    let outcome = run(Run {
-        seed: seed(),
-        nodes: 3,
-        clients: 6,
-        length: seconds(30),
-        env: vec![],
-        subnet: 77,
-        schedule: None,
-    });
+    let outcome =
+        run(Run { seed: seed(), nodes: 3, clients: 6, length: seconds(30), env: vec![], subnet: 77, schedule: None });
     let r = &outcome.report;
     assert!(r.acknowledged_writes > 50, "too few acknowledged writes to judge: {r:?}");
     assert!(outcome.converged_after.is_some(), "replicas did not converge after healing ({})", outcome.network);
@@ -362,7 +360,11 @@ fn a_build_that_acknowledges_before_its_quorum_is_caught() {
         length: Duration::from_secs(12),
         env: vec![("VINZCLORTHO_FAULT", "ack-before-quorum")],
         subnet: 78,
-        schedule: Some(vec![Scheduled { fault: Fault::Crash(0), start: Duration::from_secs(4), length: Duration::from_secs(3) }]),
+        schedule: Some(vec![Scheduled {
+            fault: Fault::Crash(0),
+            start: Duration::from_secs(4),
+            length: Duration::from_secs(3),
+        }]),
     });
     assert!(!outcome.report.valid(), "the checker accepted a broken build: {:?}", outcome.report);
 }

@@ -44,55 +44,65 @@ fn may_be_applied(op: &Op) -> bool {
     !matches!(op.outcome, Outcome::Failed)
 }
 
-/// value -> the operation that wrote it.
-fn writers(history: &History) -> BTreeMap<&str, &Op> {
-    let mut out = BTreeMap::new();
-    for op in &history.ops {
-        if let Kind::Write { value, .. } = &op.kind {
-            out.insert(value.as_str(), op);
-        }
-    }
-    out
+/// The causal graph of a history, computed once: for each written value,
+/// the values its writer directly superseded.
+struct Causality<'a> {
+    /// value -> the operation that wrote it.
+    writers: BTreeMap<&'a str, &'a Op>,
+    /// value -> values its write superseded directly: what the read before
+    /// it returned and, after a tombstone, what the deletes of its key
+    /// before it saw (the client cannot tell which delete made the
+    /// tombstone, so all earlier ones count: a slight over-approximation).
+    preds: BTreeMap<&'a str, Vec<&'a str>>,
+    /// key -> (start, what it saw) of deletes that may have been applied.
+    deletes: BTreeMap<&'a str, Vec<(std::time::Duration, &'a [String])>>,
 }
 
-/// Every value `seen` supersedes, transitively through the writers' own
-/// contexts. A write made after reading a tombstone supersedes what the
-/// deletes of its key before it saw (the client cannot tell which delete
-/// made the tombstone, so all earlier ones count: a slight over-approximation).
-fn closure<'a>(seen: &'a [String], writers: &BTreeMap<&'a str, &'a Op>, history: &'a History) -> BTreeSet<&'a str> {
-    let mut out = BTreeSet::new();
-    let mut stack: Vec<&str> = seen.iter().map(String::as_str).collect();
-    while let Some(v) = stack.pop() {
-        if out.insert(v)
-            && let Some(op) = writers.get(v)
-            && let Kind::Write { seen, after_delete, .. } = &op.kind
-        {
-            stack.extend(seen.iter().map(String::as_str));
-            if *after_delete {
-                for d in deletes_before(history, &op.key, op.start) {
-                    stack.extend(d.iter().map(String::as_str));
-                }
+impl<'a> Causality<'a> {
+    fn new(history: &'a History) -> Causality<'a> {
+        let mut deletes: BTreeMap<&str, Vec<(std::time::Duration, &[String])>> = BTreeMap::new();
+        for op in history.ops.iter().filter(|op| may_be_applied(op)) {
+            if let Kind::Delete { seen } = &op.kind {
+                deletes.entry(op.key.as_str()).or_default().push((op.start, seen.as_slice()));
             }
         }
+        let mut writers = BTreeMap::new();
+        let mut preds = BTreeMap::new();
+        for op in &history.ops {
+            if let Kind::Write { value, seen, after_delete } = &op.kind {
+                writers.insert(value.as_str(), op);
+                let mut direct: Vec<&str> = seen.iter().map(String::as_str).collect();
+                if *after_delete {
+                    for (start, saw) in deletes.get(op.key.as_str()).into_iter().flatten() {
+                        if *start < op.start {
+                            direct.extend(saw.iter().map(String::as_str));
+                        }
+                    }
+                }
+                preds.insert(value.as_str(), direct);
+            }
+        }
+        Causality { writers, preds, deletes }
     }
-    out
-}
 
-/// What each delete of `key` that may have been applied before `at` saw.
-fn deletes_before<'a>(history: &'a History, key: &str, at: std::time::Duration) -> Vec<&'a Vec<String>> {
-    history
-        .ops
-        .iter()
-        .filter(|d| d.key == key && d.start < at && may_be_applied(d))
-        .filter_map(|d| match &d.kind {
-            Kind::Delete { seen } => Some(seen),
-            _ => None,
-        })
-        .collect()
+    /// Everything `from` supersede, transitively (not `from` themselves
+    /// unless reachable).
+    fn closure(&self, from: impl IntoIterator<Item = &'a str>) -> BTreeSet<&'a str> {
+        let mut out = BTreeSet::new();
+        let mut stack: Vec<&str> = from.into_iter().collect();
+        while let Some(v) = stack.pop() {
+            if out.insert(v)
+                && let Some(direct) = self.preds.get(v)
+            {
+                stack.extend(direct.iter().copied());
+            }
+        }
+        out
+    }
 }
 
 pub fn check(history: &History) -> Report {
-    let writers = writers(history);
+    let causality = Causality::new(history);
     let mut report = Report { ops: history.ops.len(), ..Report::default() };
     for op in &history.ops {
         match op.outcome {
@@ -115,38 +125,18 @@ pub fn check(history: &History) -> Report {
         .chain(history.final_state.values());
     let mut phantoms = BTreeSet::new();
     for v in read_values.flatten() {
-        if !writers.get(v.as_str()).is_some_and(|w| may_be_applied(w)) {
+        if !causality.writers.get(v.as_str()).is_some_and(|w| may_be_applied(w)) {
             phantoms.insert(v.clone());
         }
     }
     report.phantoms = phantoms.into_iter().collect();
 
     // Lost writes: walk back from what survived. A value is explained if it
-    // is in the final state, or seen by an operation that may have been
-    // applied and is itself explained (a delete explains what it saw: its
-    // effect is the absence).
-    let mut explained: BTreeSet<&str> = BTreeSet::new();
-    for values in history.final_state.values() {
-        explained.extend(values.iter().map(String::as_str));
-    }
-    for op in history.ops.iter().filter(|op| may_be_applied(op)) {
-        if let Kind::Delete { seen } = &op.kind {
-            explained.extend(closure(seen, &writers, history));
-        }
-    }
-    loop {
-        let before = explained.len();
-        for op in history.ops.iter().filter(|op| may_be_applied(op)) {
-            if let Kind::Write { value, .. } = &op.kind
-                && explained.contains(value.as_str())
-            {
-                explained.extend(closure(std::slice::from_ref(value), &writers, history));
-            }
-        }
-        if explained.len() == before {
-            break;
-        }
-    }
+    // is in the final state or superseded by an explained value, or seen by
+    // a delete that may have been applied (its effect is the absence).
+    let survivors = history.final_state.values().flatten().map(String::as_str);
+    let deleted = causality.deletes.values().flatten().flat_map(|(_, saw)| saw.iter().map(String::as_str));
+    let explained = causality.closure(survivors.chain(deleted));
     for op in &history.ops {
         if let (Kind::Write { value, .. }, Outcome::Ok(_)) = (&op.kind, &op.outcome) {
             report.acknowledged_writes += 1;
@@ -156,7 +146,7 @@ pub fn check(history: &History) -> Report {
         }
     }
 
-    report.ryw_violations = read_your_writes(history, &writers);
+    report.ryw_violations = read_your_writes(history, &causality);
 
     for values in history.final_state.values() {
         if values.len() > 1 {
@@ -168,18 +158,29 @@ pub fn check(history: &History) -> Report {
     report
 }
 
-fn read_your_writes(history: &History, writers: &BTreeMap<&str, &Op>) -> Vec<String> {
+fn read_your_writes(history: &History, causality: &Causality) -> Vec<String> {
     // Per (client, key), in start order: only a client's own reads of the
     // same key are held to its writes.
     let mut groups: BTreeMap<(usize, &str), Vec<&Op>> = BTreeMap::new();
     for op in &history.ops {
         groups.entry((op.client, op.key.as_str())).or_default().push(op);
     }
-    let mut superseded: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    // value -> everything it supersedes, including itself.
+    let mut covers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     let mut violations = Vec::new();
     for ops in groups.values() {
         for (i, w) in ops.iter().enumerate() {
             let (Kind::Write { value, .. }, Outcome::Ok(_)) = (&w.kind, &w.outcome) else { continue };
+            // Deletes of this key that saw the write may have removed it,
+            // whatever else (concurrent siblings) later reads still find.
+            let deleted_from = causality
+                .deletes
+                .get(w.key.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|(_, saw)| causality.closure(saw.iter().map(String::as_str)).contains(value.as_str()))
+                .map(|(start, _)| *start)
+                .min();
             for r in &ops[i + 1..] {
                 let Outcome::Ok(values) = &r.outcome else { continue };
                 if r.kind != Kind::Read || r.start < w.end {
@@ -188,23 +189,13 @@ fn read_your_writes(history: &History, writers: &BTreeMap<&str, &Op>) -> Vec<Str
                 if history.faults.iter().any(|f| f.loses_data && f.start < r.end && f.end > w.start) {
                     continue;
                 }
-                let mut seen = false;
-                for v in values {
-                    let v: &str = v.as_str();
-                    let covers = superseded.entry(v).or_insert_with(|| match writers.get(v) {
-                        Some(op) => match &op.kind {
-                            Kind::Write { value: own, .. } => closure(std::slice::from_ref(own), writers, history),
-                            _ => BTreeSet::new(),
-                        },
-                        None => BTreeSet::new(),
-                    });
-                    seen |= v == value || covers.contains(value.as_str());
+                if deleted_from.is_some_and(|d| d < r.end) {
+                    continue;
                 }
-                let deleted = values.is_empty()
-                    && history.ops.iter().any(|d| {
-                        d.key == w.key && d.start < r.end && may_be_applied(d) && supersedes(d, value, writers, history)
-                    });
-                if !seen && !deleted {
+                let seen = values.iter().any(|v| {
+                    covers.entry(v.as_str()).or_insert_with(|| causality.closure([v.as_str()])).contains(value.as_str())
+                });
+                if !seen {
                     violations.push(format!(
                         "client {} wrote {} on {} at {:?}, then read {:?} at {:?}",
                         w.client, value, w.key, w.end, values, r.end
@@ -214,17 +205,6 @@ fn read_your_writes(history: &History, writers: &BTreeMap<&str, &Op>) -> Vec<Str
         }
     }
     violations
-}
-
-/// True when `op`'s context covered `value` (directly or transitively).
-fn supersedes(op: &Op, value: &str, writers: &BTreeMap<&str, &Op>, history: &History) -> bool {
-    match &op.kind {
-        // A write's closure from its own value covers its context and, after
-        // a tombstone, what the deletes saw.
-        Kind::Write { value: v, .. } => closure(std::slice::from_ref(v), writers, history).contains(value),
-        Kind::Delete { seen } => closure(seen, writers, history).contains(value),
-        Kind::Read => false,
-    }
 }
 
 fn availability(history: &History, report: &mut Report) {
@@ -262,8 +242,11 @@ mod tests {
     }
 
     fn write(client: usize, key: &str, value: &str, seen: &[&str], at: u64, outcome: Outcome) -> Op {
-        let kind =
-            Kind::Write { value: value.into(), seen: seen.iter().map(|s| s.to_string()).collect(), after_delete: false };
+        let kind = Kind::Write {
+            value: value.into(),
+            seen: seen.iter().map(|s| s.to_string()).collect(),
+            after_delete: false,
+        };
         op(client, key, kind, at, outcome)
     }
 
@@ -279,7 +262,10 @@ mod tests {
         History {
             ops,
             faults: vec![],
-            final_state: finals.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+            final_state: finals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
         }
     }
 
@@ -359,10 +345,8 @@ mod tests {
 
     #[test]
     fn concurrent_writes_must_all_survive_as_siblings() {
-        let kept = history(
-            vec![write(0, "k", "a", &[], 0, ok()), write(1, "k", "b", &[], 0, ok())],
-            &[("k", &["a", "b"])],
-        );
+        let kept =
+            history(vec![write(0, "k", "a", &[], 0, ok()), write(1, "k", "b", &[], 0, ok())], &[("k", &["a", "b"])]);
         let r = check(&kept);
         assert!(r.valid());
         assert_eq!((r.keys_with_siblings, r.max_siblings), (1, 2));
@@ -395,12 +379,53 @@ mod tests {
     }
 
     #[test]
-    fn faults_that_lose_a_disk_excuse_read_your_writes_but_not_lost_writes() {
-        let mut h = history(
-            vec![write(0, "k", "a", &[], 0, ok()), read(0, "k", &[], 20)],
-            &[("k", &[])],
+    fn a_delete_that_saw_ones_write_excuses_its_absence_even_beside_siblings() {
+        let h = history(
+            vec![
+                write(1, "k", "x", &[], 0, ok()),
+                write(0, "k", "a", &[], 5, ok()),
+                op(0, "k", Kind::Delete { seen: vec!["a".into()] }, 10, ok()),
+                // x was concurrent with the delete's read: it stays.
+                read(0, "k", &["x"], 20),
+            ],
+            &[("k", &["x"])],
         );
-        h.faults.push(FaultWindow { name: "lost disk".into(), start: ms(5), end: ms(15), loses_data: true, minority: vec![] });
+        let r = check(&h);
+        assert!(r.valid(), "{r:?}");
+        // Without the delete the same read is a violation.
+        let h = history(
+            vec![write(1, "k", "x", &[], 0, ok()), write(0, "k", "a", &[], 5, ok()), read(0, "k", &["x"], 20)],
+            &[("k", &["x", "a"])],
+        );
+        assert_eq!(check(&h).ryw_violations.len(), 1);
+    }
+
+    #[test]
+    fn a_write_after_a_tombstone_supersedes_what_the_delete_saw() {
+        let tomb =
+            |v: &str, at| op(0, "k", Kind::Write { value: v.into(), seen: vec![], after_delete: true }, at, ok());
+        let h = history(
+            vec![
+                write(0, "k", "a", &[], 0, ok()),
+                op(1, "k", Kind::Delete { seen: vec!["a".into()] }, 5, ok()),
+                tomb("b", 10),
+                read(0, "k", &["b"], 20),
+            ],
+            &[("k", &["b"])],
+        );
+        assert!(check(&h).valid(), "{:?}", check(&h));
+    }
+
+    #[test]
+    fn faults_that_lose_a_disk_excuse_read_your_writes_but_not_lost_writes() {
+        let mut h = history(vec![write(0, "k", "a", &[], 0, ok()), read(0, "k", &[], 20)], &[("k", &[])]);
+        h.faults.push(FaultWindow {
+            name: "lost disk".into(),
+            start: ms(5),
+            end: ms(15),
+            loses_data: true,
+            minority: vec![],
+        });
         let r = check(&h);
         assert!(r.ryw_violations.is_empty());
         assert_eq!(r.lost.len(), 1);
@@ -416,7 +441,13 @@ mod tests {
             ],
             &[("k", &["a", "c"])],
         );
-        h.faults.push(FaultWindow { name: "cut 1".into(), start: ms(0), end: ms(100), loses_data: false, minority: vec![1] });
+        h.faults.push(FaultWindow {
+            name: "cut 1".into(),
+            start: ms(0),
+            end: ms(100),
+            loses_data: false,
+            minority: vec![1],
+        });
         let r = check(&h);
         assert_eq!(r.majority_availability, Some(1.0));
         assert_eq!(r.availability_during_faults, Some(2.0 / 3.0));

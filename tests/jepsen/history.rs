@@ -19,9 +19,15 @@ pub enum Kind {
     /// A PUT of `value`, with the context of a read that returned `seen`
     /// (empty and no context for a blind write). `after_delete`: that read
     /// found a tombstone, so the context also covers what a delete saw.
-    Write { value: String, seen: Vec<String>, after_delete: bool },
+    Write {
+        value: String,
+        seen: Vec<String>,
+        after_delete: bool,
+    },
     /// A DELETE with the context of a read that returned `seen`.
-    Delete { seen: Vec<String> },
+    Delete {
+        seen: Vec<String>,
+    },
     Read,
 }
 

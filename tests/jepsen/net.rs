@@ -44,6 +44,7 @@ fn available() -> bool {
 impl Network {
     /// Sets up `nodes` hosts; `subnet` keeps concurrent runs apart.
     pub fn new(nodes: usize, subnet: u8) -> Network {
+        remove_leftovers();
         let tag = format!("vcj{}", std::process::id() % 100_000);
         let mode = if available() { Mode::Netns } else { Mode::Loopback };
         let mut net = Network { mode, tag, subnet, nodes };
@@ -116,7 +117,15 @@ impl Network {
             exec(&["ip", "link", "set", "lo", "up"])?;
             exec(&["ip", "route", "add", "default", "via", &format!("198.18.{}.254", self.subnet)])?;
             exec(&["nft", "add", "table", "inet", "vcj"])?;
-            exec(&["nft", "add", "chain", "inet", "vcj", "input", "{ type filter hook input priority 0 ; policy accept ; }"])?;
+            exec(&[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "vcj",
+                "input",
+                "{ type filter hook input priority 0 ; policy accept ; }",
+            ])?;
         }
         Ok(())
     }
@@ -149,7 +158,8 @@ impl Network {
     /// Node `to` loses `percent` % of the packets from the other nodes.
     pub fn lossy(&self, to: usize, percent: u32) {
         for from in (0..self.nodes).filter(|f| *f != to) {
-            let rule = format!("add rule inet vcj input ip saddr {} numgen random mod 100 < {percent} drop", self.ip(from));
+            let rule =
+                format!("add rule inet vcj input ip saddr {} numgen random mod 100 < {percent} drop", self.ip(from));
             self.nft(to, &rule);
         }
     }
@@ -167,6 +177,27 @@ impl Network {
             let _ = run(&["ip", "netns", "del", &self.ns(i)]);
         }
         let _ = run(&["ip", "link", "del", &self.bridge()]);
+    }
+}
+
+/// Namespaces and bridges of earlier runs whose process died without
+/// cleaning up (killed by a timeout, say): ours by name, theirs no longer.
+fn remove_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    let alive = |tag: &str| {
+        tag.trim_start_matches("vcj").parse::<u32>().is_ok_and(|pid| {
+            std::path::Path::new(&format!("/proc/{pid}")).exists() && pid % 100_000 != std::process::id() % 100_000
+        })
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if let Some(tag) =
+            name.strip_prefix("vcj").and_then(|rest| rest.split_once('n')).map(|(pid, _)| format!("vcj{pid}"))
+            && !alive(&tag)
+        {
+            let _ = run(&["ip", "netns", "del", name]);
+            let _ = run(&["ip", "link", "del", &format!("{tag}br")]);
+        }
     }
 }
 

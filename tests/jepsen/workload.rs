@@ -47,7 +47,15 @@ impl Client {
             .connect_timeout(Duration::from_secs(2))
             .build()
             .unwrap();
-        Client { id, rng: StdRng::seed_from_u64(seed ^ (id as u64) << 32), http, nodes, started, seq: 0, ops: Vec::new() }
+        Client {
+            id,
+            rng: StdRng::seed_from_u64(seed ^ (id as u64) << 32),
+            http,
+            nodes,
+            started,
+            seq: 0,
+            ops: Vec::new(),
+        }
     }
 
     pub fn run(&mut self, stop: Arc<AtomicBool>) {
