@@ -124,6 +124,19 @@ impl Node {
         self.spawn(None);
     }
 
+    /// The disk is lost: the data directory is deleted while the node is down.
+    pub fn lose_disk(&mut self) {
+        self.kill9();
+        std::fs::remove_dir_all(&self.data_dir).expect("delete the data directory");
+    }
+
+    /// Starts a node whose disk was lost: a new node at the same address,
+    /// joining through `seed`.
+    pub fn rejoin(&mut self, seed: &str) {
+        assert!(self.child.is_none(), "rejoin of a running node");
+        self.spawn(Some(seed));
+    }
+
     pub fn pause(&mut self) {
         self.signal("STOP");
         self.paused = true;
