@@ -73,7 +73,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
     pub distribution: Distribution,
     /// Exponent s of --distribution zipf (0 is uniform; YCSB uses 0.99)
-    #[arg(long, default_value_t = 0.99, value_name = "S", value_parser = parse_exponent)]
+    #[arg(long, default_value_t = 0.99, value_name = "S", value_parser = parse_exponent, allow_negative_numbers = true)]
     pub zipf_exponent: f64,
     /// Size of written values in bytes
     #[arg(long, default_value_t = 100, value_name = "BYTES")]
@@ -135,7 +135,7 @@ fn parse_quorum(s: &str) -> Result<String, String> {
 pub enum BenchError {
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot reach {node} ({target:?}): {reason}")]
+    #[error("cannot reach {node} (--target {target}): {reason}")]
     Unreachable { node: String, target: TargetKind, reason: String },
 }
 
@@ -185,9 +185,8 @@ impl Report {
         }
         let preload_errors = self.preload.as_ref().map_or(0, |p| p.errors);
         let failed = self.overall.errors + preload_errors;
-        (failed > 0 || self.mismatches > 0).then(|| {
-            format!("check failed: {} mismatched reads, {failed} failed requests", self.mismatches)
-        })
+        (failed > 0 || self.mismatches > 0)
+            .then(|| format!("check failed: {} mismatched reads, {failed} failed requests", self.mismatches))
     }
 }
 
@@ -246,16 +245,15 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             recorder.merge(&w.recorder);
         }
         let (_, all) = recorder.summarize(elapsed_s);
-        preload = Some(PreloadSummary { keys: plan.keys, elapsed_s, errors: all.errors, errors_by_kind: all.errors_by_kind });
+        preload =
+            Some(PreloadSummary { keys: plan.keys, elapsed_s, errors: all.errors, errors_by_kind: all.errors_by_kind });
         workers = done.into_iter().map(|mut w| (w.recorder = Recorder::default(), w).1).collect();
         plan.reset_counters();
     }
 
     let budget = Arc::new(match args.ops {
         Some(max) => Budget::Ops { taken: AtomicU64::new(0), max },
-        None => Budget::Until(
-            Instant::now() + Duration::from_secs_f64(args.duration.unwrap_or(DEFAULT_DURATION_S)),
-        ),
+        None => Budget::Until(Instant::now() + Duration::from_secs_f64(args.duration.unwrap_or(DEFAULT_DURATION_S))),
     });
     let (done, elapsed_s) = run_phase(&plan, "run", workers, |mut w| {
         let budget = budget.clone();
@@ -306,15 +304,15 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
         )));
     }
     if args.target != TargetKind::Vinz && (args.r.is_some() || args.w.is_some()) {
-        return Err(invalid(format!("--r and --w are Vinz Clortho's; --target {:?} has no per-request quorum", args.target)));
+        return Err(invalid(format!(
+            "--r and --w are Vinz Clortho's; --target {} has no per-request quorum",
+            args.target
+        )));
     }
     let chooser = KeyChooser::new(args.keys, args.distribution, args.zipf_exponent).map_err(invalid)?;
     // A fresh prefix per checked run: keys of earlier runs cannot confuse it.
-    let key_prefix = if args.check {
-        format!("{}{:08x}-", args.key_prefix, rand::random::<u32>())
-    } else {
-        args.key_prefix.clone()
-    };
+    let key_prefix =
+        if args.check { format!("{}{:08x}-", args.key_prefix, rand::random::<u32>()) } else { args.key_prefix.clone() };
     let target = Target::new(
         args.target,
         args.nodes.clone(),
@@ -349,7 +347,7 @@ pub fn render(r: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "{:?} at {}: {} in flight, {} keys {keys}, {}-byte values, mix {}{}",
+        "{} at {}: {} in flight, {} keys {keys}, {}-byte values, mix {}{}",
         r.target,
         r.nodes.join(","),
         r.concurrency,

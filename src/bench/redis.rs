@@ -56,7 +56,9 @@ impl RedisConn {
         match kind {
             b'+' => Ok(Resp::Simple),
             b'-' => Ok(Resp::Error(text)),
-            b':' => text.parse::<i64>().map(|_| Resp::Integer).map_err(|_| Failure::Protocol(format!("integer {text:?}"))),
+            b':' => {
+                text.parse::<i64>().map(|_| Resp::Integer).map_err(|_| Failure::Protocol(format!("integer {text:?}")))
+            }
             b'$' => {
                 let len: i64 = text.parse().map_err(|_| Failure::Protocol(format!("bulk length {text:?}")))?;
                 if len < 0 {

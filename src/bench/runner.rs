@@ -230,7 +230,12 @@ impl Worker {
 
 /// Runs `phase` on every worker at once; returns the workers and the time
 /// it took. A progress line goes to stderr once a second meanwhile.
-pub async fn run_phase<F, Fut>(plan: &Arc<Plan>, label: &'static str, workers: Vec<Worker>, phase: F) -> (Vec<Worker>, f64)
+pub async fn run_phase<F, Fut>(
+    plan: &Arc<Plan>,
+    label: &'static str,
+    workers: Vec<Worker>,
+    phase: F,
+) -> (Vec<Worker>, f64)
 where
     F: Fn(Worker) -> Fut,
     Fut: Future<Output = Worker> + Send + 'static,

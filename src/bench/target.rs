@@ -2,6 +2,8 @@
 //! REST API, etcd's v3 JSON gateway, and Redis over RESP. The same workload,
 //! histograms and checks apply to each, so their numbers compare.
 
+use std::error::Error as _;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,16 @@ pub enum TargetKind {
     Etcd,
     /// Redis over RESP (GET, SET, DEL).
     Redis,
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetKind::Vinz => "vinz",
+            TargetKind::Etcd => "etcd",
+            TargetKind::Redis => "redis",
+        })
+    }
 }
 
 /// One request of a worker.
@@ -121,7 +133,13 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(kind: TargetKind, nodes: Vec<String>, r: Option<String>, w: Option<String>, timeout: Duration) -> Target {
+    pub fn new(
+        kind: TargetKind,
+        nodes: Vec<String>,
+        r: Option<String>,
+        w: Option<String>,
+        timeout: Duration,
+    ) -> Target {
         let mut connector = HttpConnector::new();
         // Small requests: do not let Nagle hold them back.
         connector.set_nodelay(true);
@@ -279,9 +297,10 @@ impl Conn {
         }
         let request = request.body(Full::new(body)).map_err(|e| Failure::Protocol(format!("request {uri}: {e}")))?;
         let exchange = async {
-            let response = self.target.http.request(request).await.map_err(|e| {
-                let detail = error_chain(&e);
-                if e.is_connect() { Failure::Connect(detail) } else { Failure::Connection(detail) }
+            let response = self.target.http.request(request).await.map_err(|e| match e.source() {
+                // Skip hyper's "client error (Connect)": the source says it.
+                Some(source) if e.is_connect() => Failure::Connect(error_chain(source)),
+                _ => Failure::Connection(error_chain(&e)),
             })?;
             let (parts, body) = response.into_parts();
             let body = body.collect().await.map_err(|e| Failure::Connection(error_chain(&e)))?.to_bytes();

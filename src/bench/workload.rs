@@ -94,10 +94,8 @@ impl FromStr for Mix {
                 "delete" | "del" => Op::Delete,
                 other => return Err(format!("unknown operation {other:?}: use read, write or delete")),
             };
-            let weight: u32 = weight
-                .trim()
-                .parse()
-                .map_err(|_| format!("{part:?}: the weight must be a whole number 0 or above"))?;
+            let weight: u32 =
+                weight.trim().parse().map_err(|_| format!("{part:?}: the weight must be a whole number 0 or above"))?;
             if weights[op.index()].replace(weight).is_some() {
                 return Err(format!("{} is given twice", op.name()));
             }
