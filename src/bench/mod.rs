@@ -84,7 +84,10 @@ pub struct BenchArgs {
     /// Write quorum per request (?w=): a number, one, quorum, all or default
     #[arg(long = "w", value_name = "W", value_parser = parse_quorum)]
     pub w: Option<String>,
-    /// Write every key once before measuring (for read-heavy mixes)
+    /// Write every key once before measuring (for read-heavy mixes). On
+    /// vinz, each key is read first, so that writes carry its context: the
+    /// generator knows no context at start, and a write without one adds a
+    /// sibling to a key an earlier run left
     #[arg(long)]
     pub preload: bool,
     /// Correctness mode: one writer per key, every read checked against

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 
 use super::check::{KeyOracle, Observed, Outcome};
 use super::stats::Recorder;
-use super::target::{Conn, Reply, Request, Target};
+use super::target::{Conn, Reply, Request, Target, TargetKind};
 use super::workload::{KeyChooser, Mix, Op, Shard, Token};
 
 /// Everything the workers share.
@@ -118,10 +118,18 @@ impl Worker {
         })
     }
 
-    /// Writes every key of this worker's shard once.
+    /// Writes every key of this worker's shard once. On Vinz Clortho it
+    /// reads each key first, unless the run's keys are new (--check): a
+    /// write without the context of what is stored adds a sibling, so keys
+    /// left by an earlier run would otherwise all get one.
     pub async fn preload(&mut self) {
+        let read_first = self.plan.target.kind == TargetKind::Vinz && !self.plan.check;
         for j in 0..self.shard.len() {
-            self.write(Op::Write, self.shard.key(j)).await;
+            let key = self.shard.key(j);
+            if read_first {
+                self.read(key).await;
+            }
+            self.write(Op::Write, key).await;
         }
     }
 
