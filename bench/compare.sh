@@ -18,6 +18,8 @@
 #   --concurrency N      requests in flight [CONCURRENCY, 64]
 #   --keys N             distinct keys [KEYS, 10000]
 #   --value-size BYTES   [VALUE_SIZE, 100]
+#   --rounds N           run every workload N times, systems alternating, and
+#                        report the median (a shared machine is noisy) [ROUNDS, 1]
 #   --no-redis           skip the redis reference line [REDIS=0]
 #   --vinz-sync-writes   run our nodes with --sync-writes (fsync per write, as etcd does) [VINZ_SYNC=1]
 #   --out DIR            where results go [OUT]
@@ -31,6 +33,7 @@ CONCURRENCY="${CONCURRENCY:-64}"
 KEYS="${KEYS:-10000}"
 VALUE_SIZE="${VALUE_SIZE:-100}"
 REDIS="${REDIS:-1}"
+ROUNDS="${ROUNDS:-1}"
 VINZ_SYNC="${VINZ_SYNC:-0}"
 OUT="${OUT:-}"
 VINZ_PORT="${VINZ_PORT:-18780}"
@@ -38,13 +41,14 @@ ETCD_PORT="${ETCD_PORT:-12379}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 SEED=42
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
         --concurrency) CONCURRENCY="$2"; shift 2 ;;
         --keys) KEYS="$2"; shift 2 ;;
         --value-size) VALUE_SIZE="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
         --no-redis) REDIS=0; shift ;;
         --vinz-sync-writes) VINZ_SYNC=1; shift ;;
         --out) OUT="$2"; shift 2 ;;
@@ -52,7 +56,9 @@ while [ $# -gt 0 ]; do
         *) echo "compare: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-case "$DURATION" in ''|*[!0-9]*|0) echo "compare: --duration must be a whole number of seconds above 0" >&2; exit 2 ;; esac
+for n in "$DURATION" "$ROUNDS" "$CONCURRENCY" "$KEYS"; do
+    case "$n" in ''|*[!0-9]*|0) echo "compare: --duration, --rounds, --concurrency and --keys take whole numbers above 0, not '$n'" >&2; exit 2 ;; esac
+done
 
 say() { echo "compare: $*" >&2; }
 
@@ -181,7 +187,7 @@ fi
     echo "vinzclortho: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "$VINZ_SYNC" = 1 ] && echo ', --sync-writes')"
     echo "etcd: $(etcd --version | head -1 | awk '{print $3}')"
     [ "$REDIS" = 1 ] && echo "redis: $(redis-server --version | awk '{print $3}')"
-    echo "per run: ${DURATION} s, ${CONCURRENCY} in flight, ${KEYS} keys, ${VALUE_SIZE}-byte values"
+    echo "per run: ${DURATION} s, ${CONCURRENCY} in flight, ${KEYS} keys, ${VALUE_SIZE}-byte values; ${ROUNDS} round(s), median shown"
 } >"$OUT/machine.txt"
 
 SYSTEMS=(vinz etcd)
@@ -203,26 +209,33 @@ bench_run() { # system name args...
         -c "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --seed "$SEED" --json --quiet "$@" \
         >"$OUT/$name.json" 2>"$OUT/$name.err" || say "$name: exit $? ($(tail -n 1 "$OUT/$name.err"))"
 }
-for workload in "${WORKLOADS[@]}"; do
-    IFS='|' read -r label mix dist <<<"$workload"
-    slug="$(echo "$label" | tr '/ ' '-_')"
-    for system in "${SYSTEMS[@]}"; do
-        say "$label on $system (${DURATION} s)"
-        # --preload: every key exists (so reads find values) and, on ours,
-        # every key's context is known, so no write is blind (a blind write
-        # adds a sibling next to the stored value).
-        bench_run "$system" "$system-$slug" --duration "$DURATION" --mix "$mix" --distribution "$dist" --preload
+for round in $(seq "$ROUNDS"); do
+    for workload in "${WORKLOADS[@]}"; do
+        IFS='|' read -r label mix dist <<<"$workload"
+        slug="$(echo "$label" | tr '/ ' '-_')"
+        for system in "${SYSTEMS[@]}"; do
+            say "round $round/$ROUNDS: $label on $system (${DURATION} s)"
+            # --preload: every key exists (so reads find values) and, on
+            # ours, every key's context is known, so no write is blind (a
+            # blind write adds a sibling next to the stored value).
+            bench_run "$system" "$system-$slug-$round" --duration "$DURATION" --mix "$mix" --distribution "$dist" --preload
+        done
     done
 done
 # A fast wrong answer never counts: a checked run per system (every read
 # compared with the last acknowledged write of its single writer).
 for system in "${SYSTEMS[@]}"; do
     say "checked 50/50 uniform on $system (${DURATION} s)"
-    bench_run "$system" "$system-check" --duration "$DURATION" --mix read=50,write=50 --check
+    bench_run "$system" "$system-check-1" --duration "$DURATION" --mix read=50,write=50 --check
 done
 
 # --- the table ----------------------------------------------------------------
-field() { [ -s "$OUT/$1.json" ] && jq -r "$2" "$OUT/$1.json" 2>/dev/null || echo ""; }
+# The median of a field over the rounds of one system and workload.
+field() {
+    local files=("$OUT/$1"-[0-9]*.json)
+    [ -s "${files[0]}" ] || { echo ""; return; }
+    jq -s -r "[.[] | $2] | sort | .[(length - 1) / 2 | floor]" "${files[@]}" 2>/dev/null || echo ""
+}
 # shellcheck disable=SC2059 # the formats are our own
 fmt() { [ -n "$2" ] && printf "$1" "$2" || printf "failed"; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }' || printf -- "-"; }
@@ -245,14 +258,21 @@ ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b >
         echo "$line"
     done
     echo
-    echo "Errors and checks (every run):"
-    for f in "$OUT"/*.json; do
-        name="$(basename "$f" .json)"
-        jq -r --arg n "$name" '"  \($n): \(.overall.ops) ops, \(.overall.errors) errors \(.overall.errors_by_kind | tostring)"
-            + (if .check then ", \(.reads_checked) reads checked, \(.mismatches) mismatches" else "" end)
-            + (if .reads_siblings > 0 then ", \(.reads_siblings) reads with siblings" else "" end)' "$f" 2>/dev/null \
-            || echo "  $name: no report ($(tail -n 1 "$OUT/$name.err"))"
+    echo "Per system, over every run (the JSON reports are in $OUT):"
+    for system in "${SYSTEMS[@]}"; do
+        jq -s -r --arg s "$system" '
+            ([.[] | select(.check | not)]) as $runs | ([.[] | select(.check)] | first) as $c
+            | "  \($s): \($runs | length) runs, \([$runs[].overall.ops] | add) ops, \([$runs[].overall.errors] | add) errors"
+              + ", \([$runs[].reads_siblings] | add) reads with siblings"
+              + (if $c then "; checked run: \($c.reads_checked) reads checked, \($c.mismatches) mismatches, \($c.overall.errors) errors"
+                 else "; checked run: no report" end)
+              + ([.[] | .overall.errors_by_kind | to_entries[]] | if length > 0 then "; errors: \(map("\(.key)=\(.value)") | join(", "))" else "" end)
+        ' "$OUT/$system"-*.json 2>/dev/null || echo "  $system: no report"
     done
+    for f in "$OUT"/*.err; do
+        [ -s "$f" ] && echo "  $(basename "$f" .err): $(tail -n 1 "$f")"
+    done
+    true
 } >"$OUT/table.md"
 
 echo
