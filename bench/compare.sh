@@ -184,6 +184,7 @@ fi
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "kernel: $(uname -sr)"
+    echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running shares the cores)"
     echo "vinzclortho: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "$VINZ_SYNC" = 1 ] && echo ', --sync-writes')"
     echo "etcd: $(etcd --version | head -1 | awk '{print $3}')"
     [ "$REDIS" = 1 ] && echo "redis: $(redis-server --version | awk '{print $3}')"
@@ -275,6 +276,7 @@ ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b >
     true
 } >"$OUT/table.md"
 
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 echo
 cat "$OUT/machine.txt"
 echo
