@@ -46,6 +46,8 @@ pub mod coordinator;
 pub mod core;
 pub mod devcluster;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod membership;
 pub mod node;
 pub mod replica;

@@ -210,6 +210,20 @@ impl Membership {
         {
             let mut inner = self.inner.write().expect("membership lock");
             member.wanted_claim = member.wanted_claim.min(inner.state.partitions());
+            // Same address, new id: the node lost its data directory and
+            // came back as a new node; its old self is gone for good.
+            let replaced: Vec<NodeId> = inner
+                .state
+                .members
+                .values()
+                .filter(|m| m.node != member.node)
+                .filter(|m| m.address == member.address || m.cluster_address == member.cluster_address)
+                .map(|m| m.node.clone())
+                .collect();
+            for old in replaced {
+                tracing::warn!(old = %old, new = %member.node, address = %member.address, "member replaced by a new node at its address");
+                inner.state.remove_member(&old);
+            }
             let newer = inner
                 .state
                 .members
@@ -311,7 +325,10 @@ impl Membership {
 
     /// What this node still has to stream for the current move.
     pub fn my_transfers(&self) -> Vec<Transfer> {
-        self.inner.read().expect("membership lock").state.my_transfers(&self.local)
+        let now = (self.clock)();
+        let inner = self.inner.read().expect("membership lock");
+        let up = |n: &NodeId| n == &self.local || inner.detector.is_up(n, now);
+        inner.state.my_transfers(&self.local, up)
     }
 
     /// Every transfer of the current move not yet done by a live sender.

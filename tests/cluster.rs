@@ -410,3 +410,29 @@ fn a_claim_of_zero_moves_a_nodes_data_away_and_keeps_every_key() {
         }
     }
 }
+
+#[test]
+fn a_node_that_lost_its_disk_rejoins_replaces_itself_and_gets_its_data_back() {
+    let _serial = serial();
+    let mut c = Cluster::start(22, 3);
+    for i in 0..100 {
+        assert_eq!(put(&c.node(i % 3).url(&format!("/store/d{i}")), &format!("v{i}")).status(), StatusCode::OK);
+    }
+    let old_id = status(c.node(2)).unwrap()["node_id"].as_str().unwrap().to_owned();
+    c.wipe_and_rejoin(2, 0);
+    c.wait_converged(Duration::from_secs(60));
+    let s = status(c.node(0)).unwrap();
+    let ids: Vec<&str> = s["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "the old incarnation was replaced, not added to: {ids:?}");
+    assert!(!ids.contains(&old_id.as_str()), "{old_id} still a member");
+    // The new node holds every key again (N=3 on 3 nodes), sent by the
+    // nodes that kept theirs, without any read.
+    wait_for("the replacement to hold every key", Duration::from_secs(30), || {
+        (0..100)
+            .all(|i| {
+                let key = format!("d{i}");
+                replica_values(&c.node(2).cluster, &key, partition_of(c.node(0), &key)) == [format!("v{i}")]
+            })
+            .then_some(())
+    });
+}

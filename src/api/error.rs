@@ -22,6 +22,10 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::BadRequest, message)
     }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
 }
 
 impl<E: HasErrorCode> From<E> for ApiError {

@@ -75,8 +75,7 @@ pub async fn get_value(
     uri: Uri,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
-    let key = store_key(&uri, api.limits.max_key_bytes)?;
-    let r = params.check()?.r()?;
+    let (key, r) = refused("get", || Ok((store_key(&uri, api.limits.max_key_bytes)?, params.check()?.r()?)))?;
     let object =
         timed("get", api.coordinator.get(&key, r), |o| if o.siblings().is_empty() { "not_found" } else { "ok" })
             .await?;
@@ -91,14 +90,21 @@ pub async fn put_value(
     body: Body,
 ) -> Result<Response, ApiError> {
     // Everything cheap is checked before the body is read.
-    let key = store_key(&uri, api.limits.max_key_bytes)?;
-    let context = context_header(&headers)?.unwrap_or_default();
-    let w = params.check()?.w()?;
-    let content_type = match headers.get(header::CONTENT_TYPE) {
-        None => DEFAULT_CONTENT_TYPE.to_owned(),
-        Some(v) => v.to_str().map_err(|_| ApiError::bad_request("Content-Type is not valid text"))?.to_owned(),
-    };
-    let value = read_body(body, &headers, api.limits.max_value_bytes).await?;
+    let (key, context, w, content_type) = refused("put", || {
+        let content_type = match headers.get(header::CONTENT_TYPE) {
+            None => DEFAULT_CONTENT_TYPE.to_owned(),
+            Some(v) => v.to_str().map_err(|_| ApiError::bad_request("Content-Type is not valid text"))?.to_owned(),
+        };
+        Ok((
+            store_key(&uri, api.limits.max_key_bytes)?,
+            context_header(&headers)?.unwrap_or_default(),
+            params.check()?.w()?,
+            content_type,
+        ))
+    })?;
+    let value = read_body(body, &headers, api.limits.max_value_bytes).await.inspect_err(|e| {
+        metrics::request_refused("store", "put", outcome_of(e.code()));
+    })?;
     let content = Content { value, content_type, last_modified_ms: now_ms() };
     let object = timed("put", api.coordinator.put(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
     Ok(with_context(StatusCode::OK, &object, Body::empty()))
@@ -110,12 +116,17 @@ pub async fn delete_value(
     Query(params): Query<Params>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = store_key(&uri, api.limits.max_key_bytes)?;
-    let context = context_header(&headers)?;
-    let params = params.check()?;
-    let (r, w) = (params.r()?, params.w()?);
+    let (key, context, r, w) = refused("delete", || {
+        let params = params.check()?;
+        Ok((store_key(&uri, api.limits.max_key_bytes)?, context_header(&headers)?, params.r()?, params.w()?))
+    })?;
     let object = timed("delete", api.coordinator.delete(&key, context.as_ref(), r, w), |_| "ok").await?;
     Ok(with_context(StatusCode::OK, &object, Body::empty()))
+}
+
+/// Validation before the coordinator: a refusal is counted (no latency).
+fn refused<T>(op: &'static str, validate: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    validate().inspect_err(|e| metrics::request_refused("store", op, outcome_of(e.code())))
 }
 
 /// Runs one coordinator operation and records its outcome and its time to

@@ -155,6 +155,10 @@ impl Coordinator {
             return Err(self.unavailable("write", &quorum));
         };
         quorum.record_ok(stamper.clone());
+        #[cfg(feature = "fault-injection")]
+        if crate::faults::ack_before_quorum() {
+            return Ok(object);
+        }
         let partition = plan.partition;
         for node in &plan.incoming {
             let (replicas, node, key, object) = (Arc::clone(&self.replicas), node.clone(), key.clone(), object.clone());

@@ -101,6 +101,8 @@ pub struct ClusterState {
     pub r: usize,
     pub w: usize,
     pub members: BTreeMap<NodeId, Member>,
+    /// Members removed for good (replaced); never readmitted.
+    pub removed: BTreeSet<NodeId>,
     pub ring: RingState,
 }
 
@@ -141,6 +143,7 @@ impl ClusterState {
             r,
             w,
             members,
+            removed: BTreeSet::new(),
             ring: RingState { epoch: 1, author, current: ring, target: None, target_epoch: 0 },
         })
     }
@@ -153,7 +156,12 @@ impl ClusterState {
     /// caller checks).
     pub fn merge(&mut self, other: &ClusterState) -> Changes {
         let mut changes = Changes::default();
-        for (node, theirs) in &other.members {
+        for node in other.removed.difference(&self.removed.clone()) {
+            self.remove_member(node);
+            changes.members = true;
+            changes.any = true;
+        }
+        for (node, theirs) in other.members.iter().filter(|(n, _)| !self.removed.contains(*n)) {
             match self.members.get(node) {
                 Some(ours) if ours.stamp() >= theirs.stamp() => {}
                 ours => {
@@ -233,8 +241,12 @@ impl ClusterState {
         change(&mut self.ring);
     }
 
-    /// Every transfer the current move needs, live senders or not.
-    pub fn transfers(&self) -> Vec<Transfer> {
+    /// Every transfer the current move needs. Senders are the holders that
+    /// leave the partition's preference list (or all holders, when nobody
+    /// leaves); when every one of those is down (a dead or replaced node),
+    /// the live holders that stay send instead, so new holders still get
+    /// the data.
+    pub fn transfers(&self, is_up: impl Fn(&NodeId) -> bool) -> Vec<Transfer> {
         let Some(target) = &self.ring.target else { return Vec::new() };
         let mut out = Vec::new();
         for p in 0..self.partitions() {
@@ -244,8 +256,8 @@ impl ClusterState {
             if to.is_empty() {
                 continue;
             }
-            let leaving: Vec<&NodeId> = old.iter().filter(|n| !new.contains(n)).collect();
-            let senders = if leaving.is_empty() { old.iter().collect() } else { leaving };
+            let leaving: Vec<&NodeId> = old.iter().filter(|n| !new.contains(n) && is_up(n)).collect();
+            let senders = if leaving.is_empty() { old.iter().filter(|n| is_up(n)).collect() } else { leaving };
             for from in senders {
                 out.push(Transfer { partition: p, from: from.clone(), to: to.clone() });
             }
@@ -257,7 +269,7 @@ impl ClusterState {
     /// is down is not waited for: the other holders have the data, and read
     /// repair and the sender's own sweep after it returns fill the gaps.
     pub fn pending_transfers(&self, is_up: impl Fn(&NodeId) -> bool) -> Vec<Transfer> {
-        self.transfers().into_iter().filter(|t| is_up(&t.from) && !self.transfer_done(t)).collect()
+        self.transfers(is_up).into_iter().filter(|t| !self.transfer_done(t)).collect()
     }
 
     fn transfer_done(&self, t: &Transfer) -> bool {
@@ -267,8 +279,16 @@ impl ClusterState {
     }
 
     /// What `me` still has to send for the current move.
-    pub fn my_transfers(&self, me: &NodeId) -> Vec<Transfer> {
-        self.transfers().into_iter().filter(|t| &t.from == me && !self.transfer_done(t)).collect()
+    pub fn my_transfers(&self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool) -> Vec<Transfer> {
+        self.transfers(is_up).into_iter().filter(|t| &t.from == me && !self.transfer_done(t)).collect()
+    }
+
+    /// Drops `node` from the cluster for good: a node whose data directory
+    /// was lost and that came back under a new id replaces its old self.
+    /// Grow-only, so every view learns it whatever the gossip order.
+    pub fn remove_member(&mut self, node: &NodeId) {
+        self.members.remove(node);
+        self.removed.insert(node.clone());
     }
 
     /// Records that `me` finished streaming `partition` for the current target.
@@ -364,7 +384,7 @@ mod tests {
 
     impl ClusterState {
         fn my_transfers_all(&self) -> Vec<Transfer> {
-            self.members.keys().flat_map(|m| self.my_transfers(m)).collect()
+            self.members.keys().flat_map(|m| self.my_transfers(m, all_up)).collect()
         }
     }
 
@@ -376,7 +396,7 @@ mod tests {
         assert!(s.ring.target.is_some());
         assert_eq!(s.ring.current.claimed_by(&node("b")), 0, "ownership waits for data");
         // From one node to two: every partition goes from a to b.
-        let transfers = s.my_transfers(&node("a"));
+        let transfers = s.my_transfers(&node("a"), all_up);
         assert_eq!(transfers.len(), 16);
         assert!(transfers.iter().all(|t| t.to == vec![node("b")]));
         assert!(!s.plan_ring(&node("a"), all_up), "nothing done yet: no change");
@@ -389,6 +409,36 @@ mod tests {
         assert_eq!(s.ring.current.claimed_by(&node("b")), 8);
         assert_eq!(s.ring.target, None);
         assert!(!s.plan_ring(&node("a"), all_up), "stable");
+    }
+
+    #[test]
+    fn a_replaced_member_is_removed_everywhere_and_live_holders_send_its_data() {
+        let mut s = cluster(&["a", "b", "c"], 16);
+        settle(&mut s);
+        // c lost its disk and came back as d.
+        let mut other_view = s.clone();
+        other_view.remove_member(&node("c"));
+        other_view.members.insert(node("d"), member("d", 16));
+        let changes = s.merge(&other_view);
+        assert!(changes.members);
+        assert!(!s.members.contains_key(&node("c")));
+        // A stale view that still has c cannot bring it back.
+        let mut stale = cluster(&["a", "b", "c"], 16);
+        stale.ring = s.ring.clone();
+        s.merge(&stale);
+        assert!(!s.members.contains_key(&node("c")));
+        let up = |n: &NodeId| n != &node("c");
+        assert!(s.plan_ring(&node("a"), up));
+        // c is gone: a and b, which stay, send its partitions to d.
+        let transfers = s.pending_transfers(up);
+        assert!(!transfers.is_empty());
+        assert!(transfers.iter().all(|t| t.from != node("c") && t.to == vec![node("d")]), "{transfers:?}");
+        for t in transfers {
+            s.mark_transfer_done(&t.from, t.partition);
+        }
+        assert!(s.plan_ring(&node("a"), up));
+        assert_eq!(s.ring.current.claimed_by(&node("c")), 0);
+        assert!(s.ring.current.claimed_by(&node("d")) > 0);
     }
 
     #[test]
@@ -406,10 +456,14 @@ mod tests {
         settle(&mut s);
         s.members.insert(node("d"), member("d", 8));
         assert!(s.plan_ring(&node("a"), all_up));
-        let senders: BTreeSet<NodeId> = s.transfers().into_iter().map(|t| t.from).collect();
+        let senders: BTreeSet<NodeId> = s.transfers(all_up).into_iter().map(|t| t.from).collect();
         assert!(!senders.is_empty());
         let only_up = |n: &NodeId| n == &node("a") || n == &node("d");
-        for t in s.my_transfers(&node("a")) {
+        // With b and c down, a also sends what they would have sent.
+        let mine = s.my_transfers(&node("a"), only_up);
+        assert!(mine.len() > s.my_transfers(&node("a"), all_up).len());
+        assert_eq!(s.pending_transfers(only_up), mine);
+        for t in mine {
             s.mark_transfer_done(&node("a"), t.partition);
         }
         assert!(s.pending_transfers(only_up).is_empty());
@@ -424,7 +478,7 @@ mod tests {
         s.members.insert(node("d"), member("d", 16));
         s.plan_ring(&node("a"), all_up);
         let target = s.ring.target.clone().unwrap();
-        for t in s.transfers() {
+        for t in s.transfers(all_up) {
             let old = s.ring.current.holders(t.partition, 3);
             let new = target.holders(t.partition, 3);
             assert!(old.contains(&t.from) && !new.contains(&t.from), "{t:?}");

@@ -106,6 +106,7 @@ pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
         r: s.r as u32,
         w: s.w as u32,
         members: s.members.values().map(member_to_pb).collect(),
+        removed: s.removed.iter().map(|n| n.to_string()).collect(),
         ring: Some(pb::Ring {
             epoch: s.ring.epoch,
             author: s.ring.author.to_string(),
@@ -141,6 +142,7 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         r,
         w,
         members,
+        removed: p.removed.into_iter().map(NodeId::new).collect(),
         ring: RingState {
             epoch: ring.epoch,
             author: NodeId::new(ring.author),

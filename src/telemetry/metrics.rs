@@ -82,6 +82,7 @@ pub fn install() -> PrometheusHandle {
             // harness); rendering then shows nothing, which tests would catch.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            zero();
             metrics_process::Collector::default().describe();
             handle
         })
@@ -111,6 +112,35 @@ fn describe() {
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
     describe_gauge!(BUILD_INFO, "Build and node identity; always 1.");
+}
+
+/// Registers the known label sets of event counters at 0, so dashboards
+/// show 0 rather than "no data" before the first event.
+fn zero() {
+    for op in ["read", "write"] {
+        for result in ["met", "failed", "timeout"] {
+            counter!(QUORUM_TOTAL, "op" => op, "result" => result).increment(0);
+        }
+    }
+    for outcome in ["ok", "failed"] {
+        counter!(READ_REPAIRS_TOTAL, "outcome" => outcome).increment(0);
+        for kind in ["move", "sweep"] {
+            counter!(PARTITION_TRANSFERS_TOTAL, "kind" => kind, "outcome" => outcome).increment(0);
+        }
+    }
+    for kind in ["move", "sweep"] {
+        counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "kind" => kind).increment(0);
+    }
+    counter!(HANDOFF_DROPPED_OBJECTS_TOTAL).increment(0);
+    for outcome in ["ok", "failed", "refused"] {
+        counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
+    }
+}
+
+/// Counts a client request refused before it reached the coordinator (a
+/// bad key, context, parameter or body): no quorum, so no latency sample.
+pub fn request_refused(api: &'static str, op: &'static str, outcome: &'static str) {
+    counter!(REQUESTS_TOTAL, "api" => api, "op" => op, "outcome" => outcome).increment(1);
 }
 
 /// Sets the build-info gauge for this node.

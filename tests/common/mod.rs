@@ -204,6 +204,17 @@ impl Cluster {
         self.nodes[i] = Some(NodeProc::start(&self.data_dir(i), &args));
     }
 
+    /// Node i lost its disk: its data directory is deleted, and it comes
+    /// back on its old addresses, joining through node `seed`.
+    pub fn wipe_and_rejoin(&mut self, i: usize, seed: usize) {
+        let (http, cluster) = self.kill9(i);
+        std::fs::remove_dir_all(self.data_dir(i)).unwrap();
+        let seed = self.node(seed).cluster.clone();
+        let mut args = vec!["-a", http.as_str(), "--cluster-address", cluster.as_str(), "-j", seed.as_str()];
+        args.extend(self.args.iter().map(String::as_str));
+        self.nodes[i] = Some(NodeProc::start(&self.data_dir(i), &args));
+    }
+
     pub fn running(&self) -> impl Iterator<Item = &NodeProc> {
         self.nodes.iter().flatten()
     }

@@ -1,0 +1,158 @@
+//! Real `vinzclortho` processes on the test network: start, crash, restart
+//! on the same data directory, pause and resume.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::net::Network;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vinzclortho");
+
+/// Short timeouts so that faults are noticed within a few seconds.
+pub const NODE_FLAGS: &[&str] =
+    &["-p", "16", "--gossip-interval-ms", "200", "--failure-timeout-ms", "2000", "--request-timeout-ms", "2000"];
+
+pub struct Node {
+    pub index: usize,
+    pub http: String,
+    pub cluster: String,
+    data_dir: PathBuf,
+    prefix: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub paused: bool,
+}
+
+impl Node {
+    /// Starts node `index`; joins through `seed` (a cluster address) if given.
+    pub fn start(net: &Network, index: usize, dir: &std::path::Path, seed: Option<&str>, env: &[(&str, &str)]) -> Node {
+        let ip = net.ip(index);
+        let mut node = Node {
+            index,
+            http: format!("{ip}:0"),
+            cluster: format!("{ip}:0"),
+            data_dir: dir.join(format!("node{index}")),
+            prefix: net.exec_prefix(index),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+            paused: false,
+        };
+        node.spawn(seed);
+        node
+    }
+
+    fn spawn(&mut self, seed: Option<&str>) {
+        let mut args: Vec<String> = self.prefix.clone();
+        args.push(BIN.to_owned());
+        args.extend(["-a", &self.http, "--cluster-address", &self.cluster].map(str::to_owned));
+        args.extend(NODE_FLAGS.iter().map(|s| s.to_string()));
+        args.push("--data-dir".into());
+        args.push(self.data_dir.display().to_string());
+        if let Some(seed) = seed {
+            args.extend(["-j".to_owned(), seed.to_owned()]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("node log file");
+        let mut child = Command::new(&args[0])
+            .args(&args[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vinzclortho");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("vinzclortho listening on http://") {
+                    let (http, cluster) = rest.trim().split_once(" cluster=").unwrap();
+                    let _ = tx.send((http.to_owned(), cluster.to_owned()));
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((http, cluster)) => {
+                    // Restarts come back on the same addresses.
+                    self.http = http;
+                    self.cluster = cluster;
+                    break;
+                }
+                Err(_) if Instant::now() > deadline => panic!("node {} did not start", self.index),
+                Err(_) => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        let log = std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
+                        panic!("node {} exited with {status}: {log}", self.index);
+                    }
+                }
+            }
+        }
+        self.child = Some(child);
+        self.paused = false;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running node");
+        self.spawn(None);
+    }
+
+    /// The disk is lost: the data directory is deleted while the node is down.
+    pub fn lose_disk(&mut self) {
+        self.kill9();
+        std::fs::remove_dir_all(&self.data_dir).expect("delete the data directory");
+    }
+
+    /// Starts a node whose disk was lost: a new node at the same address,
+    /// joining through `seed`.
+    pub fn rejoin(&mut self, seed: &str) {
+        assert!(self.child.is_none(), "rejoin of a running node");
+        self.spawn(Some(seed));
+    }
+
+    pub fn pause(&mut self) {
+        self.signal("STOP");
+        self.paused = true;
+    }
+
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+        self.paused = false;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.paused {
+            self.resume();
+        }
+        self.kill9();
+    }
+}

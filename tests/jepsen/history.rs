@@ -1,0 +1,64 @@
+//! What the workload did and saw: one record per operation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How an operation ended, from the client's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged. For reads: the values returned (empty = not found).
+    Ok(Vec<String>),
+    /// Refused before anything could be applied (4xx): certainly not applied.
+    Failed,
+    /// Timed out, connection lost, or 5xx: may or may not have been applied.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A PUT of `value`, with the context of a read that returned `seen`
+    /// (empty and no context for a blind write). `after_delete`: that read
+    /// found a tombstone, so the context also covers what a delete saw.
+    Write {
+        value: String,
+        seen: Vec<String>,
+        after_delete: bool,
+    },
+    /// A DELETE with the context of a read that returned `seen`.
+    Delete {
+        seen: Vec<String>,
+    },
+    Read,
+}
+
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub client: usize,
+    pub node: usize,
+    pub key: String,
+    pub kind: Kind,
+    /// Since the start of the run.
+    pub start: Duration,
+    pub end: Duration,
+    pub outcome: Outcome,
+}
+
+/// A fault window, for the report and for excusing checks it may break.
+#[derive(Debug, Clone)]
+pub struct FaultWindow {
+    pub name: String,
+    pub start: Duration,
+    pub end: Duration,
+    /// Faults that may legitimately lose a replica's data (a wiped disk).
+    pub loses_data: bool,
+    /// Nodes cut off from the majority, if any (for availability figures).
+    pub minority: Vec<usize>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    pub ops: Vec<Op>,
+    pub faults: Vec<FaultWindow>,
+    /// The converged value set of every key after healing.
+    pub final_state: BTreeMap<String, Vec<String>>,
+}
