@@ -93,6 +93,12 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_CLUSTER_ADDRESS", value_name = "HOST:PORT")]
     pub cluster_address: Option<String>,
 
+    /// Cluster address other nodes should use to reach this one, when it
+    /// differs from --cluster-address (NAT, a proxy) [default: the bound
+    /// --cluster-address]
+    #[arg(long, env = "VINZCLORTHO_CLUSTER_ADVERTISE", value_name = "HOST:PORT")]
+    pub cluster_advertise: Option<String>,
+
     /// Where RocksDB keeps this node's data [default: ./vinzclortho-data/HOST_PORT]
     #[arg(long, env = "VINZCLORTHO_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -167,6 +173,7 @@ pub struct NodeArgs {
 pub struct Config {
     pub address: String,
     pub cluster_address: String,
+    pub cluster_advertise: Option<String>,
     pub join: Option<String>,
     /// `None`: take the count from the data directory, or the default.
     pub partitions: Option<u32>,
@@ -202,6 +209,7 @@ impl NodeArgs {
             partitions: self.partitions.or(lower.partitions),
             join: self.join.or(lower.join),
             cluster_address: self.cluster_address.or(lower.cluster_address),
+            cluster_advertise: self.cluster_advertise.or(lower.cluster_advertise),
             data_dir: self.data_dir.or(lower.data_dir),
             storage: self.storage.or(lower.storage),
             sync_writes: self.sync_writes.or(lower.sync_writes),
@@ -247,6 +255,9 @@ impl NodeArgs {
                 join_host_port(host, cport)
             }
         };
+        if let Some(a) = &self.cluster_advertise {
+            split_host_port(a).map_err(|e| invalid(format!("--cluster-advertise {a:?}: {e}")))?;
+        }
         if let Some(j) = &self.join {
             split_host_port(j).map_err(|e| invalid(format!("--join {j:?}: {e}")))?;
         }
@@ -290,6 +301,7 @@ impl NodeArgs {
         Ok(Config {
             address,
             cluster_address,
+            cluster_advertise: self.cluster_advertise,
             join: self.join,
             partitions: self.partitions,
             data_dir,

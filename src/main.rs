@@ -9,11 +9,12 @@ use vinzclortho::{node, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let shutdown = shutdown_signal();
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
         Some(Command::DevCluster(args)) => {
             telemetry::init_logging(vinzclortho::config::LogFormat::Text);
-            return match vinzclortho::devcluster::run(args, shutdown_signal()).await {
+            return match vinzclortho::devcluster::run(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vinzclortho dev-cluster: {e}");
@@ -47,7 +48,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = node::run(config, listeners, shutdown_signal());
+    let result = node::run(config, listeners, shutdown);
     let result = result.await;
     // Flush spans still buffered; the exporter blocks on the runtime.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -62,20 +63,21 @@ async fn main() -> ExitCode {
 }
 
 /// Ctrl-C or SIGTERM: stop accepting requests and let in-flight ones finish.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// The handlers are installed now, not when the future is first polled: a
+/// SIGTERM that arrives while the node is still starting must not kill it
+/// with the default action.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            _ => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -228,7 +228,8 @@ pub async fn run(
     let http_bound: SocketAddr = listeners.http.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
     let cluster_bound: SocketAddr = listeners.cluster.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
     let address = advertised(&config.address, http_bound);
-    let cluster_address = advertised(&config.cluster_address, cluster_bound);
+    let cluster_address =
+        config.cluster_advertise.clone().unwrap_or_else(|| advertised(&config.cluster_address, cluster_bound));
     let store = open_store(&config)?;
     let (_, node) = identity(&*store)?;
     let joined = match &config.join {

@@ -18,7 +18,10 @@ pub const NODE_FLAGS: &[&str] =
 pub struct Node {
     pub index: usize,
     pub http: String,
+    /// The advertised cluster address (the proxy in front of the node).
     pub cluster: String,
+    /// Where the node's gRPC server listens.
+    listen: String,
     data_dir: PathBuf,
     prefix: Vec<String>,
     env: Vec<(String, String)>,
@@ -27,13 +30,23 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts node `index`; joins through `seed` (a cluster address) if given.
-    pub fn start(net: &Network, index: usize, dir: &std::path::Path, seed: Option<&str>, env: &[(&str, &str)]) -> Node {
+    /// Starts node `index` listening on `listen` and advertising `advertise`
+    /// (its proxy); joins through `seed` (a cluster address) if given.
+    pub fn start(
+        net: &Network,
+        index: usize,
+        dir: &std::path::Path,
+        listen: String,
+        advertise: String,
+        seed: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Node {
         let ip = net.ip(index);
         let mut node = Node {
             index,
             http: format!("{ip}:0"),
-            cluster: format!("{ip}:0"),
+            cluster: advertise,
+            listen,
             data_dir: dir.join(format!("node{index}")),
             prefix: net.exec_prefix(index),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -47,7 +60,10 @@ impl Node {
     fn spawn(&mut self, seed: Option<&str>) {
         let mut args: Vec<String> = self.prefix.clone();
         args.push(BIN.to_owned());
-        args.extend(["-a", &self.http, "--cluster-address", &self.cluster].map(str::to_owned));
+        args.extend(
+            ["-a", &self.http, "--cluster-address", &self.listen, "--cluster-advertise", &self.cluster]
+                .map(str::to_owned),
+        );
         args.extend(NODE_FLAGS.iter().map(|s| s.to_string()));
         args.push("--data-dir".into());
         args.push(self.data_dir.display().to_string());
@@ -81,8 +97,8 @@ impl Node {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((http, cluster)) => {
                     // Restarts come back on the same addresses.
+                    assert_eq!(cluster, self.cluster, "the node advertises its proxy");
                     self.http = http;
-                    self.cluster = cluster;
                     break;
                 }
                 Err(_) if Instant::now() > deadline => panic!("node {} did not start", self.index),

@@ -3,8 +3,10 @@
 //! `Netns` (root, `ip` and `nft` available): each node in its own network
 //! namespace with one veth into a bridge in the test's namespace, on
 //! 198.18.N.0/24 (RFC 2544's benchmarking range: ours, and neither private
-//! nor public). Faults are nftables rules in the receiving node's namespace:
-//! a real packet drop, both ways or one way, or random loss.
+//! nor public). Node-to-node traffic goes through the delay proxy on the
+//! bridge (see `proxy`), so faults are nftables rules on the bridge side:
+//! packets from node `from` to node `to`'s proxy port are really dropped,
+//! both ways or one way, or randomly (loss).
 //!
 //! `Loopback`: when namespaces are unavailable, nodes run on 127.0.N.x and
 //! only process faults (crash, pause) can be injected; the run says so.
@@ -20,10 +22,12 @@ pub enum Mode {
 
 pub struct Network {
     pub mode: Mode,
-    /// Unique per run, in interface and namespace names.
+    /// Unique per run, in interface, namespace and nftables table names.
     tag: String,
     subnet: u8,
     nodes: usize,
+    /// The proxy port in front of each node's cluster port.
+    proxy_ports: Vec<u16>,
 }
 
 fn run(args: &[&str]) -> Result<(), String> {
@@ -47,7 +51,7 @@ impl Network {
         remove_leftovers();
         let tag = format!("vcj{}", std::process::id() % 100_000);
         let mode = if available() { Mode::Netns } else { Mode::Loopback };
-        let mut net = Network { mode, tag, subnet, nodes };
+        let mut net = Network { mode, tag, subnet, nodes, proxy_ports: Vec::new() };
         if matches!(net.mode, Mode::Netns)
             && let Err(e) = net.build()
         {
@@ -80,6 +84,18 @@ impl Network {
 
     fn ns(&self, i: usize) -> String {
         format!("{}n{i}", self.tag)
+    }
+
+    /// Where the delay proxy listens: the bridge, or loopback.
+    pub fn proxy_ip(&self) -> String {
+        match self.mode {
+            Mode::Netns => format!("198.18.{}.254", self.subnet),
+            Mode::Loopback => format!("127.0.{}.254", self.subnet),
+        }
+    }
+
+    pub fn set_proxy_ports(&mut self, ports: Vec<u16>) {
+        self.proxy_ports = ports;
     }
 
     pub fn ip(&self, i: usize) -> String {
@@ -116,33 +132,28 @@ impl Network {
             exec(&["ip", "link", "set", "eth0", "up"])?;
             exec(&["ip", "link", "set", "lo", "up"])?;
             exec(&["ip", "route", "add", "default", "via", &format!("198.18.{}.254", self.subnet)])?;
-            exec(&["nft", "add", "table", "inet", "vcj"])?;
-            exec(&[
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "vcj",
-                "input",
-                "{ type filter hook input priority 0 ; policy accept ; }",
-            ])?;
         }
+        // The fault rules live on the bridge side, where every node-to-node
+        // packet arrives (at the proxy).
+        run(&["nft", "add", "table", "inet", &self.tag])?;
+        let chain = "{ type filter hook input priority 0 ; policy accept ; }";
+        run(&["nft", "add", "chain", "inet", &self.tag, "input", chain])?;
         Ok(())
     }
 
-    fn nft(&self, i: usize, rule: &str) {
-        let ns = self.ns(i);
-        let mut args = vec!["ip", "netns", "exec", ns.as_str(), "nft"];
-        let owned: Vec<&str> = rule.split(' ').collect();
-        args.extend(owned);
+    fn nft(&self, rule: &str) {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
         if let Err(e) = run(&args) {
-            panic!("jepsen: nft on node {i}: {e}");
+            panic!("jepsen: {e}");
         }
     }
 
-    /// Node `to` drops every packet from node `from` (one way).
+    /// Node `to` receives nothing from node `from` (one way): packets from
+    /// `from` to `to`'s proxy port are dropped.
     pub fn drop_from(&self, to: usize, from: usize) {
-        self.nft(to, &format!("add rule inet vcj input ip saddr {} drop", self.ip(from)));
+        let (tag, port) = (&self.tag, self.proxy_ports[to]);
+        self.nft(&format!("add rule inet {tag} input ip saddr {} tcp dport {port} drop", self.ip(from)));
     }
 
     /// Nodes in `a` and nodes in `b` cannot reach each other.
@@ -157,22 +168,23 @@ impl Network {
 
     /// Node `to` loses `percent` % of the packets from the other nodes.
     pub fn lossy(&self, to: usize, percent: u32) {
+        let (tag, port) = (&self.tag, self.proxy_ports[to]);
         for from in (0..self.nodes).filter(|f| *f != to) {
-            let rule =
-                format!("add rule inet vcj input ip saddr {} numgen random mod 100 < {percent} drop", self.ip(from));
-            self.nft(to, &rule);
+            let ip = self.ip(from);
+            self.nft(&format!(
+                "add rule inet {tag} input ip saddr {ip} tcp dport {port} numgen random mod 100 < {percent} drop"
+            ));
         }
     }
 
     pub fn heal(&self) {
         if self.supports_network_faults() {
-            for i in 0..self.nodes {
-                self.nft(i, "flush chain inet vcj input");
-            }
+            self.nft(&format!("flush chain inet {} input", self.tag));
         }
     }
 
     fn teardown(&self) {
+        let _ = run(&["nft", "delete", "table", "inet", &self.tag]);
         for i in 0..self.nodes {
             let _ = run(&["ip", "netns", "del", &self.ns(i)]);
         }
@@ -197,6 +209,7 @@ fn remove_leftovers() {
         {
             let _ = run(&["ip", "netns", "del", name]);
             let _ = run(&["ip", "link", "del", &format!("{tag}br")]);
+            let _ = run(&["nft", "delete", "table", "inet", &tag]);
         }
     }
 }
