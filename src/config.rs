@@ -47,6 +47,9 @@ pub enum Command {
     Serve(Box<NodeArgs>),
     /// Start a local cluster of several node processes on this machine.
     DevCluster(crate::devcluster::DevClusterArgs),
+    /// Drive a cluster (or etcd, or Redis) with a workload and report
+    /// throughput and latency; --check verifies every read.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]

@@ -16,6 +16,7 @@
 //! * [`node`]: the composition root.
 //! * [`services`]: background workers (gossip, handoff).
 //! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
+//! * [`bench`]: `vinzclortho bench`, the load generator and its checks.
 //!
 //! # A PUT, top to bottom
 //!
@@ -39,6 +40,7 @@
 //! in the background.
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod coordinator;
 pub mod core;

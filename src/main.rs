@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Bench(args)) => return vinzclortho::bench::main(args).await,
         None => cli.node,
     };
     let config = match args.resolve() {

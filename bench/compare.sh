@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Vinz Clortho next to a 3-member etcd cluster (and one redis-server as a
+# reference line), driven by the same generator (`vinzclortho bench`) with
+# the same workloads, in one run on this machine, so the numbers compare as
+# ratios. See docs/performance.md.
+#
+#   bench/compare.sh                     # 10 s per workload and system
+#   bench/compare.sh --duration 5 --no-redis
+#
+# It builds the release binary, installs etcd-server, redis-server, jq and
+# curl with apt-get when missing, starts every server on 127.0.0.1 only with
+# data under a temporary directory, and stops them all on exit, failure or
+# Ctrl-C. Results (one JSON report per run, the table, the machine) are kept
+# in --out DIR (default: a new /tmp/vinzclortho-compare.* directory).
+#
+# Options (or the environment variable in brackets):
+#   --duration SECS      per workload and system [DURATION, 10]
+#   --concurrency N      requests in flight [CONCURRENCY, 64]
+#   --keys N             distinct keys [KEYS, 10000]
+#   --value-size BYTES   [VALUE_SIZE, 100]
+#   --rounds N           run every workload N times, systems alternating, and
+#                        report the median (a shared machine is noisy) [ROUNDS, 1]
+#   --no-redis           skip the redis reference line [REDIS=0]
+#   --vinz-sync-writes   run our nodes with --sync-writes (fsync per write, as etcd does) [VINZ_SYNC=1]
+#   --out DIR            where results go [OUT]
+#   Ports: VINZ_PORT (18780: HTTP 18780-18782, gRPC +1000), ETCD_PORT (12379: client
+#   12379/12389/12399, peer +1), REDIS_PORT (16379).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10}"
+CONCURRENCY="${CONCURRENCY:-64}"
+KEYS="${KEYS:-10000}"
+VALUE_SIZE="${VALUE_SIZE:-100}"
+REDIS="${REDIS:-1}"
+ROUNDS="${ROUNDS:-1}"
+VINZ_SYNC="${VINZ_SYNC:-0}"
+OUT="${OUT:-}"
+VINZ_PORT="${VINZ_PORT:-18780}"
+ETCD_PORT="${ETCD_PORT:-12379}"
+REDIS_PORT="${REDIS_PORT:-16379}"
+SEED=42
+
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION="$2"; shift 2 ;;
+        --concurrency) CONCURRENCY="$2"; shift 2 ;;
+        --keys) KEYS="$2"; shift 2 ;;
+        --value-size) VALUE_SIZE="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
+        --no-redis) REDIS=0; shift ;;
+        --vinz-sync-writes) VINZ_SYNC=1; shift ;;
+        --out) OUT="$2"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "compare: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+for n in "$DURATION" "$ROUNDS" "$CONCURRENCY" "$KEYS"; do
+    case "$n" in ''|*[!0-9]*|0) echo "compare: --duration, --rounds, --concurrency and --keys take whole numbers above 0, not '$n'" >&2; exit 2 ;; esac
+done
+
+say() { echo "compare: $*" >&2; }
+
+# --- what it needs ------------------------------------------------------------
+./scripts/ensure-deps
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "$REDIS" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then missing+=(redis-server); fi
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # policy-rc.d or not, the packages' own services are not what we measure.
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+say "building the release binary"
+cargo build --release --locked
+WORK="$(mktemp -d -t vinzclortho-compare-work.XXXXXX)"
+[ -n "$OUT" ] || OUT="$(mktemp -d -t vinzclortho-compare.XXXXXX)"
+mkdir -p "$OUT" "$WORK/logs"
+# A private copy: another build in the same target directory cannot swap it mid-run.
+BIN="$WORK/vinzclortho"
+cp "${CARGO_TARGET_DIR:-target}/release/vinzclortho" "$BIN"
+
+# --- every process we start is stopped on the way out -------------------------
+PIDS=()
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 100); do
+        local alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$VINZ_PORT" "$((VINZ_PORT + 1))" "$((VINZ_PORT + 2))" "$((VINZ_PORT + 1000))" "$((VINZ_PORT + 1001))" \
+    "$((VINZ_PORT + 1002))" "$ETCD_PORT" "$((ETCD_PORT + 1))" "$((ETCD_PORT + 10))" "$((ETCD_PORT + 11))" \
+    "$((ETCD_PORT + 20))" "$((ETCD_PORT + 21))" "$REDIS_PORT"; do
+    port_free "$p" || { say "port $p on 127.0.0.1 is in use; pick others (VINZ_PORT, ETCD_PORT, REDIS_PORT)"; exit 1; }
+done
+
+# Polls `$@` for up to 60 s.
+wait_until() {
+    local what="$1"; shift
+    for _ in $(seq 600); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    say "timed out waiting for $what (logs: see below)"
+    tail -n 20 "$WORK"/logs/* >&2 || true
+    return 1
+}
+
+# --- Vinz Clortho: 3 nodes ----------------------------------------------------
+VINZ_NODES=()
+sync_flag=()
+[ "$VINZ_SYNC" = 1 ] && sync_flag=(--sync-writes)
+for i in 0 1 2; do
+    http="127.0.0.1:$((VINZ_PORT + i))"
+    args=(serve -a "$http" --cluster-address "127.0.0.1:$((VINZ_PORT + 1000 + i))" -p 64
+        --data-dir "$WORK/vinz/node$i" "${sync_flag[@]}")
+    [ "$i" -gt 0 ] && args+=(-j "127.0.0.1:$((VINZ_PORT + 1000))")
+    "$BIN" "${args[@]}" >"$WORK/logs/vinz$i.log" 2>&1 &
+    PIDS+=($!)
+    VINZ_NODES+=("$http")
+    wait_until "vinz node $i" curl -sf "http://$http/ping"
+done
+vinz_converged() {
+    for http in "${VINZ_NODES[@]}"; do
+        curl -sf "http://$http/admin/status" | jq -e '([.members[] | select(.status == "up" and .claim > 0)] | length) == 3
+            and .ring.moving == false' >/dev/null || return 1
+    done
+}
+wait_until "the vinz cluster to converge" vinz_converged
+say "vinz: 3 nodes at ${VINZ_NODES[*]}"
+
+# --- etcd: 3 members, default fsync -------------------------------------------
+ETCD_NODES=()
+initial=""
+for i in 0 1 2; do initial+="${initial:+,}e$i=http://127.0.0.1:$((ETCD_PORT + 10 * i + 1))"; done
+for i in 0 1 2; do
+    client="127.0.0.1:$((ETCD_PORT + 10 * i))"
+    peer="http://127.0.0.1:$((ETCD_PORT + 10 * i + 1))"
+    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
+        --listen-client-urls "http://$client" --advertise-client-urls "http://$client" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token vinzclortho-compare \
+        --logger zap --log-level warn >"$WORK/logs/etcd$i.log" 2>&1 &
+    PIDS+=($!)
+    ETCD_NODES+=("$client")
+done
+for client in "${ETCD_NODES[@]}"; do
+    wait_until "etcd at $client" sh -c "curl -sf http://$client/health | grep -q '\"health\":\"true\"'"
+done
+say "etcd: 3 members at ${ETCD_NODES[*]} ($(etcd --version | head -1))"
+
+# --- redis: one node, in memory (the reference line) --------------------------
+if [ "$REDIS" = 1 ]; then
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize no \
+        --dir "$WORK" >"$WORK/logs/redis.log" 2>&1 &
+    PIDS+=($!)
+    wait_until "redis" sh -c "redis-cli -h 127.0.0.1 -p $REDIS_PORT ping | grep -q PONG"
+    say "redis: 1 node at 127.0.0.1:$REDIS_PORT ($(redis-server --version | awk '{print $3}'))"
+fi
+
+# --- the workloads ------------------------------------------------------------
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+    echo "kernel: $(uname -sr)"
+    echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running shares the cores)"
+    echo "vinzclortho: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "$VINZ_SYNC" = 1 ] && echo ', --sync-writes')"
+    echo "etcd: $(etcd --version | head -1 | awk '{print $3}')"
+    [ "$REDIS" = 1 ] && echo "redis: $(redis-server --version | awk '{print $3}')"
+    echo "per run: ${DURATION} s, ${CONCURRENCY} in flight, ${KEYS} keys, ${VALUE_SIZE}-byte values; ${ROUNDS} round(s), median shown"
+} >"$OUT/machine.txt"
+
+SYSTEMS=(vinz etcd)
+[ "$REDIS" = 1 ] && SYSTEMS+=(redis)
+nodes_of() {
+    case "$1" in
+        vinz) (IFS=,; echo "${VINZ_NODES[*]}") ;;
+        etcd) (IFS=,; echo "${ETCD_NODES[*]}") ;;
+        redis) echo "127.0.0.1:$REDIS_PORT" ;;
+    esac
+}
+WORKLOADS=("50/50 uniform|read=50,write=50|uniform" "50/50 zipf|read=50,write=50|zipf"
+    "95/5 uniform|read=95,write=5|uniform" "95/5 zipf|read=95,write=5|zipf")
+
+bench_run() { # system name args...
+    local system="$1" name="$2"; shift 2
+    # Bounded even if something hangs: the run, its preload, and a margin.
+    timeout --kill-after=5 "$((DURATION + 120))" "$BIN" bench --target "$system" --nodes "$(nodes_of "$system")" \
+        -c "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --seed "$SEED" --json --quiet "$@" \
+        >"$OUT/$name.json" 2>"$OUT/$name.err" || say "$name: exit $? ($(tail -n 1 "$OUT/$name.err"))"
+}
+for round in $(seq "$ROUNDS"); do
+    for workload in "${WORKLOADS[@]}"; do
+        IFS='|' read -r label mix dist <<<"$workload"
+        slug="$(echo "$label" | tr '/ ' '-_')"
+        for system in "${SYSTEMS[@]}"; do
+            say "round $round/$ROUNDS: $label on $system (${DURATION} s)"
+            # --preload: every key exists (so reads find values) and, on
+            # ours, every key's context is known, so no write is blind (a
+            # blind write adds a sibling next to the stored value).
+            bench_run "$system" "$system-$slug-$round" --duration "$DURATION" --mix "$mix" --distribution "$dist" --preload
+        done
+    done
+done
+# A fast wrong answer never counts: a checked run per system (every read
+# compared with the last acknowledged write of its single writer).
+for system in "${SYSTEMS[@]}"; do
+    say "checked 50/50 uniform on $system (${DURATION} s)"
+    bench_run "$system" "$system-check-1" --duration "$DURATION" --mix read=50,write=50 --check
+done
+
+# --- the table ----------------------------------------------------------------
+# The median of a field over the rounds of one system and workload.
+field() {
+    local files=("$OUT/$1"-[0-9]*.json)
+    [ -s "${files[0]}" ] || { echo ""; return; }
+    jq -s -r "[.[] | $2] | sort | .[(length - 1) / 2 | floor]" "${files[@]}" 2>/dev/null || echo ""
+}
+# shellcheck disable=SC2059 # the formats are our own
+fmt() { [ -n "$2" ] && printf "$1" "$2" || printf "failed"; }
+ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }' || printf -- "-"; }
+{
+    header="| workload | ours ops/s | ours p99 ms | etcd ops/s | etcd p99 ms | ops/s ours/etcd | p99 ours/etcd |"
+    rule="|---|---:|---:|---:|---:|---:|---:|"
+    if [ "$REDIS" = 1 ]; then header+=" redis ops/s | redis p99 ms |"; rule+="---:|---:|"; fi
+    echo "$header"; echo "$rule"
+    for workload in "${WORKLOADS[@]}" "checked 50/50 uniform|check|"; do
+        IFS='|' read -r label _ _ <<<"$workload"
+        slug="$(echo "$label" | tr '/ ' '-_')"
+        [ "$label" = "checked 50/50 uniform" ] && slug=check
+        vo="$(field "vinz-$slug" .overall.ops_per_s)"; vp="$(field "vinz-$slug" .overall.latency_ms.p99)"
+        eo="$(field "etcd-$slug" .overall.ops_per_s)"; ep="$(field "etcd-$slug" .overall.latency_ms.p99)"
+        line="| $label | $(fmt %.0f "$vo") | $(fmt %.1f "$vp") | $(fmt %.0f "$eo") | $(fmt %.1f "$ep") | $(ratio "$vo" "$eo") | $(ratio "$vp" "$ep") |"
+        if [ "$REDIS" = 1 ]; then
+            ro="$(field "redis-$slug" .overall.ops_per_s)"; rp="$(field "redis-$slug" .overall.latency_ms.p99)"
+            line+=" $(fmt %.0f "$ro") | $(fmt %.1f "$rp") |"
+        fi
+        echo "$line"
+    done
+    echo
+    echo "Per system, over every run (the JSON reports are in $OUT):"
+    for system in "${SYSTEMS[@]}"; do
+        jq -s -r --arg s "$system" '
+            ([.[] | select(.check | not)]) as $runs | ([.[] | select(.check)] | first) as $c
+            | "  \($s): \($runs | length) runs, \([$runs[].overall.ops] | add) ops, \([$runs[].overall.errors] | add) errors"
+              + ", \([$runs[].reads_siblings] | add) reads with siblings"
+              + (if $c then "; checked run: \($c.reads_checked) reads checked, \($c.mismatches) mismatches, \($c.overall.errors) errors"
+                 else "; checked run: no report" end)
+              + ([.[] | .overall.errors_by_kind | to_entries[]] | if length > 0 then "; errors: \(map("\(.key)=\(.value)") | join(", "))" else "" end)
+        ' "$OUT/$system"-*.json 2>/dev/null || echo "  $system: no report"
+    done
+    for f in "$OUT"/*.err; do
+        [ -s "$f" ] && echo "  $(basename "$f" .err): $(tail -n 1 "$f")"
+    done
+    true
+} >"$OUT/table.md"
+
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+echo
+cat "$OUT/machine.txt"
+echo
+cat "$OUT/table.md"
+echo
+echo "results: $OUT"

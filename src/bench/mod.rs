@@ -1,0 +1,397 @@
+//! `vinzclortho bench`: a closed-loop load generator for Vinz Clortho (and,
+//! for comparison, etcd and Redis), in the spirit of basho_bench.
+//!
+//! `--concurrency` workers each keep one request in flight, choosing an
+//! operation by `--mix` and a key by `--distribution`, until `--duration`
+//! or `--ops` runs out. Latencies go to per-worker HDR histograms; the
+//! report gives throughput, p50/p90/p99/p99.9/max per operation and overall,
+//! and errors by kind, as a table or `--json`.
+//!
+//! With `--check`, worker w of c owns keys w, w + c, ... (one writer per
+//! key), remembers what it wrote and checks every read against it
+//! ([`check`]): a run with a wrong read or a failed request exits non-zero,
+//! so a fast wrong answer never counts.
+//!
+//! * [`workload`]: mix, key choice (uniform, Zipf), value tokens. Pure.
+//! * [`check`]: what a read may return, for one key's single writer. Pure.
+//! * [`stats`]: histograms, error counts, summaries. Pure.
+//! * [`target`]: the request for each system (REST, etcd gateway, RESP).
+//! * [`runner`]: workers, budget, progress line.
+
+pub mod check;
+mod redis;
+pub mod runner;
+pub mod stats;
+pub mod target;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use runner::{Budget, Contexts, Counters, Plan, Worker, run_phase};
+use stats::{Latency, OpSummary, Recorder};
+use target::{Target, TargetKind};
+use workload::{Distribution, KeyChooser, Mix, Op};
+
+const DEFAULT_DURATION_S: f64 = 10.0;
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:\n  \
+    vinzclortho bench --nodes 127.0.0.1:8880,127.0.0.1:8881,127.0.0.1:8882 --duration 10 --mix read=95,write=5 --preload\n  \
+    vinzclortho bench --nodes 127.0.0.1:8880 --ops 100000 --distribution zipf --check --json\n  \
+    vinzclortho bench --target etcd --nodes 127.0.0.1:2379 --duration 10")]
+pub struct BenchArgs {
+    /// Nodes to send requests to, spread round robin
+    #[arg(long, required = true, value_delimiter = ',', value_name = "HOST:PORT,...", value_parser = parse_node)]
+    pub nodes: Vec<String>,
+    /// What the nodes are
+    #[arg(long, value_enum, default_value_t = TargetKind::Vinz)]
+    pub target: TargetKind,
+    /// Run for this many seconds [default: 10, unless --ops is given]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs, conflicts_with = "ops")]
+    pub duration: Option<f64>,
+    /// Stop after this many requests in all
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ops: Option<u64>,
+    /// Requests in flight at once (one worker each)
+    #[arg(short = 'c', long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Relative weights of reads, writes and deletes
+    #[arg(long, default_value = "read=50,write=50,delete=0", value_name = "read=W,write=W,delete=W")]
+    pub mix: Mix,
+    /// Number of distinct keys
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// How keys are chosen
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    pub distribution: Distribution,
+    /// Exponent s of --distribution zipf (0 is uniform; YCSB uses 0.99)
+    #[arg(long, default_value_t = 0.99, value_name = "S", value_parser = parse_exponent, allow_negative_numbers = true)]
+    pub zipf_exponent: f64,
+    /// Size of written values in bytes
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub value_size: usize,
+    /// Read quorum per request (?r=): a number, one, quorum, all or default
+    #[arg(long = "r", value_name = "R", value_parser = parse_quorum)]
+    pub r: Option<String>,
+    /// Write quorum per request (?w=): a number, one, quorum, all or default
+    #[arg(long = "w", value_name = "W", value_parser = parse_quorum)]
+    pub w: Option<String>,
+    /// Write every key once before measuring (for read-heavy mixes). On
+    /// vinz, each key is read first, so that writes carry its context: the
+    /// generator knows no context at start, and a write without one adds a
+    /// sibling to a key an earlier run left
+    #[arg(long)]
+    pub preload: bool,
+    /// Correctness mode: one writer per key, every read checked against
+    /// what was written; any mismatch or failed request fails the run.
+    /// Keys get a fresh per-run prefix.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the workload's random choices [default: random]
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Longest wait for one request, in milliseconds
+    #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// Prefix of every key name
+    #[arg(long, default_value = "bench-", value_name = "PREFIX")]
+    pub key_prefix: String,
+    /// No progress line on stderr
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+fn parse_node(s: &str) -> Result<String, String> {
+    crate::config::split_host_port(s).map(|_| s.to_owned())
+}
+
+fn parse_positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds above 0")),
+    }
+}
+
+fn parse_exponent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number 0 or above")),
+    }
+}
+
+fn parse_quorum(s: &str) -> Result<String, String> {
+    s.parse::<crate::coordinator::QuorumParam>().map(|_| s.to_owned())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot reach {node} (--target {target}): {reason}")]
+    Unreachable { node: String, target: TargetKind, reason: String },
+}
+
+/// What a run measured; `--json` prints exactly this.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: TargetKind,
+    pub nodes: Vec<String>,
+    pub concurrency: usize,
+    pub mix: String,
+    pub keys: u64,
+    pub distribution: Distribution,
+    pub zipf_exponent: Option<f64>,
+    pub value_size_bytes: usize,
+    pub r: Option<String>,
+    pub w: Option<String>,
+    pub seed: u64,
+    pub key_prefix: String,
+    pub check: bool,
+    pub preload: Option<PreloadSummary>,
+    pub elapsed_s: f64,
+    pub overall: OpSummary,
+    pub operations: BTreeMap<Op, OpSummary>,
+    pub reads_not_found: u64,
+    pub reads_siblings: u64,
+    pub reads_checked: u64,
+    pub mismatches: u64,
+    pub mismatch_examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PreloadSummary {
+    pub keys: u64,
+    pub elapsed_s: f64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// Why this run must not count, if it must not.
+    pub fn failure(&self) -> Option<String> {
+        if self.overall.ops == 0 {
+            return Some("no request succeeded".into());
+        }
+        if !self.check {
+            return None;
+        }
+        let preload_errors = self.preload.as_ref().map_or(0, |p| p.errors);
+        let failed = self.overall.errors + preload_errors;
+        (failed > 0 || self.mismatches > 0)
+            .then(|| format!("check failed: {} mismatched reads, {failed} failed requests", self.mismatches))
+    }
+}
+
+/// The subcommand: runs, prints the report, and says how it went.
+pub async fn main(args: BenchArgs) -> ExitCode {
+    let json = args.json;
+    match run(args).await {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+            } else {
+                print!("{}", render(&report));
+            }
+            match report.failure() {
+                None => ExitCode::SUCCESS,
+                Some(why) => {
+                    eprintln!("vinzclortho bench: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e @ BenchError::Invalid(_)) => {
+            eprintln!("vinzclortho bench: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("vinzclortho bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    let plan = Arc::new(plan(&args)?);
+    for (i, node) in plan.target.nodes.iter().enumerate() {
+        plan.target.probe(i).await.map_err(|e| BenchError::Unreachable {
+            node: node.clone(),
+            target: plan.target.kind,
+            reason: e.to_string(),
+        })?;
+    }
+    let mut workers = (0..plan.concurrency)
+        .map(|id| Worker::new(plan.clone(), id))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BenchError::Invalid)?;
+
+    let mut preload = None;
+    if args.preload {
+        let (done, elapsed_s) = run_phase(&plan, "preload", workers, |mut w| async move {
+            w.preload().await;
+            w
+        })
+        .await;
+        let mut recorder = Recorder::default();
+        for w in &done {
+            recorder.merge(&w.recorder);
+        }
+        let (_, all) = recorder.summarize(elapsed_s);
+        preload =
+            Some(PreloadSummary { keys: plan.keys, elapsed_s, errors: all.errors, errors_by_kind: all.errors_by_kind });
+        workers = done.into_iter().map(|mut w| (w.recorder = Recorder::default(), w).1).collect();
+        plan.reset_counters();
+    }
+
+    let budget = Arc::new(match args.ops {
+        Some(max) => Budget::Ops { taken: AtomicU64::new(0), max },
+        None => Budget::Until(Instant::now() + Duration::from_secs_f64(args.duration.unwrap_or(DEFAULT_DURATION_S))),
+    });
+    let (done, elapsed_s) = run_phase(&plan, "run", workers, |mut w| {
+        let budget = budget.clone();
+        async move {
+            w.run(&budget).await;
+            w
+        }
+    })
+    .await;
+    let mut recorder = Recorder::default();
+    for w in &done {
+        recorder.merge(&w.recorder);
+    }
+    let (operations, overall) = recorder.summarize(elapsed_s);
+    Ok(Report {
+        target: plan.target.kind,
+        nodes: plan.target.nodes.to_vec(),
+        concurrency: plan.concurrency,
+        mix: plan.mix.to_string(),
+        keys: plan.keys,
+        distribution: plan.distribution,
+        zipf_exponent: (plan.distribution == Distribution::Zipf).then_some(plan.zipf_exponent),
+        value_size_bytes: plan.value_size,
+        r: args.r,
+        w: args.w,
+        seed: plan.seed,
+        key_prefix: plan.key_prefix.clone(),
+        check: plan.check,
+        preload,
+        elapsed_s,
+        overall,
+        operations,
+        reads_not_found: recorder.reads_not_found,
+        reads_siblings: recorder.reads_siblings,
+        reads_checked: recorder.reads_checked,
+        mismatches: recorder.mismatches,
+        mismatch_examples: recorder.mismatch_examples,
+    })
+}
+
+fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
+    let invalid = |s: String| BenchError::Invalid(s);
+    let concurrency = args.concurrency as usize;
+    if args.check && args.keys < concurrency as u64 {
+        return Err(invalid(format!(
+            "--check gives each worker its own keys: --keys ({}) must be at least --concurrency ({concurrency})",
+            args.keys
+        )));
+    }
+    if args.target != TargetKind::Vinz && (args.r.is_some() || args.w.is_some()) {
+        return Err(invalid(format!(
+            "--r and --w are Vinz Clortho's; --target {} has no per-request quorum",
+            args.target
+        )));
+    }
+    let chooser = KeyChooser::new(args.keys, args.distribution, args.zipf_exponent).map_err(invalid)?;
+    // A fresh prefix per checked run: keys of earlier runs cannot confuse it.
+    let key_prefix =
+        if args.check { format!("{}{:08x}-", args.key_prefix, rand::random::<u32>()) } else { args.key_prefix.clone() };
+    let target = Target::new(
+        args.target,
+        args.nodes.clone(),
+        args.r.clone(),
+        args.w.clone(),
+        Duration::from_millis(args.timeout_ms),
+    );
+    Ok(Plan {
+        target,
+        mix: args.mix,
+        keys: args.keys,
+        chooser,
+        distribution: args.distribution,
+        zipf_exponent: args.zipf_exponent,
+        value_size: args.value_size,
+        check: args.check,
+        key_prefix,
+        seed: args.seed.unwrap_or_else(rand::random),
+        concurrency,
+        progress: !args.quiet,
+        contexts: Contexts::new(64),
+        counters: Counters::default(),
+    })
+}
+
+/// The report as a table for people.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let keys = match r.zipf_exponent {
+        Some(s) => format!("zipf (s={s})"),
+        None => "uniform".into(),
+    };
+    let _ = writeln!(
+        out,
+        "{} at {}: {} in flight, {} keys {keys}, {}-byte values, mix {}{}",
+        r.target,
+        r.nodes.join(","),
+        r.concurrency,
+        r.keys,
+        r.value_size_bytes,
+        r.mix,
+        if r.check { ", checked" } else { "" },
+    );
+    if let Some(p) = &r.preload {
+        let _ = writeln!(out, "preload: {} keys in {:.1} s, {} errors", p.keys, p.elapsed_s, p.errors);
+    }
+    let _ = writeln!(out, "{:.1} s measured\n", r.elapsed_s);
+    let _ = writeln!(
+        out,
+        "{:<8} {:>10} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "op", "ops", "ops/s", "errors", "mean ms", "p50", "p90", "p99", "p99.9", "max"
+    );
+    let row = |out: &mut String, name: &str, s: &OpSummary| {
+        let Latency { mean, p50, p90, p99, p99_9, max } = s.latency_ms;
+        let _ = writeln!(
+            out,
+            "{name:<8} {:>10} {:>10.0} {:>7} {mean:>8.2} {p50:>8.2} {p90:>8.2} {p99:>8.2} {p99_9:>8.2} {max:>8.2}",
+            s.ops, s.ops_per_s, s.errors
+        );
+    };
+    for (op, s) in &r.operations {
+        row(&mut out, op.name(), s);
+    }
+    row(&mut out, "overall", &r.overall);
+    if r.reads_not_found + r.reads_siblings > 0 {
+        let _ = writeln!(out, "\nreads: {} not found, {} with siblings", r.reads_not_found, r.reads_siblings);
+    }
+    if !r.overall.errors_by_kind.is_empty() {
+        let kinds: Vec<String> = r.overall.errors_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        let _ = writeln!(out, "errors: {}", kinds.join(", "));
+    }
+    if r.check {
+        let _ = writeln!(out, "check: {} reads verified, {} mismatches", r.reads_checked, r.mismatches);
+        for example in &r.mismatch_examples {
+            let _ = writeln!(out, "  {example}");
+        }
+    }
+    out
+}

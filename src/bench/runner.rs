@@ -1,0 +1,287 @@
+//! A run: workers, each one request in flight, share the target and a
+//! budget (a deadline or an operation count); a progress line once a second;
+//! per-worker recorders merged at the end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::check::{KeyOracle, Observed, Outcome};
+use super::stats::Recorder;
+use super::target::{Conn, Reply, Request, Target, TargetKind};
+use super::workload::{KeyChooser, Mix, Op, Shard, Token};
+
+/// Everything the workers share.
+pub struct Plan {
+    pub target: Target,
+    pub mix: Mix,
+    pub keys: u64,
+    /// Key choice over all keys (without --check).
+    pub chooser: KeyChooser,
+    pub distribution: super::workload::Distribution,
+    pub zipf_exponent: f64,
+    pub value_size: usize,
+    pub check: bool,
+    pub key_prefix: String,
+    pub seed: u64,
+    pub concurrency: usize,
+    pub progress: bool,
+    pub contexts: Contexts,
+    pub counters: Counters,
+}
+
+/// Totals the progress line reads while workers run.
+#[derive(Default)]
+pub struct Counters {
+    done: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The last causal context seen for each key, by any worker: a write
+/// carries it, so it supersedes what was read or written before instead of
+/// piling up siblings. Sharded so workers seldom wait on each other.
+pub struct Contexts {
+    shards: Vec<Mutex<HashMap<u64, HeaderValue>>>,
+}
+
+impl Contexts {
+    pub fn new(shards: usize) -> Contexts {
+        Contexts { shards: (0..shards.max(1)).map(|_| Mutex::default()).collect() }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<HashMap<u64, HeaderValue>> {
+        &self.shards[(key % self.shards.len() as u64) as usize]
+    }
+
+    fn get(&self, key: u64) -> Option<HeaderValue> {
+        self.shard(key).lock().expect("no panics while holding the lock").get(&key).cloned()
+    }
+
+    fn set(&self, key: u64, context: Option<&HeaderValue>) {
+        if let Some(context) = context {
+            self.shard(key).lock().expect("no panics while holding the lock").insert(key, context.clone());
+        }
+    }
+}
+
+/// When workers stop taking new requests.
+pub enum Budget {
+    Until(Instant),
+    Ops { taken: AtomicU64, max: u64 },
+}
+
+impl Budget {
+    fn take(&self) -> bool {
+        match self {
+            Budget::Until(deadline) => Instant::now() < *deadline,
+            Budget::Ops { taken, max } => taken.fetch_add(1, Ordering::Relaxed) < *max,
+        }
+    }
+}
+
+pub struct Worker {
+    id: u64,
+    plan: Arc<Plan>,
+    conn: Conn,
+    rng: StdRng,
+    shard: Shard,
+    /// Key choice within the shard (with --check).
+    shard_chooser: KeyChooser,
+    oracles: HashMap<u64, KeyOracle>,
+    seq: u64,
+    pub recorder: Recorder,
+}
+
+impl Worker {
+    pub fn new(plan: Arc<Plan>, id: usize) -> Result<Worker, String> {
+        let shard = Shard { worker: id as u64, workers: plan.concurrency as u64, keys: plan.keys };
+        let shard_chooser = KeyChooser::new(shard.len().max(1), plan.distribution, plan.zipf_exponent)?;
+        // Distinct, reproducible streams per worker.
+        let rng = StdRng::seed_from_u64(plan.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        Ok(Worker {
+            id: id as u64,
+            conn: plan.target.conn(id),
+            plan,
+            rng,
+            shard,
+            shard_chooser,
+            oracles: HashMap::new(),
+            seq: 0,
+            recorder: Recorder::default(),
+        })
+    }
+
+    /// Writes every key of this worker's shard once. On Vinz Clortho it
+    /// reads each key first, unless the run's keys are new (--check): a
+    /// write without the context of what is stored adds a sibling, so keys
+    /// left by an earlier run would otherwise all get one.
+    pub async fn preload(&mut self) {
+        let read_first = self.plan.target.kind == TargetKind::Vinz && !self.plan.check;
+        for j in 0..self.shard.len() {
+            let key = self.shard.key(j);
+            if read_first {
+                self.read(key).await;
+            }
+            self.write(Op::Write, key).await;
+        }
+    }
+
+    pub async fn run(&mut self, budget: &Budget) {
+        while budget.take() {
+            let op = self.plan.mix.sample(&mut self.rng);
+            let key = if self.plan.check {
+                self.shard.key(self.shard_chooser.sample(&mut self.rng))
+            } else {
+                self.plan.chooser.sample(&mut self.rng)
+            };
+            match op {
+                Op::Read => self.read(key).await,
+                Op::Write | Op::Delete => {
+                    if self.oracles.get(&key).is_some_and(KeyOracle::uncertain) {
+                        // A write whose outcome is unknown may have landed:
+                        // read first so the next write's context covers it.
+                        self.read(key).await;
+                    }
+                    self.write(op, key).await;
+                }
+            }
+        }
+    }
+
+    fn key_name(&self, key: u64) -> String {
+        format!("{}{key}", self.plan.key_prefix)
+    }
+
+    async fn read(&mut self, key: u64) {
+        let name = self.key_name(key);
+        let request = Request { op: Op::Read, key: &name, value: Bytes::new(), context: None };
+        let started = Instant::now();
+        let result = self.conn.call(&request).await;
+        let latency_us = started.elapsed().as_micros() as u64;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(failure) => return self.failed(Op::Read, failure.kind()),
+        };
+        self.recorder.success(Op::Read, latency_us);
+        self.plan.counters.done.fetch_add(1, Ordering::Relaxed);
+        self.plan.contexts.set(key, reply.context());
+        let observed = match &reply {
+            Reply::NotFound(_) => {
+                self.recorder.reads_not_found += 1;
+                Observed::Absent
+            }
+            Reply::Siblings(values, _) => {
+                self.recorder.reads_siblings += 1;
+                Observed::Siblings(values.iter().map(|v| self.seq_of(key, v)).collect())
+            }
+            Reply::Value(value, _) => Observed::Value(self.seq_of(key, value)),
+            Reply::Done(_) => Observed::Value(None),
+        };
+        if self.plan.check {
+            self.recorder.reads_checked += 1;
+            let oracle = self.oracles.entry(key).or_default();
+            if let Err(mismatch) = oracle.check(&observed) {
+                self.recorder.mismatch(format!("key {name}: {mismatch}"));
+            }
+        }
+    }
+
+    /// A write (`Op::Write`) or a delete (`Op::Delete`) of `key`.
+    async fn write(&mut self, op: Op, key: u64) {
+        let name = self.key_name(key);
+        let seq = self.seq;
+        self.seq += 1;
+        let value = match op {
+            Op::Write => Bytes::from(Token { worker: self.id, key, seq }.value(self.plan.value_size)),
+            _ => Bytes::new(),
+        };
+        let request = Request { op, key: &name, value, context: self.plan.contexts.get(key) };
+        let started = Instant::now();
+        let result = self.conn.call(&request).await;
+        let latency_us = started.elapsed().as_micros() as u64;
+        let version = (op == Op::Write).then_some(seq);
+        let outcome = match result {
+            Ok(reply) => {
+                self.recorder.success(op, latency_us);
+                self.plan.counters.done.fetch_add(1, Ordering::Relaxed);
+                self.plan.contexts.set(key, reply.context());
+                Outcome::Acknowledged
+            }
+            Err(failure) => {
+                let outcome = failure.outcome();
+                self.failed(op, failure.kind());
+                outcome
+            }
+        };
+        if self.plan.check {
+            self.oracles.entry(key).or_default().wrote(version, outcome);
+        }
+    }
+
+    fn failed(&mut self, op: Op, kind: String) {
+        self.recorder.error(op, kind);
+        self.plan.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sequence number of a value this worker wrote to this key.
+    fn seq_of(&self, key: u64, value: &[u8]) -> Option<u64> {
+        Token::parse(value, self.plan.value_size).filter(|t| t.worker == self.id && t.key == key).map(|t| t.seq)
+    }
+}
+
+/// Runs `phase` on every worker at once; returns the workers and the time
+/// it took. A progress line goes to stderr once a second meanwhile.
+pub async fn run_phase<F, Fut>(
+    plan: &Arc<Plan>,
+    label: &'static str,
+    workers: Vec<Worker>,
+    phase: F,
+) -> (Vec<Worker>, f64)
+where
+    F: Fn(Worker) -> Fut,
+    Fut: Future<Output = Worker> + Send + 'static,
+{
+    let started = Instant::now();
+    let progress = plan.progress.then(|| tokio::spawn(progress(plan.clone(), label, started)));
+    let tasks: Vec<_> = workers.into_iter().map(|w| tokio::spawn(phase(w))).collect();
+    let mut done = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        done.push(task.await.expect("bench workers do not panic"));
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    (done, elapsed_s)
+}
+
+async fn progress(plan: Arc<Plan>, label: &'static str, started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_done, mut last_at) = (plan.counters.done.load(Ordering::Relaxed), Instant::now());
+    loop {
+        tick.tick().await;
+        let (done, errors) = (plan.counters.done.load(Ordering::Relaxed), plan.counters.errors.load(Ordering::Relaxed));
+        let now = Instant::now();
+        let rate = (done - last_done) as f64 / now.duration_since(last_at).as_secs_f64();
+        eprintln!(
+            "bench {label}: {:>5.1} s  {rate:>9.0} ops/s  {done:>10} ops  {errors} errors",
+            started.elapsed().as_secs_f64()
+        );
+        (last_done, last_at) = (done, now);
+    }
+}
+
+impl Plan {
+    pub fn reset_counters(&self) {
+        self.counters.done.store(0, Ordering::Relaxed);
+        self.counters.errors.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,393 @@
+//! The systems a run can drive, behind one `call`: Vinz Clortho's `/store`
+//! REST API, etcd's v3 JSON gateway, and Redis over RESP. The same workload,
+//! histograms and checks apply to each, so their numbers compare.
+
+use std::error::Error as _;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+
+use super::check::Outcome;
+use super::redis::RedisConn;
+use super::workload::Op;
+
+const CONTEXT_HEADER: &str = "x-vinzclortho-context";
+/// Key bytes sent as they are in a `/store/{key}` path.
+const KEY_SAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Vinz Clortho's /store/{key} REST API.
+    Vinz,
+    /// etcd v3 through its JSON gateway (/v3/kv/put, /v3/kv/range).
+    Etcd,
+    /// Redis over RESP (GET, SET, DEL).
+    Redis,
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetKind::Vinz => "vinz",
+            TargetKind::Etcd => "etcd",
+            TargetKind::Redis => "redis",
+        })
+    }
+}
+
+/// One request of a worker.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub op: Op,
+    pub key: &'a str,
+    /// The value of a write.
+    pub value: Bytes,
+    /// Vinz Clortho's causal context from the last read or write of the key.
+    pub context: Option<HeaderValue>,
+}
+
+/// An answered request. Contexts are Vinz Clortho's; other targets have none.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Value(Bytes, Option<HeaderValue>),
+    Siblings(Vec<Bytes>, Option<HeaderValue>),
+    NotFound(Option<HeaderValue>),
+    Done(Option<HeaderValue>),
+}
+
+impl Reply {
+    pub fn context(&self) -> Option<&HeaderValue> {
+        match self {
+            Reply::Value(_, c) | Reply::Siblings(_, c) | Reply::NotFound(c) | Reply::Done(c) => c.as_ref(),
+        }
+    }
+}
+
+/// A request that got no usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    #[error("status {0}: {1}")]
+    Status(u16, String),
+    #[error("no answer within the timeout")]
+    Timeout,
+    /// Nothing was sent: the connection could not be opened.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection broke while the request was in flight.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// An answer this client does not understand.
+    #[error("bad answer: {0}")]
+    Protocol(String),
+    /// Redis answered with an error reply.
+    #[error("error reply: {0}")]
+    Rejected(String),
+}
+
+impl Failure {
+    /// The name errors are counted under.
+    pub fn kind(&self) -> String {
+        match self {
+            Failure::Status(code, _) => format!("status {code}"),
+            Failure::Timeout => "timeout".into(),
+            Failure::Connect(_) => "connect".into(),
+            Failure::Connection(_) => "connection".into(),
+            Failure::Protocol(_) => "protocol".into(),
+            Failure::Rejected(_) => "error reply".into(),
+        }
+    }
+
+    /// What a failed write may have done: a 4xx, a refused connection or an
+    /// error reply stored nothing; anything else may have.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Status(code, _) if (400..500).contains(code) => Outcome::Refused,
+            Failure::Connect(_) | Failure::Rejected(_) => Outcome::Refused,
+            _ => Outcome::Unknown,
+        }
+    }
+}
+
+/// What every worker shares: the nodes, the HTTP connection pool, options.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub kind: TargetKind,
+    pub nodes: Arc<[String]>,
+    http: Client<HttpConnector, Full<Bytes>>,
+    r: Option<String>,
+    w: Option<String>,
+    timeout: Duration,
+}
+
+impl Target {
+    pub fn new(
+        kind: TargetKind,
+        nodes: Vec<String>,
+        r: Option<String>,
+        w: Option<String>,
+        timeout: Duration,
+    ) -> Target {
+        let mut connector = HttpConnector::new();
+        // Small requests: do not let Nagle hold them back.
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        // HTTP/1.1 keep-alive: one pooled connection per in-flight request
+        // and node, reused for the whole run.
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        Target { kind, nodes: nodes.into(), http, r, w, timeout }
+    }
+
+    /// A worker's connection; worker i starts at node i and then goes round
+    /// the nodes, one request each.
+    pub fn conn(&self, worker: usize) -> Conn {
+        Conn { target: self.clone(), next: worker % self.nodes.len(), redis: None }
+    }
+
+    /// Checks that `node` answers at all, before the run starts.
+    pub async fn probe(&self, node: usize) -> Result<(), Failure> {
+        let mut conn = Conn { target: self.clone(), next: node, redis: None };
+        match self.kind {
+            TargetKind::Vinz => {
+                let uri = format!("http://{}/ping", self.nodes[node]);
+                let (status, _, body) = conn.http(Method::GET, &uri, None, Bytes::new()).await?;
+                ok_status(status, &body).map(drop)
+            }
+            TargetKind::Etcd | TargetKind::Redis => {
+                let read = Request { op: Op::Read, key: "vinzclortho-bench-probe", value: Bytes::new(), context: None };
+                conn.call(&read).await.map(drop)
+            }
+        }
+    }
+}
+
+/// One worker's way to the target: HTTP requests go through the shared pool
+/// (round robin over the nodes); Redis keeps its own connection.
+pub struct Conn {
+    target: Target,
+    next: usize,
+    redis: Option<RedisConn>,
+}
+
+impl Conn {
+    pub async fn call(&mut self, req: &Request<'_>) -> Result<Reply, Failure> {
+        let node = self.next;
+        self.next = (self.next + 1) % self.target.nodes.len();
+        match self.target.kind {
+            TargetKind::Vinz => self.vinz(node, req).await,
+            TargetKind::Etcd => self.etcd(node, req).await,
+            TargetKind::Redis => self.redis(node, req).await,
+        }
+    }
+
+    async fn vinz(&mut self, node: usize, req: &Request<'_>) -> Result<Reply, Failure> {
+        let key = utf8_percent_encode(req.key, KEY_SAFE);
+        let t = &self.target;
+        let query = match req.op {
+            Op::Read => t.r.as_ref().map(|r| format!("?r={r}")).unwrap_or_default(),
+            Op::Write => t.w.as_ref().map(|w| format!("?w={w}")).unwrap_or_default(),
+            Op::Delete => match (&t.r, &t.w) {
+                (Some(r), Some(w)) => format!("?r={r}&w={w}"),
+                (Some(r), None) => format!("?r={r}"),
+                (None, Some(w)) => format!("?w={w}"),
+                (None, None) => String::new(),
+            },
+        };
+        let uri = format!("http://{}/store/{key}{query}", t.nodes[node]);
+        let (method, body) = match req.op {
+            Op::Read => (Method::GET, Bytes::new()),
+            Op::Write => (Method::PUT, req.value.clone()),
+            Op::Delete => (Method::DELETE, Bytes::new()),
+        };
+        let (status, headers, body) = self.http(method, &uri, req.context.clone(), body).await?;
+        let context = headers.get(CONTEXT_HEADER).cloned();
+        match (req.op, status) {
+            (Op::Read, StatusCode::OK) => Ok(Reply::Value(body, context)),
+            (Op::Read, StatusCode::NOT_FOUND) => Ok(Reply::NotFound(context)),
+            (Op::Read, StatusCode::MULTIPLE_CHOICES) => {
+                let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let siblings = multipart_values(content_type, &body).map_err(Failure::Protocol)?;
+                Ok(Reply::Siblings(siblings, context))
+            }
+            (Op::Write | Op::Delete, s) if s.is_success() => Ok(Reply::Done(context)),
+            (_, s) => Err(status_failure(s, &body)),
+        }
+    }
+
+    async fn etcd(&mut self, node: usize, req: &Request<'_>) -> Result<Reply, Failure> {
+        let key = B64.encode(req.key);
+        let (path, body) = match req.op {
+            Op::Read => ("range", format!(r#"{{"key":"{key}"}}"#)),
+            Op::Write => ("put", format!(r#"{{"key":"{key}","value":"{}"}}"#, B64.encode(&req.value))),
+            Op::Delete => ("deleterange", format!(r#"{{"key":"{key}"}}"#)),
+        };
+        let uri = format!("http://{}/v3/kv/{path}", self.target.nodes[node]);
+        let (status, _, body) = self.http(Method::POST, &uri, None, Bytes::from(body)).await?;
+        let body = ok_status(status, &body)?;
+        if req.op != Op::Read {
+            return Ok(Reply::Done(None));
+        }
+        #[derive(serde::Deserialize)]
+        struct Range {
+            #[serde(default)]
+            kvs: Vec<Kv>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Kv {
+            #[serde(default)]
+            value: String,
+        }
+        let range: Range = serde_json::from_slice(body).map_err(|e| Failure::Protocol(format!("range: {e}")))?;
+        match range.kvs.first() {
+            None => Ok(Reply::NotFound(None)),
+            Some(kv) => {
+                let value = B64.decode(&kv.value).map_err(|e| Failure::Protocol(format!("range value: {e}")))?;
+                Ok(Reply::Value(value.into(), None))
+            }
+        }
+    }
+
+    /// Redis keeps one connection per worker, to the node it first used.
+    async fn redis(&mut self, node: usize, req: &Request<'_>) -> Result<Reply, Failure> {
+        let timeout = self.target.timeout;
+        let conn = match &mut self.redis {
+            Some(conn) => conn,
+            None => {
+                let node = &self.target.nodes[node];
+                let conn = tokio::time::timeout(timeout, RedisConn::connect(node))
+                    .await
+                    .map_err(|_| Failure::Connect(format!("{node}: no connection within the timeout")))?
+                    .map_err(|e| Failure::Connect(format!("{node}: {e}")))?;
+                self.redis.insert(conn)
+            }
+        };
+        let result = tokio::time::timeout(timeout, conn.call(req)).await.unwrap_or(Err(Failure::Timeout));
+        if matches!(result, Err(Failure::Timeout | Failure::Connection(_) | Failure::Protocol(_))) {
+            // A late or garbled reply would answer the next request: start over.
+            self.redis = None;
+        }
+        result
+    }
+
+    async fn http(
+        &self,
+        method: Method,
+        uri: &str,
+        context: Option<HeaderValue>,
+        body: Bytes,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), Failure> {
+        let mut request = http::Request::builder().method(method).uri(uri);
+        if let Some(context) = context {
+            request = request.header(CONTEXT_HEADER, context);
+        }
+        if self.target.kind == TargetKind::Etcd {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(body)).map_err(|e| Failure::Protocol(format!("request {uri}: {e}")))?;
+        let exchange = async {
+            let response = self.target.http.request(request).await.map_err(|e| match e.source() {
+                // Skip hyper's "client error (Connect)": the source says it.
+                Some(source) if e.is_connect() => Failure::Connect(error_chain(source)),
+                _ => Failure::Connection(error_chain(&e)),
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| Failure::Connection(error_chain(&e)))?.to_bytes();
+            Ok((parts.status, parts.headers, body))
+        };
+        tokio::time::timeout(self.target.timeout, exchange).await.unwrap_or(Err(Failure::Timeout))
+    }
+}
+
+fn ok_status(status: StatusCode, body: &Bytes) -> Result<&Bytes, Failure> {
+    if status.is_success() { Ok(body) } else { Err(status_failure(status, body)) }
+}
+
+fn status_failure(status: StatusCode, body: &[u8]) -> Failure {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    Failure::Status(status.as_u16(), text.trim().to_owned())
+}
+
+/// "connect error: tcp connect error: Connection refused (os error 111)".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The part bodies of a `multipart/mixed` answer (Vinz Clortho's 300).
+pub fn multipart_values(content_type: &str, body: &[u8]) -> Result<Vec<Bytes>, String> {
+    let boundary = content_type
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("boundary="))
+        .next()
+        .map(|b| b.trim_matches('"'))
+        .ok_or_else(|| format!("300 without a multipart boundary (Content-Type {content_type:?})"))?;
+    let delimiter = format!("\r\n--{boundary}").into_bytes();
+    let mut values = Vec::new();
+    let mut parts = split(body, &delimiter).into_iter().skip(1);
+    for part in parts.by_ref() {
+        if part.starts_with(b"--") {
+            return Ok(values);
+        }
+        let part = part.strip_prefix(b"\r\n").ok_or("a multipart delimiter not followed by CRLF")?;
+        let start = find(part, b"\r\n\r\n").map(|i| i + 4).ok_or("a multipart part without a blank line")?;
+        values.push(Bytes::copy_from_slice(&part[start..]));
+    }
+    Err("a multipart body without its closing delimiter".into())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn split<'a>(mut body: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    while let Some(i) = find(body, delimiter) {
+        pieces.push(&body[..i]);
+        body = &body[i + delimiter.len()..];
+    }
+    pieces.push(body);
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_bodies_split_into_values() {
+        let body = b"\r\n--XyZ\r\nContent-Type: text/plain\r\nLast-Modified: x\r\n\r\none\r\n--XyZ\r\n\
+                     Content-Type: text/plain\r\n\r\ntwo\r\nlines\r\n--XyZ--\r\n";
+        let values = multipart_values("multipart/mixed; boundary=XyZ", body).unwrap();
+        assert_eq!(values, vec![Bytes::from_static(b"one"), Bytes::from_static(b"two\r\nlines")]);
+        assert!(multipart_values("multipart/mixed", body).unwrap_err().contains("boundary"));
+        assert!(multipart_values("multipart/mixed; boundary=XyZ", b"\r\n--XyZ\r\nA: b\r\n\r\nv").is_err());
+    }
+
+    #[test]
+    fn failures_say_whether_a_write_may_have_landed() {
+        assert_eq!(Failure::Status(409, String::new()).outcome(), Outcome::Refused);
+        assert_eq!(Failure::Status(503, String::new()).outcome(), Outcome::Unknown);
+        assert_eq!(Failure::Connect("refused".into()).outcome(), Outcome::Refused);
+        assert_eq!(Failure::Timeout.outcome(), Outcome::Unknown);
+        assert_eq!(Failure::Connection("reset".into()).outcome(), Outcome::Unknown);
+        assert_eq!(Failure::Status(503, String::new()).kind(), "status 503");
+    }
+}

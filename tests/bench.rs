@@ -1,0 +1,250 @@
+//! `vinzclortho bench`, the real binary, against a real 3-node cluster: its
+//! --check runs find no mismatch and no error on a healthy cluster, its
+//! JSON report holds together, and it fails clearly when it cannot run.
+//! Throughput is not asserted here: performance targets live in
+//! bench/compare.sh, never in timed tests.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Cluster};
+use serde_json::Value;
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `vinzclortho bench ARGS`, killing it if it outlives `limit`.
+fn bench(args: &[&str], limit: Duration) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bench {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run { status, stdout: std::fs::read_to_string(out).unwrap(), stderr: std::fs::read_to_string(err).unwrap() }
+}
+
+/// The report is sound and says the run was clean.
+fn assert_clean(run: &Run) -> Value {
+    assert!(run.status.success(), "bench failed ({}): {}\n{}", run.status, run.stderr, run.stdout);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let overall = &report["overall"];
+    assert!(overall["ops"].as_u64().unwrap() > 0, "{report}");
+    assert!(overall["ops_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(overall["errors"], 0, "{report}");
+    assert_eq!(report["mismatches"], 0, "{}", report["mismatch_examples"]);
+    assert_eq!(report["check"], true);
+    assert!(report["reads_checked"].as_u64().unwrap() > 0, "{report}");
+    let mut per_op_ops = 0;
+    for (op, summary) in
+        report["operations"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v)).chain([("overall", overall)])
+    {
+        let l = &summary["latency_ms"];
+        let p: Vec<f64> = ["p50", "p90", "p99", "p99_9", "max"].iter().map(|k| l[k].as_f64().unwrap()).collect();
+        assert!(p[0] > 0.0, "{op}: {l}");
+        assert!(p.windows(2).all(|w| w[0] <= w[1]), "{op}: percentiles not monotonic: {l}");
+        if op != "overall" {
+            per_op_ops += summary["ops"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(per_op_ops, overall["ops"].as_u64().unwrap(), "per-operation counts add up");
+    report
+}
+
+#[test]
+fn checked_runs_against_a_real_cluster_are_clean() {
+    let cluster = Cluster::start(51, 3);
+    let nodes: Vec<&str> = cluster.running().map(|n| n.http.as_str()).collect();
+    let nodes = nodes.join(",");
+    let limit = Duration::from_secs(60);
+
+    // Reads, writes and deletes, uniform keys, spread over the 3 nodes.
+    let run = bench(
+        &[
+            "--nodes",
+            &nodes,
+            "--duration",
+            "2",
+            "--check",
+            "--json",
+            "--seed",
+            "1",
+            "-c",
+            "16",
+            "--keys",
+            "500",
+            "--mix",
+            "read=50,write=40,delete=10",
+        ],
+        limit,
+    );
+    let report = assert_clean(&run);
+    assert_eq!(report["nodes"].as_array().unwrap().len(), 3);
+    for op in ["read", "write", "delete"] {
+        assert!(report["operations"][op]["ops"].as_u64().unwrap() > 0, "{op}: {report}");
+    }
+    // The progress line went to stderr, not into the JSON.
+    assert!(run.stderr.contains("ops/s"), "{}", run.stderr);
+
+    // Hot Zipfian keys after a preload, an operation budget, all-replica
+    // quorums: still every read is the last write.
+    let run = bench(
+        &[
+            "--nodes",
+            &nodes,
+            "--ops",
+            "3000",
+            "--check",
+            "--json",
+            "--quiet",
+            "--preload",
+            "-c",
+            "8",
+            "--keys",
+            "200",
+            "--distribution",
+            "zipf",
+            "--mix",
+            "read=80,write=20",
+            "--r",
+            "all",
+            "--w",
+            "all",
+            "--value-size",
+            "1000",
+        ],
+        limit,
+    );
+    let report = assert_clean(&run);
+    assert_eq!(report["preload"]["keys"], 200);
+    assert_eq!(report["preload"]["errors"], 0);
+    assert_eq!(report["overall"]["ops"], 3000);
+    assert_eq!(report["reads_not_found"], 0, "every key was preloaded and none deleted");
+    assert!(run.stderr.is_empty(), "--quiet: {}", run.stderr);
+
+    // The table for people names every operation and the check.
+    let run = bench(&["--nodes", &nodes, "--ops", "200", "--check", "-q", "-c", "4", "--keys", "50"], limit);
+    assert!(run.status.success(), "{}", run.stderr);
+    for needle in ["p99.9", "read", "write", "overall", "check: ", " 0 mismatches"] {
+        assert!(run.stdout.contains(needle), "{needle:?} in:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn a_closed_port_fails_fast_with_a_clear_error() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let node = format!("127.0.0.1:{port}");
+    for target in ["vinz", "etcd", "redis"] {
+        let started = Instant::now();
+        let run = bench(&["--nodes", &node, "--target", target, "--duration", "1", "--check"], Duration::from_secs(30));
+        assert_eq!(run.status.code(), Some(1), "{target}: {}", run.stderr);
+        assert!(run.stderr.contains(&format!("cannot reach {node}")), "{target}: {}", run.stderr);
+        assert!(run.stderr.to_lowercase().contains("connect"), "{target}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "no report for a run that never started: {}", run.stdout);
+        assert!(started.elapsed() < Duration::from_secs(10), "{target}: took {:?}", started.elapsed());
+    }
+}
+
+/// A fake node that answers every request at once: it acknowledges writes
+/// and forgets them, so every read is 404.
+fn forgetful_node() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                // One request after another on the kept-alive connection.
+                loop {
+                    let (mut request_line, mut length) = (String::new(), 0usize);
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    reader.by_ref().take(length as u64).read_to_end(&mut Vec::new()).unwrap();
+                    let status = if request_line.starts_with("GET /store/") { "404 Not Found" } else { "200 OK" };
+                    let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn a_fast_wrong_answer_fails_the_check() {
+    let node = forgetful_node();
+    let run = bench(
+        &["--nodes", &node, "--ops", "2000", "--check", "--json", "-q", "-c", "4", "--keys", "20", "--seed", "3"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("check failed"), "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["overall"]["errors"], 0, "every request was answered");
+    assert!(report["mismatches"].as_u64().unwrap() > 100, "{report}");
+    let example = report["mismatch_examples"][0].as_str().unwrap();
+    assert!(example.contains("read absent, expected write #"), "{example}");
+    // Without --check the same run counts: the check is what catches it.
+    let run = bench(&["--nodes", &node, "--ops", "200", "-q", "-c", "4"], Duration::from_secs(30));
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_runs() {
+    for (args, needle) in [
+        (&["--nodes", "127.0.0.1:1", "--mix", "read=0,write=0"][..], "every weight is 0"),
+        (&["--nodes", "127.0.0.1:1", "--mix", "scan=5"][..], "unknown operation"),
+        (&["--nodes", "nohost"][..], "HOST:PORT"),
+        (&["--nodes", "127.0.0.1:1", "--concurrency", "0"][..], "--concurrency"),
+        (&["--nodes", "127.0.0.1:1", "--duration", "0"][..], "above 0"),
+        (&["--nodes", "127.0.0.1:1", "--duration", "1", "--ops", "5"][..], "cannot be used with"),
+        (&["--nodes", "127.0.0.1:1", "--distribution", "pareto"][..], "invalid value"),
+        (&["--nodes", "127.0.0.1:1", "--zipf-exponent", "-1"][..], "0 or above"),
+        (&["--nodes", "127.0.0.1:1", "--r", "two"][..], "not a number, one, quorum"),
+        (&["--nodes", "127.0.0.1:1", "--check", "--keys", "3", "-c", "4"][..], "--keys (3) must be at least"),
+        (&["--nodes", "127.0.0.1:1", "--target", "etcd", "--w", "1"][..], "no per-request quorum"),
+        (&[][..], "--nodes"),
+    ] {
+        let run = bench(args, Duration::from_secs(30));
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?}: {needle:?} not in {}", run.stderr);
+    }
+}
