@@ -14,6 +14,7 @@ pub mod codec;
 pub mod memory;
 pub mod meta;
 pub mod rocks;
+mod space;
 
 use crate::core::key::ObjectKey;
 use crate::core::object::Object;
@@ -70,7 +71,9 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the key physically (after handoff, or when reaping tombstones).
     fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError>;
 
-    /// Every object of one partition, in key order.
+    /// Every object of one partition, in key order, each key at most once.
+    /// Not necessarily a snapshot: a key written or removed while the scan
+    /// runs may or may not be seen (RocksDB reads in batches).
     fn scan_partition(
         &self,
         partition: Partition,
