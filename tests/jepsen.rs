@@ -56,14 +56,17 @@ enum Fault {
     /// kill -9, data directory deleted; the node comes back empty (a new
     /// node at the same address, replacing its old self) and rejoins.
     LostDisk(usize),
+    /// The node's disk is full: writes fail (507) until space returns.
+    DiskFull(usize),
     /// Node-to-node traffic to and from `node` is delayed by `delay_ms` plus
     /// up to `jitter_ms`, by the userspace proxy.
     Slow { node: usize, delay_ms: u64, jitter_ms: u64 },
 }
 
 impl Fault {
+    /// Needs what only the namespaced setup has (root: nftables, tmpfs).
     fn network(&self) -> bool {
-        matches!(self, Fault::Isolate(_) | Fault::OneWay { .. } | Fault::Loss { .. })
+        matches!(self, Fault::Isolate(_) | Fault::OneWay { .. } | Fault::Loss { .. } | Fault::DiskFull(_))
     }
 }
 
@@ -97,7 +100,7 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, length: Duration, network_fau
     while t + Duration::from_secs(5) < length {
         let node = rng.random_range(0..nodes);
         let other = (node + rng.random_range(1..nodes)) % nodes;
-        let choice = if network_faults { rng.random_range(0..7) } else { rng.random_range(3..7) };
+        let choice = if network_faults { rng.random_range(0..8) } else { rng.random_range(3..7) };
         let fault = match choice {
             0 => Fault::Isolate(node),
             1 => Fault::OneWay { to: node, from: other },
@@ -105,7 +108,8 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, length: Duration, network_fau
             3 => Fault::Crash(node),
             4 => Fault::Pause(node),
             5 => Fault::LostDisk(node),
-            _ => Fault::Slow { node, delay_ms: rng.random_range(50..400), jitter_ms: rng.random_range(0..200) },
+            6 => Fault::Slow { node, delay_ms: rng.random_range(50..400), jitter_ms: rng.random_range(0..200) },
+            _ => Fault::DiskFull(node),
         };
         let length = Duration::from_millis(rng.random_range(3000..5000));
         out.push(Scheduled { fault, start: t, length });
@@ -117,6 +121,7 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, length: Duration, network_fau
 fn apply(fault: &Fault, net: &Network, proxy: &Proxy, nodes: &mut [Node]) {
     match *fault {
         Fault::Slow { node, delay_ms, jitter_ms } => proxy.set_delay(node, delay_ms, jitter_ms),
+        Fault::DiskFull(i) => nodes[i].fill_disk(),
         Fault::Isolate(i) => {
             let others: Vec<usize> = (0..nodes.len()).filter(|n| *n != i).collect();
             net.partition(&[i], &others);
@@ -132,6 +137,7 @@ fn apply(fault: &Fault, net: &Network, proxy: &Proxy, nodes: &mut [Node]) {
 fn heal(fault: &Fault, net: &Network, proxy: &Proxy, nodes: &mut [Node]) {
     match *fault {
         Fault::Slow { node, .. } => proxy.set_delay(node, 0, 0),
+        Fault::DiskFull(i) => nodes[i].free_disk(),
         Fault::Crash(i) => nodes[i].restart(),
         Fault::Pause(i) => nodes[i].resume(),
         Fault::LostDisk(i) => {
@@ -393,6 +399,7 @@ fn every_kind_of_fault_once() {
         Fault::Crash(1),
         Fault::Pause(2),
         Fault::LostDisk(1),
+        Fault::DiskFull(0),
     ];
     let schedule = faults.into_iter().enumerate().map(|(i, fault)| Scheduled {
         fault,
@@ -403,7 +410,7 @@ fn every_kind_of_fault_once() {
         seed: 99,
         nodes: 3,
         clients: 6,
-        length: at(31_000),
+        length: at(35_000),
         env: vec![],
         subnet: 79,
         schedule: Some(schedule.collect()),

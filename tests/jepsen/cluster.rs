@@ -27,6 +27,8 @@ pub struct Node {
     env: Vec<(String, String)>,
     child: Option<Child>,
     pub paused: bool,
+    /// The data directory is a tmpfs of ours (unmounted on drop).
+    pub mounted: bool,
 }
 
 impl Node {
@@ -42,12 +44,22 @@ impl Node {
         env: &[(&str, &str)],
     ) -> Node {
         let ip = net.ip(index);
+        let data_dir = dir.join(format!("node{index}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        // A size-capped tmpfs, so that the disk can be filled in a moment.
+        let mounted = net.supports_network_faults()
+            && Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+                .arg(&data_dir)
+                .status()
+                .is_ok_and(|s| s.success());
         let mut node = Node {
             index,
             http: format!("{ip}:0"),
             cluster: advertise,
             listen,
-            data_dir: dir.join(format!("node{index}")),
+            data_dir,
+            mounted,
             prefix: net.exec_prefix(index),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
@@ -140,10 +152,34 @@ impl Node {
         self.spawn(None);
     }
 
-    /// The disk is lost: the data directory is deleted while the node is down.
+    /// The disk is lost: the data directory is emptied while the node is
+    /// down (it may be a mount point, so its contents go, not itself).
     pub fn lose_disk(&mut self) {
         self.kill9();
-        std::fs::remove_dir_all(&self.data_dir).expect("delete the data directory");
+        for entry in std::fs::read_dir(&self.data_dir).expect("data directory") {
+            let path = entry.unwrap().path();
+            if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }
+                .expect("delete the data directory's contents");
+        }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.data_dir.join("filler")
+    }
+
+    /// Fills the node's (size-capped) disk to the last byte.
+    pub fn fill_disk(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.filler()).expect("filler file");
+        let chunk = vec![0u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+        // The last partial megabyte too.
+        while file.write_all(&chunk[..4096]).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    pub fn free_disk(&self) {
+        let _ = std::fs::remove_file(self.filler());
     }
 
     /// Starts a node whose disk was lost: a new node at the same address,
@@ -170,5 +206,8 @@ impl Drop for Node {
             self.resume();
         }
         self.kill9();
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.data_dir).status();
+        }
     }
 }
