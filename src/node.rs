@@ -150,7 +150,10 @@ pub fn build(
         config.failure_timeout.as_millis() as u64,
         system_clock,
     )?);
-    let replica = Arc::new(Replica::new(Arc::clone(&store), actor, config.siblings));
+    let replica = Arc::new(
+        Replica::new(Arc::clone(&store), actor, config.siblings)
+            .with_blocking_writes(config.sync_writes && config.storage == StorageKind::Rocksdb),
+    );
     let peers = peers_for(config);
     let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone());
     let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));

@@ -1,8 +1,14 @@
 //! The replica role of a node: what it does with a key it holds. This is
 //! Riak's vnode: read a key, stamp a client write with this node's actor, and
 //! merge objects sent by other replicas. Every change is a read-modify-write
-//! of one key under that key's lock, on tokio's blocking pool because the
-//! store blocks.
+//! of one key under that key's lock.
+//!
+//! Store calls run inline on the async worker: a RocksDB read or a write to
+//! the memtable and the (unsynced) WAL takes microseconds, and handing each
+//! one to tokio's blocking pool cost more than the call itself (thread
+//! hand-offs: 1.6-1.7x less throughput on a 3-node cluster, see
+//! docs/performance.md). With `--sync-writes` every write waits for an fsync,
+//! so writes go to the blocking pool then.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -34,6 +40,8 @@ pub struct Replica {
     store: Arc<dyn Store>,
     actor: ActorId,
     limits: SiblingLimits,
+    /// Writes block for an fsync: run them on the blocking pool.
+    writes_block: bool,
     /// Serialises read-modify-write per key. Two concurrent writes to one key
     /// must not both read counter n and both stamp dot n+1: one value would
     /// silently replace the other.
@@ -43,7 +51,13 @@ pub struct Replica {
 impl Replica {
     pub fn new(store: Arc<dyn Store>, actor: ActorId, limits: SiblingLimits) -> Replica {
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Replica { store, actor, limits, stripes }
+        Replica { store, actor, limits, writes_block: false, stripes }
+    }
+
+    /// Sends writes to tokio's blocking pool (for stores that fsync each write).
+    pub fn with_blocking_writes(mut self, writes_block: bool) -> Replica {
+        self.writes_block = writes_block;
+        self
     }
 
     pub fn actor(&self) -> ActorId {
@@ -62,8 +76,7 @@ impl Replica {
 
     /// The stored object, or an empty one when the key is absent.
     pub async fn get(self: &Arc<Self>, partition: Partition, key: ObjectKey) -> Result<Object, ReplicaError> {
-        let this = Arc::clone(self);
-        blocking(move || Ok(this.store.get(partition, &key)?.unwrap_or_default())).await
+        Ok(self.store.get(partition, &key)?.unwrap_or_default())
     }
 
     /// Applies a client write with this replica's actor and returns the new
@@ -76,7 +89,7 @@ impl Replica {
         mutation: Mutation,
     ) -> Result<Object, ReplicaError> {
         let this = Arc::clone(self);
-        blocking(move || {
+        self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
             let mut object = this.store.get(partition, &key)?.unwrap_or_default();
             object.update(this.actor, &context, mutation);
@@ -106,7 +119,7 @@ impl Replica {
         incoming: Object,
     ) -> Result<Object, ReplicaError> {
         let this = Arc::clone(self);
-        blocking(move || {
+        self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
             let current = this.store.get(partition, &key)?.unwrap_or_default();
             let merged = current.merge(&incoming);
@@ -129,7 +142,7 @@ impl Replica {
         expected: Object,
     ) -> Result<bool, ReplicaError> {
         let this = Arc::clone(self);
-        blocking(move || {
+        self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
             match this.store.get(partition, &key)? {
                 Some(current) if current == expected => {
@@ -143,10 +156,18 @@ impl Replica {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
-) -> Result<T, ReplicaError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReplicaError::Storage(StorageError::Io(format!("storage task failed: {e}"))))?
+impl Replica {
+    /// Runs a read-modify-write inline, or on the blocking pool when writes
+    /// wait for an fsync.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
+    ) -> Result<T, ReplicaError> {
+        if !self.writes_block {
+            return f();
+        }
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ReplicaError::Storage(StorageError::Io(format!("storage task failed: {e}"))))?
+    }
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# A/B of two builds on the same machine in one run: starts a 3-node cluster
+# (127.0.0.1:18700-18702) with binary BIN, runs `vinzclortho bench` (8 s, 64 in
+# flight, 10k keys, 100-byte values, preloaded) with MIX, prints ops/s and p99,
+# stops the cluster. Alternate the two binaries, e.g.:
+#   for i in 1 2; do bench/ab.sh /tmp/vc-before read=50,write=50 before; bench/ab.sh /tmp/vc-after read=50,write=50 after; done
+set -euo pipefail
+BIN=$1; MIX=$2; TAG=${3:-$1}
+D=$(mktemp -d)
+PIDS=()
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
+trap cleanup EXIT
+"$BIN" serve -a 127.0.0.1:18700 --cluster-address 127.0.0.1:19700 -p 64 --data-dir "$D/n0" >/dev/null 2>"$D/n0.log" &
+PIDS+=($!)
+sleep 1
+for i in 1 2; do
+    "$BIN" serve -a "127.0.0.1:1870$i" --cluster-address "127.0.0.1:1970$i" -p 64 --data-dir "$D/n$i" \
+        -j 127.0.0.1:19700 >/dev/null 2>"$D/n$i.log" &
+    PIDS+=($!)
+done
+for _ in $(seq 1 100); do
+    up=$(curl -s 127.0.0.1:18700/admin/status | python3 -c "import json,sys; s=json.load(sys.stdin); print(0 if s['ring']['moving'] else sum(1 for m in s['members'] if m['status']=='up' and m['claim']>0))" 2>/dev/null || echo 0)
+    [ "$up" = "3" ] && break
+    sleep 0.2
+done
+"$BIN" bench --nodes 127.0.0.1:18700,127.0.0.1:18701,127.0.0.1:18702 --duration 8 -c 64 --mix "$MIX" \
+    --keys 10000 --value-size 100 --preload --json -q >"$D/out.json"
+python3 -c "import json; o=json.load(open('$D/out.json'))['overall']; print('$TAG', '$MIX', round(o['ops_per_s']), 'ops/s', 'p99_ms', o['latency_ms']['p99'], 'errors', o['errors'])"
