@@ -27,6 +27,18 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UriTooLong,
+        ErrorCode::Unavailable,
+        ErrorCode::InsufficientStorage,
+        ErrorCode::Internal,
+    ];
+
     pub fn http_status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
@@ -69,17 +81,7 @@ mod tests {
 
     #[test]
     fn every_code_maps_to_an_error_status() {
-        let all = [
-            ErrorCode::BadRequest,
-            ErrorCode::NotFound,
-            ErrorCode::Conflict,
-            ErrorCode::PayloadTooLarge,
-            ErrorCode::UriTooLong,
-            ErrorCode::Unavailable,
-            ErrorCode::InsufficientStorage,
-            ErrorCode::Internal,
-        ];
-        for code in all {
+        for code in ErrorCode::ALL {
             let status = code.http_status();
             assert!(status.is_client_error() || status.is_server_error(), "{code:?}");
             assert_ne!(code.grpc_code(), tonic::Code::Ok);

@@ -228,9 +228,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let http_bound: SocketAddr = listeners.http.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
     let cluster_bound: SocketAddr = listeners.cluster.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
-    let address = advertised(&config.address, http_bound);
+    let address = listeners.http_address(&config);
     let cluster_address =
         config.cluster_advertise.clone().unwrap_or_else(|| advertised(&config.cluster_address, cluster_bound));
     let store = open_store(&config)?;

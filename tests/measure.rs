@@ -13,6 +13,15 @@ use common::{Cluster, client, status, wait_for};
 
 const DEFAULTS: &[&str] = &["-p", "64"];
 
+/// Waits until every running node lists a member for which `member` holds.
+fn every_node_sees(c: &Cluster, what: &str, member: impl Fn(&serde_json::Value) -> bool) {
+    wait_for(what, Duration::from_secs(120), || {
+        c.running()
+            .all(|node| status(node).is_some_and(|s| s["members"].as_array().unwrap().iter().any(&member)))
+            .then_some(())
+    });
+}
+
 /// Time for one change (a claim set on the last node) to reach every node,
 /// and for a new node to be seen up everywhere.
 fn gossip_convergence(n: usize, net: u8) {
@@ -23,35 +32,13 @@ fn gossip_convergence(n: usize, net: u8) {
     let t0 = Instant::now();
     let r = client().put(c.node(n - 1).url("/admin/claim")).body("32").send().unwrap();
     assert!(r.status().is_success());
-    wait_for("the claim to reach every node", Duration::from_secs(120), || {
-        c.running()
-            .all(|node| {
-                status(node).is_some_and(|s| {
-                    s["members"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|m| m["address"] == last.as_str() && m["wanted_claim"] == 32)
-                })
-            })
-            .then_some(())
-    });
+    every_node_sees(&c, "the claim to reach every node", |m| m["address"] == last.as_str() && m["wanted_claim"] == 32);
     let change = t0.elapsed();
     let t1 = Instant::now();
     let joiner = c.add();
     let joiner_addr = c.node(joiner).http.clone();
-    wait_for("the joiner to be up everywhere", Duration::from_secs(120), || {
-        c.running()
-            .all(|node| {
-                status(node).is_some_and(|s| {
-                    s["members"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|m| m["address"] == joiner_addr.as_str() && m["status"] == "up")
-                })
-            })
-            .then_some(())
+    every_node_sees(&c, "the joiner to be up everywhere", |m| {
+        m["address"] == joiner_addr.as_str() && m["status"] == "up"
     });
     let join = t1.elapsed();
     println!(

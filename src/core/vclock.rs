@@ -17,7 +17,6 @@
 //! is commutative, associative and idempotent, and the result descends both
 //! inputs.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 /// Identity of a replica incarnation that stamps dots.
@@ -131,11 +130,6 @@ impl VersionVector {
             (false, true) => Causality::Precedes,
             (false, false) => Causality::Concurrent,
         }
-    }
-
-    /// A total order used only to make encodings deterministic.
-    pub fn cmp_entries(&self, other: &VersionVector) -> Ordering {
-        self.entries.iter().cmp(other.entries.iter())
     }
 }
 

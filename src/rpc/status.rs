@@ -182,17 +182,7 @@ mod tests {
     /// client cannot tell from a dead peer and reports as unreachable.
     #[test]
     fn error_codes_round_trip_through_grpc() {
-        let all = [
-            ErrorCode::BadRequest,
-            ErrorCode::NotFound,
-            ErrorCode::Conflict,
-            ErrorCode::PayloadTooLarge,
-            ErrorCode::UriTooLong,
-            ErrorCode::Unavailable,
-            ErrorCode::InsufficientStorage,
-            ErrorCode::Internal,
-        ];
-        for code in all {
+        for code in ErrorCode::ALL {
             let back = error_code_from_grpc(code.grpc_code());
             let expected = if code == ErrorCode::UriTooLong { ErrorCode::PayloadTooLarge } else { code };
             assert_eq!(back, expected, "{code:?}");

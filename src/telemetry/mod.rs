@@ -46,7 +46,6 @@ impl Telemetry {
 /// inside the tokio runtime (the exporter uses its reactor). `instance`
 /// names this process in the traces (its HTTP address).
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>, instance: &str) -> Result<Telemetry, String> {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let endpoint = otlp_endpoint
         .map(str::to_owned)
         .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
@@ -55,6 +54,18 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>, instance: &str) -> R
         Some(endpoint) => Some(tracer_provider(&endpoint, instance)?),
         None => None,
     };
+    install(format, provider.as_ref());
+    Ok(Telemetry { provider })
+}
+
+/// Logging only (subcommands that run no node): never exports traces.
+pub fn init_logging(format: LogFormat) {
+    install(format, None);
+}
+
+/// The global subscriber: filter, formatter, and the trace layer if any.
+fn install(format: LogFormat, provider: Option<&SdkTracerProvider>) {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: escape codes in log files help nobody.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -63,15 +74,9 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>, instance: &str) -> R
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("vinzclortho")));
+    let otel = provider.map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("vinzclortho")));
     // A second init (several nodes in one test process) keeps the first.
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
-    Ok(Telemetry { provider })
-}
-
-/// Logging only (subcommands that run no node).
-pub fn init_logging(format: LogFormat) {
-    let _ = init(format, Some(""), "");
 }
 
 fn tracer_provider(endpoint: &str, instance: &str) -> Result<SdkTracerProvider, String> {
