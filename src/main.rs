@@ -6,6 +6,12 @@ use clap::Parser;
 use vinzclortho::config::{Cli, Command};
 use vinzclortho::{node, telemetry};
 
+// mimalloc instead of glibc's malloc: the request path allocates many small,
+// short-lived buffers on several threads, where glibc spent ~11 % of a node's
+// CPU (docs/performance.md, tuning log).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
