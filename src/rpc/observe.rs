@@ -54,7 +54,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_name(request.uri().path());
-        let span = tracing::info_span!("grpc.server", otel.kind = "server", rpc.method = %method);
+        let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.server", otel.kind = "server", rpc.method = %method);
         propagation::set_parent_from_headers(&span, request.headers());
         // The clone that was made ready handles this call (tower's rule).
         let clone = self.inner.clone();

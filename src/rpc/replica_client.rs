@@ -64,7 +64,7 @@ impl GrpcReplicaClient {
     where
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let span = tracing::info_span!("grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
+        let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
         async {
             let mut request = Request::new(message);
             request.set_timeout(self.peers.request_timeout());

@@ -2,9 +2,22 @@
 //! incoming HTTP and gRPC requests, write it into outgoing gRPC calls, so
 //! one client request is one trace across every node it touches.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::propagation::{Extractor, Injector};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Whether spans go to an exporter (set once when telemetry is installed).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
@@ -30,6 +43,9 @@ impl Injector for MetadataInjector<'_> {
 
 /// Makes the trace context in `headers` (if any) the parent of `span`.
 pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !exporting() || span.is_disabled() {
+        return; // no exporter: nothing to link, and the lookup is not free
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     // Fails only when the span is disabled; then there is nothing to link.
     let _ = span.set_parent(parent);
@@ -37,6 +53,10 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) 
 
 /// Writes the current span's trace context into an outgoing gRPC request.
 pub fn inject_current(metadata: &mut MetadataMap) {
-    let context = tracing::Span::current().context();
+    let current = tracing::Span::current();
+    if !exporting() || current.is_disabled() {
+        return;
+    }
+    let context = current.context();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut MetadataInjector(metadata)));
 }
