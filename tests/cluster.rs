@@ -302,6 +302,16 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
         })
         .count();
     assert!(holding > 100, "node 3 holds {holding} of 200 keys (expected about 3/4 of them)");
+    // The old holders counted what they sent: objects, and bytes on the wire
+    // (each object carries at least its key, value and clock).
+    let counter = |n: usize, name: &str| -> f64 {
+        let text = client().get(c.node(n).url("/metrics")).send().unwrap().text().unwrap();
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    let objects: f64 = (0..3).map(|n| counter(n, "vinzclortho_partition_transfer_objects_total{kind=\"move\"}")).sum();
+    let bytes: f64 = (0..3).map(|n| counter(n, "vinzclortho_partition_transfer_bytes_total")).sum();
+    assert!(objects >= holding as f64, "{objects} objects moved, but node 3 holds {holding} keys");
+    assert!(bytes >= objects * 8.0, "{bytes} bytes sent for {objects} objects");
 }
 
 #[test]

@@ -207,7 +207,9 @@ impl Outgoing {
                 return None;
             }
             this.first = false;
-            Some((PushRequest { partition: this.partition, entries }, this))
+            let request = PushRequest { partition: this.partition, entries };
+            metrics::partition_transfer_bytes(request.encoded_len());
+            Some((request, this))
         })
     }
 }

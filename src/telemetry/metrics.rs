@@ -34,6 +34,9 @@ pub const READ_REPAIRS_TOTAL: &str = "vinzclortho_read_repairs_total";
 pub const PARTITION_TRANSFERS_TOTAL: &str = "vinzclortho_partition_transfers_total";
 /// Objects sent by partition transfers. Label: `kind` (move, sweep).
 pub const PARTITION_TRANSFER_OBJECTS_TOTAL: &str = "vinzclortho_partition_transfer_objects_total";
+/// Bytes handed to the transport by outgoing partition transfers (move and
+/// sweep), as encoded on the wire; its rate is the transfer throughput.
+pub const PARTITION_TRANSFER_BYTES_TOTAL: &str = "vinzclortho_partition_transfer_bytes_total";
 /// Objects deleted here after their partition was handed over.
 pub const HANDOFF_DROPPED_OBJECTS_TOTAL: &str = "vinzclortho_handoff_dropped_objects_total";
 /// Transfers of the current move not yet done by a live sender, cluster-wide as this node sees it.
@@ -100,6 +103,7 @@ fn describe() {
     describe_counter!(READ_REPAIRS_TOTAL, "Read repairs sent to stale replicas.");
     describe_counter!(PARTITION_TRANSFERS_TOTAL, "Outgoing partition transfers.");
     describe_counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "Objects sent by partition transfers.");
+    describe_counter!(PARTITION_TRANSFER_BYTES_TOTAL, Unit::Bytes, "Bytes sent by partition transfers.");
     describe_counter!(HANDOFF_DROPPED_OBJECTS_TOTAL, "Objects deleted after their partition was handed over.");
     describe_gauge!(PARTITION_TRANSFERS_PENDING, "Transfers of the current move not yet done.");
     describe_gauge!(MEMBERS, "Cluster members by status, as this node sees them.");
@@ -131,6 +135,7 @@ fn zero() {
     for kind in ["move", "sweep"] {
         counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "kind" => kind).increment(0);
     }
+    counter!(PARTITION_TRANSFER_BYTES_TOTAL).increment(0);
     counter!(HANDOFF_DROPPED_OBJECTS_TOTAL).increment(0);
     for outcome in ["ok", "failed", "refused"] {
         counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
@@ -172,6 +177,11 @@ pub fn read_repair(ok: bool) {
 pub fn partition_transfer(kind: &'static str, ok: bool, objects: u64) {
     counter!(PARTITION_TRANSFERS_TOTAL, "kind" => kind, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
     counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "kind" => kind).increment(objects);
+}
+
+/// One batch of a partition transfer went to the transport.
+pub fn partition_transfer_bytes(bytes: usize) {
+    counter!(PARTITION_TRANSFER_BYTES_TOTAL).increment(bytes as u64);
 }
 
 pub fn handoff_dropped(objects: u64) {
