@@ -309,7 +309,7 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
         text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     };
     let objects: f64 = (0..3).map(|n| counter(n, "vinzclortho_partition_transfer_objects_total{kind=\"move\"}")).sum();
-    let bytes: f64 = (0..3).map(|n| counter(n, "vinzclortho_partition_transfer_bytes_total")).sum();
+    let bytes: f64 = (0..3).map(|n| counter(n, "vinzclortho_partition_transfer_bytes_total{kind=\"move\"}")).sum();
     assert!(objects >= holding as f64, "{objects} objects moved, but node 3 holds {holding} keys");
     assert!(bytes >= objects * 8.0, "{bytes} bytes sent for {objects} objects");
 }

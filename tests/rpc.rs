@@ -27,7 +27,7 @@ use vinzclortho::error::{ErrorCode, HasErrorCode};
 use vinzclortho::replica::{Replica, SiblingLimits};
 use vinzclortho::rpc::peers::Peers;
 use vinzclortho::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
-use vinzclortho::rpc::transfer::{push_partition, spawn_scan};
+use vinzclortho::rpc::transfer::{TransferKind, push_partition, spawn_scan};
 use vinzclortho::rpc::{pb, server, transfer_pb};
 use vinzclortho::storage::{Entry, MemoryStore, StorageError};
 
@@ -331,7 +331,8 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     let node = NodeId::new("target");
 
     let scan = spawn_scan(Arc::clone(source.store()), P);
-    let merged = bounded("push", push_partition(&peers, &node, &server.address, P, scan)).await.unwrap();
+    let merged =
+        bounded("push", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan)).await.unwrap();
     assert_eq!(merged, 1000);
     assert_same_partition(&source, &server.replica, P).await;
     assert!(server.replica.get(P + 1, key("other0")).await.unwrap().is_empty(), "only the named partition moves");
@@ -340,7 +341,9 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     // not overwrite, and changes nothing else.
     let own = server.replica.coordinate(P, key("k0001"), VersionVector::new(), put("target's own")).await.unwrap();
     let scan = spawn_scan(Arc::clone(source.store()), P);
-    let merged = bounded("push again", push_partition(&peers, &node, &server.address, P, scan)).await.unwrap();
+    let merged = bounded("push again", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan))
+        .await
+        .unwrap();
     assert_eq!(merged, 1000);
     let k1 = server.replica.get(P, key("k0001")).await.unwrap();
     assert_eq!(k1, own, "the target's concurrent write survives");
@@ -348,7 +351,12 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
 
     // An empty partition is a transfer of nothing, not an error.
     let scan = spawn_scan(Arc::clone(source.store()), 9);
-    assert_eq!(bounded("push empty", push_partition(&peers, &node, &server.address, 9, scan)).await.unwrap(), 0);
+    assert_eq!(
+        bounded("push empty", push_partition(&peers, &node, &server.address, 9, TransferKind::Move, scan))
+            .await
+            .unwrap(),
+        0
+    );
     server.stop().await;
 }
 
@@ -373,7 +381,9 @@ async fn a_transfer_outlasts_the_request_timeout_while_our_disk_is_slow() {
         }
     });
     let started = Instant::now();
-    let merged = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, rx)).await.unwrap();
+    let merged = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, rx))
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1200));
     assert_eq!(merged, 20);
     producer.await.unwrap();
@@ -388,7 +398,9 @@ async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
     let source = populated_source().await;
     let started = Instant::now();
     let scan = spawn_scan(Arc::clone(source.store()), P);
-    let error = bounded("push", push_partition(&peers, &NodeId::new("silent"), &address, P, scan)).await.unwrap_err();
+    let error = bounded("push", push_partition(&peers, &NodeId::new("silent"), &address, P, TransferKind::Move, scan))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
@@ -403,7 +415,9 @@ async fn a_scan_error_cancels_the_transfer() {
     tx.send(Ok((key("before"), object))).await.unwrap();
     tx.send(Err(StorageError::Corrupt("bad record".into()))).await.unwrap();
     // The sender stays open: only the error may end this transfer.
-    let error = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, rx)).await.unwrap_err();
+    let error = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, rx))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ReplicaError::Storage(StorageError::Corrupt(_))), "{error:?}");
     drop(tx);
 }

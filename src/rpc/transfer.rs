@@ -119,6 +119,24 @@ pub fn spawn_scan(store: Arc<dyn Store>, partition: Partition) -> mpsc::Receiver
     rx
 }
 
+/// Why a partition is sent: labels its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// To a new holder while the ring moves.
+    Move,
+    /// Data this node no longer holds, to its holders before deleting it.
+    Sweep,
+}
+
+impl TransferKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            TransferKind::Move => "move",
+            TransferKind::Sweep => "sweep",
+        }
+    }
+}
+
 /// Streams every entry received on `entries` to `node` (at
 /// `cluster_address`) as partition `partition`, and returns how many objects
 /// it merged. The transfer is complete only when this returns `Ok`: the
@@ -129,10 +147,11 @@ pub async fn push_partition(
     node: &NodeId,
     cluster_address: &str,
     partition: Partition,
+    kind: TransferKind,
     entries: mpsc::Receiver<Result<Entry, StorageError>>,
 ) -> Result<u64, ReplicaError> {
     let started = Instant::now();
-    let result = push_partition_unobserved(peers, node, cluster_address, partition, entries).await;
+    let result = push_partition_unobserved(peers, node, cluster_address, partition, kind, entries).await;
     let code = match &result {
         Ok(_) => tonic::Code::Ok,
         Err(ReplicaError::Unreachable { .. } | ReplicaError::UnknownNode(_)) => tonic::Code::Unavailable,
@@ -147,6 +166,7 @@ async fn push_partition_unobserved(
     node: &NodeId,
     cluster_address: &str,
     partition: Partition,
+    kind: TransferKind,
     entries: mpsc::Receiver<Result<Entry, StorageError>>,
 ) -> Result<u64, ReplicaError> {
     let unreachable = |reason: String| ReplicaError::Unreachable { node: node.clone(), reason };
@@ -159,7 +179,7 @@ async fn push_partition_unobserved(
     progress.waiting();
     let (failed_tx, failed_rx) = oneshot::channel();
     let outgoing =
-        Outgoing { partition, entries, first: true, progress: Arc::clone(&progress), failed: Some(failed_tx) };
+        Outgoing { partition, kind, entries, first: true, progress: Arc::clone(&progress), failed: Some(failed_tx) };
     let idle = peers.transfer_idle_timeout();
     let started = Instant::now();
     // Returning drops the call, which resets the HTTP/2 stream: the receiver
@@ -178,6 +198,7 @@ async fn push_partition_unobserved(
 /// The sending half of one transfer, turned into the request stream.
 struct Outgoing {
     partition: Partition,
+    kind: TransferKind,
     entries: mpsc::Receiver<Result<Entry, StorageError>>,
     /// The first message is sent even when there are no entries: it names
     /// the partition.
@@ -208,7 +229,7 @@ impl Outgoing {
             }
             this.first = false;
             let request = PushRequest { partition: this.partition, entries };
-            metrics::partition_transfer_bytes(request.encoded_len());
+            metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
             Some((request, this))
         })
     }

@@ -30,7 +30,7 @@ use crate::core::ring::Partition;
 use crate::membership::{Membership, RingView};
 use crate::replica::Replica;
 use crate::rpc::peers::Peers;
-use crate::rpc::transfer::{push_partition, spawn_scan};
+use crate::rpc::transfer::{TransferKind, push_partition, spawn_scan};
 use crate::telemetry::metrics;
 
 /// How one partition's outgoing transfer is going, for `/admin/status`.
@@ -88,7 +88,7 @@ impl HandoffWorker {
             let address =
                 self.membership.cluster_address(node).ok_or_else(|| HandoffError(format!("no address for {node}")))?;
             let entries = spawn_scan(Arc::clone(self.replica.store()), partition);
-            sent += push_partition(&self.peers, node, &address, partition, entries)
+            sent += push_partition(&self.peers, node, &address, partition, TransferKind::Move, entries)
                 .await
                 .map_err(|e| HandoffError(format!("to {node}: {e}")))?;
         }
@@ -154,7 +154,7 @@ impl HandoffWorker {
                     let _ = tx.try_send(Ok(entry.clone()));
                 }
                 drop(tx);
-                let pushed = push_partition(&self.peers, node, &address, p, rx).await;
+                let pushed = push_partition(&self.peers, node, &address, p, TransferKind::Sweep, rx).await;
                 metrics::partition_transfer("sweep", pushed.is_ok(), *pushed.as_ref().unwrap_or(&0));
                 pushed.map_err(|e| HandoffError(format!("partition {p} to {node}: {e}")))?;
             }

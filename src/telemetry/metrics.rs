@@ -34,8 +34,8 @@ pub const READ_REPAIRS_TOTAL: &str = "vinzclortho_read_repairs_total";
 pub const PARTITION_TRANSFERS_TOTAL: &str = "vinzclortho_partition_transfers_total";
 /// Objects sent by partition transfers. Label: `kind` (move, sweep).
 pub const PARTITION_TRANSFER_OBJECTS_TOTAL: &str = "vinzclortho_partition_transfer_objects_total";
-/// Bytes handed to the transport by outgoing partition transfers (move and
-/// sweep), as encoded on the wire; its rate is the transfer throughput.
+/// Bytes handed to the transport by outgoing partition transfers, as encoded
+/// on the wire; its rate is the transfer throughput. Label: `kind` (move, sweep).
 pub const PARTITION_TRANSFER_BYTES_TOTAL: &str = "vinzclortho_partition_transfer_bytes_total";
 /// Objects deleted here after their partition was handed over.
 pub const HANDOFF_DROPPED_OBJECTS_TOTAL: &str = "vinzclortho_handoff_dropped_objects_total";
@@ -135,7 +135,9 @@ fn zero() {
     for kind in ["move", "sweep"] {
         counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "kind" => kind).increment(0);
     }
-    counter!(PARTITION_TRANSFER_BYTES_TOTAL).increment(0);
+    for kind in ["move", "sweep"] {
+        counter!(PARTITION_TRANSFER_BYTES_TOTAL, "kind" => kind).increment(0);
+    }
     counter!(HANDOFF_DROPPED_OBJECTS_TOTAL).increment(0);
     for outcome in ["ok", "failed", "refused"] {
         counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
@@ -180,8 +182,8 @@ pub fn partition_transfer(kind: &'static str, ok: bool, objects: u64) {
 }
 
 /// One batch of a partition transfer went to the transport.
-pub fn partition_transfer_bytes(bytes: usize) {
-    counter!(PARTITION_TRANSFER_BYTES_TOTAL).increment(bytes as u64);
+pub fn partition_transfer_bytes(kind: &'static str, bytes: usize) {
+    counter!(PARTITION_TRANSFER_BYTES_TOTAL, "kind" => kind).increment(bytes as u64);
 }
 
 pub fn handoff_dropped(objects: u64) {
