@@ -249,7 +249,7 @@ pub async fn run(
     let app = build(&config, address.clone(), cluster_address.clone(), store, joined)?;
     let cancel = CancellationToken::new();
 
-    let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica));
+    let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica), cancel.clone());
     routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership))));
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;

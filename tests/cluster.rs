@@ -39,13 +39,13 @@ fn replica_values(cluster_address: &str, key: &str, partition: u32) -> Vec<Strin
         let req = pb::GetRequest {
             partition,
             key: Some(pb::ObjectKey {
-                bucket_type: b"default".to_vec(),
-                bucket: b"default".to_vec(),
-                key: key.as_bytes().to_vec(),
+                bucket_type: "default".into(),
+                bucket: "default".into(),
+                key: key.to_owned().into(),
             }),
         };
         let object = c.get(req).await.unwrap().into_inner().object.unwrap_or_default();
-        object.siblings.into_iter().map(|s| String::from_utf8(s.value).unwrap()).collect()
+        object.siblings.into_iter().map(|s| String::from_utf8(s.value.to_vec()).unwrap()).collect()
     })
 }
 

@@ -191,9 +191,9 @@ fn replica_values(
         let request = pb::GetRequest {
             partition,
             key: Some(pb::ObjectKey {
-                bucket_type: b"default".to_vec(),
-                bucket: b"default".to_vec(),
-                key: key.as_bytes().to_vec(),
+                bucket_type: "default".into(),
+                bucket: "default".into(),
+                key: key.to_owned().into(),
             }),
         };
         let reply = tokio::time::timeout(Duration::from_secs(3), client.get(request)).await.ok()?.ok()?;

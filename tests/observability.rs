@@ -457,12 +457,16 @@ fn write_one_replica(node: &NodeProc, key: &str, value: &str) {
     let partition = preflist["partition"].as_u64().unwrap() as u32;
     let request = pb::CoordinateRequest {
         partition,
-        key: Some(pb::ObjectKey { bucket_type: b"default".to_vec(), bucket: b"default".to_vec(), key: key.into() }),
+        key: Some(pb::ObjectKey {
+            bucket_type: "default".into(),
+            bucket: "default".into(),
+            key: key.to_owned().into(),
+        }),
         context: vec![],
         mutation: Some(pb::coordinate_request::Mutation::Put(pb::Put {
             content_type: "text/plain".into(),
             last_modified_ms: 1,
-            value: value.into(),
+            value: value.to_owned().into(),
         })),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -47,6 +47,7 @@ struct TestServer {
     address: String,
     replica: Arc<Replica>,
     health: HealthReporter,
+    stop: tokio_util::sync::CancellationToken,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -55,12 +56,13 @@ impl TestServer {
     async fn start(replica: Arc<Replica>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        let (routes, health) = server::routes(Arc::clone(&replica));
-        let (shutdown, stop) = oneshot::channel::<()>();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (routes, health) = server::routes(Arc::clone(&replica), stop.clone());
+        let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(listener, routes, async {
-            let _ = stop.await;
+            let _ = stopped.await;
         }));
-        TestServer { address, replica, health, shutdown: Some(shutdown), task: Some(task) }
+        TestServer { address, replica, health, stop, shutdown: Some(shutdown), task: Some(task) }
     }
 
     /// A plain connection for raw protocol clients.
@@ -70,6 +72,7 @@ impl TestServer {
     }
 
     async fn stop(mut self) {
+        self.stop.cancel();
         let _ = self.shutdown.take().unwrap().send(());
         let task = self.task.take().unwrap();
         bounded("server shutdown", task).await.unwrap().unwrap();
@@ -211,7 +214,7 @@ async fn too_many_siblings_comes_back_as_a_conflict() {
 async fn malformed_requests_are_invalid_arguments() {
     let server = TestServer::start(replica(42, SiblingLimits::default())).await;
     let mut raw = pb::replica_client::ReplicaClient::new(server.channel().await);
-    let key = Some(pb::ObjectKey { bucket_type: b"t".to_vec(), bucket: b"b".to_vec(), key: b"k".to_vec() });
+    let key = Some(pb::ObjectKey { bucket_type: "t".into(), bucket: "b".into(), key: "k".into() });
 
     let no_mutation = pb::CoordinateRequest { partition: P, key: key.clone(), context: vec![], mutation: None };
     let status = bounded("coordinate", raw.coordinate(no_mutation)).await.unwrap_err();
@@ -231,6 +234,166 @@ async fn malformed_requests_are_invalid_arguments() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // Nothing was stored by the refused merge.
     assert!(server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap().is_empty());
+}
+
+/// A raw `Replica/Calls` stream: requests in, answers out.
+async fn raw_stream(server: &TestServer) -> (mpsc::Sender<pb::CallRequest>, tonic::Streaming<pb::CallResponse>) {
+    let mut raw = pb::replica_client::ReplicaClient::new(server.channel().await);
+    let (tx, rx) = mpsc::channel(16);
+    let answers = bounded("open stream", raw.calls(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap();
+    (tx, answers.into_inner())
+}
+
+#[tokio::test]
+async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let (tx, mut answers) = raw_stream(&server).await;
+    let key = Some(pb::ObjectKey { bucket_type: "t".into(), bucket: "b".into(), key: "k".into() });
+    let call = |id, call| pb::CallRequest { id, traceparent: String::new(), call };
+    use pb::call_request::Call;
+    use pb::call_response::Result as R;
+    tx.send(call(7, None)).await.unwrap();
+    let no_mutation = pb::CoordinateRequest { partition: P, key: key.clone(), context: vec![], mutation: None };
+    tx.send(call(8, Some(Call::Coordinate(no_mutation)))).await.unwrap();
+    tx.send(call(9, Some(Call::Get(pb::GetRequest { partition: P, key: None })))).await.unwrap();
+    let write = pb::CoordinateRequest {
+        partition: P,
+        key: key.clone(),
+        context: vec![],
+        mutation: Some(pb::coordinate_request::Mutation::Put(pb::Put {
+            content_type: "text/plain".into(),
+            last_modified_ms: 1,
+            value: "v".into(),
+        })),
+    };
+    tx.send(call(10, Some(Call::Coordinate(write)))).await.unwrap();
+    tx.send(call(11, Some(Call::Get(pb::GetRequest { partition: P, key })))).await.unwrap();
+    drop(tx); // closing our side ends the stream once all are answered
+    let mut by_id = HashMap::new();
+    while let Some(answer) = bounded("answer", answers.message()).await.unwrap() {
+        by_id.insert(answer.id, answer.result.unwrap());
+    }
+    assert_eq!(by_id.len(), 5, "{by_id:?}");
+    for (id, mentions) in [(7, "without a call"), (8, "mutation"), (9, "key")] {
+        match &by_id[&id] {
+            R::Error(e) => {
+                assert_eq!(e.code, tonic::Code::InvalidArgument as i32, "call {id}: {e:?}");
+                assert!(e.message.contains(mentions), "call {id}: {e:?}");
+            }
+            other => panic!("call {id}: expected an error, got {other:?}"),
+        }
+    }
+    assert!(matches!(&by_id[&10], R::Coordinate(_)), "{:?}", by_id[&10]);
+    // Answered in any order, but each after what came before it on the
+    // stream had been started: the read of call 11 may or may not see 10.
+    assert!(matches!(&by_id[&11], R::Get(_)), "{:?}", by_id[&11]);
+    assert_eq!(values(&server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap()), ["v"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_share_a_stream_and_each_gets_its_own_answer() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let node = NodeId::new("node-1");
+    let client = Arc::new(client(peers(1000, 5000), &node, &server.address));
+    let empty = VersionVector::new();
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let (client, node, empty) = (Arc::clone(&client), node.clone(), empty.clone());
+        tasks.push(tokio::spawn(async move {
+            let k = key(&format!("k{i}"));
+            let written = client.coordinate(&node, P, &k, &empty, &put(&format!("v{i}"))).await.unwrap();
+            assert_eq!(values(&written), [format!("v{i}")]);
+            let read = client.get(&node, P, &k).await.unwrap();
+            assert_eq!(read, written, "key k{i}");
+        }));
+    }
+    for task in tasks {
+        bounded("call", task).await.unwrap();
+    }
+    for i in 0..500 {
+        assert_eq!(values(&server.replica.get(P, key(&format!("k{i}"))).await.unwrap()), [format!("v{i}")]);
+    }
+}
+
+/// A peer of an older version: the unary methods, no `Replica/Calls`.
+struct OldPeer(vinzclortho::rpc::replica_server::ReplicaService);
+
+#[tonic::async_trait]
+impl pb::replica_server::Replica for OldPeer {
+    async fn get(&self, r: tonic::Request<pb::GetRequest>) -> Result<tonic::Response<pb::GetResponse>, tonic::Status> {
+        self.0.get(r).await
+    }
+    async fn coordinate(
+        &self,
+        r: tonic::Request<pb::CoordinateRequest>,
+    ) -> Result<tonic::Response<pb::CoordinateResponse>, tonic::Status> {
+        self.0.coordinate(r).await
+    }
+    async fn merge(
+        &self,
+        r: tonic::Request<pb::MergeRequest>,
+    ) -> Result<tonic::Response<pb::MergeResponse>, tonic::Status> {
+        self.0.merge(r).await
+    }
+    type CallsStream = <vinzclortho::rpc::replica_server::ReplicaService as pb::replica_server::Replica>::CallsStream;
+    async fn calls(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::CallRequest>>,
+    ) -> Result<tonic::Response<Self::CallsStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("unknown method Calls"))
+    }
+}
+
+#[tokio::test]
+async fn a_peer_without_the_call_stream_gets_unary_calls() {
+    let replica = replica(42, SiblingLimits::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let service =
+        pb::replica_server::ReplicaServer::new(OldPeer(vinzclortho::rpc::replica_server::ReplicaService::new(
+            Arc::clone(&replica),
+            tokio_util::sync::CancellationToken::new(),
+        )));
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let node = NodeId::new("old");
+    let client = client(peers(1000, 5000), &node, &address);
+    let empty = VersionVector::new();
+    // The first call finds out (and is not lost), the others go unary.
+    for i in 0..3 {
+        let k = key(&format!("k{i}"));
+        let written = bounded("put", client.coordinate(&node, P, &k, &empty, &put("v"))).await.unwrap();
+        assert_eq!(values(&written), ["v"], "call {i}");
+        assert_eq!(bounded("get", client.get(&node, P, &k)).await.unwrap(), written, "call {i}");
+        assert_eq!(values(&replica.get(P, k).await.unwrap()), ["v"]);
+    }
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_restarted_peer_gets_a_new_stream() {
+    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let address = server.address.clone();
+    let node = NodeId::new("node-1");
+    let client = client(peers(1000, 2000), &node, &address);
+    let empty = VersionVector::new();
+    bounded("put", client.coordinate(&node, P, &key("a"), &empty, &put("a"))).await.unwrap();
+    server.stop().await;
+    let error = bounded("get while down", client.get(&node, P, &key("a"))).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
+    // The same address again, a new process (an empty store).
+    let listener = TcpListener::bind(&address).await.unwrap();
+    let again = replica(43, SiblingLimits::default());
+    let (routes, _health) = server::routes(Arc::clone(&again), tokio_util::sync::CancellationToken::new());
+    let task = tokio::spawn(server::serve(listener, routes, std::future::pending()));
+    let written = bounded("put after restart", client.coordinate(&node, P, &key("b"), &empty, &put("b"))).await;
+    let written = written.unwrap_or_else(|e| panic!("the first call after the restart failed: {e:?}"));
+    assert_eq!(values(&written), ["b"]);
+    assert_eq!(values(&again.get(P, key("b")).await.unwrap()), ["b"]);
+    task.abort();
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@
 //! refused with `InvalidArgument` before it reaches the replica. Outgoing
 //! conversions cannot fail.
 
-use bytes::Bytes;
 use tonic::Status;
 
 use super::pb::coordinate_request::Mutation as PbMutation;
@@ -22,7 +21,7 @@ pub fn required<T>(field: Option<T>, name: &str) -> Result<T, Status> {
 }
 
 pub fn key_to_pb(key: &ObjectKey) -> pb::ObjectKey {
-    pb::ObjectKey { bucket_type: key.bucket_type.to_vec(), bucket: key.bucket.to_vec(), key: key.key.to_vec() }
+    pb::ObjectKey { bucket_type: key.bucket_type.clone(), bucket: key.bucket.clone(), key: key.key.clone() }
 }
 
 /// Every byte string is a valid key part, so this cannot fail.
@@ -45,12 +44,12 @@ pub fn content_to_pb(content: &Content) -> pb::Put {
     pb::Put {
         content_type: content.content_type.clone(),
         last_modified_ms: content.last_modified_ms,
-        value: content.value.to_vec(),
+        value: content.value.clone(),
     }
 }
 
 pub fn content_from_pb(put: pb::Put) -> Content {
-    Content { value: Bytes::from(put.value), content_type: put.content_type, last_modified_ms: put.last_modified_ms }
+    Content { value: put.value, content_type: put.content_type, last_modified_ms: put.last_modified_ms }
 }
 
 pub fn mutation_to_pb(mutation: &Mutation) -> PbMutation {
@@ -77,7 +76,7 @@ pub fn object_to_pb(object: &Object) -> pb::Object {
             counter: s.dot.counter,
             content_type: s.content.content_type.clone(),
             last_modified_ms: s.content.last_modified_ms,
-            value: s.content.value.to_vec(),
+            value: s.content.value.clone(),
         })
         .collect();
     pb::Object { clock: clock_to_pb(object.clock()), siblings }
@@ -98,11 +97,8 @@ pub fn object_from_pb(object: pb::Object) -> Result<Object, Status> {
                     s.actor
                 )));
             }
-            let content = Content {
-                value: Bytes::from(s.value),
-                content_type: s.content_type,
-                last_modified_ms: s.last_modified_ms,
-            };
+            let content =
+                Content { value: s.value, content_type: s.content_type, last_modified_ms: s.last_modified_ms };
             Ok(Sibling { dot: Dot { actor: s.actor, counter: s.counter }, content })
         })
         .collect::<Result<Vec<_>, Status>>()?;
@@ -122,6 +118,7 @@ pub fn entry_from_pb(entry: transfer_pb::Entry) -> Result<(ObjectKey, Object), S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -186,7 +183,13 @@ mod tests {
     }
 
     fn sibling(actor: u64, counter: u64) -> pb::Sibling {
-        pb::Sibling { actor, counter, content_type: "text/plain".into(), last_modified_ms: 0, value: b"v".to_vec() }
+        pb::Sibling {
+            actor,
+            counter,
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            value: Bytes::from_static(b"v"),
+        }
     }
 
     fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, needle: &str) {

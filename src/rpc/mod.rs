@@ -30,6 +30,7 @@ pub use generated::vinzclortho::transfer::v1 as transfer_pb;
 /// Serialized descriptors of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinzclortho_descriptor");
 
+pub mod call_stream;
 pub mod convert;
 pub mod membership;
 pub mod observe;

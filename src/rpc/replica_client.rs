@@ -7,17 +7,20 @@
 //! remote call is bounded by [`Peers::unary_deadline`], and every failure
 //! comes back as a [`ReplicaError`], never as a transport type.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Status};
 use tracing::Instrument;
 
+use super::call_stream::{self, CallStreams};
 use super::convert::{clock_to_pb, key_to_pb, mutation_to_pb, object_from_pb, object_to_pb, required};
 use super::pb;
+use super::pb::call_request::Call;
+use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
 use super::peers::{MAX_MESSAGE_BYTES, Peers};
 use super::status::replica_error_from_status;
@@ -33,62 +36,116 @@ use crate::telemetry::{metrics, propagation};
 pub struct GrpcReplicaClient {
     peers: Arc<Peers>,
     book: Arc<dyn AddressBook>,
+    streams: CallStreams,
+    /// Peers that answered `Unimplemented` to `Replica/Calls` (an older
+    /// version), and when: called with unary calls for a while, then the
+    /// stream is tried again (they may have been upgraded).
+    unary_only: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a peer without `Replica/Calls` is called with unary calls
+/// before the stream is tried again.
+const UNARY_ONLY_FOR: Duration = Duration::from_secs(60);
 
 impl GrpcReplicaClient {
     pub fn new(peers: Arc<Peers>, book: Arc<dyn AddressBook>) -> GrpcReplicaClient {
-        GrpcReplicaClient { peers, book }
+        GrpcReplicaClient { peers, book, streams: CallStreams::default(), unary_only: Mutex::new(HashMap::new()) }
     }
 
-    fn client(&self, node: &NodeId) -> Result<RawClient<Channel>, ReplicaError> {
-        let address = self.book.cluster_address(node).ok_or_else(|| ReplicaError::UnknownNode(node.clone()))?;
-        let channel = self
-            .peers
-            .channel(&address)
-            .map_err(|e| ReplicaError::Unreachable { node: node.clone(), reason: e.to_string() })?;
-        Ok(RawClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    fn address(&self, node: &NodeId) -> Result<String, ReplicaError> {
+        self.book.cluster_address(node).ok_or_else(|| ReplicaError::UnknownNode(node.clone()))
     }
 
-    /// One unary call: its own client span, the trace context and our
-    /// deadline (`grpc-timeout`, so the server can drop work nobody waits
-    /// for) in the request, a bounded wait, and a metric.
-    async fn call<M, T, Fut>(
-        &self,
-        node: &NodeId,
-        method: &'static str,
-        message: M,
-        send: impl FnOnce(Request<M>) -> Fut,
-    ) -> Result<T, ReplicaError>
-    where
-        Fut: Future<Output = Result<Response<T>, Status>>,
-    {
+    fn channel(&self, node: &NodeId, address: &str) -> Result<Channel, ReplicaError> {
+        self.peers.channel(address).map_err(|e| ReplicaError::Unreachable { node: node.clone(), reason: e.to_string() })
+    }
+
+    fn is_unary_only(&self, address: &str) -> bool {
+        let mut unary_only = self.unary_only.lock().expect("unary-only lock");
+        match unary_only.get(address) {
+            Some(since) if since.elapsed() < UNARY_ONLY_FOR => true,
+            Some(_) => {
+                unary_only.remove(address);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// One replica call: its own client span, the trace context, a bounded
+    /// wait ([`Peers::unary_deadline`]) and a metric. It goes on the peer's
+    /// `Replica/Calls` stream, or as a unary call to a peer without one.
+    async fn call(&self, node: &NodeId, method: &'static str, call: Call) -> Result<CallResult, ReplicaError> {
+        let address = self.address(node)?;
+        let channel = self.channel(node, &address)?;
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
         async {
-            let mut request = Request::new(message);
-            request.set_timeout(self.peers.request_timeout());
-            propagation::inject_current(request.metadata_mut());
             let deadline = self.peers.unary_deadline();
             let started = Instant::now();
-            let answer = tokio::time::timeout(deadline, send(request)).await;
+            let answer = if self.is_unary_only(&address) {
+                unary(channel, call, self.peers.request_timeout(), deadline).await
+            } else {
+                // Kept only until the peer is known to serve the stream.
+                let retry = (!self.streams.accepted(&address)).then(|| call.clone());
+                let traceparent = propagation::current_traceparent();
+                let answer = self.streams.call(&address, || channel.clone(), call, traceparent, deadline).await;
+                match (answer, retry) {
+                    (Err(status), Some(call)) if call_stream::unsupported(&status) => {
+                        tracing::info!(peer = %node, "peer has no Replica/Calls stream; using unary calls");
+                        self.unary_only.lock().expect("unary-only lock").insert(address.clone(), Instant::now());
+                        unary(channel, call, self.peers.request_timeout(), deadline.saturating_sub(started.elapsed()))
+                            .await
+                    }
+                    (answer, _) => answer,
+                }
+            };
+            let answer = match answer {
+                Ok(CallResult::Error(pb::CallError { code, message })) => {
+                    Err(Status::new(Code::from_i32(code), message))
+                }
+                other => other,
+            };
             let code = match &answer {
-                Ok(Ok(_)) => tonic::Code::Ok,
-                Ok(Err(status)) => status.code(),
-                Err(_) => tonic::Code::DeadlineExceeded,
+                Ok(_) => Code::Ok,
+                Err(status) => status.code(),
             };
             metrics::grpc_client(method, code, started.elapsed().as_secs_f64());
-            match answer {
-                Ok(Ok(response)) => Ok(response.into_inner()),
-                Ok(Err(status)) => Err(replica_error_from_status(node, status)),
-                Err(_) => Err(ReplicaError::Unreachable {
-                    node: node.clone(),
-                    reason: format!("no answer within {deadline:?}"),
-                }),
-            }
+            answer.map_err(|status| replica_error_from_status(node, status))
         }
         .instrument(span)
         .await
+    }
+}
+
+/// One call as a unary gRPC request, with `grpc-timeout` so that the server
+/// can drop work nobody waits for.
+async fn unary(
+    channel: Channel,
+    call: Call,
+    request_timeout: Duration,
+    deadline: Duration,
+) -> Result<CallResult, Status> {
+    let mut client = RawClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    fn request<M>(message: M, timeout: Duration) -> Request<M> {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        propagation::inject_current(request.metadata_mut());
+        request
+    }
+    let exchange = async {
+        Ok(match call {
+            Call::Get(m) => CallResult::Get(client.get(request(m, request_timeout)).await?.into_inner()),
+            Call::Coordinate(m) => {
+                CallResult::Coordinate(client.coordinate(request(m, request_timeout)).await?.into_inner())
+            }
+            Call::Merge(m) => CallResult::Merge(client.merge(request(m, request_timeout)).await?.into_inner()),
+        })
+    };
+    match tokio::time::timeout(deadline, exchange).await {
+        Ok(answer) => answer,
+        Err(_) => Err(Status::deadline_exceeded(format!("no answer within {deadline:?}"))),
     }
 }
 
@@ -105,13 +162,18 @@ fn object_from_response(node: &NodeId, object: Option<pb::Object>) -> Result<Obj
     required(object, "object").and_then(object_from_pb).map_err(|s| invalid_response(node, s))
 }
 
+fn unexpected(node: &NodeId, method: &str) -> ReplicaError {
+    invalid_response(node, Status::internal(format!("the answer to {method} is of another call")))
+}
+
 #[async_trait]
 impl ReplicaClient for GrpcReplicaClient {
     async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
-        let mut client = self.client(node)?;
         let message = pb::GetRequest { partition, key: Some(key_to_pb(key)) };
-        let response = self.call(node, "Replica/Get", message, |r| client.get(r)).await?;
-        object_from_response(node, response.object)
+        match self.call(node, "Replica/Get", Call::Get(message)).await? {
+            CallResult::Get(response) => object_from_response(node, response.object),
+            _ => Err(unexpected(node, "Replica/Get")),
+        }
     }
 
     async fn coordinate(
@@ -122,15 +184,16 @@ impl ReplicaClient for GrpcReplicaClient {
         context: &VersionVector,
         mutation: &Mutation,
     ) -> Result<Object, ReplicaError> {
-        let mut client = self.client(node)?;
         let message = pb::CoordinateRequest {
             partition,
             key: Some(key_to_pb(key)),
             context: clock_to_pb(context),
             mutation: Some(mutation_to_pb(mutation)),
         };
-        let response = self.call(node, "Replica/Coordinate", message, |r| client.coordinate(r)).await?;
-        object_from_response(node, response.object)
+        match self.call(node, "Replica/Coordinate", Call::Coordinate(message)).await? {
+            CallResult::Coordinate(response) => object_from_response(node, response.object),
+            _ => Err(unexpected(node, "Replica/Coordinate")),
+        }
     }
 
     async fn merge(
@@ -140,9 +203,11 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         object: &Object,
     ) -> Result<(), ReplicaError> {
-        let mut client = self.client(node)?;
         let message = pb::MergeRequest { partition, key: Some(key_to_pb(key)), object: Some(object_to_pb(object)) };
-        self.call(node, "Replica/Merge", message, |r| client.merge(r)).await.map(|pb::MergeResponse {}| ())
+        match self.call(node, "Replica/Merge", Call::Merge(message)).await? {
+            CallResult::Merge(pb::MergeResponse {}) => Ok(()),
+            _ => Err(unexpected(node, "Replica/Merge")),
+        }
     }
 }
 

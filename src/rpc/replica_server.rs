@@ -2,52 +2,165 @@
 //! coordinator on another node can read, stamp and merge keys this node
 //! holds. Thin on purpose: convert, call the replica, convert back. All the
 //! logic is in `replica` and `core::object`.
+//!
+//! Each operation comes two ways: as a unary method (tools, older peers) and
+//! as a message on a `Calls` stream (coordinators). Both run the same
+//! function below, so they cannot answer differently.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
-use tonic::{Request, Response, Status};
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::convert::{clock_from_pb, key_from_pb, mutation_from_pb, object_from_pb, object_to_pb, required};
 use super::pb;
+use super::pb::call_request::Call;
+use super::pb::call_response::Result as CallResult;
 use super::pb::replica_server::Replica as ReplicaRpc;
 use crate::replica::Replica;
+use crate::telemetry::{metrics, propagation};
+
+/// Calls of one stream being served at once. A caller with more in flight
+/// waits for answers before this side reads on (HTTP/2 flow control).
+pub const STREAM_CALLS_IN_FLIGHT: usize = 256;
 
 pub struct ReplicaService {
     replica: Arc<Replica>,
+    /// Cancelled when the node stops: open `Calls` streams finish the calls
+    /// they started and end, so that the server's graceful shutdown (which
+    /// waits for every open stream) is not held up by its peers.
+    stop: CancellationToken,
 }
 
 impl ReplicaService {
-    pub fn new(replica: Arc<Replica>) -> ReplicaService {
-        ReplicaService { replica }
+    pub fn new(replica: Arc<Replica>, stop: CancellationToken) -> ReplicaService {
+        ReplicaService { replica, stop }
     }
 }
+
+async fn get(replica: &Arc<Replica>, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+    let pb::GetRequest { partition, key } = request;
+    let key = key_from_pb(required(key, "key")?);
+    let object = replica.get(partition, key).await?;
+    Ok(pb::GetResponse { object: Some(object_to_pb(&object)) })
+}
+
+async fn coordinate(replica: &Arc<Replica>, request: pb::CoordinateRequest) -> Result<pb::CoordinateResponse, Status> {
+    let pb::CoordinateRequest { partition, key, context, mutation } = request;
+    let key = key_from_pb(required(key, "key")?);
+    let mutation = mutation_from_pb(mutation)?;
+    let object = replica.coordinate(partition, key, clock_from_pb(&context), mutation).await?;
+    Ok(pb::CoordinateResponse { object: Some(object_to_pb(&object)) })
+}
+
+async fn merge(replica: &Arc<Replica>, request: pb::MergeRequest) -> Result<pb::MergeResponse, Status> {
+    let pb::MergeRequest { partition, key, object } = request;
+    let key = key_from_pb(required(key, "key")?);
+    let object = object_from_pb(required(object, "object")?)?;
+    replica.merge(partition, key, object).await?;
+    Ok(pb::MergeResponse {})
+}
+
+/// One call from a stream: its own span (a child of the caller's, when
+/// traces are exported) and the same per-method metrics as a unary call.
+async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::CallResponse {
+    let pb::CallRequest { id, traceparent, call } = request;
+    let method = match &call {
+        Some(Call::Get(_)) => "Replica/Get",
+        Some(Call::Coordinate(_)) => "Replica/Coordinate",
+        Some(Call::Merge(_)) => "Replica/Merge",
+        None => "Replica/Calls",
+    };
+    let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.server", otel.kind = "server", rpc.method = method);
+    propagation::set_parent_from_traceparent(&span, &traceparent);
+    let started = Instant::now();
+    let result = async {
+        match call {
+            Some(Call::Get(r)) => get(&replica, r).await.map(CallResult::Get),
+            Some(Call::Coordinate(r)) => coordinate(&replica, r).await.map(CallResult::Coordinate),
+            Some(Call::Merge(r)) => merge(&replica, r).await.map(CallResult::Merge),
+            None => Err(Status::invalid_argument("call request without a call")),
+        }
+    }
+    .instrument(span)
+    .await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    metrics::grpc_server(method.to_owned(), metrics::code_name(code), started.elapsed().as_secs_f64());
+    let result = result.unwrap_or_else(|status| {
+        CallResult::Error(pb::CallError { code: status.code() as i32, message: status.message().to_owned() })
+    });
+    pb::CallResponse { id, result: Some(result) }
+}
+
+/// Serves one `Calls` stream: reads requests while fewer than
+/// [`STREAM_CALLS_IN_FLIGHT`] are running, runs them concurrently in this one
+/// task (a store call is microseconds; with --sync-writes the fsyncs overlap),
+/// and sends each answer as soon as it is ready.
+async fn serve_calls(
+    replica: Arc<Replica>,
+    mut incoming: Streaming<pb::CallRequest>,
+    answers: mpsc::Sender<Result<pb::CallResponse, Status>>,
+    stop: CancellationToken,
+) {
+    let mut running = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(answer) = running.next() => {
+                if answers.send(Ok(answer)).await.is_err() {
+                    return; // the caller is gone
+                }
+            }
+            message = incoming.next(), if reading && running.len() < STREAM_CALLS_IN_FLIGHT => match message {
+                Some(Ok(request)) => running.push(serve_call(Arc::clone(&replica), request)),
+                // The caller closed its side: answer what is running, then end.
+                None => reading = false,
+                // The stream broke: nobody is left to answer.
+                Some(Err(_)) => return,
+            },
+            // Shutting down: answer what is running, take nothing new. The
+            // caller sees the stream end and opens a new one elsewhere.
+            () = stop.cancelled(), if reading => reading = false,
+            else => return,
+        }
+    }
+}
+
+type CallStream = Pin<Box<dyn Stream<Item = Result<pb::CallResponse, Status>> + Send>>;
 
 #[async_trait]
 impl ReplicaRpc for ReplicaService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let pb::GetRequest { partition, key } = request.into_inner();
-        let key = key_from_pb(required(key, "key")?);
-        let object = self.replica.get(partition, key).await?;
-        Ok(Response::new(pb::GetResponse { object: Some(object_to_pb(&object)) }))
+        get(&self.replica, request.into_inner()).await.map(Response::new)
     }
 
     async fn coordinate(
         &self,
         request: Request<pb::CoordinateRequest>,
     ) -> Result<Response<pb::CoordinateResponse>, Status> {
-        let pb::CoordinateRequest { partition, key, context, mutation } = request.into_inner();
-        let key = key_from_pb(required(key, "key")?);
-        let mutation = mutation_from_pb(mutation)?;
-        let object = self.replica.coordinate(partition, key, clock_from_pb(&context), mutation).await?;
-        Ok(Response::new(pb::CoordinateResponse { object: Some(object_to_pb(&object)) }))
+        coordinate(&self.replica, request.into_inner()).await.map(Response::new)
     }
 
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::MergeResponse>, Status> {
-        let pb::MergeRequest { partition, key, object } = request.into_inner();
-        let key = key_from_pb(required(key, "key")?);
-        let object = object_from_pb(required(object, "object")?)?;
-        self.replica.merge(partition, key, object).await?;
-        Ok(Response::new(pb::MergeResponse {}))
+        merge(&self.replica, request.into_inner()).await.map(Response::new)
+    }
+
+    type CallsStream = CallStream;
+
+    async fn calls(&self, request: Request<Streaming<pb::CallRequest>>) -> Result<Response<CallStream>, Status> {
+        let (tx, rx) = mpsc::channel(STREAM_CALLS_IN_FLIGHT);
+        tokio::spawn(serve_calls(Arc::clone(&self.replica), request.into_inner(), tx, self.stop.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -33,13 +34,14 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The node's services. The health reporter starts with the whole server
 /// (`""`) SERVING, as tonic-health does; the node sets NOT_SERVING when it
-/// stops taking work.
-pub fn routes(replica: Arc<Replica>) -> (RoutesBuilder, HealthReporter) {
+/// stops taking work. `stop` ends the long-lived replica call streams (cancel
+/// it with the server's shutdown, or graceful shutdown waits for them).
+pub fn routes(replica: Arc<Replica>, stop: CancellationToken) -> (RoutesBuilder, HealthReporter) {
     let (health, health_service) = tonic_health::server::health_reporter();
     // The descriptor sets are compiled in: failing to read them is a build bug.
     let reflection_v1 = reflection().build_v1().expect("compiled-in descriptor sets decode");
     let reflection_v1alpha = reflection().build_v1alpha().expect("compiled-in descriptor sets decode");
-    let replica_service = ReplicaServer::new(ReplicaService::new(Arc::clone(&replica)))
+    let replica_service = ReplicaServer::new(ReplicaService::new(Arc::clone(&replica), stop))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let transfer_service = TransferServer::new(TransferService::new(replica))

@@ -60,3 +60,48 @@ pub fn inject_current(metadata: &mut MetadataMap) {
     let context = current.context();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut MetadataInjector(metadata)));
 }
+
+/// A single `traceparent` value as a carrier (the `Replica/Calls` messages
+/// carry it in a field, not in headers).
+struct Traceparent<'a>(&'a mut String);
+
+impl Injector for Traceparent<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            *self.0 = value;
+        }
+    }
+}
+
+struct TraceparentExtractor<'a>(&'a str);
+
+impl Extractor for TraceparentExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent" && !self.0.is_empty()).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
+}
+
+/// The current span's W3C `traceparent`, or "" when no traces are exported.
+pub fn current_traceparent() -> String {
+    let mut value = String::new();
+    let current = tracing::Span::current();
+    if !exporting() || current.is_disabled() {
+        return value;
+    }
+    let context = current.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut Traceparent(&mut value)));
+    value
+}
+
+/// Makes the trace context in `traceparent` (if any) the parent of `span`.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
+    if !exporting() || span.is_disabled() || traceparent.is_empty() {
+        return;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceparentExtractor(traceparent)));
+    let _ = span.set_parent(parent);
+}

@@ -1,0 +1,208 @@
+//! Replica calls multiplexed on one `Replica/Calls` stream per peer.
+//!
+//! A unary gRPC call costs HEADERS frames both ways (HPACK encoding and
+//! decoding), an HTTP/2 stream, trailers and a task on the server: under load
+//! that framing cost more CPU than the store operation it carried
+//! (docs/performance.md). On an open stream a call is one DATA frame each
+//! way. Each peer address gets one stream, opened on the first call and
+//! again after it breaks. Every call has an id, a slot in `pending` and the
+//! caller's own deadline; answers are matched by id, in any order.
+//!
+//! When the stream breaks (the peer restarted, the connection died, its
+//! keepalive timed out), every call waiting on it fails as a transport
+//! failure, as unary calls on a broken connection would, and the next call
+//! opens a new stream. A peer that does not know the method (an older
+//! version) answers `Unimplemented`; the caller then falls back to unary
+//! calls for that address.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use super::pb;
+use super::pb::call_request::Call;
+use super::pb::call_response::Result as CallResult;
+use super::pb::replica_client::ReplicaClient as RawClient;
+use super::peers::MAX_MESSAGE_BYTES;
+
+/// Requests queued for one stream before callers wait (HTTP/2 flow control
+/// holds the rest back when the peer reads slowly).
+const QUEUE: usize = 1024;
+
+/// The answer to one call: the peer's result (which may be a `CallError`),
+/// or the status of a stream that failed before it answered.
+pub type Answer = Result<CallResult, Status>;
+
+/// The open streams of this node, by peer address.
+#[derive(Default)]
+pub struct CallStreams {
+    open: Mutex<HashMap<String, Arc<Stream>>>,
+}
+
+impl CallStreams {
+    /// Sends `call` on the stream to `address` (opening one over `channel`
+    /// if there is none) and waits at most `deadline` for its answer.
+    pub async fn call(
+        &self,
+        address: &str,
+        channel: impl FnOnce() -> Channel,
+        call: Call,
+        traceparent: String,
+        deadline: Duration,
+    ) -> Answer {
+        let stream = self.stream(address, channel);
+        let (id, answer) = stream.register()?;
+        // Forgets the slot however this call ends (answer, timeout, or the
+        // caller dropping it).
+        let _slot = Slot { stream: &stream, id };
+        let request = pb::CallRequest { id, traceparent, call: Some(call) };
+        let exchange = async {
+            stream.outgoing.send(request).await.map_err(|_| stream.closed())?;
+            answer.await.map_err(|_| stream.closed())?
+        };
+        match tokio::time::timeout(deadline, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {deadline:?}"))),
+        }
+    }
+
+    /// Whether the current stream to `address` was accepted by the peer: a
+    /// call sent before that may come back `Unimplemented` from an older peer.
+    pub fn accepted(&self, address: &str) -> bool {
+        let open = self.open.lock().expect("call streams lock");
+        open.get(address).is_some_and(|s| s.accepted.load(Ordering::Acquire) && !s.broken.load(Ordering::Acquire))
+    }
+
+    /// The open stream to `address`, or a new one.
+    fn stream(&self, address: &str, channel: impl FnOnce() -> Channel) -> Arc<Stream> {
+        let mut open = self.open.lock().expect("call streams lock");
+        if let Some(stream) = open.get(address)
+            && !stream.broken.load(Ordering::Acquire)
+        {
+            return Arc::clone(stream);
+        }
+        let stream = Stream::open(channel());
+        open.insert(address.to_owned(), Arc::clone(&stream));
+        stream
+    }
+}
+
+/// One open `Replica/Calls` stream.
+pub struct Stream {
+    outgoing: mpsc::Sender<pb::CallRequest>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_id: AtomicU64,
+    /// Set once the peer has accepted the stream (it serves the method).
+    accepted: AtomicBool,
+    /// Set once the stream has ended; the next call opens a new one.
+    broken: AtomicBool,
+    /// Why it ended (for the calls that find it closed).
+    failure: Mutex<Option<Status>>,
+}
+
+impl Stream {
+    fn open(channel: Channel) -> Arc<Stream> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stream = Arc::new(Stream {
+            outgoing: tx,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            accepted: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        });
+        tokio::spawn(drive(Arc::downgrade(&stream), channel, rx));
+        stream
+    }
+
+    fn register(&self) -> Result<(u64, oneshot::Receiver<Answer>), Status> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut pending = self.pending.lock().expect("pending lock");
+        // `fail` sets `broken` before it drains `pending` under this lock:
+        // a slot added after the drain would never be answered.
+        if self.broken.load(Ordering::Acquire) {
+            return Err(self.closed());
+        }
+        pending.insert(id, tx);
+        Ok((id, rx))
+    }
+
+    fn answer(&self, response: pb::CallResponse) {
+        let waiting = self.pending.lock().expect("pending lock").remove(&response.id);
+        // No slot: the caller gave up (timeout) or it is a stray id.
+        if let Some(waiting) = waiting {
+            let answer = response.result.ok_or_else(|| Status::internal("call response without a result"));
+            let _ = waiting.send(answer);
+        }
+    }
+
+    /// Marks the stream ended and fails every call still waiting on it.
+    fn fail(&self, status: Status) {
+        self.broken.store(true, Ordering::Release);
+        *self.failure.lock().expect("failure lock") = Some(status.clone());
+        let waiting: Vec<_> = self.pending.lock().expect("pending lock").drain().map(|(_, tx)| tx).collect();
+        for tx in waiting {
+            let _ = tx.send(Err(status.clone()));
+        }
+    }
+
+    fn closed(&self) -> Status {
+        self.failure.lock().expect("failure lock").clone().unwrap_or_else(|| Status::unavailable("call stream closed"))
+    }
+}
+
+struct Slot<'a> {
+    stream: &'a Stream,
+    id: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.stream.pending.lock().expect("pending lock").remove(&self.id);
+    }
+}
+
+/// Runs one stream: opens it, hands each answer to its caller, and fails
+/// the waiting calls when it ends. Holds the stream weakly: once no caller
+/// and no pool holds it, the request side closes and the peer ends it.
+async fn drive(stream: Weak<Stream>, channel: Channel, requests: mpsc::Receiver<pb::CallRequest>) {
+    let mut client = RawClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let status = match client.calls(ReceiverStream::new(requests)).await {
+        Ok(response) => {
+            match stream.upgrade() {
+                Some(stream) => stream.accepted.store(true, Ordering::Release),
+                None => return,
+            }
+            let mut answers = response.into_inner();
+            loop {
+                match answers.next().await {
+                    Some(Ok(response)) => match stream.upgrade() {
+                        Some(stream) => stream.answer(response),
+                        None => return,
+                    },
+                    Some(Err(status)) => break status,
+                    None => break Status::unavailable("the peer ended the call stream"),
+                }
+            }
+        }
+        Err(status) => status,
+    };
+    if let Some(stream) = stream.upgrade() {
+        stream.fail(status);
+    }
+}
+
+/// True when `status` says the peer does not serve `Replica/Calls`.
+pub fn unsupported(status: &Status) -> bool {
+    status.code() == Code::Unimplemented
+}
