@@ -301,7 +301,9 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
             !replica_values(&c.node(d).cluster, &key, p).is_empty()
         })
         .count();
-    assert!(holding > 100, "node 3 holds {holding} of 200 keys (expected about 3/4 of them)");
+    // N=3 over 4 nodes: each holds about 3/4 of the keys (a ring that
+    // crowded one node's partitions together once gave the newcomer all).
+    assert!((115..=185).contains(&holding), "node 3 holds {holding} of 200 keys (expected about 150)");
     // The old holders counted what they sent: objects, and bytes on the wire
     // (each object carries at least its key, value and clock).
     let counter = |n: usize, name: &str| -> f64 {

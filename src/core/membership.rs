@@ -219,7 +219,7 @@ impl ClusterState {
                 return true;
             }
         }
-        let desired = match self.ring.current.rebalance(&self.claims()) {
+        let desired = match self.ring.current.rebalance(&self.claims(), self.n_val) {
             Ok(ring) => ring,
             // Every claim is 0: keep the ring rather than strand the data.
             Err(_) => return false,

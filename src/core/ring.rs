@@ -11,6 +11,16 @@
 //! Claims: each node asks for a share of partitions ([`Claim`]); the ring gives
 //! out partitions in proportion to those wishes ([`Ring::rebalance`]) and moves
 //! as few partitions as it can when wishes or members change.
+//!
+//! Spacing: a node should not own two partitions closer than N apart. If it
+//! does, the preference lists starting between them meet it once and walk on
+//! to one more node, so some nodes hold far more keys than their share (a
+//! ring grown one join at a time without this had, at 4 nodes and N=3, one
+//! node holding every key and another 36 %). `rebalance` frees crowded
+//! partitions first, hands free ones to nodes that are not nearby, and then
+//! swaps owners while that removes crowding. With at most N nodes every node
+//! holds every key whatever the layout, so that spacing moves no data and
+//! readies the ring for the next join.
 
 use std::collections::BTreeMap;
 
@@ -96,13 +106,16 @@ impl Ring {
         self.preflist(partition, n).into_iter().map(|e| e.node).collect()
     }
 
-    /// A fresh ring for `claims`, spread so that neighbours differ.
-    pub fn from_claims(partitions: u32, claims: &[Claim]) -> Result<Ring, RingError> {
+    /// A fresh ring for `claims`, spread so that no node owns two
+    /// partitions within `n` of each other where the claims allow it.
+    pub fn from_claims(partitions: u32, claims: &[Claim], n: usize) -> Result<Ring, RingError> {
         validate_partition_count(partitions)?;
         let targets = targets(partitions, claims)?;
         let mut owners: Vec<Option<NodeId>> = vec![None; partitions as usize];
-        assign_free(&mut owners, &targets);
-        Ok(Ring { owners: owners.into_iter().map(|o| o.expect("every partition assigned")).collect() })
+        assign_free(&mut owners, &targets, n);
+        let mut owners: Vec<NodeId> = owners.into_iter().map(|o| o.expect("every partition assigned")).collect();
+        spread(&mut owners, n);
+        Ok(Ring { owners })
     }
 
     pub fn partitions(&self) -> u32 {
@@ -147,16 +160,18 @@ impl Ring {
         list
     }
 
-    /// The ring that honours `claims`, reached from `self` by moving as few
-    /// partitions as possible: only partitions of nodes above their target
-    /// (or gone) change hands.
-    pub fn rebalance(&self, claims: &[Claim]) -> Result<Ring, RingError> {
+    /// The ring that honours `claims` with replicas spread for `n`
+    /// (see the module comment), reached from `self` by moving few
+    /// partitions: those of nodes above their target (or gone), plus the
+    /// swaps that remove crowding. Unchanged claims on a ring this returned
+    /// give the same ring back.
+    pub fn rebalance(&self, claims: &[Claim], n: usize) -> Result<Ring, RingError> {
         let targets = targets(self.partitions(), claims)?;
         let mut kept: BTreeMap<NodeId, u32> = BTreeMap::new();
         let mut owners: Vec<Option<NodeId>> = Vec::with_capacity(self.owners.len());
         // Keep each owner's partitions up to its target, preferring to give
-        // up partitions whose neighbours it also owns.
-        let order = release_order(&self.owners);
+        // up partitions near others it owns.
+        let order = release_order(&self.owners, n);
         owners.resize(self.owners.len(), None);
         for p in order.into_iter().rev() {
             let node = &self.owners[p];
@@ -169,8 +184,10 @@ impl Ring {
         }
         let remaining: BTreeMap<NodeId, u32> =
             targets.iter().map(|(n, t)| (n.clone(), t - kept.get(n).copied().unwrap_or(0))).collect();
-        assign_free(&mut owners, &remaining);
-        Ok(Ring { owners: owners.into_iter().map(|o| o.expect("every partition assigned")).collect() })
+        assign_free(&mut owners, &remaining, n);
+        let mut owners: Vec<NodeId> = owners.into_iter().map(|o| o.expect("every partition assigned")).collect();
+        spread(&mut owners, n);
+        Ok(Ring { owners })
     }
 }
 
@@ -199,44 +216,118 @@ fn targets(partitions: u32, claims: &[Claim]) -> Result<BTreeMap<NodeId, u32>, R
     Ok(out)
 }
 
+/// Owners as `rebalance` sees them: a finished ring, or one being filled.
+trait Owners {
+    fn count(&self) -> usize;
+    fn at(&self, p: usize) -> Option<&NodeId>;
+}
+
+impl Owners for [NodeId] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, p: usize) -> Option<&NodeId> {
+        Some(&self[p])
+    }
+}
+
+impl Owners for [Option<NodeId>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, p: usize) -> Option<&NodeId> {
+        self[p].as_ref()
+    }
+}
+
+/// How many partitions within `n - 1` of `p` (either side, `p` and `skip`
+/// excluded) `node` owns: the crowding `node` would have at `p`.
+fn crowding<O: Owners + ?Sized>(owners: &O, p: usize, node: &NodeId, n: usize, skip: Option<usize>) -> usize {
+    let count = owners.count();
+    let reach = n.saturating_sub(1).min(count / 2);
+    let mut near = 0;
+    for d in 1..=reach {
+        for q in [(p + d) % count, (p + count - d) % count] {
+            if q != p && Some(q) != skip && owners.at(q) == Some(node) {
+                near += 1;
+            }
+        }
+    }
+    near
+}
+
 /// Partition indexes ordered so that the ones a node should give up first
-/// (it also owns a neighbour) come first.
-fn release_order(owners: &[NodeId]) -> Vec<usize> {
-    let count = owners.len();
-    let mut order: Vec<usize> = (0..count).collect();
-    let crowded = |p: usize| {
-        let prev = &owners[(p + count - 1) % count];
-        let next = &owners[(p + 1) % count];
-        count > 1 && (prev == &owners[p] || next == &owners[p])
-    };
-    order.sort_by_key(|&p| (!crowded(p), p));
+/// (it owns others nearby) come first.
+fn release_order(owners: &[NodeId], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..owners.len()).collect();
+    order.sort_by_key(|&p| (std::cmp::Reverse(crowding(owners, p, &owners[p], n.max(2), None)), p));
     order
 }
 
 /// Gives every unowned partition to the node with the most partitions still
-/// due, preferring one that does not own the previous partition.
-fn assign_free(owners: &mut [Option<NodeId>], due: &BTreeMap<NodeId, u32>) {
+/// due, preferring one that owns nothing within `n - 1` of it.
+fn assign_free(owners: &mut [Option<NodeId>], due: &BTreeMap<NodeId, u32>, n: usize) {
     let mut due: Vec<(NodeId, u32)> = due.iter().map(|(n, d)| (n.clone(), *d)).collect();
-    let count = owners.len();
-    for p in 0..count {
+    for p in 0..owners.len() {
         if owners[p].is_some() {
             continue;
         }
-        let prev = if p == 0 { owners[count - 1].clone() } else { owners[p - 1].clone() };
-        let next = owners[(p + 1) % count].clone();
-        let pick = due
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, d))| *d > 0)
-            .max_by(|(_, (na, da)), (_, (nb, db))| {
-                let away_a = Some(na) != prev.as_ref() && Some(na) != next.as_ref();
-                let away_b = Some(nb) != prev.as_ref() && Some(nb) != next.as_ref();
-                (away_a, da).cmp(&(away_b, db)).then_with(|| nb.cmp(na))
+        let near: Vec<usize> = due.iter().map(|(node, _)| crowding(&owners[..], p, node, n.max(2), None)).collect();
+        let pick = (0..due.len())
+            .filter(|&i| due[i].1 > 0)
+            .max_by(|&a, &b| {
+                (std::cmp::Reverse(near[a]), due[a].1)
+                    .cmp(&(std::cmp::Reverse(near[b]), due[b].1))
+                    .then_with(|| due[b].0.cmp(&due[a].0))
             })
-            .map(|(i, _)| i)
             .expect("targets add up to the partition count");
         due[pick].1 -= 1;
         owners[p] = Some(due[pick].0.clone());
+    }
+}
+
+/// Owner pairs `spread` may try per ring change. Rings of the default size
+/// are done in a few thousand; a ring of a million partitions stops early
+/// (the same way every time) and continues at its next change.
+const SPREAD_BUDGET: usize = 1 << 22;
+
+/// Swaps the owners of two partitions while that lowers the crowding (pairs
+/// of one owner closer than `n`), first improvement found, in index order:
+/// deterministic, and a ring with no improving swap is left as it is.
+fn spread(owners: &mut [NodeId], n: usize) {
+    let count = owners.len();
+    if n < 2 || count < 4 {
+        return;
+    }
+    let mut budget = SPREAD_BUDGET;
+    let mut improved = true;
+    while improved && budget > 0 {
+        improved = false;
+        for p in 0..count {
+            let x = owners[p].clone();
+            let before_p = crowding(owners, p, &x, n, None);
+            if before_p == 0 {
+                continue;
+            }
+            for step in 1..count {
+                if budget == 0 {
+                    return;
+                }
+                budget -= 1;
+                let q = (p + step) % count;
+                let y = &owners[q];
+                if *y == x {
+                    continue;
+                }
+                let before = before_p + crowding(owners, q, y, n, None);
+                let after = crowding(owners, p, y, n, Some(q)) + crowding(owners, q, &x, n, Some(p));
+                if after < before {
+                    owners.swap(p, q);
+                    improved = true;
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -301,7 +392,7 @@ mod tests {
 
     #[test]
     fn preflists_have_distinct_nodes() {
-        let ring = Ring::from_claims(64, &claims(&[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)])).unwrap();
+        let ring = Ring::from_claims(64, &claims(&[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)]), 3).unwrap();
         for p in 0..64 {
             let list = ring.preflist(p, 3);
             assert_eq!(list.len(), 3);
@@ -319,13 +410,13 @@ mod tests {
         let ring = Ring::single(64, node("a")).unwrap();
         let list = ring.preflist(5, 3);
         assert_eq!(list, vec![PreflistEntry { node: node("a"), partition: 5, primary: true }]);
-        let two = Ring::from_claims(8, &claims(&[("a", 1), ("b", 1)])).unwrap();
+        let two = Ring::from_claims(8, &claims(&[("a", 1), ("b", 1)]), 3).unwrap();
         assert_eq!(two.preflist(0, 3).len(), 2);
     }
 
     #[test]
     fn fresh_ring_alternates_owners() {
-        let ring = Ring::from_claims(64, &claims(&[("a", 1), ("b", 1), ("c", 1)])).unwrap();
+        let ring = Ring::from_claims(64, &claims(&[("a", 1), ("b", 1), ("c", 1)]), 3).unwrap();
         // 64 is not a multiple of 3, so only the wrap-around may repeat.
         for p in 0..63u32 {
             assert_ne!(ring.owner(p), ring.owner(p + 1), "partition {p}");
@@ -333,32 +424,81 @@ mod tests {
     }
 
     #[test]
-    fn rebalance_moves_only_what_it_must() {
+    fn a_fourth_node_gets_a_quarter_and_only_its_share_moves() {
         let three = claims(&[("a", 64), ("b", 64), ("c", 64)]);
-        let ring = Ring::from_claims(64, &three).unwrap();
+        let ring = Ring::from_claims(64, &three, 3).unwrap();
         let mut four = three.clone();
         four.push(Claim { node: node("d"), wanted: 64 });
-        let next = ring.rebalance(&four).unwrap();
-        let moved = (0..64).filter(|p| ring.owner(*p) != next.owner(*p)).count();
-        assert_eq!(next.claimed_by(&node("d")), 16);
-        // Every moved partition went to the newcomer: 16 of 64, no churn.
-        assert_eq!(moved, 16);
-        for n in ["a", "b", "c"] {
+        let next = ring.rebalance(&four, 3).unwrap();
+        for n in ["a", "b", "c", "d"] {
             assert_eq!(next.claimed_by(&node(n)), 16);
         }
+        // Every node holds 3/4 of the keys; the newcomer's 48 partitions are
+        // the only copies made.
+        assert!(holdings(&next, 3).values().all(|h| *h == 48), "{:?}", holdings(&next, 3));
+        assert_eq!(copies(&ring, &next, 3), 48);
         // Unchanged wishes: nothing moves.
-        assert_eq!(next.rebalance(&four).unwrap(), next);
+        assert_eq!(next.rebalance(&four, 3).unwrap(), next);
+    }
+
+    /// Partitions whose keys each node holds (it is in their preflist).
+    fn holdings(ring: &Ring, n: usize) -> BTreeMap<NodeId, usize> {
+        let mut held = BTreeMap::new();
+        for p in 0..ring.partitions() {
+            for node in ring.holders(p, n) {
+                *held.entry(node).or_insert(0) += 1;
+            }
+        }
+        held
+    }
+
+    /// Partition copies a change makes: each new holder of a partition.
+    fn copies(from: &Ring, to: &Ring, n: usize) -> usize {
+        (0..from.partitions())
+            .map(|p| {
+                let old = from.holders(p, n);
+                to.holders(p, n).iter().filter(|h| !old.contains(h)).count()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn rings_grown_one_join_at_a_time_hold_balanced_shares() {
+        for partitions in [64u32, 256] {
+            let mut ring = Ring::single(partitions, node("n0")).unwrap();
+            let mut wanted = vec![Claim { node: node("n0"), wanted: 1 }];
+            for k in 2..=10usize {
+                let newcomer = node(&format!("n{}", k - 1));
+                wanted.push(Claim { node: newcomer.clone(), wanted: 1 });
+                let next = ring.rebalance(&wanted, 3).unwrap();
+                assert_eq!(next.rebalance(&wanted, 3).unwrap(), next, "P={partitions} k={k}: not a fixed point");
+                let held = holdings(&next, 3);
+                let ideal = (3 * partitions as usize).div_ceil(k).min(partitions as usize);
+                for (n, h) in &held {
+                    assert!(
+                        h.abs_diff(ideal) <= 3,
+                        "P={partitions} k={k}: {n} holds {h}, its share is {ideal}: {held:?}"
+                    );
+                }
+                // What moves: every new holder of a partition gets a copy.
+                // At least what the newcomer will hold; the spreading swaps
+                // may add some, never a reshuffle of everything.
+                let (moved, minimum) = (copies(&ring, &next, 3), held[&newcomer]);
+                assert!(moved <= 2 * minimum, "P={partitions} k={k}: {moved} copies for a newcomer holding {minimum}");
+                ring = next;
+            }
+        }
     }
 
     #[test]
     fn zero_claim_holds_nothing_and_departed_nodes_are_replaced() {
-        let ring = Ring::from_claims(32, &claims(&[("a", 1), ("b", 1)])).unwrap();
-        let next = ring.rebalance(&claims(&[("a", 0), ("b", 1)])).unwrap();
+        let ring = Ring::from_claims(32, &claims(&[("a", 1), ("b", 1)]), 3).unwrap();
+        let next = ring.rebalance(&claims(&[("a", 0), ("b", 1)]), 3).unwrap();
         assert_eq!(next.claimed_by(&node("a")), 0);
         assert_eq!(next.members(), vec![node("b")]);
-        let next = ring.rebalance(&claims(&[("c", 1), ("b", 1)])).unwrap();
+        let next = ring.rebalance(&claims(&[("c", 1), ("b", 1)]), 3).unwrap();
         assert_eq!(next.claimed_by(&node("a")), 0);
         assert_eq!(next.claimed_by(&node("c")), 16);
-        assert_eq!(ring.rebalance(&claims(&[("a", 0)])), Err(RingError::NoClaims));
+        assert_eq!(ring.rebalance(&claims(&[("a", 0)]), 3), Err(RingError::NoClaims));
     }
 }
