@@ -115,8 +115,9 @@ def metric_sum(text, name, labels=None):
 class Cluster:
     """Node processes of one cluster, started from one binary."""
 
-    def __init__(self, binary, workdir, base):
+    def __init__(self, binary, workdir, base, env=None):
         self.binary, self.workdir, self.base = binary, workdir, base
+        self.env = dict(os.environ, **(env or {}))
         self.procs = []
 
     def http(self, i):
@@ -129,7 +130,7 @@ class Cluster:
         if i > 0:
             args += ["-j", f"127.0.0.1:{self.base + 1000}"]
         log = open(os.path.join(self.workdir, f"node{i}.log"), "w")
-        self.procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log))
+        self.procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=self.env))
         return i
 
     def data_dir(self, i):
@@ -232,7 +233,7 @@ def part_cpu(a, binary, out, rows):
     first = None
     for n in a.sizes:
         work = tempfile.mkdtemp(prefix=f"cpu{n}-", dir=out)
-        c = Cluster(binary, work, HTTP_BASE)
+        c = Cluster(binary, work, HTTP_BASE, a.node_env)
         try:
             say(f"cpu: starting {n} nodes")
             c.start(n)
@@ -269,7 +270,7 @@ def part_cpu(a, binary, out, rows):
 
 def part_memory_and_transfer(a, binary, out, rows, parts):
     work = tempfile.mkdtemp(prefix="mem-", dir=out)
-    c = Cluster(binary, work, HTTP_BASE + 50)
+    c = Cluster(binary, work, HTTP_BASE + 50, a.node_env)
     try:
         say("memory: starting 3 nodes")
         c.start(3)
@@ -371,9 +372,15 @@ def main():
     p.add_argument("--keys", type=int, default=10000, help="keys for the cpu part")
     p.add_argument("--memory-keys", type=int, default=1_000_000, help="keys for the memory and transfer parts")
     p.add_argument("--transfer-load-seconds", type=int, default=60, help="how long the client load of the transfer part runs")
+    p.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for the nodes (e.g. TOKIO_WORKER_THREADS=1); repeatable")
     p.add_argument("--bin", help="use this binary instead of building target/release")
     p.add_argument("--out", help="where results go (default: a new /tmp/vinzclortho-scale.* directory)")
     a = p.parse_args()
+    try:
+        a.node_env = dict(kv.split("=", 1) for kv in a.node_env)
+    except ValueError:
+        p.error("--node-env takes KEY=VALUE")
     parts = set(a.parts.split(","))
     unknown = parts - {"cpu", "memory", "transfer"}
     if unknown:
@@ -397,7 +404,8 @@ def main():
         shutil.copy2(os.path.join(target, "release", "vinzclortho"), binary)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = [f"# bench/scale.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.2f}\n"]
+            f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.2f}"
+            + (f", node environment {a.node_env}" if a.node_env else "") + "\n"]
     if "cpu" in parts:
         part_cpu(a, binary, out, rows)
     if parts & {"memory", "transfer"}:
