@@ -4,8 +4,11 @@
 # flight, 10k keys, 100-byte values, preloaded) with MIX, prints ops/s and p99,
 # stops the cluster. Alternate the two binaries, e.g.:
 #   for i in 1 2; do bench/ab.sh /tmp/vc-before read=50,write=50 before; bench/ab.sh /tmp/vc-after read=50,write=50 after; done
+# KEYS and DURATION (seconds) override the key count and the measured time;
+# RSS=1 also prints each node's resident memory after the run.
 set -euo pipefail
 BIN=$1; MIX=$2; TAG=${3:-$1}
+KEYS=${KEYS:-10000}; DURATION=${DURATION:-8}
 D=$(mktemp -d)
 PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
@@ -23,6 +26,9 @@ for _ in $(seq 1 100); do
     [ "$up" = "3" ] && break
     sleep 0.2
 done
-"$BIN" bench --nodes 127.0.0.1:18700,127.0.0.1:18701,127.0.0.1:18702 --duration 8 -c 64 --mix "$MIX" \
-    --keys 10000 --value-size 100 --preload --json -q >"$D/out.json"
+"$BIN" bench --nodes 127.0.0.1:18700,127.0.0.1:18701,127.0.0.1:18702 --duration "$DURATION" -c 64 --mix "$MIX" \
+    --keys "$KEYS" --value-size 100 --preload --json -q >"$D/out.json"
 python3 -c "import json; o=json.load(open('$D/out.json'))['overall']; print('$TAG', '$MIX', round(o['ops_per_s']), 'ops/s', 'p99_ms', o['latency_ms']['p99'], 'errors', o['errors'])"
+if [ "${RSS:-0}" = 1 ]; then
+    echo "$TAG rss_mib $(for p in "${PIDS[@]}"; do echo $(( $(awk '/VmRSS/ {print $2}' /proc/$p/status) / 1024 )); done | tr '\n' ' ')"
+fi
