@@ -373,6 +373,90 @@ async fn a_peer_without_the_call_stream_gets_unary_calls() {
     server.abort();
 }
 
+/// Our service, counting the unary calls it gets (the stream's calls are
+/// not counted).
+struct CountingPeer {
+    inner: vinzclortho::rpc::replica_server::ReplicaService,
+    unary: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingPeer {
+    fn count(&self) {
+        self.unary.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tonic::async_trait]
+impl pb::replica_server::Replica for CountingPeer {
+    async fn get(&self, r: tonic::Request<pb::GetRequest>) -> Result<tonic::Response<pb::GetResponse>, tonic::Status> {
+        self.count();
+        self.inner.get(r).await
+    }
+    async fn coordinate(
+        &self,
+        r: tonic::Request<pb::CoordinateRequest>,
+    ) -> Result<tonic::Response<pb::CoordinateResponse>, tonic::Status> {
+        self.count();
+        self.inner.coordinate(r).await
+    }
+    async fn merge(
+        &self,
+        r: tonic::Request<pb::MergeRequest>,
+    ) -> Result<tonic::Response<pb::MergeResponse>, tonic::Status> {
+        self.count();
+        self.inner.merge(r).await
+    }
+    type CallsStream = <vinzclortho::rpc::replica_server::ReplicaService as pb::replica_server::Replica>::CallsStream;
+    async fn calls(
+        &self,
+        r: tonic::Request<tonic::Streaming<pb::CallRequest>>,
+    ) -> Result<tonic::Response<Self::CallsStream>, tonic::Status> {
+        self.inner.calls(r).await
+    }
+}
+
+#[tokio::test]
+async fn large_values_travel_as_unary_calls_and_small_ones_on_the_stream() {
+    let replica = replica(42, SiblingLimits::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let unary = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let service = pb::replica_server::ReplicaServer::new(CountingPeer {
+        inner: vinzclortho::rpc::replica_server::ReplicaService::new(
+            Arc::clone(&replica),
+            tokio_util::sync::CancellationToken::new(),
+        ),
+        unary: Arc::clone(&unary),
+    })
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let unary_calls = || unary.load(std::sync::atomic::Ordering::SeqCst);
+    let node = NodeId::new("peer");
+    let client = client(peers(1000, 5000), &node, &address);
+    let empty = VersionVector::new();
+    let small = key("small");
+    let written = bounded("small put", client.coordinate(&node, P, &small, &empty, &put("v"))).await.unwrap();
+    assert_eq!(bounded("small get", client.get(&node, P, &small)).await.unwrap(), written);
+    assert_eq!(unary_calls(), 0, "small calls go on the stream");
+
+    // 1 MiB: the write goes unary; the read is answered "use unary" on the
+    // stream and asked again.
+    let big_value = "x".repeat(1 << 20);
+    let big = key("big");
+    let written = bounded("big put", client.coordinate(&node, P, &big, &empty, &put(&big_value))).await.unwrap();
+    assert_eq!(unary_calls(), 1, "the large write went unary");
+    let read = bounded("big get", client.get(&node, P, &big)).await.unwrap();
+    assert_eq!(read, written);
+    assert_eq!(values(&read), [big_value]);
+    assert_eq!(unary_calls(), 2, "the large read was asked again, unary");
+    server.abort();
+}
+
 #[tokio::test]
 async fn a_restarted_peer_gets_a_new_stream() {
     let server = TestServer::start(replica(42, SiblingLimits::default())).await;

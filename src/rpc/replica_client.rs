@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use prost::Message as _;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tracing::Instrument;
@@ -23,6 +24,7 @@ use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
 use super::peers::{MAX_MESSAGE_BYTES, Peers};
+use super::replica_server::STREAM_MESSAGE_MAX_BYTES;
 use super::status::replica_error_from_status;
 use crate::coordinator::{AddressBook, ReplicaClient, ReplicaError};
 use crate::core::key::{NodeId, ObjectKey};
@@ -82,14 +84,20 @@ impl GrpcReplicaClient {
         async {
             let deadline = self.peers.unary_deadline();
             let started = Instant::now();
-            let answer = if self.is_unary_only(&address) {
+            let large = call_len(&call) > STREAM_MESSAGE_MAX_BYTES;
+            let answer = if large || self.is_unary_only(&address) {
                 unary(channel, call, self.peers.request_timeout(), deadline).await
             } else {
-                // Kept only until the peer is known to serve the stream.
-                let retry = (!self.streams.accepted(&address)).then(|| call.clone());
+                // Kept until the peer is known to serve the stream, and for
+                // reads, whose answer may come back "too large, ask unary".
+                let retry = (!self.streams.accepted(&address) || matches!(call, Call::Get(_))).then(|| call.clone());
                 let traceparent = propagation::current_traceparent();
                 let answer = self.streams.call(&address, || channel.clone(), call, traceparent, deadline).await;
                 match (answer, retry) {
+                    (Ok(CallResult::UseUnary(_)), Some(call)) => {
+                        unary(channel, call, self.peers.request_timeout(), deadline.saturating_sub(started.elapsed()))
+                            .await
+                    }
                     (Err(status), Some(call)) if call_stream::unsupported(&status) => {
                         tracing::info!(peer = %node, "peer has no Replica/Calls stream; using unary calls");
                         self.unary_only.lock().expect("unary-only lock").insert(address.clone(), Instant::now());
@@ -114,6 +122,14 @@ impl GrpcReplicaClient {
         }
         .instrument(span)
         .await
+    }
+}
+
+fn call_len(call: &Call) -> usize {
+    match call {
+        Call::Get(m) => m.encoded_len(),
+        Call::Coordinate(m) => m.encoded_len(),
+        Call::Merge(m) => m.encoded_len(),
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,12 @@ use crate::telemetry::{metrics, propagation};
 /// Calls of one stream being served at once. A caller with more in flight
 /// waits for answers before this side reads on (HTTP/2 flow control).
 pub const STREAM_CALLS_IN_FLIGHT: usize = 256;
+
+/// The largest message either side puts on a `Calls` stream. A message is
+/// sent whole before the next one on the same stream, so a large one would
+/// delay every call behind it; unary calls (their own HTTP/2 streams) are
+/// interleaved frame by frame instead.
+pub const STREAM_MESSAGE_MAX_BYTES: usize = 64 * 1024;
 
 pub struct ReplicaService {
     replica: Arc<Replica>,
@@ -83,7 +90,15 @@ async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::Call
     let started = Instant::now();
     let result = async {
         match call {
-            Some(Call::Get(r)) => get(&replica, r).await.map(CallResult::Get),
+            // Repeating a read is harmless: a large answer is asked for again,
+            // unary, rather than sent down the stream.
+            Some(Call::Get(r)) => get(&replica, r).await.map(|answer| {
+                if answer.encoded_len() > STREAM_MESSAGE_MAX_BYTES {
+                    CallResult::UseUnary(pb::UseUnary {})
+                } else {
+                    CallResult::Get(answer)
+                }
+            }),
             Some(Call::Coordinate(r)) => coordinate(&replica, r).await.map(CallResult::Coordinate),
             Some(Call::Merge(r)) => merge(&replica, r).await.map(CallResult::Merge),
             None => Err(Status::invalid_argument("call request without a call")),
