@@ -10,6 +10,8 @@
 //! docs/performance.md). With `--sync-writes` every write waits for an fsync,
 //! so writes go to the blocking pool then.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +24,12 @@ use crate::storage::{StorageError, Store};
 
 /// Stripes of the per-key lock: enough that unrelated keys rarely wait.
 const LOCK_STRIPES: usize = 1024;
+
+fn stripe_index(key: &ObjectKey) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % LOCK_STRIPES
+}
 
 /// Sibling counts: warn above `warn`, refuse a write that would go above `max`.
 #[derive(Debug, Clone, Copy)]
@@ -69,9 +77,7 @@ impl Replica {
     }
 
     fn stripe(&self, key: &ObjectKey) -> &Mutex<()> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        &self.stripes[(h.finish() as usize) % LOCK_STRIPES]
+        &self.stripes[stripe_index(key)]
     }
 
     /// The stored object, or an empty one when the key is absent.
@@ -133,6 +139,49 @@ impl Replica {
 }
 
 impl Replica {
+    /// Merges a batch of objects of one partition (a partition transfer's
+    /// message) and writes what changed in one store write: one WAL record
+    /// (and one fsync with --sync-writes) instead of one per key. Holds the
+    /// batch's key locks, taken in stripe order (every other path holds one
+    /// lock at a time, so this cannot deadlock). Returns how many changed.
+    pub async fn merge_many(
+        self: &Arc<Self>,
+        partition: Partition,
+        entries: Vec<(ObjectKey, Object)>,
+    ) -> Result<usize, ReplicaError> {
+        let this = Arc::clone(self);
+        self.write(move || {
+            // One key twice in a batch: merge the incoming copies first.
+            let mut incoming: HashMap<ObjectKey, Object> = HashMap::with_capacity(entries.len());
+            for (key, object) in entries {
+                match incoming.entry(key) {
+                    Entry::Occupied(mut e) => {
+                        let merged = e.get().merge(&object);
+                        e.insert(merged);
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(object);
+                    }
+                }
+            }
+            let mut stripes: Vec<usize> = incoming.keys().map(stripe_index).collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            let _guards: Vec<_> = stripes.iter().map(|&i| this.stripes[i].lock().expect("key lock")).collect();
+            let mut changed = Vec::new();
+            for (key, object) in incoming {
+                let current = this.store.get(partition, &key)?.unwrap_or_default();
+                let merged = current.merge(&object);
+                if merged != current {
+                    changed.push((key, merged));
+                }
+            }
+            this.store.put_many(partition, &changed)?;
+            Ok(changed.len())
+        })
+        .await
+    }
+
     /// Drops `key` if it still holds exactly `expected`: a write that landed
     /// after `expected` was read (and shipped elsewhere) is never dropped.
     pub async fn remove_if_unchanged(

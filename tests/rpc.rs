@@ -315,6 +315,34 @@ async fn many_concurrent_calls_share_a_stream_and_each_gets_its_own_answer() {
     }
 }
 
+#[tokio::test]
+async fn a_batch_merge_keeps_concurrent_values_and_folds_duplicate_keys() {
+    let replica = replica(42, SiblingLimits::default());
+    let empty = VersionVector::new();
+    // Stored here: a, and b superseded nowhere yet.
+    let a = replica.coordinate(P, key("a"), empty.clone(), put("a-local")).await.unwrap();
+    let stamped = |actor: u64, value: &str| {
+        let mut o = Object::new();
+        o.update(actor, &VersionVector::new(), put(value));
+        o
+    };
+    let batch = vec![
+        (key("a"), stamped(7, "a-remote")), // concurrent with a-local: both kept
+        (key("a"), a.clone()),              // what we have: no change by itself
+        (key("b"), stamped(7, "b1")),
+        (key("b"), stamped(8, "b2")), // the same key twice: both values kept
+        (key("c"), stamped(9, "c")),
+    ];
+    let changed = bounded("merge_many", replica.merge_many(P, batch)).await.unwrap();
+    assert_eq!(changed, 3, "a, b and c changed");
+    assert_eq!(values(&replica.get(P, key("a")).await.unwrap()), ["a-remote", "a-local"]);
+    assert_eq!(values(&replica.get(P, key("b")).await.unwrap()), ["b1", "b2"]);
+    assert_eq!(values(&replica.get(P, key("c")).await.unwrap()), ["c"]);
+    // The same batch again changes nothing (merges are idempotent).
+    let again = vec![(key("c"), stamped(9, "c")), (key("b"), stamped(8, "b2"))];
+    assert_eq!(bounded("merge_many again", replica.merge_many(P, again)).await.unwrap(), 0);
+}
+
 /// A peer of an older version: the unary methods, no `Replica/Calls`.
 struct OldPeer(vinzclortho::rpc::replica_server::ReplicaService);
 

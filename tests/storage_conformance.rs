@@ -143,6 +143,20 @@ fn meta_round_trips(s: &dyn Store) {
     assert!((0..4).all(|p| scan(s, p).is_empty()));
 }
 
+fn put_many_writes_every_object_of_the_batch(s: &dyn Store) {
+    let k = |i: usize| ObjectKey::in_default_bucket(format!("k{i}"));
+    s.put(2, &k(0), &object(&["old"])).unwrap();
+    let batch: Vec<(ObjectKey, Object)> = (0..50).map(|i| (k(i), object(&[&format!("v{i}")]))).collect();
+    s.put_many(2, &batch).unwrap();
+    for (key, object) in &batch {
+        assert_eq!(s.get(2, key).unwrap().as_ref(), Some(object));
+    }
+    assert_eq!(scan(s, 2).len(), 50, "k0 replaced, not duplicated");
+    assert!(scan(s, 3).is_empty(), "written to the batch's partition only");
+    s.put_many(2, &[]).unwrap();
+    assert_eq!(scan(s, 2).len(), 50);
+}
+
 fn stats_count_objects(s: &dyn Store) {
     for i in 0..10 {
         s.put(0, &ObjectKey::in_default_bucket(format!("k{i}")), &object(&["v"])).unwrap();
@@ -183,6 +197,7 @@ macro_rules! all_cases {
             scan_returns_exactly_one_partition_in_key_order,
             scan_can_stop_early,
             meta_round_trips,
+            put_many_writes_every_object_of_the_batch,
             stats_count_objects,
         );
     };

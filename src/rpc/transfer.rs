@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::Stream;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -43,9 +43,6 @@ const BATCH_ENTRIES_MAX: usize = 256;
 /// ...and no more objects once a message holds this many bytes (a single
 /// larger object still travels, alone).
 const BATCH_BYTES_TARGET: usize = 1024 * 1024;
-/// Objects of one batch merged concurrently on the receiver; they are
-/// distinct keys, and each merge waits on the disk.
-const MERGE_CONCURRENCY: usize = 8;
 /// Entries a scan may read ahead of the network.
 const SCAN_BUFFER: usize = 2 * BATCH_ENTRIES_MAX;
 
@@ -63,11 +60,7 @@ impl TransferService {
         // Validate the whole batch before merging any of it.
         let entries = entries.into_iter().map(entry_from_pb).collect::<Result<Vec<_>, Status>>()?;
         let count = entries.len() as u64;
-        futures::stream::iter(entries)
-            .map(|(key, object)| self.replica.merge(partition, key, object))
-            .buffer_unordered(MERGE_CONCURRENCY)
-            .try_for_each(|_| std::future::ready(Ok(())))
-            .await?;
+        self.replica.merge_many(partition, entries).await?;
         Ok(count)
     }
 }

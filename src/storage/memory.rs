@@ -39,6 +39,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn put_many(&self, partition: Partition, objects: &[(ObjectKey, Object)]) -> Result<(), StorageError> {
+        let encoded: Vec<_> = objects.iter().map(|(k, o)| (encode_key(partition, k), encode_object(o))).collect();
+        self.objects.lock().expect("memory store lock").extend(encoded);
+        Ok(())
+    }
+
     fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
         self.objects.lock().expect("memory store lock").remove(&encode_key(partition, key));
         Ok(())

@@ -68,6 +68,11 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the stored object. Durable (in the WAL) when it returns.
     fn put(&self, partition: Partition, key: &ObjectKey, object: &Object) -> Result<(), StorageError>;
 
+    /// Replaces several objects of one partition in one write: all or none,
+    /// durable together (RocksDB: one write batch, one WAL record).
+    /// Partition transfers land this way.
+    fn put_many(&self, partition: Partition, objects: &[(ObjectKey, Object)]) -> Result<(), StorageError>;
+
     /// Removes the key physically (after handoff, or when reaping tombstones).
     fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError>;
 

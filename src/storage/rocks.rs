@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
-use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+};
 
 use super::codec::{decode_key, decode_object, encode_key, encode_object, partition_prefix};
 use super::{Entry, StorageError, Store, StoreStats, space};
@@ -215,6 +217,20 @@ impl Store for RocksStore {
     fn put(&self, partition: Partition, key: &ObjectKey, object: &Object) -> Result<(), StorageError> {
         let (key, value) = (encode_key(partition, key), encode_object(object));
         self.with_db(|db| db.put_cf_opt(cf(db, OBJECTS), key, value, &self.write).map_err(map_err))
+    }
+
+    fn put_many(&self, partition: Partition, objects: &[(ObjectKey, Object)]) -> Result<(), StorageError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        self.with_db(|db| {
+            let mut batch = WriteBatch::default();
+            let family = cf(db, OBJECTS);
+            for (key, object) in objects {
+                batch.put_cf(family, encode_key(partition, key), encode_object(object));
+            }
+            db.write_opt(batch, &self.write).map_err(map_err)
+        })
     }
 
     fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
