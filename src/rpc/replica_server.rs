@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::stream::{Stream, StreamExt};
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -118,37 +118,37 @@ async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::Call
 }
 
 /// Serves one `Calls` stream: reads requests while fewer than
-/// [`STREAM_CALLS_IN_FLIGHT`] are running, runs them concurrently in this one
-/// task (a store call is microseconds; with --sync-writes the fsyncs overlap),
-/// and sends each answer as soon as it is ready.
+/// [`STREAM_CALLS_IN_FLIGHT`] are running (beyond that, HTTP/2 flow control
+/// holds the caller back), runs each as its own task, so that one busy peer's
+/// calls use every core, and sends each answer as soon as it is ready. The
+/// answer stream ends once reading has stopped and every call is answered.
 async fn serve_calls(
     replica: Arc<Replica>,
     mut incoming: Streaming<pb::CallRequest>,
     answers: mpsc::Sender<Result<pb::CallResponse, Status>>,
     stop: CancellationToken,
 ) {
-    let mut running = FuturesUnordered::new();
-    let mut reading = true;
+    let slots = Arc::new(Semaphore::new(STREAM_CALLS_IN_FLIGHT));
     loop {
-        tokio::select! {
-            biased;
-            Some(answer) = running.next() => {
-                if answers.send(Ok(answer)).await.is_err() {
-                    return; // the caller is gone
-                }
-            }
-            message = incoming.next(), if reading && running.len() < STREAM_CALLS_IN_FLIGHT => match message {
-                Some(Ok(request)) => running.push(serve_call(Arc::clone(&replica), request)),
-                // The caller closed its side: answer what is running, then end.
-                None => reading = false,
-                // The stream broke: nobody is left to answer.
-                Some(Err(_)) => return,
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let request = tokio::select! {
+            message = incoming.next() => match message {
+                Some(Ok(request)) => request,
+                // The caller closed its side (answer what is running, then
+                // end), or the stream broke (nobody is left to answer).
+                None | Some(Err(_)) => return,
             },
             // Shutting down: answer what is running, take nothing new. The
             // caller sees the stream end and opens a new one elsewhere.
-            () = stop.cancelled(), if reading => reading = false,
-            else => return,
-        }
+            () = stop.cancelled() => return,
+        };
+        let (replica, answers) = (Arc::clone(&replica), answers.clone());
+        tokio::spawn(async move {
+            let answer = serve_call(replica, request).await;
+            // A closed channel: the caller is gone.
+            let _ = answers.send(Ok(answer)).await;
+            drop(slot);
+        });
     }
 }
 
