@@ -343,79 +343,48 @@ async fn a_batch_merge_keeps_concurrent_values_and_folds_duplicate_keys() {
     assert_eq!(bounded("merge_many again", replica.merge_many(P, again)).await.unwrap(), 0);
 }
 
-/// A peer of an older version: the unary methods, no `Replica/Calls`.
-struct OldPeer(vinzclortho::rpc::replica_server::ReplicaService);
-
-#[tonic::async_trait]
-impl pb::replica_server::Replica for OldPeer {
-    async fn get(&self, r: tonic::Request<pb::GetRequest>) -> Result<tonic::Response<pb::GetResponse>, tonic::Status> {
-        self.0.get(r).await
-    }
-    async fn coordinate(
-        &self,
-        r: tonic::Request<pb::CoordinateRequest>,
-    ) -> Result<tonic::Response<pb::CoordinateResponse>, tonic::Status> {
-        self.0.coordinate(r).await
-    }
-    async fn merge(
-        &self,
-        r: tonic::Request<pb::MergeRequest>,
-    ) -> Result<tonic::Response<pb::MergeResponse>, tonic::Status> {
-        self.0.merge(r).await
-    }
-    type CallsStream = <vinzclortho::rpc::replica_server::ReplicaService as pb::replica_server::Replica>::CallsStream;
-    async fn calls(
-        &self,
-        _: tonic::Request<tonic::Streaming<pb::CallRequest>>,
-    ) -> Result<tonic::Response<Self::CallsStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("unknown method Calls"))
-    }
-}
-
-#[tokio::test]
-async fn a_peer_without_the_call_stream_gets_unary_calls() {
-    let replica = replica(42, SiblingLimits::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let service =
-        pb::replica_server::ReplicaServer::new(OldPeer(vinzclortho::rpc::replica_server::ReplicaService::new(
-            Arc::clone(&replica),
-            tokio_util::sync::CancellationToken::new(),
-        )));
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let node = NodeId::new("old");
-    let client = client(peers(1000, 5000), &node, &address);
-    let empty = VersionVector::new();
-    // The first call finds out (and is not lost), the others go unary.
-    for i in 0..3 {
-        let k = key(&format!("k{i}"));
-        let written = bounded("put", client.coordinate(&node, P, &k, &empty, &put("v"))).await.unwrap();
-        assert_eq!(values(&written), ["v"], "call {i}");
-        assert_eq!(bounded("get", client.get(&node, P, &k)).await.unwrap(), written, "call {i}");
-        assert_eq!(values(&replica.get(P, k).await.unwrap()), ["v"]);
-    }
-    server.abort();
-}
-
-/// Our service, counting the unary calls it gets (the stream's calls are
-/// not counted).
-struct CountingPeer {
+/// Our replica service behind a wrapper that counts the unary calls it
+/// gets (the stream's calls are not counted) and, as a peer of an older
+/// version would, can refuse `Replica/Calls`.
+struct WrappedPeer {
     inner: vinzclortho::rpc::replica_server::ReplicaService,
     unary: Arc<std::sync::atomic::AtomicUsize>,
+    has_calls: bool,
 }
 
-impl CountingPeer {
+impl WrappedPeer {
+    /// Serves `replica` this way on 127.0.0.1; returns the address, the
+    /// unary call counter and the server task.
+    async fn start(
+        replica: &Arc<Replica>,
+        has_calls: bool,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>, JoinHandle<Result<(), tonic::transport::Error>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let unary = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let inner = vinzclortho::rpc::replica_server::ReplicaService::new(
+            Arc::clone(replica),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let service =
+            pb::replica_server::ReplicaServer::new(WrappedPeer { inner, unary: Arc::clone(&unary), has_calls })
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (address, unary, server)
+    }
+
     fn count(&self) {
         self.unary.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 #[tonic::async_trait]
-impl pb::replica_server::Replica for CountingPeer {
+impl pb::replica_server::Replica for WrappedPeer {
     async fn get(&self, r: tonic::Request<pb::GetRequest>) -> Result<tonic::Response<pb::GetResponse>, tonic::Status> {
         self.count();
         self.inner.get(r).await
@@ -439,30 +408,36 @@ impl pb::replica_server::Replica for CountingPeer {
         &self,
         r: tonic::Request<tonic::Streaming<pb::CallRequest>>,
     ) -> Result<tonic::Response<Self::CallsStream>, tonic::Status> {
+        if !self.has_calls {
+            return Err(tonic::Status::unimplemented("unknown method Calls"));
+        }
         self.inner.calls(r).await
     }
 }
 
 #[tokio::test]
+async fn a_peer_without_the_call_stream_gets_unary_calls() {
+    let replica = replica(42, SiblingLimits::default());
+    let (address, unary, server) = WrappedPeer::start(&replica, false).await;
+    let node = NodeId::new("old");
+    let client = client(peers(1000, 5000), &node, &address);
+    let empty = VersionVector::new();
+    // The first call finds out (and is not lost), the others go unary.
+    for i in 0..3 {
+        let k = key(&format!("k{i}"));
+        let written = bounded("put", client.coordinate(&node, P, &k, &empty, &put("v"))).await.unwrap();
+        assert_eq!(values(&written), ["v"], "call {i}");
+        assert_eq!(bounded("get", client.get(&node, P, &k)).await.unwrap(), written, "call {i}");
+        assert_eq!(values(&replica.get(P, k).await.unwrap()), ["v"]);
+    }
+    assert_eq!(unary.load(std::sync::atomic::Ordering::SeqCst), 6, "every call went unary");
+    server.abort();
+}
+
+#[tokio::test]
 async fn large_values_travel_as_unary_calls_and_small_ones_on_the_stream() {
     let replica = replica(42, SiblingLimits::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let unary = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let service = pb::replica_server::ReplicaServer::new(CountingPeer {
-        inner: vinzclortho::rpc::replica_server::ReplicaService::new(
-            Arc::clone(&replica),
-            tokio_util::sync::CancellationToken::new(),
-        ),
-        unary: Arc::clone(&unary),
-    })
-    .max_decoding_message_size(usize::MAX)
-    .max_encoding_message_size(usize::MAX);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let (address, unary, server) = WrappedPeer::start(&replica, true).await;
     let unary_calls = || unary.load(std::sync::atomic::Ordering::SeqCst);
     let node = NodeId::new("peer");
     let client = client(peers(1000, 5000), &node, &address);
