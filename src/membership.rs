@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::coordinator::AddressBook;
 use crate::core::key::NodeId;
 use crate::core::membership::{Changes, ClusterState, FailureDetector, Member, Transfer};
-use crate::core::ring::{Partition, Ring, RingError};
+use crate::core::ring::{Partition, Planner, Ring, RingError};
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::storage::{StorageError, Store};
 
@@ -81,6 +81,7 @@ pub struct MemberView {
 struct Inner {
     state: ClusterState,
     detector: FailureDetector,
+    planner: Planner,
 }
 
 pub struct Membership {
@@ -129,7 +130,13 @@ impl Membership {
         let mut detector = FailureDetector::new(failure_timeout_ms);
         detector.observe(&state, clock());
         let (ring_tx, _) = watch::channel(Arc::new(view_of(&state)));
-        let membership = Membership { local, store, clock, inner: RwLock::new(Inner { state, detector }), ring_tx };
+        let membership = Membership {
+            local,
+            store,
+            clock,
+            inner: RwLock::new(Inner { state, detector, planner: Planner::default() }),
+            ring_tx,
+        };
         membership.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(membership)
     }
@@ -242,11 +249,11 @@ impl Membership {
         let now = (self.clock)();
         let (view, save) = {
             let mut inner = self.inner.write().expect("membership lock");
-            let Inner { state, detector } = &mut *inner;
+            let Inner { state, detector, planner } = &mut *inner;
             detector.observe(state, now);
             let local = self.local.clone();
             let up = |n: &NodeId| n == &local || detector.is_up(n, now);
-            if state.plan_ring(&self.local, up) {
+            if state.plan_ring(&self.local, up, planner) {
                 changes.ring = true;
             }
             let save = (changes.members || changes.ring).then(|| state.clone());

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::key::NodeId;
-use super::ring::{Claim, Partition, Ring, RingError};
+use super::ring::{Claim, Partition, Planner, Ring, RingError};
 
 /// Bumped when nodes of different builds can no longer understand each
 /// other's gossip; peers refuse a different version with a clear message.
@@ -204,7 +204,7 @@ impl ClusterState {
     /// on the claimant: finish a move whose transfers are all done, or set a
     /// new target when claims or members changed. Returns true if the ring
     /// changed.
-    pub fn plan_ring(&mut self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool) -> bool {
+    pub fn plan_ring(&mut self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool, planner: &mut Planner) -> bool {
         if self.claimant(&is_up) != Some(me) {
             return false;
         }
@@ -219,7 +219,7 @@ impl ClusterState {
                 return true;
             }
         }
-        let desired = match self.ring.current.rebalance(&self.claims(), self.n_val) {
+        let desired = match planner.rebalance(&self.ring.current, &self.claims(), self.n_val) {
             Ok(ring) => ring,
             // Every claim is 0: keep the ring rather than strand the data.
             Err(_) => return false,
@@ -375,7 +375,7 @@ mod tests {
             for t in s.my_transfers_all() {
                 s.mark_transfer_done(&t.from, t.partition);
             }
-            if !s.plan_ring(&claimant, all_up) {
+            if !s.plan_ring(&claimant, all_up, &mut Planner::default()) {
                 return;
             }
         }
@@ -392,23 +392,23 @@ mod tests {
     fn a_joiner_gets_its_share_only_after_transfers() {
         let mut s = cluster(&["a"], 16);
         s.members.insert(node("b"), member("b", 16));
-        assert!(s.plan_ring(&node("a"), all_up), "claimant sets a target");
+        assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()), "claimant sets a target");
         assert!(s.ring.target.is_some());
         assert_eq!(s.ring.current.claimed_by(&node("b")), 0, "ownership waits for data");
         // From one node to two: every partition goes from a to b.
         let transfers = s.my_transfers(&node("a"), all_up);
         assert_eq!(transfers.len(), 16);
         assert!(transfers.iter().all(|t| t.to == vec![node("b")]));
-        assert!(!s.plan_ring(&node("a"), all_up), "nothing done yet: no change");
+        assert!(!s.plan_ring(&node("a"), all_up, &mut Planner::default()), "nothing done yet: no change");
         for t in &transfers[..15] {
             s.mark_transfer_done(&node("a"), t.partition);
         }
-        assert!(!s.plan_ring(&node("a"), all_up), "one transfer left");
+        assert!(!s.plan_ring(&node("a"), all_up, &mut Planner::default()), "one transfer left");
         s.mark_transfer_done(&node("a"), transfers[15].partition);
-        assert!(s.plan_ring(&node("a"), all_up));
+        assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()));
         assert_eq!(s.ring.current.claimed_by(&node("b")), 8);
         assert_eq!(s.ring.target, None);
-        assert!(!s.plan_ring(&node("a"), all_up), "stable");
+        assert!(!s.plan_ring(&node("a"), all_up, &mut Planner::default()), "stable");
     }
 
     #[test]
@@ -428,7 +428,7 @@ mod tests {
         s.merge(&stale);
         assert!(!s.members.contains_key(&node("c")));
         let up = |n: &NodeId| n != &node("c");
-        assert!(s.plan_ring(&node("a"), up));
+        assert!(s.plan_ring(&node("a"), up, &mut Planner::default()));
         // c is gone: a and b, which stay, send its partitions to d.
         let transfers = s.pending_transfers(up);
         assert!(!transfers.is_empty());
@@ -436,7 +436,7 @@ mod tests {
         for t in transfers {
             s.mark_transfer_done(&t.from, t.partition);
         }
-        assert!(s.plan_ring(&node("a"), up));
+        assert!(s.plan_ring(&node("a"), up, &mut Planner::default()));
         assert_eq!(s.ring.current.claimed_by(&node("c")), 0);
         assert!(s.ring.current.claimed_by(&node("d")) > 0);
     }
@@ -444,9 +444,9 @@ mod tests {
     #[test]
     fn only_the_claimant_changes_the_ring() {
         let mut s = cluster(&["a", "b"], 8);
-        assert!(!s.plan_ring(&node("b"), all_up));
+        assert!(!s.plan_ring(&node("b"), all_up, &mut Planner::default()));
         // With a down, b is the claimant.
-        assert!(s.plan_ring(&node("b"), |n| n != &node("a")));
+        assert!(s.plan_ring(&node("b"), |n| n != &node("a"), &mut Planner::default()));
         assert_eq!(s.ring.author, node("b"));
     }
 
@@ -455,7 +455,7 @@ mod tests {
         let mut s = cluster(&["a", "b", "c"], 8);
         settle(&mut s);
         s.members.insert(node("d"), member("d", 8));
-        assert!(s.plan_ring(&node("a"), all_up));
+        assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()));
         let senders: BTreeSet<NodeId> = s.transfers(all_up).into_iter().map(|t| t.from).collect();
         assert!(!senders.is_empty());
         let only_up = |n: &NodeId| n == &node("a") || n == &node("d");
@@ -467,7 +467,7 @@ mod tests {
             s.mark_transfer_done(&node("a"), t.partition);
         }
         assert!(s.pending_transfers(only_up).is_empty());
-        assert!(s.plan_ring(&node("a"), only_up), "move completes without b and c");
+        assert!(s.plan_ring(&node("a"), only_up, &mut Planner::default()), "move completes without b and c");
         assert_eq!(s.ring.current.claimed_by(&node("d")), 2);
     }
 
@@ -476,7 +476,7 @@ mod tests {
         let mut s = cluster(&["a", "b", "c"], 16);
         settle(&mut s);
         s.members.insert(node("d"), member("d", 16));
-        s.plan_ring(&node("a"), all_up);
+        s.plan_ring(&node("a"), all_up, &mut Planner::default());
         let target = s.ring.target.clone().unwrap();
         for t in s.transfers(all_up) {
             let old = s.ring.current.holders(t.partition, 3);
@@ -504,7 +504,7 @@ mod tests {
         let mut a = cluster(&["a", "b"], 8);
         let mut b = a.clone();
         b.update_member(&node("b"), |m| m.wanted_claim = 3);
-        b.plan_ring(&node("a"), all_up);
+        b.plan_ring(&node("a"), all_up, &mut Planner::default());
         let changes = a.merge(&b);
         assert!(changes.members && changes.ring && changes.any);
         assert_eq!(a, b);
@@ -548,7 +548,7 @@ mod tests {
                     _ => {
                         let other = views[(i + 1) % 3].clone();
                         views[i].merge(&other);
-                        views[i].plan_ring(&me, all_up);
+                        views[i].plan_ring(&me, all_up, &mut Planner::default());
                     }
                 }
             }

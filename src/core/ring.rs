@@ -191,6 +191,39 @@ impl Ring {
     }
 }
 
+/// Remembers the last [`Ring::rebalance`]. The claimant plans after every
+/// gossip round, almost always from the same ring and claims, and spreading
+/// a large ring can take milliseconds (done under the membership lock that
+/// every quorum request reads), so an unchanged plan is not computed again.
+#[derive(Debug, Default)]
+pub struct Planner {
+    last: Option<Plan>,
+}
+
+#[derive(Debug)]
+struct Plan {
+    from: Ring,
+    claims: Vec<Claim>,
+    n: usize,
+    planned: Result<Ring, RingError>,
+}
+
+impl Planner {
+    /// `ring.rebalance(claims, n)`, from memory when the inputs are the last ones.
+    pub fn rebalance(&mut self, ring: &Ring, claims: &[Claim], n: usize) -> Result<Ring, RingError> {
+        if let Some(last) = &self.last
+            && last.from == *ring
+            && last.claims == claims
+            && last.n == n
+        {
+            return last.planned.clone();
+        }
+        let planned = ring.rebalance(claims, n);
+        self.last = Some(Plan { from: ring.clone(), claims: claims.to_vec(), n, planned: planned.clone() });
+        planned
+    }
+}
+
 /// Partitions per node, proportional to wishes, by largest remainder so the
 /// targets add up to exactly `partitions`. Ties go to the smaller node name
 /// so every node computes the same ring.
@@ -488,6 +521,23 @@ mod tests {
                 ring = next;
             }
         }
+    }
+
+    #[test]
+    fn the_planner_never_answers_with_a_stale_plan() {
+        let mut planner = Planner::default();
+        let three = claims(&[("a", 1), ("b", 1), ("c", 1)]);
+        let mut four = three.clone();
+        four.push(Claim { node: node("d"), wanted: 1 });
+        let ring = Ring::from_claims(64, &three, 3).unwrap();
+        let next = ring.rebalance(&four, 3).unwrap();
+        // Each input changed in turn, and repeated: always what rebalance says.
+        for (from, wanted, n) in
+            [(&ring, &four, 3), (&ring, &four, 3), (&next, &four, 3), (&next, &three, 3), (&next, &three, 2)]
+        {
+            assert_eq!(planner.rebalance(from, wanted, n), from.rebalance(wanted, n));
+        }
+        assert_eq!(planner.rebalance(&ring, &claims(&[("a", 0)]), 3), Err(RingError::NoClaims));
     }
 
     #[test]

@@ -193,7 +193,7 @@ mod tests {
         let me = Member::new(NodeId::new("a"), "a:1".into(), "a:2".into(), 8, 5);
         let mut s = ClusterState::new(42, me, 8, 3, 2, 2).unwrap();
         s.members.insert(NodeId::new("b"), Member::new(NodeId::new("b"), "b:1".into(), "b:2".into(), 8, 6));
-        s.plan_ring(&NodeId::new("a"), |_| true);
+        s.plan_ring(&NodeId::new("a"), |_| true, &mut crate::core::ring::Planner::default());
         s.mark_transfer_done(&NodeId::new("a"), 3);
         assert!(s.ring.target.is_some());
         assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
