@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -40,57 +40,48 @@ const QUEUE: usize = 1024;
 /// or the status of a stream that failed before it answered.
 pub type Answer = Result<CallResult, Status>;
 
-/// The open streams of this node, by peer address.
+/// How long a peer without `Replica/Calls` is called with unary calls
+/// before the stream is tried again (it may have been upgraded).
+const UNARY_ONLY_FOR: Duration = Duration::from_secs(60);
+
+/// How this node calls each peer, by address.
 #[derive(Default)]
 pub struct CallStreams {
-    open: Mutex<HashMap<String, Arc<Stream>>>,
+    peers: Mutex<HashMap<String, Peer>>,
+}
+
+enum Peer {
+    Stream(Arc<Stream>),
+    /// Answered `Unimplemented` to `Replica/Calls` (an older version) then.
+    UnaryOnly(Instant),
+}
+
+/// Where a call to a peer goes.
+pub enum Route {
+    Stream(Arc<Stream>),
+    Unary,
 }
 
 impl CallStreams {
-    /// Sends `call` on the stream to `address` (opening one over `channel`
-    /// if there is none) and waits at most `deadline` for its answer.
-    pub async fn call(
-        &self,
-        address: &str,
-        channel: impl FnOnce() -> Channel,
-        call: Call,
-        traceparent: String,
-        deadline: Duration,
-    ) -> Answer {
-        let stream = self.stream(address, channel);
-        let (id, answer) = stream.register()?;
-        // Forgets the slot however this call ends (answer, timeout, or the
-        // caller dropping it).
-        let _slot = Slot { stream: &stream, id };
-        let request = pb::CallRequest { id, traceparent, call: Some(call) };
-        let exchange = async {
-            stream.outgoing.send(request).await.map_err(|_| stream.closed())?;
-            answer.await.map_err(|_| stream.closed())?
-        };
-        match tokio::time::timeout(deadline, exchange).await {
-            Ok(answer) => answer,
-            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {deadline:?}"))),
+    /// The stream to `address` (a new one over `channel()` when there is
+    /// none or it broke), or `Unary` for a peer without the method.
+    pub fn route<E>(&self, address: &str, channel: impl FnOnce() -> Result<Channel, E>) -> Result<Route, E> {
+        let mut peers = self.peers.lock().expect("call streams lock");
+        match peers.get(address) {
+            Some(Peer::Stream(stream)) if !stream.broken.load(Ordering::Acquire) => {
+                return Ok(Route::Stream(Arc::clone(stream)));
+            }
+            Some(Peer::UnaryOnly(since)) if since.elapsed() < UNARY_ONLY_FOR => return Ok(Route::Unary),
+            _ => {}
         }
+        let stream = Stream::open(channel()?);
+        peers.insert(address.to_owned(), Peer::Stream(Arc::clone(&stream)));
+        Ok(Route::Stream(stream))
     }
 
-    /// Whether the current stream to `address` was accepted by the peer: a
-    /// call sent before that may come back `Unimplemented` from an older peer.
-    pub fn accepted(&self, address: &str) -> bool {
-        let open = self.open.lock().expect("call streams lock");
-        open.get(address).is_some_and(|s| s.accepted.load(Ordering::Acquire) && !s.broken.load(Ordering::Acquire))
-    }
-
-    /// The open stream to `address`, or a new one.
-    fn stream(&self, address: &str, channel: impl FnOnce() -> Channel) -> Arc<Stream> {
-        let mut open = self.open.lock().expect("call streams lock");
-        if let Some(stream) = open.get(address)
-            && !stream.broken.load(Ordering::Acquire)
-        {
-            return Arc::clone(stream);
-        }
-        let stream = Stream::open(channel());
-        open.insert(address.to_owned(), Arc::clone(&stream));
-        stream
+    /// `address` answered `Unimplemented`: call it unary for a while.
+    pub fn unsupported_by(&self, address: &str) {
+        self.peers.lock().expect("call streams lock").insert(address.to_owned(), Peer::UnaryOnly(Instant::now()));
     }
 }
 
@@ -108,6 +99,29 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Sends `call` on this stream and waits at most `deadline` for its answer.
+    pub async fn call(&self, call: Call, traceparent: String, deadline: Duration) -> Answer {
+        let (id, answer) = self.register()?;
+        // Forgets the slot however this call ends (answer, timeout, or the
+        // caller dropping it).
+        let _slot = Slot { stream: self, id };
+        let request = pb::CallRequest { id, traceparent, call: Some(call) };
+        let exchange = async {
+            self.outgoing.send(request).await.map_err(|_| self.closed())?;
+            answer.await.map_err(|_| self.closed())?
+        };
+        match tokio::time::timeout(deadline, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {deadline:?}"))),
+        }
+    }
+
+    /// Whether the peer has accepted the stream: a call sent before that
+    /// may come back `Unimplemented` from an older peer.
+    pub fn accepted(&self) -> bool {
+        self.accepted.load(Ordering::Acquire)
+    }
+
     fn open(channel: Channel) -> Arc<Stream> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stream = Arc::new(Stream {

@@ -7,8 +7,7 @@
 //! remote call is bounded by [`Peers::unary_deadline`], and every failure
 //! comes back as a [`ReplicaError`], never as a transport type.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,7 +16,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tracing::Instrument;
 
-use super::call_stream::{self, CallStreams};
+use super::call_stream::{self, CallStreams, Route};
 use super::convert::{clock_to_pb, key_to_pb, mutation_to_pb, object_from_pb, object_to_pb, required};
 use super::pb;
 use super::pb::call_request::Call;
@@ -39,19 +38,11 @@ pub struct GrpcReplicaClient {
     peers: Arc<Peers>,
     book: Arc<dyn AddressBook>,
     streams: CallStreams,
-    /// Peers that answered `Unimplemented` to `Replica/Calls` (an older
-    /// version), and when: called with unary calls for a while, then the
-    /// stream is tried again (they may have been upgraded).
-    unary_only: Mutex<HashMap<String, Instant>>,
 }
-
-/// How long a peer without `Replica/Calls` is called with unary calls
-/// before the stream is tried again.
-const UNARY_ONLY_FOR: Duration = Duration::from_secs(60);
 
 impl GrpcReplicaClient {
     pub fn new(peers: Arc<Peers>, book: Arc<dyn AddressBook>) -> GrpcReplicaClient {
-        GrpcReplicaClient { peers, book, streams: CallStreams::default(), unary_only: Mutex::new(HashMap::new()) }
+        GrpcReplicaClient { peers, book, streams: CallStreams::default() }
     }
 
     fn address(&self, node: &NodeId) -> Result<String, ReplicaError> {
@@ -62,50 +53,41 @@ impl GrpcReplicaClient {
         self.peers.channel(address).map_err(|e| ReplicaError::Unreachable { node: node.clone(), reason: e.to_string() })
     }
 
-    fn is_unary_only(&self, address: &str) -> bool {
-        let mut unary_only = self.unary_only.lock().expect("unary-only lock");
-        match unary_only.get(address) {
-            Some(since) if since.elapsed() < UNARY_ONLY_FOR => true,
-            Some(_) => {
-                unary_only.remove(address);
-                false
-            }
-            None => false,
-        }
-    }
-
     /// One replica call: its own client span, the trace context, a bounded
     /// wait ([`Peers::unary_deadline`]) and a metric. It goes on the peer's
-    /// `Replica/Calls` stream, or as a unary call to a peer without one.
+    /// `Replica/Calls` stream, or as a unary call (a peer without the
+    /// stream, a large message).
     async fn call(&self, node: &NodeId, method: &'static str, call: Call) -> Result<CallResult, ReplicaError> {
         let address = self.address(node)?;
-        let channel = self.channel(node, &address)?;
+        let route = self.streams.route(&address, || self.channel(node, &address))?;
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
         async {
             let deadline = self.peers.unary_deadline();
             let started = Instant::now();
-            let large = call_len(&call) > STREAM_MESSAGE_MAX_BYTES;
-            let answer = if large || self.is_unary_only(&address) {
-                unary(channel, call, self.peers.request_timeout(), deadline).await
-            } else {
-                // Kept until the peer is known to serve the stream, and for
-                // reads, whose answer may come back "too large, ask unary".
-                let retry = (!self.streams.accepted(&address) || matches!(call, Call::Get(_))).then(|| call.clone());
-                let traceparent = propagation::current_traceparent();
-                let answer = self.streams.call(&address, || channel.clone(), call, traceparent, deadline).await;
-                match (answer, retry) {
-                    (Ok(CallResult::UseUnary(_)), Some(call)) => {
-                        unary(channel, call, self.peers.request_timeout(), deadline.saturating_sub(started.elapsed()))
-                            .await
+            let address = address.as_str();
+            let unary = |call| async move {
+                let left = deadline.saturating_sub(started.elapsed());
+                // The address was usable when routed; this lookup is the pool's.
+                let channel = self.peers.channel(address).map_err(|e| Status::unavailable(e.to_string()))?;
+                unary(channel, call, self.peers.request_timeout(), left).await
+            };
+            let answer = match route {
+                Route::Stream(stream) if call_len(&call) <= STREAM_MESSAGE_MAX_BYTES => {
+                    // Kept until the peer is known to serve the stream, and
+                    // for reads, whose answer may be "too large, ask unary".
+                    let retry = (!stream.accepted() || matches!(call, Call::Get(_))).then(|| call.clone());
+                    let answer = stream.call(call, propagation::current_traceparent(), deadline).await;
+                    match (answer, retry) {
+                        (Ok(CallResult::UseUnary(_)), Some(call)) => unary(call).await,
+                        (Err(status), Some(call)) if call_stream::unsupported(&status) => {
+                            tracing::info!(peer = %node, "peer has no Replica/Calls stream; using unary calls");
+                            self.streams.unsupported_by(address);
+                            unary(call).await
+                        }
+                        (answer, _) => answer,
                     }
-                    (Err(status), Some(call)) if call_stream::unsupported(&status) => {
-                        tracing::info!(peer = %node, "peer has no Replica/Calls stream; using unary calls");
-                        self.unary_only.lock().expect("unary-only lock").insert(address.clone(), Instant::now());
-                        unary(channel, call, self.peers.request_timeout(), deadline.saturating_sub(started.elapsed()))
-                            .await
-                    }
-                    (answer, _) => answer,
                 }
+                _ => unary(call).await,
             };
             let answer = match answer {
                 Ok(CallResult::Error(pb::CallError { code, message })) => {
