@@ -144,48 +144,41 @@ pub async fn push_partition(
     entries: mpsc::Receiver<Result<Entry, StorageError>>,
 ) -> Result<u64, ReplicaError> {
     let started = Instant::now();
-    let result = push_partition_unobserved(peers, node, cluster_address, partition, kind, entries).await;
+    let result = async {
+        let unreachable = |reason: String| ReplicaError::Unreachable { node: node.clone(), reason };
+        let channel = peers.transfer_channel(cluster_address).map_err(|e| unreachable(e.to_string()))?;
+        let mut client = TransferClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // Waiting from the start: connecting is the peer's part too.
+        let progress = Arc::new(Progress::default());
+        progress.waiting();
+        let (failed_tx, failed_rx) = oneshot::channel();
+        let outgoing =
+            Outgoing { partition, kind, entries, first: true, progress: Arc::clone(&progress), failed: Some(failed_tx) };
+        let idle = peers.transfer_idle_timeout();
+        // Returning drops the call, which resets the HTTP/2 stream: the
+        // receiver sees the transfer cancelled, never a clean end.
+        tokio::select! {
+            answer = client.push(outgoing.into_stream()) => {
+                answer.map(|r| r.into_inner().merged).map_err(|status| replica_error_from_status(node, status))
+            }
+            Ok(error) = failed_rx => Err(ReplicaError::Storage(error)),
+            () = progress.stalled(idle) => Err(unreachable(format!("partition transfer made no progress for {idle:?}"))),
+        }
+    }
+    .await;
     let code = match &result {
         Ok(_) => tonic::Code::Ok,
         Err(ReplicaError::Unreachable { .. } | ReplicaError::UnknownNode(_)) => tonic::Code::Unavailable,
         Err(e) => e.code().grpc_code(),
     };
     metrics::grpc_client("Transfer/Push", code, started.elapsed().as_secs_f64());
+    if let Ok(merged) = &result {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(partition, %node, merged, elapsed_ms, "pushed partition");
+    }
     result
-}
-
-async fn push_partition_unobserved(
-    peers: &Peers,
-    node: &NodeId,
-    cluster_address: &str,
-    partition: Partition,
-    kind: TransferKind,
-    entries: mpsc::Receiver<Result<Entry, StorageError>>,
-) -> Result<u64, ReplicaError> {
-    let unreachable = |reason: String| ReplicaError::Unreachable { node: node.clone(), reason };
-    let channel = peers.transfer_channel(cluster_address).map_err(|e| unreachable(e.to_string()))?;
-    let mut client = TransferClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // Waiting from the start: connecting is the peer's part too.
-    let progress = Arc::new(Progress::default());
-    progress.waiting();
-    let (failed_tx, failed_rx) = oneshot::channel();
-    let outgoing =
-        Outgoing { partition, kind, entries, first: true, progress: Arc::clone(&progress), failed: Some(failed_tx) };
-    let idle = peers.transfer_idle_timeout();
-    let started = Instant::now();
-    // Returning drops the call, which resets the HTTP/2 stream: the receiver
-    // sees the transfer cancelled, never a clean end.
-    let merged = tokio::select! {
-        answer = client.push(outgoing.into_stream()) => {
-            answer.map(|r| r.into_inner().merged).map_err(|status| replica_error_from_status(node, status))?
-        }
-        Ok(error) = failed_rx => return Err(ReplicaError::Storage(error)),
-        () = progress.stalled(idle) => return Err(unreachable(format!("partition transfer made no progress for {idle:?}"))),
-    };
-    tracing::info!(partition, %node, merged, elapsed_ms = started.elapsed().as_millis() as u64, "pushed partition");
-    Ok(merged)
 }
 
 /// The sending half of one transfer, turned into the request stream.
