@@ -38,11 +38,9 @@ fn replica_values(cluster_address: &str, key: &str, partition: u32) -> Vec<Strin
         let mut c = ReplicaClient::connect(format!("http://{cluster_address}")).await.unwrap();
         let req = pb::GetRequest {
             partition,
-            key: Some(pb::ObjectKey {
-                bucket_type: "default".into(),
-                bucket: "default".into(),
-                key: key.to_owned().into(),
-            }),
+            key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(
+                key.to_owned(),
+            ))),
         };
         let object = c.get(req).await.unwrap().into_inner().object.unwrap_or_default();
         object.siblings.into_iter().map(|s| String::from_utf8(s.value.to_vec()).unwrap()).collect()

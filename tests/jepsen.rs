@@ -190,11 +190,9 @@ fn replica_values(
         let mut client = tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?;
         let request = pb::GetRequest {
             partition,
-            key: Some(pb::ObjectKey {
-                bucket_type: "default".into(),
-                bucket: "default".into(),
-                key: key.to_owned().into(),
-            }),
+            key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(
+                key.to_owned(),
+            ))),
         };
         let reply = tokio::time::timeout(Duration::from_secs(3), client.get(request)).await.ok()?.ok()?;
         let mut values: Vec<String> = reply

@@ -457,11 +457,9 @@ fn write_one_replica(node: &NodeProc, key: &str, value: &str) {
     let partition = preflist["partition"].as_u64().unwrap() as u32;
     let request = pb::CoordinateRequest {
         partition,
-        key: Some(pb::ObjectKey {
-            bucket_type: "default".into(),
-            bucket: "default".into(),
-            key: key.to_owned().into(),
-        }),
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(
+            key.to_owned(),
+        ))),
         context: vec![],
         mutation: Some(pb::coordinate_request::Mutation::Put(pb::Put {
             content_type: "text/plain".into(),
