@@ -110,7 +110,7 @@ async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::Call
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    metrics::grpc_server(method.to_owned(), metrics::code_name(code), started.elapsed().as_secs_f64());
+    metrics::grpc_server(method, metrics::code_name(code), started.elapsed().as_secs_f64());
     let result = result.unwrap_or_else(|status| {
         CallResult::Error(pb::CallError { code: status.code() as i32, message: status.message().to_owned() })
     });

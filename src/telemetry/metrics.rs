@@ -201,7 +201,9 @@ pub fn grpc_client(method: &'static str, code: tonic::Code, seconds: f64) {
 }
 
 /// An internal gRPC call served by this node.
-pub fn grpc_server(method: String, code: &'static str, seconds: f64) {
+/// `method` is a `&'static str` on the hot path (no allocation per call).
+pub fn grpc_server(method: impl Into<metrics::SharedString>, code: &'static str, seconds: f64) {
+    let method = method.into();
     counter!(GRPC_SERVER_REQUESTS_TOTAL, "method" => method.clone(), "code" => code).increment(1);
     histogram!(GRPC_SERVER_DURATION_SECONDS, "method" => method).record(seconds);
 }
