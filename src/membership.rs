@@ -5,6 +5,13 @@
 //! The rules (merge, claimant, transfers, failure detection) live in the
 //! pure core; this type adds a lock, a clock, the data directory and a
 //! `watch` channel that wakes workers when the ring changes.
+//!
+//! A node can learn from gossip that the cluster removed it for good (another
+//! node replaced it: one that joined at its address without its data). It
+//! is no member from then on: [`Membership::removed`] turns true (logged
+//! once), the coordinator and the gRPC server refuse data, and the node
+//! shuts down with [`MembershipError::Removed`]; it refuses to start again
+//! on that data directory.
 
 use std::sync::{Arc, RwLock};
 
@@ -37,6 +44,13 @@ pub enum MembershipError {
     Ring(#[from] RingError),
     #[error("peer belongs to cluster {theirs:016x}, this node to cluster {ours:016x}")]
     WrongCluster { ours: u64, theirs: u64 },
+    #[error(
+        "node {node} was removed from the cluster: another node replaced it (one that joined at its \
+         address without its data), so it serves no data; wipe its data directory to rejoin as a new node"
+    )]
+    Removed { node: NodeId },
+    #[error("node {node} claims address {address}, which is this node's ({local})")]
+    AddressOfSeed { node: NodeId, address: String, local: NodeId },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -45,7 +59,10 @@ impl HasErrorCode for MembershipError {
     fn code(&self) -> ErrorCode {
         match self {
             MembershipError::ClaimOutOfRange { .. } | MembershipError::Ring(_) => ErrorCode::BadRequest,
-            MembershipError::NoClaims | MembershipError::WrongCluster { .. } => ErrorCode::Conflict,
+            MembershipError::NoClaims
+            | MembershipError::WrongCluster { .. }
+            | MembershipError::Removed { .. }
+            | MembershipError::AddressOfSeed { .. } => ErrorCode::Conflict,
             MembershipError::Storage(e) => e.code(),
         }
     }
@@ -90,6 +107,8 @@ pub struct Membership {
     clock: Clock,
     inner: RwLock<Inner>,
     ring_tx: watch::Sender<Arc<RingView>>,
+    /// True once the cluster removed this node; it never turns false.
+    removed_tx: watch::Sender<bool>,
 }
 
 /// The persisted cluster state of a data directory, if any.
@@ -120,6 +139,10 @@ impl Membership {
         clock: Clock,
     ) -> Result<Membership, MembershipError> {
         let local = me.node.clone();
+        // Rejoining under a removed id would make a member nobody listens to.
+        if state.removed.contains(&local) {
+            return Err(MembershipError::Removed { node: local });
+        }
         // Our own record is ours: replace whatever the cluster remembered,
         // with a generation above it so every peer takes the new one.
         let mut me = me;
@@ -136,6 +159,7 @@ impl Membership {
             clock,
             inner: RwLock::new(Inner { state, detector, planner: Planner::default() }),
             ring_tx,
+            removed_tx: watch::Sender::new(false),
         };
         membership.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(membership)
@@ -167,6 +191,27 @@ impl Membership {
         self.inner.read().expect("membership lock").state.cluster_id
     }
 
+    /// True once this node learnt that the cluster removed it.
+    pub fn removed(&self) -> bool {
+        *self.removed_tx.borrow()
+    }
+
+    /// Completes once this node learns that the cluster removed it.
+    pub fn wait_removed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut removed = self.removed_tx.subscribe();
+        async move {
+            // An error means the sender is gone: nobody can remove us any more.
+            if removed.wait_for(|removed| *removed).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The error a removed node stops with.
+    pub fn removed_error(&self) -> MembershipError {
+        MembershipError::Removed { node: self.local.clone() }
+    }
+
     /// This node is always up to itself; others per the failure detector.
     pub fn is_up(&self, node: &NodeId) -> bool {
         node == &self.local || self.inner.read().expect("membership lock").detector.is_up(node, (self.clock)())
@@ -194,11 +239,12 @@ impl Membership {
             let changes = inner.state.merge(theirs);
             // Only this node writes its record. A peer holding a "newer" one
             // (an incarnation from before a clock step back) must not
-            // replace it: re-assert ours above theirs.
+            // replace it: re-assert ours above theirs. No record after the
+            // merge means the cluster removed us (`after_change` acts on it).
             if let Some(mut mine) = mine
-                && inner.state.members.get(&self.local) != Some(&mine)
+                && let Some(theirs) = inner.state.members.get(&self.local)
+                && theirs != &mine
             {
-                let theirs = &inner.state.members[&self.local];
                 mine.generation = theirs.generation + 1;
                 mine.version = 0;
                 inner.state.members.insert(self.local.clone(), mine);
@@ -216,6 +262,22 @@ impl Membership {
     pub fn admit(&self, mut member: Member) -> Result<ClusterState, MembershipError> {
         {
             let mut inner = self.inner.write().expect("membership lock");
+            if inner.state.removed.contains(&member.node) {
+                return Err(MembershipError::Removed { node: member.node });
+            }
+            // Replacing ourselves would remove the node admitting it; a node
+            // that does answer here cannot have lost its address to another.
+            if let Some(mine) = inner.state.members.get(&self.local)
+                && member.node != self.local
+                && (mine.address == member.address || mine.cluster_address == member.cluster_address)
+            {
+                let address = if mine.address == member.address { &member.address } else { &member.cluster_address };
+                return Err(MembershipError::AddressOfSeed {
+                    node: member.node,
+                    address: address.clone(),
+                    local: self.local.clone(),
+                });
+            }
             member.wanted_claim = member.wanted_claim.min(inner.state.partitions());
             // Same address, new id: the node lost its data directory and
             // came back as a new node; its old self is gone for good.
@@ -247,9 +309,10 @@ impl Membership {
     /// Observes, runs the claimant step, publishes and persists as needed.
     fn after_change(&self, mut changes: Changes) -> Result<(), MembershipError> {
         let now = (self.clock)();
-        let (view, save) = {
+        let (view, save, removed) = {
             let mut inner = self.inner.write().expect("membership lock");
             let Inner { state, detector, planner } = &mut *inner;
+            let removed = state.removed.contains(&self.local);
             detector.observe(state, now);
             let local = self.local.clone();
             let up = |n: &NodeId| n == &local || detector.is_up(n, now);
@@ -257,8 +320,11 @@ impl Membership {
                 changes.ring = true;
             }
             let save = (changes.members || changes.ring).then(|| state.clone());
-            (changes.ring.then(|| view_of(state)), save)
+            (changes.ring.then(|| view_of(state)), save, removed)
         };
+        if removed {
+            self.mark_removed();
+        }
         if let Some(state) = save {
             save_state(&*self.store, &state)?;
         }
@@ -267,6 +333,14 @@ impl Membership {
             self.ring_tx.send_replace(Arc::new(view));
         }
         Ok(())
+    }
+
+    /// Once only: this node learnt it was removed. Wakes `wait_removed`.
+    fn mark_removed(&self) {
+        let first = self.removed_tx.send_if_modified(|removed| !std::mem::replace(removed, true));
+        if first {
+            tracing::error!(node = %self.local, error = %self.removed_error(), "this node was removed from the cluster");
+        }
     }
 
     /// Partitions this node owns now.
@@ -375,5 +449,85 @@ fn view_of(state: &ClusterState) -> RingView {
         n_val: state.n_val,
         r: state.r,
         w: state.w,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    fn node(n: &str) -> NodeId {
+        NodeId::new(n)
+    }
+
+    fn member(n: &str) -> Member {
+        Member::new(node(n), format!("{n}:h"), format!("{n}:c"), 8, 1)
+    }
+
+    fn clock() -> u64 {
+        1_000
+    }
+
+    /// Members a, b and c, as one of them sees it.
+    fn cluster() -> ClusterState {
+        let mut state = ClusterState::new(7, member("a"), 8, 3, 2, 2).unwrap();
+        for n in ["b", "c"] {
+            state.members.insert(node(n), member(n));
+        }
+        state
+    }
+
+    fn open(me: &str, state: ClusterState, store: &Arc<dyn Store>) -> Result<Membership, MembershipError> {
+        Membership::open(member(me), state, Arc::clone(store), 5_000, clock)
+    }
+
+    /// c lost its disk and came back at its address as d: the view of a
+    /// member that admitted d.
+    fn c_replaced_by_d(state: &ClusterState) -> ClusterState {
+        let mut theirs = state.clone();
+        theirs.remove_member(&node("c"));
+        theirs.members.insert(node("d"), Member::new(node("d"), "c:h".into(), "c:c".into(), 8, 2));
+        theirs
+    }
+
+    #[test]
+    fn learning_it_was_removed_marks_the_node_removed_instead_of_panicking() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let c = open("c", cluster(), &store).unwrap();
+        assert!(!c.removed());
+        // The old code indexed its own record here and panicked, holding
+        // the write lock: every later request answered 500.
+        c.merge(&c_replaced_by_d(&c.snapshot())).unwrap();
+        assert!(c.removed());
+        assert!(matches!(c.removed_error(), MembershipError::Removed { ref node } if node.as_str() == "c"));
+        futures::executor::block_on(c.wait_removed());
+        // The lock is healthy: gossip, heartbeats and reads go on.
+        c.heartbeat().unwrap();
+        c.merge(&c_replaced_by_d(&cluster())).unwrap();
+        assert!(c.removed(), "for good");
+        let ids: Vec<String> = c.members().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["a", "b", "d"]);
+        // The data directory remembers: c does not start again as c.
+        let remembered = load_state(&*store).unwrap().unwrap();
+        let error = open("c", remembered, &store).err().expect("a removed node must not start");
+        assert!(error.to_string().contains("wipe its data directory"), "{error}");
+    }
+
+    #[test]
+    fn a_removed_node_cannot_join_again_and_no_joiner_replaces_the_seed() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = open("a", cluster(), &store).unwrap();
+        a.merge(&c_replaced_by_d(&a.snapshot())).unwrap();
+        assert!(!a.removed());
+        let error = a.admit(member("c")).unwrap_err();
+        assert!(matches!(error, MembershipError::Removed { .. }), "{error}");
+        // A joiner claiming the seed's own address would have the seed
+        // remove itself.
+        let imposter = Member::new(node("e"), "a:h".into(), "e:c".into(), 8, 3);
+        let error = a.admit(imposter).unwrap_err();
+        assert!(matches!(error, MembershipError::AddressOfSeed { .. }), "{error}");
+        assert!(!a.removed());
+        assert!(!a.snapshot().members.contains_key(&node("e")));
     }
 }

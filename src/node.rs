@@ -3,7 +3,9 @@
 //! storage -> cluster state (remembered, joined, or new) -> node metadata
 //! (actor, partitions) -> membership -> replica -> replica client (local or
 //! gRPC) -> coordinator -> HTTP router; then the gRPC server, the background
-//! workers (gossip, handoff) and the HTTP server, until `shutdown` resolves.
+//! workers (gossip, handoff) and the HTTP server, until `shutdown` resolves
+//! or the node learns that the cluster removed it (then it stops the same
+//! way, and `run` returns that as its error).
 //! Listeners and the shutdown future are passed in, so tests bind port 0 and
 //! stop nodes when they like.
 
@@ -275,7 +277,14 @@ pub async fn run(
     );
     // One line on stdout for scripts and tests that wait for readiness.
     println!("vinzclortho listening on http://{address} cluster={cluster_address}");
-    let served = axum::serve(listeners.http, app.router).with_graceful_shutdown(shutdown).await;
+    let removed = app.membership.wait_removed();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = removed => {}
+        }
+    };
+    let served = axum::serve(listeners.http, app.router).with_graceful_shutdown(stop).await;
     health.set_service_status("", ServingStatus::NotServing).await;
     cancel.cancel();
     for worker in workers {
@@ -285,6 +294,9 @@ pub async fn run(
     // are idempotent, so a cut transfer is simply repeated later.
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     served.map_err(|e| NodeError::Serve(e.to_string()))?;
+    if app.membership.removed() {
+        return Err(app.membership.removed_error().into());
+    }
     tracing::info!(%node, "node stopped");
     Ok(())
 }

@@ -337,3 +337,31 @@ async fn unknown_routes_methods_and_missing_keys_get_clear_errors() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(get(&app, "/store/ct").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_node_the_cluster_removed_answers_503_and_says_so() {
+    use vinzclortho::core::key::NodeId;
+    use vinzclortho::core::membership::Member;
+    let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let app = node::build(&config, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None).unwrap();
+    assert_eq!(put(&app.router, "/store/k", "v", &[]).await.status, StatusCode::OK);
+
+    // Gossip says another node replaced this one (it joined at this
+    // node's address without its data).
+    let mut theirs = app.membership.snapshot();
+    theirs.remove_member(app.membership.local());
+    let replacement = Member::new(NodeId::new("replacement"), "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), 64, 2);
+    theirs.members.insert(replacement.node.clone(), replacement);
+    app.membership.merge(&theirs).unwrap();
+
+    for (method, body) in [("GET", ""), ("PUT", "w"), ("DELETE", "")] {
+        let reply = call(&app.router, method, "/store/k", &[], body.to_owned()).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{method}: {}", reply.text());
+        assert!(reply.text().contains("was removed from the cluster"), "{method}: {}", reply.text());
+    }
+    let reply = get(&app.router, "/admin/status").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let status: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(status["removed"], true, "{status}");
+}

@@ -41,6 +41,9 @@ pub struct Status {
     node_id: String,
     cluster_address: String,
     cluster_id: String,
+    /// True once the cluster removed this node (another node replaced it):
+    /// it serves no data and is shutting down.
+    removed: bool,
     version: &'static str,
     partitions: u32,
     n_val: usize,
@@ -84,6 +87,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         node_id: api.membership.local().to_string(),
         cluster_address: api.info.cluster_address.clone(),
         cluster_id: format!("{:016x}", api.membership.cluster_id()),
+        removed: api.membership.removed(),
         version: env!("CARGO_PKG_VERSION"),
         partitions: api.info.partitions,
         n_val: view.n_val,

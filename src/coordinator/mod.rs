@@ -32,7 +32,7 @@ use crate::core::quorum::{Progress, Quorum, ReadQuorum, Shortfall};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::error::{ErrorCode, HasErrorCode};
-use crate::membership::Membership;
+use crate::membership::{Membership, MembershipError};
 use crate::telemetry::metrics;
 
 /// Settings of this node's coordinator; N, R and W come from the cluster.
@@ -51,13 +51,17 @@ pub enum CoordinatorError {
     /// The stamping replica refused the write (too many siblings, disk full).
     #[error(transparent)]
     Replica(ReplicaError),
+    /// The cluster removed this node: it coordinates nothing, since its view
+    /// of the ring and its data are no longer the cluster's.
+    #[error(transparent)]
+    Removed(MembershipError),
 }
 
 impl HasErrorCode for CoordinatorError {
     fn code(&self) -> ErrorCode {
         match self {
             CoordinatorError::BadRequest(_) => ErrorCode::BadRequest,
-            CoordinatorError::Unavailable { .. } => ErrorCode::Unavailable,
+            CoordinatorError::Unavailable { .. } | CoordinatorError::Removed(_) => ErrorCode::Unavailable,
             CoordinatorError::Replica(e) => e.code(),
         }
     }
@@ -277,6 +281,9 @@ impl Coordinator {
     }
 
     fn plan(&self, key: &ObjectKey, param: QuorumParam, op: Op) -> Result<Plan, CoordinatorError> {
+        if self.membership.removed() {
+            return Err(CoordinatorError::Removed(self.membership.removed_error()));
+        }
         let view = self.membership.view();
         let (name, default) = match op {
             Op::Read => ("r", view.r),
