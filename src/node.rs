@@ -27,6 +27,7 @@ use crate::core::membership::{ClusterState, Member};
 use crate::core::vclock::ActorId;
 use crate::membership::{self, Membership, MembershipError, system_clock};
 use crate::replica::Replica;
+use crate::rpc::identity::Caller;
 use crate::rpc::membership::MembershipService;
 use crate::rpc::membership_pb::membership_server::MembershipServer;
 use crate::rpc::peers::Peers;
@@ -87,9 +88,9 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     })
 }
 
-fn peers_for(config: &Config) -> Arc<Peers> {
+fn peers_for(config: &Config, caller: &Caller) -> Arc<Peers> {
     let connect_timeout = config.request_timeout.min(Duration::from_secs(1));
-    Arc::new(Peers::new(connect_timeout, config.request_timeout))
+    Arc::new(Peers::new(caller, connect_timeout, config.request_timeout))
 }
 
 /// The node's id: its data directory's actor id, created on first start,
@@ -156,7 +157,7 @@ pub fn build(
         Replica::new(Arc::clone(&store), actor, config.siblings)
             .with_blocking_writes(config.sync_writes && config.storage == StorageKind::Rocksdb),
     );
-    let peers = peers_for(config);
+    let peers = peers_for(config, &Caller::member(node.clone(), membership.cluster_id()));
     let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone());
     let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
     let settings = CoordinatorSettings { timeout: config.request_timeout };
@@ -190,11 +191,11 @@ pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
 
 /// Asks `seed` to admit us, retrying for a while in case it is starting too.
 async fn join(config: &Config, seed: &str, me: &Member) -> Result<ClusterState, NodeError> {
-    let peers = peers_for(config);
+    let peers = peers_for(config, &Caller::joining(me.node.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let attempt = async {
-            let channel = peers.channel(seed).map_err(|e| e.to_string())?;
+            let channel = peers.seed_channel(seed).map_err(|e| e.to_string())?;
             crate::rpc::membership::join(channel, me).await.map_err(|s| describe_join_error(&s))
         };
         match tokio::time::timeout(config.request_timeout, attempt).await {
@@ -255,7 +256,12 @@ pub async fn run(
     routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership))));
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;
-    let grpc = tokio::spawn(crate::rpc::server::serve(listeners.cluster, routes, cancel.clone().cancelled_owned()));
+    let grpc = tokio::spawn(crate::rpc::server::serve(
+        listeners.cluster,
+        routes,
+        app.membership.clone(),
+        cancel.clone().cancelled_owned(),
+    ));
     let gossip = GossipWorker::new(Arc::clone(&app.membership), Arc::clone(&app.peers), config.gossip_interval);
     let handoff = HandoffWorker::new(
         Arc::clone(&app.membership),

@@ -32,16 +32,16 @@ fn get_text(url: &str) -> (StatusCode, String) {
 }
 
 /// The object one replica holds, read over gRPC (bypassing quorums).
-fn replica_values(cluster_address: &str, key: &str, partition: u32) -> Vec<String> {
+fn replica_values(node: &common::NodeProc, key: &str, partition: u32) -> Vec<String> {
+    let req = node.member_request(pb::GetRequest {
+        partition,
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(
+            key.to_owned(),
+        ))),
+    });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut c = ReplicaClient::connect(format!("http://{cluster_address}")).await.unwrap();
-        let req = pb::GetRequest {
-            partition,
-            key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(
-                key.to_owned(),
-            ))),
-        };
+        let mut c = ReplicaClient::connect(format!("http://{}", node.cluster)).await.unwrap();
         let object = c.get(req).await.unwrap().into_inner().object.unwrap_or_default();
         object.siblings.into_iter().map(|s| String::from_utf8(s.value.to_vec()).unwrap()).collect()
     })
@@ -66,7 +66,7 @@ fn a_write_on_one_node_is_read_from_every_node() {
     let p = partition_of(c.node(0), "greeting");
     for node in c.running() {
         wait_for("replication to every node", Duration::from_secs(10), || {
-            (replica_values(&node.cluster, "greeting", p) == ["hello"]).then_some(())
+            (replica_values(node, "greeting", p) == ["hello"]).then_some(())
         });
     }
     let s = status(c.node(1)).unwrap();
@@ -181,11 +181,12 @@ fn read_repair_brings_a_restarted_node_up_to_date() {
     c.restart(2, &http, &cluster);
     c.wait_converged(Duration::from_secs(30));
     let p = partition_of(c.node(0), "missed");
-    assert!(replica_values(&cluster, "missed", p).is_empty(), "the restarted node missed the write");
+    assert_eq!(c.node(2).cluster, cluster);
+    assert!(replica_values(c.node(2), "missed", p).is_empty(), "the restarted node missed the write");
     // A quorum read through any node repairs the stale replica.
     assert_eq!(get_text(&c.node(0).url("/store/missed?r=3")), (StatusCode::OK, "while-down".into()));
     wait_for("read repair of node 2", Duration::from_secs(10), || {
-        (replica_values(&cluster, "missed", p) == ["while-down"]).then_some(())
+        (replica_values(c.node(2), "missed", p) == ["while-down"]).then_some(())
     });
 }
 
@@ -252,8 +253,6 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
     // it (the copy to incoming holders and the handoff sweep carry writes
     // that raced with the transfer), without help from read repair: check
     // through gRPC, which bypasses quorums.
-    let addresses: Vec<(String, String)> =
-        (0..4).map(|n| (c.node(n).http.clone(), c.node(n).cluster.clone())).collect();
     wait_for("every holder to have every write made during the move", Duration::from_secs(20), || {
         for i in &acked {
             let key = format!("during{i}");
@@ -261,8 +260,8 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
                 client().get(c.node(0).url(&format!("/admin/preflist/{key}"))).send().ok()?.json().ok()?;
             let p = v["partition"].as_u64()? as u32;
             for entry in v["preflist"].as_array()? {
-                let cluster = &addresses.iter().find(|(h, _)| entry["node"] == h.as_str())?.1;
-                if replica_values(cluster, &key, p) != [format!("d{i}")] {
+                let holder = c.running().find(|n| entry["node"] == n.http.as_str())?;
+                if replica_values(holder, &key, p) != [format!("d{i}")] {
                     return None;
                 }
             }
@@ -296,7 +295,7 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
         .filter(|i| {
             let key = format!("k{i}");
             let p = partition_of(c.node(0), &key);
-            !replica_values(&c.node(d).cluster, &key, p).is_empty()
+            !replica_values(c.node(d), &key, p).is_empty()
         })
         .count();
     // N=3 over 4 nodes: each holds about 3/4 of the keys (a ring that
@@ -350,24 +349,37 @@ fn a_peer_of_another_protocol_version_or_cluster_is_refused() {
     let c = Cluster::start(20, 1);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     use vinzclortho::rpc::membership_pb as m;
+    let node = c.node(0);
+    // Warm the identity headers outside async code (they ask /admin/status).
+    let _ = node.member_request(());
     rt.block_on(async {
         let mut client =
             m::membership_client::MembershipClient::connect(format!("http://{}", c.node(0).cluster)).await.unwrap();
+        // GetState is read-only: operators call it without identity headers.
         let state = client.get_state(m::GetStateRequest {}).await.unwrap().into_inner().state.unwrap();
         let err = client
-            .gossip(m::GossipRequest { protocol_version: 99, from: "x".into(), state: Some(state.clone()) })
+            .gossip(node.member_request(m::GossipRequest {
+                protocol_version: 99,
+                from: "x".into(),
+                state: Some(state.clone()),
+            }))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(err.message().contains("protocol 99"), "{}", err.message());
-        let mut other = state;
+        let mut other = state.clone();
         other.cluster_id ^= 1;
         let err = client
-            .gossip(m::GossipRequest { protocol_version: 1, from: "x".into(), state: Some(other) })
+            .gossip(node.member_request(m::GossipRequest { protocol_version: 1, from: "x".into(), state: Some(other) }))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(err.message().contains("cluster"), "{}", err.message());
+        // Gossip that names no cluster and no node is refused before it is read.
+        let bare = m::GossipRequest { protocol_version: 1, from: "x".into(), state: Some(state) };
+        let err = client.gossip(bare).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.message().contains("vc-cluster-id"), "{}", err.message());
     });
 }
 
@@ -400,7 +412,7 @@ fn a_claim_of_zero_moves_a_nodes_data_away_and_keeps_every_key() {
         (0..150)
             .all(|i| {
                 let key = format!("c{i}");
-                replica_values(&c.node(3).cluster, &key, partition_of(c.node(0), &key)).is_empty()
+                replica_values(c.node(3), &key, partition_of(c.node(0), &key)).is_empty()
             })
             .then_some(())
     });
@@ -413,7 +425,7 @@ fn a_claim_of_zero_moves_a_nodes_data_away_and_keeps_every_key() {
         let p = v["partition"].as_u64().unwrap() as u32;
         for entry in v["preflist"].as_array().unwrap() {
             let holder = c.running().find(|n| entry["node"] == n.http.as_str()).unwrap();
-            assert_eq!(replica_values(&holder.cluster, &key, p), [format!("v{i}")], "{key} on {}", holder.http);
+            assert_eq!(replica_values(holder, &key, p), [format!("v{i}")], "{key} on {}", holder.http);
         }
         for n in 0..4 {
             assert_eq!(get_text(&c.node(n).url(&format!("/store/{key}"))), (StatusCode::OK, format!("v{i}")));
@@ -441,8 +453,9 @@ fn a_node_that_lost_its_disk_rejoins_replaces_itself_and_gets_its_data_back() {
         (0..100)
             .all(|i| {
                 let key = format!("d{i}");
-                replica_values(&c.node(2).cluster, &key, partition_of(c.node(0), &key)) == [format!("v{i}")]
+                replica_values(c.node(2), &key, partition_of(c.node(0), &key)) == [format!("v{i}")]
             })
             .then_some(())
     });
 }
+

@@ -178,10 +178,12 @@ fn all_up(nodes: &[Node]) -> bool {
     })
 }
 
-/// Each replica's sibling values of `key`, over gRPC (no quorum involved).
+/// Each replica's sibling values of `key`, over gRPC (no quorum involved),
+/// as a member calls node `node_id` of cluster `cluster_id` (the identity
+/// headers of `rpc::identity`: a call without them is refused).
 fn replica_values(
     rt: &tokio::runtime::Runtime,
-    cluster_address: &str,
+    (cluster_address, node_id, cluster_id): (&str, &str, &str),
     key: &str,
     partition: u32,
 ) -> Option<Vec<String>> {
@@ -194,6 +196,10 @@ fn replica_values(
                 key.to_owned(),
             ))),
         };
+        let mut request = tonic::Request::new(request);
+        for (name, value) in [("vc-cluster-id", cluster_id), ("vc-to-node", node_id), ("vc-from-node", "jepsen")] {
+            request.metadata_mut().insert(name, value.parse().ok()?);
+        }
         let reply = tokio::time::timeout(Duration::from_secs(3), client.get(request)).await.ok()?.ok()?;
         let mut values: Vec<String> = reply
             .into_inner()
@@ -224,10 +230,12 @@ fn converge(nodes: &[Node], keys: &BTreeSet<String>, timeout: Duration) -> Optio
             let preflist: serde_json::Value =
                 http.get(node.url(&format!("/admin/preflist/{key}"))).send().ok()?.json().ok()?;
             let partition = preflist["partition"].as_u64()? as u32;
+            let cluster_id = status(node)?["cluster_id"].as_str()?.to_owned();
             let mut seen: Option<Vec<String>> = None;
             for entry in preflist["preflist"].as_array()? {
                 let holder = by_http.get(entry["node"].as_str()?)?;
-                let values = replica_values(&rt, &holder.cluster, key, partition)?;
+                let to = (holder.cluster.as_str(), entry["node_id"].as_str()?, cluster_id.as_str());
+                let values = replica_values(&rt, to, key, partition)?;
                 match &seen {
                     Some(first) if *first != values => return None,
                     _ => seen = Some(values),

@@ -467,6 +467,7 @@ fn write_one_replica(node: &NodeProc, key: &str, value: &str) {
             value: value.to_owned().into(),
         })),
     };
+    let request = node.member_request(request);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut replica = pb::replica_client::ReplicaClient::connect(format!("http://{}", node.cluster)).await.unwrap();
@@ -575,10 +576,13 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
     let c = Cluster::start(34, 3);
     let node = c.node(1);
     // grpcurl -plaintext [flags] ADDRESS [verb and arguments]
-    let call = |flags: &[&str], args: &[&str]| -> String {
+    let grpcurl_run = |flags: &[&str], args: &[&str]| -> Output {
         let mut cmd = Command::new(&grpcurl);
         cmd.args(["-plaintext", "-max-time", "10"]).args(flags).arg(&node.cluster).args(args);
-        let out = run(&mut cmd, b"", TOOL_TIMEOUT);
+        run(&mut cmd, b"", TOOL_TIMEOUT)
+    };
+    let call = |flags: &[&str], args: &[&str]| -> String {
+        let out = grpcurl_run(flags, args);
         assert!(
             out.status.success(),
             "grpcurl {flags:?} {args:?} failed ({}): {}{}",
@@ -620,6 +624,23 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
 
     let health: Value = serde_json::from_str(&call(&[], &["grpc.health.v1.Health/Check"])).unwrap();
     assert_eq!(health["status"], "SERVING", "{health}");
+
+    // Replica, Transfer and Membership/Gossip calls must name the cluster
+    // and the node they are for (the README shows these headers); without
+    // them the node refuses.
+    let s = status(node).unwrap();
+    let cluster_id = format!("vc-cluster-id: {}", s["cluster_id"].as_str().unwrap());
+    let to_node = format!("vc-to-node: {}", s["node_id"].as_str().unwrap());
+    let from_node = "vc-from-node: grpcurl";
+    let get = ["-d", r#"{"partition": 0, "key": {"key": "Z3JwY3VybA=="}}"#];
+    let identified = ["-H", &cluster_id, "-H", &to_node, "-H", from_node];
+    let flags: Vec<&str> = identified.iter().chain(&get).copied().collect();
+    let reply: Value = serde_json::from_str(&call(&flags, &["vinzclortho.replica.v1.Replica/Get"])).unwrap();
+    assert!(reply.is_object(), "{reply}");
+    let refused = grpcurl_run(&get, &["vinzclortho.replica.v1.Replica/Get"]);
+    assert!(!refused.status.success(), "a call without identity was answered: {}", refused.stdout);
+    assert!(refused.stderr.contains("FailedPrecondition"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("vc-to-node"), "{}", refused.stderr);
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 //! on 127.0.0.1:0, called through the same clients the node uses. Peers that
 //! are down or silent are real sockets too (a closed port; a listener that
 //! accepts and never answers). Every wait is bounded.
+//!
+//! Every test server is a named node of one test cluster ([`CLUSTER`]), and
+//! every client calls as a member of it: calls that do not name the node
+//! they are for are refused (`rpc::identity`), as the identity tests show.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +29,8 @@ use vinzclortho::core::ring::Partition;
 use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::error::{ErrorCode, HasErrorCode};
 use vinzclortho::replica::{Replica, SiblingLimits};
-use vinzclortho::rpc::peers::Peers;
+use vinzclortho::rpc::identity::{Caller, CallerHeaders, Identified, Identity, to_node_value};
+use vinzclortho::rpc::peers::{PeerChannel, Peers};
 use vinzclortho::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
 use vinzclortho::rpc::transfer::{TransferKind, push_partition, spawn_scan};
 use vinzclortho::rpc::{pb, server, transfer_pb};
@@ -42,8 +47,17 @@ fn replica(actor: u64, limits: SiblingLimits) -> Arc<Replica> {
     Arc::new(Replica::new(Arc::new(MemoryStore::new()), actor, limits))
 }
 
+/// The cluster every test server belongs to and every client calls in.
+const CLUSTER: u64 = 0x5eed_0000_0000_0001;
+
+/// The node every client calls as.
+fn caller() -> Caller {
+    Caller::member(NodeId::new("coordinator"), CLUSTER)
+}
+
 /// A node's gRPC server on an ephemeral port; stops when dropped.
 struct TestServer {
+    node: NodeId,
     address: String,
     replica: Arc<Replica>,
     health: HealthReporter,
@@ -53,22 +67,36 @@ struct TestServer {
 }
 
 impl TestServer {
-    async fn start(replica: Arc<Replica>) -> TestServer {
+    /// Serves `replica` as node `node` of [`CLUSTER`].
+    async fn start(node: &str, replica: Arc<Replica>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let stop = tokio_util::sync::CancellationToken::new();
         let (routes, health) = server::routes(Arc::clone(&replica), stop.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, routes, async {
+        let node = NodeId::new(node);
+        let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
+        let task = tokio::spawn(server::serve(listener, routes, identity, async {
             let _ = stopped.await;
         }));
-        TestServer { address, replica, health, stop, shutdown: Some(shutdown), task: Some(task) }
+        TestServer { node, address, replica, health, stop, shutdown: Some(shutdown), task: Some(task) }
     }
 
-    /// A plain connection for raw protocol clients.
+    /// A plain connection for raw protocol clients: its calls carry no
+    /// identity (as grpcurl's, unless told).
     async fn channel(&self) -> Channel {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.address)).unwrap();
         bounded("connect", endpoint.connect()).await.unwrap()
+    }
+
+    /// A connection whose calls are made as `caller` and meant for `to`.
+    async fn channel_as(&self, caller: &Caller, to: &NodeId) -> PeerChannel {
+        Identified::new(self.channel().await, Arc::new(CallerHeaders::new(caller)), to_node_value(to))
+    }
+
+    /// A connection as a member of the cluster, for this server's node.
+    async fn member_channel(&self) -> PeerChannel {
+        self.channel_as(&caller(), &self.node).await
     }
 
     async fn stop(mut self) {
@@ -103,7 +131,11 @@ impl AddressBook for Book {
 }
 
 fn peers(connect_timeout_ms: u64, request_timeout_ms: u64) -> Arc<Peers> {
-    Arc::new(Peers::new(Duration::from_millis(connect_timeout_ms), Duration::from_millis(request_timeout_ms)))
+    Arc::new(Peers::new(
+        &caller(),
+        Duration::from_millis(connect_timeout_ms),
+        Duration::from_millis(request_timeout_ms),
+    ))
 }
 
 fn client(peers: Arc<Peers>, node: &NodeId, address: &str) -> GrpcReplicaClient {
@@ -149,7 +181,7 @@ const P: Partition = 3;
 
 #[tokio::test]
 async fn coordinate_get_and_merge_round_trip_with_siblings_and_contexts() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
     let node = NodeId::new("node-1");
     let client = client(peers(1000, 5000), &node, &server.address);
     let k = key("k");
@@ -191,7 +223,7 @@ async fn coordinate_get_and_merge_round_trip_with_siblings_and_contexts() {
 
 #[tokio::test]
 async fn too_many_siblings_comes_back_as_a_conflict() {
-    let server = TestServer::start(replica(42, SiblingLimits { warn: 1, max: 2 })).await;
+    let server = TestServer::start("node-1", replica(42, SiblingLimits { warn: 1, max: 2 })).await;
     let node = NodeId::new("node-1");
     let client = client(peers(1000, 5000), &node, &server.address);
     let (k, empty) = (key("crowded"), VersionVector::new());
@@ -212,8 +244,8 @@ async fn too_many_siblings_comes_back_as_a_conflict() {
 
 #[tokio::test]
 async fn malformed_requests_are_invalid_arguments() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
-    let mut raw = pb::replica_client::ReplicaClient::new(server.channel().await);
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
+    let mut raw = pb::replica_client::ReplicaClient::new(server.member_channel().await);
     let key = Some(pb::ObjectKey { bucket_type: "t".into(), bucket: "b".into(), key: "k".into() });
 
     let no_mutation = pb::CoordinateRequest { partition: P, key: key.clone(), context: vec![], mutation: None };
@@ -238,7 +270,7 @@ async fn malformed_requests_are_invalid_arguments() {
 
 /// A raw `Replica/Calls` stream: requests in, answers out.
 async fn raw_stream(server: &TestServer) -> (mpsc::Sender<pb::CallRequest>, tonic::Streaming<pb::CallResponse>) {
-    let mut raw = pb::replica_client::ReplicaClient::new(server.channel().await);
+    let mut raw = pb::replica_client::ReplicaClient::new(server.member_channel().await);
     let (tx, rx) = mpsc::channel(16);
     let answers = bounded("open stream", raw.calls(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap();
     (tx, answers.into_inner())
@@ -246,7 +278,7 @@ async fn raw_stream(server: &TestServer) -> (mpsc::Sender<pb::CallRequest>, toni
 
 #[tokio::test]
 async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
     let (tx, mut answers) = raw_stream(&server).await;
     let key = Some(pb::ObjectKey { bucket_type: "t".into(), bucket: "b".into(), key: "k".into() });
     let call = |id, call| pb::CallRequest { id, traceparent: String::new(), call };
@@ -292,7 +324,7 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_share_a_stream_and_each_gets_its_own_answer() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
     let node = NodeId::new("node-1");
     let client = Arc::new(client(peers(1000, 5000), &node, &server.address));
     let empty = VersionVector::new();
@@ -462,7 +494,7 @@ async fn large_values_travel_as_unary_calls_and_small_ones_on_the_stream() {
 
 #[tokio::test]
 async fn a_restarted_peer_gets_a_new_stream() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
     let address = server.address.clone();
     let node = NodeId::new("node-1");
     let client = client(peers(1000, 2000), &node, &address);
@@ -475,7 +507,8 @@ async fn a_restarted_peer_gets_a_new_stream() {
     let listener = TcpListener::bind(&address).await.unwrap();
     let again = replica(43, SiblingLimits::default());
     let (routes, _health) = server::routes(Arc::clone(&again), tokio_util::sync::CancellationToken::new());
-    let task = tokio::spawn(server::serve(listener, routes, std::future::pending()));
+    let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
+    let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
     let written = bounded("put after restart", client.coordinate(&node, P, &key("b"), &empty, &put("b"))).await;
     let written = written.unwrap_or_else(|e| panic!("the first call after the restart failed: {e:?}"));
     assert_eq!(values(&written), ["b"]);
@@ -524,7 +557,7 @@ async fn a_silent_peer_costs_at_most_the_request_timeout() {
 
 #[tokio::test]
 async fn routed_replicas_serve_the_local_node_in_process() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("other", replica(42, SiblingLimits::default())).await;
     let (me, other) = (NodeId::new("me"), NodeId::new("other"));
     // If a call for `me` went over the network it would fail: nothing
     // listens at its address.
@@ -576,7 +609,7 @@ async fn assert_same_partition(source: &Arc<Replica>, target: &Arc<Replica>, par
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_partition_lands_every_object_and_is_idempotent() {
     let source = populated_source().await;
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("target", replica(42, SiblingLimits::default())).await;
     let peers = peers(1000, 2000);
     let node = NodeId::new("target");
 
@@ -612,11 +645,11 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
 
 #[tokio::test]
 async fn a_transfer_outlasts_the_request_timeout_while_our_disk_is_slow() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("t", replica(42, SiblingLimits::default())).await;
     // Unary calls would be cut after 100 ms and a stalled peer after 300 ms;
     // this transfer takes over a second because the sender is slow, which
     // is neither.
-    let peers = Peers::new(Duration::from_secs(1), Duration::from_millis(100))
+    let peers = Peers::new(&caller(), Duration::from_secs(1), Duration::from_millis(100))
         .with_transfer_idle_timeout(Duration::from_millis(300));
     let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(4);
     let producer = tokio::spawn(async move {
@@ -643,7 +676,7 @@ async fn a_transfer_outlasts_the_request_timeout_while_our_disk_is_slow() {
 #[tokio::test]
 async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
     let (address, _peer) = silent_peer().await;
-    let peers = Peers::new(Duration::from_secs(1), Duration::from_millis(200))
+    let peers = Peers::new(&caller(), Duration::from_secs(1), Duration::from_millis(200))
         .with_transfer_idle_timeout(Duration::from_millis(500));
     let source = populated_source().await;
     let started = Instant::now();
@@ -657,7 +690,7 @@ async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_scan_error_cancels_the_transfer() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    let server = TestServer::start("t", replica(42, SiblingLimits::default())).await;
     let peers = peers(1000, 1000);
     let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(4);
     let mut object = Object::new();
@@ -678,8 +711,8 @@ fn push_request(partition: Partition, entries: Vec<transfer_pb::Entry>) -> trans
 
 #[tokio::test]
 async fn malformed_transfer_streams_are_invalid_arguments() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
-    let mut raw = transfer_pb::transfer_client::TransferClient::new(server.channel().await);
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
+    let mut raw = transfer_pb::transfer_client::TransferClient::new(server.member_channel().await);
     let cases: [(&str, Vec<transfer_pb::PushRequest>); 3] = [
         ("empty transfer", vec![]),
         ("changed to partition", vec![push_request(1, vec![]), push_request(2, vec![])]),
@@ -698,7 +731,8 @@ const EXPECTED_SERVICES: [&str; 3] =
 #[tokio::test]
 async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     use tonic_reflection::pb::{v1, v1alpha};
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    // Without identity headers, as grpcurl calls it.
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
     let list = v1::ServerReflectionRequest {
@@ -751,7 +785,8 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
 
 #[tokio::test]
 async fn health_reports_what_the_node_sets() {
-    let server = TestServer::start(replica(42, SiblingLimits::default())).await;
+    // Without identity headers, as load balancers call it.
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
     let mut client = HealthClient::new(server.channel().await);
     let check = || HealthCheckRequest { service: String::new() };
     for (set, expected) in
@@ -762,4 +797,161 @@ async fn health_reports_what_the_node_sets() {
         assert_eq!(reply.status, expected as i32);
     }
     server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Identity: every call names the cluster and the node it is for.
+
+/// The refusals counted so far for `reason` (in this process: the tests
+/// share one recorder, so tests compare before and after).
+fn refused(reason: &str) -> f64 {
+    let text = vinzclortho::telemetry::metrics::install().render();
+    let series = format!("vinzclortho_rpc_refused_total{{reason=\"{reason}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn assert_refused(status: &tonic::Status, mentions: &[&str]) {
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    for m in mentions {
+        assert!(status.message().contains(m), "{:?} does not mention {m:?}", status.message());
+    }
+}
+
+/// What grpcurl would send to delete a key: an empty object whose clock
+/// covers the stored version. Accepted, it leaves a tombstone.
+fn covering_tombstone(stored: &Object) -> pb::Object {
+    pb::Object { clock: vinzclortho::rpc::convert::clock_to_pb(stored.clock()), siblings: vec![] }
+}
+
+#[tokio::test]
+async fn a_merge_without_identity_is_refused_and_the_key_is_unchanged() {
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
+    let k = key("precious");
+    let stored = server.replica.coordinate(P, k.clone(), VersionVector::new(), put("v")).await.unwrap();
+    let merge = || pb::MergeRequest {
+        partition: P,
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
+        object: Some(covering_tombstone(&stored)),
+    };
+
+    // No metadata at all, as `grpcurl -d ... Replica/Merge` sends it.
+    let mut bare = pb::replica_client::ReplicaClient::new(server.channel().await);
+    let before = refused("missing_identity");
+    let status = bounded("merge", bare.merge(merge())).await.unwrap_err();
+    assert_refused(&status, &["vc-cluster-id", "vc-to-node", "vc-from-node", "node-1"]);
+    assert!(refused("missing_identity") > before, "the refusal is counted");
+    // Nor on the stream, which is refused as a whole.
+    let (tx, rx) = mpsc::channel(1);
+    let status = bounded("calls", bare.calls(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap_err();
+    assert_refused(&status, &["vc-cluster-id"]);
+    drop(tx);
+    assert_eq!(server.replica.get(P, k.clone()).await.unwrap(), stored, "the key is unchanged");
+
+    // The same merge from a member, meant for this node, is what deletes.
+    let mut member = pb::replica_client::ReplicaClient::new(server.member_channel().await);
+    bounded("merge", member.merge(merge())).await.unwrap();
+    assert!(server.replica.get(P, k).await.unwrap().is_tombstone(), "the call refused above would have deleted");
+}
+
+#[tokio::test]
+async fn a_call_for_another_cluster_is_refused() {
+    let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
+    let k = key("k");
+    let stored = server.replica.coordinate(P, k.clone(), VersionVector::new(), put("v")).await.unwrap();
+    let stranger = Caller::member(NodeId::new("stranger"), CLUSTER ^ 1);
+
+    let mut raw = pb::replica_client::ReplicaClient::new(server.channel_as(&stranger, &server.node).await);
+    let merge = pb::MergeRequest {
+        partition: P,
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
+        object: Some(covering_tombstone(&stored)),
+    };
+    let before = refused("wrong_cluster");
+    let status = bounded("merge", raw.merge(merge)).await.unwrap_err();
+    assert_refused(&status, &[&format!("{CLUSTER:016x}"), &format!("{:016x}", CLUSTER ^ 1)]);
+    assert!(refused("wrong_cluster") > before, "the refusal is counted");
+
+    // The node's own client, configured for the other cluster: no write
+    // lands, and the coordinator sees the node as not reached.
+    let peers = Arc::new(Peers::new(&stranger, Duration::from_secs(1), Duration::from_secs(5)));
+    let client = client(peers, &server.node, &server.address);
+    let error =
+        bounded("put", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("w"))).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
+    assert_eq!(server.replica.get(P, k).await.unwrap(), stored, "the key is unchanged");
+}
+
+#[tokio::test]
+async fn a_call_meant_for_another_node_is_refused_and_counted() {
+    // "new" answers at the address "old" had (a reused address).
+    let server = TestServer::start("new", replica(42, SiblingLimits::default())).await;
+    let old = NodeId::new("old");
+    let k = key("k");
+    let before = refused("wrong_node");
+
+    // Unary, raw.
+    let mut raw = pb::replica_client::ReplicaClient::new(server.channel_as(&caller(), &old).await);
+    let get = pb::GetRequest { partition: P, key: Some(vinzclortho::rpc::convert::key_to_pb(&k)) };
+    let status = bounded("get", raw.get(get)).await.unwrap_err();
+    assert_refused(&status, &["new", "\"old\"", "vc-to-node"]);
+
+    // The coordinator's client (the Calls stream, then unary fallbacks).
+    let client = client(peers(1000, 5000), &old, &server.address);
+    let empty = VersionVector::new();
+    let error = bounded("put", client.coordinate(&old, P, &k, &empty, &put("v"))).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::Unreachable { ref node, .. } if node == &old), "{error:?}");
+    let mut object = Object::new();
+    object.update(7, &empty, put("v"));
+    let error = bounded("merge", client.merge(&old, P, &k, &object)).await.unwrap_err();
+    assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
+
+    // A partition transfer.
+    let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(1);
+    tx.send(Ok((k.clone(), object))).await.unwrap();
+    drop(tx);
+    let error = bounded("push", push_partition(&peers(1000, 5000), &old, &server.address, P, TransferKind::Move, rx))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
+
+    assert!(server.replica.get(P, k).await.unwrap().is_empty(), "nothing was stored for the old node");
+    assert!(refused("wrong_node") >= before + 4.0, "every refusal is counted");
+}
+
+#[tokio::test]
+async fn two_node_ids_at_one_address_do_not_count_one_copy_twice() {
+    use vinzclortho::coordinator::{Coordinator, CoordinatorSettings, QuorumParam};
+    use vinzclortho::core::membership::{ClusterState, Member};
+    use vinzclortho::core::ring::Ring;
+    use vinzclortho::membership::{Membership, system_clock};
+
+    // a and b hold every key (N=2, W=2); b's address was reused by a's
+    // process, so both names lead to one replica.
+    let server = TestServer::start("a", replica(42, SiblingLimits::default())).await;
+    let (a, b, me) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("coordinator"));
+    let member = |n: &NodeId, cluster_address: &str| {
+        Member::new(n.clone(), format!("{n}:http"), cluster_address.to_owned(), 1, system_clock())
+    };
+    let mut state = ClusterState::new(CLUSTER, member(&a, &server.address), 2, 2, 2, 2).unwrap();
+    state.members.insert(b.clone(), member(&b, &server.address));
+    state.ring.current = Ring::from_owners(vec![a.clone(), b.clone()]).unwrap();
+    let membership = Arc::new(
+        Membership::open(member(&me, &closed_port().await), state, Arc::new(MemoryStore::new()), 60_000, system_clock)
+            .unwrap(),
+    );
+    let remote = GrpcReplicaClient::new(peers(1000, 5000), membership.clone());
+    let replicas = Arc::new(RoutedReplicas::new(me, replica(1, SiblingLimits::default()), remote));
+    let settings = CoordinatorSettings { timeout: Duration::from_secs(5) };
+    let coordinator = Coordinator::new(Arc::clone(&membership), replicas, settings);
+
+    let k = key("k");
+    let holders = membership.view().current.holders(membership.view().current.partition_of(&k), 2);
+    assert_eq!(holders.len(), 2, "{holders:?}");
+    let error =
+        bounded("put", coordinator.put(&k, &VersionVector::new(), put("v"), QuorumParam::Default)).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Unavailable, "one physical copy is not W=2: {error}");
+    // The one process holds at most one copy, stamped once.
+    let partition = membership.view().current.partition_of(&k);
+    let held = server.replica.get(partition, k).await.unwrap();
+    assert!(values(&held).len() <= 1, "{held:?}");
 }

@@ -4,9 +4,15 @@
 //! decoding), an HTTP/2 stream, trailers and a task on the server: under load
 //! that framing cost more CPU than the store operation it carried
 //! (docs/performance.md). On an open stream a call is one DATA frame each
-//! way. Each peer address gets one stream, opened on the first call and
-//! again after it breaks. Every call has an id, a slot in `pending` and the
-//! caller's own deadline; answers are matched by id, in any order.
+//! way. Each peer gets one stream, opened on the first call and again after
+//! it breaks or the peer moved to another address. Every call has an id, a
+//! slot in `pending` and the caller's own deadline; answers are matched by
+//! id, in any order.
+//!
+//! A stream belongs to a node id, not to an address: it is opened with that
+//! id in its headers (`identity`), so a process that answers at the address
+//! for another node refuses it, and two node ids at one address never share
+//! a stream (one physical replica must not answer for two).
 //!
 //! When the stream breaks (the peer restarted, the connection died, its
 //! keepalive timed out), every call waiting on it fails as a transport
@@ -23,14 +29,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
-use super::peers::MAX_MESSAGE_BYTES;
+use super::peers::{MAX_MESSAGE_BYTES, PeerChannel};
+use crate::core::key::NodeId;
 
 /// Requests queued for one stream before callers wait (HTTP/2 flow control
 /// holds the rest back when the peer reads slowly).
@@ -44,10 +50,10 @@ pub type Answer = Result<CallResult, Status>;
 /// before the stream is tried again (it may have been upgraded).
 const UNARY_ONLY_FOR: Duration = Duration::from_secs(60);
 
-/// How this node calls each peer, by address.
+/// How this node calls each peer, by node id, with the address it was at.
 #[derive(Default)]
 pub struct CallStreams {
-    peers: Mutex<HashMap<String, Peer>>,
+    peers: Mutex<HashMap<NodeId, (String, Peer)>>,
 }
 
 enum Peer {
@@ -63,25 +69,34 @@ pub enum Route {
 }
 
 impl CallStreams {
-    /// The stream to `address` (a new one over `channel()` when there is
-    /// none or it broke), or `Unary` for a peer without the method.
-    pub fn route<E>(&self, address: &str, channel: impl FnOnce() -> Result<Channel, E>) -> Result<Route, E> {
+    /// The stream to `node` at `address` (a new one over `channel()` when
+    /// there is none, it broke, or the node moved), or `Unary` for a peer
+    /// without the method.
+    pub fn route<E>(
+        &self,
+        node: &NodeId,
+        address: &str,
+        channel: impl FnOnce() -> Result<PeerChannel, E>,
+    ) -> Result<Route, E> {
         let mut peers = self.peers.lock().expect("call streams lock");
-        match peers.get(address) {
-            Some(Peer::Stream(stream)) if !stream.broken.load(Ordering::Acquire) => {
+        match peers.get(node) {
+            Some((at, Peer::Stream(stream))) if at == address && !stream.broken.load(Ordering::Acquire) => {
                 return Ok(Route::Stream(Arc::clone(stream)));
             }
-            Some(Peer::UnaryOnly(since)) if since.elapsed() < UNARY_ONLY_FOR => return Ok(Route::Unary),
+            Some((at, Peer::UnaryOnly(since))) if at == address && since.elapsed() < UNARY_ONLY_FOR => {
+                return Ok(Route::Unary);
+            }
             _ => {}
         }
         let stream = Stream::open(channel()?);
-        peers.insert(address.to_owned(), Peer::Stream(Arc::clone(&stream)));
+        peers.insert(node.clone(), (address.to_owned(), Peer::Stream(Arc::clone(&stream))));
         Ok(Route::Stream(stream))
     }
 
-    /// `address` answered `Unimplemented`: call it unary for a while.
-    pub fn unsupported_by(&self, address: &str) {
-        self.peers.lock().expect("call streams lock").insert(address.to_owned(), Peer::UnaryOnly(Instant::now()));
+    /// `node` at `address` answered `Unimplemented`: call it unary for a while.
+    pub fn unsupported_by(&self, node: &NodeId, address: &str) {
+        let entry = (address.to_owned(), Peer::UnaryOnly(Instant::now()));
+        self.peers.lock().expect("call streams lock").insert(node.clone(), entry);
     }
 }
 
@@ -122,7 +137,7 @@ impl Stream {
         self.accepted.load(Ordering::Acquire)
     }
 
-    fn open(channel: Channel) -> Arc<Stream> {
+    fn open(channel: PeerChannel) -> Arc<Stream> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stream = Arc::new(Stream {
             outgoing: tx,
@@ -187,7 +202,7 @@ impl Drop for Slot<'_> {
 /// Runs one stream: opens it, hands each answer to its caller, and fails
 /// the waiting calls when it ends. Holds the stream weakly: once no caller
 /// and no pool holds it, the request side closes and the peer ends it.
-async fn drive(stream: Weak<Stream>, channel: Channel, requests: mpsc::Receiver<pb::CallRequest>) {
+async fn drive(stream: Weak<Stream>, channel: PeerChannel, requests: mpsc::Receiver<pb::CallRequest>) {
     let mut client = RawClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::membership_pb as pb;
 use super::membership_pb::membership_client::MembershipClient;
+use super::peers::PeerChannel;
 use crate::core::key::NodeId;
 use crate::core::membership::{ClusterState, Member, PROTOCOL_VERSION, RingState};
 use crate::core::ring::Ring;
@@ -71,7 +72,7 @@ impl pb::membership_server::Membership for MembershipService {
 }
 
 /// Push-pull gossip with one peer: sends our state, returns theirs.
-pub async fn gossip(channel: Channel, from: &NodeId, state: &ClusterState) -> Result<ClusterState, Status> {
+pub async fn gossip(channel: PeerChannel, from: &NodeId, state: &ClusterState) -> Result<ClusterState, Status> {
     let request = pb::GossipRequest {
         protocol_version: PROTOCOL_VERSION,
         from: from.to_string(),

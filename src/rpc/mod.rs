@@ -1,5 +1,7 @@
 //! The gRPC edge: the only place protobuf types exist. Services are defined
-//! in `proto/` (one file per service, versioned packages).
+//! in `proto/` (one file per service, versioned packages). Every internal
+//! call names the cluster and the node it is for, and servers refuse calls
+//! meant for others (`identity`).
 
 /// Generated code, nested as the protobuf packages are so that cross-package
 /// references (`transfer.v1` uses `replica.v1` types) resolve.
@@ -32,6 +34,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinz
 
 pub mod call_stream;
 pub mod convert;
+pub mod identity;
 pub mod membership;
 pub mod observe;
 pub mod peers;

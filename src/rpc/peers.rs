@@ -8,6 +8,11 @@
 //! blocks and a node that is down costs nothing until it is called, and they
 //! reconnect by themselves on the next call after a failure.
 //!
+//! Every channel handed out names whom its calls are for: it stamps this
+//! node's identity and the target node's id on each call (`identity`), so a
+//! process that now answers at a peer's old address refuses calls meant for
+//! the peer instead of answering for it.
+//!
 //! Each address gets two channels (two HTTP/2 connections): one for unary
 //! replica calls, with the request timeout, and one for partition transfers,
 //! without it (a transfer takes as long as the partition is big; it is
@@ -16,10 +21,13 @@
 //! reads and writes behind their data.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+
+use super::identity::{Caller, CallerHeaders, Identified, to_node_value};
+use crate::core::key::NodeId;
 
 /// How often an HTTP/2 ping checks an idle or busy connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -34,14 +42,21 @@ const TRANSFER_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 /// never be replicated or transferred. tonic's default of 4 MiB would.
 pub const MAX_MESSAGE_BYTES: usize = usize::MAX;
 
+/// A channel to one peer node: calls on it carry this node's identity and
+/// the peer's id.
+pub type PeerChannel = Identified<Channel>;
+
 #[derive(Debug, thiserror::Error)]
-#[error("invalid cluster address {address:?}: {reason}")]
-pub struct InvalidAddress {
-    pub address: String,
-    pub reason: String,
+pub enum PeerError {
+    #[error("invalid cluster address {address:?}: {reason}")]
+    InvalidAddress { address: String, reason: String },
+    /// Node ids come from gossip; one that is no header value cannot be called.
+    #[error("node id {0:?} cannot be sent as gRPC metadata")]
+    InvalidNodeId(String),
 }
 
 pub struct Peers {
+    caller: Arc<CallerHeaders>,
     connect_timeout: Duration,
     request_timeout: Duration,
     transfer_idle_timeout: Duration,
@@ -50,11 +65,12 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// `connect_timeout` bounds a TCP connect; `request_timeout` bounds each
-    /// unary call once sent.
-    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Peers {
+    /// Calls are made as `caller`; `connect_timeout` bounds a TCP connect;
+    /// `request_timeout` bounds each unary call once sent.
+    pub fn new(caller: &Caller, connect_timeout: Duration, request_timeout: Duration) -> Peers {
         assert!(!connect_timeout.is_zero() && !request_timeout.is_zero(), "peer timeouts must be positive");
         Peers {
+            caller: Arc::new(CallerHeaders::new(caller)),
             connect_timeout,
             request_timeout,
             transfer_idle_timeout: TRANSFER_IDLE_TIMEOUT_DEFAULT,
@@ -90,15 +106,29 @@ impl Peers {
         self.connect_timeout + self.request_timeout
     }
 
-    /// The channel for unary calls to the node serving `cluster_address`
+    /// The channel for unary calls to `node`, served at `cluster_address`
     /// (`host:port`, or a full `http://` URI).
-    pub fn channel(&self, cluster_address: &str) -> Result<Channel, InvalidAddress> {
+    pub fn channel(&self, node: &NodeId, cluster_address: &str) -> Result<PeerChannel, PeerError> {
+        let channel = self.pooled(&self.unary, cluster_address, |e| e.timeout(self.request_timeout))?;
+        self.identified(node, channel)
+    }
+
+    /// The channel for partition transfers to `node`: no per-request timeout.
+    pub fn transfer_channel(&self, node: &NodeId, cluster_address: &str) -> Result<PeerChannel, PeerError> {
+        let channel = self.pooled(&self.transfer, cluster_address, |e| e)?;
+        self.identified(node, channel)
+    }
+
+    /// The channel to a seed, for joining: a seed is known by its address
+    /// alone, and a joiner has no cluster id yet, so these calls carry no
+    /// identity (the server accepts that for `Membership/Join` only).
+    pub fn seed_channel(&self, cluster_address: &str) -> Result<Channel, PeerError> {
         self.pooled(&self.unary, cluster_address, |e| e.timeout(self.request_timeout))
     }
 
-    /// The channel for partition transfers: no per-request timeout.
-    pub fn transfer_channel(&self, cluster_address: &str) -> Result<Channel, InvalidAddress> {
-        self.pooled(&self.transfer, cluster_address, |e| e)
+    fn identified(&self, node: &NodeId, channel: Channel) -> Result<PeerChannel, PeerError> {
+        let to = to_node_value(node).ok_or_else(|| PeerError::InvalidNodeId(node.to_string()))?;
+        Ok(Identified::new(channel, Arc::clone(&self.caller), Some(to)))
     }
 
     /// Drops the channels to an address (a node that left): their
@@ -113,7 +143,7 @@ impl Peers {
         pool: &Mutex<HashMap<String, Channel>>,
         cluster_address: &str,
         configure: impl FnOnce(Endpoint) -> Endpoint,
-    ) -> Result<Channel, InvalidAddress> {
+    ) -> Result<Channel, PeerError> {
         let mut pool = pool.lock().expect("peers lock");
         if let Some(channel) = pool.get(cluster_address) {
             return Ok(channel.clone());
@@ -125,8 +155,8 @@ impl Peers {
         Ok(channel)
     }
 
-    fn endpoint(&self, cluster_address: &str) -> Result<Endpoint, InvalidAddress> {
-        let invalid = |reason: String| InvalidAddress { address: cluster_address.to_owned(), reason };
+    fn endpoint(&self, cluster_address: &str) -> Result<Endpoint, PeerError> {
+        let invalid = |reason: String| PeerError::InvalidAddress { address: cluster_address.to_owned(), reason };
         let uri = if cluster_address.contains("://") {
             cluster_address.to_owned()
         } else {
@@ -152,28 +182,35 @@ mod tests {
     use super::*;
 
     fn peers() -> Peers {
-        Peers::new(Duration::from_secs(1), Duration::from_secs(2))
+        Peers::new(&Caller::member(NodeId::new("me"), 7), Duration::from_secs(1), Duration::from_secs(2))
+    }
+
+    fn peer() -> NodeId {
+        NodeId::new("peer")
     }
 
     #[tokio::test]
-    async fn invalid_addresses_are_errors() {
+    async fn invalid_addresses_and_node_ids_are_errors() {
         let peers = peers();
         for address in ["", "not an address", "127.0.0.1", "http://", "127.0.0.1:notaport", ":7000"] {
-            assert!(peers.channel(address).is_err(), "{address:?} was accepted");
-            assert!(peers.transfer_channel(address).is_err(), "{address:?} was accepted");
+            assert!(peers.channel(&peer(), address).is_err(), "{address:?} was accepted");
+            assert!(peers.transfer_channel(&peer(), address).is_err(), "{address:?} was accepted");
+            assert!(peers.seed_channel(address).is_err(), "{address:?} was accepted");
         }
+        let error = peers.channel(&NodeId::new("line\nbreak"), "127.0.0.1:7000").unwrap_err();
+        assert!(matches!(error, PeerError::InvalidNodeId(_)), "{error:?}");
     }
 
     #[tokio::test]
     async fn valid_addresses_get_a_lazy_channel() {
         let peers = peers();
         for address in ["127.0.0.1:7000", "localhost:7000", "[::1]:7000", "http://10.0.0.1:7000"] {
-            assert!(peers.channel(address).is_ok(), "{address:?} was refused");
-            assert!(peers.transfer_channel(address).is_ok(), "{address:?} was refused");
+            assert!(peers.channel(&peer(), address).is_ok(), "{address:?} was refused");
+            assert!(peers.transfer_channel(&peer(), address).is_ok(), "{address:?} was refused");
         }
         assert_eq!(peers.unary.lock().unwrap().len(), 4);
-        peers.channel("127.0.0.1:7000").unwrap();
-        assert_eq!(peers.unary.lock().unwrap().len(), 4, "a second call reuses the channel");
+        peers.channel(&NodeId::new("another"), "127.0.0.1:7000").unwrap();
+        assert_eq!(peers.unary.lock().unwrap().len(), 4, "a second call reuses the channel, whoever it is for");
         peers.forget("127.0.0.1:7000");
         assert_eq!(peers.unary.lock().unwrap().len(), 3);
         assert_eq!(peers.transfer.lock().unwrap().len(), 3);

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prost::Message as _;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tracing::Instrument;
 
@@ -22,7 +21,7 @@ use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
-use super::peers::{MAX_MESSAGE_BYTES, Peers};
+use super::peers::{MAX_MESSAGE_BYTES, PeerChannel, Peers};
 use super::replica_server::STREAM_MESSAGE_MAX_BYTES;
 use super::status::replica_error_from_status;
 use crate::coordinator::{AddressBook, ReplicaClient, ReplicaError};
@@ -49,8 +48,10 @@ impl GrpcReplicaClient {
         self.book.cluster_address(node).ok_or_else(|| ReplicaError::UnknownNode(node.clone()))
     }
 
-    fn channel(&self, node: &NodeId, address: &str) -> Result<Channel, ReplicaError> {
-        self.peers.channel(address).map_err(|e| ReplicaError::Unreachable { node: node.clone(), reason: e.to_string() })
+    fn channel(&self, node: &NodeId, address: &str) -> Result<PeerChannel, ReplicaError> {
+        self.peers
+            .channel(node, address)
+            .map_err(|e| ReplicaError::Unreachable { node: node.clone(), reason: e.to_string() })
     }
 
     /// One replica call: its own client span, the trace context, a bounded
@@ -59,7 +60,7 @@ impl GrpcReplicaClient {
     /// stream, a large message).
     async fn call(&self, node: &NodeId, method: &'static str, call: Call) -> Result<CallResult, ReplicaError> {
         let address = self.address(node)?;
-        let route = self.streams.route(&address, || self.channel(node, &address))?;
+        let route = self.streams.route(node, &address, || self.channel(node, &address))?;
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
         async {
             let deadline = self.peers.unary_deadline();
@@ -68,7 +69,7 @@ impl GrpcReplicaClient {
             let unary = |call| async move {
                 let left = deadline.saturating_sub(started.elapsed());
                 // The address was usable when routed; this lookup is the pool's.
-                let channel = self.peers.channel(address).map_err(|e| Status::unavailable(e.to_string()))?;
+                let channel = self.peers.channel(node, address).map_err(|e| Status::unavailable(e.to_string()))?;
                 unary(channel, call, self.peers.request_timeout(), left).await
             };
             let answer = match route {
@@ -81,7 +82,7 @@ impl GrpcReplicaClient {
                         (Ok(CallResult::UseUnary(_)), Some(call)) => unary(call).await,
                         (Err(status), Some(call)) if call_stream::unsupported(&status) => {
                             tracing::info!(peer = %node, "peer has no Replica/Calls stream; using unary calls");
-                            self.streams.unsupported_by(address);
+                            self.streams.unsupported_by(node, address);
                             unary(call).await
                         }
                         (answer, _) => answer,
@@ -118,7 +119,7 @@ fn call_len(call: &Call) -> usize {
 /// One call as a unary gRPC request, with `grpc-timeout` so that the server
 /// can drop work nobody waits for.
 async fn unary(
-    channel: Channel,
+    channel: PeerChannel,
     call: Call,
     request_timeout: Duration,
     deadline: Duration,

@@ -5,7 +5,9 @@
 //! reflection (so `grpcurl` works without the .proto files; both v1 and
 //! v1alpha, because grpcurl 1.8.6 only asks v1alpha). It returns the builder
 //! so the composition root can add more services before [`serve`]. The
-//! listener and the shutdown signal are passed in, so tests bind port 0.
+//! listener, the identity the server answers for and the shutdown signal are
+//! passed in, so tests bind port 0 and name their servers. Every call passes
+//! the identity check (`identity::IdentityLayer`) before its service runs.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use super::FILE_DESCRIPTOR_SET;
+use super::identity::{IdentityLayer, LocalIdentity};
 use super::observe::ObserveLayer;
 use super::pb::replica_server::ReplicaServer;
 use super::peers::MAX_MESSAGE_BYTES;
@@ -64,19 +67,22 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes, then stops
-/// accepting and waits for in-flight calls (a long transfer included); bound
-/// that wait at the caller if it matters.
+/// Serves `routes` on `listener` as `local` until `shutdown` completes,
+/// then stops accepting and waits for in-flight calls (a long transfer
+/// included); bound that wait at the caller if it matters.
 pub async fn serve(
     listener: TcpListener,
     routes: RoutesBuilder,
+    local: Arc<dyn LocalIdentity>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     // With an incoming stream the builder's TCP settings do not apply; the
     // stream sets them on each accepted socket.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE_INTERVAL));
     Server::builder()
+        // Outermost first: a refused call is still traced and counted.
         .layer(ObserveLayer)
+        .layer(IdentityLayer::new(local))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_routes(routes.routes())

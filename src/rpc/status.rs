@@ -8,9 +8,13 @@
 //! 409, a remote full disk still a 507. A status that says the peer did not
 //! answer (connect failure, timeout, reset) becomes
 //! [`ReplicaError::Unreachable`]: the quorum logic treats that node as down.
+//! So does a refusal by the peer's identity check (`identity`): whoever
+//! answers at that address is not the node the call was meant for, so that
+//! node was not reached, and the write does not count a copy there.
 
 use tonic::{Code, Status};
 
+use super::identity;
 use crate::coordinator::ReplicaError;
 use crate::core::key::NodeId;
 use crate::error::{ErrorCode, HasErrorCode};
@@ -31,7 +35,7 @@ impl From<ReplicaError> for Status {
 
 /// The error a failed call to `node` means to this node.
 pub fn replica_error_from_status(node: &NodeId, status: Status) -> ReplicaError {
-    if is_transport_failure(&status) {
+    if is_transport_failure(&status) || identity::is_refusal(&status) {
         return ReplicaError::Unreachable { node: node.clone(), reason: status_reason(&status) };
     }
     ReplicaError::Remote {
@@ -145,6 +149,16 @@ mod tests {
                 }
                 _ => panic!("{code:?} became {error:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn an_identity_refusal_is_unreachable_not_a_conflict() {
+        let refusal = identity::Refusal::WrongNode { expected: NodeId::new("other"), got: node().to_string() };
+        let error = replica_error_from_status(&node(), refusal.to_status());
+        match &error {
+            ReplicaError::Unreachable { reason, .. } => assert!(reason.contains("meant for node"), "{reason}"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -146,7 +146,7 @@ pub async fn push_partition(
     let started = Instant::now();
     let result = async {
         let unreachable = |reason: String| ReplicaError::Unreachable { node: node.clone(), reason };
-        let channel = peers.transfer_channel(cluster_address).map_err(|e| unreachable(e.to_string()))?;
+        let channel = peers.transfer_channel(node, cluster_address).map_err(|e| unreachable(e.to_string()))?;
         let mut client = TransferClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

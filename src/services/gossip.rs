@@ -31,7 +31,7 @@ impl GossipWorker {
         }
         let peers = self.membership.peers();
         let Some((node, address)) = peers.choose(&mut rand::rng()).cloned() else { return };
-        let channel = match self.peers.channel(&address) {
+        let channel = match self.peers.channel(&node, &address) {
             Ok(channel) => channel,
             Err(e) => {
                 tracing::warn!(%node, %address, error = %e, "bad peer address");

@@ -59,6 +59,12 @@ pub const GRPC_CLIENT_DURATION_SECONDS: &str = "vinzclortho_grpc_client_duration
 pub const GRPC_SERVER_REQUESTS_TOTAL: &str = "vinzclortho_grpc_server_requests_total";
 /// Latency of internal gRPC calls served. Label: `method`.
 pub const GRPC_SERVER_DURATION_SECONDS: &str = "vinzclortho_grpc_server_duration_seconds";
+/// Internal gRPC calls refused before any service method ran, because they
+/// did not name this node and its cluster (`rpc::identity`). Label: `reason`
+/// (wrong_cluster, wrong_node, missing_identity, removed).
+pub const RPC_REFUSED_TOTAL: &str = "vinzclortho_rpc_refused_total";
+/// The `reason` label values of [`RPC_REFUSED_TOTAL`].
+pub const RPC_REFUSED_REASONS: [&str; 4] = ["wrong_cluster", "wrong_node", "missing_identity", "removed"];
 /// Always 1; labels `version`, `node_id` and `address` identify the node.
 pub const BUILD_INFO: &str = "vinzclortho_build_info";
 
@@ -115,6 +121,7 @@ fn describe() {
     describe_histogram!(GRPC_CLIENT_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls made.");
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
+    describe_counter!(RPC_REFUSED_TOTAL, "Internal gRPC calls refused for a wrong or missing identity, by reason.");
     describe_gauge!(BUILD_INFO, "Build and node identity; always 1.");
 }
 
@@ -141,6 +148,10 @@ fn zero() {
     counter!(HANDOFF_DROPPED_OBJECTS_TOTAL).increment(0);
     for outcome in ["ok", "failed", "refused"] {
         counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    // A refusal is rare and alarming: a panel should show 0 until then.
+    for reason in RPC_REFUSED_REASONS {
+        counter!(RPC_REFUSED_TOTAL, "reason" => reason).increment(0);
     }
 }
 
@@ -206,6 +217,11 @@ pub fn grpc_server(method: impl Into<metrics::SharedString>, code: &'static str,
     let method = method.into();
     counter!(GRPC_SERVER_REQUESTS_TOTAL, "method" => method.clone(), "code" => code).increment(1);
     histogram!(GRPC_SERVER_DURATION_SECONDS, "method" => method).record(seconds);
+}
+
+/// An internal gRPC call refused by the identity check.
+pub fn rpc_refused(reason: &'static str) {
+    counter!(RPC_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Gauges that describe state rather than events, set just before a scrape.

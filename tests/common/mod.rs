@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vinzclortho");
@@ -22,6 +22,8 @@ pub struct NodeProc {
     pub cluster: String,
     pub data_dir: PathBuf,
     pub stderr_path: PathBuf,
+    /// (node id, cluster id), read from `/admin/status` when first needed.
+    identity: OnceLock<(String, String)>,
 }
 
 impl NodeProc {
@@ -54,7 +56,8 @@ impl NodeProc {
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((http, cluster)) => {
-                    return Ok(NodeProc { child, http, cluster, data_dir: data_dir.to_owned(), stderr_path });
+                    let data_dir = data_dir.to_owned();
+                    return Ok(NodeProc { child, http, cluster, data_dir, stderr_path, identity: OnceLock::new() });
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if let Some(status) = child.try_wait().unwrap() {
@@ -76,6 +79,35 @@ impl NodeProc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `message` as a raw gRPC request to this node from a member: with the
+    /// identity headers (`rpc::identity`, spelled out here as the contract
+    /// they are), without which the node refuses internal calls. Call it
+    /// outside async code: the first call asks `/admin/status` (blocking).
+    pub fn member_request<T>(&self, message: T) -> tonic::Request<T> {
+        let (node_id, cluster_id) = self.identity.get_or_init(|| {
+            let s = wait_for("the node's /admin/status", Duration::from_secs(10), || status(self));
+            (s["node_id"].as_str().unwrap().to_owned(), s["cluster_id"].as_str().unwrap().to_owned())
+        });
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        metadata.insert("vc-cluster-id", cluster_id.parse().unwrap());
+        metadata.insert("vc-to-node", node_id.parse().unwrap());
+        metadata.insert("vc-from-node", "test-client".parse().unwrap());
+        request
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash.
