@@ -459,3 +459,42 @@ fn a_node_that_lost_its_disk_rejoins_replaces_itself_and_gets_its_data_back() {
     });
 }
 
+#[test]
+fn a_replaced_node_that_comes_back_stops_with_a_clear_error() {
+    let _serial = serial();
+    let mut c = Cluster::start(23, 3);
+    let old_id = status(c.node(2)).unwrap()["node_id"].as_str().unwrap().to_owned();
+    // Node 2 goes down and is replaced: a new node (an empty data
+    // directory, so a new id) joins at its addresses. Its old disk is kept.
+    let (http, cluster) = c.kill9(2);
+    let kept = c.dir.path().join("node2-kept");
+    std::fs::rename(c.data_dir(2), &kept).unwrap();
+    let seed = c.node(0).cluster.clone();
+    let mut args = vec!["-a", http.as_str(), "--cluster-address", cluster.as_str(), "-j", seed.as_str()];
+    args.extend_from_slice(common::FAST);
+    c.nodes[2] = Some(common::NodeProc::start(&c.data_dir(2), &args));
+    c.wait_converged(Duration::from_secs(60));
+
+    // The old node comes back with its disk, elsewhere; gossip tells it the
+    // cluster removed it. It must stop with a clear error, not panic.
+    let mut args = vec!["-a", "127.0.23.9:0", "--cluster-address", "127.0.23.9:0"];
+    args.extend_from_slice(common::FAST);
+    let (exit, log) = match common::NodeProc::try_start(&kept, &args, &[]) {
+        Ok(mut old) => {
+            let exit = old.wait_exit(Duration::from_secs(30)).expect("the removed node exits by itself");
+            (exit.to_string(), std::fs::read_to_string(&old.stderr_path).unwrap())
+        }
+        // It may learn it before it prints its readiness line.
+        Err(log) => ("before readiness".to_owned(), log),
+    };
+    assert!(!exit.contains("exit status: 0"), "exited {exit}:\n{log}");
+    assert!(log.contains(&format!("node {old_id} was removed from the cluster")), "{exit}:\n{log}");
+    assert!(log.contains("wipe its data directory"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    // The cluster is untouched: three members, the old id not among them.
+    c.wait_converged(Duration::from_secs(30));
+    let s = status(c.node(0)).unwrap();
+    let ids: Vec<&str> = s["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(!ids.contains(&old_id.as_str()), "{old_id} came back: {ids:?}");
+}
