@@ -397,12 +397,14 @@ mod tests {
     }
 
     /// (policy, headers sent, expected reason or None for accepted)
+    type Case = (Policy, Vec<(&'static str, &'static str)>, Option<&'static str>);
+
     #[test]
     fn calls_are_checked_by_their_policy() {
         let wrong_cluster = [RIGHT[0].0, "0000000000000043"];
         let wrong_node = [RIGHT[1].0, "00000000000000cc"];
         let upper = [RIGHT[0].0, "000000000000004A"];
-        let cases: Vec<(Policy, Vec<(&str, &str)>, Option<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             (Policy::Member, RIGHT.to_vec(), None),
             (Policy::Member, vec![], Some("missing_identity")),
             (Policy::Member, RIGHT[..2].to_vec(), Some("missing_identity")),
