@@ -628,15 +628,22 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
     // Replica, Transfer and Membership/Gossip calls must name the cluster
     // and the node they are for (the README shows these headers); without
     // them the node refuses.
+    // As the README shows it: this node's copy of /store/hello (written
+    // through it, so it holds it).
+    let put = client().put(node.url("/store/hello")).body("world").send().unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let preflist: Value = client().get(node.url("/admin/preflist/hello")).send().unwrap().json().unwrap();
     let s = status(node).unwrap();
     let cluster_id = format!("vc-cluster-id: {}", s["cluster_id"].as_str().unwrap());
     let to_node = format!("vc-to-node: {}", s["node_id"].as_str().unwrap());
     let from_node = "vc-from-node: grpcurl";
-    let get = ["-d", r#"{"partition": 0, "key": {"key": "Z3JwY3VybA=="}}"#];
+    let key = r#""key": {"bucketType": "ZGVmYXVsdA==", "bucket": "ZGVmYXVsdA==", "key": "aGVsbG8="}"#;
+    let body = format!(r#"{{"partition": {}, {key}}}"#, preflist["partition"]);
+    let get = ["-d", body.as_str()];
     let identified = ["-H", &cluster_id, "-H", &to_node, "-H", from_node];
     let flags: Vec<&str> = identified.iter().chain(&get).copied().collect();
     let reply: Value = serde_json::from_str(&call(&flags, &["vinzclortho.replica.v1.Replica/Get"])).unwrap();
-    assert!(reply.is_object(), "{reply}");
+    assert_eq!(reply["object"]["siblings"][0]["value"], "d29ybGQ=", "world, base64: {reply}");
     let refused = grpcurl_run(&get, &["vinzclortho.replica.v1.Replica/Get"]);
     assert!(!refused.status.success(), "a call without identity was answered: {}", refused.stdout);
     assert!(refused.stderr.contains("FailedPrecondition"), "{}", refused.stderr);
