@@ -38,8 +38,10 @@ async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("{what}: no result within {WAIT:?}"))
 }
 
-fn replica(actor: u64, limits: SiblingLimits) -> Arc<Replica> {
-    Arc::new(Replica::new(Arc::new(MemoryStore::new()), actor, limits))
+/// A replica on an in-memory store. (Its actors are minted per run and
+/// partition, random; the `_id` only names it at the call site.)
+fn replica(_id: u64, limits: SiblingLimits) -> Arc<Replica> {
+    Arc::new(Replica::new(Arc::new(MemoryStore::new()), limits))
 }
 
 /// A node's gRPC server on an ephemeral port; stops when dropped.
@@ -172,10 +174,10 @@ async fn coordinate_get_and_merge_round_trip_with_siblings_and_contexts() {
 
     // A concurrent value stamped elsewhere arrives by merge and is kept.
     let mut elsewhere = Object::new();
-    elsewhere.update(7, &VersionVector::new(), put("d"));
+    elsewhere.update(7, &VersionVector::new(), put("d")).unwrap();
     bounded("merge", client.merge(&node, P, &k, &elsewhere)).await.unwrap();
     let merged = bounded("get", client.get(&node, P, &k)).await.unwrap();
-    assert_eq!(values(&merged), ["d", "c"], "siblings in dot order: actor 7 before actor 42");
+    assert_eq!(values(&merged), ["d", "c"], "siblings in dot order: actor 7 before the replica's random one");
     assert_eq!(merged, c.merge(&elsewhere));
 
     // A delete with that context leaves a tombstone that keeps the clock.
@@ -323,7 +325,7 @@ async fn a_batch_merge_keeps_concurrent_values_and_folds_duplicate_keys() {
     let a = replica.coordinate(P, key("a"), empty.clone(), put("a-local")).await.unwrap();
     let stamped = |actor: u64, value: &str| {
         let mut o = Object::new();
-        o.update(actor, &VersionVector::new(), put(value));
+        o.update(actor, &VersionVector::new(), put(value)).unwrap();
         o
     };
     let batch = vec![
@@ -626,7 +628,7 @@ async fn a_transfer_outlasts_the_request_timeout_while_our_disk_is_slow() {
                 tokio::time::sleep(Duration::from_millis(1200)).await;
             }
             let mut object = Object::new();
-            object.update(1, &VersionVector::new(), put(&format!("v{i}")));
+            object.update(1, &VersionVector::new(), put(&format!("v{i}"))).unwrap();
             tx.send(Ok((key(&format!("slow{i}")), object))).await.unwrap();
         }
     });
@@ -661,7 +663,7 @@ async fn a_scan_error_cancels_the_transfer() {
     let peers = peers(1000, 1000);
     let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(4);
     let mut object = Object::new();
-    object.update(1, &VersionVector::new(), put("v"));
+    object.update(1, &VersionVector::new(), put("v")).unwrap();
     tx.send(Ok((key("before"), object))).await.unwrap();
     tx.send(Err(StorageError::Corrupt("bad record".into()))).await.unwrap();
     // The sender stays open: only the error may end this transfer.
