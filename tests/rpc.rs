@@ -599,7 +599,9 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     assert_eq!(merged, 1000);
     let k1 = server.replica.get(P, key("k0001")).await.unwrap();
     assert_eq!(k1, own, "the target's concurrent write survives");
-    assert_eq!(values(&k1), ["v1", "target's own"]);
+    let mut both = values(&k1);
+    both.sort();
+    assert_eq!(both, ["target's own", "v1"], "siblings in dot order; actors are random, so compare as a set");
 
     // An empty partition is a transfer of nothing, not an error.
     let scan = spawn_scan(Arc::clone(source.store()), 9);
