@@ -248,6 +248,28 @@ async fn a_replica_that_cannot_stamp_hands_the_write_to_the_next() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_silent_stamper_gets_its_share_of_the_deadline_not_all_of_it() {
+    // The first replica of the preference list is paused: it used to hold
+    // the whole request deadline, then the write failed though b and c
+    // were fine. Now a gets a third of it, then b stamps.
+    let topology = Scripted::new("z", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.set("a", Behaviour::Silent);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let started = tokio::time::Instant::now();
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= TIMEOUT / 3 && took <= TIMEOUT / 3 + Duration::from_millis(1), "{took:?}");
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("b")], "a never answered; b stamped");
+    // With every replica silent the write still ends at the deadline.
+    nodes.set("b", Behaviour::Silent);
+    nodes.set("c", Behaviour::Silent);
+    let started = tokio::time::Instant::now();
+    unavailable(c.put(&key(), &VersionVector::new(), put("w"), QuorumParam::Default).await);
+    assert!(started.elapsed() <= TIMEOUT, "{:?}", started.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
 async fn read_repair_sends_the_merge_to_stale_replicas() {
     let topology = Scripted::new("a", ring("b", "c"), None);
     let nodes = Nodes::new(&["a", "b", "c"]);

@@ -245,20 +245,30 @@ impl Coordinator {
         let local = self.topology.local();
         let mut candidates: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).collect();
         candidates.extend(plan.nodes.iter().filter(|n| *n != local));
-        for node in candidates {
-            if !self.topology.is_up(node) {
-                quorum.record_err(node.clone(), "node is down");
-                continue;
-            }
+        let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = candidates.into_iter().partition(|n| self.topology.is_up(n));
+        for node in down {
+            quorum.record_err(node.clone(), "node is down");
+        }
+        for (i, node) in up.iter().enumerate() {
+            // A silent replica gets its share of the time left, not all of
+            // it: the others could still stamp. (It drops the call once its
+            // share is over, unless it was already applying it.)
+            let left = up.len() - i;
+            let share = deadline.saturating_duration_since(Instant::now()) / left as u32;
+            let attempt = (Instant::now() + share).min(deadline);
             let call = self.replicas.coordinate(node, plan.partition, key, context, mutation);
-            match timeout_at(deadline, call).await {
-                Ok(Ok(object)) => return Ok(Some((node.clone(), object))),
+            match timeout_at(attempt, call).await {
+                Ok(Ok(object)) => return Ok(Some(((*node).clone(), object))),
                 Ok(Err(e)) if e.code() != ErrorCode::Unavailable => return Err(CoordinatorError::Replica(e)),
                 Ok(Err(e)) => {
                     tracing::debug!(%node, error = %e, "replica could not stamp the write");
-                    quorum.record_err(node.clone(), e.to_string());
+                    quorum.record_err((*node).clone(), e.to_string());
                 }
-                Err(_) => return Ok(None),
+                Err(_) if Instant::now() >= deadline => return Ok(None),
+                Err(_) => {
+                    tracing::debug!(%node, "replica did not stamp the write in its share of the deadline");
+                    quorum.record_err((*node).clone(), "did not stamp in time");
+                }
             }
         }
         Ok(None)
