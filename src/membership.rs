@@ -17,10 +17,11 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use crate::coordinator::AddressBook;
+pub use crate::coordinator::RingView;
+use crate::coordinator::{AddressBook, Topology};
 use crate::core::key::NodeId;
 use crate::core::membership::{Changes, ClusterState, FailureDetector, Member, Transfer};
-use crate::core::ring::{Partition, Planner, Ring, RingError};
+use crate::core::ring::{Planner, Ring, RingError};
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::storage::{StorageError, Store};
 
@@ -66,18 +67,6 @@ impl HasErrorCode for MembershipError {
             MembershipError::Storage(e) => e.code(),
         }
     }
-}
-
-/// What the data path needs from membership, swapped atomically.
-#[derive(Debug, Clone)]
-pub struct RingView {
-    pub epoch: u64,
-    pub current: Arc<Ring>,
-    /// The ring data is moving to, while a move is in progress.
-    pub target: Option<Arc<Ring>>,
-    pub n_val: usize,
-    pub r: usize,
-    pub w: usize,
 }
 
 /// One member as shown by `/admin/status`.
@@ -420,9 +409,14 @@ impl Membership {
         inner.state.pending_transfers(up)
     }
 
-    pub fn mark_transfer_done(&self, partition: Partition) -> Result<(), MembershipError> {
-        self.inner.write().expect("membership lock").state.mark_transfer_done(&self.local, partition);
-        self.after_change(Changes { members: true, ring: false, any: true })
+    /// Records a finished transfer; false (nothing recorded) when the move
+    /// it was for is no longer the current one.
+    pub fn mark_transfer_done(&self, transfer: &Transfer) -> Result<bool, MembershipError> {
+        let recorded = self.inner.write().expect("membership lock").state.mark_transfer_done(&self.local, transfer);
+        if recorded {
+            self.after_change(Changes { members: true, ring: false, any: true })?;
+        }
+        Ok(recorded)
     }
 }
 
@@ -431,6 +425,28 @@ impl Membership {
     pub fn http_address(&self, node: &NodeId) -> String {
         let inner = self.inner.read().expect("membership lock");
         inner.state.members.get(node).map(|m| m.address.clone()).unwrap_or_else(|| node.to_string())
+    }
+}
+
+impl Topology for Membership {
+    fn view(&self) -> Arc<RingView> {
+        Membership::view(self)
+    }
+
+    fn local(&self) -> &NodeId {
+        Membership::local(self)
+    }
+
+    fn is_up(&self, node: &NodeId) -> bool {
+        Membership::is_up(self, node)
+    }
+
+    fn http_address(&self, node: &NodeId) -> String {
+        Membership::http_address(self, node)
+    }
+
+    fn removed(&self) -> bool {
+        Membership::removed(self)
     }
 }
 

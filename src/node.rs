@@ -1,7 +1,7 @@
 //! The composition root: builds a node from its config, top to bottom.
 //!
 //! storage -> cluster state (remembered, joined, or new) -> node metadata
-//! (actor, partitions) -> membership -> replica -> replica client (local or
+//! (node id, partitions, cluster secret) -> membership -> replica -> replica client (local or
 //! gRPC) -> coordinator -> HTTP router; then the gRPC server, the background
 //! workers (gossip, handoff) and the HTTP server, until `shutdown` resolves
 //! or the node learns that the cluster removed it (then it stops the same
@@ -22,9 +22,9 @@ use tonic_health::ServingStatus;
 use crate::api::{self, Api, Limits, NodeInfo};
 use crate::config::{Config, DEFAULT_PARTITIONS, StorageKind};
 use crate::coordinator::{Coordinator, CoordinatorSettings};
+use crate::core::context::{ClusterSecret, ContextSeal, SECRET_BYTES};
 use crate::core::key::NodeId;
 use crate::core::membership::{ClusterState, Member};
-use crate::core::vclock::ActorId;
 use crate::membership::{self, Membership, MembershipError, system_clock};
 use crate::replica::Replica;
 use crate::rpc::identity::Caller;
@@ -56,6 +56,8 @@ pub enum NodeError {
 /// A node's wired-up parts, before any socket.
 pub struct App {
     pub router: Router,
+    /// Seals contexts; the membership service hands it to joining nodes.
+    pub secret: ClusterSecret,
     pub api: Arc<Api>,
     pub membership: Arc<Membership>,
     pub replica: Arc<Replica>,
@@ -93,12 +95,60 @@ fn peers_for(config: &Config, caller: &Caller) -> Arc<Peers> {
     Arc::new(Peers::new(caller, connect_timeout, config.request_timeout))
 }
 
-/// The node's id: its data directory's actor id, created on first start,
-/// so it survives restarts on other addresses and changes when the disk is
-/// wiped (a node without its data is a new node).
-pub fn identity(store: &dyn Store) -> Result<(ActorId, NodeId), NodeError> {
-    let actor = meta::load_or_init_actor(store, rand::random())?;
-    Ok((actor, NodeId::new(format!("{actor:016x}"))))
+/// The node's id, created with its data directory on first start, so it
+/// survives restarts on other addresses and changes when the disk is wiped
+/// (a node without its data is a new node).
+pub fn identity(store: &dyn Store) -> Result<NodeId, NodeError> {
+    let id = meta::load_or_init_node_id(store, rand::random())?;
+    Ok(NodeId::new(format!("{id:016x}")))
+}
+
+/// What a member answers when it admits this node.
+pub struct Admission {
+    pub state: ClusterState,
+    pub secret: ClusterSecret,
+}
+
+/// The cluster secret: the one the cluster handed us on join, else the one
+/// the data directory keeps, else a new one for a new cluster.
+fn cluster_secret(
+    store: &dyn Store,
+    joined: Option<&ClusterSecret>,
+    remembered: Option<&ClusterState>,
+) -> Result<ClusterSecret, NodeError> {
+    if let Some(secret) = joined {
+        meta::save_cluster_secret(store, secret)?;
+        return Ok(secret.clone());
+    }
+    if let Some(secret) = meta::load_cluster_secret(store)? {
+        return Ok(secret);
+    }
+    let secret = match remembered {
+        // A data directory from a release before sealed contexts: every
+        // member must derive the same secret without talking, so it comes
+        // from the cluster id. Contexts stay bound to their key, but anyone
+        // who knows the cluster id could forge one.
+        Some(state) => {
+            tracing::warn!(
+                cluster = format_args!("{:016x}", state.cluster_id),
+                "this data directory predates sealed contexts; using a secret derived from the cluster id \
+                 (a new cluster gets a random one)"
+            );
+            legacy_secret(state.cluster_id)
+        }
+        None => ClusterSecret::from_bytes(rand::random::<[u8; SECRET_BYTES]>()),
+    };
+    meta::save_cluster_secret(store, &secret)?;
+    Ok(secret)
+}
+
+fn legacy_secret(cluster_id: u64) -> ClusterSecret {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"vinzclortho legacy cluster secret")
+        .chain_update(cluster_id.to_be_bytes())
+        .finalize();
+    ClusterSecret::from_bytes(digest.into())
 }
 
 /// Wires a node around `store`, known to people by its HTTP `address`.
@@ -110,10 +160,14 @@ pub fn build(
     address: String,
     cluster_address: String,
     store: Arc<dyn Store>,
-    joined: Option<ClusterState>,
+    joined: Option<Admission>,
 ) -> Result<App, NodeError> {
-    let (actor, node) = identity(&*store)?;
+    let node = identity(&*store)?;
     let remembered = membership::load_state(&*store)?;
+    let (joined, joined_secret) = match joined {
+        Some(Admission { state, secret }) => (Some(state), Some(secret)),
+        None => (None, None),
+    };
     if let (Some(j), Some(r)) = (&joined, &remembered)
         && j.cluster_id != r.cluster_id
     {
@@ -137,6 +191,7 @@ pub fn build(
         }
         None => config.partitions,
     };
+    let secret = cluster_secret(&*store, joined_secret.as_ref(), remembered.as_ref())?;
     let known = joined.or(remembered);
     let partitions = meta::load_or_init_partitions(&*store, requested, DEFAULT_PARTITIONS)?;
     let wanted_claim = known.as_ref().and_then(|s| s.members.get(&node)).map(|m| m.wanted_claim).unwrap_or(partitions);
@@ -154,14 +209,18 @@ pub fn build(
         system_clock,
     )?);
     let replica = Arc::new(
-        Replica::new(Arc::clone(&store), actor, config.siblings)
+        Replica::new(Arc::clone(&store), config.siblings)
             .with_blocking_writes(config.sync_writes && config.storage == StorageKind::Rocksdb),
     );
     let peers = peers_for(config, &Caller::member(node.clone(), membership.cluster_id()));
     let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone());
     let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
     let settings = CoordinatorSettings { timeout: config.request_timeout };
-    let coordinator = Arc::new(Coordinator::new(Arc::clone(&membership), replicas, settings));
+    let coordinator = Arc::new(Coordinator::new(
+        Arc::clone(&membership) as Arc<dyn crate::coordinator::Topology>,
+        replicas,
+        settings,
+    ));
     let transfers = Progress::default();
     let metrics = crate::telemetry::metrics::install();
     crate::telemetry::metrics::build_info(
@@ -169,6 +228,7 @@ pub fn build(
         &membership.http_address(membership.local()),
     );
     let api = Arc::new(Api {
+        contexts: ContextSeal::new(secret.clone(), membership.cluster_id()),
         coordinator,
         membership: Arc::clone(&membership),
         store,
@@ -177,7 +237,7 @@ pub fn build(
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions },
     });
-    Ok(App { router: api::router(Arc::clone(&api)), api, membership, replica, peers, transfers })
+    Ok(App { router: api::router(Arc::clone(&api)), secret, api, membership, replica, peers, transfers })
 }
 
 /// Binds the HTTP and cluster addresses from the config.
@@ -190,7 +250,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
 }
 
 /// Asks `seed` to admit us, retrying for a while in case it is starting too.
-async fn join(config: &Config, seed: &str, me: &Member) -> Result<ClusterState, NodeError> {
+async fn join(config: &Config, seed: &str, me: &Member) -> Result<Admission, NodeError> {
     let peers = peers_for(config, &Caller::joining(me.node.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -199,7 +259,7 @@ async fn join(config: &Config, seed: &str, me: &Member) -> Result<ClusterState, 
             crate::rpc::membership::join(channel, me).await.map_err(|s| describe_join_error(&s))
         };
         match tokio::time::timeout(config.request_timeout, attempt).await {
-            Ok(Ok(state)) => return Ok(state),
+            Ok(Ok((state, secret))) => return Ok(Admission { state, secret }),
             Ok(Err(reason)) if tokio::time::Instant::now() >= deadline => {
                 return Err(NodeError::Join { seed: seed.to_owned(), reason });
             }
@@ -236,7 +296,7 @@ pub async fn run(
     let cluster_address =
         config.cluster_advertise.clone().unwrap_or_else(|| advertised(&config.cluster_address, cluster_bound));
     let store = open_store(&config)?;
-    let (_, node) = identity(&*store)?;
+    let node = identity(&*store)?;
     let joined = match &config.join {
         Some(seed) => {
             // A rejoining node keeps the claim it had; a new one asks for the
@@ -253,7 +313,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
 
     let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica), cancel.clone());
-    routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership))));
+    routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership), app.secret.clone())));
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;
     let grpc = tokio::spawn(crate::rpc::server::serve(

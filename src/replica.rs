@@ -1,7 +1,28 @@
 //! The replica role of a node: what it does with a key it holds. This is
-//! Riak's vnode: read a key, stamp a client write with this node's actor, and
+//! Riak's vnode: read a key, stamp a client write with a fresh dot, and
 //! merge objects sent by other replicas. Every change is a read-modify-write
 //! of one key under that key's lock.
+//!
+//! Which actor stamps (Riak's KV-679 class of bugs). A dot `(actor, n)` must
+//! never be issued twice for one key: replicas that hold it already would
+//! take the second value for the first and drop it, though it was
+//! acknowledged. Stamping `n = local counter + 1` is only safe when this
+//! replica holds the actor's whole history of the key. So an actor lives for
+//! one process run and one partition: it is minted at random (64 bits) the
+//! first time the run stamps in a partition, never persisted, and retired
+//! before this replica removes any key of that partition (handoff sweep).
+//! Within its life every dot it issued on a key was stamped here, on top of
+//! the stored object, and nothing was removed since, so the local counter is
+//! the true one. What breaks local history all starts a new actor:
+//! * a restart, including one after a power loss that ate the tail of an
+//!   unsynced WAL, and a data directory restored from a backup or copied to
+//!   another machine (a new process: new actors);
+//! * a sweep of the partition (the actor is retired first), so a coordinator
+//!   still on the old ring that asks this node to stamp gets a fresh dot;
+//! * a context that claims more of the actor than is stored, or a counter at
+//!   its limit (only a forged context could do either): a fresh actor too.
+//! The price is version vectors that gain an entry per (run, partition
+//! period, stamping replica) of a key; pruning them is clock hygiene's job.
 //!
 //! Store calls run inline on the async worker: a RocksDB read or a write to
 //! the memtable and the (unsynced) WAL takes microseconds, and handing each
@@ -46,7 +67,10 @@ impl Default for SiblingLimits {
 
 pub struct Replica {
     store: Arc<dyn Store>,
-    actor: ActorId,
+    /// The actor of each partition for this run (see the module comment).
+    /// Read and replaced only under a key's stripe lock of that partition,
+    /// or, to retire one, before a removal under the removed key's lock.
+    actors: Mutex<HashMap<Partition, ActorId>>,
     limits: SiblingLimits,
     /// Writes block for an fsync: run them on the blocking pool.
     writes_block: bool,
@@ -57,19 +81,15 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(store: Arc<dyn Store>, actor: ActorId, limits: SiblingLimits) -> Replica {
+    pub fn new(store: Arc<dyn Store>, limits: SiblingLimits) -> Replica {
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Replica { store, actor, limits, writes_block: false, stripes }
+        Replica { store, actors: Mutex::new(HashMap::new()), limits, writes_block: false, stripes }
     }
 
     /// Sends writes to tokio's blocking pool (for stores that fsync each write).
     pub fn with_blocking_writes(mut self, writes_block: bool) -> Replica {
         self.writes_block = writes_block;
         self
-    }
-
-    pub fn actor(&self) -> ActorId {
-        self.actor
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -98,7 +118,10 @@ impl Replica {
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
             let mut object = this.store.get(partition, &key)?.unwrap_or_default();
-            object.update(this.actor, &context, mutation);
+            let actor = this.stamping_actor(partition, &object, &context);
+            object
+                .update(actor, &context, mutation)
+                .map_err(|e| ReplicaError::Storage(StorageError::Io(format!("no fresh dot for the write: {e}"))))?;
             let count = object.siblings().len();
             if count > this.limits.max {
                 return Err(ReplicaError::TooManySiblings { count, limit: this.limits.max });
@@ -195,6 +218,8 @@ impl Replica {
             let _guard = this.stripe(&key).lock().expect("key lock");
             match this.store.get(partition, &key)? {
                 Some(current) if current == expected => {
+                    // The actor's history of this key leaves with it.
+                    this.retire_actor(partition);
                     this.store.remove(partition, &key)?;
                     Ok(true)
                 }
@@ -206,6 +231,40 @@ impl Replica {
 }
 
 impl Replica {
+    /// The actor to stamp a write on `stored` with (under the key's lock).
+    /// The partition's actor of this run, unless the write's context knows
+    /// more of it than is stored or its counter is spent: then local history
+    /// is not the whole history, and a fresh actor replaces it.
+    fn stamping_actor(&self, partition: Partition, stored: &Object, context: &VersionVector) -> ActorId {
+        let mut actors = self.actors.lock().expect("actors lock");
+        if let Some(&actor) = actors.get(&partition) {
+            let local = stored.clock().get(actor);
+            if context.get(actor) <= local && local < u64::MAX {
+                return actor;
+            }
+            tracing::warn!(
+                partition,
+                actor = format_args!("{actor:016x}"),
+                "a context claims more of this replica's actor than it stored; stamping with a fresh actor"
+            );
+        }
+        let actor = loop {
+            let candidate: ActorId = rand::random();
+            // Never one the key has seen (2^-64, but cheap to rule out).
+            if stored.clock().get(candidate) == 0 && context.get(candidate) == 0 {
+                break candidate;
+            }
+        };
+        actors.insert(partition, actor);
+        actor
+    }
+
+    /// Stops stamping with the partition's current actor; called before a
+    /// key of the partition is removed.
+    fn retire_actor(&self, partition: Partition) {
+        self.actors.lock().expect("actors lock").remove(&partition);
+    }
+
     /// Runs a read-modify-write inline, or on the blocking pool when writes
     /// wait for an fsync.
     async fn write<T: Send + 'static>(
@@ -218,5 +277,120 @@ impl Replica {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| ReplicaError::Storage(StorageError::Io(format!("storage task failed: {e}"))))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Dot uniqueness when local history goes away (Riak's KV-679): each
+    //! case is a way the old node-wide actor reissued a dot that another
+    //! replica already held for a different value, which then dropped the
+    //! new, acknowledged value as already seen.
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::core::object::Content;
+    use crate::storage::MemoryStore;
+
+    const P: Partition = 3;
+
+    fn replica_on(store: Arc<dyn Store>) -> Arc<Replica> {
+        Arc::new(Replica::new(store, SiblingLimits::default()))
+    }
+
+    fn replica() -> Arc<Replica> {
+        replica_on(Arc::new(MemoryStore::new()))
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey::in_default_bucket("k")
+    }
+
+    fn put(v: &str) -> Mutation {
+        Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
+    }
+
+    fn values(o: &Object) -> BTreeSet<String> {
+        o.siblings().iter().map(|s| String::from_utf8(s.content.value.to_vec()).unwrap()).collect()
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_swept_key_is_stamped_with_a_fresh_dot() {
+        // A node hands the partition off and sweeps it; a coordinator still on
+        // the old ring then asks it to stamp a blind write to the same key.
+        let (a, b) = (replica(), replica());
+        let v1 = a.coordinate(P, key(), VersionVector::new(), put("v1")).await.unwrap();
+        b.merge(P, key(), v1.clone()).await.unwrap();
+        assert!(a.remove_if_unchanged(P, key(), v1).await.unwrap());
+        let v2 = a.coordinate(P, key(), VersionVector::new(), put("v2")).await.unwrap();
+        let on_b = b.merge(P, key(), v2).await.unwrap();
+        assert_eq!(values(&on_b), set(&["v1", "v2"]), "the acknowledged v2 was dropped as already seen");
+    }
+
+    #[tokio::test]
+    async fn a_restart_on_older_data_never_reissues_a_dot() {
+        // Power loss ate the tail of the unsynced WAL (or the data directory
+        // was restored from a backup, or copied): the node comes back with
+        // v1 but without v2, which another replica holds.
+        let a_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (a, b) = (replica_on(Arc::clone(&a_store)), replica());
+        let v1 = a.coordinate(P, key(), VersionVector::new(), put("v1")).await.unwrap();
+        b.merge(P, key(), v1.clone()).await.unwrap();
+        let v2 = a.coordinate(P, key(), v1.clock().clone(), put("v2")).await.unwrap();
+        b.merge(P, key(), v2).await.unwrap();
+
+        let restored: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        restored.put(P, &key(), &v1).unwrap();
+        for name in ["format", "actor", "partitions"] {
+            if let Some(v) = a_store.get_meta(name).unwrap() {
+                restored.put_meta(name, &v).unwrap();
+            }
+        }
+        let a = replica_on(restored);
+        // A client still holding v1's context writes v3.
+        let v3 = a.coordinate(P, key(), v1.clock().clone(), put("v3")).await.unwrap();
+        let on_b = b.merge(P, key(), v3).await.unwrap();
+        assert_eq!(values(&on_b), set(&["v2", "v3"]), "v3 reused v2's dot and was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_context_beyond_local_history_or_at_the_limit_takes_a_fresh_actor() {
+        let a = replica();
+        let v1 = a.coordinate(P, key(), VersionVector::new(), put("v1")).await.unwrap();
+        let actor = v1.siblings()[0].dot.actor;
+        // u64::MAX for the real actor: an overflow (a panic under the key
+        // lock) before; now a fresh actor stamps it.
+        let forged = VersionVector::from_entries([(actor, u64::MAX)]);
+        let v2 = a.coordinate(P, key(), forged, put("v2")).await.unwrap();
+        assert_eq!(values(&v2), set(&["v2"]));
+        assert_ne!(v2.siblings()[0].dot.actor, actor);
+        // The key keeps working: a blind write is a sibling, not lost.
+        let v3 = a.coordinate(P, key(), VersionVector::new(), put("v3")).await.unwrap();
+        assert_eq!(values(&v3), set(&["v2", "v3"]));
+        // A context that knows more of the actor than is stored (history
+        // lost here, seen by a client) also moves to a fresh actor.
+        let b = replica();
+        let w1 = b.coordinate(P, key(), VersionVector::new(), put("w1")).await.unwrap();
+        let b_actor = w1.siblings()[0].dot.actor;
+        let ahead = VersionVector::from_entries([(b_actor, 5)]);
+        let w2 = b.coordinate(P, key(), ahead, put("w2")).await.unwrap();
+        assert!(w2.siblings().iter().all(|s| s.dot.actor != b_actor));
+    }
+
+    #[tokio::test]
+    async fn one_run_keeps_one_actor_per_partition() {
+        // The common path does not grow version vectors: successive writes
+        // in a partition share the run's actor.
+        let a = replica();
+        let v1 = a.coordinate(P, key(), VersionVector::new(), put("v1")).await.unwrap();
+        let v2 = a.coordinate(P, key(), v1.clock().clone(), put("v2")).await.unwrap();
+        let other = a.coordinate(P, ObjectKey::in_default_bucket("j"), VersionVector::new(), put("x")).await.unwrap();
+        assert_eq!(v2.clock().len(), 1);
+        assert_eq!(other.siblings()[0].dot.actor, v2.siblings()[0].dot.actor);
     }
 }

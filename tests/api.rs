@@ -194,6 +194,66 @@ async fn malformed_and_oversized_contexts_are_400() {
     assert_eq!(get(&app, "/store/k").await.text(), "v");
 }
 
+/// The attack reproduced from outside: a context naming the node's actor
+/// with counter `u64::MAX` made that PUT and every later one answer 200 while
+/// the key read 404. Contexts are sealed now: an edited or unsealed one is a
+/// 400 and changes nothing, and the key keeps working.
+#[tokio::test]
+async fn a_forged_context_is_refused_and_the_key_keeps_working() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let app = app(&[]);
+    let first = put(&app, "/store/k", "v1", &[]).await;
+    let ctx = first.context().unwrap();
+    let raw = URL_SAFE_NO_PAD.decode(&ctx).unwrap();
+    let actor = raw[1..9].to_vec();
+    // The real token with its counter raised to u64::MAX, tag kept.
+    let mut raised = raw.clone();
+    raised[9..17].copy_from_slice(&u64::MAX.to_be_bytes());
+    // The same claim in the unsealed layout older releases accepted.
+    let legacy = [[1u8].as_slice(), &actor, &u64::MAX.to_be_bytes()].concat();
+    for forged in [URL_SAFE_NO_PAD.encode(&raised), URL_SAFE_NO_PAD.encode(&legacy)] {
+        let r = put(&app, "/store/k", "v2", &[(CTX, &forged)]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+        assert!(r.text().contains("X-VinzClortho-Context"), "{}", r.text());
+        let d = call(&app, "DELETE", "/store/k", &[(CTX, &forged)], Body::empty()).await;
+        assert_eq!(d.status, StatusCode::BAD_REQUEST);
+        let g = get(&app, "/store/k").await;
+        assert_eq!((g.status, g.text()), (StatusCode::OK, "v1".to_owned()), "a refused write changed the key");
+    }
+    // Later writes, with the real context and without one, land.
+    let r = put(&app, "/store/k", "v3", &[(CTX, &ctx)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(get(&app, "/store/k").await.text(), "v3");
+    put(&app, "/store/k", "v4", &[]).await;
+    let both = get(&app, "/store/k").await;
+    let mut values: Vec<String> = parts(&both).await.into_iter().map(|(_, v)| v).collect();
+    values.sort();
+    assert_eq!(values, ["v3", "v4"]);
+}
+
+#[tokio::test]
+async fn a_context_from_another_key_or_cluster_is_refused() {
+    let app = app(&[]);
+    let a = put(&app, "/store/a", "va", &[]).await.context().unwrap();
+    put(&app, "/store/b", "vb", &[]).await;
+    let r = put(&app, "/store/b", "x", &[(CTX, &a)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("not issued for this key"), "{}", r.text());
+    assert_eq!(get(&app, "/store/b").await.text(), "vb");
+    // Another cluster (another secret and id) does not take our tokens.
+    let other = app_with_other_cluster();
+    put(&other, "/store/a", "v", &[]).await;
+    let r = put(&other, "/store/a", "x", &[(CTX, &a)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+fn app_with_other_cluster() -> Router {
+    // Every node::build without a data directory creates a new cluster,
+    // with a random id and secret.
+    app(&[])
+}
+
 #[tokio::test]
 async fn oversized_keys_are_414_and_oversized_values_413_and_nothing_is_stored() {
     let app = app(&["--max-key-bytes", "16", "--max-value-bytes", "1024"]);

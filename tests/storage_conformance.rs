@@ -33,7 +33,7 @@ fn object(values: &[&str]) -> Object {
             content_type: "text/plain".into(),
             last_modified_ms: i as u64,
         };
-        o.update(42, &VersionVector::new(), Mutation::Put(content));
+        o.update(42, &VersionVector::new(), Mutation::Put(content)).unwrap();
     }
     o
 }
@@ -64,7 +64,7 @@ fn tombstones_keep_their_clock(s: &dyn Store) {
     let k = ObjectKey::in_default_bucket("gone");
     let mut o = object(&["a"]);
     let ctx = o.clock().clone();
-    o.update(42, &ctx, Mutation::Delete);
+    o.update(42, &ctx, Mutation::Delete).unwrap();
     assert!(o.is_tombstone());
     s.put(0, &k, &o).unwrap();
     let back = s.get(0, &k).unwrap().unwrap();

@@ -107,7 +107,7 @@ fn object(i: u64) -> Object {
     let content =
         Content { value: Bytes::from(value(i)), content_type: "application/octet-stream".into(), last_modified_ms: i };
     let mut o = Object::new();
-    o.update(7, &VersionVector::new(), Mutation::Put(content));
+    o.update(7, &VersionVector::new(), Mutation::Put(content)).unwrap();
     o
 }
 

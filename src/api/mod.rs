@@ -47,6 +47,8 @@ pub struct NodeInfo {
 
 /// What every handler can reach.
 pub struct Api {
+    /// Seals the contexts this node hands out and opens the ones it gets.
+    pub contexts: crate::core::context::ContextSeal,
     pub coordinator: Arc<Coordinator>,
     pub membership: Arc<Membership>,
     pub store: Arc<dyn Store>,

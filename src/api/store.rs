@@ -23,7 +23,7 @@ use super::{AppState, CONTEXT_HEADER, error::ApiError};
 use std::time::Instant;
 
 use crate::coordinator::{CoordinatorError, QuorumParam};
-use crate::core::context;
+use crate::core::context::ContextSeal;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Mutation, Object};
 use crate::core::vclock::VersionVector;
@@ -79,7 +79,7 @@ pub async fn get_value(
     let object =
         timed("get", api.coordinator.get(&key, r), |o| if o.siblings().is_empty() { "not_found" } else { "ok" })
             .await?;
-    Ok(object_response(&object))
+    Ok(object_response(&api.contexts, &key, &object))
 }
 
 pub async fn put_value(
@@ -95,9 +95,10 @@ pub async fn put_value(
             None => DEFAULT_CONTENT_TYPE.to_owned(),
             Some(v) => v.to_str().map_err(|_| ApiError::bad_request("Content-Type is not valid text"))?.to_owned(),
         };
+        let key = store_key(&uri, api.limits.max_key_bytes)?;
         Ok((
-            store_key(&uri, api.limits.max_key_bytes)?,
-            context_header(&headers)?.unwrap_or_default(),
+            key.clone(),
+            context_header(&api.contexts, &key, &headers)?.unwrap_or_default(),
             params.check()?.w()?,
             content_type,
         ))
@@ -107,7 +108,7 @@ pub async fn put_value(
     })?;
     let content = Content { value, content_type, last_modified_ms: now_ms() };
     let object = timed("put", api.coordinator.put(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
-    Ok(with_context(StatusCode::OK, &object, Body::empty()))
+    Ok(with_context(&api.contexts, &key, StatusCode::OK, &object, Body::empty()))
 }
 
 pub async fn delete_value(
@@ -118,10 +119,12 @@ pub async fn delete_value(
 ) -> Result<Response, ApiError> {
     let (key, context, r, w) = refused("delete", || {
         let params = params.check()?;
-        Ok((store_key(&uri, api.limits.max_key_bytes)?, context_header(&headers)?, params.r()?, params.w()?))
+        let key = store_key(&uri, api.limits.max_key_bytes)?;
+        let context = context_header(&api.contexts, &key, &headers)?;
+        Ok((key, context, params.r()?, params.w()?))
     })?;
     let object = timed("delete", api.coordinator.delete(&key, context.as_ref(), r, w), |_| "ok").await?;
-    Ok(with_context(StatusCode::OK, &object, Body::empty()))
+    Ok(with_context(&api.contexts, &key, StatusCode::OK, &object, Body::empty()))
 }
 
 /// Validation before the coordinator: a refusal is counted (no latency).
@@ -184,10 +187,12 @@ pub(super) fn store_key_from(uri: &Uri, prefix: &str, max_key_bytes: usize) -> R
     Ok(ObjectKey::in_default_bucket(key))
 }
 
-fn context_header(headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+/// The context a client sent, opened for `key`: a forged, edited or
+/// misplaced one is a 400 (see `core::context`), never applied.
+fn context_header(seal: &ContextSeal, key: &ObjectKey, headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
     let Some(raw) = headers.get(CONTEXT_HEADER) else { return Ok(None) };
     let text = raw.to_str().map_err(|_| ApiError::bad_request("X-VinzClortho-Context is not valid text"))?;
-    context::decode(text).map(Some).map_err(|e| ApiError::bad_request(format!("malformed X-VinzClortho-Context: {e}")))
+    seal.open(key, text).map(Some).map_err(|e| ApiError::bad_request(format!("invalid X-VinzClortho-Context: {e}")))
 }
 
 /// Reads at most `max` bytes; refuses early when Content-Length says more.
@@ -211,30 +216,30 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
 }
 
 /// The response to a read: 404, 200 or 300 depending on the siblings.
-fn object_response(object: &Object) -> Response {
+fn object_response(seal: &ContextSeal, key: &ObjectKey, object: &Object) -> Response {
     if object.is_empty() {
         return ApiError::new(ErrorCode::NotFound, "not found").into_response();
     }
     match object.siblings() {
-        [] => with_context(StatusCode::NOT_FOUND, object, Body::from("not found (deleted)\n")),
+        [] => with_context(seal, key, StatusCode::NOT_FOUND, object, Body::from("not found (deleted)\n")),
         [only] => {
-            let mut response = with_context(StatusCode::OK, object, Body::from(only.content.value.clone()));
+            let mut response = with_context(seal, key, StatusCode::OK, object, Body::from(only.content.value.clone()));
             set_content_headers(response.headers_mut(), &only.content);
             response
         }
         many => {
             let (content_type, body) = multipart_mixed(many);
-            let mut response = with_context(StatusCode::MULTIPLE_CHOICES, object, Body::from(body));
+            let mut response = with_context(seal, key, StatusCode::MULTIPLE_CHOICES, object, Body::from(body));
             response.headers_mut().insert(header::CONTENT_TYPE, header_value(&content_type));
             response
         }
     }
 }
 
-fn with_context(status: StatusCode, object: &Object, body: Body) -> Response {
+fn with_context(seal: &ContextSeal, key: &ObjectKey, status: StatusCode, object: &Object, body: Body) -> Response {
     let mut response = (status, body).into_response();
     if !object.is_empty() {
-        let token = context::encode(object.clock());
+        let token = seal.seal(key, object.clock());
         response.headers_mut().insert(CONTEXT_HEADER, header_value(&token));
     }
     response

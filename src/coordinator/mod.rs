@@ -10,11 +10,19 @@
 //! with stale data.
 //!
 //! A write is stamped by one replica of the key (itself, when this node is
-//! one): dotted version vectors need the stamping actor to hold the key's
-//! history. That replica's new object is then merged into the others.
+//! one); `replica` explains why any replica may stamp without reissuing a
+//! dot. That replica's new object is then merged into the others. While the
+//! key's partition moves to new holders, the write goes to both preference
+//! lists and needs W acknowledgements from each, so reads of the new holders
+//! see it after the switch (see `core::membership`).
+//!
+//! The coordinator knows the cluster only through [`Topology`] (a ring view
+//! and a liveness check) and reaches replicas only through
+//! [`ReplicaClient`], so its rules are tested in process with scripted ones.
 
 mod options;
 mod replicas;
+mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +33,14 @@ use tracing::Instrument;
 
 pub use options::QuorumParam;
 pub use replicas::{AddressBook, ReplicaClient, ReplicaError};
+pub use topology::{RingView, Topology};
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
-use crate::core::quorum::{Progress, Quorum, ReadQuorum, Shortfall};
+use crate::core::quorum::{Progress, ReadQuorum, Shortfall, WriteQuorum};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::error::{ErrorCode, HasErrorCode};
-use crate::membership::{Membership, MembershipError};
 use crate::telemetry::metrics;
 
 /// Settings of this node's coordinator; N, R and W come from the cluster.
@@ -53,15 +61,18 @@ pub enum CoordinatorError {
     Replica(ReplicaError),
     /// The cluster removed this node: it coordinates nothing, since its view
     /// of the ring and its data are no longer the cluster's.
-    #[error(transparent)]
-    Removed(MembershipError),
+    #[error(
+        "node {node} was removed from the cluster: another node replaced it, so it serves no data; \
+         use another node"
+    )]
+    Removed { node: NodeId },
 }
 
 impl HasErrorCode for CoordinatorError {
     fn code(&self) -> ErrorCode {
         match self {
             CoordinatorError::BadRequest(_) => ErrorCode::BadRequest,
-            CoordinatorError::Unavailable { .. } | CoordinatorError::Removed(_) => ErrorCode::Unavailable,
+            CoordinatorError::Unavailable { .. } | CoordinatorError::Removed { .. } => ErrorCode::Unavailable,
             CoordinatorError::Replica(e) => e.code(),
         }
     }
@@ -73,25 +84,24 @@ struct Plan {
     /// The key's preference list (current ring).
     nodes: Vec<NodeId>,
     needed: usize,
-    /// Holders the key is moving to, not yet in the preference list: writes
-    /// are copied there too (without counting), so a move in progress does
-    /// not leave them behind.
-    incoming: Vec<NodeId>,
+    /// The key's preference list in the target ring, while its partition
+    /// moves: writes need W of these too (see `core::quorum::WriteQuorum`).
+    target: Option<Vec<NodeId>>,
 }
 
 pub struct Coordinator {
-    membership: Arc<Membership>,
+    topology: Arc<dyn Topology>,
     replicas: Arc<dyn ReplicaClient>,
     settings: CoordinatorSettings,
 }
 
 impl Coordinator {
     pub fn new(
-        membership: Arc<Membership>,
+        topology: Arc<dyn Topology>,
         replicas: Arc<dyn ReplicaClient>,
         settings: CoordinatorSettings,
     ) -> Coordinator {
-        Coordinator { membership, replicas, settings }
+        Coordinator { topology, replicas, settings }
     }
 
     /// Quorum read. Returns the merge of the first R answers; an empty object
@@ -104,10 +114,10 @@ impl Coordinator {
         let partition = plan.partition;
         let mut read = ReadQuorum::new(plan.needed, plan.nodes.len());
         for node in &plan.nodes {
-            if !self.membership.is_up(node) {
+            if !self.topology.is_up(node) {
                 // Known down: fail its slot now instead of waiting for it.
                 if read.record(node.clone(), Err("node is down".into())) == Progress::Failed {
-                    return Err(self.unavailable("read", read.quorum()));
+                    return Err(self.read_unavailable(&read));
                 }
                 continue;
             }
@@ -128,10 +138,10 @@ impl Coordinator {
             match timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, reply))) => match read.record(node, reply) {
                     Progress::Met => break,
-                    Progress::Failed => return Err(self.unavailable("read", read.quorum())),
+                    Progress::Failed => return Err(self.read_unavailable(&read)),
                     Progress::Pending => {}
                 },
-                Ok(None) | Err(_) => return Err(self.unavailable("read", read.quorum())),
+                Ok(None) | Err(_) => return Err(self.read_unavailable(&read)),
             }
         }
         let merged = read.merged();
@@ -154,9 +164,9 @@ impl Coordinator {
     ) -> Result<Object, CoordinatorError> {
         let plan = self.plan(key, w, Op::Write)?;
         let deadline = Instant::now() + self.settings.timeout;
-        let mut quorum = Quorum::new(plan.needed, plan.nodes.len());
+        let mut quorum = WriteQuorum::new(plan.nodes.clone(), plan.needed, plan.target.clone());
         let Some((stamper, object)) = self.stamp(&plan, key, context, &mutation, deadline, &mut quorum).await? else {
-            return Err(self.unavailable("write", &quorum));
+            return Err(self.write_unavailable(&quorum));
         };
         quorum.record_ok(stamper.clone());
         #[cfg(feature = "fault-injection")]
@@ -164,21 +174,11 @@ impl Coordinator {
             return Ok(object);
         }
         let partition = plan.partition;
-        for node in &plan.incoming {
-            let (replicas, node, key, object) = (Arc::clone(&self.replicas), node.clone(), key.clone(), object.clone());
-            tokio::spawn(
-                async move {
-                    if let Err(e) = timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
-                        tracing::debug!(%node, error = %e, "copy to incoming holder failed");
-                    }
-                }
-                .in_current_span(),
-            );
-        }
-        let (tx, mut rx) = mpsc::channel(plan.nodes.len());
-        let others: Vec<NodeId> = plan.nodes.iter().filter(|n| !quorum.answered(n)).cloned().collect();
+        let all = quorum.nodes();
+        let (tx, mut rx) = mpsc::channel(all.len());
+        let others: Vec<NodeId> = all.into_iter().filter(|n| !quorum.answered(n)).collect();
         for node in others {
-            if !self.membership.is_up(&node) {
+            if !self.topology.is_up(&node) {
                 quorum.record_err(node, "node is down");
                 continue;
             }
@@ -208,7 +208,7 @@ impl Coordinator {
                 metrics::quorum("write", "met", quorum.ok().len());
                 Ok(object)
             }
-            _ => Err(self.unavailable("write", &quorum)),
+            _ => Err(self.write_unavailable(&quorum)),
         }
     }
 
@@ -247,25 +247,35 @@ impl Coordinator {
         context: &VersionVector,
         mutation: &Mutation,
         deadline: Instant,
-        quorum: &mut Quorum,
+        quorum: &mut WriteQuorum,
     ) -> Result<Option<(NodeId, Object)>, CoordinatorError> {
-        let local = self.membership.local();
+        let local = self.topology.local();
         let mut candidates: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).collect();
         candidates.extend(plan.nodes.iter().filter(|n| *n != local));
-        for node in candidates {
-            if !self.membership.is_up(node) {
-                quorum.record_err(node.clone(), "node is down");
-                continue;
-            }
+        let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = candidates.into_iter().partition(|n| self.topology.is_up(n));
+        for node in down {
+            quorum.record_err(node.clone(), "node is down");
+        }
+        for (i, node) in up.iter().enumerate() {
+            // A silent replica gets its share of the time left, not all of
+            // it: the others could still stamp. (It drops the call once its
+            // share is over, unless it was already applying it.)
+            let left = up.len() - i;
+            let share = deadline.saturating_duration_since(Instant::now()) / left as u32;
+            let attempt = (Instant::now() + share).min(deadline);
             let call = self.replicas.coordinate(node, plan.partition, key, context, mutation);
-            match timeout_at(deadline, call).await {
-                Ok(Ok(object)) => return Ok(Some((node.clone(), object))),
+            match timeout_at(attempt, call).await {
+                Ok(Ok(object)) => return Ok(Some(((*node).clone(), object))),
                 Ok(Err(e)) if e.code() != ErrorCode::Unavailable => return Err(CoordinatorError::Replica(e)),
                 Ok(Err(e)) => {
                     tracing::debug!(%node, error = %e, "replica could not stamp the write");
-                    quorum.record_err(node.clone(), e.to_string());
+                    quorum.record_err((*node).clone(), e.to_string());
                 }
-                Err(_) => return Ok(None),
+                Err(_) if Instant::now() >= deadline => return Ok(None),
+                Err(_) => {
+                    tracing::debug!(%node, "replica did not stamp the write in its share of the deadline");
+                    quorum.record_err((*node).clone(), "did not stamp in time");
+                }
             }
         }
         Ok(None)
@@ -273,18 +283,27 @@ impl Coordinator {
 
     /// A 503 naming replicas by their HTTP addresses; counted as a failed
     /// quorum, or a timed-out one when replicas were still silent.
-    fn unavailable(&self, op: &'static str, quorum: &Quorum) -> CoordinatorError {
-        let result = if quorum.progress() == Progress::Failed { "failed" } else { "timeout" };
-        metrics::quorum(op, result, quorum.ok().len());
-        let shortfall = quorum.shortfall().rename(|n| NodeId::new(self.membership.http_address(n)));
+    fn unavailable(&self, op: &'static str, progress: Progress, shortfall: Shortfall, ok: usize) -> CoordinatorError {
+        let result = if progress == Progress::Failed { "failed" } else { "timeout" };
+        metrics::quorum(op, result, ok);
+        let shortfall = shortfall.rename(|n| NodeId::new(self.topology.http_address(n)));
         CoordinatorError::Unavailable { op, shortfall }
     }
 
+    fn read_unavailable(&self, read: &ReadQuorum) -> CoordinatorError {
+        let q = read.quorum();
+        self.unavailable("read", q.progress(), q.shortfall(), q.ok().len())
+    }
+
+    fn write_unavailable(&self, quorum: &WriteQuorum) -> CoordinatorError {
+        self.unavailable("write", quorum.progress(), quorum.shortfall(), quorum.ok().len())
+    }
+
     fn plan(&self, key: &ObjectKey, param: QuorumParam, op: Op) -> Result<Plan, CoordinatorError> {
-        if self.membership.removed() {
-            return Err(CoordinatorError::Removed(self.membership.removed_error()));
+        if self.topology.removed() {
+            return Err(CoordinatorError::Removed { node: self.topology.local().clone() });
         }
-        let view = self.membership.view();
+        let view = self.topology.view();
         let (name, default) = match op {
             Op::Read => ("r", view.r),
             Op::Write => ("w", view.w),
@@ -294,14 +313,11 @@ impl Coordinator {
             param.resolve(default, n_val).map_err(|e| CoordinatorError::BadRequest(format!("{name}={param}: {e}")))?;
         let partition = view.current.partition_of(key);
         let nodes = view.current.holders(partition, n_val);
-        let incoming = match &view.target {
-            Some(target) => target.holders(partition, n_val).into_iter().filter(|n| !nodes.contains(n)).collect(),
-            None => Vec::new(),
-        };
+        let target = view.target.as_ref().map(|t| t.holders(partition, n_val)).filter(|t| *t != nodes);
         // A cluster smaller than N keeps the key on every node it has and
         // counts the quorum over those (flagged as under-replicated).
         let needed = needed.min(nodes.len());
-        Ok(Plan { partition, nodes, needed, incoming })
+        Ok(Plan { partition, nodes, needed, target })
     }
 }
 

@@ -17,13 +17,25 @@
 //! Both merges are joins of a semilattice (commutative, associative,
 //! idempotent; tested below), so any gossip order converges.
 //!
-//! Moving data: when claims change, the claimant sets a *target* ring. Every
-//! node that holds a partition's keys under the current ring but not the
-//! target (or every holder, when nobody leaves) streams that partition to the
-//! holders that are new in the target, then lists the partition in its
-//! record's `transfers_done`. When every required transfer from a live
-//! sender is done, the claimant makes the target current. Reads and writes
-//! use the current ring throughout, so they keep working during the move.
+//! Moving data: when claims change, the claimant sets a *target* ring. For
+//! each partition whose holders change, some of its current holders stream
+//! it to the holders that are new in the target, then list the partition in
+//! their record's `transfers_done`, naming the move ([`ClusterState::move_id`]:
+//! the target epoch and both rings) it was for. A report for another move
+//! counts for nothing, so a second join or a racing claimant that changes the
+//! target during a long stream makes the senders send again.
+//!
+//! When may the target become current? A write acknowledged by W of the N
+//! current holders must be on W of the new ones, or a read of R new holders
+//! (R + W > N) could miss it. So each moving partition needs finished
+//! transfers from `N - W + 1` of its current holders: every W-set of them
+//! meets that many senders, so some sender had the write and sent it to every
+//! new holder, and the holders that stay keep theirs; counting, W new holders
+//! have it. Leaving holders that are up send first, then the staying ones; a
+//! sender that went down after reporting still counts. Until enough holders
+//! have reported (say most of them are down, or the claimant is the one cut
+//! off), the ring does not switch. Writes during the move are acknowledged by
+//! W holders of both rings (see `coordinator`), so they are covered too.
 //!
 //! Failure detection: a member is up while its version keeps advancing (it
 //! heartbeats every gossip round, and gossip spreads the counter, so a node
@@ -32,6 +44,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+use sha1::{Digest, Sha1};
 
 use super::key::NodeId;
 use super::ring::{Claim, Partition, Planner, Ring, RingError};
@@ -51,7 +65,9 @@ pub struct Member {
     pub wanted_claim: u32,
     pub generation: u64,
     pub version: u64,
-    /// The ring target (by `target_epoch`) that `transfers_done` refers to.
+    /// The move ([`ClusterState::move_id`]) that `transfers_done` refers to.
+    /// (Named for its first meaning, the target's epoch, which two claimants
+    /// could share; the name stays for the persisted and gossiped format.)
     pub transfers_epoch: u64,
     pub transfers_done: BTreeSet<Partition>,
     /// Leaving members claim nothing; their partitions move away.
@@ -116,12 +132,14 @@ pub struct Changes {
     pub any: bool,
 }
 
-/// One partition one node must stream to new holders.
+/// One partition one node must stream to new holders, for one move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     pub partition: Partition,
     pub from: NodeId,
     pub to: Vec<NodeId>,
+    /// The move this transfer belongs to ([`ClusterState::move_id`]).
+    pub move_id: u64,
 }
 
 impl ClusterState {
@@ -209,8 +227,7 @@ impl ClusterState {
             return false;
         }
         if let Some(target) = &self.ring.target {
-            let pending = self.pending_transfers(&is_up);
-            if pending.is_empty() {
+            if self.move_complete(&is_up) {
                 let target = target.clone();
                 self.bump_ring(me, |ring| {
                     ring.current = target;
@@ -241,13 +258,38 @@ impl ClusterState {
         change(&mut self.ring);
     }
 
-    /// Every transfer the current move needs. Senders are the holders that
-    /// leave the partition's preference list (or all holders, when nobody
-    /// leaves); when every one of those is down (a dead or replaced node),
-    /// the live holders that stay send instead, so new holders still get
-    /// the data.
+    /// Names the move in progress: a hash of the target epoch and both
+    /// rings. Two claimants that set different targets at one epoch, or a
+    /// target set again after a round trip, name different moves; a done
+    /// report for one never counts for another.
+    pub fn move_id(&self) -> Option<u64> {
+        let target = self.ring.target.as_ref()?;
+        let mut h = Sha1::new();
+        h.update(self.ring.target_epoch.to_be_bytes());
+        for ring in [&self.ring.current, target] {
+            for owner in ring.owners() {
+                h.update((owner.as_str().len() as u32).to_be_bytes());
+                h.update(owner.as_str().as_bytes());
+            }
+        }
+        let digest: [u8; 20] = h.finalize().into();
+        // Never 0, which a record that never sent anything carries.
+        Some(u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")).max(1))
+    }
+
+    /// How many current holders of a moving partition must have sent it
+    /// before the ring may switch: `N - W + 1` (see the module comment),
+    /// at most the holders there are.
+    fn senders_needed(&self, holders: usize) -> usize {
+        (self.n_val + 1).saturating_sub(self.w).clamp(1, holders.max(1))
+    }
+
+    /// Every transfer the current move needs now, done or not: for each
+    /// moving partition, the holders that already reported it for this move,
+    /// plus enough live ones (leaving first) to reach `N - W + 1` senders.
+    /// A dead or replaced holder is not asked; its place goes to the next.
     pub fn transfers(&self, is_up: impl Fn(&NodeId) -> bool) -> Vec<Transfer> {
-        let Some(target) = &self.ring.target else { return Vec::new() };
+        let (Some(target), Some(move_id)) = (&self.ring.target, self.move_id()) else { return Vec::new() };
         let mut out = Vec::new();
         for p in 0..self.partitions() {
             let old = self.ring.current.holders(p, self.n_val);
@@ -256,31 +298,56 @@ impl ClusterState {
             if to.is_empty() {
                 continue;
             }
-            let leaving: Vec<&NodeId> = old.iter().filter(|n| !new.contains(n) && is_up(n)).collect();
-            let senders = if leaving.is_empty() { old.iter().filter(|n| is_up(n)).collect() } else { leaving };
+            let needed = self.senders_needed(old.len());
+            let done = |n: &NodeId| self.sent(n, p, move_id);
+            let leaving = old.iter().filter(|n| !new.contains(n));
+            let staying = old.iter().filter(|n| new.contains(n));
+            let mut senders: Vec<&NodeId> = old.iter().filter(|n| done(n)).collect();
+            for candidate in leaving.chain(staying) {
+                if senders.len() >= needed {
+                    break;
+                }
+                if !done(candidate) && is_up(candidate) && self.members.contains_key(candidate) {
+                    senders.push(candidate);
+                }
+            }
             for from in senders {
-                out.push(Transfer { partition: p, from: from.clone(), to: to.clone() });
+                out.push(Transfer { partition: p, from: from.clone(), to: to.clone(), move_id });
             }
         }
         out
     }
 
-    /// Transfers not yet reported done by a sender that is up. A sender that
-    /// is down is not waited for: the other holders have the data, and read
-    /// repair and the sender's own sweep after it returns fill the gaps.
+    /// Transfers not yet reported done for this move.
     pub fn pending_transfers(&self, is_up: impl Fn(&NodeId) -> bool) -> Vec<Transfer> {
-        self.transfers(is_up).into_iter().filter(|t| !self.transfer_done(t)).collect()
+        self.transfers(is_up).into_iter().filter(|t| !self.sent(&t.from, t.partition, t.move_id)).collect()
     }
 
-    fn transfer_done(&self, t: &Transfer) -> bool {
-        self.members
-            .get(&t.from)
-            .is_some_and(|m| m.transfers_epoch == self.ring.target_epoch && m.transfers_done.contains(&t.partition))
+    /// True when every moving partition has been sent by enough of its
+    /// current holders: the ring may switch without losing an acknowledged
+    /// write. False when there are too few live holders to get there.
+    pub fn move_complete(&self, is_up: impl Fn(&NodeId) -> bool) -> bool {
+        let (Some(target), Some(move_id)) = (&self.ring.target, self.move_id()) else { return false };
+        (0..self.partitions()).all(|p| {
+            let old = self.ring.current.holders(p, self.n_val);
+            if target.holders(p, self.n_val).iter().all(|n| old.contains(n)) {
+                return true;
+            }
+            let sent = old.iter().filter(|n| self.sent(n, p, move_id)).count();
+            sent >= self.senders_needed(old.len())
+        }) && self.pending_transfers(is_up).is_empty()
+    }
+
+    fn sent(&self, node: &NodeId, partition: Partition, move_id: u64) -> bool {
+        self.members.get(node).is_some_and(|m| m.transfers_epoch == move_id && m.transfers_done.contains(&partition))
     }
 
     /// What `me` still has to send for the current move.
     pub fn my_transfers(&self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool) -> Vec<Transfer> {
-        self.transfers(is_up).into_iter().filter(|t| &t.from == me && !self.transfer_done(t)).collect()
+        self.transfers(is_up)
+            .into_iter()
+            .filter(|t| &t.from == me && !self.sent(&t.from, t.partition, t.move_id))
+            .collect()
     }
 
     /// Drops `node` from the cluster for good: a node whose data directory
@@ -291,16 +358,23 @@ impl ClusterState {
         self.removed.insert(node.clone());
     }
 
-    /// Records that `me` finished streaming `partition` for the current target.
-    pub fn mark_transfer_done(&mut self, me: &NodeId, partition: Partition) {
-        let epoch = self.ring.target_epoch;
+    /// Records that `me` finished `transfer`. A transfer of a move that is
+    /// no longer the current one records nothing (returns false): its data
+    /// may have gone to holders the new target no longer names, or not to
+    /// the ones it adds.
+    pub fn mark_transfer_done(&mut self, me: &NodeId, transfer: &Transfer) -> bool {
+        if self.move_id() != Some(transfer.move_id) {
+            return false;
+        }
+        let move_id = transfer.move_id;
         self.update_member(me, |m| {
-            if m.transfers_epoch != epoch {
-                m.transfers_epoch = epoch;
+            if m.transfers_epoch != move_id {
+                m.transfers_epoch = move_id;
                 m.transfers_done.clear();
             }
-            m.transfers_done.insert(partition);
+            m.transfers_done.insert(transfer.partition);
         });
+        true
     }
 }
 
@@ -373,7 +447,7 @@ mod tests {
         for _ in 0..10 {
             let claimant = s.claimant(all_up).unwrap().clone();
             for t in s.my_transfers_all() {
-                s.mark_transfer_done(&t.from, t.partition);
+                s.mark_transfer_done(&t.from, &t);
             }
             if !s.plan_ring(&claimant, all_up, &mut Planner::default()) {
                 return;
@@ -401,10 +475,10 @@ mod tests {
         assert!(transfers.iter().all(|t| t.to == vec![node("b")]));
         assert!(!s.plan_ring(&node("a"), all_up, &mut Planner::default()), "nothing done yet: no change");
         for t in &transfers[..15] {
-            s.mark_transfer_done(&node("a"), t.partition);
+            s.mark_transfer_done(&node("a"), t);
         }
         assert!(!s.plan_ring(&node("a"), all_up, &mut Planner::default()), "one transfer left");
-        s.mark_transfer_done(&node("a"), transfers[15].partition);
+        s.mark_transfer_done(&node("a"), &transfers[15]);
         assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()));
         assert_eq!(s.ring.current.claimed_by(&node("b")), 8);
         assert_eq!(s.ring.target, None);
@@ -434,7 +508,7 @@ mod tests {
         assert!(!transfers.is_empty());
         assert!(transfers.iter().all(|t| t.from != node("c") && t.to == vec![node("d")]), "{transfers:?}");
         for t in transfers {
-            s.mark_transfer_done(&t.from, t.partition);
+            s.mark_transfer_done(&t.from, &t);
         }
         assert!(s.plan_ring(&node("a"), up, &mut Planner::default()));
         assert_eq!(s.ring.current.claimed_by(&node("c")), 0);
@@ -451,38 +525,92 @@ mod tests {
     }
 
     #[test]
-    fn transfers_from_down_senders_are_not_waited_for() {
+    fn a_move_waits_for_enough_senders_and_a_sender_that_died_after_sending_counts() {
+        // N=3, W=2: each moving partition needs 2 of its 3 holders to send.
         let mut s = cluster(&["a", "b", "c"], 8);
         settle(&mut s);
         s.members.insert(node("d"), member("d", 8));
         assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()));
-        let senders: BTreeSet<NodeId> = s.transfers(all_up).into_iter().map(|t| t.from).collect();
-        assert!(!senders.is_empty());
-        let only_up = |n: &NodeId| n == &node("a") || n == &node("d");
-        // With b and c down, a also sends what they would have sent.
-        let mine = s.my_transfers(&node("a"), only_up);
-        assert!(mine.len() > s.my_transfers(&node("a"), all_up).len());
-        assert_eq!(s.pending_transfers(only_up), mine);
-        for t in mine {
-            s.mark_transfer_done(&node("a"), t.partition);
+        let only_a = |n: &NodeId| n == &node("a") || n == &node("d");
+        // With b and c down, a alone cannot cover a write b and c
+        // acknowledged: it sends, but the ring does not switch. (Before, the
+        // move completed here and such a write was on one new holder.)
+        for t in s.my_transfers(&node("a"), only_a) {
+            s.mark_transfer_done(&node("a"), &t);
         }
-        assert!(s.pending_transfers(only_up).is_empty());
-        assert!(s.plan_ring(&node("a"), only_up, &mut Planner::default()), "move completes without b and c");
+        assert!(s.pending_transfers(only_a).is_empty(), "nobody else can send");
+        assert!(!s.move_complete(only_a));
+        assert!(!s.plan_ring(&node("a"), only_a, &mut Planner::default()), "no switch with too few senders");
+        // b comes back and sends what it must; then b dies again: its
+        // finished transfers still count.
+        let a_and_b = |n: &NodeId| n != &node("c");
+        let from_b = s.my_transfers(&node("b"), a_and_b);
+        assert!(!from_b.is_empty());
+        for t in from_b {
+            s.mark_transfer_done(&node("b"), &t);
+        }
+        assert!(s.plan_ring(&node("a"), only_a, &mut Planner::default()), "two senders per partition: switch");
         assert_eq!(s.ring.current.claimed_by(&node("d")), 2);
     }
 
     #[test]
-    fn transfers_go_from_leaving_holders_to_new_holders() {
+    fn a_claimant_cut_off_from_everyone_never_switches() {
+        let mut s = cluster(&["a", "b", "c"], 8);
+        settle(&mut s);
+        s.members.insert(node("d"), member("d", 8));
+        let alone = |n: &NodeId| n == &node("a");
+        for _ in 0..5 {
+            for t in s.my_transfers(&node("a"), alone) {
+                s.mark_transfer_done(&node("a"), &t);
+            }
+            s.plan_ring(&node("a"), alone, &mut Planner::default());
+        }
+        assert_eq!(s.ring.current.claimed_by(&node("d")), 0, "switched with no data moved");
+    }
+
+    #[test]
+    fn a_transfer_done_for_an_older_target_does_not_count() {
+        // A stream runs while a second node joins: the target changes under
+        // it. Its completion names the move it was for and records nothing.
+        let mut s = cluster(&["a", "b", "c"], 16);
+        settle(&mut s);
+        s.members.insert(node("d"), member("d", 16));
+        assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()));
+        let before = s.transfers(all_up);
+        s.members.insert(node("e"), member("e", 16));
+        assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()), "a new target for the second join");
+        let after = s.transfers(all_up);
+        assert!(before.iter().all(|t| t.move_id != after[0].move_id));
+        for t in &before {
+            assert!(!s.mark_transfer_done(&t.from, t), "recorded against the wrong target");
+        }
+        assert_eq!(s.pending_transfers(all_up).len(), after.len(), "everything is still to send");
+        // Two claimants setting different targets at the same epoch name
+        // different moves too.
+        let mut other = s.clone();
+        other.ring.target = Some(Ring::single(16, node("e")).unwrap());
+        assert_ne!(other.move_id(), s.move_id());
+    }
+
+    #[test]
+    fn transfers_go_from_current_holders_leaving_ones_first_to_new_holders() {
         let mut s = cluster(&["a", "b", "c"], 16);
         settle(&mut s);
         s.members.insert(node("d"), member("d", 16));
         s.plan_ring(&node("a"), all_up, &mut Planner::default());
         let target = s.ring.target.clone().unwrap();
+        let mut senders: BTreeMap<Partition, Vec<NodeId>> = BTreeMap::new();
         for t in s.transfers(all_up) {
             let old = s.ring.current.holders(t.partition, 3);
             let new = target.holders(t.partition, 3);
-            assert!(old.contains(&t.from) && !new.contains(&t.from), "{t:?}");
+            assert!(old.contains(&t.from), "{t:?}");
             assert!(t.to.iter().all(|n| new.contains(n) && !old.contains(n)), "{t:?}");
+            senders.entry(t.partition).or_default().push(t.from.clone());
+        }
+        for (p, from) in senders {
+            assert_eq!(from.len(), 2, "N - W + 1 senders for partition {p}");
+            let new = target.holders(p, 3);
+            assert!(!new.contains(&from[0]), "a leaving holder sends first: {from:?}");
         }
     }
 

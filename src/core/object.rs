@@ -44,6 +44,13 @@ pub struct Sibling {
     pub content: Content,
 }
 
+/// An actor's counter on a key is at its maximum: no fresh dot is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("actor {actor:016x} has no counter left on this key")]
+pub struct CounterExhausted {
+    pub actor: ActorId,
+}
+
 /// What a coordinated write does to a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
@@ -103,22 +110,32 @@ impl Object {
     /// new value under a fresh dot. Values the client did not see stay, as
     /// siblings. Returns the dot stamped, if any.
     ///
-    /// Must run on the replica's current stored state under that key's lock:
-    /// the fresh dot is only unique if no other update of this key by this
-    /// actor interleaves.
-    pub fn update(&mut self, actor: ActorId, context: &VersionVector, mutation: Mutation) -> Option<Dot> {
+    /// Must run on the replica's current stored state under that key's lock,
+    /// with an actor whose whole history on this key is in that state (see
+    /// `replica`): the fresh dot is only unique if so. Refuses, changing
+    /// nothing, when the actor's counter is exhausted.
+    pub fn update(
+        &mut self,
+        actor: ActorId,
+        context: &VersionVector,
+        mutation: Mutation,
+    ) -> Result<Option<Dot>, CounterExhausted> {
+        let counter = self.clock.get(actor).max(context.get(actor));
+        if matches!(mutation, Mutation::Put(_)) && counter == u64::MAX {
+            return Err(CounterExhausted { actor });
+        }
         self.siblings.retain(|s| !context.covers(s.dot));
         self.clock.merge(context);
         match mutation {
-            Mutation::Delete => None,
+            Mutation::Delete => Ok(None),
             Mutation::Put(content) => {
-                let dot = self.clock.next_dot(actor);
+                let dot = self.clock.next_dot(actor).expect("checked above");
                 self.clock.observe(dot);
                 // The new dot is the highest of its actor, so it sorts after
                 // every sibling of that actor; insert keeps the order anyway.
                 let at = self.siblings.partition_point(|s| s.dot < dot);
                 self.siblings.insert(at, Sibling { dot, content });
-                Some(dot)
+                Ok(Some(dot))
             }
         }
     }
@@ -187,48 +204,48 @@ mod tests {
     #[test]
     fn write_without_context_creates_sibling() {
         let mut o = Object::new();
-        o.update(1, &VersionVector::new(), Mutation::Put(content("a")));
-        o.update(1, &VersionVector::new(), Mutation::Put(content("b")));
+        o.update(1, &VersionVector::new(), Mutation::Put(content("a"))).unwrap();
+        o.update(1, &VersionVector::new(), Mutation::Put(content("b"))).unwrap();
         assert_eq!(values(&o), ["a", "b"]);
     }
 
     #[test]
     fn write_with_context_supersedes_exactly_what_was_seen() {
         let mut o = Object::new();
-        o.update(1, &VersionVector::new(), Mutation::Put(content("a")));
+        o.update(1, &VersionVector::new(), Mutation::Put(content("a"))).unwrap();
         let seen = o.clock().clone();
-        o.update(1, &VersionVector::new(), Mutation::Put(content("b")));
+        o.update(1, &VersionVector::new(), Mutation::Put(content("b"))).unwrap();
         // The client saw only "a"; "b" was written after its read.
-        o.update(1, &seen, Mutation::Put(content("c")));
+        o.update(1, &seen, Mutation::Put(content("c"))).unwrap();
         assert_eq!(values(&o), ["b", "c"]);
         let all = o.clock().clone();
-        o.update(1, &all, Mutation::Put(content("d")));
+        o.update(1, &all, Mutation::Put(content("d"))).unwrap();
         assert_eq!(values(&o), ["d"]);
     }
 
     #[test]
     fn delete_leaves_tombstone_with_clock() {
         let mut o = Object::new();
-        o.update(1, &VersionVector::new(), Mutation::Put(content("a")));
+        o.update(1, &VersionVector::new(), Mutation::Put(content("a"))).unwrap();
         let ctx = o.clock().clone();
-        assert_eq!(o.update(1, &ctx, Mutation::Delete), None);
+        assert_eq!(o.update(1, &ctx, Mutation::Delete), Ok(None));
         assert!(o.is_tombstone());
         assert_eq!(o.clock(), &ctx);
         // A later write with the tombstone's context is a single value.
         let ctx = o.clock().clone();
-        o.update(1, &ctx, Mutation::Put(content("b")));
+        o.update(1, &ctx, Mutation::Put(content("b"))).unwrap();
         assert_eq!(values(&o), ["b"]);
     }
 
     #[test]
     fn merge_keeps_concurrent_and_drops_superseded() {
         let mut a = Object::new();
-        a.update(1, &VersionVector::new(), Mutation::Put(content("x")));
+        a.update(1, &VersionVector::new(), Mutation::Put(content("x"))).unwrap();
         let mut b = a.clone();
         // Replica 2 supersedes x; replica 1 concurrently adds y.
         let ctx = b.clock().clone();
-        b.update(2, &ctx, Mutation::Put(content("z")));
-        a.update(1, &VersionVector::new(), Mutation::Put(content("y")));
+        b.update(2, &ctx, Mutation::Put(content("z"))).unwrap();
+        a.update(1, &VersionVector::new(), Mutation::Put(content("y"))).unwrap();
         let m = a.merge(&b);
         assert_eq!(values(&m), ["y", "z"]);
         assert_eq!(m, b.merge(&a));
@@ -283,13 +300,14 @@ mod tests {
             match *op {
                 Op::Put { at, ctx_from } => {
                     let ctx = ctx_from.map(|i| replicas[i].clock().clone()).unwrap_or_default();
-                    let dot = replicas[at].update(at as ActorId + 1, &ctx, Mutation::Put(content(&n.to_string())));
+                    let dot =
+                        replicas[at].update(at as ActorId + 1, &ctx, Mutation::Put(content(&n.to_string()))).unwrap();
                     written.push(dot.expect("a put stamps a dot"));
                     contexts.push(ctx);
                 }
                 Op::Delete { at, ctx_from } => {
                     let ctx = replicas[ctx_from].clock().clone();
-                    replicas[at].update(at as ActorId + 1, &ctx, Mutation::Delete);
+                    replicas[at].update(at as ActorId + 1, &ctx, Mutation::Delete).unwrap();
                     contexts.push(ctx);
                 }
                 Op::Sync { from, to } => replicas[to] = replicas[to].merge(&replicas[from]),

@@ -126,6 +126,108 @@ impl fmt::Display for Shortfall {
     }
 }
 
+/// A write's quorum: W of the key's current holders and, while the key's
+/// partition moves, W of its holders in the target ring too (a node in both
+/// counts for both). Once the ring switches, reads ask only the new holders;
+/// requiring W of them for every write acknowledged during the move is what
+/// keeps R + W > N overlapping across the switch (see `core::membership`).
+#[derive(Debug, Clone)]
+pub struct WriteQuorum {
+    current: (Vec<NodeId>, Quorum),
+    target: Option<(Vec<NodeId>, Quorum)>,
+}
+
+impl WriteQuorum {
+    /// `needed` of `current`, and of `target` when the key moves (capped at
+    /// its size, like a cluster smaller than N).
+    pub fn new(current: Vec<NodeId>, needed: usize, target: Option<Vec<NodeId>>) -> WriteQuorum {
+        let q = |nodes: &Vec<NodeId>| Quorum::new(needed.min(nodes.len()), nodes.len());
+        let current = (current.clone(), q(&current));
+        let target = target.filter(|t| !t.is_empty() && *t != current.0).map(|t| (t.clone(), q(&t)));
+        WriteQuorum { current, target }
+    }
+
+    /// Every node the write goes to: current holders, then incoming ones.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        let mut all = self.current.0.clone();
+        if let Some((target, _)) = &self.target {
+            all.extend(target.iter().filter(|n| !self.current.0.contains(n)).cloned());
+        }
+        all
+    }
+
+    /// Applies `f` to each group `node` belongs to.
+    fn in_groups(&mut self, node: &NodeId, mut f: impl FnMut(&mut Quorum)) {
+        let (nodes, q) = &mut self.current;
+        if nodes.contains(node) {
+            f(q);
+        }
+        if let Some((nodes, q)) = &mut self.target
+            && nodes.contains(node)
+        {
+            f(q);
+        }
+    }
+
+    pub fn record_ok(&mut self, node: NodeId) -> Progress {
+        self.in_groups(&node.clone(), |q| {
+            q.record_ok(node.clone());
+        });
+        self.progress()
+    }
+
+    pub fn record_err(&mut self, node: NodeId, reason: impl Into<String>) -> Progress {
+        let reason = reason.into();
+        self.in_groups(&node.clone(), |q| {
+            q.record_err(node.clone(), reason.clone());
+        });
+        self.progress()
+    }
+
+    pub fn answered(&self, node: &NodeId) -> bool {
+        self.current.1.answered(node) || self.target.as_ref().is_some_and(|(_, q)| q.answered(node))
+    }
+
+    /// Met when every group is; failed as soon as one is.
+    pub fn progress(&self) -> Progress {
+        let groups = std::iter::once(&self.current.1).chain(self.target.as_ref().map(|(_, q)| q));
+        let mut progress = Progress::Met;
+        for q in groups {
+            match q.progress() {
+                Progress::Failed => return Progress::Failed,
+                Progress::Pending => progress = Progress::Pending,
+                Progress::Met => {}
+            }
+        }
+        progress
+    }
+
+    /// Nodes that acknowledged, each once.
+    pub fn ok(&self) -> Vec<NodeId> {
+        let mut ok = self.current.1.ok().to_vec();
+        if let Some((_, q)) = &self.target {
+            ok.extend(q.ok().iter().filter(|n| !ok.contains(n)).cloned().collect::<Vec<_>>());
+        }
+        ok
+    }
+
+    /// The shortfall of the group that failed, else of one still short
+    /// (the current ring's first).
+    pub fn shortfall(&self) -> Shortfall {
+        let current = &self.current.1;
+        match &self.target {
+            Some((_, q)) if q.progress() == Progress::Failed && current.progress() != Progress::Failed => q.shortfall(),
+            Some((_, q)) if q.progress() != Progress::Met && current.progress() == Progress::Met => q.shortfall(),
+            _ => current.shortfall(),
+        }
+    }
+
+    /// True when the key is moving and the target holders are counted.
+    pub fn moving(&self) -> bool {
+        self.target.is_some()
+    }
+}
+
 /// A read in progress: the quorum plus every object seen so far.
 #[derive(Debug, Clone)]
 pub struct ReadQuorum {
@@ -231,11 +333,46 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_write_during_a_move_needs_w_of_both_rings() {
+        use Progress::*;
+        let n = |s: &str| NodeId::new(s);
+        let names = |v: &[&str]| v.iter().map(|s| n(s)).collect::<Vec<_>>();
+        // current {a,b,c}, target {a,d,e}, W=2.
+        let fresh = || WriteQuorum::new(names(&["a", "b", "c"]), 2, Some(names(&["a", "d", "e"])));
+        assert_eq!(fresh().nodes(), names(&["a", "b", "c", "d", "e"]));
+        // (replies, progress after each)
+        let cases: &[(&[(&str, bool)], &[Progress])] = &[
+            // a counts in both; b completes current, d completes target.
+            (&[("a", true), ("b", true), ("d", true)], &[Pending, Pending, Met]),
+            // Current met alone is not enough while moving.
+            (&[("b", true), ("c", true)], &[Pending, Pending]),
+            // Two target holders down: the write cannot be acknowledged.
+            (&[("d", false), ("e", false)], &[Pending, Failed]),
+            (&[("a", false), ("d", false)], &[Pending, Failed]),
+            (&[("b", true), ("c", true), ("d", true), ("e", true)], &[Pending, Pending, Pending, Met]),
+        ];
+        for (replies, expected) in cases {
+            let mut q = fresh();
+            let got: Vec<Progress> = replies
+                .iter()
+                .map(|(node, ok)| if *ok { q.record_ok(n(node)) } else { q.record_err(n(node), "down") })
+                .collect();
+            assert_eq!(&got, expected, "{replies:?}");
+        }
+        // Not moving: the plain quorum.
+        let mut q = WriteQuorum::new(names(&["a", "b", "c"]), 2, None);
+        assert!(!q.moving());
+        assert_eq!(q.record_ok(n("a")), Pending);
+        assert_eq!(q.record_ok(n("b")), Met);
+        assert_eq!(q.ok(), names(&["a", "b"]));
+    }
+
     fn written(value: &str, actor: u64) -> Object {
         let mut o = Object::new();
         let content =
             Content { value: value.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 };
-        o.update(actor, &VersionVector::new(), Mutation::Put(content));
+        o.update(actor, &VersionVector::new(), Mutation::Put(content)).unwrap();
         o
     }
 

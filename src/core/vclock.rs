@@ -101,9 +101,11 @@ impl VersionVector {
         *entry = (*entry).max(dot.counter);
     }
 
-    /// The next dot `actor` should stamp on a key whose history is `self`.
-    pub fn next_dot(&self, actor: ActorId) -> Dot {
-        Dot::new(actor, self.get(actor) + 1)
+    /// The next dot `actor` should stamp on a key whose history is `self`;
+    /// `None` when its counter is exhausted (only a forged history gets
+    /// there: the stamping replica then takes a fresh actor).
+    pub fn next_dot(&self, actor: ActorId) -> Option<Dot> {
+        self.get(actor).checked_add(1).map(|counter| Dot::new(actor, counter))
     }
 
     /// Pointwise maximum: the union of both histories.
@@ -168,8 +170,9 @@ mod tests {
         assert!(v.covers(Dot::new(7, 3)));
         assert!(!v.covers(Dot::new(7, 4)));
         assert!(!v.covers(Dot::new(8, 1)));
-        assert_eq!(v.next_dot(7), Dot::new(7, 4));
-        assert_eq!(v.next_dot(9), Dot::new(9, 1));
+        assert_eq!(v.next_dot(7), Some(Dot::new(7, 4)));
+        assert_eq!(v.next_dot(9), Some(Dot::new(9, 1)));
+        assert_eq!(vv(&[(7, u64::MAX)]).next_dot(7), None);
     }
 
     #[test]

@@ -148,7 +148,7 @@ mod tests {
             let mut object = Object::new();
             for (actor, context, content) in writes {
                 let mutation = content.map_or(Mutation::Delete, Mutation::Put);
-                object.update(actor, &context, mutation);
+                object.update(actor, &context, mutation).expect("small counters");
             }
             object
         })

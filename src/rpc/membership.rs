@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::membership_pb as pb;
 use super::membership_pb::membership_client::MembershipClient;
 use super::peers::PeerChannel;
+use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
 use crate::core::membership::{ClusterState, Member, PROTOCOL_VERSION, RingState};
 use crate::core::ring::Ring;
@@ -19,11 +20,13 @@ use crate::telemetry::metrics;
 
 pub struct MembershipService {
     membership: Arc<Membership>,
+    /// Handed to a node when it is admitted, and to no one else.
+    secret: ClusterSecret,
 }
 
 impl MembershipService {
-    pub fn new(membership: Arc<Membership>) -> MembershipService {
-        MembershipService { membership }
+    pub fn new(membership: Arc<Membership>, secret: ClusterSecret) -> MembershipService {
+        MembershipService { membership, secret }
     }
 }
 
@@ -61,7 +64,8 @@ impl pb::membership_server::Membership for MembershipService {
         let member = member_from_pb(request.member.ok_or_else(|| Status::invalid_argument("join without a member"))?)?;
         tracing::info!(node = %member.node, address = %member.address, cluster_address = %member.cluster_address, "node joins");
         let state = self.membership.admit(member).map_err(to_status)?;
-        Ok(Response::new(pb::JoinResponse { state: Some(state_to_pb(&state)) }))
+        let cluster_secret = self.secret.as_bytes().to_vec().into();
+        Ok(Response::new(pb::JoinResponse { state: Some(state_to_pb(&state)), cluster_secret }))
     }
 
     async fn get_state(&self, _: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
@@ -82,11 +86,15 @@ pub async fn gossip(channel: PeerChannel, from: &NodeId, state: &ClusterState) -
     state_from_pb(reply.state.ok_or_else(|| Status::invalid_argument("gossip reply without a state"))?)
 }
 
-/// Asks a member to admit `member`; returns the cluster's state.
-pub async fn join(channel: Channel, member: &Member) -> Result<ClusterState, Status> {
+/// Asks a member to admit `member`; returns the cluster's state and secret.
+pub async fn join(channel: Channel, member: &Member) -> Result<(ClusterState, ClusterSecret), Status> {
     let request = pb::JoinRequest { protocol_version: PROTOCOL_VERSION, member: Some(member_to_pb(member)) };
     let reply = observed("Membership/Join", MembershipClient::new(channel).join(request)).await?.into_inner();
-    state_from_pb(reply.state.ok_or_else(|| Status::invalid_argument("join reply without a state"))?)
+    let secret = ClusterSecret::try_from_slice(&reply.cluster_secret).ok_or_else(|| {
+        Status::failed_precondition("the member admitted us without the cluster secret; it runs an older release")
+    })?;
+    let state = state_from_pb(reply.state.ok_or_else(|| Status::invalid_argument("join reply without a state"))?)?;
+    Ok((state, secret))
 }
 
 /// Counts a membership call by method and status code.
@@ -195,7 +203,8 @@ mod tests {
         let mut s = ClusterState::new(42, me, 8, 3, 2, 2).unwrap();
         s.members.insert(NodeId::new("b"), Member::new(NodeId::new("b"), "b:1".into(), "b:2".into(), 8, 6));
         s.plan_ring(&NodeId::new("a"), |_| true, &mut crate::core::ring::Planner::default());
-        s.mark_transfer_done(&NodeId::new("a"), 3);
+        let first = s.my_transfers(&NodeId::new("a"), |_| true).remove(0);
+        assert!(s.mark_transfer_done(&NodeId::new("a"), &first));
         assert!(s.ring.target.is_some());
         assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
 

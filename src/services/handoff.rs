@@ -13,10 +13,19 @@
 //!
 //! Merges are idempotent, so repeating a transfer after a failure or a crash
 //! is always safe.
+//!
+//! Memory stays bounded whatever the data: transfers stream from a scan, and
+//! the sweep works in batches of at most [`SWEEP_BATCH_ENTRIES`] objects
+//! (sent to every holder, then deleted if unchanged) before it reads more.
+//! A holder that cannot be reached fails only the partitions it holds: the
+//! sweep goes on with the others, and a failed transfer waits
+//! [`RETRY_AFTER`] while the next ones go first.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -32,6 +41,13 @@ use crate::replica::Replica;
 use crate::rpc::peers::Peers;
 use crate::rpc::transfer::{TransferKind, push_partition, spawn_scan};
 use crate::telemetry::metrics;
+
+/// Objects the sweep holds in memory at once (one batch of a partition).
+pub const SWEEP_BATCH_ENTRIES: usize = 1024;
+/// ...and no more once a batch holds this many value bytes.
+const SWEEP_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// A transfer that failed is tried again after this, others going first.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// How one partition's outgoing transfer is going, for `/admin/status`.
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +74,8 @@ pub struct HandoffWorker {
     swept_epoch: u64,
     /// The move `progress` describes.
     progress_epoch: u64,
+    /// When each partition's transfer last failed, to try others first.
+    failed_at: BTreeMap<Partition, Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +90,16 @@ impl HandoffWorker {
         progress: Progress,
     ) -> HandoffWorker {
         let ring = membership.subscribe();
-        HandoffWorker { membership, replica, peers, ring, progress, swept_epoch: 0, progress_epoch: 0 }
+        HandoffWorker {
+            membership,
+            replica,
+            peers,
+            ring,
+            progress,
+            swept_epoch: 0,
+            progress_epoch: 0,
+            failed_at: BTreeMap::new(),
+        }
     }
 
     fn set_progress(&self, partition: Partition, to: &[NodeId], state: &'static str, sent: u64, error: Option<String>) {
@@ -102,20 +129,32 @@ impl HandoffWorker {
             self.progress.lock().expect("progress lock").clear();
             self.progress_epoch = view.epoch;
         }
-        let transfer = self.membership.my_transfers().into_iter().next()?;
-        let (p, to) = (transfer.partition, transfer.to);
+        let mine = self.membership.my_transfers();
+        // A transfer that failed lately waits its turn behind the others, so
+        // one unreachable target does not hold up every partition.
+        let now = Instant::now();
+        let recent = |t: &&crate::core::membership::Transfer| {
+            self.failed_at.get(&t.partition).is_some_and(|at| now.duration_since(*at) < RETRY_AFTER)
+        };
+        let transfer = mine.iter().find(|t| !recent(t)).or_else(|| mine.first())?.clone();
+        let (p, to) = (transfer.partition, transfer.to.clone());
         self.set_progress(p, &to, "running", 0, None);
         match self.send(p, &to).await {
             Ok(sent) => {
+                self.failed_at.remove(&p);
                 metrics::partition_transfer("move", true, sent);
                 tracing::info!(partition = p, to = ?to, objects = sent, "partition transferred");
-                self.set_progress(p, &to, "done", sent, None);
-                if let Err(e) = self.membership.mark_transfer_done(p) {
-                    tracing::warn!(error = %e, "cannot record transfer");
+                match self.membership.mark_transfer_done(&transfer) {
+                    Ok(true) => self.set_progress(p, &to, "done", sent, None),
+                    // The target changed while it streamed: the new move's
+                    // transfers start over.
+                    Ok(false) => tracing::info!(partition = p, "the move changed during the transfer; not recorded"),
+                    Err(e) => tracing::warn!(error = %e, "cannot record transfer"),
                 }
                 Some(WorkerState::Busy)
             }
             Err(e) => {
+                self.failed_at.insert(p, Instant::now());
                 metrics::partition_transfer("move", false, 0);
                 tracing::warn!(partition = p, error = %e, "partition transfer failed; will retry");
                 self.set_progress(p, &to, "failed", 0, Some(e.to_string()));
@@ -125,32 +164,53 @@ impl HandoffWorker {
     }
 
     /// Hands over and drops data of partitions this node no longer holds.
+    /// A partition that fails (a holder unreachable) is left for the next
+    /// sweep; the others go on.
     async fn sweep(&mut self) -> Result<(), HandoffError> {
         let view = self.membership.view();
         let me = self.membership.local().clone();
+        let mut failures = Vec::new();
         for p in 0..view.current.partitions() {
             let holders = view.current.holders(p, view.n_val);
             let incoming = view.target.as_ref().is_some_and(|t| t.holders(p, view.n_val).contains(&me));
             if holders.contains(&me) || incoming {
                 continue;
             }
-            let store = Arc::clone(self.replica.store());
-            let entries: Vec<(ObjectKey, Object)> = tokio::task::spawn_blocking(move || {
-                store.scan_partition(p).and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            })
-            .await
-            .map_err(|e| HandoffError(e.to_string()))?
-            .map_err(|e| HandoffError(e.to_string()))?;
-            if entries.is_empty() {
-                continue;
+            match self.sweep_partition(p, &holders).await {
+                Ok(0) => {}
+                Ok(dropped) => {
+                    tracing::info!(partition = p, objects = dropped, to = ?holders, "handed over data this node no longer holds");
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "handoff sweep of a partition failed; will retry");
+                    failures.push(p);
+                }
             }
-            for node in &holders {
+        }
+        match failures.as_slice() {
+            [] => Ok(()),
+            failed => Err(HandoffError(format!("{} partitions could not be handed over: {failed:?}", failed.len()))),
+        }
+    }
+
+    /// Sweeps one partition a batch at a time: each batch goes to every
+    /// holder, then each of its keys is dropped here if unchanged since it
+    /// was read (a write that landed since is kept, and sent next time).
+    async fn sweep_partition(&self, p: Partition, holders: &[NodeId]) -> Result<u64, HandoffError> {
+        let mut scan = spawn_scan(Arc::clone(self.replica.store()), p);
+        let mut dropped = 0;
+        loop {
+            let batch = next_batch(&mut scan).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for node in holders {
                 let address = self
                     .membership
                     .cluster_address(node)
                     .ok_or_else(|| HandoffError(format!("no address for {node}")))?;
-                let (tx, rx) = mpsc::channel(entries.len().max(1));
-                for entry in &entries {
+                let (tx, rx) = mpsc::channel(batch.len());
+                for entry in &batch {
                     let _ = tx.try_send(Ok(entry.clone()));
                 }
                 drop(tx);
@@ -158,17 +218,37 @@ impl HandoffWorker {
                 metrics::partition_transfer("sweep", pushed.is_ok(), *pushed.as_ref().unwrap_or(&0));
                 pushed.map_err(|e| HandoffError(format!("partition {p} to {node}: {e}")))?;
             }
-            let mut dropped = 0;
-            for (key, object) in entries {
+            let mut batch_dropped = 0;
+            for (key, object) in batch {
                 if self.replica.remove_if_unchanged(p, key, object).await.map_err(|e| HandoffError(e.to_string()))? {
-                    dropped += 1;
+                    batch_dropped += 1;
                 }
             }
-            metrics::handoff_dropped(dropped);
-            tracing::info!(partition = p, objects = dropped, to = ?holders, "handed over data this node no longer holds");
+            metrics::handoff_dropped(batch_dropped);
+            dropped += batch_dropped;
         }
-        Ok(())
+        Ok(dropped)
     }
+}
+
+/// Up to [`SWEEP_BATCH_ENTRIES`] objects (or [`SWEEP_BATCH_BYTES`]) from a
+/// partition scan; empty when the scan is over.
+async fn next_batch(
+    scan: &mut mpsc::Receiver<Result<(ObjectKey, Object), crate::storage::StorageError>>,
+) -> Result<Vec<(ObjectKey, Object)>, HandoffError> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while batch.len() < SWEEP_BATCH_ENTRIES && bytes < SWEEP_BATCH_BYTES {
+        match scan.recv().await {
+            Some(Ok(entry)) => {
+                bytes += entry.1.value_bytes();
+                batch.push(entry);
+            }
+            Some(Err(e)) => return Err(HandoffError(e.to_string())),
+            None => break,
+        }
+    }
+    Ok(batch)
 }
 
 #[async_trait]

@@ -139,8 +139,8 @@ mod tests {
     fn objects_round_trip_with_version_byte() {
         let mut o = Object::new();
         let c = Content { value: Bytes::from_static(b"v"), content_type: "a/b".into(), last_modified_ms: 42 };
-        o.update(9, &VersionVector::new(), Mutation::Put(c.clone()));
-        o.update(9, &VersionVector::new(), Mutation::Put(c));
+        o.update(9, &VersionVector::new(), Mutation::Put(c.clone())).unwrap();
+        o.update(9, &VersionVector::new(), Mutation::Put(c)).unwrap();
         let raw = encode_object(&o);
         assert_eq!(raw[0], FORMAT_V1);
         assert_eq!(decode_object(&raw).unwrap(), o);

@@ -355,7 +355,7 @@ mod tests {
         let content =
             Content { value: Bytes::from(value.to_owned()), content_type: "text/plain".into(), last_modified_ms: 0 };
         let mut o = Object::new();
-        o.update(1, &VersionVector::new(), Mutation::Put(content));
+        o.update(1, &VersionVector::new(), Mutation::Put(content)).unwrap();
         o
     }
 

@@ -1,0 +1,292 @@
+//! The coordinator's rules in process, without sockets: a scripted topology
+//! (ring view and liveness) and a scripted replica client in front of real
+//! replicas on in-memory stores, under tokio's paused clock, so deadlines
+//! are exact and the tests take no real time.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use vinzclortho::coordinator::{
+    Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReplicaClient, ReplicaError, RingView, Topology,
+};
+use vinzclortho::core::key::{NodeId, ObjectKey};
+use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::core::ring::{Partition, Ring};
+use vinzclortho::core::vclock::VersionVector;
+use vinzclortho::replica::{Replica, SiblingLimits};
+use vinzclortho::storage::MemoryStore;
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn n(name: &str) -> NodeId {
+    NodeId::new(name)
+}
+
+/// A 4-partition ring where every partition's three holders are `a`, `x`
+/// and `y` (owners a, x, y, a).
+fn ring(x: &str, y: &str) -> Arc<Ring> {
+    Arc::new(Ring::from_owners(vec![n("a"), n(x), n(y), n("a")]).unwrap())
+}
+
+struct Scripted {
+    local: NodeId,
+    view: Mutex<Arc<RingView>>,
+    down: Mutex<HashSet<NodeId>>,
+}
+
+impl Scripted {
+    fn new(local: &str, current: Arc<Ring>, target: Option<Arc<Ring>>) -> Arc<Scripted> {
+        let view = RingView { epoch: 1, current, target, n_val: 3, r: 2, w: 2 };
+        Arc::new(Scripted { local: n(local), view: Mutex::new(Arc::new(view)), down: Mutex::new(HashSet::new()) })
+    }
+
+    fn set_down(&self, nodes: &[&str]) {
+        *self.down.lock().unwrap() = nodes.iter().map(|s| n(s)).collect();
+    }
+
+    /// The claimant's switch: the target becomes current.
+    fn switch(&self) {
+        let mut view = self.view.lock().unwrap();
+        let mut next = (**view).clone();
+        next.current = next.target.take().expect("a move in progress");
+        next.epoch += 1;
+        *view = Arc::new(next);
+    }
+}
+
+impl Topology for Scripted {
+    fn view(&self) -> Arc<RingView> {
+        Arc::clone(&self.view.lock().unwrap())
+    }
+    fn local(&self) -> &NodeId {
+        &self.local
+    }
+    fn is_up(&self, node: &NodeId) -> bool {
+        !self.down.lock().unwrap().contains(node)
+    }
+    fn http_address(&self, node: &NodeId) -> String {
+        format!("{node}:8880")
+    }
+}
+
+/// How a node answers replica calls.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Behaviour {
+    Answers,
+    /// Connection refused, at once.
+    Refuses,
+    /// Never answers (a paused or partitioned node).
+    Silent,
+}
+
+/// Real replicas, one per node, behind scripted behaviours; counts calls.
+struct Nodes {
+    replicas: BTreeMap<NodeId, Arc<Replica>>,
+    behaviour: Mutex<BTreeMap<NodeId, Behaviour>>,
+    stamps: Mutex<Vec<NodeId>>,
+}
+
+impl Nodes {
+    fn new(names: &[&str]) -> Arc<Nodes> {
+        let replicas = names
+            .iter()
+            .map(|s| (n(s), Arc::new(Replica::new(Arc::new(MemoryStore::new()), SiblingLimits::default()))))
+            .collect();
+        Arc::new(Nodes { replicas, behaviour: Mutex::new(BTreeMap::new()), stamps: Mutex::new(Vec::new()) })
+    }
+
+    fn set(&self, node: &str, b: Behaviour) {
+        self.behaviour.lock().unwrap().insert(n(node), b);
+    }
+
+    async fn gate(&self, node: &NodeId) -> Result<Arc<Replica>, ReplicaError> {
+        let b = self.behaviour.lock().unwrap().get(node).copied().unwrap_or(Behaviour::Answers);
+        match b {
+            Behaviour::Answers => Ok(Arc::clone(&self.replicas[node])),
+            Behaviour::Refuses => {
+                Err(ReplicaError::Unreachable { node: node.clone(), reason: "connection refused".into() })
+            }
+            Behaviour::Silent => std::future::pending().await,
+        }
+    }
+
+    /// What `node` stores for `key`, read directly.
+    async fn stored(&self, node: &str, key: &ObjectKey) -> Object {
+        self.replicas[&n(node)].get(partition(key), key.clone()).await.unwrap()
+    }
+}
+
+fn partition(key: &ObjectKey) -> Partition {
+    ring("b", "c").partition_of(key)
+}
+
+#[async_trait]
+impl ReplicaClient for Nodes {
+    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
+        self.gate(node).await?.get(partition, key.clone()).await
+    }
+
+    async fn coordinate(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+    ) -> Result<Object, ReplicaError> {
+        let replica = self.gate(node).await?;
+        self.stamps.lock().unwrap().push(node.clone());
+        replica.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await
+    }
+
+    async fn merge(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+    ) -> Result<(), ReplicaError> {
+        self.gate(node).await?.merge(partition, key.clone(), object.clone()).await.map(|_| ())
+    }
+}
+
+fn coordinator(topology: Arc<Scripted>, nodes: Arc<Nodes>) -> Coordinator {
+    Coordinator::new(topology, nodes, CoordinatorSettings { timeout: TIMEOUT })
+}
+
+fn put(v: &str) -> Mutation {
+    Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
+}
+
+fn values(o: &Object) -> BTreeSet<String> {
+    o.siblings().iter().map(|s| String::from_utf8(s.content.value.to_vec()).unwrap()).collect()
+}
+
+fn key() -> ObjectKey {
+    ObjectKey::in_default_bucket("k")
+}
+
+fn unavailable(result: Result<Object, CoordinatorError>) -> String {
+    match result {
+        Err(e @ CoordinatorError::Unavailable { .. }) => e.to_string(),
+        other => panic!("expected a 503, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_during_a_move_needs_w_of_the_new_holders_and_is_read_after_the_switch() {
+    // Current holders {a,b,c}, moving to {a,d,e}.
+    let topology = Scripted::new("a", ring("b", "c"), Some(ring("d", "e")));
+    let nodes = Nodes::new(&["a", "b", "c", "d", "e"]);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+
+    // With d and e down, {a,b} is a current quorum but only one new holder
+    // would have the write: before, it was acknowledged and an R=2 read of
+    // {a,d,e} after the switch could miss it. Now it is a 503.
+    topology.set_down(&["d", "e"]);
+    let refused = unavailable(c.put(&key(), &VersionVector::new(), put("v0"), QuorumParam::Default).await);
+    assert!(refused.contains("needed 2 of 3") && refused.contains("e:8880 failed: node is down"), "{refused}");
+
+    // With every node up, the write reaches W of both rings before the ack.
+    topology.set_down(&[]);
+    nodes.set("b", Behaviour::Silent);
+    nodes.set("e", Behaviour::Silent);
+    c.put(&key(), &VersionVector::new(), put("v1"), QuorumParam::Default).await.unwrap();
+    for holder in ["a", "d"] {
+        assert!(values(&nodes.stored(holder, &key()).await).contains("v1"), "{holder} lacks v1");
+    }
+
+    // The switch; a read of the new holders sees v1 even with a down and
+    // e (which never got v1) answering.
+    topology.switch();
+    topology.set_down(&["a"]);
+    nodes.set("e", Behaviour::Answers);
+    let read = c.get(&key(), QuorumParam::Default).await.unwrap();
+    assert!(values(&read).contains("v1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn known_down_replicas_fail_fast() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    let c = coordinator(Arc::clone(&topology), nodes);
+    topology.set_down(&["b", "c"]);
+    let started = tokio::time::Instant::now();
+    let refused = unavailable(c.get(&key(), QuorumParam::Default).await);
+    assert!(refused.contains("b:8880 failed: node is down"), "{refused}");
+    let refused = unavailable(c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await);
+    assert!(refused.contains("needed 2 of 3"), "{refused}");
+    assert_eq!(started.elapsed(), Duration::ZERO, "known-down nodes are not waited for");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_replicas_end_at_the_deadline() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.set("b", Behaviour::Silent);
+    nodes.set("c", Behaviour::Silent);
+    let c = coordinator(topology, nodes);
+    let started = tokio::time::Instant::now();
+    let refused = unavailable(c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await);
+    assert_eq!(started.elapsed(), TIMEOUT);
+    assert!(refused.contains("did not answer in time"), "{refused}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_cannot_stamp_hands_the_write_to_the_next() {
+    // The coordinator is not a replica (a 5-node cluster): it asks the
+    // preference list in order; a refuses, b stamps.
+    let topology = Scripted::new("z", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.set("a", Behaviour::Refuses);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("b")]);
+    assert_eq!(values(&nodes.stored("c", &key()).await), BTreeSet::from(["v".to_owned()]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_stamper_gets_its_share_of_the_deadline_not_all_of_it() {
+    // The first replica of the preference list is paused: it used to hold
+    // the whole request deadline, then the write failed though b and c
+    // were fine. Now a gets a third of it, then b stamps.
+    let topology = Scripted::new("z", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.set("a", Behaviour::Silent);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let started = tokio::time::Instant::now();
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= TIMEOUT / 3 && took <= TIMEOUT / 3 + Duration::from_millis(1), "{took:?}");
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("b")], "a never answered; b stamped");
+    // With every replica silent the write still ends at the deadline.
+    nodes.set("b", Behaviour::Silent);
+    nodes.set("c", Behaviour::Silent);
+    let started = tokio::time::Instant::now();
+    unavailable(c.put(&key(), &VersionVector::new(), put("w"), QuorumParam::Default).await);
+    assert!(started.elapsed() <= TIMEOUT, "{:?}", started.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_repair_sends_the_merge_to_stale_replicas() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.set("c", Behaviour::Refuses);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    assert!(nodes.stored("c", &key()).await.is_empty());
+    nodes.set("c", Behaviour::Answers);
+    let read = c.get(&key(), QuorumParam::All).await.unwrap();
+    assert_eq!(values(&read), BTreeSet::from(["v".to_owned()]));
+    let repaired = async {
+        loop {
+            if !nodes.stored("c", &key()).await.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), repaired).await.expect("c was repaired");
+}
