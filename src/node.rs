@@ -29,7 +29,6 @@ use crate::membership::{self, Membership, MembershipError, system_clock};
 use crate::replica::Replica;
 use crate::rpc::identity::Caller;
 use crate::rpc::membership::MembershipService;
-use crate::rpc::membership_pb::membership_server::MembershipServer;
 use crate::rpc::peers::Peers;
 use crate::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
 use crate::services::gossip::GossipWorker;
@@ -313,7 +312,8 @@ pub async fn run(
     let cancel = CancellationToken::new();
 
     let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica), cancel.clone());
-    routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership), app.secret.clone())));
+    let membership = MembershipService::new(Arc::clone(&app.membership), app.secret.clone());
+    routes.add_service(crate::rpc::membership::server(membership, app.api.info.partitions));
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;
     let grpc = tokio::spawn(crate::rpc::server::serve(

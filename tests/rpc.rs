@@ -959,3 +959,63 @@ async fn two_node_ids_at_one_address_do_not_count_one_copy_twice() {
     let held = server.replica.get(partition, k).await.unwrap();
     assert!(values(&held).len() <= 1, "{held:?}");
 }
+
+/// A cluster state as large as a legal one gets with 2^17 partitions: five
+/// members with 16-hex-digit ids (as `node::identity` makes them), a move in
+/// progress (two full rings) and every member's `transfers_done` full.
+fn large_moving_state(members: &[NodeId]) -> vinzclortho::core::membership::ClusterState {
+    use vinzclortho::core::membership::{ClusterState, Member};
+    use vinzclortho::core::ring::Ring;
+    const PARTITIONS: u32 = 1 << 17;
+    let member = |node: &NodeId| {
+        let mut m = Member::new(node.clone(), format!("{node}:h"), format!("{node}:c"), PARTITIONS, 1);
+        m.transfers_epoch = 1;
+        m.transfers_done = (0..PARTITIONS).collect();
+        m
+    };
+    let mut state = ClusterState::new(CLUSTER, member(&members[0]), PARTITIONS, 3, 2, 2).unwrap();
+    for node in &members[1..] {
+        state.members.insert(node.clone(), member(node));
+    }
+    let owners = (0..PARTITIONS as usize).map(|p| members[p % members.len()].clone()).collect();
+    state.ring.target = Some(Ring::from_owners(owners).unwrap());
+    state.ring.target_epoch = state.ring.epoch;
+    state
+}
+
+/// tonic's default 4 MiB message limit stopped gossip in a large cluster
+/// while partitions moved (two rings of 2^17 ids and the transfer reports
+/// are ~7 MB): every round failed and the move never completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_2_17_partitions_gossips_while_it_moves() {
+    use vinzclortho::core::membership::Member;
+    use vinzclortho::membership::{Membership, system_clock};
+    use vinzclortho::rpc::membership::{self, MembershipService, gossip};
+
+    let members: Vec<NodeId> = (1..=5).map(|i| NodeId::new(format!("00000000000000a{i}"))).collect();
+    let state = large_moving_state(&members);
+    // The server is not the claimant (the smallest id), so its ring stays
+    // as given.
+    let server_node = members[2].clone();
+    let me = Member::new(server_node.clone(), "a3:h".into(), "a3:c".into(), state.partitions(), 2);
+    let membership =
+        Arc::new(Membership::open(me, state.clone(), Arc::new(MemoryStore::new()), 5_000, system_clock).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (mut routes, _health) = server::routes(replica(1, SiblingLimits::default()), stop.clone());
+    // As `node::run` builds it.
+    let secret = vinzclortho::core::context::ClusterSecret::from_bytes([7; 32]);
+    let service = MembershipService::new(Arc::clone(&membership), secret);
+    routes.add_service(membership::server(service, state.partitions()));
+    let served = tokio::spawn(server::serve(listener, routes, membership, stop.clone().cancelled_owned()));
+
+    let from = members[1].clone();
+    let peers = Peers::new(&Caller::member(from.clone(), CLUSTER), Duration::from_secs(1), Duration::from_secs(20));
+    let channel = peers.channel(&server_node, &address).unwrap();
+    let theirs = bounded("gossip", gossip(channel, &from, &state)).await.expect("a legal state gossips");
+    assert_eq!(theirs.ring, state.ring, "the server took the moving ring and sent it back");
+    assert_eq!(theirs.members[&from].transfers_done.len(), 1 << 17);
+    stop.cancel();
+    bounded("server shutdown", served).await.unwrap().unwrap();
+}

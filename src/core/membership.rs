@@ -54,6 +54,21 @@ use super::ring::{Claim, Partition, Planner, Ring, RingError};
 /// other's gossip; peers refuse a different version with a clear message.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+// Bounds on a cluster state. Gossip exchanges the whole state, so these make
+// its largest legal size computable, and the gRPC limits are sized from it
+// (`rpc::membership::largest_message_bytes`) instead of guessed.
+
+/// The most members a cluster has; a join beyond it is refused.
+pub const MAX_MEMBERS: usize = 1024;
+/// The most removed ids a cluster remembers (`ClusterState::removed` is
+/// grow-only): a replacement beyond it is refused.
+pub const MAX_REMOVED: usize = 4 * MAX_MEMBERS;
+/// Node ids are 16 hex digits (`node::identity`); ids from the wire are
+/// bounded with room for another scheme.
+pub const MAX_NODE_ID_BYTES: usize = 64;
+/// An address: a DNS name (at most 253 bytes), a port, maybe a scheme.
+pub const MAX_ADDRESS_BYTES: usize = 300;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// Stable id, created with the node's data directory; addresses may

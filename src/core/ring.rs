@@ -30,8 +30,12 @@ use super::key::{NodeId, ObjectKey};
 
 pub type Partition = u32;
 
-/// The largest partition count we accept; a ring this size is 1M owners.
-pub const MAX_PARTITIONS: u32 = 1 << 20;
+/// The largest partition count we accept. Gossip carries the whole cluster
+/// state, and the largest legal state of a cluster this size (two rings
+/// while a move runs, every member's transfer reports, at the member cap)
+/// must fit the membership message ceiling, 1 GiB; twice this does not
+/// (`rpc::membership::largest_message_bytes`, tested there).
+pub const MAX_PARTITIONS: u32 = 1 << 18;
 
 /// A node's wish: how many partitions it would like to own. Wishes are
 /// weights: if they add up to more (or less) than the ring has, every node

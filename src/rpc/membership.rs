@@ -1,19 +1,35 @@
 //! The membership service (gossip, join, state) over gRPC: its server, its
 //! client calls, and the conversion of cluster state to and from protobuf.
+//!
+//! Message limits. Gossip and the answers to Join and GetState carry the
+//! whole cluster state, whose size grows with the partition count: two rings
+//! while a move runs, and each member's transfer reports. tonic's default
+//! 4 MiB stopped gossip in a cluster of 2^17 partitions while it moved, so
+//! the move never completed. So both sides size their limits from the
+//! largest legal message for the cluster's partition count
+//! ([`largest_message_bytes`]), made computable by bounds on what a state may
+//! hold (`core::membership::MAX_MEMBERS` and the id and address lengths),
+//! which are enforced on everything that comes from the wire. The partition
+//! count is capped (`core::ring::MAX_PARTITIONS`) so that this stays under
+//! [`MESSAGE_CEILING_BYTES`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::identity::FROM_NODE_HEADER;
 use super::membership_pb as pb;
 use super::membership_pb::membership_client::MembershipClient;
+use super::membership_pb::membership_server::MembershipServer;
 use super::peers::PeerChannel;
 use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
-use crate::core::membership::{ClusterState, Member, PROTOCOL_VERSION, RingState};
-use crate::core::ring::Ring;
+use crate::core::membership::{
+    ClusterState, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member, PROTOCOL_VERSION, RingState,
+};
+use crate::core::ring::{MAX_PARTITIONS, Ring};
 use crate::error::HasErrorCode;
 use crate::membership::{Membership, MembershipError};
 use crate::telemetry::metrics;
@@ -28,6 +44,68 @@ impl MembershipService {
     pub fn new(membership: Arc<Membership>, secret: ClusterSecret) -> MembershipService {
         MembershipService { membership, secret }
     }
+}
+
+/// No membership message may be larger, whatever the cluster: beyond it a
+/// state is too large to exchange every gossip round anyway.
+pub const MESSAGE_CEILING_BYTES: usize = 1 << 30;
+
+/// Bytes of a varint holding `value`.
+const fn varint_bytes(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes of a length-delimited field (string, bytes, message, packed
+/// repeated) of `len` bytes: tag, length, body.
+const fn delimited(len: usize) -> usize {
+    1 + varint_bytes(len as u64) + len
+}
+
+/// Scalar fields at their largest, with their tag.
+const U64_FIELD: usize = 1 + 10;
+const U32_FIELD: usize = 1 + 5;
+const FIXED64_FIELD: usize = 1 + 8;
+const BOOL_FIELD: usize = 1 + 1;
+
+/// The largest legal `ClusterState` (proto/membership.proto) of a cluster of
+/// `partitions`: every id and address at its bound, [`MAX_MEMBERS`] members
+/// each reporting every partition sent (a member reports at most the
+/// partitions there are), a target ring as large as the current one, and
+/// [`MAX_REMOVED`] removed ids.
+pub fn largest_state_bytes(partitions: u32) -> usize {
+    let p = partitions as usize;
+    let id = delimited(MAX_NODE_ID_BYTES);
+    let address = delimited(MAX_ADDRESS_BYTES);
+    let transfers_done = delimited(p * varint_bytes(u64::from(partitions.saturating_sub(1))));
+    let member = id + 2 * address + U32_FIELD + 3 * U64_FIELD + transfers_done + BOOL_FIELD;
+    let ring = 2 * U64_FIELD + id + 2 * p * id;
+    FIXED64_FIELD + 4 * U32_FIELD + MAX_MEMBERS * delimited(member) + delimited(ring) + MAX_REMOVED * id
+}
+
+/// The largest legal membership message of a cluster of `partitions`: a
+/// state, plus what comes with it. GetState's list of members that are up
+/// (every member's id) outweighs Gossip's sender id and protocol version and
+/// Join's secret.
+pub fn largest_message_bytes(partitions: u32) -> usize {
+    delimited(largest_state_bytes(partitions)) + MAX_MEMBERS * delimited(MAX_NODE_ID_BYTES) + 2 * U32_FIELD
+}
+
+/// The membership service as a node serves it, with its message limits
+/// sized for the cluster's partition count.
+pub fn server(service: MembershipService, partitions: u32) -> MembershipServer<MembershipService> {
+    let limit = largest_message_bytes(partitions);
+    MembershipServer::new(service).max_decoding_message_size(limit).max_encoding_message_size(limit)
+}
+
+fn client<T>(channel: T, partitions: u32) -> MembershipClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let limit = largest_message_bytes(partitions);
+    MembershipClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit)
 }
 
 fn check_protocol(version: u32) -> Result<(), Status> {
@@ -59,9 +137,18 @@ impl pb::membership_server::Membership for MembershipService {
     }
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        // The joiner names itself (`vc-from-node`, see `join`); older
+        // releases send nothing.
+        let from = request.metadata().get(FROM_NODE_HEADER).map(|v| v.to_str().unwrap_or("<not text>").to_owned());
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
         let member = member_from_pb(request.member.ok_or_else(|| Status::invalid_argument("join without a member"))?)?;
+        if let Some(from) = from.as_ref().filter(|from| *from != member.node.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "join from node {from:?} (vc-from-node) for node {}: a node joins as itself",
+                member.node
+            )));
+        }
         tracing::info!(node = %member.node, address = %member.address, cluster_address = %member.cluster_address, "node joins");
         let state = self.membership.admit(member).map_err(to_status)?;
         let cluster_secret = self.secret.as_bytes().to_vec().into();
@@ -82,14 +169,18 @@ pub async fn gossip(channel: PeerChannel, from: &NodeId, state: &ClusterState) -
         from: from.to_string(),
         state: Some(state_to_pb(state)),
     };
-    let reply = observed("Membership/Gossip", MembershipClient::new(channel).gossip(request)).await?.into_inner();
+    let reply = observed("Membership/Gossip", client(channel, state.partitions()).gossip(request)).await?.into_inner();
     state_from_pb(reply.state.ok_or_else(|| Status::invalid_argument("gossip reply without a state"))?)
 }
 
 /// Asks a member to admit `member`; returns the cluster's state and secret.
-pub async fn join(channel: Channel, member: &Member) -> Result<(ClusterState, ClusterSecret), Status> {
+/// `channel` is a seed's (`Peers::seed_channel`): it names the joiner
+/// (`vc-from-node`) but neither the cluster nor the seed, unknown until the
+/// answer. The joiner does not know the cluster's partition count either, so
+/// it accepts an answer as large as any cluster's can be.
+pub async fn join(channel: PeerChannel, member: &Member) -> Result<(ClusterState, ClusterSecret), Status> {
     let request = pb::JoinRequest { protocol_version: PROTOCOL_VERSION, member: Some(member_to_pb(member)) };
-    let reply = observed("Membership/Join", MembershipClient::new(channel).join(request)).await?.into_inner();
+    let reply = observed("Membership/Join", client(channel, MAX_PARTITIONS).join(request)).await?.into_inner();
     let secret = ClusterSecret::try_from_slice(&reply.cluster_secret).ok_or_else(|| {
         Status::failed_precondition("the member admitted us without the cluster secret; it runs an older release")
     })?;
@@ -129,6 +220,17 @@ pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
 pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
     let bad = |m: String| Status::invalid_argument(format!("cluster state: {m}"));
     let ring = p.ring.ok_or_else(|| bad("no ring".into()))?;
+    if p.members.len() > MAX_MEMBERS || p.removed.len() > MAX_REMOVED {
+        return Err(bad(format!(
+            "{} members and {} removed ids; at most {MAX_MEMBERS} and {MAX_REMOVED}",
+            p.members.len(),
+            p.removed.len()
+        )));
+    }
+    let ids = ring.owners.iter().chain(&ring.target).chain(&p.removed).chain([&ring.author]);
+    if let Some(id) = ids.into_iter().find(|id| id.len() > MAX_NODE_ID_BYTES) {
+        return Err(bad(format!("a node id of {} bytes; at most {MAX_NODE_ID_BYTES}", id.len())));
+    }
     let owners = |names: Vec<String>| Ring::from_owners(names.into_iter().map(NodeId::new).collect());
     let current = owners(ring.owners).map_err(|e| bad(e.to_string()))?;
     if current.partitions() != p.partitions {
@@ -143,8 +245,11 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
     if n_val == 0 || r == 0 || w == 0 || r > n_val || w > n_val {
         return Err(bad(format!("n_val={n_val} r={r} w={w} are inconsistent")));
     }
-    let members =
+    let members: BTreeMap<NodeId, Member> =
         p.members.into_iter().map(|m| member_from_pb(m).map(|m| (m.node.clone(), m))).collect::<Result<_, _>>()?;
+    if let Some(m) = members.values().find(|m| m.transfers_done.last().is_some_and(|d| *d >= p.partitions)) {
+        return Err(bad(format!("member {} reports a partition beyond {}", m.node, p.partitions)));
+    }
     Ok(ClusterState {
         cluster_id: p.cluster_id,
         n_val,
@@ -179,6 +284,21 @@ pub fn member_to_pb(m: &Member) -> pb::Member {
 pub fn member_from_pb(m: pb::Member) -> Result<Member, Status> {
     if m.node.is_empty() || m.address.is_empty() || m.cluster_address.is_empty() {
         return Err(Status::invalid_argument("member without an id, an address or a cluster address"));
+    }
+    // Bounded so that the largest legal state is computable (see the module
+    // comment); real ids are 16 hex digits.
+    if m.node.len() > MAX_NODE_ID_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "member id of {} bytes; at most {MAX_NODE_ID_BYTES}",
+            m.node.len()
+        )));
+    }
+    if let Some(long) = [&m.address, &m.cluster_address].into_iter().find(|a| a.len() > MAX_ADDRESS_BYTES) {
+        return Err(Status::invalid_argument(format!(
+            "member {} has an address of {} bytes; at most {MAX_ADDRESS_BYTES}",
+            m.node,
+            long.len()
+        )));
     }
     Ok(Member {
         node: NodeId::new(m.node),
@@ -220,5 +340,86 @@ mod tests {
         let mut bad = state_to_pb(&s);
         bad.ring = None;
         assert!(state_from_pb(bad).is_err());
+    }
+
+    /// A state with every field at its bound: the largest legal one.
+    fn largest_state(partitions: u32) -> ClusterState {
+        let id = |i: usize| NodeId::new(format!("{i:0>width$}", width = MAX_NODE_ID_BYTES));
+        let address = |i: usize| format!("{i:0>width$}", width = MAX_ADDRESS_BYTES);
+        let member = |i: usize| Member {
+            node: id(i),
+            address: address(i),
+            cluster_address: address(i + 1),
+            wanted_claim: u32::MAX,
+            generation: u64::MAX,
+            version: u64::MAX,
+            transfers_epoch: u64::MAX,
+            transfers_done: (0..partitions).collect(),
+            leaving: true,
+        };
+        let mut s = ClusterState::new(u64::MAX, member(0), partitions, 3, 2, 2).unwrap();
+        for i in 1..MAX_MEMBERS {
+            s.members.insert(id(i), member(i));
+        }
+        s.removed = (MAX_MEMBERS..MAX_MEMBERS + MAX_REMOVED).map(id).collect();
+        s.ring.current = Ring::from_owners((0..partitions as usize).map(id).collect()).unwrap();
+        s.ring.target = Some(Ring::from_owners((0..partitions as usize).rev().map(id).collect()).unwrap());
+        s.ring.epoch = u64::MAX;
+        s.ring.target_epoch = u64::MAX;
+        s
+    }
+
+    #[test]
+    fn the_largest_legal_state_fits_the_computed_limit_and_the_limit_fits_the_ceiling() {
+        use prost::Message;
+        for partitions in [1, 64, 1024] {
+            let s = largest_state(partitions);
+            let encoded = state_to_pb(&s).encoded_len();
+            let bound = largest_state_bytes(partitions);
+            assert!(encoded <= bound, "{partitions} partitions: {encoded} bytes > {bound}");
+            // An upper bound, but a close one: limits stay meaningful.
+            assert!(bound - encoded < bound / 10 + 4096, "{partitions} partitions: {encoded} of {bound}");
+            let up = pb::GetStateResponse {
+                state: Some(state_to_pb(&s)),
+                up: s.members.keys().map(|n| n.to_string()).collect(),
+            };
+            assert!(up.encoded_len() <= largest_message_bytes(partitions));
+            assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s, "the largest legal state is accepted");
+        }
+        assert!(largest_message_bytes(MAX_PARTITIONS) <= MESSAGE_CEILING_BYTES);
+        assert!(largest_message_bytes(MAX_PARTITIONS * 2) > MESSAGE_CEILING_BYTES, "MAX_PARTITIONS could be larger");
+    }
+
+    #[test]
+    fn ids_addresses_and_counts_beyond_their_bounds_are_invalid_arguments() {
+        let me = Member::new(NodeId::new("a"), "a:1".into(), "a:2".into(), 8, 5);
+        let s = ClusterState::new(42, me.clone(), 8, 3, 2, 2).unwrap();
+        let long = |n: usize| "x".repeat(n);
+        let bad_members = [
+            pb::Member { node: long(MAX_NODE_ID_BYTES + 1), ..member_to_pb(&me) },
+            pb::Member { address: long(MAX_ADDRESS_BYTES + 1), ..member_to_pb(&me) },
+            pb::Member { cluster_address: long(MAX_ADDRESS_BYTES + 1), ..member_to_pb(&me) },
+        ];
+        for m in bad_members {
+            let status = member_from_pb(m).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains("at most"), "{}", status.message());
+        }
+        assert!(member_from_pb(pb::Member { node: long(MAX_NODE_ID_BYTES), ..member_to_pb(&me) }).is_ok());
+
+        let mut bad = state_to_pb(&s);
+        bad.removed = vec!["r".into(); MAX_REMOVED + 1];
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let mut bad = state_to_pb(&s);
+        bad.members = (0..=MAX_MEMBERS)
+            .map(|i| member_to_pb(&Member::new(NodeId::new(format!("n{i}")), "h:1".into(), "h:2".into(), 8, 1)))
+            .collect();
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let mut bad = state_to_pb(&s);
+        bad.ring.as_mut().unwrap().author = long(MAX_NODE_ID_BYTES + 1);
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let mut bad = state_to_pb(&s);
+        bad.members[0].transfers_done = vec![8];
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

@@ -120,10 +120,11 @@ impl Peers {
     }
 
     /// The channel to a seed, for joining: a seed is known by its address
-    /// alone, and a joiner has no cluster id yet, so these calls carry no
-    /// identity (the server accepts that for `Membership/Join` only).
-    pub fn seed_channel(&self, cluster_address: &str) -> Result<Channel, PeerError> {
-        self.pooled(&self.unary, cluster_address, |e| e.timeout(self.request_timeout))
+    /// alone, and a joiner has no cluster id yet, so these calls name only
+    /// their caller (the server accepts that for `Membership/Join` only).
+    pub fn seed_channel(&self, cluster_address: &str) -> Result<PeerChannel, PeerError> {
+        let channel = self.pooled(&self.unary, cluster_address, |e| e.timeout(self.request_timeout))?;
+        Ok(Identified::new(channel, Arc::clone(&self.caller), None))
     }
 
     fn identified(&self, node: &NodeId, channel: Channel) -> Result<PeerChannel, PeerError> {
