@@ -12,6 +12,12 @@
 //! once), the coordinator and the gRPC server refuse data, and the node
 //! shuts down with [`MembershipError::Removed`]; it refuses to start again
 //! on that data directory.
+//!
+//! A node can also learn that another live process runs under its id (a
+//! copied or restored data directory; the rule is `core::duplicate`). It
+//! stops the same way, with [`MembershipError::Duplicate`] naming the other
+//! process's addresses, and leaves the other's record in place instead of
+//! fighting over it.
 
 use std::sync::{Arc, RwLock};
 
@@ -19,14 +25,22 @@ use tokio::sync::watch;
 
 pub use crate::coordinator::RingView;
 use crate::coordinator::{AddressBook, Topology};
+use crate::core::duplicate::{Duplicate, DuplicateDetector};
 use crate::core::key::NodeId;
-use crate::core::membership::{Changes, ClusterState, FailureDetector, Member, Transfer};
+use crate::core::membership::{Changes, ClusterState, FailureDetector, MAX_MEMBERS, MAX_REMOVED, Member, Transfer};
 use crate::core::ring::{Planner, Ring, RingError};
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::storage::{StorageError, Store};
 
 const META_CLUSTER_STATE: &str = "cluster_state";
 const STATE_FORMAT_V1: u8 = 1;
+
+/// How long, in failure timeouts, the evidence of a second live process is
+/// kept (`core::duplicate`). Each round of the two processes' re-assertions
+/// crosses the cluster twice by gossip, a few gossip intervals each, so
+/// several rounds fit well inside this even in a large cluster; stale
+/// records of earlier runs come in a burst after a start and never again.
+const DUPLICATE_WINDOW_TIMEOUTS: u64 = 12;
 
 /// Milliseconds since the Unix epoch; passed in so tests can drive time.
 pub type Clock = fn() -> u64;
@@ -50,6 +64,19 @@ pub enum MembershipError {
          address without its data), so it serves no data; wipe its data directory to rejoin as a new node"
     )]
     Removed { node: NodeId },
+    #[error(
+        "another process runs as node {node} at {address} (cluster address {cluster_address}): a copied or \
+         restored data directory? stop one of them; wipe the copy's data directory to make it a new node"
+    )]
+    Duplicate { node: NodeId, address: String, cluster_address: String },
+    #[error(
+        "node {node} asks to join, but it is this node, running at {address}: a copied data directory? wipe the copy's data directory to make it a new node"
+    )]
+    JoinAsSelf { node: NodeId, address: String },
+    #[error("the cluster has {max} members, the most it can have; remove one before adding another")]
+    TooManyMembers { max: usize },
+    #[error("the cluster has replaced {max} nodes, the most it can remember; replacing {node} would forget one")]
+    TooManyRemoved { node: NodeId, max: usize },
     #[error("node {node} claims address {address}, which is this node's ({local})")]
     AddressOfSeed { node: NodeId, address: String, local: NodeId },
     #[error(transparent)]
@@ -63,6 +90,10 @@ impl HasErrorCode for MembershipError {
             MembershipError::NoClaims
             | MembershipError::WrongCluster { .. }
             | MembershipError::Removed { .. }
+            | MembershipError::Duplicate { .. }
+            | MembershipError::JoinAsSelf { .. }
+            | MembershipError::TooManyMembers { .. }
+            | MembershipError::TooManyRemoved { .. }
             | MembershipError::AddressOfSeed { .. } => ErrorCode::Conflict,
             MembershipError::Storage(e) => e.code(),
         }
@@ -84,10 +115,20 @@ pub struct MemberView {
     pub leaving: bool,
 }
 
+/// Why a node stopped serving; it never serves again in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The cluster removed it: another node replaced it.
+    Removed,
+    /// Another live process runs under its id.
+    Duplicate(Duplicate),
+}
+
 struct Inner {
     state: ClusterState,
     detector: FailureDetector,
     planner: Planner,
+    duplicate: DuplicateDetector,
 }
 
 pub struct Membership {
@@ -96,8 +137,8 @@ pub struct Membership {
     clock: Clock,
     inner: RwLock<Inner>,
     ring_tx: watch::Sender<Arc<RingView>>,
-    /// True once the cluster removed this node; it never turns false.
-    removed_tx: watch::Sender<bool>,
+    /// Set once this node stops serving; it is never unset.
+    stopped_tx: watch::Sender<Option<Stopped>>,
 }
 
 /// The persisted cluster state of a data directory, if any.
@@ -138,6 +179,7 @@ impl Membership {
         if let Some(old) = state.members.get(&local) {
             me.generation = me.generation.max(old.generation + 1);
         }
+        let duplicate = DuplicateDetector::new(me.generation, failure_timeout_ms * DUPLICATE_WINDOW_TIMEOUTS);
         state.members.insert(local.clone(), me);
         let mut detector = FailureDetector::new(failure_timeout_ms);
         detector.observe(&state, clock());
@@ -146,9 +188,9 @@ impl Membership {
             local,
             store,
             clock,
-            inner: RwLock::new(Inner { state, detector, planner: Planner::default() }),
+            inner: RwLock::new(Inner { state, detector, planner: Planner::default(), duplicate }),
             ring_tx,
-            removed_tx: watch::Sender::new(false),
+            stopped_tx: watch::Sender::new(None),
         };
         membership.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(membership)
@@ -180,25 +222,49 @@ impl Membership {
         self.inner.read().expect("membership lock").state.cluster_id
     }
 
-    /// True once this node learnt that the cluster removed it.
-    pub fn removed(&self) -> bool {
-        *self.removed_tx.borrow()
+    /// Why this node stopped serving, if it did.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped_tx.borrow().clone()
     }
 
-    /// Completes once this node learns that the cluster removed it.
-    pub fn wait_removed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut removed = self.removed_tx.subscribe();
+    /// True once this node learnt that the cluster removed it.
+    pub fn removed(&self) -> bool {
+        matches!(*self.stopped_tx.borrow(), Some(Stopped::Removed))
+    }
+
+    /// The other process running under this node's id, once found.
+    pub fn duplicate_of(&self) -> Option<Duplicate> {
+        match &*self.stopped_tx.borrow() {
+            Some(Stopped::Duplicate(other)) => Some(other.clone()),
+            _ => None,
+        }
+    }
+
+    /// Completes once this node stops serving (removed, or a duplicate).
+    pub fn wait_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped_tx.subscribe();
         async move {
-            // An error means the sender is gone: nobody can remove us any more.
-            if removed.wait_for(|removed| *removed).await.is_err() {
+            // An error means the sender is gone: nothing can stop us any more.
+            if stopped.wait_for(Option::is_some).await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
     }
 
-    /// The error a removed node stops with.
-    pub fn removed_error(&self) -> MembershipError {
-        MembershipError::Removed { node: self.local.clone() }
+    /// The error a stopped node answers and exits with.
+    pub fn stop_error(&self) -> Option<MembershipError> {
+        self.stopped().map(|why| self.error_of(&why))
+    }
+
+    fn error_of(&self, why: &Stopped) -> MembershipError {
+        match why {
+            Stopped::Removed => MembershipError::Removed { node: self.local.clone() },
+            Stopped::Duplicate(other) => MembershipError::Duplicate {
+                node: self.local.clone(),
+                address: other.address.clone(),
+                cluster_address: other.cluster_address.clone(),
+            },
+        }
     }
 
     /// This node is always up to itself; others per the failure detector.
@@ -208,6 +274,10 @@ impl Membership {
 
     /// One gossip round's local part: heartbeat, then the claimant's step.
     pub fn heartbeat(&self) -> Result<(), MembershipError> {
+        // A stopped node's record is no longer its own to write.
+        if self.stopped().is_some() {
+            return Ok(());
+        }
         let changes = {
             let mut inner = self.inner.write().expect("membership lock");
             inner.state.update_member(&self.local, |_| {});
@@ -218,6 +288,7 @@ impl Membership {
 
     /// Merges a peer's view (gossip).
     pub fn merge(&self, theirs: &ClusterState) -> Result<Changes, MembershipError> {
+        let now = (self.clock)();
         let changes = {
             let mut inner = self.inner.write().expect("membership lock");
             let ours = inner.state.cluster_id;
@@ -228,14 +299,18 @@ impl Membership {
             let changes = inner.state.merge(theirs);
             // Only this node writes its record. A peer holding a "newer" one
             // (an incarnation from before a clock step back) must not
-            // replace it: re-assert ours above theirs. No record after the
-            // merge means the cluster removed us (`after_change` acts on it).
+            // replace it: re-assert ours above theirs. Unless it comes from
+            // another live process under our id (`core::duplicate`): then we
+            // stop, and leave it its record. No record after the merge means
+            // the cluster removed us (`after_change` acts on both).
             if let Some(mut mine) = mine
-                && let Some(theirs) = inner.state.members.get(&self.local)
-                && theirs != &mine
+                && let Some(winner) = inner.state.members.get(&self.local).cloned()
+                && winner != mine
+                && inner.duplicate.beaten_by(&winner, now).is_none()
             {
-                mine.generation = theirs.generation + 1;
+                mine.generation = winner.generation + 1;
                 mine.version = 0;
+                inner.duplicate.wrote(mine.generation);
                 inner.state.members.insert(self.local.clone(), mine);
             }
             changes
@@ -253,6 +328,18 @@ impl Membership {
             let mut inner = self.inner.write().expect("membership lock");
             if inner.state.removed.contains(&member.node) {
                 return Err(MembershipError::Removed { node: member.node });
+            }
+            // We run under this id, so the joiner is another process with a
+            // copy of our data directory: admitting it would hand our record
+            // to it.
+            if member.node == self.local {
+                let address = inner.state.members.get(&self.local).map(|m| m.address.clone()).unwrap_or_default();
+                return Err(MembershipError::JoinAsSelf { node: member.node, address });
+            }
+            // The largest legal membership message is computed from these
+            // caps (`rpc::membership::largest_message_bytes`).
+            if !inner.state.members.contains_key(&member.node) && inner.state.members.len() >= MAX_MEMBERS {
+                return Err(MembershipError::TooManyMembers { max: MAX_MEMBERS });
             }
             // Replacing ourselves would remove the node admitting it; a node
             // that does answer here cannot have lost its address to another.
@@ -278,6 +365,9 @@ impl Membership {
                 .filter(|m| m.address == member.address || m.cluster_address == member.cluster_address)
                 .map(|m| m.node.clone())
                 .collect();
+            if inner.state.removed.len() + replaced.len() > MAX_REMOVED {
+                return Err(MembershipError::TooManyRemoved { node: member.node, max: MAX_REMOVED });
+            }
             for old in replaced {
                 tracing::warn!(old = %old, new = %member.node, address = %member.address, "member replaced by a new node at its address");
                 inner.state.remove_member(&old);
@@ -298,10 +388,14 @@ impl Membership {
     /// Observes, runs the claimant step, publishes and persists as needed.
     fn after_change(&self, mut changes: Changes) -> Result<(), MembershipError> {
         let now = (self.clock)();
-        let (view, save, removed) = {
+        let (view, save, stopped) = {
             let mut inner = self.inner.write().expect("membership lock");
-            let Inner { state, detector, planner } = &mut *inner;
-            let removed = state.removed.contains(&self.local);
+            let Inner { state, detector, planner, duplicate } = &mut *inner;
+            let stopped = if state.removed.contains(&self.local) {
+                Some(Stopped::Removed)
+            } else {
+                duplicate.verdict().cloned().map(Stopped::Duplicate)
+            };
             detector.observe(state, now);
             let local = self.local.clone();
             let up = |n: &NodeId| n == &local || detector.is_up(n, now);
@@ -309,10 +403,10 @@ impl Membership {
                 changes.ring = true;
             }
             let save = (changes.members || changes.ring).then(|| state.clone());
-            (changes.ring.then(|| view_of(state)), save, removed)
+            (changes.ring.then(|| view_of(state)), save, stopped)
         };
-        if removed {
-            self.mark_removed();
+        if let Some(why) = stopped {
+            self.mark_stopped(why);
         }
         if let Some(state) = save {
             save_state(&*self.store, &state)?;
@@ -324,11 +418,17 @@ impl Membership {
         Ok(())
     }
 
-    /// Once only: this node learnt it was removed. Wakes `wait_removed`.
-    fn mark_removed(&self) {
-        let first = self.removed_tx.send_if_modified(|removed| !std::mem::replace(removed, true));
+    /// Once only: this node stops serving. Wakes `wait_stopped`.
+    fn mark_stopped(&self, why: Stopped) {
+        let error = self.error_of(&why);
+        let first = self.stopped_tx.send_if_modified(|stopped| stopped.is_none() && stopped.replace(why).is_none());
         if first {
-            tracing::error!(node = %self.local, error = %self.removed_error(), "this node was removed from the cluster");
+            match error {
+                MembershipError::Removed { .. } => {
+                    tracing::error!(node = %self.local, %error, "this node was removed from the cluster")
+                }
+                _ => tracing::error!(node = %self.local, %error, "another process runs under this node's id"),
+            }
         }
     }
 
@@ -340,6 +440,9 @@ impl Membership {
     /// Sets this node's wanted claim. Refuses a claim above the partition
     /// count, and one that would leave no member claiming anything.
     pub fn set_claim(&self, wanted: u64) -> Result<(), MembershipError> {
+        if let Some(error) = self.stop_error() {
+            return Err(error);
+        }
         {
             let mut inner = self.inner.write().expect("membership lock");
             let max = inner.state.partitions();
@@ -412,6 +515,9 @@ impl Membership {
     /// Records a finished transfer; false (nothing recorded) when the move
     /// it was for is no longer the current one.
     pub fn mark_transfer_done(&self, transfer: &Transfer) -> Result<bool, MembershipError> {
+        if self.stopped().is_some() {
+            return Ok(false);
+        }
         let recorded = self.inner.write().expect("membership lock").state.mark_transfer_done(&self.local, transfer);
         if recorded {
             self.after_change(Changes { members: true, ring: false, any: true })?;
@@ -445,8 +551,10 @@ impl Topology for Membership {
         Membership::http_address(self, node)
     }
 
+    /// Removed, or a duplicate: either way it coordinates nothing (the
+    /// HTTP edge answers first, with the reason: `api::serving`).
     fn removed(&self) -> bool {
-        Membership::removed(self)
+        self.stopped().is_some()
     }
 }
 
@@ -516,8 +624,9 @@ mod tests {
         // the write lock: every later request answered 500.
         c.merge(&c_replaced_by_d(&c.snapshot())).unwrap();
         assert!(c.removed());
-        assert!(matches!(c.removed_error(), MembershipError::Removed { ref node } if node.as_str() == "c"));
-        futures::executor::block_on(c.wait_removed());
+        assert!(matches!(c.stop_error(), Some(MembershipError::Removed { ref node }) if node.as_str() == "c"));
+        assert_eq!(c.stopped(), Some(Stopped::Removed));
+        futures::executor::block_on(c.wait_stopped());
         // The lock is healthy: gossip, heartbeats and reads go on.
         c.heartbeat().unwrap();
         c.merge(&c_replaced_by_d(&cluster())).unwrap();
@@ -545,5 +654,87 @@ mod tests {
         assert!(matches!(error, MembershipError::AddressOfSeed { .. }), "{error}");
         assert!(!a.removed());
         assert!(!a.snapshot().members.contains_key(&node("e")));
+    }
+
+    /// Two processes run as c (a copied data directory): each merges what
+    /// the other gossips, through the peers, as the gossip worker does.
+    #[test]
+    fn two_live_processes_with_one_id_are_found_and_one_stops_without_fighting() {
+        let (store_1, store_2): (Arc<dyn Store>, Arc<dyn Store>) =
+            (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let original = Membership::open(member("c"), cluster(), store_1, 5_000, clock).unwrap();
+        // The copy starts later: a higher generation (a start time).
+        let copy_record = Member::new(node("c"), "copy:h".into(), "copy:c".into(), 8, 5);
+        let copy = Membership::open(copy_record, cluster(), store_2, 5_000, clock).unwrap();
+        let mut rounds = 0;
+        while original.stopped().is_none() && copy.stopped().is_none() {
+            rounds += 1;
+            assert!(rounds <= 10, "no verdict after {rounds} rounds of re-assertions");
+            for (node, peer) in [(&original, &copy), (&copy, &original)] {
+                node.heartbeat().unwrap();
+                node.merge(&peer.snapshot()).unwrap();
+            }
+        }
+        let stopped = if original.stopped().is_some() { &original } else { &copy };
+        let other = stopped.duplicate_of().unwrap_or_else(|| panic!("{:?}", stopped.stopped()));
+        assert!(other.address.ends_with(":h") && other.cluster_address.ends_with(":c"), "{other:?}");
+        assert!(!stopped.removed());
+        let error = stopped.stop_error().unwrap().to_string();
+        assert!(error.contains("another process runs as node c at") && error.contains(&other.address), "{error}");
+        futures::executor::block_on(stopped.wait_stopped());
+        // The stopped one writes nothing more, so the other wins for good:
+        // no more foreign records reach it.
+        let winner = stopped.snapshot().members[&node("c")].clone();
+        stopped.heartbeat().unwrap();
+        assert_eq!(stopped.snapshot().members[&node("c")], winner, "a stopped node heartbeats no record");
+        assert!(stopped.set_claim(1).is_err());
+    }
+
+    #[test]
+    fn a_restart_and_a_stale_record_of_an_earlier_run_do_not_stop_the_node() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let first = open("c", cluster(), &store).unwrap();
+        let before_restart = first.snapshot();
+        drop(first);
+        // The restarted node: peers still gossip the earlier run's record.
+        let restarted = open("c", load_state(&*store).unwrap().unwrap(), &store).unwrap();
+        for _ in 0..5 {
+            restarted.merge(&before_restart).unwrap();
+            restarted.heartbeat().unwrap();
+        }
+        assert_eq!(restarted.stopped(), None);
+        // After a clock step back, a peer holds an earlier run's record above
+        // ours: we re-assert over it once, and are not fooled into stopping.
+        let mut stale = restarted.snapshot();
+        let ahead = stale.members.get_mut(&node("c")).unwrap();
+        ahead.generation += 1_000;
+        ahead.address = "old:h".into();
+        for _ in 0..5 {
+            restarted.merge(&stale).unwrap();
+            restarted.heartbeat().unwrap();
+        }
+        assert_eq!(restarted.stopped(), None);
+        let mine = &restarted.snapshot().members[&node("c")];
+        assert_eq!(mine.address, "c:h", "our record is ours again");
+    }
+
+    #[test]
+    fn a_join_under_our_own_id_or_beyond_the_member_cap_is_refused() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let c = open("c", cluster(), &store).unwrap();
+        let copy = Member::new(node("c"), "copy:h".into(), "copy:c".into(), 8, 9);
+        let error = c.admit(copy).unwrap_err();
+        assert!(matches!(error, MembershipError::JoinAsSelf { .. }), "{error}");
+        assert_eq!(c.snapshot().members[&node("c")].address, "c:h", "our record stays ours");
+
+        let mut full = cluster();
+        for i in full.members.len()..MAX_MEMBERS {
+            let n = format!("m{i:04}");
+            full.members.insert(node(&n), Member::new(node(&n), format!("{n}:h"), format!("{n}:c"), 8, 1));
+        }
+        let a = open("a", full, &store).unwrap();
+        let error = a.admit(member("zz")).unwrap_err();
+        assert!(matches!(error, MembershipError::TooManyMembers { max: MAX_MEMBERS }), "{error}");
+        assert!(a.admit(member("b")).is_ok(), "a member that rejoins is no new member");
     }
 }

@@ -4,8 +4,9 @@
 //! (node id, partitions, cluster secret) -> membership -> replica -> replica client (local or
 //! gRPC) -> coordinator -> HTTP router; then the gRPC server, the background
 //! workers (gossip, handoff) and the HTTP server, until `shutdown` resolves
-//! or the node learns that the cluster removed it (then it stops the same
-//! way, and `run` returns that as its error).
+//! or the node stops serving: it learns that the cluster removed it, or that
+//! another live process runs under its id (then it stops the same way, and
+//! `run` returns that as its error).
 //! Listeners and the shutdown future are passed in, so tests bind port 0 and
 //! stop nodes when they like.
 
@@ -343,11 +344,11 @@ pub async fn run(
     );
     // One line on stdout for scripts and tests that wait for readiness.
     println!("vinzclortho listening on http://{address} cluster={cluster_address}");
-    let removed = app.membership.wait_removed();
+    let stopped = app.membership.wait_stopped();
     let stop = async move {
         tokio::select! {
             () = shutdown => {}
-            () = removed => {}
+            () = stopped => {}
         }
     };
     let served = axum::serve(listeners.http, app.router).with_graceful_shutdown(stop).await;
@@ -360,8 +361,8 @@ pub async fn run(
     // are idempotent, so a cut transfer is simply repeated later.
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     served.map_err(|e| NodeError::Serve(e.to_string()))?;
-    if app.membership.removed() {
-        return Err(app.membership.removed_error().into());
+    if let Some(error) = app.membership.stop_error() {
+        return Err(error.into());
     }
     tracing::info!(%node, "node stopped");
     Ok(())

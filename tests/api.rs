@@ -424,4 +424,42 @@ async fn a_node_the_cluster_removed_answers_503_and_says_so() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let status: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(status["removed"], true, "{status}");
+    assert_eq!(status["state"], "removed", "{status}");
+}
+
+#[tokio::test]
+async fn a_node_that_found_another_process_under_its_id_answers_503_and_says_so() {
+    let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let app = node::build(&config, "127.0.0.1:8881".into(), "127.0.0.1:9881".into(), store, None).unwrap();
+    assert_eq!(put(&app.router, "/store/k", "v", &[]).await.status, StatusCode::OK);
+
+    // Another process with a copy of the data directory keeps re-asserting
+    // its record for this id above ours, as gossip brings ours to it.
+    let me = app.membership.local().clone();
+    for _ in 0..3 {
+        let mut theirs = app.membership.snapshot();
+        let record = theirs.members.get_mut(&me).unwrap();
+        record.generation += 1;
+        record.version = 0;
+        record.address = "10.0.0.9:8080".into();
+        record.cluster_address = "10.0.0.9:9080".into();
+        app.membership.merge(&theirs).unwrap();
+    }
+
+    for (method, body) in [("GET", ""), ("PUT", "w"), ("DELETE", "")] {
+        let reply = call(&app.router, method, "/store/k", &[], body.to_owned()).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{method}: {}", reply.text());
+        assert!(
+            reply.text().contains(&format!("another process runs as node {me} at 10.0.0.9:8080")),
+            "{method}: {}",
+            reply.text()
+        );
+    }
+    let reply = get(&app.router, "/admin/status").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let status: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(status["state"], "duplicate", "{status}");
+    assert_eq!(status["duplicate_of"], "10.0.0.9:8080", "{status}");
+    assert_eq!(status["removed"], false, "{status}");
 }

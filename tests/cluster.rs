@@ -498,3 +498,55 @@ fn a_replaced_node_that_comes_back_stops_with_a_clear_error() {
     assert_eq!(ids.len(), 3, "{ids:?}");
     assert!(!ids.contains(&old_id.as_str()), "{old_id} came back: {ids:?}");
 }
+
+#[test]
+fn a_copied_data_directory_is_found_and_one_of_the_two_processes_stops() {
+    let _serial = serial();
+    let mut c = Cluster::start(24, 3);
+    for i in 0..30 {
+        assert_eq!(put(&c.node(i % 3).url(&format!("/store/k{i}")), &format!("v{i}")).status(), StatusCode::OK);
+    }
+    let id = status(c.node(2)).unwrap()["node_id"].as_str().unwrap().to_owned();
+    // Node 2 stops cleanly; its data directory is copied (a backup, a
+    // cloned VM); node 2 comes back, and the copy starts elsewhere. The copy
+    // joins nothing: its directory remembers the cluster.
+    let node2 = c.nodes[2].take().unwrap();
+    let (http, cluster) = (node2.http.clone(), node2.cluster.clone());
+    let exit = node2.signal_and_wait("TERM", Duration::from_secs(30)).expect("node 2 stops on SIGTERM");
+    assert!(exit.success(), "{exit}");
+    let copy_dir = c.dir.path().join("node2-copy");
+    let copied = std::process::Command::new("cp").arg("-a").arg(c.data_dir(2)).arg(&copy_dir).status().unwrap();
+    assert!(copied.success());
+    c.restart(2, &http, &cluster);
+    let mut args = vec!["-a", "127.0.24.9:0", "--cluster-address", "127.0.24.9:0"];
+    args.extend_from_slice(common::FAST);
+    let mut copy = common::NodeProc::try_start(&copy_dir, &args, &[]).expect("the copy starts");
+
+    // Gossip brings each one's record to the other; within a bounded time
+    // at least one of them must see another live process and stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (exit, log) = loop {
+        if let Some(exit) = copy.wait_exit(Duration::from_millis(100)) {
+            break (exit, std::fs::read_to_string(&copy.stderr_path).unwrap());
+        }
+        let original = c.nodes[2].as_mut().unwrap();
+        if let Some(exit) = original.wait_exit(Duration::from_millis(100)) {
+            break (exit, std::fs::read_to_string(&original.stderr_path).unwrap());
+        }
+        assert!(Instant::now() < deadline, "two processes ran as node {id} for a minute, neither stopped");
+    };
+    assert!(!exit.success(), "exited {exit}:\n{log}");
+    assert!(log.contains(&format!("another process runs as node {id} at 127.0.24.")), "{exit}:\n{log}");
+    assert!(log.contains("wipe the copy's data directory"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+
+    // Nodes 0 and 1 keep serving reads and writes (N=3, R=W=2).
+    for i in 0..30 {
+        let url = c.node(i % 2).url(&format!("/store/k{i}"));
+        assert_eq!(get_text(&url), (StatusCode::OK, format!("v{i}")), "k{i}");
+    }
+    for i in 0..10 {
+        assert_eq!(put(&c.node(i % 2).url(&format!("/store/after{i}")), "w").status(), StatusCode::OK, "after{i}");
+        assert_eq!(get_text(&c.node((i + 1) % 2).url(&format!("/store/after{i}"))), (StatusCode::OK, "w".to_owned()));
+    }
+}

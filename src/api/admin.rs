@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::store::store_key_from;
 use crate::error::ErrorCode;
-use crate::membership::MemberView;
+use crate::membership::{MemberView, Stopped};
 use crate::services::handoff::TransferProgress;
 use crate::storage::StoreStats;
 
@@ -41,9 +41,15 @@ pub struct Status {
     node_id: String,
     cluster_address: String,
     cluster_id: String,
-    /// True once the cluster removed this node (another node replaced it):
-    /// it serves no data and is shutting down.
+    /// "serving"; "removed" once the cluster removed this node (another node
+    /// replaced it); "duplicate" once it found another live process under
+    /// its id. Either way it serves no data and is shutting down.
+    state: &'static str,
+    /// True once the cluster removed this node.
     removed: bool,
+    /// The HTTP address of the other process running under this node's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_of: Option<String>,
     version: &'static str,
     partitions: u32,
     n_val: usize,
@@ -87,7 +93,13 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         node_id: api.membership.local().to_string(),
         cluster_address: api.info.cluster_address.clone(),
         cluster_id: format!("{:016x}", api.membership.cluster_id()),
+        state: match api.membership.stopped() {
+            None => "serving",
+            Some(Stopped::Removed) => "removed",
+            Some(Stopped::Duplicate(_)) => "duplicate",
+        },
         removed: api.membership.removed(),
+        duplicate_of: api.membership.duplicate_of().map(|other| other.address),
         version: env!("CARGO_PKG_VERSION"),
         partitions: api.info.partitions,
         n_val: view.n_val,

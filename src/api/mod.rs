@@ -62,6 +62,21 @@ pub struct Api {
 
 pub type AppState = Arc<Api>;
 
+/// A node that stopped serving (the cluster removed it, or another live
+/// process runs under its id) answers data requests with 503 and the reason,
+/// until it exits: its ring and its data may no longer be the cluster's.
+async fn serving(
+    axum::extract::State(api): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match api.membership.stop_error() {
+        Some(error) => ApiError::new(crate::error::ErrorCode::Unavailable, error.to_string()).into_response(),
+        None => next.run(request).await,
+    }
+}
+
 pub fn router(api: AppState) -> Router {
     Router::new()
         .route("/ping", get(admin::ping))
@@ -71,7 +86,11 @@ pub fn router(api: AppState) -> Router {
         .route("/admin/preflist/{*key}", get(admin::preflist))
         .route(
             "/store/{*key}",
-            get(store::get_value).put(store::put_value).post(store::put_value).delete(store::delete_value),
+            get(store::get_value)
+                .put(store::put_value)
+                .post(store::put_value)
+                .delete(store::delete_value)
+                .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)),
         )
         .route("/store", axum::routing::any(store::missing_key))
         .route("/store/", axum::routing::any(store::missing_key))

@@ -25,8 +25,9 @@
 //! grpcurl, so it needs nothing, but what it does carry must be right; and
 //! `Membership/Join` comes from a node that is not a member yet, which knows
 //! neither the cluster id nor the seed's id, so it too needs nothing but is
-//! checked on what it carries. A node that was removed from the cluster
-//! answers for nobody: it refuses every call but the open and read-only ones.
+//! checked on what it carries. A node that was removed from the cluster, or
+//! that found another live process under its id, answers for nobody: it
+//! refuses every call but the open and read-only ones.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -80,6 +81,11 @@ pub trait LocalIdentity: Send + Sync + 'static {
     fn cluster_id(&self) -> u64;
     /// True once this node learnt it was removed from the cluster.
     fn removed(&self) -> bool;
+    /// The HTTP address of another live process found running under this
+    /// node's id (`core::duplicate`), if any.
+    fn duplicate_of(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A fixed identity, never removed: for servers in tests and tools.
@@ -114,6 +120,10 @@ impl LocalIdentity for Membership {
 
     fn removed(&self) -> bool {
         Membership::removed(self)
+    }
+
+    fn duplicate_of(&self) -> Option<String> {
+        Membership::duplicate_of(self).map(|other| other.address)
     }
 }
 
@@ -162,6 +172,11 @@ pub enum Refusal {
     MissingIdentity { missing: String, node: NodeId, cluster: String },
     #[error("node {node} was removed from the cluster (another node replaced it); it answers no internal calls")]
     Removed { node: NodeId },
+    #[error(
+        "another process runs as node {node} at {address} (a copied data directory?); \
+         this one answers no internal calls"
+    )]
+    Duplicate { node: NodeId, address: String },
 }
 
 impl Refusal {
@@ -173,6 +188,7 @@ impl Refusal {
             Refusal::WrongNode { .. } => "wrong_node",
             Refusal::MissingIdentity { .. } => "missing_identity",
             Refusal::Removed { .. } => "removed",
+            Refusal::Duplicate { .. } => "duplicate",
         }
     }
 
@@ -198,6 +214,11 @@ pub fn check(policy: Policy, headers: &HeaderMap, local: &dyn LocalIdentity) -> 
     }
     if policy != Policy::ReadOnly && local.removed() {
         return Err(Refusal::Removed { node: local.node().clone() });
+    }
+    if policy != Policy::ReadOnly
+        && let Some(address) = local.duplicate_of()
+    {
+        return Err(Refusal::Duplicate { node: local.node().clone(), address });
     }
     // A value that is not text cannot be right; show it as such.
     let header = |name: &str| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("<not text>").to_owned());
@@ -457,6 +478,39 @@ mod tests {
         }
     }
 
+    struct Duplicated(Identity);
+
+    impl LocalIdentity for Duplicated {
+        fn node(&self) -> &NodeId {
+            &self.0.node
+        }
+        fn cluster_id(&self) -> u64 {
+            self.0.cluster_id
+        }
+        fn removed(&self) -> bool {
+            false
+        }
+        fn duplicate_of(&self) -> Option<String> {
+            Some("10.0.0.9:8080".into())
+        }
+    }
+
+    #[test]
+    fn a_node_that_found_its_duplicate_answers_only_open_and_read_only_calls() {
+        let duplicated = Duplicated(me());
+        let right = headers(&RIGHT);
+        for (policy, accepted) in
+            [(Policy::Open, true), (Policy::ReadOnly, true), (Policy::Join, false), (Policy::Member, false)]
+        {
+            let got = check(policy, &right, &duplicated);
+            assert_eq!(got.is_ok(), accepted, "{policy:?}: {got:?}");
+            if let Err(refusal) = got {
+                assert_eq!(refusal.reason(), "duplicate");
+                assert!(refusal.to_string().contains("10.0.0.9:8080"), "{refusal}");
+            }
+        }
+    }
+
     #[test]
     fn a_removed_node_answers_only_open_and_read_only_calls() {
         let removed = Removed(me());
@@ -479,7 +533,8 @@ mod tests {
             Refusal::WrongCluster { expected: String::new(), got: String::new() },
             Refusal::WrongNode { expected: node.clone(), got: String::new() },
             Refusal::MissingIdentity { missing: String::new(), node: node.clone(), cluster: String::new() },
-            Refusal::Removed { node },
+            Refusal::Removed { node: node.clone() },
+            Refusal::Duplicate { node, address: String::new() },
         ];
         for refusal in refusals {
             assert!(metrics::RPC_REFUSED_REASONS.contains(&refusal.reason()), "{refusal:?}");

@@ -61,10 +61,10 @@ pub const GRPC_SERVER_REQUESTS_TOTAL: &str = "vinzclortho_grpc_server_requests_t
 pub const GRPC_SERVER_DURATION_SECONDS: &str = "vinzclortho_grpc_server_duration_seconds";
 /// Internal gRPC calls refused before any service method ran, because they
 /// did not name this node and its cluster (`rpc::identity`). Label: `reason`
-/// (wrong_cluster, wrong_node, missing_identity, removed).
+/// (wrong_cluster, wrong_node, missing_identity, removed, duplicate).
 pub const RPC_REFUSED_TOTAL: &str = "vinzclortho_rpc_refused_total";
 /// The `reason` label values of [`RPC_REFUSED_TOTAL`].
-pub const RPC_REFUSED_REASONS: [&str; 4] = ["wrong_cluster", "wrong_node", "missing_identity", "removed"];
+pub const RPC_REFUSED_REASONS: [&str; 5] = ["wrong_cluster", "wrong_node", "missing_identity", "removed", "duplicate"];
 /// Always 1; labels `version`, `node_id` and `address` identify the node.
 pub const BUILD_INFO: &str = "vinzclortho_build_info";
 
