@@ -25,9 +25,10 @@
 //! grpcurl, so it needs nothing, but what it does carry must be right; and
 //! `Membership/Join` comes from a node that is not a member yet, which knows
 //! neither the cluster id nor the seed's id, so it too needs nothing but is
-//! checked on what it carries. A node that was removed from the cluster, or
-//! that found another live process under its id, answers for nobody: it
-//! refuses every call but the open and read-only ones.
+//! checked on what it carries (a joiner sends `vc-from-node`, its own id).
+//! A node that was removed from the cluster, or that found another live
+//! process under its id, answers for nobody: it refuses every call but the
+//! open and read-only ones.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
