@@ -983,14 +983,34 @@ fn large_moving_state(members: &[NodeId]) -> vinzclortho::core::membership::Clus
     state
 }
 
+/// A node's membership service, built as `node::run` builds it, serving
+/// `state` as `me` on 127.0.0.1:0. Returns its address and a stop switch.
+async fn membership_server(
+    me: vinzclortho::core::membership::Member,
+    state: vinzclortho::core::membership::ClusterState,
+) -> (String, tokio_util::sync::CancellationToken, JoinHandle<Result<(), tonic::transport::Error>>) {
+    use vinzclortho::membership::{Membership, system_clock};
+    use vinzclortho::rpc::membership::{self, MembershipService};
+    let partitions = state.partitions();
+    let membership = Arc::new(Membership::open(me, state, Arc::new(MemoryStore::new()), 5_000, system_clock).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (mut routes, _health) = server::routes(replica(1, SiblingLimits::default()), stop.clone());
+    let secret = vinzclortho::core::context::ClusterSecret::from_bytes([7; 32]);
+    let service = MembershipService::new(Arc::clone(&membership), secret);
+    routes.add_service(membership::server(service, partitions));
+    let served = tokio::spawn(server::serve(listener, routes, membership, stop.clone().cancelled_owned()));
+    (address, stop, served)
+}
+
 /// tonic's default 4 MiB message limit stopped gossip in a large cluster
 /// while partitions moved (two rings of 2^17 ids and the transfer reports
 /// are ~7 MB): every round failed and the move never completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_2_17_partitions_gossips_while_it_moves() {
     use vinzclortho::core::membership::Member;
-    use vinzclortho::membership::{Membership, system_clock};
-    use vinzclortho::rpc::membership::{self, MembershipService, gossip};
+    use vinzclortho::rpc::membership::gossip;
 
     let members: Vec<NodeId> = (1..=5).map(|i| NodeId::new(format!("00000000000000a{i}"))).collect();
     let state = large_moving_state(&members);
@@ -998,17 +1018,7 @@ async fn a_cluster_of_2_17_partitions_gossips_while_it_moves() {
     // as given.
     let server_node = members[2].clone();
     let me = Member::new(server_node.clone(), "a3:h".into(), "a3:c".into(), state.partitions(), 2);
-    let membership =
-        Arc::new(Membership::open(me, state.clone(), Arc::new(MemoryStore::new()), 5_000, system_clock).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (mut routes, _health) = server::routes(replica(1, SiblingLimits::default()), stop.clone());
-    // As `node::run` builds it.
-    let secret = vinzclortho::core::context::ClusterSecret::from_bytes([7; 32]);
-    let service = MembershipService::new(Arc::clone(&membership), secret);
-    routes.add_service(membership::server(service, state.partitions()));
-    let served = tokio::spawn(server::serve(listener, routes, membership, stop.clone().cancelled_owned()));
+    let (address, stop, served) = membership_server(me, state.clone()).await;
 
     let from = members[1].clone();
     let peers = Peers::new(&Caller::member(from.clone(), CLUSTER), Duration::from_secs(1), Duration::from_secs(20));
@@ -1016,6 +1026,42 @@ async fn a_cluster_of_2_17_partitions_gossips_while_it_moves() {
     let theirs = bounded("gossip", gossip(channel, &from, &state)).await.expect("a legal state gossips");
     assert_eq!(theirs.ring, state.ring, "the server took the moving ring and sent it back");
     assert_eq!(theirs.members[&from].transfers_done.len(), 1 << 17);
+    stop.cancel();
+    bounded("server shutdown", served).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_join_names_its_caller_and_joins_as_another_or_as_the_seed_are_refused() {
+    use vinzclortho::core::membership::{ClusterState, Member};
+    use vinzclortho::rpc::membership::join;
+
+    let seed = NodeId::new("00000000000000a1");
+    let record = |node: &NodeId| Member::new(node.clone(), format!("{node}:h"), format!("{node}:c"), 8, 1);
+    let state = ClusterState::new(CLUSTER, record(&seed), 8, 3, 2, 2).unwrap();
+    let (address, stop, served) = membership_server(record(&seed), state).await;
+    let seed_channel = |caller: &NodeId| {
+        Peers::new(&Caller::joining(caller.clone()), Duration::from_secs(1), Duration::from_secs(5))
+            .seed_channel(&address)
+            .unwrap()
+    };
+
+    let joiner = NodeId::new("00000000000000b1");
+    let (state, _secret) = bounded("join", join(seed_channel(&joiner), &record(&joiner))).await.unwrap();
+    assert!(state.members.contains_key(&joiner));
+    // The seed channel names its caller (vc-from-node): a join for another
+    // node than the caller is refused.
+    let other = NodeId::new("00000000000000b2");
+    let status = bounded("join", join(seed_channel(&joiner), &record(&other))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("vc-from-node"), "{}", status.message());
+    // A joiner under the seed's own id has a copy of its data directory.
+    let status = bounded("join", join(seed_channel(&seed), &record(&seed))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("copied data directory"), "{}", status.message());
+    // Ids from the wire are bounded.
+    let long = NodeId::new("b".repeat(65));
+    let status = bounded("join", join(seed_channel(&long), &record(&long))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     stop.cancel();
     bounded("server shutdown", served).await.unwrap().unwrap();
 }
