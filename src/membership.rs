@@ -399,7 +399,8 @@ impl Membership {
             detector.observe(state, now);
             let local = self.local.clone();
             let up = |n: &NodeId| n == &local || detector.is_up(n, now);
-            if state.plan_ring(&self.local, up, planner) {
+            // A stopped node plans nothing: its id is no longer (only) its.
+            if stopped.is_none() && state.plan_ring(&self.local, up, planner) {
                 changes.ring = true;
             }
             let save = (changes.members || changes.ring).then(|| state.clone());
