@@ -312,7 +312,8 @@ pub async fn run(
     let app = build(&config, address.clone(), cluster_address.clone(), store, joined)?;
     let cancel = CancellationToken::new();
 
-    let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica), cancel.clone());
+    let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
+    let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), cancel.clone());
     routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership), app.secret.clone())));
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;
