@@ -313,7 +313,9 @@ pub async fn run(
     let cancel = CancellationToken::new();
 
     let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
-    let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), cancel.clone());
+    let max_message_bytes = config.largest_message_bytes(app.membership.view().n_val);
+    let (mut routes, health) =
+        crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), max_message_bytes, cancel.clone());
     routes.add_service(MembershipServer::new(MembershipService::new(Arc::clone(&app.membership), app.secret.clone())));
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;

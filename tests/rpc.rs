@@ -41,6 +41,9 @@ fn ctx() -> CallContext {
     CallContext::until(tokio::time::Instant::now() + WAIT)
 }
 
+/// The test servers' message limit, unless a test says otherwise.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Upper bound on any single wait in these tests.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -84,7 +87,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let stop = tokio_util::sync::CancellationToken::new();
-        let (routes, health) = server::routes(Arc::clone(&replica), ring, stop.clone());
+        let (routes, health) = server::routes(Arc::clone(&replica), ring, MAX_MESSAGE_BYTES, stop.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let node = NodeId::new(node);
         let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
@@ -524,7 +527,8 @@ async fn a_restarted_peer_gets_a_new_stream() {
     // The same address again, a new process (an empty store).
     let listener = TcpListener::bind(&address).await.unwrap();
     let again = replica(43, SiblingLimits::default());
-    let (routes, _health) = server::routes(Arc::clone(&again), None, tokio_util::sync::CancellationToken::new());
+    let (routes, _health) =
+        server::routes(Arc::clone(&again), None, MAX_MESSAGE_BYTES, tokio_util::sync::CancellationToken::new());
     let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
     let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
     let written = bounded("put after restart", client.coordinate(&node, P, &key("b"), &empty, &put("b"), ctx())).await;
@@ -1097,4 +1101,43 @@ async fn a_call_found_past_its_deadline_is_not_applied() {
     let in_time = pb::Caller { deadline_unix_ms: now_unix_ms + 10_000, timeout_ms: 10_000, ring_epoch: 0 };
     bounded("unary in time", raw.coordinate(write(in_time))).await.unwrap();
     assert_eq!(values(&server.replica.get(P, k).await.unwrap()), ["late"]);
+}
+
+/// Issue 10, hostile input: a message above the largest legal one (here a
+/// node whose limits make that 64 KiB) is refused before it is decoded, and
+/// changes nothing; a legal one is served.
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_changes_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let replica = replica(1, SiblingLimits::default());
+    let (routes, _health) =
+        server::routes(Arc::clone(&replica), None, 64 * 1024, tokio_util::sync::CancellationToken::new());
+    let node = NodeId::new("node-1");
+    let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
+    let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
+    let channel = Identified::new(
+        bounded("connect", Endpoint::from_shared(format!("http://{address}")).unwrap().connect()).await.unwrap(),
+        Arc::new(CallerHeaders::new(&caller())),
+        to_node_value(&node),
+    );
+    let mut raw = pb::replica_client::ReplicaClient::new(channel);
+    let k = key("big");
+    let object = |bytes: usize| {
+        let mut o = Object::new();
+        o.update(7, &VersionVector::new(), put(&"x".repeat(bytes))).unwrap();
+        vinzclortho::rpc::convert::object_to_pb(&o)
+    };
+    let merge = |bytes| pb::MergeRequest {
+        caller: None,
+        partition: P,
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
+        object: Some(object(bytes)),
+    };
+    let status = bounded("oversized merge", raw.merge(merge(1 << 20))).await.unwrap_err();
+    assert!(matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{status:?}");
+    assert!(replica.get(P, k.clone()).await.unwrap().is_empty(), "an oversized message changed the key");
+    bounded("legal merge", raw.merge(merge(1024))).await.unwrap();
+    assert_eq!(replica.get(P, k).await.unwrap().siblings().len(), 1);
+    task.abort();
 }

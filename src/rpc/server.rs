@@ -24,7 +24,6 @@ use super::FILE_DESCRIPTOR_SET;
 use super::identity::{IdentityLayer, LocalIdentity};
 use super::observe::ObserveLayer;
 use super::pb::replica_server::ReplicaServer;
-use super::peers::MAX_MESSAGE_BYTES;
 use super::replica_server::ReplicaService;
 use super::transfer::TransferService;
 use super::transfer_pb::transfer_server::TransferServer;
@@ -41,10 +40,12 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// stops taking work. `stop` ends the long-lived replica call streams (cancel
 /// it with the server's shutdown, or graceful shutdown waits for them).
 /// `ring`, when given, fences replica calls planned on an older ring (see
-/// `replica_server`).
+/// `replica_server`). Replica and transfer messages above `max_message_bytes`
+/// (`Config::largest_message_bytes`) are refused before they are decoded.
 pub fn routes(
     replica: Arc<Replica>,
     ring: Option<Arc<dyn Topology>>,
+    max_message_bytes: usize,
     stop: CancellationToken,
 ) -> (RoutesBuilder, HealthReporter) {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -52,11 +53,11 @@ pub fn routes(
     let reflection_v1 = reflection().build_v1().expect("compiled-in descriptor sets decode");
     let reflection_v1alpha = reflection().build_v1alpha().expect("compiled-in descriptor sets decode");
     let replica_service = ReplicaServer::new(ReplicaService::new(Arc::clone(&replica), stop).with_fence(ring))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let transfer_service = TransferServer::new(TransferService::new(replica))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let mut routes = RoutesBuilder::default();
     routes
         .add_service(replica_service)
