@@ -193,6 +193,27 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
 }
 
+impl Config {
+    /// The largest replica or transfer message a member legitimately sends,
+    /// for a cluster with `n_val` replicas: one key's object at this node's
+    /// limits (every replica may have added up to `siblings.max` siblings of
+    /// `max_value_bytes` concurrently before they merged), plus a transfer
+    /// batch's worth of smaller objects and room for keys and clocks. The
+    /// cluster port refuses anything larger before decoding it, so a stranger
+    /// cannot make a node allocate without bound. Every node must run with
+    /// the same value and sibling limits, or a legal object of one could not
+    /// reach another.
+    pub fn largest_message_bytes(&self, n_val: usize) -> usize {
+        const PER_SIBLING_BYTES: usize = 1024; // dot, content type, timestamps
+        const SLACK_BYTES: usize = 4 << 20; // a transfer batch (1 MiB), clocks, framing
+        let object = n_val
+            .max(1)
+            .saturating_mul(self.siblings.max.saturating_add(1))
+            .saturating_mul(self.max_value_bytes.saturating_add(PER_SIBLING_BYTES));
+        object.saturating_add(self.max_key_bytes.saturating_mul(2)).saturating_add(SLACK_BYTES)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]

@@ -139,6 +139,9 @@ pub struct Membership {
     ring_tx: watch::Sender<Arc<RingView>>,
     /// Set once this node stops serving; it is never unset.
     stopped_tx: watch::Sender<Option<Stopped>>,
+    /// A peer known to have a newer ring than ours: the gossip worker talks
+    /// to it next, at once (see [`Membership::catch_up`]).
+    gossip_hint: watch::Sender<Option<NodeId>>,
 }
 
 /// The persisted cluster state of a data directory, if any.
@@ -191,6 +194,7 @@ impl Membership {
             inner: RwLock::new(Inner { state, detector, planner: Planner::default(), duplicate }),
             ring_tx,
             stopped_tx: watch::Sender::new(None),
+            gossip_hint: watch::Sender::new(None),
         };
         membership.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(membership)
@@ -535,6 +539,34 @@ impl Membership {
     }
 }
 
+impl Membership {
+    /// The peer the gossip worker should talk to next, if a coordinator
+    /// asked (it learnt that peer's ring is newer); taken once.
+    pub fn take_gossip_hint(&self) -> Option<NodeId> {
+        self.gossip_hint.send_replace(None)
+    }
+
+    /// Completes when a coordinator asks for a gossip round now.
+    pub fn gossip_hinted(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut hint = self.gossip_hint.subscribe();
+        async move {
+            let _ = hint.wait_for(|h| h.is_some()).await;
+        }
+    }
+
+    /// Waits until the ring is at least at `epoch`, asking gossip to talk to
+    /// `from` (which has it) at once rather than at the next random round.
+    pub async fn catch_up(&self, from: &NodeId, epoch: u64, until: tokio::time::Instant) -> bool {
+        let mut ring = self.subscribe();
+        if ring.borrow().epoch >= epoch {
+            return true;
+        }
+        self.gossip_hint.send_replace(Some(from.clone()));
+        tokio::time::timeout_at(until, ring.wait_for(|view| view.epoch >= epoch)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[async_trait::async_trait]
 impl Topology for Membership {
     fn view(&self) -> Arc<RingView> {
         Membership::view(self)
@@ -556,6 +588,10 @@ impl Topology for Membership {
     /// HTTP edge answers first, with the reason: `api::serving`).
     fn removed(&self) -> bool {
         self.stopped().is_some()
+    }
+
+    async fn catch_up(&self, from: &NodeId, epoch: u64, until: tokio::time::Instant) -> bool {
+        Membership::catch_up(self, from, epoch, until).await
     }
 }
 

@@ -312,7 +312,10 @@ pub async fn run(
     let app = build(&config, address.clone(), cluster_address.clone(), store, joined)?;
     let cancel = CancellationToken::new();
 
-    let (mut routes, health) = crate::rpc::server::routes(Arc::clone(&app.replica), cancel.clone());
+    let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
+    let max_message_bytes = config.largest_message_bytes(app.membership.view().n_val);
+    let (mut routes, health) =
+        crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), max_message_bytes, cancel.clone());
     let membership = MembershipService::new(Arc::clone(&app.membership), app.secret.clone());
     routes.add_service(crate::rpc::membership::server(membership, app.api.info.partitions));
     // NOT_SERVING until the workers run, and again from shutdown on.

@@ -34,6 +34,7 @@ fn get_text(url: &str) -> (StatusCode, String) {
 /// The object one replica holds, read over gRPC (bypassing quorums).
 fn replica_values(node: &common::NodeProc, key: &str, partition: u32) -> Vec<String> {
     let req = node.member_request(pb::GetRequest {
+        caller: None,
         partition,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(
             key.to_owned(),
@@ -549,4 +550,59 @@ fn a_copied_data_directory_is_found_and_one_of_the_two_processes_stops() {
         assert_eq!(put(&c.node(i % 2).url(&format!("/store/after{i}")), "w").status(), StatusCode::OK, "after{i}");
         assert_eq!(get_text(&c.node((i + 1) % 2).url(&format!("/store/after{i}"))), (StatusCode::OK, "w".to_owned()));
     }
+}
+
+/// Issue 10, calls that outlive their caller: a replica paused while a
+/// coordinator waits for its stamp neither holds up the write (it gets its
+/// share of the deadline, then the next replica stamps) nor, when it
+/// resumes, applies the stale stamp as a duplicate sibling. Five nodes, so
+/// the coordinator is not a replica of the key and must ask one to stamp.
+#[test]
+fn a_paused_stamper_neither_fails_the_write_nor_applies_it_late() {
+    let _one = serial();
+    let cluster = Cluster::start(24, 5);
+    let coordinator = cluster.node(0);
+    // A key that node 0 does not hold, and its first replica.
+    let (key, first) = (0..200)
+        .map(|i| format!("paused-{i}"))
+        .find_map(|key| {
+            let v: serde_json::Value =
+                client().get(coordinator.url(&format!("/admin/preflist/{key}"))).send().ok()?.json().ok()?;
+            let nodes: Vec<String> =
+                v["preflist"].as_array()?.iter().map(|e| e["node"].as_str().unwrap().to_owned()).collect();
+            (!nodes.contains(&coordinator.http)).then(|| (key, nodes[0].clone()))
+        })
+        .expect("a key node 0 does not hold");
+    let first = cluster.running().find(|n| n.http == first).expect("the first replica runs");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &first.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let r = put(&coordinator.url(&format!("/store/{key}")), "v");
+    let took = started.elapsed();
+    // Resume well after the stamp's share of the deadline (1 s of the
+    // default 3 s) plus the clock-skew allowance (1 s): it is expired.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(took));
+    signal("-CONT");
+    assert_eq!(r.status(), StatusCode::OK, "the write failed though two replicas were up: {:?}", r.text());
+    assert!(took < Duration::from_millis(2500), "the paused replica held the write for {took:?}");
+    // Every replica ends with exactly the one value: the paused node's late
+    // stamp was dropped, not applied as a second sibling.
+    let partition = partition_of(coordinator, &key);
+    wait_for("the paused node to be up again", Duration::from_secs(20), || {
+        common::status(first).filter(|s| s["members"].as_array().is_some_and(|m| m.iter().all(|m| m["status"] == "up")))
+    });
+    let url = coordinator.url(&format!("/store/{key}?r=all"));
+    wait_for("every replica to hold exactly one v", Duration::from_secs(20), || {
+        let _ = client().get(&url).send();
+        cluster
+            .running()
+            .filter(|n| replica_values(n, &key, partition).contains(&"v".to_owned()))
+            .all(|n| replica_values(n, &key, partition) == ["v"])
+            .then_some(())
+    });
+    let (status, body) = get_text(&url);
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v"), "a duplicate sibling");
 }

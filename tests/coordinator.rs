@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vinzclortho::coordinator::{
-    Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReplicaClient, ReplicaError, RingView, Topology,
+    CallContext, Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReplicaClient, ReplicaError,
+    RingView, Topology,
 };
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
@@ -56,6 +57,7 @@ impl Scripted {
     }
 }
 
+#[async_trait]
 impl Topology for Scripted {
     fn view(&self) -> Arc<RingView> {
         Arc::clone(&self.view.lock().unwrap())
@@ -68,6 +70,17 @@ impl Topology for Scripted {
     }
     fn http_address(&self, node: &NodeId) -> String {
         format!("{node}:8880")
+    }
+    async fn catch_up(&self, _from: &NodeId, epoch: u64, until: tokio::time::Instant) -> bool {
+        loop {
+            if self.view().epoch >= epoch {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -86,6 +99,8 @@ struct Nodes {
     replicas: BTreeMap<NodeId, Arc<Replica>>,
     behaviour: Mutex<BTreeMap<NodeId, Behaviour>>,
     stamps: Mutex<Vec<NodeId>>,
+    /// Ring epochs of nodes that are ahead of the coordinator.
+    epochs: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 impl Nodes {
@@ -94,7 +109,12 @@ impl Nodes {
             .iter()
             .map(|s| (n(s), Arc::new(Replica::new(Arc::new(MemoryStore::new()), SiblingLimits::default()))))
             .collect();
-        Arc::new(Nodes { replicas, behaviour: Mutex::new(BTreeMap::new()), stamps: Mutex::new(Vec::new()) })
+        Arc::new(Nodes {
+            replicas,
+            behaviour: Mutex::new(BTreeMap::new()),
+            stamps: Mutex::new(Vec::new()),
+            epochs: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn set(&self, node: &str, b: Behaviour) {
@@ -112,6 +132,17 @@ impl Nodes {
         }
     }
 
+    /// A node whose ring is ahead refuses calls planned on an older one,
+    /// as `rpc::replica_server` does.
+    fn fence(&self, node: &NodeId, call: CallContext) -> Result<(), ReplicaError> {
+        match self.epochs.lock().unwrap().get(node) {
+            Some(&epoch) if call.ring_epoch != 0 && call.ring_epoch < epoch => {
+                Err(ReplicaError::StaleRing { node: node.clone(), epoch })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// What `node` stores for `key`, read directly.
     async fn stored(&self, node: &str, key: &ObjectKey) -> Object {
         self.replicas[&n(node)].get(partition(key), key.clone()).await.unwrap()
@@ -124,7 +155,14 @@ fn partition(key: &ObjectKey) -> Partition {
 
 #[async_trait]
 impl ReplicaClient for Nodes {
-    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
+    async fn get(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        self.fence(node, call)?;
         self.gate(node).await?.get(partition, key.clone()).await
     }
 
@@ -135,7 +173,9 @@ impl ReplicaClient for Nodes {
         key: &ObjectKey,
         context: &VersionVector,
         mutation: &Mutation,
+        call: CallContext,
     ) -> Result<Object, ReplicaError> {
+        self.fence(node, call)?;
         let replica = self.gate(node).await?;
         self.stamps.lock().unwrap().push(node.clone());
         replica.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await
@@ -147,7 +187,9 @@ impl ReplicaClient for Nodes {
         partition: Partition,
         key: &ObjectKey,
         object: &Object,
+        call: CallContext,
     ) -> Result<(), ReplicaError> {
+        self.fence(node, call)?;
         self.gate(node).await?.merge(partition, key.clone(), object.clone()).await.map(|_| ())
     }
 }
@@ -170,7 +212,7 @@ fn key() -> ObjectKey {
 
 fn unavailable(result: Result<Object, CoordinatorError>) -> String {
     match result {
-        Err(e @ CoordinatorError::Unavailable { .. }) => e.to_string(),
+        Err(e @ (CoordinatorError::Unavailable { .. } | CoordinatorError::StaleRing { .. })) => e.to_string(),
         other => panic!("expected a 503, got {other:?}"),
     }
 }
@@ -289,4 +331,59 @@ async fn read_repair_sends_the_merge_to_stale_replicas() {
         }
     };
     tokio::time::timeout(Duration::from_secs(5), repaired).await.expect("c was repaired");
+}
+
+impl Scripted {
+    /// Gossip brings this node the newer ring at `epoch` after `after`.
+    fn learn_epoch_after(self: &Arc<Self>, epoch: u64, after: Duration) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let mut view = this.view.lock().unwrap();
+            let mut next = (**view).clone();
+            next.epoch = epoch;
+            *view = Arc::new(next);
+        });
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_on_a_newer_ring_makes_the_coordinator_catch_up_before_it_counts_it() {
+    // b has seen ring epoch 2; this coordinator is still on 1. c is paused,
+    // so the write needs b: b refuses the call planned on epoch 1 (it could
+    // be counting holders that moved), the coordinator catches up (gossip),
+    // then sends the stamped object again and b takes it.
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.epochs.lock().unwrap().insert(n("b"), 2);
+    nodes.set("c", Behaviour::Silent);
+    topology.learn_epoch_after(2, Duration::from_millis(300));
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&nodes.stored("b", &key()).await), BTreeSet::from(["v".to_owned()]));
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("a")], "stamped once, sent twice");
+
+    // A read planned on the old ring is refused the same way and retried.
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    topology.learn_epoch_after(2, Duration::from_millis(300));
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    let read = c.get(&key(), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&read), BTreeSet::from(["v".to_owned()]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stamper_on_a_newer_ring_stamps_nothing_until_the_coordinator_caught_up() {
+    let topology = Scripted::new("z", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.epochs.lock().unwrap().insert(n("a"), 2);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    // Never catches up: the write fails with a message that says why, and
+    // nothing was stamped.
+    let refused = unavailable(c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await);
+    assert!(refused.contains("ring epoch 2"), "{refused}");
+    assert!(nodes.stamps.lock().unwrap().is_empty());
+    // Catches up: a stamps.
+    topology.learn_epoch_after(2, Duration::from_millis(100));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("a")]);
 }

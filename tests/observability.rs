@@ -456,6 +456,7 @@ fn write_one_replica(node: &NodeProc, key: &str, value: &str) {
     let preflist: Value = client().get(node.url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
     let partition = preflist["partition"].as_u64().unwrap() as u32;
     let request = pb::CoordinateRequest {
+        caller: None,
         partition,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(
             key.to_owned(),

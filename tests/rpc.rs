@@ -22,7 +22,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as PbServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::server::HealthReporter;
-use vinzclortho::coordinator::{AddressBook, ReplicaClient, ReplicaError};
+use vinzclortho::coordinator::{AddressBook, CallContext, ReplicaClient, ReplicaError, RingView, Topology};
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::ring::Partition;
@@ -35,6 +35,14 @@ use vinzclortho::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
 use vinzclortho::rpc::transfer::{TransferKind, push_partition, spawn_scan};
 use vinzclortho::rpc::{pb, server, transfer_pb};
 use vinzclortho::storage::{Entry, MemoryStore, StorageError};
+
+/// A replica call's context: the test's bound as its deadline, no ring fence.
+fn ctx() -> CallContext {
+    CallContext::until(tokio::time::Instant::now() + WAIT)
+}
+
+/// The test servers' message limit, unless a test says otherwise.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Upper bound on any single wait in these tests.
 const WAIT: Duration = Duration::from_secs(20);
@@ -71,10 +79,15 @@ struct TestServer {
 impl TestServer {
     /// Serves `replica` as node `node` of [`CLUSTER`].
     async fn start(node: &str, replica: Arc<Replica>) -> TestServer {
+        TestServer::start_fenced(node, replica, None).await
+    }
+
+    /// The same, refusing replica calls planned on a ring older than `ring`'s.
+    async fn start_fenced(node: &str, replica: Arc<Replica>, ring: Option<Arc<dyn Topology>>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let stop = tokio_util::sync::CancellationToken::new();
-        let (routes, health) = server::routes(Arc::clone(&replica), stop.clone());
+        let (routes, health) = server::routes(Arc::clone(&replica), ring, MAX_MESSAGE_BYTES, stop.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let node = NodeId::new(node);
         let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
@@ -189,36 +202,37 @@ async fn coordinate_get_and_merge_round_trip_with_siblings_and_contexts() {
     let k = key("k");
     let empty = VersionVector::new();
 
-    let a = bounded("put a", client.coordinate(&node, P, &k, &empty, &put("a"))).await.unwrap();
+    let a = bounded("put a", client.coordinate(&node, P, &k, &empty, &put("a"), ctx())).await.unwrap();
     assert_eq!(values(&a), ["a"]);
     assert_eq!(a.siblings()[0].content.content_type, "text/plain; charset=utf-8");
     assert_eq!(a.siblings()[0].content.last_modified_ms, 1_700_000_000_123);
     // No context: a concurrent write, kept as a sibling.
-    let ab = bounded("put b", client.coordinate(&node, P, &k, &empty, &put("b"))).await.unwrap();
+    let ab = bounded("put b", client.coordinate(&node, P, &k, &empty, &put("b"), ctx())).await.unwrap();
     assert_eq!(values(&ab), ["a", "b"]);
-    let read = bounded("get", client.get(&node, P, &k)).await.unwrap();
+    let read = bounded("get", client.get(&node, P, &k, ctx())).await.unwrap();
     assert_eq!(read, ab);
     assert_eq!(read, server.replica.get(P, k.clone()).await.unwrap(), "the client sees what the replica stores");
 
     // With the read's context the write supersedes both.
-    let c = bounded("put c", client.coordinate(&node, P, &k, read.clock(), &put("c"))).await.unwrap();
+    let c = bounded("put c", client.coordinate(&node, P, &k, read.clock(), &put("c"), ctx())).await.unwrap();
     assert_eq!(values(&c), ["c"]);
 
     // A concurrent value stamped elsewhere arrives by merge and is kept.
     let mut elsewhere = Object::new();
     elsewhere.update(7, &VersionVector::new(), put("d")).unwrap();
-    bounded("merge", client.merge(&node, P, &k, &elsewhere)).await.unwrap();
-    let merged = bounded("get", client.get(&node, P, &k)).await.unwrap();
+    bounded("merge", client.merge(&node, P, &k, &elsewhere, ctx())).await.unwrap();
+    let merged = bounded("get", client.get(&node, P, &k, ctx())).await.unwrap();
     assert_eq!(values(&merged), ["d", "c"], "siblings in dot order: actor 7 before the replica's random one");
     assert_eq!(merged, c.merge(&elsewhere));
 
     // A delete with that context leaves a tombstone that keeps the clock.
-    let deleted = bounded("delete", client.coordinate(&node, P, &k, merged.clock(), &Mutation::Delete)).await.unwrap();
+    let deleted =
+        bounded("delete", client.coordinate(&node, P, &k, merged.clock(), &Mutation::Delete, ctx())).await.unwrap();
     assert!(deleted.is_tombstone());
-    let read = bounded("get", client.get(&node, P, &k)).await.unwrap();
+    let read = bounded("get", client.get(&node, P, &k, ctx())).await.unwrap();
     assert!(read.is_tombstone() && read.clock().descends(merged.clock()));
 
-    let never = bounded("get absent", client.get(&node, P, &key("absent"))).await.unwrap();
+    let never = bounded("get absent", client.get(&node, P, &key("absent"), ctx())).await.unwrap();
     assert!(never.is_empty());
     server.stop().await;
 }
@@ -230,9 +244,9 @@ async fn too_many_siblings_comes_back_as_a_conflict() {
     let client = client(peers(1000, 5000), &node, &server.address);
     let (k, empty) = (key("crowded"), VersionVector::new());
     for value in ["a", "b"] {
-        bounded("put", client.coordinate(&node, P, &k, &empty, &put(value))).await.unwrap();
+        bounded("put", client.coordinate(&node, P, &k, &empty, &put(value), ctx())).await.unwrap();
     }
-    let error = bounded("third put", client.coordinate(&node, P, &k, &empty, &put("c"))).await.unwrap_err();
+    let error = bounded("third put", client.coordinate(&node, P, &k, &empty, &put("c"), ctx())).await.unwrap_err();
     assert_eq!(error.code(), ErrorCode::Conflict, "{error:?}");
     assert_eq!(error.code().http_status(), 409);
     match &error {
@@ -250,7 +264,8 @@ async fn malformed_requests_are_invalid_arguments() {
     let mut raw = pb::replica_client::ReplicaClient::new(server.member_channel().await);
     let key = Some(pb::ObjectKey { bucket_type: "t".into(), bucket: "b".into(), key: "k".into() });
 
-    let no_mutation = pb::CoordinateRequest { partition: P, key: key.clone(), context: vec![], mutation: None };
+    let no_mutation =
+        pb::CoordinateRequest { caller: None, partition: P, key: key.clone(), context: vec![], mutation: None };
     let status = bounded("coordinate", raw.coordinate(no_mutation)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("mutation"), "{}", status.message());
@@ -260,11 +275,13 @@ async fn malformed_requests_are_invalid_arguments() {
         siblings: vec![pb::Sibling { actor: 1, counter: 2, ..Default::default() }],
     };
     let status =
-        bounded("merge", raw.merge(pb::MergeRequest { partition: P, key, object: Some(uncovered) })).await.unwrap_err();
+        bounded("merge", raw.merge(pb::MergeRequest { caller: None, partition: P, key, object: Some(uncovered) }))
+            .await
+            .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid object"), "{}", status.message());
 
-    let status = bounded("get", raw.get(pb::GetRequest { partition: P, key: None })).await.unwrap_err();
+    let status = bounded("get", raw.get(pb::GetRequest { caller: None, partition: P, key: None })).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // Nothing was stored by the refused merge.
     assert!(server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap().is_empty());
@@ -287,10 +304,12 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
     use pb::call_request::Call;
     use pb::call_response::Result as R;
     tx.send(call(7, None)).await.unwrap();
-    let no_mutation = pb::CoordinateRequest { partition: P, key: key.clone(), context: vec![], mutation: None };
+    let no_mutation =
+        pb::CoordinateRequest { caller: None, partition: P, key: key.clone(), context: vec![], mutation: None };
     tx.send(call(8, Some(Call::Coordinate(no_mutation)))).await.unwrap();
-    tx.send(call(9, Some(Call::Get(pb::GetRequest { partition: P, key: None })))).await.unwrap();
+    tx.send(call(9, Some(Call::Get(pb::GetRequest { caller: None, partition: P, key: None })))).await.unwrap();
     let write = pb::CoordinateRequest {
+        caller: None,
         partition: P,
         key: key.clone(),
         context: vec![],
@@ -301,7 +320,7 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
         })),
     };
     tx.send(call(10, Some(Call::Coordinate(write)))).await.unwrap();
-    tx.send(call(11, Some(Call::Get(pb::GetRequest { partition: P, key })))).await.unwrap();
+    tx.send(call(11, Some(Call::Get(pb::GetRequest { caller: None, partition: P, key })))).await.unwrap();
     drop(tx); // closing our side ends the stream once all are answered
     let mut by_id = HashMap::new();
     while let Some(answer) = bounded("answer", answers.message()).await.unwrap() {
@@ -335,9 +354,9 @@ async fn many_concurrent_calls_share_a_stream_and_each_gets_its_own_answer() {
         let (client, node, empty) = (Arc::clone(&client), node.clone(), empty.clone());
         tasks.push(tokio::spawn(async move {
             let k = key(&format!("k{i}"));
-            let written = client.coordinate(&node, P, &k, &empty, &put(&format!("v{i}"))).await.unwrap();
+            let written = client.coordinate(&node, P, &k, &empty, &put(&format!("v{i}")), ctx()).await.unwrap();
             assert_eq!(values(&written), [format!("v{i}")]);
-            let read = client.get(&node, P, &k).await.unwrap();
+            let read = client.get(&node, P, &k, ctx()).await.unwrap();
             assert_eq!(read, written, "key k{i}");
         }));
     }
@@ -459,9 +478,9 @@ async fn a_peer_without_the_call_stream_gets_unary_calls() {
     // The first call finds out (and is not lost), the others go unary.
     for i in 0..3 {
         let k = key(&format!("k{i}"));
-        let written = bounded("put", client.coordinate(&node, P, &k, &empty, &put("v"))).await.unwrap();
+        let written = bounded("put", client.coordinate(&node, P, &k, &empty, &put("v"), ctx())).await.unwrap();
         assert_eq!(values(&written), ["v"], "call {i}");
-        assert_eq!(bounded("get", client.get(&node, P, &k)).await.unwrap(), written, "call {i}");
+        assert_eq!(bounded("get", client.get(&node, P, &k, ctx())).await.unwrap(), written, "call {i}");
         assert_eq!(values(&replica.get(P, k).await.unwrap()), ["v"]);
     }
     assert_eq!(unary.load(std::sync::atomic::Ordering::SeqCst), 6, "every call went unary");
@@ -477,17 +496,17 @@ async fn large_values_travel_as_unary_calls_and_small_ones_on_the_stream() {
     let client = client(peers(1000, 5000), &node, &address);
     let empty = VersionVector::new();
     let small = key("small");
-    let written = bounded("small put", client.coordinate(&node, P, &small, &empty, &put("v"))).await.unwrap();
-    assert_eq!(bounded("small get", client.get(&node, P, &small)).await.unwrap(), written);
+    let written = bounded("small put", client.coordinate(&node, P, &small, &empty, &put("v"), ctx())).await.unwrap();
+    assert_eq!(bounded("small get", client.get(&node, P, &small, ctx())).await.unwrap(), written);
     assert_eq!(unary_calls(), 0, "small calls go on the stream");
 
     // 1 MiB: the write goes unary; the read is answered "use unary" on the
     // stream and asked again.
     let big_value = "x".repeat(1 << 20);
     let big = key("big");
-    let written = bounded("big put", client.coordinate(&node, P, &big, &empty, &put(&big_value))).await.unwrap();
+    let written = bounded("big put", client.coordinate(&node, P, &big, &empty, &put(&big_value), ctx())).await.unwrap();
     assert_eq!(unary_calls(), 1, "the large write went unary");
-    let read = bounded("big get", client.get(&node, P, &big)).await.unwrap();
+    let read = bounded("big get", client.get(&node, P, &big, ctx())).await.unwrap();
     assert_eq!(read, written);
     assert_eq!(values(&read), [big_value]);
     assert_eq!(unary_calls(), 2, "the large read was asked again, unary");
@@ -501,17 +520,18 @@ async fn a_restarted_peer_gets_a_new_stream() {
     let node = NodeId::new("node-1");
     let client = client(peers(1000, 2000), &node, &address);
     let empty = VersionVector::new();
-    bounded("put", client.coordinate(&node, P, &key("a"), &empty, &put("a"))).await.unwrap();
+    bounded("put", client.coordinate(&node, P, &key("a"), &empty, &put("a"), ctx())).await.unwrap();
     server.stop().await;
-    let error = bounded("get while down", client.get(&node, P, &key("a"))).await.unwrap_err();
+    let error = bounded("get while down", client.get(&node, P, &key("a"), ctx())).await.unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
     // The same address again, a new process (an empty store).
     let listener = TcpListener::bind(&address).await.unwrap();
     let again = replica(43, SiblingLimits::default());
-    let (routes, _health) = server::routes(Arc::clone(&again), tokio_util::sync::CancellationToken::new());
+    let (routes, _health) =
+        server::routes(Arc::clone(&again), None, MAX_MESSAGE_BYTES, tokio_util::sync::CancellationToken::new());
     let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
     let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
-    let written = bounded("put after restart", client.coordinate(&node, P, &key("b"), &empty, &put("b"))).await;
+    let written = bounded("put after restart", client.coordinate(&node, P, &key("b"), &empty, &put("b"), ctx())).await;
     let written = written.unwrap_or_else(|e| panic!("the first call after the restart failed: {e:?}"));
     assert_eq!(values(&written), ["b"]);
     assert_eq!(values(&again.get(P, key("b")).await.unwrap()), ["b"]);
@@ -523,9 +543,9 @@ async fn unknown_node_and_bad_address_fail_without_network() {
     let peers = peers(1000, 1000);
     let (known, bad) = (NodeId::new("bad-address"), NodeId::new("stranger"));
     let client = GrpcReplicaClient::new(peers, Book::new(&[(&known, "not an address")]));
-    let error = bounded("get", client.get(&bad, P, &key("k"))).await.unwrap_err();
+    let error = bounded("get", client.get(&bad, P, &key("k"), ctx())).await.unwrap_err();
     assert!(matches!(error, ReplicaError::UnknownNode(ref n) if n == &bad), "{error:?}");
-    let error = bounded("get", client.get(&known, P, &key("k"))).await.unwrap_err();
+    let error = bounded("get", client.get(&known, P, &key("k"), ctx())).await.unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
 }
 
@@ -535,7 +555,7 @@ async fn a_closed_port_is_unreachable_quickly() {
     let node = NodeId::new("down");
     let client = client(peers(1000, 2000), &node, &address);
     let started = Instant::now();
-    let error = bounded("get", client.get(&node, P, &key("k"))).await.unwrap_err();
+    let error = bounded("get", client.get(&node, P, &key("k"), ctx())).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(matches!(error, ReplicaError::Unreachable { ref node, .. } if node.as_str() == "down"), "{error:?}");
     assert_eq!(error.code(), ErrorCode::Unavailable);
@@ -549,7 +569,7 @@ async fn a_silent_peer_costs_at_most_the_request_timeout() {
     let client = client(peers(1000, 500), &node, &address);
     for call in 0..2 {
         let started = Instant::now();
-        let error = bounded("get", client.get(&node, P, &key("k"))).await.unwrap_err();
+        let error = bounded("get", client.get(&node, P, &key("k"), ctx())).await.unwrap_err();
         let elapsed = started.elapsed();
         assert!(matches!(error, ReplicaError::Unreachable { .. }), "call {call}: {error:?}");
         assert!(elapsed >= request_timeout / 2, "call {call} failed suspiciously fast: {elapsed:?} {error:?}");
@@ -568,14 +588,15 @@ async fn routed_replicas_serve_the_local_node_in_process() {
     let routed = RoutedReplicas::new(me.clone(), Arc::clone(&local), GrpcReplicaClient::new(peers(1000, 5000), book));
     let (k, empty) = (key("k"), VersionVector::new());
 
-    let mine = bounded("local put", routed.coordinate(&me, P, &k, &empty, &put("local"))).await.unwrap();
+    let mine = bounded("local put", routed.coordinate(&me, P, &k, &empty, &put("local"), ctx())).await.unwrap();
     assert_eq!(local.get(P, k.clone()).await.unwrap(), mine);
-    bounded("remote merge", routed.merge(&other, P, &k, &mine)).await.unwrap();
+    bounded("remote merge", routed.merge(&other, P, &k, &mine, ctx())).await.unwrap();
     assert_eq!(server.replica.get(P, k.clone()).await.unwrap(), mine);
-    let theirs = bounded("remote put", routed.coordinate(&other, P, &k, mine.clock(), &put("remote"))).await.unwrap();
-    bounded("local merge", routed.merge(&me, P, &k, &theirs)).await.unwrap();
-    assert_eq!(values(&bounded("local get", routed.get(&me, P, &k)).await.unwrap()), ["remote"]);
-    assert_eq!(bounded("remote get", routed.get(&other, P, &k)).await.unwrap(), theirs);
+    let theirs =
+        bounded("remote put", routed.coordinate(&other, P, &k, mine.clock(), &put("remote"), ctx())).await.unwrap();
+    bounded("local merge", routed.merge(&me, P, &k, &theirs, ctx())).await.unwrap();
+    assert_eq!(values(&bounded("local get", routed.get(&me, P, &k, ctx())).await.unwrap()), ["remote"]);
+    assert_eq!(bounded("remote get", routed.get(&other, P, &k, ctx())).await.unwrap(), theirs);
 }
 
 /// 1000 objects in partition `P` (some with siblings, one deleted) and a few
@@ -833,6 +854,7 @@ async fn a_merge_without_identity_is_refused_and_the_key_is_unchanged() {
     let k = key("precious");
     let stored = server.replica.coordinate(P, k.clone(), VersionVector::new(), put("v")).await.unwrap();
     let merge = || pb::MergeRequest {
+        caller: None,
         partition: P,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
         object: Some(covering_tombstone(&stored)),
@@ -866,6 +888,7 @@ async fn a_call_for_another_cluster_is_refused() {
 
     let mut raw = pb::replica_client::ReplicaClient::new(server.channel_as(&stranger, &server.node).await);
     let merge = pb::MergeRequest {
+        caller: None,
         partition: P,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
         object: Some(covering_tombstone(&stored)),
@@ -879,8 +902,9 @@ async fn a_call_for_another_cluster_is_refused() {
     // lands, and the coordinator sees the node as not reached.
     let peers = Arc::new(Peers::new(&stranger, Duration::from_secs(1), Duration::from_secs(5)));
     let client = client(peers, &server.node, &server.address);
-    let error =
-        bounded("put", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("w"))).await.unwrap_err();
+    let error = bounded("put", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("w"), ctx()))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
     assert_eq!(server.replica.get(P, k).await.unwrap(), stored, "the key is unchanged");
 }
@@ -895,18 +919,18 @@ async fn a_call_meant_for_another_node_is_refused_and_counted() {
 
     // Unary, raw.
     let mut raw = pb::replica_client::ReplicaClient::new(server.channel_as(&caller(), &old).await);
-    let get = pb::GetRequest { partition: P, key: Some(vinzclortho::rpc::convert::key_to_pb(&k)) };
+    let get = pb::GetRequest { caller: None, partition: P, key: Some(vinzclortho::rpc::convert::key_to_pb(&k)) };
     let status = bounded("get", raw.get(get)).await.unwrap_err();
     assert_refused(&status, &["new", "\"old\"", "vc-to-node"]);
 
     // The coordinator's client (the Calls stream, then unary fallbacks).
     let client = client(peers(1000, 5000), &old, &server.address);
     let empty = VersionVector::new();
-    let error = bounded("put", client.coordinate(&old, P, &k, &empty, &put("v"))).await.unwrap_err();
+    let error = bounded("put", client.coordinate(&old, P, &k, &empty, &put("v"), ctx())).await.unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { ref node, .. } if node == &old), "{error:?}");
     let mut object = Object::new();
     object.update(7, &empty, put("v")).unwrap();
-    let error = bounded("merge", client.merge(&old, P, &k, &object)).await.unwrap_err();
+    let error = bounded("merge", client.merge(&old, P, &k, &object, ctx())).await.unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
 
     // A partition transfer.
@@ -996,7 +1020,8 @@ async fn membership_server(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let stop = tokio_util::sync::CancellationToken::new();
-    let (mut routes, _health) = server::routes(replica(1, SiblingLimits::default()), stop.clone());
+    let (mut routes, _health) =
+        server::routes(replica(1, SiblingLimits::default()), None, MAX_MESSAGE_BYTES, stop.clone());
     let secret = vinzclortho::core::context::ClusterSecret::from_bytes([7; 32]);
     let service = MembershipService::new(Arc::clone(&membership), secret);
     routes.add_service(membership::server(service, partitions));
@@ -1064,4 +1089,162 @@ async fn a_join_names_its_caller_and_joins_as_another_or_as_the_seed_are_refused
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     stop.cancel();
     bounded("server shutdown", served).await.unwrap().unwrap();
+}
+
+/// A ring view fixed at one epoch: what the replica's fence compares with.
+struct FixedRing {
+    view: Arc<RingView>,
+    local: NodeId,
+}
+
+impl FixedRing {
+    fn at(epoch: u64) -> Arc<dyn Topology> {
+        let ring = Arc::new(vinzclortho::core::ring::Ring::single(8, NodeId::new("node-1")).unwrap());
+        let view = RingView { epoch, current: ring, target: None, n_val: 3, r: 2, w: 2 };
+        Arc::new(FixedRing { view: Arc::new(view), local: NodeId::new("node-1") })
+    }
+}
+
+#[async_trait::async_trait]
+impl Topology for FixedRing {
+    fn view(&self) -> Arc<RingView> {
+        Arc::clone(&self.view)
+    }
+    fn local(&self) -> &NodeId {
+        &self.local
+    }
+    fn is_up(&self, _: &NodeId) -> bool {
+        true
+    }
+    fn http_address(&self, node: &NodeId) -> String {
+        node.to_string()
+    }
+    async fn catch_up(&self, _: &NodeId, _: u64, _: tokio::time::Instant) -> bool {
+        false
+    }
+}
+
+/// Issue 10, quorums that stop overlapping: a coordinator behind this
+/// node's ring may count holders that moved; its calls are refused with this
+/// node's epoch, on the stream and unary, and change nothing.
+#[tokio::test]
+async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
+    let server = TestServer::start_fenced("node-1", replica(1, SiblingLimits::default()), Some(FixedRing::at(5))).await;
+    let client = client(peers(1000, 5000), &server.node, &server.address);
+    let k = key("fenced");
+    let planned_on = |epoch| CallContext { deadline: tokio::time::Instant::now() + WAIT, ring_epoch: epoch };
+    let refused =
+        bounded("stale write", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("a"), planned_on(3)))
+            .await
+            .unwrap_err();
+    assert!(matches!(refused, ReplicaError::StaleRing { epoch: 5, .. }), "{refused:?}");
+    let refused = bounded("stale read", client.get(&server.node, P, &k, planned_on(4))).await.unwrap_err();
+    assert!(matches!(refused, ReplicaError::StaleRing { epoch: 5, .. }), "{refused:?}");
+    assert!(server.replica.get(P, k.clone()).await.unwrap().is_empty(), "a refused write changed the key");
+    // Unary, as an older peer or a tool would call: ABORTED with the epoch.
+    let mut raw = pb::replica_client::ReplicaClient::new(server.member_channel().await);
+    let stale = pb::Caller { ring_epoch: 2, ..Default::default() };
+    let status = bounded(
+        "unary",
+        raw.get(pb::GetRequest {
+            caller: Some(stale),
+            partition: P,
+            key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert_eq!(status.metadata().get("vc-ring-epoch").unwrap(), "5");
+    // Planned on this ring (or newer), or unfenced: served.
+    for epoch in [5, 6, 0] {
+        bounded(
+            "current write",
+            client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("b"), planned_on(epoch)),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(values(&server.replica.get(P, k).await.unwrap()).len(), 3);
+}
+
+/// Issue 10, calls that outlive their caller: a call that reaches a replica
+/// after its caller's deadline (it queued while the node was paused) is not
+/// applied, unary or on the stream.
+#[tokio::test]
+async fn a_call_found_past_its_deadline_is_not_applied() {
+    let server = TestServer::start("node-1", replica(1, SiblingLimits::default())).await;
+    let k = key("late");
+    let now_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let long_ago = pb::Caller { deadline_unix_ms: now_unix_ms - 5_000, timeout_ms: 3_000, ring_epoch: 0 };
+    let write = |caller: pb::Caller| pb::CoordinateRequest {
+        caller: Some(caller),
+        partition: P,
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
+        context: vec![],
+        mutation: Some(pb::coordinate_request::Mutation::Put(pb::Put {
+            content_type: "text/plain".into(),
+            last_modified_ms: 1,
+            value: "late".into(),
+        })),
+    };
+    let mut raw = pb::replica_client::ReplicaClient::new(server.member_channel().await);
+    let status = bounded("unary", raw.coordinate(write(long_ago))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("deadline"), "{status:?}");
+    let (tx, mut answers) = raw_stream(&server).await;
+    let call = pb::CallRequest {
+        id: 1,
+        traceparent: String::new(),
+        call: Some(pb::call_request::Call::Coordinate(write(long_ago))),
+    };
+    tx.send(call).await.unwrap();
+    match bounded("answer", answers.message()).await.unwrap().unwrap().result.unwrap() {
+        pb::call_response::Result::Error(e) => assert_eq!(e.code, tonic::Code::Unavailable as i32, "{e:?}"),
+        other => panic!("a late call was applied: {other:?}"),
+    }
+    assert!(server.replica.get(P, k.clone()).await.unwrap().is_empty(), "a late write was applied");
+    // In time: applied.
+    let in_time = pb::Caller { deadline_unix_ms: now_unix_ms + 10_000, timeout_ms: 10_000, ring_epoch: 0 };
+    bounded("unary in time", raw.coordinate(write(in_time))).await.unwrap();
+    assert_eq!(values(&server.replica.get(P, k).await.unwrap()), ["late"]);
+}
+
+/// Issue 10, hostile input: a message above the largest legal one (here a
+/// node whose limits make that 64 KiB) is refused before it is decoded, and
+/// changes nothing; a legal one is served.
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_changes_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let replica = replica(1, SiblingLimits::default());
+    let (routes, _health) =
+        server::routes(Arc::clone(&replica), None, 64 * 1024, tokio_util::sync::CancellationToken::new());
+    let node = NodeId::new("node-1");
+    let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
+    let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
+    let channel = Identified::new(
+        bounded("connect", Endpoint::from_shared(format!("http://{address}")).unwrap().connect()).await.unwrap(),
+        Arc::new(CallerHeaders::new(&caller())),
+        to_node_value(&node),
+    );
+    let mut raw = pb::replica_client::ReplicaClient::new(channel);
+    let k = key("big");
+    let object = |bytes: usize| {
+        let mut o = Object::new();
+        o.update(7, &VersionVector::new(), put(&"x".repeat(bytes))).unwrap();
+        vinzclortho::rpc::convert::object_to_pb(&o)
+    };
+    let merge = |bytes| pb::MergeRequest {
+        caller: None,
+        partition: P,
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
+        object: Some(object(bytes)),
+    };
+    let status = bounded("oversized merge", raw.merge(merge(1 << 20))).await.unwrap_err();
+    assert!(matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{status:?}");
+    assert!(replica.get(P, k.clone()).await.unwrap().is_empty(), "an oversized message changed the key");
+    bounded("legal merge", raw.merge(merge(1024))).await.unwrap();
+    assert_eq!(replica.get(P, k).await.unwrap().siblings().len(), 1);
+    task.abort();
 }

@@ -32,7 +32,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 pub use options::QuorumParam;
-pub use replicas::{AddressBook, ReplicaClient, ReplicaError};
+pub use replicas::{AddressBook, CallContext, ReplicaClient, ReplicaError};
 pub use topology::{RingView, Topology};
 
 use crate::core::key::{NodeId, ObjectKey};
@@ -66,13 +66,22 @@ pub enum CoordinatorError {
          use another node"
     )]
     Removed { node: NodeId },
+    /// A replica's ring was newer than this node's, and this node did not
+    /// catch up before the deadline.
+    #[error(
+        "{op} refused: node {node} is on ring epoch {epoch}, newer than this node's, and this node \
+         did not catch up in time; retry"
+    )]
+    StaleRing { op: &'static str, node: NodeId, epoch: u64 },
 }
 
 impl HasErrorCode for CoordinatorError {
     fn code(&self) -> ErrorCode {
         match self {
             CoordinatorError::BadRequest(_) => ErrorCode::BadRequest,
-            CoordinatorError::Unavailable { .. } | CoordinatorError::Removed { .. } => ErrorCode::Unavailable,
+            CoordinatorError::Unavailable { .. }
+            | CoordinatorError::Removed { .. }
+            | CoordinatorError::StaleRing { .. } => ErrorCode::Unavailable,
             CoordinatorError::Replica(e) => e.code(),
         }
     }
@@ -80,6 +89,8 @@ impl HasErrorCode for CoordinatorError {
 
 /// The replicas one request talks to.
 struct Plan {
+    /// The ring epoch it was made on; replicas on a newer ring refuse it.
+    epoch: u64,
     partition: Partition,
     /// The key's preference list (current ring).
     nodes: Vec<NodeId>,
@@ -108,8 +119,19 @@ impl Coordinator {
     /// means not found, a tombstone means deleted.
     #[tracing::instrument(name = "coordinator.get", skip_all)]
     pub async fn get(&self, key: &ObjectKey, r: QuorumParam) -> Result<Object, CoordinatorError> {
-        let plan = self.plan(key, r, Op::Read)?;
         let deadline = Instant::now() + self.settings.timeout;
+        match self.get_once(key, r, deadline).await {
+            Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
+                self.get_once(key, r, deadline).await.map_err(|a| self.attempt_error("read", a))
+            }
+            other => other.map_err(|a| self.attempt_error("read", a)),
+        }
+    }
+
+    /// One read on the ring as this node sees it now.
+    async fn get_once(&self, key: &ObjectKey, r: QuorumParam, deadline: Instant) -> Result<Object, Attempt> {
+        let plan = self.plan(key, r, Op::Read)?;
+        let call = CallContext { deadline, ring_epoch: plan.epoch };
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
         let mut read = ReadQuorum::new(plan.needed, plan.nodes.len());
@@ -117,16 +139,16 @@ impl Coordinator {
             if !self.topology.is_up(node) {
                 // Known down: fail its slot now instead of waiting for it.
                 if read.record(node.clone(), Err("node is down".into())) == Progress::Failed {
-                    return Err(self.read_unavailable(&read));
+                    return Err(Attempt::Failed(self.read_unavailable(&read)));
                 }
                 continue;
             }
             let (replicas, node, key, tx) = (Arc::clone(&self.replicas), node.clone(), key.clone(), tx.clone());
             tokio::spawn(
                 async move {
-                    let reply = match timeout_at(deadline, replicas.get(&node, partition, &key)).await {
-                        Ok(reply) => reply.map_err(|e| e.to_string()),
-                        Err(_) => Err("timed out".to_owned()),
+                    let reply = match timeout_at(deadline, replicas.get(&node, partition, &key, call)).await {
+                        Ok(reply) => reply,
+                        Err(_) => Err(ReplicaError::Unreachable { node: node.clone(), reason: "timed out".into() }),
                     };
                     let _ = tx.send((node, reply)).await;
                 }
@@ -136,12 +158,17 @@ impl Coordinator {
         drop(tx);
         loop {
             match timeout_at(deadline, rx.recv()).await {
-                Ok(Some((node, reply))) => match read.record(node, reply) {
+                // A replica on a newer ring: our holders may be the wrong
+                // ones. Catch up rather than answer from them.
+                Ok(Some((_, Err(ReplicaError::StaleRing { node, epoch })))) => {
+                    return Err(Attempt::Stale { node, epoch });
+                }
+                Ok(Some((node, reply))) => match read.record(node, reply.map_err(|e| e.to_string())) {
                     Progress::Met => break,
-                    Progress::Failed => return Err(self.read_unavailable(&read)),
+                    Progress::Failed => return Err(Attempt::Failed(self.read_unavailable(&read))),
                     Progress::Pending => {}
                 },
-                Ok(None) | Err(_) => return Err(self.read_unavailable(&read)),
+                Ok(None) | Err(_) => return Err(Attempt::Failed(self.read_unavailable(&read))),
             }
         }
         let merged = read.merged();
@@ -149,7 +176,8 @@ impl Coordinator {
         if !merged.siblings().is_empty() {
             metrics::read_siblings(merged.siblings().len());
         }
-        tokio::spawn(read_repair(Arc::clone(&self.replicas), plan.partition, key.clone(), read, rx).in_current_span());
+        let repair = Repair { partition: plan.partition, ring_epoch: plan.epoch, timeout: self.settings.timeout };
+        tokio::spawn(read_repair(Arc::clone(&self.replicas), repair, key.clone(), read, rx).in_current_span());
         Ok(merged)
     }
 
@@ -162,20 +190,56 @@ impl Coordinator {
         mutation: Mutation,
         w: QuorumParam,
     ) -> Result<Object, CoordinatorError> {
-        let plan = self.plan(key, w, Op::Write)?;
         let deadline = Instant::now() + self.settings.timeout;
-        let mut quorum = WriteQuorum::new(plan.nodes.clone(), plan.needed, plan.target.clone());
-        let Some((stamper, object)) = self.stamp(&plan, key, context, &mutation, deadline, &mut quorum).await? else {
-            return Err(self.write_unavailable(&quorum));
+        let plan = self.plan(key, w, Op::Write)?;
+        let stamped = match self.stamp(&plan, key, context, &mutation, deadline).await {
+            // The stamper's ring is newer: nothing was stamped; catch up and
+            // plan again.
+            Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
+                let plan = self.plan(key, w, Op::Write)?;
+                self.stamp(&plan, key, context, &mutation, deadline).await
+            }
+            other => other,
         };
-        quorum.record_ok(stamper.clone());
+        let (stamper, object, quorum) = stamped.map_err(|a| self.attempt_error("write", a))?;
         #[cfg(feature = "fault-injection")]
         if crate::faults::ack_before_quorum() {
             return Ok(object);
         }
+        match self.replicate(&plan, key, &object, quorum, deadline).await {
+            Ok(()) => Ok(object),
+            // A replica's ring is newer: the object is stamped and stored;
+            // send it to the key's holders on the newer ring and count again.
+            Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
+                let plan = self.plan(key, w, Op::Write)?;
+                let mut quorum = WriteQuorum::new(plan.nodes.clone(), plan.needed, plan.target.clone());
+                if quorum.nodes().contains(&stamper) {
+                    quorum.record_ok(stamper);
+                }
+                self.replicate(&plan, key, &object, quorum, deadline)
+                    .await
+                    .map(|()| object)
+                    .map_err(|a| self.attempt_error("write", a))
+            }
+            Err(a) => Err(self.attempt_error("write", a)),
+        }
+    }
+
+    /// Sends the stamped `object` to every node of the plan not yet counted
+    /// in `quorum`, and waits until W of each ring acknowledged, or that
+    /// became impossible, or the deadline.
+    async fn replicate(
+        &self,
+        plan: &Plan,
+        key: &ObjectKey,
+        object: &Object,
+        mut quorum: WriteQuorum,
+        deadline: Instant,
+    ) -> Result<(), Attempt> {
         let partition = plan.partition;
+        let call = CallContext { deadline, ring_epoch: plan.epoch };
         let all = quorum.nodes();
-        let (tx, mut rx) = mpsc::channel(all.len());
+        let (tx, mut rx) = mpsc::channel(all.len().max(1));
         let others: Vec<NodeId> = all.into_iter().filter(|n| !quorum.answered(n)).collect();
         for node in others {
             if !self.topology.is_up(&node) {
@@ -186,9 +250,10 @@ impl Coordinator {
             let object = object.clone();
             tokio::spawn(
                 async move {
-                    let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object)).await {
-                        Ok(reply) => reply.map_err(|e| e.to_string()),
-                        Err(_) => Err("timed out".to_owned()),
+                    let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object, call)).await
+                    {
+                        Ok(reply) => reply,
+                        Err(_) => Err(ReplicaError::Unreachable { node: node.clone(), reason: "timed out".into() }),
                     };
                     let _ = tx.send((node, reply)).await;
                 }
@@ -199,16 +264,22 @@ impl Coordinator {
         while quorum.progress() == Progress::Pending {
             match timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, Ok(())))) => quorum.record_ok(node),
-                Ok(Some((node, Err(reason)))) => quorum.record_err(node, reason),
+                // Our plan may name the wrong holders: stop counting it and
+                // let the caller catch up and send again (the calls still in
+                // flight finish on their own; merges are idempotent).
+                Ok(Some((_, Err(ReplicaError::StaleRing { node, epoch })))) => {
+                    return Err(Attempt::Stale { node, epoch });
+                }
+                Ok(Some((node, Err(e)))) => quorum.record_err(node, e.to_string()),
                 Ok(None) | Err(_) => break,
             };
         }
         match quorum.progress() {
             Progress::Met => {
                 metrics::quorum("write", "met", quorum.ok().len());
-                Ok(object)
+                Ok(())
             }
-            _ => Err(self.write_unavailable(&quorum)),
+            _ => Err(Attempt::Failed(self.write_unavailable(&quorum))),
         }
     }
 
@@ -238,8 +309,9 @@ impl Coordinator {
 
     /// Has one replica of the key stamp the write: this node when it is one,
     /// else the others in preference-list order, skipping nodes known to be
-    /// down. Replicas that fail are recorded in `quorum`. `None` when no
-    /// replica could stamp it.
+    /// down, each given its share of the time left. Returns the stamper, the
+    /// object and the write quorum with the stamper (and every replica that
+    /// failed) recorded.
     async fn stamp(
         &self,
         plan: &Plan,
@@ -247,8 +319,8 @@ impl Coordinator {
         context: &VersionVector,
         mutation: &Mutation,
         deadline: Instant,
-        quorum: &mut WriteQuorum,
-    ) -> Result<Option<(NodeId, Object)>, CoordinatorError> {
+    ) -> Result<(NodeId, Object, WriteQuorum), Attempt> {
+        let mut quorum = WriteQuorum::new(plan.nodes.clone(), plan.needed, plan.target.clone());
         let local = self.topology.local();
         let mut candidates: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).collect();
         candidates.extend(plan.nodes.iter().filter(|n| *n != local));
@@ -263,22 +335,40 @@ impl Coordinator {
             let left = up.len() - i;
             let share = deadline.saturating_duration_since(Instant::now()) / left as u32;
             let attempt = (Instant::now() + share).min(deadline);
-            let call = self.replicas.coordinate(node, plan.partition, key, context, mutation);
-            match timeout_at(attempt, call).await {
-                Ok(Ok(object)) => return Ok(Some(((*node).clone(), object))),
-                Ok(Err(e)) if e.code() != ErrorCode::Unavailable => return Err(CoordinatorError::Replica(e)),
+            let call = CallContext { deadline: attempt, ring_epoch: plan.epoch };
+            let stamped = self.replicas.coordinate(node, plan.partition, key, context, mutation, call);
+            match timeout_at(attempt, stamped).await {
+                Ok(Ok(object)) => {
+                    quorum.record_ok((*node).clone());
+                    return Ok(((*node).clone(), object, quorum));
+                }
+                Ok(Err(ReplicaError::StaleRing { node, epoch })) => return Err(Attempt::Stale { node, epoch }),
+                Ok(Err(e)) if e.code() != ErrorCode::Unavailable => {
+                    return Err(Attempt::Failed(CoordinatorError::Replica(e)));
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%node, error = %e, "replica could not stamp the write");
                     quorum.record_err((*node).clone(), e.to_string());
                 }
-                Err(_) if Instant::now() >= deadline => return Ok(None),
+                Err(_) if Instant::now() >= deadline => break,
                 Err(_) => {
                     tracing::debug!(%node, "replica did not stamp the write in its share of the deadline");
                     quorum.record_err((*node).clone(), "did not stamp in time");
                 }
             }
         }
-        Ok(None)
+        Err(Attempt::Failed(self.write_unavailable(&quorum)))
+    }
+
+    /// What a failed attempt tells the client.
+    fn attempt_error(&self, op: &'static str, attempt: Attempt) -> CoordinatorError {
+        match attempt {
+            Attempt::Failed(e) => e,
+            Attempt::Stale { node, epoch } => {
+                metrics::quorum(op, "failed", 0);
+                CoordinatorError::StaleRing { op, node: NodeId::new(self.topology.http_address(&node)), epoch }
+            }
+        }
     }
 
     /// A 503 naming replicas by their HTTP addresses; counted as a failed
@@ -317,7 +407,23 @@ impl Coordinator {
         // A cluster smaller than N keeps the key on every node it has and
         // counts the quorum over those (flagged as under-replicated).
         let needed = needed.min(nodes.len());
-        Ok(Plan { partition, nodes, needed, target })
+        Ok(Plan { epoch: view.epoch, partition, nodes, needed, target })
+    }
+}
+
+/// Why one attempt at an operation did not succeed.
+enum Attempt {
+    Failed(CoordinatorError),
+    /// A replica has a newer ring (epoch `epoch`) than this node.
+    Stale {
+        node: NodeId,
+        epoch: u64,
+    },
+}
+
+impl From<CoordinatorError> for Attempt {
+    fn from(e: CoordinatorError) -> Attempt {
+        Attempt::Failed(e)
     }
 }
 
@@ -330,20 +436,29 @@ enum Op {
 /// After the client has its answer: wait for the remaining replicas (each
 /// call is bounded by the request deadline), then send the merged object to
 /// every replica that answered with less.
+/// Where a read repair goes: the read's partition and ring, and how long
+/// each repair may take (it starts after the client's deadline may be over).
+struct Repair {
+    partition: Partition,
+    ring_epoch: u64,
+    timeout: std::time::Duration,
+}
+
 async fn read_repair(
     replicas: Arc<dyn ReplicaClient>,
-    partition: Partition,
+    repair: Repair,
     key: ObjectKey,
     mut read: ReadQuorum,
-    mut rx: mpsc::Receiver<(NodeId, Result<Object, String>)>,
+    mut rx: mpsc::Receiver<(NodeId, Result<Object, ReplicaError>)>,
 ) {
     while let Some((node, reply)) = rx.recv().await {
-        read.record(node, reply);
+        read.record(node, reply.map_err(|e| e.to_string()));
     }
     let merged = read.merged();
     for node in read.repairs(&merged) {
         tracing::debug!(%node, key = ?key.key, "read repair");
-        let repaired = replicas.merge(&node, partition, &key, &merged).await;
+        let call = CallContext { deadline: Instant::now() + repair.timeout, ring_epoch: repair.ring_epoch };
+        let repaired = replicas.merge(&node, repair.partition, &key, &merged, call).await;
         metrics::read_repair(repaired.is_ok());
         if let Err(e) = repaired {
             tracing::warn!(%node, error = %e, "read repair failed");

@@ -4,6 +4,7 @@
 //! transport types.
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
@@ -28,6 +29,14 @@ pub enum ReplicaError {
     /// A remote replica answered with an error; `code` says what kind.
     #[error("node {node}: {message}")]
     Remote { node: NodeId, code: ErrorCode, message: String },
+    /// The replica's ring is newer than the one the call was planned on: the
+    /// coordinator may be counting holders that no longer hold the key.
+    #[error("node {node} has ring epoch {epoch}, newer than the one the call was planned on")]
+    StaleRing { node: NodeId, epoch: u64 },
+    /// The call reached the replica after its caller had stopped waiting
+    /// (a pause, a long queue): it was not applied.
+    #[error("the call's deadline had passed when it was to run; it was not applied")]
+    Expired,
 }
 
 impl HasErrorCode for ReplicaError {
@@ -35,7 +44,10 @@ impl HasErrorCode for ReplicaError {
         match self {
             ReplicaError::Storage(e) => e.code(),
             ReplicaError::TooManySiblings { .. } => ErrorCode::Conflict,
-            ReplicaError::UnknownNode(_) | ReplicaError::Unreachable { .. } => ErrorCode::Unavailable,
+            ReplicaError::UnknownNode(_)
+            | ReplicaError::Unreachable { .. }
+            | ReplicaError::StaleRing { .. }
+            | ReplicaError::Expired => ErrorCode::Unavailable,
             ReplicaError::Remote { code, .. } => *code,
         }
     }
@@ -46,13 +58,37 @@ pub trait AddressBook: Send + Sync + 'static {
     fn cluster_address(&self, node: &NodeId) -> Option<String>;
 }
 
+/// What every replica call carries besides its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallContext {
+    /// When the caller stops waiting; a replica that finds the call past it
+    /// drops it rather than apply a write whose client has its answer.
+    pub deadline: Instant,
+    /// The ring epoch the call was planned on; a replica whose ring is newer
+    /// refuses it ([`ReplicaError::StaleRing`]). 0: no fence.
+    pub ring_epoch: u64,
+}
+
+impl CallContext {
+    /// No fence, the given deadline (read repair after the answer, tools).
+    pub fn until(deadline: Instant) -> CallContext {
+        CallContext { deadline, ring_epoch: 0 }
+    }
+}
+
 /// The replica operations a coordinator needs, addressed by node.
 #[async_trait]
 pub trait ReplicaClient: Send + Sync + 'static {
     /// The node's object for `key` (empty when it has none).
-    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError>;
+    async fn get(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError>;
 
-    /// Has `node` stamp a client write with its actor; returns the new object.
+    /// Has `node` stamp a client write with a fresh dot; returns the new object.
     async fn coordinate(
         &self,
         node: &NodeId,
@@ -60,6 +96,7 @@ pub trait ReplicaClient: Send + Sync + 'static {
         key: &ObjectKey,
         context: &VersionVector,
         mutation: &Mutation,
+        call: CallContext,
     ) -> Result<Object, ReplicaError>;
 
     /// Has `node` merge `object` into its copy of `key`.
@@ -69,5 +106,6 @@ pub trait ReplicaClient: Send + Sync + 'static {
         partition: Partition,
         key: &ObjectKey,
         object: &Object,
+        call: CallContext,
     ) -> Result<(), ReplicaError>;
 }

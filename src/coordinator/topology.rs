@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use tokio::time::Instant;
+
 use crate::core::key::NodeId;
 use crate::core::ring::Ring;
 
@@ -20,6 +23,19 @@ pub struct RingView {
     pub w: usize,
 }
 
+impl RingView {
+    /// Whether a replica with this view serves a call planned on a ring of
+    /// `epoch` (0: unfenced, for tools and repair). A coordinator behind this
+    /// view's last ring change (a target set, or a switch) may count holders
+    /// that no longer hold the key, or not know that a write needs the new
+    /// holders too: an acknowledgement it got from us could then be one the
+    /// next ring does not have. It must catch up first.
+    pub fn serves(&self, epoch: u64) -> bool {
+        epoch == 0 || epoch >= self.epoch
+    }
+}
+
+#[async_trait]
 pub trait Topology: Send + Sync + 'static {
     /// The ring as this node sees it now.
     fn view(&self) -> Arc<RingView>;
@@ -39,4 +55,8 @@ pub trait Topology: Send + Sync + 'static {
     fn removed(&self) -> bool {
         false
     }
+
+    /// Waits until this node's ring is at least at `epoch` (learnt from
+    /// `from`, which has it), or until `until`; true if it got there.
+    async fn catch_up(&self, from: &NodeId, epoch: u64, until: Instant) -> bool;
 }

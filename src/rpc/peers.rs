@@ -36,10 +36,11 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A transfer fails when the peer has accepted nothing for this long.
 const TRANSFER_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
-/// Largest message either side accepts. Peers are trusted members and an
-/// object is already bounded by the write path (`max_value_bytes` times
-/// `siblings_max`); a lower cap here would leave a legal object that can
-/// never be replicated or transferred. tonic's default of 4 MiB would.
+/// Largest message a client accepts from the members it calls. Servers bound
+/// what strangers can send with `Config::largest_message_bytes` (the largest
+/// legal object), so a client needs no lower cap: a lower one would leave a
+/// legal object that can never be replicated or transferred, as tonic's
+/// default of 4 MiB would.
 pub const MAX_MESSAGE_BYTES: usize = usize::MAX;
 
 /// A channel to one peer node: calls on it carry this node's identity and

@@ -22,9 +22,9 @@ use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
 use super::peers::{MAX_MESSAGE_BYTES, PeerChannel, Peers};
-use super::replica_server::STREAM_MESSAGE_MAX_BYTES;
+use super::replica_server::{RING_EPOCH_HEADER, STREAM_MESSAGE_MAX_BYTES};
 use super::status::replica_error_from_status;
-use crate::coordinator::{AddressBook, ReplicaClient, ReplicaError};
+use crate::coordinator::{AddressBook, CallContext, ReplicaClient, ReplicaError};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
@@ -58,19 +58,29 @@ impl GrpcReplicaClient {
     /// wait ([`Peers::unary_deadline`]) and a metric. It goes on the peer's
     /// `Replica/Calls` stream, or as a unary call (a peer without the
     /// stream, a large message).
-    async fn call(&self, node: &NodeId, method: &'static str, call: Call) -> Result<CallResult, ReplicaError> {
+    async fn call(
+        &self,
+        node: &NodeId,
+        method: &'static str,
+        call: Call,
+        context: CallContext,
+    ) -> Result<CallResult, ReplicaError> {
         let address = self.address(node)?;
         let route = self.streams.route(node, &address, || self.channel(node, &address))?;
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
         async {
-            let deadline = self.peers.unary_deadline();
+            // The pool's bound for one call, or the caller's deadline if sooner.
+            let deadline = self
+                .peers
+                .unary_deadline()
+                .min(context.deadline.saturating_duration_since(tokio::time::Instant::now()));
             let started = Instant::now();
             let address = address.as_str();
             let unary = |call| async move {
                 let left = deadline.saturating_sub(started.elapsed());
                 // The address was usable when routed; this lookup is the pool's.
                 let channel = self.peers.channel(node, address).map_err(|e| Status::unavailable(e.to_string()))?;
-                unary(channel, call, self.peers.request_timeout(), left).await
+                unary(channel, call, self.peers.request_timeout().min(left), left).await
             };
             let answer = match route {
                 Route::Stream(stream) if call_len(&call) <= STREAM_MESSAGE_MAX_BYTES => {
@@ -91,8 +101,12 @@ impl GrpcReplicaClient {
                 _ => unary(call).await,
             };
             let answer = match answer {
-                Ok(CallResult::Error(pb::CallError { code, message })) => {
-                    Err(Status::new(Code::from_i32(code), message))
+                Ok(CallResult::Error(pb::CallError { code, message, ring_epoch })) => {
+                    let mut status = Status::new(Code::from_i32(code), message);
+                    if ring_epoch != 0 {
+                        status.metadata_mut().insert(RING_EPOCH_HEADER, ring_epoch.into());
+                    }
+                    Err(status)
                 }
                 other => other,
             };
@@ -113,6 +127,19 @@ fn call_len(call: &Call) -> usize {
         Call::Get(m) => m.encoded_len(),
         Call::Coordinate(m) => m.encoded_len(),
         Call::Merge(m) => m.encoded_len(),
+    }
+}
+
+/// What a call tells the replica about its caller: the deadline, relative
+/// and on the wall clock, and the ring epoch it was planned on.
+fn caller(context: &CallContext) -> pb::Caller {
+    let left = context.deadline.saturating_duration_since(tokio::time::Instant::now());
+    let now_unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    pb::Caller {
+        timeout_ms: (left.as_millis() as u64).max(1),
+        deadline_unix_ms: now_unix_ms + left.as_millis() as u64,
+        ring_epoch: context.ring_epoch,
     }
 }
 
@@ -167,9 +194,15 @@ fn unexpected(node: &NodeId, method: &str) -> ReplicaError {
 
 #[async_trait]
 impl ReplicaClient for GrpcReplicaClient {
-    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
-        let message = pb::GetRequest { partition, key: Some(key_to_pb(key)) };
-        match self.call(node, "Replica/Get", Call::Get(message)).await? {
+    async fn get(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        let message = pb::GetRequest { partition, key: Some(key_to_pb(key)), caller: Some(caller(&call)) };
+        match self.call(node, "Replica/Get", Call::Get(message), call).await? {
             CallResult::Get(response) => object_from_response(node, response.object),
             _ => Err(unexpected(node, "Replica/Get")),
         }
@@ -182,14 +215,16 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         context: &VersionVector,
         mutation: &Mutation,
+        call: CallContext,
     ) -> Result<Object, ReplicaError> {
         let message = pb::CoordinateRequest {
             partition,
             key: Some(key_to_pb(key)),
             context: clock_to_pb(context),
             mutation: Some(mutation_to_pb(mutation)),
+            caller: Some(caller(&call)),
         };
-        match self.call(node, "Replica/Coordinate", Call::Coordinate(message)).await? {
+        match self.call(node, "Replica/Coordinate", Call::Coordinate(message), call).await? {
             CallResult::Coordinate(response) => object_from_response(node, response.object),
             _ => Err(unexpected(node, "Replica/Coordinate")),
         }
@@ -201,9 +236,15 @@ impl ReplicaClient for GrpcReplicaClient {
         partition: Partition,
         key: &ObjectKey,
         object: &Object,
+        call: CallContext,
     ) -> Result<(), ReplicaError> {
-        let message = pb::MergeRequest { partition, key: Some(key_to_pb(key)), object: Some(object_to_pb(object)) };
-        match self.call(node, "Replica/Merge", Call::Merge(message)).await? {
+        let message = pb::MergeRequest {
+            partition,
+            key: Some(key_to_pb(key)),
+            object: Some(object_to_pb(object)),
+            caller: Some(caller(&call)),
+        };
+        match self.call(node, "Replica/Merge", Call::Merge(message), call).await? {
             CallResult::Merge(pb::MergeResponse {}) => Ok(()),
             _ => Err(unexpected(node, "Replica/Merge")),
         }
@@ -230,10 +271,16 @@ impl RoutedReplicas {
 
 #[async_trait]
 impl ReplicaClient for RoutedReplicas {
-    async fn get(&self, node: &NodeId, partition: Partition, key: &ObjectKey) -> Result<Object, ReplicaError> {
+    async fn get(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
         match self.local(node) {
             Some(replica) => replica.get(partition, key.clone()).await,
-            None => self.remote.get(node, partition, key).await,
+            None => self.remote.get(node, partition, key, call).await,
         }
     }
 
@@ -244,10 +291,13 @@ impl ReplicaClient for RoutedReplicas {
         key: &ObjectKey,
         context: &VersionVector,
         mutation: &Mutation,
+        call: CallContext,
     ) -> Result<Object, ReplicaError> {
+        // In process: the coordinator's ring is this node's, and it is
+        // waiting right here.
         match self.local(node) {
             Some(replica) => replica.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await,
-            None => self.remote.coordinate(node, partition, key, context, mutation).await,
+            None => self.remote.coordinate(node, partition, key, context, mutation, call).await,
         }
     }
 
@@ -257,10 +307,11 @@ impl ReplicaClient for RoutedReplicas {
         partition: Partition,
         key: &ObjectKey,
         object: &Object,
+        call: CallContext,
     ) -> Result<(), ReplicaError> {
         match self.local(node) {
             Some(replica) => replica.merge(partition, key.clone(), object.clone()).await.map(|_| ()),
-            None => self.remote.merge(node, partition, key, object).await,
+            None => self.remote.merge(node, partition, key, object, call).await,
         }
     }
 }

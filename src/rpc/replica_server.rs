@@ -6,10 +6,22 @@
 //! Each operation comes two ways: as a unary method (tools, older peers) and
 //! as a message on a `Calls` stream (coordinators). Both run the same
 //! function below, so they cannot answer differently.
+//!
+//! Before a call runs, [`Admission`] checks what its `Caller` says:
+//! * its deadline: a call found past it is dropped, not applied. After a
+//!   pause (SIGSTOP, a stalled VM) a node reads calls whose coordinators
+//!   answered their clients long ago; applying a stamp then would add a
+//!   duplicate sibling of a write another replica stamped in its place.
+//!   The wall-clock deadline catches what queued during the pause (allowing
+//!   [`CLOCK_SKEW_ALLOWANCE`] of clock difference between nodes), the
+//!   relative one what queued here.
+//! * its ring epoch: a coordinator behind this node's ring may count holders
+//!   that no longer hold the key ([`RingView::serves`]); it is refused with
+//!   ABORTED and this node's epoch, catches up and tries again.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::stream::{Stream, StreamExt};
@@ -25,8 +37,55 @@ use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_server::Replica as ReplicaRpc;
+use crate::coordinator::{ReplicaError, RingView, Topology};
 use crate::replica::Replica;
 use crate::telemetry::{metrics, propagation};
+
+/// How far apart two nodes' clocks may be before wall-clock deadlines drop
+/// calls that are still awaited. NTP keeps real clusters well inside it.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(1);
+
+/// The metadata that carries a replica's ring epoch with an ABORTED refusal.
+pub const RING_EPOCH_HEADER: &str = "vc-ring-epoch";
+
+/// Decides whether a call may run (see the module comment).
+#[derive(Clone, Default)]
+struct Admission {
+    ring: Option<Arc<dyn Topology>>,
+}
+
+impl Admission {
+    fn check(&self, caller: Option<&pb::Caller>, received: Instant) -> Result<(), Status> {
+        let Some(caller) = caller else { return Ok(()) };
+        let now_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let past_wall = caller.deadline_unix_ms != 0
+            && now_unix_ms > caller.deadline_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE.as_millis() as u64);
+        let past_queue = caller.timeout_ms != 0 && received.elapsed() > Duration::from_millis(caller.timeout_ms);
+        if past_wall || past_queue {
+            metrics::replica_call_dropped("expired");
+            return Err(ReplicaError::Expired.into());
+        }
+        if let Some(ring) = &self.ring {
+            let view: Arc<RingView> = ring.view();
+            if !view.serves(caller.ring_epoch) {
+                metrics::replica_call_dropped("stale_ring");
+                return Err(stale_ring(&view));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stale_ring(view: &RingView) -> Status {
+    let mut status = Status::aborted(format!(
+        "the call was planned on an older ring; this node's ring epoch is {}: catch up and retry",
+        view.epoch
+    ));
+    if let Ok(value) = view.epoch.to_string().parse() {
+        status.metadata_mut().insert(RING_EPOCH_HEADER, value);
+    }
+    status
+}
 
 /// Calls of one stream being served at once. A caller with more in flight
 /// waits for answers before this side reads on (HTTP/2 flow control).
@@ -40,6 +99,7 @@ pub const STREAM_MESSAGE_MAX_BYTES: usize = 64 * 1024;
 
 pub struct ReplicaService {
     replica: Arc<Replica>,
+    admission: Admission,
     /// Cancelled when the node stops: open `Calls` streams finish the calls
     /// they started and end, so that the server's graceful shutdown (which
     /// waits for every open stream) is not held up by its peers.
@@ -48,27 +108,51 @@ pub struct ReplicaService {
 
 impl ReplicaService {
     pub fn new(replica: Arc<Replica>, stop: CancellationToken) -> ReplicaService {
-        ReplicaService { replica, stop }
+        ReplicaService { replica, admission: Admission::default(), stop }
+    }
+
+    /// Refuses calls planned on a ring older than `ring`'s view.
+    pub fn with_fence(mut self, ring: Option<Arc<dyn Topology>>) -> ReplicaService {
+        self.admission.ring = ring;
+        self
     }
 }
 
-async fn get(replica: &Arc<Replica>, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
-    let pb::GetRequest { partition, key } = request;
+async fn get(
+    replica: &Arc<Replica>,
+    admission: &Admission,
+    request: pb::GetRequest,
+) -> Result<pb::GetResponse, Status> {
+    let received = Instant::now();
+    let pb::GetRequest { partition, key, caller } = request;
+    admission.check(caller.as_ref(), received)?;
     let key = key_from_pb(required(key, "key")?);
     let object = replica.get(partition, key).await?;
     Ok(pb::GetResponse { object: Some(object_to_pb(&object)) })
 }
 
-async fn coordinate(replica: &Arc<Replica>, request: pb::CoordinateRequest) -> Result<pb::CoordinateResponse, Status> {
-    let pb::CoordinateRequest { partition, key, context, mutation } = request;
+async fn coordinate(
+    replica: &Arc<Replica>,
+    admission: &Admission,
+    request: pb::CoordinateRequest,
+) -> Result<pb::CoordinateResponse, Status> {
+    let received = Instant::now();
+    let pb::CoordinateRequest { partition, key, context, mutation, caller } = request;
+    admission.check(caller.as_ref(), received)?;
     let key = key_from_pb(required(key, "key")?);
     let mutation = mutation_from_pb(mutation)?;
     let object = replica.coordinate(partition, key, clock_from_pb(&context), mutation).await?;
     Ok(pb::CoordinateResponse { object: Some(object_to_pb(&object)) })
 }
 
-async fn merge(replica: &Arc<Replica>, request: pb::MergeRequest) -> Result<pb::MergeResponse, Status> {
-    let pb::MergeRequest { partition, key, object } = request;
+async fn merge(
+    replica: &Arc<Replica>,
+    admission: &Admission,
+    request: pb::MergeRequest,
+) -> Result<pb::MergeResponse, Status> {
+    let received = Instant::now();
+    let pb::MergeRequest { partition, key, object, caller } = request;
+    admission.check(caller.as_ref(), received)?;
     let key = key_from_pb(required(key, "key")?);
     let object = object_from_pb(required(object, "object")?)?;
     replica.merge(partition, key, object).await?;
@@ -77,7 +161,7 @@ async fn merge(replica: &Arc<Replica>, request: pb::MergeRequest) -> Result<pb::
 
 /// One call from a stream: its own span (a child of the caller's, when
 /// traces are exported) and the same per-method metrics as a unary call.
-async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::CallResponse {
+async fn serve_call(replica: Arc<Replica>, admission: Admission, request: pb::CallRequest) -> pb::CallResponse {
     let pb::CallRequest { id, traceparent, call } = request;
     let method = match &call {
         Some(Call::Get(_)) => "Replica/Get",
@@ -92,15 +176,15 @@ async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::Call
         match call {
             // Repeating a read is harmless: a large answer is asked for again,
             // unary, rather than sent down the stream.
-            Some(Call::Get(r)) => get(&replica, r).await.map(|answer| {
+            Some(Call::Get(r)) => get(&replica, &admission, r).await.map(|answer| {
                 if answer.encoded_len() > STREAM_MESSAGE_MAX_BYTES {
                     CallResult::UseUnary(pb::UseUnary {})
                 } else {
                     CallResult::Get(answer)
                 }
             }),
-            Some(Call::Coordinate(r)) => coordinate(&replica, r).await.map(CallResult::Coordinate),
-            Some(Call::Merge(r)) => merge(&replica, r).await.map(CallResult::Merge),
+            Some(Call::Coordinate(r)) => coordinate(&replica, &admission, r).await.map(CallResult::Coordinate),
+            Some(Call::Merge(r)) => merge(&replica, &admission, r).await.map(CallResult::Merge),
             None => Err(Status::invalid_argument("call request without a call")),
         }
     }
@@ -112,7 +196,13 @@ async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::Call
     };
     metrics::grpc_server(method, metrics::code_name(code), started.elapsed().as_secs_f64());
     let result = result.unwrap_or_else(|status| {
-        CallResult::Error(pb::CallError { code: status.code() as i32, message: status.message().to_owned() })
+        let ring_epoch =
+            status.metadata().get(RING_EPOCH_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        CallResult::Error(pb::CallError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            ring_epoch,
+        })
     });
     pb::CallResponse { id, result: Some(result) }
 }
@@ -124,6 +214,7 @@ async fn serve_call(replica: Arc<Replica>, request: pb::CallRequest) -> pb::Call
 /// answer stream ends once reading has stopped and every call is answered.
 async fn serve_calls(
     replica: Arc<Replica>,
+    admission: Admission,
     mut incoming: Streaming<pb::CallRequest>,
     answers: mpsc::Sender<Result<pb::CallResponse, Status>>,
     stop: CancellationToken,
@@ -142,9 +233,9 @@ async fn serve_calls(
             // caller sees the stream end and opens a new one elsewhere.
             () = stop.cancelled() => return,
         };
-        let (replica, answers) = (Arc::clone(&replica), answers.clone());
+        let (replica, admission, answers) = (Arc::clone(&replica), admission.clone(), answers.clone());
         tokio::spawn(async move {
-            let answer = serve_call(replica, request).await;
+            let answer = serve_call(replica, admission, request).await;
             // A closed channel: the caller is gone.
             let _ = answers.send(Ok(answer)).await;
             drop(slot);
@@ -157,25 +248,31 @@ type CallStream = Pin<Box<dyn Stream<Item = Result<pb::CallResponse, Status>> + 
 #[async_trait]
 impl ReplicaRpc for ReplicaService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        get(&self.replica, request.into_inner()).await.map(Response::new)
+        get(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
     }
 
     async fn coordinate(
         &self,
         request: Request<pb::CoordinateRequest>,
     ) -> Result<Response<pb::CoordinateResponse>, Status> {
-        coordinate(&self.replica, request.into_inner()).await.map(Response::new)
+        coordinate(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
     }
 
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::MergeResponse>, Status> {
-        merge(&self.replica, request.into_inner()).await.map(Response::new)
+        merge(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
     }
 
     type CallsStream = CallStream;
 
     async fn calls(&self, request: Request<Streaming<pb::CallRequest>>) -> Result<Response<CallStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_CALLS_IN_FLIGHT);
-        tokio::spawn(serve_calls(Arc::clone(&self.replica), request.into_inner(), tx, self.stop.clone()));
+        tokio::spawn(serve_calls(
+            Arc::clone(&self.replica),
+            self.admission.clone(),
+            request.into_inner(),
+            tx,
+            self.stop.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

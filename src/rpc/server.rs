@@ -24,10 +24,10 @@ use super::FILE_DESCRIPTOR_SET;
 use super::identity::{IdentityLayer, LocalIdentity};
 use super::observe::ObserveLayer;
 use super::pb::replica_server::ReplicaServer;
-use super::peers::MAX_MESSAGE_BYTES;
 use super::replica_server::ReplicaService;
 use super::transfer::TransferService;
 use super::transfer_pb::transfer_server::TransferServer;
+use crate::coordinator::Topology;
 use crate::replica::Replica;
 
 /// HTTP/2 pings to clients, so a transfer from a sender that vanished does
@@ -39,17 +39,25 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (`""`) SERVING, as tonic-health does; the node sets NOT_SERVING when it
 /// stops taking work. `stop` ends the long-lived replica call streams (cancel
 /// it with the server's shutdown, or graceful shutdown waits for them).
-pub fn routes(replica: Arc<Replica>, stop: CancellationToken) -> (RoutesBuilder, HealthReporter) {
+/// `ring`, when given, fences replica calls planned on an older ring (see
+/// `replica_server`). Replica and transfer messages above `max_message_bytes`
+/// (`Config::largest_message_bytes`) are refused before they are decoded.
+pub fn routes(
+    replica: Arc<Replica>,
+    ring: Option<Arc<dyn Topology>>,
+    max_message_bytes: usize,
+    stop: CancellationToken,
+) -> (RoutesBuilder, HealthReporter) {
     let (health, health_service) = tonic_health::server::health_reporter();
     // The descriptor sets are compiled in: failing to read them is a build bug.
     let reflection_v1 = reflection().build_v1().expect("compiled-in descriptor sets decode");
     let reflection_v1alpha = reflection().build_v1alpha().expect("compiled-in descriptor sets decode");
-    let replica_service = ReplicaServer::new(ReplicaService::new(Arc::clone(&replica), stop))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let replica_service = ReplicaServer::new(ReplicaService::new(Arc::clone(&replica), stop).with_fence(ring))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let transfer_service = TransferServer::new(TransferService::new(replica))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let mut routes = RoutesBuilder::default();
     routes
         .add_service(replica_service)

@@ -35,6 +35,12 @@ impl From<ReplicaError> for Status {
 
 /// The error a failed call to `node` means to this node.
 pub fn replica_error_from_status(node: &NodeId, status: Status) -> ReplicaError {
+    if status.code() == Code::Aborted
+        && let Some(epoch) =
+            status.metadata().get(super::replica_server::RING_EPOCH_HEADER).and_then(|v| v.to_str().ok()?.parse().ok())
+    {
+        return ReplicaError::StaleRing { node: node.clone(), epoch };
+    }
     if is_transport_failure(&status) || identity::is_refusal(&status) {
         return ReplicaError::Unreachable { node: node.clone(), reason: status_reason(&status) };
     }

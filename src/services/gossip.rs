@@ -30,7 +30,9 @@ impl GossipWorker {
             tracing::warn!(error = %e, "heartbeat failed");
         }
         let peers = self.membership.peers();
-        let Some((node, address)) = peers.choose(&mut rand::rng()).cloned() else { return };
+        // A coordinator that met a newer ring asks for that peer first.
+        let hinted = self.membership.take_gossip_hint().and_then(|h| peers.iter().find(|(n, _)| *n == h).cloned());
+        let Some((node, address)) = hinted.or_else(|| peers.choose(&mut rand::rng()).cloned()) else { return };
         let channel = match self.peers.channel(&node, &address) {
             Ok(channel) => channel,
             Err(e) => {
@@ -80,6 +82,10 @@ impl Worker for GossipWorker {
     }
 
     async fn wait_for_work(&mut self) {
-        tokio::time::sleep(self.interval).await;
+        // The interval, or sooner when a coordinator needs a newer ring.
+        tokio::select! {
+            () = tokio::time::sleep(self.interval) => {}
+            () = self.membership.gossip_hinted() => {}
+        }
     }
 }

@@ -65,6 +65,12 @@ pub const GRPC_SERVER_DURATION_SECONDS: &str = "vinzclortho_grpc_server_duration
 pub const RPC_REFUSED_TOTAL: &str = "vinzclortho_rpc_refused_total";
 /// The `reason` label values of [`RPC_REFUSED_TOTAL`].
 pub const RPC_REFUSED_REASONS: [&str; 5] = ["wrong_cluster", "wrong_node", "missing_identity", "removed", "duplicate"];
+/// Replica calls this node did not run, though their identity was right:
+/// `reason` expired (found past the caller's deadline, e.g. after a pause) or
+/// stale_ring (planned on a ring older than this node's).
+pub const REPLICA_CALLS_DROPPED_TOTAL: &str = "vinzclortho_replica_calls_dropped_total";
+/// The `reason` label values of [`REPLICA_CALLS_DROPPED_TOTAL`].
+pub const REPLICA_CALLS_DROPPED_REASONS: [&str; 2] = ["expired", "stale_ring"];
 /// Always 1; labels `version`, `node_id` and `address` identify the node.
 pub const BUILD_INFO: &str = "vinzclortho_build_info";
 
@@ -122,6 +128,10 @@ fn describe() {
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
     describe_counter!(RPC_REFUSED_TOTAL, "Internal gRPC calls refused for a wrong or missing identity, by reason.");
+    describe_counter!(
+        REPLICA_CALLS_DROPPED_TOTAL,
+        "Replica calls not run: past their caller's deadline, or planned on an older ring."
+    );
     describe_gauge!(BUILD_INFO, "Build and node identity; always 1.");
 }
 
@@ -152,6 +162,9 @@ fn zero() {
     // A refusal is rare and alarming: a panel should show 0 until then.
     for reason in RPC_REFUSED_REASONS {
         counter!(RPC_REFUSED_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in REPLICA_CALLS_DROPPED_REASONS {
+        counter!(REPLICA_CALLS_DROPPED_TOTAL, "reason" => reason).increment(0);
     }
 }
 
@@ -220,6 +233,10 @@ pub fn grpc_server(method: impl Into<metrics::SharedString>, code: &'static str,
 }
 
 /// An internal gRPC call refused by the identity check.
+pub fn replica_call_dropped(reason: &'static str) {
+    counter!(REPLICA_CALLS_DROPPED_TOTAL, "reason" => reason).increment(1);
+}
+
 pub fn rpc_refused(reason: &'static str) {
     counter!(RPC_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
