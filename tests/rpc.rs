@@ -1056,7 +1056,7 @@ async fn a_cluster_of_2_17_partitions_gossips_while_it_moves() {
 }
 
 #[tokio::test]
-async fn a_join_names_its_caller_and_joins_as_another_or_as_the_seed_are_refused() {
+async fn a_join_names_its_caller_and_bad_joins_are_refused() {
     use vinzclortho::core::membership::{ClusterState, Member};
     use vinzclortho::rpc::membership::join;
 
@@ -1087,6 +1087,16 @@ async fn a_join_names_its_caller_and_joins_as_another_or_as_the_seed_are_refused
     let long = NodeId::new("b".repeat(65));
     let status = bounded("join", join(seed_channel(&long), &record(&long))).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // A Join is open to strangers: its body is capped before it is
+    // decoded, far below what gossip between members may carry.
+    let big = NodeId::new("00000000000000b3");
+    let mut bloated = record(&big);
+    bloated.transfers_done = (0..100_000).collect();
+    let status = bounded("join", join(seed_channel(&big), &bloated)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("a join request is at most"), "{}", status.message());
+    let (state, _) = bounded("join", join(seed_channel(&other), &record(&other))).await.unwrap();
+    assert!(!state.members.contains_key(&big), "a bloated join was admitted");
     stop.cancel();
     bounded("server shutdown", served).await.unwrap().unwrap();
 }

@@ -11,7 +11,8 @@
 //! hold (`core::membership::MAX_MEMBERS` and the id and address lengths),
 //! which are enforced on everything that comes from the wire. The partition
 //! count is capped (`core::ring::MAX_PARTITIONS`) so that this stays under
-//! [`MESSAGE_CEILING_BYTES`].
+//! [`MESSAGE_CEILING_BYTES`]. Join, which strangers may call, is capped far
+//! lower before it is decoded ([`MembershipRoutes`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -90,11 +91,58 @@ pub fn largest_message_bytes(partitions: u32) -> usize {
     delimited(largest_state_bytes(partitions)) + MAX_MEMBERS * delimited(MAX_NODE_ID_BYTES) + 2 * U32_FIELD
 }
 
+/// The largest Join request: one member record (a joiner sends it without
+/// transfer reports, `Member::new`) at its bounds, with room to spare.
+pub const MAX_JOIN_REQUEST_BYTES: usize = 16 * 1024;
+
+const JOIN_PATH: &str = "/vinzclortho.membership.v1.Membership/Join";
+
 /// The membership service as a node serves it, with its message limits
 /// sized for the cluster's partition count.
-pub fn server(service: MembershipService, partitions: u32) -> MembershipServer<MembershipService> {
+pub fn server(service: MembershipService, partitions: u32) -> MembershipRoutes {
     let limit = largest_message_bytes(partitions);
-    MembershipServer::new(service).max_decoding_message_size(limit).max_encoding_message_size(limit)
+    MembershipRoutes {
+        inner: MembershipServer::new(service).max_decoding_message_size(limit).max_encoding_message_size(limit),
+    }
+}
+
+/// The membership server, with Join bodies capped at
+/// [`MAX_JOIN_REQUEST_BYTES`] before they are decoded: Join is open to
+/// callers that are not members yet (`identity::Policy::Join`), so a stranger
+/// must not get the state-sized limit that gossip between members needs.
+/// (tonic's limits are per service, not per method.)
+#[derive(Clone)]
+pub struct MembershipRoutes {
+    inner: MembershipServer<MembershipService>,
+}
+
+impl tonic::server::NamedService for MembershipRoutes {
+    const NAME: &'static str = <MembershipServer<MembershipService> as tonic::server::NamedService>::NAME;
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for MembershipRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = <MembershipServer<MembershipService> as tower::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() == JOIN_PATH {
+            use http_body_util::BodyExt;
+            // A Status as the body's error reaches the caller as that status.
+            let limited = request.map(|body| {
+                http_body_util::Limited::new(body, MAX_JOIN_REQUEST_BYTES).map_err(|e| {
+                    Status::out_of_range(format!("a join request is at most {MAX_JOIN_REQUEST_BYTES} bytes: {e}"))
+                })
+            });
+            self.inner.call(limited)
+        } else {
+            self.inner.call(request)
+        }
+    }
 }
 
 fn client<T>(channel: T, partitions: u32) -> MembershipClient<T>
