@@ -70,7 +70,8 @@ pub enum MembershipError {
     )]
     Duplicate { node: NodeId, address: String, cluster_address: String },
     #[error(
-        "node {node} asks to join, but it is this node, running at {address}: a copied data directory? wipe the copy's data directory to make it a new node"
+        "node {node} asks to join, but it is this node, running at {address}: a copied data directory? \
+         wipe the copy's data directory to make it a new node"
     )]
     JoinAsSelf { node: NodeId, address: String },
     #[error("the cluster has {max} members, the most it can have; remove one before adding another")]
