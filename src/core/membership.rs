@@ -226,15 +226,15 @@ impl ClusterState {
         if self.claimant(&is_up) != Some(me) {
             return false;
         }
-        if let Some(target) = &self.ring.target {
-            if self.move_complete(&is_up) {
-                let target = target.clone();
-                self.bump_ring(me, |ring| {
-                    ring.current = target;
-                    ring.target = None;
-                });
-                return true;
-            }
+        if let Some(target) = &self.ring.target
+            && self.move_complete(&is_up)
+        {
+            let target = target.clone();
+            self.bump_ring(me, |ring| {
+                ring.current = target;
+                ring.target = None;
+            });
+            return true;
         }
         let desired = match planner.rebalance(&self.ring.current, &self.claims(), self.n_val) {
             Ok(ring) => ring,
