@@ -21,6 +21,7 @@
 //!   still on the old ring that asks this node to stamp gets a fresh dot;
 //! * a context that claims more of the actor than is stored, or a counter at
 //!   its limit (only a forged context could do either): a fresh actor too.
+//!
 //! The price is version vectors that gain an entry per (run, partition
 //! period, stamping replica) of a key; pruning them is clock hygiene's job.
 //!

@@ -248,6 +248,30 @@ async fn a_context_from_another_key_or_cluster_is_refused() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+/// The cluster secret that seals contexts is never shown: not in
+/// `/admin/status`, not in the state `Membership/GetState` and gossip send.
+#[tokio::test]
+async fn the_cluster_secret_is_in_no_status_and_no_gossiped_state() {
+    use base64::Engine;
+    use prost::Message;
+    let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
+    let built =
+        node::build(&config, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), Arc::new(MemoryStore::new()), None)
+            .unwrap();
+    let secret = built.secret.as_bytes().to_vec();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let b64 = [
+        base64::engine::general_purpose::STANDARD.encode(&secret),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret),
+    ];
+    let status = get(&built.router, "/admin/status").await.text();
+    for shown in [hex.as_str(), &b64[0], &b64[1]] {
+        assert!(!status.to_lowercase().contains(&shown.to_lowercase()), "the secret is in /admin/status");
+    }
+    let gossiped = vinzclortho::rpc::membership::state_to_pb(&built.membership.snapshot()).encode_to_vec();
+    assert!(!gossiped.windows(secret.len()).any(|w| w == secret.as_slice()), "the secret is in the gossiped state");
+}
+
 fn app_with_other_cluster() -> Router {
     // Every node::build without a data directory creates a new cluster,
     // with a random id and secret.

@@ -122,7 +122,7 @@ impl ContextSeal {
             LEGACY_VERSION => return Err(ContextError::Unsealed),
             other => return Err(ContextError::UnknownVersion(other)),
         }
-        if rest.len() < TAG_BYTES || (rest.len() - TAG_BYTES) % ENTRY_BYTES != 0 {
+        if rest.len() < TAG_BYTES || !(rest.len() - TAG_BYTES).is_multiple_of(ENTRY_BYTES) {
             return Err(ContextError::Truncated);
         }
         let (signed, tag) = raw.split_at(raw.len() - TAG_BYTES);

@@ -342,7 +342,8 @@ mod tests {
         let fresh = || WriteQuorum::new(names(&["a", "b", "c"]), 2, Some(names(&["a", "d", "e"])));
         assert_eq!(fresh().nodes(), names(&["a", "b", "c", "d", "e"]));
         // (replies, progress after each)
-        let cases: &[(&[(&str, bool)], &[Progress])] = &[
+        type Case<'a> = (&'a [(&'a str, bool)], &'a [Progress]);
+        let cases: &[Case] = &[
             // a counts in both; b completes current, d completes target.
             (&[("a", true), ("b", true), ("d", true)], &[Pending, Pending, Met]),
             // Current met alone is not enough while moving.
