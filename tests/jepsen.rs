@@ -45,8 +45,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 enum Fault {
     /// One node cut off from the others, both ways.
     Isolate(usize),
-    /// `to` drops everything from `from`.
-    OneWay { to: usize, from: usize },
+    /// Each of `to` drops everything from each of `from`.
+    OneWay { to: Vec<usize>, from: Vec<usize> },
     /// `to` loses a share of the packets from every other node.
     Loss { to: usize, percent: u32 },
     /// kill -9, restarted on the same data directory when the window ends.
@@ -64,9 +64,10 @@ enum Fault {
     /// Two nodes killed at once, restarted when the window ends: keys both
     /// replicate are left with one replica, below R and W.
     KillTwo(usize, usize),
-    /// Each node's wanted claim set (`PUT /admin/claim`; 0 = hold nothing),
-    /// all at once; the old claims come back when the window ends.
-    Claim { nodes: Vec<usize>, claim: u32 },
+    /// (node, claim): each node's wanted claim set (`PUT /admin/claim`;
+    /// 0 = hold nothing), all at once; the old claims come back when the
+    /// window ends.
+    Claim(Vec<(usize, u32)>),
     /// `down` is killed, then the spare `joiner` joins through a live
     /// member; `down` restarts when the window ends. The joiner stays.
     JoinWhileDown { down: usize, joiner: usize },
@@ -90,7 +91,7 @@ impl Fault {
 
     /// Changes who holds what: its window lasts until the ring settled.
     fn membership(&self) -> bool {
-        matches!(self, Fault::Claim { .. } | Fault::JoinWhileDown { .. } | Fault::TwoJoins(..) | Fault::LostDisk(_))
+        matches!(self, Fault::Claim(_) | Fault::JoinWhileDown { .. } | Fault::TwoJoins(..) | Fault::LostDisk(_))
     }
 
     /// May make a replica forget acknowledged writes: its window lasts
@@ -111,9 +112,9 @@ impl Fault {
             | Fault::Slow { node: i, .. }
             | Fault::PowerLoss(i)
             | Fault::RestoreSnapshot(i) => vec![*i],
-            Fault::OneWay { to, from } => vec![*to, *from],
+            Fault::OneWay { to, from } => to.iter().chain(from).copied().collect(),
             Fault::KillTwo(a, b) => vec![*a, *b],
-            Fault::Claim { nodes, .. } => nodes.clone(),
+            Fault::Claim(claims) => claims.iter().map(|c| c.0).collect(),
             Fault::JoinWhileDown { down, .. } => vec![*down],
             Fault::TwoJoins(..) => vec![],
         }
@@ -209,15 +210,15 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
                     next_spare += 2;
                     (Fault::TwoJoins(next_spare - 2, next_spare - 1), length)
                 }
-                4..6 => (Fault::Claim { nodes: vec![node, other], claim: 0 }, length),
-                6..8 => (Fault::Claim { nodes: vec![node], claim: rng.random_range(1..8) }, length),
-                _ => (Fault::Claim { nodes: vec![node], claim: 0 }, length),
+                4..6 => (Fault::Claim(vec![(node, 0), (other, 0)]), length),
+                6..8 => (Fault::Claim(vec![(node, rng.random_range(1..8))]), length),
+                _ => (Fault::Claim(vec![(node, 0)]), length),
             }
         } else {
             let choice = if network { rng.random_range(0..11) } else { rng.random_range(3..10) };
             match choice {
                 0 => (Fault::Isolate(node), length),
-                1 => (Fault::OneWay { to: node, from: other }, length),
+                1 => (Fault::OneWay { to: vec![node], from: vec![other] }, length),
                 2 => (Fault::Loss { to: node, percent: rng.random_range(20..60) }, length),
                 3 => (Fault::Crash(node), length),
                 4 => (Fault::Pause(node), length),
@@ -278,7 +279,11 @@ impl Cluster {
                 let others: Vec<usize> = (0..self.nodes.len()).filter(|n| n != i).collect();
                 self.net.partition(&[*i], &others);
             }
-            Fault::OneWay { to, from } => self.net.drop_from(*to, *from),
+            Fault::OneWay { to, from } => {
+                for (&to, &from) in to.iter().flat_map(|t| from.iter().map(move |f| (t, f))) {
+                    self.net.drop_from(to, from);
+                }
+            }
             Fault::Loss { to, percent } => self.net.lossy(*to, *percent),
             Fault::Crash(i) => self.nodes[*i].kill9(),
             Fault::Pause(i) => self.nodes[*i].pause(),
@@ -287,8 +292,8 @@ impl Cluster {
                 self.nodes[*a].kill9();
                 self.nodes[*b].kill9();
             }
-            Fault::Claim { nodes, claim } => {
-                let old = nodes.iter().map(|&i| set_claim(&self.nodes[i], u64::from(*claim))).collect();
+            Fault::Claim(claims) => {
+                let old = claims.iter().map(|&(i, claim)| set_claim(&self.nodes[i], u64::from(claim))).collect();
                 self.claims.insert(position, old);
             }
             Fault::JoinWhileDown { down, joiner } => {
@@ -323,9 +328,9 @@ impl Cluster {
                 self.nodes[*a].restart();
                 self.nodes[*b].restart();
             }
-            Fault::Claim { nodes, .. } => {
+            Fault::Claim(claims) => {
                 let old = self.claims.remove(&position).unwrap_or_default();
-                for (&i, claim) in nodes.iter().zip(old) {
+                for (&(i, _), claim) in claims.iter().zip(old) {
                     set_claim(&self.nodes[i], claim);
                 }
             }
@@ -728,7 +733,7 @@ fn at(ms: u64) -> Duration {
 fn every_kind_of_fault_once() {
     let faults = [
         Fault::Isolate(0),
-        Fault::OneWay { to: 1, from: 2 },
+        Fault::OneWay { to: vec![1], from: vec![2] },
         Fault::Loss { to: 2, percent: 40 },
         Fault::Slow { node: 0, delay_ms: 300, jitter_ms: 150 },
         Fault::Crash(1),
@@ -774,20 +779,24 @@ fn every_kind_of_fault_once() {
 
 /// Five nodes with N=3 (keys move off nodes, coordinators are often not
 /// replicas) and every membership and data-losing fault once, several
-/// overlapping: two claims lowered to 0 and raised again, a power loss
-/// during it, a join while a node is down, a restored snapshot during that
+/// overlapping: two claims lowered to 0 and raised again (with a power loss
+/// in between, and the raise while the old holders cannot reach the new
+/// ones), a join while a node is down, a restored snapshot during that
 /// join, two of three replicas of some keys down at once, two joins at once
 /// with a claim change beside them.
 #[test]
 fn membership_and_data_loss_faults_once() {
     let schedule = vec![
-        Scheduled { fault: Fault::Claim { nodes: vec![3, 4], claim: 0 }, start: at(2000), length: at(6000) },
+        Scheduled { fault: Fault::Claim(vec![(3, 0), (4, 0)]), start: at(2000), length: at(6000) },
         Scheduled { fault: Fault::PowerLoss(0), start: at(3000), length: at(700) },
+        // 3 and 4 take their share back while 0-2 cannot reach them: the
+        // move must wait for its transfers.
+        Scheduled { fault: Fault::OneWay { to: vec![3, 4], from: vec![0, 1, 2] }, start: at(7500), length: at(2500) },
         Scheduled { fault: Fault::JoinWhileDown { down: 1, joiner: 5 }, start: at(10_000), length: at(5000) },
         Scheduled { fault: Fault::RestoreSnapshot(2), start: at(10_500), length: at(4000) },
         Scheduled { fault: Fault::KillTwo(0, 3), start: at(17_000), length: at(3000) },
         Scheduled { fault: Fault::TwoJoins(6, 7), start: at(22_000), length: at(3000) },
-        Scheduled { fault: Fault::Claim { nodes: vec![2], claim: 2 }, start: at(23_000), length: at(5000) },
+        Scheduled { fault: Fault::Claim(vec![(2, 2)]), start: at(23_000), length: at(5000) },
     ];
     let outcome = run(Run {
         seed: 101,
@@ -853,8 +862,12 @@ fn a_build_that_reuses_actors_after_a_power_loss_is_caught() {
 #[test]
 fn a_build_that_switches_the_ring_before_the_data_moved_is_caught() {
     let schedule = vec![
-        Scheduled { fault: Fault::Claim { nodes: vec![3, 4], claim: 0 }, start: at(3000), length: at(5000) },
-        Scheduled { fault: Fault::Claim { nodes: vec![0, 1], claim: 0 }, start: at(12_000), length: at(5000) },
+        // Nodes 3 and 4 hand everything over to 0-2 and end up empty...
+        Scheduled { fault: Fault::Claim(vec![(3, 0), (4, 0)]), start: at(2000), length: at(6000) },
+        // ...then take it all back while 0-2 cannot reach them: a correct
+        // claimant waits for the transfers, the broken one switches at once.
+        Scheduled { fault: Fault::OneWay { to: vec![3, 4], from: vec![0, 1, 2] }, start: at(7500), length: at(5000) },
+        Scheduled { fault: Fault::Claim(vec![(0, 0), (1, 0), (2, 0)]), start: at(8000), length: at(6000) },
     ];
     let outcome = run(Run {
         seed: 13,

@@ -254,11 +254,11 @@ fn read_your_writes(history: &History, causality: &Causality) -> Vec<String> {
 /// that may lose a replica's data active anywhere from the operation's
 /// start to the read's end, or a membership change under way both when the
 /// operation was acknowledged and when the read began.
+/// Data loss is named first when both apply: it is the likelier cause.
 fn excuse<'h>(faults: &'h [FaultWindow], op: &Op, read: &Op) -> Option<&'h FaultWindow> {
-    faults.iter().find(|f| {
-        (f.loses_data && f.start < read.end && f.end > op.start)
-            || (f.membership && op.end > f.start && read.start < f.end)
-    })
+    let lost = faults.iter().filter(|f| f.loses_data && f.start < read.end && f.end > op.start);
+    let moving = faults.iter().filter(|f| f.membership && op.end > f.start && read.start < f.end);
+    lost.chain(moving).next()
 }
 
 /// A set of a key's writes, by their position in start order.
