@@ -179,7 +179,6 @@ pub fn check(history: &History) -> Report {
         }
     }
 
-    report.ryw_violations = read_your_writes(history, &causality);
     let mut keys: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in &history.ops {
         keys.entry(op.key.as_str()).or_default().push(op);
@@ -198,55 +197,6 @@ pub fn check(history: &History) -> Report {
     }
     availability(history, &mut report);
     report
-}
-
-fn read_your_writes(history: &History, causality: &Causality) -> Vec<String> {
-    // Per (client, key), in start order: only a client's own reads of the
-    // same key are held to its writes.
-    let mut groups: BTreeMap<(usize, &str), Vec<&Op>> = BTreeMap::new();
-    for op in &history.ops {
-        groups.entry((op.client, op.key.as_str())).or_default().push(op);
-    }
-    // value -> everything it supersedes, including itself.
-    let mut covers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    let mut violations = Vec::new();
-    for ops in groups.values() {
-        for (i, w) in ops.iter().enumerate() {
-            let (Kind::Write { value, .. }, Outcome::Ok(_)) = (&w.kind, &w.outcome) else { continue };
-            // Deletes of this key that saw the write may have removed it,
-            // whatever else (concurrent siblings) later reads still find.
-            let deleted_from = causality
-                .deletes
-                .get(w.key.as_str())
-                .into_iter()
-                .flatten()
-                .filter(|(_, saw)| causality.closure(saw.iter().map(String::as_str)).contains(value.as_str()))
-                .map(|(start, _)| *start)
-                .min();
-            for r in &ops[i + 1..] {
-                let Outcome::Ok(values) = &r.outcome else { continue };
-                if r.kind != Kind::Read || r.start < w.end {
-                    continue;
-                }
-                if excuse(&history.faults, w, r).is_some() {
-                    continue;
-                }
-                if deleted_from.is_some_and(|d| d < r.end) {
-                    continue;
-                }
-                let seen = values.iter().any(|v| {
-                    covers.entry(v.as_str()).or_insert_with(|| causality.closure([v.as_str()])).contains(value.as_str())
-                });
-                if !seen {
-                    violations.push(format!(
-                        "client {} wrote {} on {} at {:?}, then read {:?} at {:?}",
-                        w.client, value, w.key, w.end, values, r.end
-                    ));
-                }
-            }
-        }
-    }
-    violations
 }
 
 /// The fault window, if any, that excuses `read` for not reflecting `op`
@@ -367,7 +317,9 @@ impl<'a> KeyIndex<'a> {
     }
 
     /// Every successful read reflects every write acknowledged before it
-    /// began, unless a delete that saw the write may have run by its end.
+    /// began, unless a delete that saw the write may have run by its end;
+    /// the reader's own writes among those it missed are also
+    /// read-your-writes violations.
     fn stale_reads(&self, history: &History, report: &mut Report) {
         let n = self.writes.len();
         let mut acked: Vec<usize> = (0..n).filter(|&i| matches!(self.writes[i].outcome, Outcome::Ok(_))).collect();
@@ -404,6 +356,16 @@ impl<'a> KeyIndex<'a> {
                     read.client, values, read.key, read.start, read.end, read.node, value, w.end, w.client, w.node
                 )
             };
+            // Read-your-writes: each of the reader's own writes it missed.
+            for w in missed.iter().map(|&i| self.writes[i]).filter(|w| w.client == read.client) {
+                if blame(w).is_none() {
+                    let Kind::Write { value, .. } = &w.kind else { unreachable!("writes only") };
+                    report.ryw_violations.push(format!(
+                        "client {} wrote {} on {} at {:?}, then read {:?} at {:?}",
+                        w.client, value, w.key, w.end, values, read.end
+                    ));
+                }
+            }
             // The latest missed write names the read; one unexcused miss
             // makes it a bug.
             let missed: Vec<&Op> = missed.iter().rev().map(|&i| self.writes[i]).collect();
