@@ -93,8 +93,8 @@ enum Fault {
     /// restarted on the copy: what it stored since, as an unsynced WAL
     /// tail, is gone.
     PowerLoss(usize),
-    /// The same with a longer window: a data directory restored from an
-    /// older backup while the node was down.
+    /// The same with a longer window (seconds of writes forgotten): a data
+    /// directory restored from an older copy.
     RestoreSnapshot(usize),
 }
 
