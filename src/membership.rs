@@ -242,11 +242,11 @@ impl Membership {
             detector.observe(state, now);
             let local = self.local.clone();
             let up = |n: &NodeId| n == &local || detector.is_up(n, now);
-            if state.plan_ring(&self.local, &up, planner) {
+            if state.plan_ring(&self.local, up, planner) {
                 changes.ring = true;
             }
             #[cfg(feature = "fault-injection")]
-            if crate::faults::switch_before_data_moved() && state.force_switch(&self.local, &up) {
+            if crate::faults::switch_before_data_moved() && state.force_switch(&self.local, up) {
                 changes.ring = true;
             }
             let save = (changes.members || changes.ring).then(|| state.clone());
