@@ -408,6 +408,10 @@ impl Membership {
             if stopped.is_none() && state.plan_ring(&self.local, up, planner) {
                 changes.ring = true;
             }
+            #[cfg(feature = "fault-injection")]
+            if crate::faults::switch_before_data_moved() && state.force_switch(&self.local, up) {
+                changes.ring = true;
+            }
             let save = (changes.members || changes.ring).then(|| state.clone());
             (changes.ring.then(|| view_of(state)), save, stopped)
         };

@@ -237,6 +237,10 @@ impl Replica {
     /// more of it than is stored or its counter is spent: then local history
     /// is not the whole history, and a fresh actor replaces it.
     fn stamping_actor(&self, partition: Partition, stored: &Object, context: &VersionVector) -> ActorId {
+        #[cfg(feature = "fault-injection")]
+        if let Some(actor) = crate::faults::reuse_actor(&*self.store) {
+            return actor;
+        }
         let mut actors = self.actors.lock().expect("actors lock");
         if let Some(&actor) = actors.get(&partition) {
             let local = stored.clock().get(actor);

@@ -267,6 +267,18 @@ impl ClusterState {
         true
     }
 
+    /// Makes the target current at once, whatever was sent: the bug the
+    /// fault suite's `switch-before-data-moved` canary runs (never called
+    /// otherwise). Only the claimant does it; true if the ring changed.
+    pub fn force_switch(&mut self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool) -> bool {
+        if self.claimant(is_up) != Some(me) {
+            return false;
+        }
+        let Some(target) = self.ring.target.take() else { return false };
+        self.bump_ring(me, |ring| ring.current = target);
+        true
+    }
+
     fn bump_ring(&mut self, me: &NodeId, change: impl FnOnce(&mut RingState)) {
         self.ring.epoch += 1;
         self.ring.author = me.clone();

@@ -9,12 +9,30 @@
 //! * phantom: a value read that no client wrote (or whose write was refused);
 //! * read-your-writes: with R + W > N, a client's successful read after its
 //!   own acknowledged write returns that value or something that superseded
-//!   it (not checked across faults that may lose a replica's data);
+//!   it (excused as stale reads are, below);
+//! * stale read: the same across clients: a successful read by any client
+//!   that started after a write's acknowledgement returns that value or
+//!   something that superseded it, or a delete that saw it may have run;
+//! * resurrection: a value that an acknowledged write (through its context)
+//!   or delete superseded is read again by a read that started after that
+//!   acknowledgement, or is in the final state;
 //! * siblings: final keys with more than one value (concurrent writes kept).
+//!
+//! Stale reads and resurrections are reported by kind. *Excused* (counted,
+//! allowed): a fault that may lose a replica's data was active between the
+//! operation's start and the read's end, or a membership change was under
+//! way both when the operation was acknowledged and when the read began
+//! (a coordinator that has not yet heard of a move writes to the current
+//! holders only; see README "Moving data"). Everything else fails the run:
+//! in particular, a write acknowledged *before* a move began must stay
+//! readable throughout it, which is what the move protocol guarantees. A
+//! resurrection in the final state is never excused (a data-losing fault
+//! can make a replica forget a write, never bring back what a context
+//! superseded, since the superseding clock covers it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::history::{History, Kind, Op, Outcome};
+use super::history::{FaultWindow, History, Kind, Op, Outcome};
 
 #[derive(Debug, Default, Clone)]
 pub struct Report {
@@ -25,6 +43,17 @@ pub struct Report {
     pub lost: Vec<String>,
     pub phantoms: Vec<String>,
     pub ryw_violations: Vec<String>,
+    /// Stale reads no fault or membership change explains: a bug.
+    pub stale_reads: Vec<String>,
+    /// Stale reads while a data-losing fault or a membership change was
+    /// active: allowed, counted.
+    pub stale_reads_excused: Vec<String>,
+    /// Superseded or deleted values read again (or in the final state)
+    /// that nothing explains: a bug.
+    pub resurrections: Vec<String>,
+    /// Resurrections while a data-losing fault or a membership change was
+    /// active: allowed, counted.
+    pub resurrections_excused: Vec<String>,
     pub keys_with_siblings: usize,
     pub max_siblings: usize,
     /// Share of operations acknowledged while a fault was active.
@@ -36,7 +65,11 @@ pub struct Report {
 
 impl Report {
     pub fn valid(&self) -> bool {
-        self.lost.is_empty() && self.phantoms.is_empty() && self.ryw_violations.is_empty()
+        self.lost.is_empty()
+            && self.phantoms.is_empty()
+            && self.ryw_violations.is_empty()
+            && self.stale_reads.is_empty()
+            && self.resurrections.is_empty()
     }
 }
 
@@ -146,7 +179,15 @@ pub fn check(history: &History) -> Report {
         }
     }
 
-    report.ryw_violations = read_your_writes(history, &causality);
+    let mut keys: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in &history.ops {
+        keys.entry(op.key.as_str()).or_default().push(op);
+    }
+    for (key, ops) in keys {
+        let index = KeyIndex::new(ops, &causality);
+        index.stale_reads(history, &mut report);
+        index.resurrections(history, key, &mut report);
+    }
 
     for values in history.final_state.values() {
         if values.len() > 1 {
@@ -158,53 +199,245 @@ pub fn check(history: &History) -> Report {
     report
 }
 
-fn read_your_writes(history: &History, causality: &Causality) -> Vec<String> {
-    // Per (client, key), in start order: only a client's own reads of the
-    // same key are held to its writes.
-    let mut groups: BTreeMap<(usize, &str), Vec<&Op>> = BTreeMap::new();
-    for op in &history.ops {
-        groups.entry((op.client, op.key.as_str())).or_default().push(op);
+/// The fault window, if any, that excuses `read` for not reflecting `op`
+/// (a write it missed, or a superseding operation it read around): a fault
+/// that may lose a replica's data active anywhere from the operation's
+/// start to the read's end, or a membership change under way both when the
+/// operation was acknowledged and when the read began.
+/// Data loss is named first when both apply: it is the likelier cause.
+fn excuse<'h>(faults: &'h [FaultWindow], op: &Op, read: &Op) -> Option<&'h FaultWindow> {
+    let lost = faults.iter().filter(|f| f.loses_data && f.start < read.end && f.end > op.start);
+    let moving = faults.iter().filter(|f| f.membership && op.end > f.start && read.start < f.end);
+    lost.chain(moving).next()
+}
+
+/// A set of a key's writes, by their position in start order.
+#[derive(Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
     }
-    // value -> everything it supersedes, including itself.
-    let mut covers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    let mut violations = Vec::new();
-    for ops in groups.values() {
-        for (i, w) in ops.iter().enumerate() {
-            let (Kind::Write { value, .. }, Outcome::Ok(_)) = (&w.kind, &w.outcome) else { continue };
-            // Deletes of this key that saw the write may have removed it,
-            // whatever else (concurrent siblings) later reads still find.
-            let deleted_from = causality
-                .deletes
-                .get(w.key.as_str())
-                .into_iter()
-                .flatten()
-                .filter(|(_, saw)| causality.closure(saw.iter().map(String::as_str)).contains(value.as_str()))
-                .map(|(start, _)| *start)
-                .min();
-            for r in &ops[i + 1..] {
-                let Outcome::Ok(values) = &r.outcome else { continue };
-                if r.kind != Kind::Read || r.start < w.end {
-                    continue;
-                }
-                if history.faults.iter().any(|f| f.loses_data && f.start < r.end && f.end > w.start) {
-                    continue;
-                }
-                if deleted_from.is_some_and(|d| d < r.end) {
-                    continue;
-                }
-                let seen = values.iter().any(|v| {
-                    covers.entry(v.as_str()).or_insert_with(|| causality.closure([v.as_str()])).contains(value.as_str())
-                });
-                if !seen {
-                    violations.push(format!(
+
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn or(&mut self, other: &Bits) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+
+    /// Members of `self` in neither `a` nor `b`.
+    fn minus(&self, a: &Bits, b: &Bits) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (w, ((x, y), z)) in self.0.iter().zip(&a.0).zip(&b.0).enumerate() {
+            let mut left = x & !y & !z;
+            while left != 0 {
+                out.push(w * 64 + left.trailing_zeros() as usize);
+                left &= left - 1;
+            }
+        }
+        out
+    }
+}
+
+/// One key's writes and what each covers, as bit sets: a long run has
+/// thousands of writes per key, and a pairwise walk of the causal graph
+/// per read would not finish.
+struct KeyIndex<'a> {
+    ops: Vec<&'a Op>,
+    /// The key's writes in start order: a write's predecessors were read
+    /// before it started, so they started earlier (a topological order).
+    writes: Vec<&'a Op>,
+    position: BTreeMap<&'a str, usize>,
+    /// Each write and everything it supersedes, through the causal graph
+    /// (with its over-approximation after tombstones): what a read of it
+    /// reflects.
+    covers: Vec<Bits>,
+    /// The same through what writers' contexts certainly covered (the
+    /// values their read returned), for resurrections, which must not be
+    /// over-approximated.
+    exact: Vec<Bits>,
+}
+
+impl<'a> KeyIndex<'a> {
+    fn new(mut ops: Vec<&'a Op>, causality: &Causality<'a>) -> KeyIndex<'a> {
+        ops.sort_by_key(|op| op.start);
+        let writes: Vec<&Op> = ops.iter().copied().filter(|op| matches!(op.kind, Kind::Write { .. })).collect();
+        let position: BTreeMap<&str, usize> = writes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| match &op.kind {
+                Kind::Write { value, .. } => Some((value.as_str(), i)),
+                _ => None,
+            })
+            .collect();
+        let n = writes.len();
+        let (mut covers, mut exact) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (i, op) in writes.iter().enumerate() {
+            let Kind::Write { value, seen, .. } = &op.kind else { unreachable!("writes only") };
+            let (mut c, mut e) = (Bits::new(n), Bits::new(n));
+            c.set(i);
+            e.set(i);
+            let earlier = |v: &str| position.get(v).copied().filter(|&p| p < i);
+            for p in causality.preds.get(value.as_str()).into_iter().flatten().filter_map(|v| earlier(v)) {
+                c.or(&covers[p]);
+            }
+            for p in seen.iter().filter_map(|v| earlier(v)) {
+                e.or(&exact[p]);
+            }
+            covers.push(c);
+            exact.push(e);
+        }
+        KeyIndex { ops, writes, position, covers, exact }
+    }
+
+    /// The union of `sets` over the positions of `values` (unknown values,
+    /// phantoms, are reported elsewhere).
+    fn union(&self, sets: &[Bits], values: &[String]) -> Bits {
+        let mut out = Bits::new(self.writes.len());
+        for p in values.iter().filter_map(|v| self.position.get(v.as_str())) {
+            out.or(&sets[*p]);
+        }
+        out
+    }
+
+    fn reads(&self) -> impl Iterator<Item = (&'a Op, &'a [String])> + '_ {
+        self.ops.iter().filter(|op| op.kind == Kind::Read).filter_map(|op| match &op.outcome {
+            Outcome::Ok(values) => Some((*op, values.as_slice())),
+            _ => None,
+        })
+    }
+
+    /// Every successful read reflects every write acknowledged before it
+    /// began, unless a delete that saw the write may have run by its end;
+    /// the reader's own writes among those it missed are also
+    /// read-your-writes violations.
+    fn stale_reads(&self, history: &History, report: &mut Report) {
+        let n = self.writes.len();
+        let mut acked: Vec<usize> = (0..n).filter(|&i| matches!(self.writes[i].outcome, Outcome::Ok(_))).collect();
+        acked.sort_by_key(|&i| self.writes[i].end);
+        // Deletes that may have run, in start order, with the running union
+        // of what they saw: prefix[j] = seen by the first j.
+        let deletes: Vec<&Op> = self
+            .ops
+            .iter()
+            .copied()
+            .filter(|op| matches!(op.kind, Kind::Delete { .. }) && may_be_applied(op))
+            .collect();
+        let mut prefix = vec![Bits::new(n)];
+        for d in &deletes {
+            let Kind::Delete { seen } = &d.kind else { unreachable!("deletes only") };
+            let mut next = prefix.last().expect("starts with one").clone();
+            next.or(&self.union(&self.covers, seen));
+            prefix.push(next);
+        }
+        let (mut before, mut next) = (Bits::new(n), 0);
+        for (read, values) in self.reads() {
+            while next < acked.len() && self.writes[acked[next]].end < read.start {
+                before.set(acked[next]);
+                next += 1;
+            }
+            let covered = self.union(&self.covers, values);
+            let deleted = &prefix[deletes.partition_point(|d| d.start < read.end)];
+            let missed = before.minus(&covered, deleted);
+            let blame = |w: &Op| excuse(&history.faults, w, read);
+            let describe = |w: &Op| {
+                let Kind::Write { value, .. } = &w.kind else { unreachable!("writes only") };
+                format!(
+                    "client {} read {:?} on {} at {:?}..{:?} (node {}), but {} was acknowledged at {:?} (client {}, node {})",
+                    read.client, values, read.key, read.start, read.end, read.node, value, w.end, w.client, w.node
+                )
+            };
+            // Read-your-writes: each of the reader's own writes it missed.
+            for w in missed.iter().map(|&i| self.writes[i]).filter(|w| w.client == read.client) {
+                if blame(w).is_none() {
+                    let Kind::Write { value, .. } = &w.kind else { unreachable!("writes only") };
+                    report.ryw_violations.push(format!(
                         "client {} wrote {} on {} at {:?}, then read {:?} at {:?}",
-                        w.client, value, w.key, w.end, values, r.end
+                        w.client, value, w.key, w.end, values, read.end
                     ));
                 }
             }
+            // The latest missed write names the read; one unexcused miss
+            // makes it a bug.
+            let missed: Vec<&Op> = missed.iter().rev().map(|&i| self.writes[i]).collect();
+            if let Some(w) = missed.iter().find(|w| blame(w).is_none()) {
+                report.stale_reads.push(describe(w));
+            } else if let Some(w) = missed.first() {
+                let during = blame(w).map(|f| f.name.as_str()).unwrap_or_default();
+                report.stale_reads_excused.push(format!("{} (during {during})", describe(w)));
+            }
         }
     }
-    violations
+
+    /// What each acknowledged operation certainly superseded: for a write,
+    /// what its context's read returned (and their past); for a delete,
+    /// what it saw.
+    fn superseded_by(&self, op: &Op) -> Option<Bits> {
+        if !matches!(op.outcome, Outcome::Ok(_)) {
+            return None;
+        }
+        match &op.kind {
+            Kind::Write { seen, .. } | Kind::Delete { seen } => Some(self.union(&self.exact, seen)),
+            Kind::Read => None,
+        }
+    }
+
+    /// No read that began after an acknowledged operation superseded a
+    /// value returns that value; no such value is in the final state.
+    fn resurrections(&self, history: &History, key: &str, report: &mut Report) {
+        let mut supersede: Vec<(&Op, Bits)> =
+            self.ops.iter().filter_map(|op| self.superseded_by(op).map(|b| (*op, b))).collect();
+        supersede.sort_by_key(|(op, _)| op.end);
+        let (mut gone, mut next) = (Bits::new(self.writes.len()), 0);
+        for (read, values) in self.reads() {
+            while next < supersede.len() && supersede[next].0.end < read.start {
+                gone.or(&supersede[next].1);
+                next += 1;
+            }
+            for value in values {
+                let Some(&p) = self.position.get(value.as_str()).filter(|p| gone.get(**p)) else { continue };
+                let by: Vec<&Op> = supersede[..next].iter().filter(|(_, b)| b.get(p)).map(|(op, _)| *op).collect();
+                let describe = |s: &Op| {
+                    format!(
+                        "client {} read {} on {} at {:?}..{:?} (node {}), superseded by client {}'s {} acknowledged at {:?}",
+                        read.client,
+                        value,
+                        read.key,
+                        read.start,
+                        read.end,
+                        read.node,
+                        s.client,
+                        if matches!(s.kind, Kind::Delete { .. }) { "delete" } else { "write" },
+                        s.end
+                    )
+                };
+                if let Some(s) = by.iter().find(|s| excuse(&history.faults, s, read).is_none()) {
+                    report.resurrections.push(describe(s));
+                } else if let Some(s) = by.first() {
+                    let during = excuse(&history.faults, s, read).map(|f| f.name.as_str()).unwrap_or_default();
+                    report.resurrections_excused.push(format!("{} (during {during})", describe(s)));
+                }
+            }
+        }
+        for value in history.final_state.get(key).into_iter().flatten() {
+            let Some(&p) = self.position.get(value.as_str()) else { continue };
+            if let Some((s, _)) = supersede.iter().find(|(_, b)| b.get(p)) {
+                report.resurrections.push(format!(
+                    "{value} on {key} is in the final state, though client {} superseded it (acknowledged at {:?})",
+                    s.client, s.end
+                ));
+            }
+        }
+    }
 }
 
 fn availability(history: &History, report: &mut Report) {
@@ -362,11 +595,13 @@ mod tests {
             &[("k", &["b"])],
         );
         assert_eq!(check(&stale).ryw_violations.len(), 1);
-        // Another client's read is not held to it; a superseding value is fine.
+        // Another client's read concurrent with the write need not see it
+        // (one that starts after its acknowledgement must: stale reads);
+        // a superseding value is fine.
         let fine = history(
             vec![
                 write(0, "k", "a", &[], 0, ok()),
-                read(1, "k", &[], 5),
+                read(1, "k", &[], 0),
                 write(1, "k", "b", &["a"], 10, ok()),
                 read(0, "k", &["b"], 20),
             ],
@@ -424,6 +659,7 @@ mod tests {
             start: ms(5),
             end: ms(15),
             loses_data: true,
+            membership: false,
             minority: vec![],
         });
         let r = check(&h);
@@ -446,10 +682,152 @@ mod tests {
             start: ms(0),
             end: ms(100),
             loses_data: false,
+            membership: false,
             minority: vec![1],
         });
         let r = check(&h);
         assert_eq!(r.majority_availability, Some(1.0));
         assert_eq!(r.availability_during_faults, Some(2.0 / 3.0));
+    }
+
+    fn window(name: &str, start: u64, end: u64, loses_data: bool, membership: bool) -> FaultWindow {
+        FaultWindow { name: name.into(), start: ms(start), end: ms(end), loses_data, membership, minority: vec![] }
+    }
+
+    #[test]
+    fn a_read_that_misses_another_clients_acknowledged_write_is_stale() {
+        let stale = history(vec![write(0, "k", "a", &[], 0, ok()), read(1, "k", &[], 20)], &[("k", &["a"])]);
+        let r = check(&stale);
+        assert_eq!(r.stale_reads.len(), 1, "{r:?}");
+        assert!(!r.valid());
+        // Missing the newer of two acknowledged writes is stale too.
+        let older = history(
+            vec![write(0, "k", "a", &[], 0, ok()), write(0, "k", "b", &["a"], 10, ok()), read(1, "k", &["a"], 20)],
+            &[("k", &["b"])],
+        );
+        assert_eq!(check(&older).stale_reads.len(), 1);
+    }
+
+    #[test]
+    fn reads_that_reflect_or_overlap_a_write_or_follow_its_delete_are_not_stale() {
+        let h = history(
+            vec![
+                write(0, "k", "a", &[], 0, ok()),
+                // Overlaps b's write (which ends at 11): may miss it.
+                read(2, "k", &["a"], 10),
+                write(1, "k", "b", &["a"], 10, ok()),
+                // c superseded b, so reading c reflects b and a.
+                write(2, "k", "c", &["b"], 20, ok()),
+                read(3, "k", &["c"], 30),
+                // Siblings: both concurrent writes are reflected.
+                write(4, "s", "x", &[], 0, ok()),
+                write(5, "s", "y", &[], 0, ok()),
+                read(3, "s", &["x", "y"], 10),
+                // A delete that saw c may have removed it.
+                op(1, "k", Kind::Delete { seen: vec!["c".into()] }, 40, ok()),
+                read(0, "k", &[], 50),
+                // An unknown write need not be there.
+                write(1, "u", "m", &[], 0, Outcome::Unknown),
+                read(0, "u", &[], 10),
+            ],
+            &[("k", &[]), ("s", &["x", "y"]), ("u", &[])],
+        );
+        let r = check(&h);
+        assert!(r.valid(), "{r:?}");
+        assert!(r.stale_reads_excused.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn stale_reads_are_excused_by_lost_data_and_by_moves_only_for_writes_acknowledged_during_them() {
+        let stale = || history(vec![write(0, "k", "a", &[], 10, ok()), read(1, "k", &[], 20)], &[("k", &["a"])]);
+        let with = |w: FaultWindow| {
+            let mut h = stale();
+            h.faults.push(w);
+            check(&h)
+        };
+        // A replica lost its data between the write and the read.
+        let r = with(window("restore 1", 15, 16, true, false));
+        assert_eq!((r.stale_reads.len(), r.stale_reads_excused.len()), (0, 1), "{r:?}");
+        assert!(r.valid());
+        // A move under way when the write was acknowledged and the read began.
+        let r = with(window("claim 3 0", 5, 25, false, true));
+        assert_eq!((r.stale_reads.len(), r.stale_reads_excused.len()), (0, 1), "{r:?}");
+        // A write acknowledged before the move began must stay readable.
+        let r = with(window("claim 3 0", 12, 25, false, true));
+        assert_eq!((r.stale_reads.len(), r.stale_reads_excused.len()), (1, 0), "{r:?}");
+        // ...and so must one read after the move settled.
+        let r = with(window("claim 3 0", 5, 15, false, true));
+        assert_eq!((r.stale_reads.len(), r.stale_reads_excused.len()), (1, 0), "{r:?}");
+        // A crash loses nothing: no excuse.
+        let r = with(window("crash 1", 12, 18, false, false));
+        assert_eq!(r.stale_reads.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn a_superseded_or_deleted_value_read_again_is_a_resurrection() {
+        let superseded = history(
+            vec![write(0, "k", "a", &[], 0, ok()), write(1, "k", "b", &["a"], 10, ok()), read(2, "k", &["a"], 20)],
+            &[("k", &["b"])],
+        );
+        let r = check(&superseded);
+        assert_eq!(r.resurrections.len(), 1, "{r:?}");
+        assert!(!r.valid());
+        let deleted = history(
+            vec![
+                write(0, "k", "a", &[], 0, ok()),
+                op(1, "k", Kind::Delete { seen: vec!["a".into()] }, 10, ok()),
+                read(2, "k", &["a"], 20),
+            ],
+            &[("k", &[])],
+        );
+        assert_eq!(check(&deleted).resurrections.len(), 1);
+        // Back in the final state, whatever the faults: never excused.
+        let mut back = history(
+            vec![write(0, "k", "a", &[], 0, ok()), write(1, "k", "b", &["a"], 10, ok())],
+            &[("k", &["a", "b"])],
+        );
+        back.faults.push(window("restore 1", 0, 100, true, true));
+        let r = check(&back);
+        assert_eq!(r.resurrections.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn reading_a_value_before_it_was_superseded_or_beside_a_concurrent_one_is_fine() {
+        let tomb =
+            |v: &str, at| op(0, "k", Kind::Write { value: v.into(), seen: vec![], after_delete: true }, at, ok());
+        let h = history(
+            vec![
+                write(0, "k", "a", &[], 0, ok()),
+                // Overlaps b's acknowledgement (at 11).
+                read(2, "k", &["a"], 10),
+                write(1, "k", "b", &["a"], 10, ok()),
+                // An unacknowledged supersession may not have happened.
+                write(0, "s", "x", &[], 0, ok()),
+                write(1, "s", "y", &["x"], 10, Outcome::Unknown),
+                read(2, "s", &["x"], 20),
+                // A write after a tombstone supersedes what the delete saw
+                // only as far as the lost-write check is concerned: a
+                // concurrent delete that failed does not make b's return a
+                // resurrection.
+                op(3, "k", Kind::Delete { seen: vec!["b".into()] }, 15, Outcome::Unknown),
+                tomb("c", 30),
+                read(2, "k", &["b", "c"], 40),
+            ],
+            &[("k", &["b", "c"]), ("s", &["x"])],
+        );
+        let r = check(&h);
+        assert!(r.resurrections.is_empty() && r.resurrections_excused.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn resurrections_while_data_was_lost_are_excused() {
+        let mut h = history(
+            vec![write(0, "k", "a", &[], 0, ok()), write(1, "k", "b", &["a"], 10, ok()), read(2, "k", &["a", "b"], 20)],
+            &[("k", &["b"])],
+        );
+        h.faults.push(window("power loss 0", 12, 15, true, false));
+        let r = check(&h);
+        assert_eq!((r.resurrections.len(), r.resurrections_excused.len()), (0, 1), "{r:?}");
+        assert!(r.valid(), "{r:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! Real `vinzclortho` processes on the test network: start, crash, restart
-//! on the same data directory, pause and resume.
+//! on the same data directory, pause and resume, and roll a data directory
+//! back to an earlier copy.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -153,14 +154,40 @@ impl Node {
     }
 
     /// The disk is lost: the data directory is emptied while the node is
-    /// down (it may be a mount point, so its contents go, not itself).
+    /// down.
     pub fn lose_disk(&mut self) {
         self.kill9();
+        self.empty_data_dir();
+    }
+
+    /// Empties the data directory (it may be a mount point, so its
+    /// contents go, not itself).
+    fn empty_data_dir(&self) {
         for entry in std::fs::read_dir(&self.data_dir).expect("data directory") {
             let path = entry.unwrap().path();
             if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }
                 .expect("delete the data directory's contents");
         }
+    }
+
+    /// Copies the data directory to `to` as it is at one instant: the node
+    /// is stopped (SIGSTOP) for the copy, as a power cut would stop it.
+    pub fn snapshot(&mut self, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("snapshot directory");
+        self.pause();
+        let copied = Command::new("cp").arg("-a").arg(self.data_dir.join(".")).arg(to).status();
+        self.resume();
+        assert!(copied.is_ok_and(|s| s.success()), "copy of node {}'s data directory", self.index);
+    }
+
+    /// kill -9, then the data directory is replaced by the copy at `from`
+    /// and the node restarts on it, having forgotten everything since.
+    pub fn restore(&mut self, from: &std::path::Path) {
+        self.kill9();
+        self.empty_data_dir();
+        let copied = Command::new("cp").arg("-a").arg(from.join(".")).arg(&self.data_dir).status();
+        assert!(copied.is_ok_and(|s| s.success()), "restore of node {}'s data directory", self.index);
+        self.spawn(None);
     }
 
     fn filler(&self) -> PathBuf {

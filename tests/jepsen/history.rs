@@ -49,8 +49,12 @@ pub struct FaultWindow {
     pub name: String,
     pub start: Duration,
     pub end: Duration,
-    /// Faults that may legitimately lose a replica's data (a wiped disk).
+    /// Faults that may legitimately lose a replica's data (a wiped disk,
+    /// a restored snapshot, a power loss).
     pub loses_data: bool,
+    /// A membership change (claim, join, replacement): from the request
+    /// until every node saw the ring settle, plus the sweep that follows.
+    pub membership: bool,
     /// Nodes cut off from the majority, if any (for availability figures).
     pub minority: Vec<usize>,
 }

@@ -187,6 +187,9 @@ impl Network {
         let _ = run(&["nft", "delete", "table", "inet", &self.tag]);
         for i in 0..self.nodes {
             let _ = run(&["ip", "netns", "del", &self.ns(i)]);
+            // Gone with its namespace, but that may outlive the name for a
+            // moment; the next run reuses the name.
+            let _ = run(&["ip", "link", "del", &format!("{}h{i}", self.tag)]);
         }
         let _ = run(&["ip", "link", "del", &self.bridge()]);
     }
