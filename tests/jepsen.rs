@@ -172,6 +172,9 @@ struct Run {
 }
 
 struct Outcome {
+    /// Every node, joiners included, ended up an up member holding a
+    /// share of the ring, and the ring settled.
+    full_members: bool,
     history: History,
     report: Report,
     converged_after: Option<Duration>,
@@ -685,7 +688,9 @@ fn run(config: Run) -> Outcome {
         }
     }
     let healed = Instant::now();
-    wait_for("all members up after healing", Duration::from_secs(60), || all_up(&cluster.nodes).then_some(()));
+    let full_members =
+        wait_for("all members up after healing", Duration::from_secs(60), || all_up(&cluster.nodes).then_some(()))
+            .is_some();
     // What has not settled by now ends here: the checks after convergence
     // hold whatever it was.
     let end = started.elapsed() + SETTLE_MARGIN;
@@ -701,7 +706,7 @@ fn run(config: Run) -> Outcome {
     let history = History { ops, faults, final_state: final_state.unwrap_or_default() };
     let report = checker::check(&history);
     print_report(&report, converged_after);
-    Outcome { history, report, converged_after, network: cluster.net.describe() }
+    Outcome { full_members, history, report, converged_after, network: cluster.net.describe() }
 }
 
 fn print_report(r: &Report, converged_after: Option<Duration>) {
@@ -754,6 +759,7 @@ fn nodes(default: usize) -> usize {
 /// or resurrection that the faults do not explain, convergence.
 fn assert_correct(outcome: &Outcome) {
     let r = &outcome.report;
+    assert!(outcome.full_members, "not every node (joiners included) ended up an up member with a claim");
     assert!(outcome.converged_after.is_some(), "replicas did not converge after healing ({})", outcome.network);
     assert!(r.lost.is_empty(), "acknowledged writes lost: {:?}", r.lost);
     assert!(r.phantoms.is_empty(), "phantom values: {:?}", r.phantoms);
