@@ -289,26 +289,24 @@ async fn a_replica_that_cannot_stamp_hands_the_write_to_the_next() {
     assert_eq!(values(&nodes.stored("c", &key()).await), BTreeSet::from(["v".to_owned()]));
 }
 
+/// A write is stamped once. A slow stamper is not replaced by a second one
+/// before the deadline: if both applied it, the value would come back as a
+/// second sibling after a client overwrote it (the fault suite caught that
+/// when stamping moved on after a share of the deadline). A stamper that
+/// fails fast is replaced at once (see above).
 #[tokio::test(start_paused = true)]
-async fn a_silent_stamper_gets_its_share_of_the_deadline_not_all_of_it() {
-    // The first replica of the preference list is paused: it used to hold
-    // the whole request deadline, then the write failed though b and c
-    // were fine. Now a gets a third of it, then b stamps.
+async fn a_silent_stamper_is_not_doubled_by_a_second_stamp() {
     let topology = Scripted::new("z", ring("b", "c"), None);
     let nodes = Nodes::new(&["a", "b", "c"]);
     nodes.set("a", Behaviour::Silent);
     let c = coordinator(topology, Arc::clone(&nodes));
     let started = tokio::time::Instant::now();
-    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
-    let took = started.elapsed();
-    assert!(took >= TIMEOUT / 3 && took <= TIMEOUT / 3 + Duration::from_millis(1), "{took:?}");
-    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("b")], "a never answered; b stamped");
-    // With every replica silent the write still ends at the deadline.
-    nodes.set("b", Behaviour::Silent);
-    nodes.set("c", Behaviour::Silent);
-    let started = tokio::time::Instant::now();
-    unavailable(c.put(&key(), &VersionVector::new(), put("w"), QuorumParam::Default).await);
-    assert!(started.elapsed() <= TIMEOUT, "{:?}", started.elapsed());
+    unavailable(c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await);
+    assert_eq!(started.elapsed(), TIMEOUT, "it ends at the request deadline, not later");
+    assert!(nodes.stamps.lock().unwrap().is_empty(), "no second replica stamped the write");
+    for node in ["b", "c"] {
+        assert!(nodes.stored(node, &key()).await.is_empty());
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -65,6 +65,14 @@ impl GrpcReplicaClient {
         call: Call,
         context: CallContext,
     ) -> Result<CallResult, ReplicaError> {
+        // A call sent after its deadline would be applied by a replica that
+        // has nobody left to answer (within the clock-skew allowance).
+        if context.deadline <= tokio::time::Instant::now() {
+            return Err(ReplicaError::Unreachable {
+                node: node.clone(),
+                reason: "the call's deadline passed before it was sent".into(),
+            });
+        }
         let address = self.address(node)?;
         let route = self.streams.route(node, &address, || self.channel(node, &address))?;
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
