@@ -242,7 +242,7 @@ impl ClusterState {
             return false;
         }
         if let Some(target) = &self.ring.target
-            && self.move_complete(&is_up)
+            && self.move_complete()
         {
             let target = target.clone();
             self.bump_ring(me, |ring| {
@@ -353,7 +353,9 @@ impl ClusterState {
     /// True when every moving partition has been sent by enough of its
     /// current holders: the ring may switch without losing an acknowledged
     /// write. False when there are too few live holders to get there.
-    pub fn move_complete(&self, is_up: impl Fn(&NodeId) -> bool) -> bool {
+    /// (Nothing is then pending: [`ClusterState::transfers`] asks no more
+    /// senders of a partition that already has enough.)
+    pub fn move_complete(&self) -> bool {
         let (Some(target), Some(move_id)) = (&self.ring.target, self.move_id()) else { return false };
         (0..self.partitions()).all(|p| {
             let old = self.ring.current.holders(p, self.n_val);
@@ -362,7 +364,7 @@ impl ClusterState {
             }
             let sent = old.iter().filter(|n| self.sent(n, p, move_id)).count();
             sent >= self.senders_needed(old.len())
-        }) && self.pending_transfers(is_up).is_empty()
+        })
     }
 
     fn sent(&self, node: &NodeId, partition: Partition, move_id: u64) -> bool {
@@ -566,7 +568,7 @@ mod tests {
             s.mark_transfer_done(&node("a"), &t);
         }
         assert!(s.pending_transfers(only_a).is_empty(), "nobody else can send");
-        assert!(!s.move_complete(only_a));
+        assert!(!s.move_complete());
         assert!(!s.plan_ring(&node("a"), only_a, &mut Planner::default()), "no switch with too few senders");
         // b comes back and sends what it must; then b dies again: its
         // finished transfers still count.

@@ -142,8 +142,7 @@ fn call_len(call: &Call) -> usize {
 /// and on the wall clock, and the ring epoch it was planned on.
 fn caller(context: &CallContext) -> pb::Caller {
     let left = context.deadline.saturating_duration_since(tokio::time::Instant::now());
-    let now_unix_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_unix_ms = crate::membership::system_clock();
     pb::Caller {
         timeout_ms: (left.as_millis() as u64).max(1),
         deadline_unix_ms: now_unix_ms + left.as_millis() as u64,

@@ -21,7 +21,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::{Stream, StreamExt};
@@ -57,7 +57,7 @@ struct Admission {
 impl Admission {
     fn check(&self, caller: Option<&pb::Caller>, received: Instant) -> Result<(), Status> {
         let Some(caller) = caller else { return Ok(()) };
-        let now_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_unix_ms = crate::membership::system_clock();
         let past_wall = caller.deadline_unix_ms != 0
             && now_unix_ms > caller.deadline_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE.as_millis() as u64);
         let past_queue = caller.timeout_ms != 0 && received.elapsed() > Duration::from_millis(caller.timeout_ms);

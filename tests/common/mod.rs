@@ -120,14 +120,7 @@ impl NodeProc {
     pub fn signal_and_wait(mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
         let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(ok.success());
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait_exit(timeout)
     }
 }
 
