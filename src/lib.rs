@@ -45,6 +45,7 @@ pub mod config;
 pub mod coordinator;
 pub mod core;
 pub mod devcluster;
+pub mod env;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;

@@ -29,6 +29,7 @@ use crate::core::duplicate::{Duplicate, DuplicateDetector};
 use crate::core::key::NodeId;
 use crate::core::membership::{Changes, ClusterState, FailureDetector, MAX_MEMBERS, MAX_REMOVED, Member, Transfer};
 use crate::core::ring::{Planner, Ring, RingError};
+use crate::env::Clock;
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::storage::{StorageError, Store};
 
@@ -41,13 +42,6 @@ const STATE_FORMAT_V1: u8 = 1;
 /// several rounds fit well inside this even in a large cluster; stale
 /// records of earlier runs come in a burst after a start and never again.
 const DUPLICATE_WINDOW_TIMEOUTS: u64 = 12;
-
-/// Milliseconds since the Unix epoch; passed in so tests can drive time.
-pub type Clock = fn() -> u64;
-
-pub fn system_clock() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
@@ -645,7 +639,7 @@ mod tests {
     }
 
     fn open(me: &str, state: ClusterState, store: &Arc<dyn Store>) -> Result<Membership, MembershipError> {
-        Membership::open(member(me), state, Arc::clone(store), 5_000, clock)
+        Membership::open(member(me), state, Arc::clone(store), 5_000, Arc::new(clock))
     }
 
     /// c lost its disk and came back at its address as d: the view of a
@@ -704,10 +698,10 @@ mod tests {
     fn two_live_processes_with_one_id_are_found_and_one_stops_without_fighting() {
         let (store_1, store_2): (Arc<dyn Store>, Arc<dyn Store>) =
             (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
-        let original = Membership::open(member("c"), cluster(), store_1, 5_000, clock).unwrap();
+        let original = Membership::open(member("c"), cluster(), store_1, 5_000, Arc::new(clock)).unwrap();
         // The copy starts later: a higher generation (a start time).
         let copy_record = Member::new(node("c"), "copy:h".into(), "copy:c".into(), 8, 5);
-        let copy = Membership::open(copy_record, cluster(), store_2, 5_000, clock).unwrap();
+        let copy = Membership::open(copy_record, cluster(), store_2, 5_000, Arc::new(clock)).unwrap();
         let mut rounds = 0;
         while original.stopped().is_none() && copy.stopped().is_none() {
             rounds += 1;

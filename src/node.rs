@@ -17,8 +17,11 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::api::{self, Api, Limits, NodeInfo};
 use crate::config::{Config, DEFAULT_PARTITIONS, StorageKind};
@@ -26,11 +29,12 @@ use crate::coordinator::{Coordinator, CoordinatorSettings};
 use crate::core::context::{ClusterSecret, ContextSeal, SECRET_BYTES};
 use crate::core::key::NodeId;
 use crate::core::membership::{ClusterState, Member};
-use crate::membership::{self, Membership, MembershipError, system_clock};
+use crate::env::Env;
+use crate::membership::{self, Membership, MembershipError};
 use crate::replica::Replica;
 use crate::rpc::identity::Caller;
 use crate::rpc::membership::MembershipService;
-use crate::rpc::peers::Peers;
+use crate::rpc::peers::{Connector, Peers};
 use crate::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
 use crate::services::gossip::GossipWorker;
 use crate::services::handoff::{HandoffWorker, Progress};
@@ -53,6 +57,22 @@ pub enum NodeError {
     Serve(String),
 }
 
+/// What a node takes from outside, chosen by whoever starts it: the real
+/// world ([`Host::real`]), or the deterministic simulator's clock, random
+/// source, inline blocking work and network (`tests/sim.rs`).
+#[derive(Clone, Default)]
+pub struct Host {
+    pub env: Env,
+    /// How connections to peers are opened; `None`: tonic over TCP.
+    pub connector: Option<Arc<dyn Connector>>,
+}
+
+impl Host {
+    pub fn real() -> Host {
+        Host::default()
+    }
+}
+
 /// A node's wired-up parts, before any socket.
 pub struct App {
     pub router: Router,
@@ -63,6 +83,7 @@ pub struct App {
     pub replica: Arc<Replica>,
     pub peers: Arc<Peers>,
     pub transfers: Progress,
+    pub env: Env,
 }
 
 /// The two listeners of a node.
@@ -90,16 +111,20 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     })
 }
 
-fn peers_for(config: &Config, caller: &Caller) -> Arc<Peers> {
+fn peers_for(config: &Config, host: &Host, caller: &Caller) -> Arc<Peers> {
     let connect_timeout = config.request_timeout.min(Duration::from_secs(1));
-    Arc::new(Peers::new(caller, connect_timeout, config.request_timeout))
+    let peers = Peers::new(caller, connect_timeout, config.request_timeout);
+    Arc::new(match &host.connector {
+        Some(connector) => peers.with_connector(Arc::clone(connector)),
+        None => peers,
+    })
 }
 
 /// The node's id, created with its data directory on first start, so it
 /// survives restarts on other addresses and changes when the disk is wiped
 /// (a node without its data is a new node).
-pub fn identity(store: &dyn Store) -> Result<NodeId, NodeError> {
-    let id = meta::load_or_init_node_id(store, rand::random())?;
+pub fn identity(store: &dyn Store, env: &Env) -> Result<NodeId, NodeError> {
+    let id = meta::load_or_init_node_id(store, env.entropy.u64())?;
     Ok(NodeId::new(format!("{id:016x}")))
 }
 
@@ -112,6 +137,7 @@ pub struct Admission {
 /// The cluster secret: the one the cluster handed us on join, else the one
 /// the data directory keeps, else a new one for a new cluster.
 fn cluster_secret(
+    env: &Env,
     store: &dyn Store,
     joined: Option<&ClusterSecret>,
     remembered: Option<&ClusterState>,
@@ -136,7 +162,7 @@ fn cluster_secret(
             );
             legacy_secret(state.cluster_id)
         }
-        None => ClusterSecret::from_bytes(rand::random::<[u8; SECRET_BYTES]>()),
+        None => ClusterSecret::from_bytes(env.entropy.bytes::<SECRET_BYTES>()),
     };
     meta::save_cluster_secret(store, &secret)?;
     Ok(secret)
@@ -157,12 +183,14 @@ fn legacy_secret(cluster_id: u64) -> ClusterSecret {
 /// cluster.
 pub fn build(
     config: &Config,
+    host: &Host,
     address: String,
     cluster_address: String,
     store: Arc<dyn Store>,
     joined: Option<Admission>,
 ) -> Result<App, NodeError> {
-    let node = identity(&*store)?;
+    let env = &host.env;
+    let node = identity(&*store, env)?;
     let remembered = membership::load_state(&*store)?;
     let (joined, joined_secret) = match joined {
         Some(Admission { state, secret }) => (Some(state), Some(secret)),
@@ -191,14 +219,14 @@ pub fn build(
         }
         None => config.partitions,
     };
-    let secret = cluster_secret(&*store, joined_secret.as_ref(), remembered.as_ref())?;
+    let secret = cluster_secret(env, &*store, joined_secret.as_ref(), remembered.as_ref())?;
     let known = joined.or(remembered);
     let partitions = meta::load_or_init_partitions(&*store, requested, DEFAULT_PARTITIONS)?;
     let wanted_claim = known.as_ref().and_then(|s| s.members.get(&node)).map(|m| m.wanted_claim).unwrap_or(partitions);
-    let me = Member::new(node.clone(), address, cluster_address.clone(), wanted_claim, system_clock());
+    let me = Member::new(node.clone(), address, cluster_address.clone(), wanted_claim, env.now_ms());
     let state = match known {
         Some(state) => state,
-        None => ClusterState::new(rand::random(), me.clone(), partitions, config.n_val, config.r, config.w)
+        None => ClusterState::new(env.entropy.u64(), me.clone(), partitions, config.n_val, config.r, config.w)
             .map_err(MembershipError::from)?,
     };
     let membership = Arc::new(Membership::open(
@@ -206,14 +234,15 @@ pub fn build(
         state,
         Arc::clone(&store),
         config.failure_timeout.as_millis() as u64,
-        system_clock,
+        env.clock.clone(),
     )?);
     let replica = Arc::new(
         Replica::new(Arc::clone(&store), config.siblings)
-            .with_blocking_writes(config.sync_writes && config.storage == StorageKind::Rocksdb),
+            .with_blocking_writes(config.sync_writes && config.storage == StorageKind::Rocksdb)
+            .with_env(env),
     );
-    let peers = peers_for(config, &Caller::member(node.clone(), membership.cluster_id()));
-    let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone());
+    let peers = peers_for(config, host, &Caller::member(node.clone(), membership.cluster_id()));
+    let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone()).with_clock(env.clock.clone());
     let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
     let settings = CoordinatorSettings { timeout: config.request_timeout };
     let coordinator = Arc::new(Coordinator::new(
@@ -236,8 +265,10 @@ pub fn build(
         metrics,
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions },
+        env: env.clone(),
     });
-    Ok(App { router: api::router(Arc::clone(&api)), secret, api, membership, replica, peers, transfers })
+    let router = api::router(Arc::clone(&api));
+    Ok(App { router, secret, api, membership, replica, peers, transfers, env: env.clone() })
 }
 
 /// Binds the HTTP and cluster addresses from the config.
@@ -250,8 +281,8 @@ pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
 }
 
 /// Asks `seed` to admit us, retrying for a while in case it is starting too.
-async fn join(config: &Config, seed: &str, me: &Member) -> Result<Admission, NodeError> {
-    let peers = peers_for(config, &Caller::joining(me.node.clone()));
+async fn join(config: &Config, host: &Host, seed: &str, me: &Member) -> Result<Admission, NodeError> {
+    let peers = peers_for(config, host, &Caller::joining(me.node.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let attempt = async {
@@ -285,6 +316,66 @@ fn describe_join_error(status: &tonic::Status) -> String {
     }
 }
 
+/// Opens the node on `store`: joins the cluster first when the config names
+/// a seed (`-j`), then wires it up ([`build`]).
+pub async fn start(
+    config: &Config,
+    host: &Host,
+    address: String,
+    cluster_address: String,
+    store: Arc<dyn Store>,
+) -> Result<App, NodeError> {
+    let node = identity(&*store, &host.env)?;
+    let joined = match &config.join {
+        Some(seed) => {
+            // A rejoining node keeps the claim it had; a new one asks for the
+            // default (above the partition count means an equal share).
+            let claim = membership::load_state(&*store)?
+                .and_then(|s| s.members.get(&node).map(|m| m.wanted_claim))
+                .unwrap_or(u32::MAX);
+            let me = Member::new(node.clone(), address.clone(), cluster_address.clone(), claim, host.env.now_ms());
+            Some(join(config, host, seed, &me).await?)
+        }
+        None => None,
+    };
+    build(config, host, address, cluster_address, store, joined)
+}
+
+/// The node's gRPC services: replica and transfer (fenced by the ring),
+/// membership, health and reflection. The health reporter starts SERVING;
+/// `stop` ends open replica call streams.
+pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (RoutesBuilder, HealthReporter) {
+    let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
+    let max_message_bytes = config.largest_message_bytes(app.membership.view().n_val);
+    let (mut routes, health) = crate::rpc::server::routes(
+        Arc::clone(&app.replica),
+        Some(fence),
+        app.env.clock.clone(),
+        max_message_bytes,
+        stop,
+    );
+    let membership = MembershipService::new(Arc::clone(&app.membership), app.secret.clone());
+    routes.add_service(crate::rpc::membership::server(membership, app.api.info.partitions));
+    (routes, health)
+}
+
+/// Starts the background workers (gossip, handoff) until `cancel` fires.
+pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let gossip = GossipWorker::new(
+        Arc::clone(&app.membership),
+        Arc::clone(&app.peers),
+        config.gossip_interval,
+        app.env.entropy.clone(),
+    );
+    let handoff = HandoffWorker::new(
+        Arc::clone(&app.membership),
+        Arc::clone(&app.replica),
+        Arc::clone(&app.peers),
+        Arc::clone(&app.transfers),
+    );
+    vec![crate::services::spawn(gossip, cancel.clone()), crate::services::spawn(handoff, cancel.clone())]
+}
+
 /// Runs a node on `listeners` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -296,28 +387,12 @@ pub async fn run(
     let cluster_address =
         config.cluster_advertise.clone().unwrap_or_else(|| advertised(&config.cluster_address, cluster_bound));
     let store = open_store(&config)?;
-    let node = identity(&*store)?;
-    let joined = match &config.join {
-        Some(seed) => {
-            // A rejoining node keeps the claim it had; a new one asks for the
-            // default (above the partition count means an equal share).
-            let claim = membership::load_state(&*store)?
-                .and_then(|s| s.members.get(&node).map(|m| m.wanted_claim))
-                .unwrap_or(u32::MAX);
-            let me = Member::new(node.clone(), address.clone(), cluster_address.clone(), claim, system_clock());
-            Some(join(&config, seed, &me).await?)
-        }
-        None => None,
-    };
-    let app = build(&config, address.clone(), cluster_address.clone(), store, joined)?;
+    let host = Host::real();
+    let app = start(&config, &host, address.clone(), cluster_address.clone(), store).await?;
+    let node = app.membership.local().clone();
     let cancel = CancellationToken::new();
 
-    let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
-    let max_message_bytes = config.largest_message_bytes(app.membership.view().n_val);
-    let (mut routes, health) =
-        crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), max_message_bytes, cancel.clone());
-    let membership = MembershipService::new(Arc::clone(&app.membership), app.secret.clone());
-    routes.add_service(crate::rpc::membership::server(membership, app.api.info.partitions));
+    let (routes, health) = grpc_routes(&config, &app, cancel.clone());
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;
     let grpc = tokio::spawn(crate::rpc::server::serve(
@@ -326,14 +401,7 @@ pub async fn run(
         app.membership.clone(),
         cancel.clone().cancelled_owned(),
     ));
-    let gossip = GossipWorker::new(Arc::clone(&app.membership), Arc::clone(&app.peers), config.gossip_interval);
-    let handoff = HandoffWorker::new(
-        Arc::clone(&app.membership),
-        Arc::clone(&app.replica),
-        Arc::clone(&app.peers),
-        Arc::clone(&app.transfers),
-    );
-    let workers = [crate::services::spawn(gossip, cancel.clone()), crate::services::spawn(handoff, cancel.clone())];
+    let workers = spawn_workers(&config, &app, &cancel);
     health.set_service_status("", ServingStatus::Serving).await;
 
     tracing::info!(

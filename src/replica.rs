@@ -42,6 +42,7 @@ use crate::core::key::ObjectKey;
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
 use crate::core::vclock::{ActorId, VersionVector};
+use crate::env::{Blocking, Entropy, Env};
 use crate::storage::{StorageError, Store};
 
 /// Stripes of the per-key lock: enough that unrelated keys rarely wait.
@@ -75,6 +76,9 @@ pub struct Replica {
     limits: SiblingLimits,
     /// Writes block for an fsync: run them on the blocking pool.
     writes_block: bool,
+    /// Where blocking writes run, and where fresh actors come from.
+    blocking: Blocking,
+    entropy: Entropy,
     /// Serialises read-modify-write per key. Two concurrent writes to one key
     /// must not both read counter n and both stamp dot n+1: one value would
     /// silently replace the other.
@@ -84,13 +88,34 @@ pub struct Replica {
 impl Replica {
     pub fn new(store: Arc<dyn Store>, limits: SiblingLimits) -> Replica {
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Replica { store, actors: Mutex::new(HashMap::new()), limits, writes_block: false, stripes }
+        Replica {
+            store,
+            actors: Mutex::new(HashMap::new()),
+            limits,
+            writes_block: false,
+            blocking: Blocking::Pool,
+            entropy: Entropy::System,
+            stripes,
+        }
     }
 
     /// Sends writes to tokio's blocking pool (for stores that fsync each write).
     pub fn with_blocking_writes(mut self, writes_block: bool) -> Replica {
         self.writes_block = writes_block;
         self
+    }
+
+    /// Takes randomness and the blocking pool from `env` (the simulator's
+    /// are seeded and inline).
+    pub fn with_env(mut self, env: &Env) -> Replica {
+        self.blocking = env.blocking;
+        self.entropy = env.entropy.clone();
+        self
+    }
+
+    /// Where this replica's blocking work runs (partition scans too).
+    pub fn blocking(&self) -> Blocking {
+        self.blocking
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -254,7 +279,7 @@ impl Replica {
             );
         }
         let actor = loop {
-            let candidate: ActorId = rand::random();
+            let candidate: ActorId = self.entropy.u64();
             // Never one the key has seen (2^-64, but cheap to rule out).
             if stored.clock().get(candidate) == 0 && context.get(candidate) == 0 {
                 break candidate;
@@ -279,9 +304,7 @@ impl Replica {
         if !self.writes_block {
             return f();
         }
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ReplicaError::Storage(StorageError::Io(format!("storage task failed: {e}"))))?
+        self.blocking.run(f).await.map_err(|e| ReplicaError::Storage(StorageError::Io(e.to_string())))?
     }
 }
 

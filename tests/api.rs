@@ -20,7 +20,9 @@ fn app(extra: &[&str]) -> Router {
     let args = ["vinzclortho", "--storage", "memory"].iter().chain(extra).copied();
     let config = Cli::try_parse_from(args).unwrap().node.resolve().unwrap();
     let store = Arc::new(MemoryStore::new());
-    node::build(&config, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None).unwrap().router
+    node::build(&config, &node::Host::real(), "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None)
+        .unwrap()
+        .router
 }
 
 struct Reply {
@@ -255,9 +257,15 @@ async fn the_cluster_secret_is_in_no_status_and_no_gossiped_state() {
     use base64::Engine;
     use prost::Message;
     let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
-    let built =
-        node::build(&config, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), Arc::new(MemoryStore::new()), None)
-            .unwrap();
+    let built = node::build(
+        &config,
+        &node::Host::real(),
+        "127.0.0.1:8880".into(),
+        "127.0.0.1:9880".into(),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .unwrap();
     let secret = built.secret.as_bytes().to_vec();
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let b64 = [
@@ -428,7 +436,8 @@ async fn a_node_the_cluster_removed_answers_503_and_says_so() {
     use vinzclortho::core::membership::Member;
     let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
     let store = Arc::new(MemoryStore::new());
-    let app = node::build(&config, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None).unwrap();
+    let app = node::build(&config, &node::Host::real(), "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None)
+        .unwrap();
     assert_eq!(put(&app.router, "/store/k", "v", &[]).await.status, StatusCode::OK);
 
     // Gossip says another node replaced this one (it joined at this
@@ -455,7 +464,8 @@ async fn a_node_the_cluster_removed_answers_503_and_says_so() {
 async fn a_node_that_found_another_process_under_its_id_answers_503_and_says_so() {
     let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
     let store = Arc::new(MemoryStore::new());
-    let app = node::build(&config, "127.0.0.1:8881".into(), "127.0.0.1:9881".into(), store, None).unwrap();
+    let app = node::build(&config, &node::Host::real(), "127.0.0.1:8881".into(), "127.0.0.1:9881".into(), store, None)
+        .unwrap();
     assert_eq!(put(&app.router, "/store/k", "v", &[]).await.status, StatusCode::OK);
 
     // Another process with a copy of the data directory keeps re-asserting

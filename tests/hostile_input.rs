@@ -19,9 +19,16 @@ use vinzclortho::storage::MemoryStore;
 
 fn app() -> Router {
     let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
-    node::build(&config, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), Arc::new(MemoryStore::new()), None)
-        .unwrap()
-        .router
+    node::build(
+        &config,
+        &node::Host::real(),
+        "127.0.0.1:8880".into(),
+        "127.0.0.1:9880".into(),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .unwrap()
+    .router
 }
 
 fn runtime() -> tokio::runtime::Runtime {

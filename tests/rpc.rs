@@ -27,10 +27,11 @@ use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::ring::Partition;
 use vinzclortho::core::vclock::VersionVector;
+use vinzclortho::env::{Blocking, system_clock};
 use vinzclortho::error::{ErrorCode, HasErrorCode};
 use vinzclortho::replica::{Replica, SiblingLimits};
 use vinzclortho::rpc::identity::{Caller, CallerHeaders, Identified, Identity, to_node_value};
-use vinzclortho::rpc::peers::{PeerChannel, Peers};
+use vinzclortho::rpc::peers::{PeerChannel, Peers, connection};
 use vinzclortho::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
 use vinzclortho::rpc::transfer::{TransferKind, push_partition, spawn_scan};
 use vinzclortho::rpc::{pb, server, transfer_pb};
@@ -87,7 +88,8 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let stop = tokio_util::sync::CancellationToken::new();
-        let (routes, health) = server::routes(Arc::clone(&replica), ring, MAX_MESSAGE_BYTES, stop.clone());
+        let (routes, health) =
+            server::routes(Arc::clone(&replica), ring, Arc::new(system_clock), MAX_MESSAGE_BYTES, stop.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let node = NodeId::new(node);
         let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
@@ -106,7 +108,7 @@ impl TestServer {
 
     /// A connection whose calls are made as `caller` and meant for `to`.
     async fn channel_as(&self, caller: &Caller, to: &NodeId) -> PeerChannel {
-        Identified::new(self.channel().await, Arc::new(CallerHeaders::new(caller)), to_node_value(to))
+        Identified::new(connection(self.channel().await), Arc::new(CallerHeaders::new(caller)), to_node_value(to))
     }
 
     /// A connection as a member of the cluster, for this server's node.
@@ -527,8 +529,13 @@ async fn a_restarted_peer_gets_a_new_stream() {
     // The same address again, a new process (an empty store).
     let listener = TcpListener::bind(&address).await.unwrap();
     let again = replica(43, SiblingLimits::default());
-    let (routes, _health) =
-        server::routes(Arc::clone(&again), None, MAX_MESSAGE_BYTES, tokio_util::sync::CancellationToken::new());
+    let (routes, _health) = server::routes(
+        Arc::clone(&again),
+        None,
+        Arc::new(system_clock),
+        MAX_MESSAGE_BYTES,
+        tokio_util::sync::CancellationToken::new(),
+    );
     let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
     let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
     let written = bounded("put after restart", client.coordinate(&node, P, &key("b"), &empty, &put("b"), ctx())).await;
@@ -636,7 +643,7 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     let peers = peers(1000, 2000);
     let node = NodeId::new("target");
 
-    let scan = spawn_scan(Arc::clone(source.store()), P);
+    let scan = spawn_scan(Arc::clone(source.store()), P, Blocking::Pool);
     let merged =
         bounded("push", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan)).await.unwrap();
     assert_eq!(merged, 1000);
@@ -646,7 +653,7 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     // The target takes a write of its own; a second push merges, it does
     // not overwrite, and changes nothing else.
     let own = server.replica.coordinate(P, key("k0001"), VersionVector::new(), put("target's own")).await.unwrap();
-    let scan = spawn_scan(Arc::clone(source.store()), P);
+    let scan = spawn_scan(Arc::clone(source.store()), P, Blocking::Pool);
     let merged = bounded("push again", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan))
         .await
         .unwrap();
@@ -658,7 +665,7 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     assert_eq!(both, ["target's own", "v1"], "siblings in dot order; actors are random, so compare as a set");
 
     // An empty partition is a transfer of nothing, not an error.
-    let scan = spawn_scan(Arc::clone(source.store()), 9);
+    let scan = spawn_scan(Arc::clone(source.store()), 9, Blocking::Pool);
     assert_eq!(
         bounded("push empty", push_partition(&peers, &node, &server.address, 9, TransferKind::Move, scan))
             .await
@@ -705,7 +712,7 @@ async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
         .with_transfer_idle_timeout(Duration::from_millis(500));
     let source = populated_source().await;
     let started = Instant::now();
-    let scan = spawn_scan(Arc::clone(source.store()), P);
+    let scan = spawn_scan(Arc::clone(source.store()), P, Blocking::Pool);
     let error = bounded("push", push_partition(&peers, &NodeId::new("silent"), &address, P, TransferKind::Move, scan))
         .await
         .unwrap_err();
@@ -951,7 +958,8 @@ async fn two_node_ids_at_one_address_do_not_count_one_copy_twice() {
     use vinzclortho::coordinator::{Coordinator, CoordinatorSettings, QuorumParam};
     use vinzclortho::core::membership::{ClusterState, Member};
     use vinzclortho::core::ring::Ring;
-    use vinzclortho::membership::{Membership, system_clock};
+    use vinzclortho::env::system_clock;
+    use vinzclortho::membership::Membership;
 
     // a and b hold every key (N=2, W=2); b's address was reused by a's
     // process, so both names lead to one replica.
@@ -964,8 +972,14 @@ async fn two_node_ids_at_one_address_do_not_count_one_copy_twice() {
     state.members.insert(b.clone(), member(&b, &server.address));
     state.ring.current = Ring::from_owners(vec![a.clone(), b.clone()]).unwrap();
     let membership = Arc::new(
-        Membership::open(member(&me, &closed_port().await), state, Arc::new(MemoryStore::new()), 60_000, system_clock)
-            .unwrap(),
+        Membership::open(
+            member(&me, &closed_port().await),
+            state,
+            Arc::new(MemoryStore::new()),
+            60_000,
+            Arc::new(system_clock),
+        )
+        .unwrap(),
     );
     let remote = GrpcReplicaClient::new(peers(1000, 5000), membership.clone());
     let replicas = Arc::new(RoutedReplicas::new(me, replica(1, SiblingLimits::default()), remote));
@@ -1013,15 +1027,22 @@ async fn membership_server(
     me: vinzclortho::core::membership::Member,
     state: vinzclortho::core::membership::ClusterState,
 ) -> (String, tokio_util::sync::CancellationToken, JoinHandle<Result<(), tonic::transport::Error>>) {
-    use vinzclortho::membership::{Membership, system_clock};
+    use vinzclortho::env::system_clock;
+    use vinzclortho::membership::Membership;
     use vinzclortho::rpc::membership::{self, MembershipService};
     let partitions = state.partitions();
-    let membership = Arc::new(Membership::open(me, state, Arc::new(MemoryStore::new()), 5_000, system_clock).unwrap());
+    let membership =
+        Arc::new(Membership::open(me, state, Arc::new(MemoryStore::new()), 5_000, Arc::new(system_clock)).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let stop = tokio_util::sync::CancellationToken::new();
-    let (mut routes, _health) =
-        server::routes(replica(1, SiblingLimits::default()), None, MAX_MESSAGE_BYTES, stop.clone());
+    let (mut routes, _health) = server::routes(
+        replica(1, SiblingLimits::default()),
+        None,
+        Arc::new(system_clock),
+        MAX_MESSAGE_BYTES,
+        stop.clone(),
+    );
     let secret = vinzclortho::core::context::ClusterSecret::from_bytes([7; 32]);
     let service = MembershipService::new(Arc::clone(&membership), secret);
     routes.add_service(membership::server(service, partitions));
@@ -1228,8 +1249,13 @@ async fn an_oversized_message_is_refused_and_changes_nothing() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let replica = replica(1, SiblingLimits::default());
-    let (routes, _health) =
-        server::routes(Arc::clone(&replica), None, 64 * 1024, tokio_util::sync::CancellationToken::new());
+    let (routes, _health) = server::routes(
+        Arc::clone(&replica),
+        None,
+        Arc::new(system_clock),
+        64 * 1024,
+        tokio_util::sync::CancellationToken::new(),
+    );
     let node = NodeId::new("node-1");
     let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
     let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));

@@ -84,7 +84,10 @@ pub struct StorageStatus {
 pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiError> {
     let view = api.membership.view();
     let store = api.store.clone();
-    let stats = tokio::task::spawn_blocking(move || store.stats())
+    let stats = api
+        .env
+        .blocking
+        .run(move || store.stats())
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
     let transfers = api.transfers.lock().expect("progress lock").values().cloned().collect();

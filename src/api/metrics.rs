@@ -13,7 +13,10 @@ use crate::telemetry::metrics::{self, Snapshot};
 
 pub async fn render(State(api): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let store = api.store.clone();
-    let stats = tokio::task::spawn_blocking(move || store.stats())
+    let stats = api
+        .env
+        .blocking
+        .run(move || store.stats())
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
     let members = api.membership.members();

@@ -58,6 +58,8 @@ pub struct Api {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: Limits,
     pub info: NodeInfo,
+    /// The clock for Last-Modified, randomness, the blocking pool.
+    pub env: crate::env::Env,
 }
 
 pub type AppState = Arc<Api>;

@@ -5,10 +5,11 @@ use rand::distr::{Alphanumeric, SampleString};
 
 use super::store::http_date;
 use crate::core::object::Sibling;
+use crate::env::Entropy;
 
 /// Returns the Content-Type (with boundary) and the body.
-pub fn multipart_mixed(siblings: &[Sibling]) -> (String, Vec<u8>) {
-    let boundary = boundary_for(siblings);
+pub fn multipart_mixed(siblings: &[Sibling], entropy: &Entropy) -> (String, Vec<u8>) {
+    let boundary = boundary_for(siblings, entropy);
     let mut body = Vec::with_capacity(siblings.iter().map(|s| s.content.value.len() + 160).sum());
     for s in siblings {
         body.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
@@ -21,9 +22,9 @@ pub fn multipart_mixed(siblings: &[Sibling]) -> (String, Vec<u8>) {
 }
 
 /// A random boundary that occurs in no value (so no part can end early).
-fn boundary_for(siblings: &[Sibling]) -> String {
+fn boundary_for(siblings: &[Sibling], entropy: &Entropy) -> String {
     loop {
-        let candidate = Alphanumeric.sample_string(&mut rand::rng(), 28);
+        let candidate = entropy.with(|rng| Alphanumeric.sample_string(rng, 28));
         let needle = candidate.as_bytes();
         if !siblings.iter().any(|s| s.content.value.windows(needle.len()).any(|w| w == needle)) {
             return candidate;

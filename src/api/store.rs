@@ -27,6 +27,7 @@ use crate::core::context::ContextSeal;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Mutation, Object};
 use crate::core::vclock::VersionVector;
+use crate::env::Entropy;
 use crate::error::ErrorCode;
 use crate::error::HasErrorCode;
 use crate::telemetry::metrics;
@@ -79,7 +80,7 @@ pub async fn get_value(
     let object =
         timed("get", api.coordinator.get(&key, r), |o| if o.siblings().is_empty() { "not_found" } else { "ok" })
             .await?;
-    Ok(object_response(&api.contexts, &key, &object))
+    Ok(object_response(&api.contexts, &api.env.entropy, &key, &object))
 }
 
 pub async fn put_value(
@@ -106,7 +107,7 @@ pub async fn put_value(
     let value = read_body(body, &headers, api.limits.max_value_bytes).await.inspect_err(|e| {
         metrics::request_refused("store", "put", outcome_of(e.code()));
     })?;
-    let content = Content { value, content_type, last_modified_ms: now_ms() };
+    let content = Content { value, content_type, last_modified_ms: api.env.now_ms() };
     let object = timed("put", api.coordinator.put(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
     Ok(with_context(&api.contexts, &key, StatusCode::OK, &object, Body::empty()))
 }
@@ -216,7 +217,7 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
 }
 
 /// The response to a read: 404, 200 or 300 depending on the siblings.
-fn object_response(seal: &ContextSeal, key: &ObjectKey, object: &Object) -> Response {
+fn object_response(seal: &ContextSeal, entropy: &Entropy, key: &ObjectKey, object: &Object) -> Response {
     if object.is_empty() {
         return ApiError::new(ErrorCode::NotFound, "not found").into_response();
     }
@@ -228,7 +229,7 @@ fn object_response(seal: &ContextSeal, key: &ObjectKey, object: &Object) -> Resp
             response
         }
         many => {
-            let (content_type, body) = multipart_mixed(many);
+            let (content_type, body) = multipart_mixed(many, entropy);
             let mut response = with_context(seal, key, StatusCode::MULTIPLE_CHOICES, object, Body::from(body));
             response.headers_mut().insert(header::CONTENT_TYPE, header_value(&content_type));
             response
@@ -257,8 +258,4 @@ fn header_value(s: &str) -> HeaderValue {
 
 pub(super) fn http_date(ms: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

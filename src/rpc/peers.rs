@@ -19,12 +19,19 @@
 //! bounded by a progress timeout instead, see `transfer`). Keeping bulk
 //! transfers off the unary connection also keeps them from delaying client
 //! reads and writes behind their data.
+//!
+//! How a connection is opened is the [`Connector`]'s business: TCP with the
+//! rules above in a running node, the simulated network under the
+//! deterministic simulator (`tests/sim.rs`), which carries the same gRPC
+//! messages to the same servers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
 
 use super::identity::{Caller, CallerHeaders, Identified, to_node_value};
 use crate::core::key::NodeId;
@@ -43,9 +50,60 @@ const TRANSFER_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 /// default of 4 MiB would.
 pub const MAX_MESSAGE_BYTES: usize = usize::MAX;
 
-/// A channel to one peer node: calls on it carry this node's identity and
+/// A connection to a peer, as a tower service: tonic's HTTP/2 channel over
+/// TCP in a running node ([`TcpConnector`]), a simulated link under the
+/// simulator. Cloning it is cheap and shares the connection.
+pub type Connection =
+    BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, ConnectionError>;
+
+/// Why a connection failed a call. A concrete type (not a bare boxed error)
+/// so that tonic's generic client futures stay `Send`; tonic still finds
+/// the cause (a connect error, a status) through `source`.
+#[derive(Debug)]
+pub struct ConnectionError(Box<dyn std::error::Error + Send + Sync>);
+
+impl ConnectionError {
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ConnectionError {
+        ConnectionError(cause.into())
+    }
+}
+
+impl std::fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// A connection to one peer node: calls on it carry this node's identity and
 /// the peer's id.
-pub type PeerChannel = Identified<Channel>;
+pub type PeerChannel = Identified<Connection>;
+
+/// What a connection is for (each gets its own, see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Replica calls and membership: bounded by the request timeout.
+    Unary,
+    /// Partition transfers: no per-request timeout.
+    Transfer,
+}
+
+/// Opens connections to cluster addresses; chosen at the composition root.
+pub trait Connector: Send + Sync + 'static {
+    /// A lazy connection to `cluster_address` (`host:port`, or a full
+    /// `http://` URI): it must not block, and it reconnects by itself.
+    fn connect(&self, cluster_address: &str, purpose: Purpose) -> Result<Connection, PeerError>;
+}
+
+/// Boxes a tonic channel as a [`Connection`].
+pub fn connection(channel: Channel) -> Connection {
+    BoxCloneSyncService::new(channel.map_err(ConnectionError::new))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -56,13 +114,55 @@ pub enum PeerError {
     InvalidNodeId(String),
 }
 
+/// tonic over TCP, with the connection rules of the module comment.
+pub struct TcpConnector {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Connector for TcpConnector {
+    fn connect(&self, cluster_address: &str, purpose: Purpose) -> Result<Connection, PeerError> {
+        let endpoint = self.endpoint(cluster_address)?;
+        let endpoint = match purpose {
+            Purpose::Unary => endpoint.timeout(self.request_timeout),
+            Purpose::Transfer => endpoint,
+        };
+        // Lazy: never blocks, and a down peer only costs when called.
+        Ok(connection(endpoint.connect_lazy()))
+    }
+}
+
+impl TcpConnector {
+    fn endpoint(&self, cluster_address: &str) -> Result<Endpoint, PeerError> {
+        let invalid = |reason: String| PeerError::InvalidAddress { address: cluster_address.to_owned(), reason };
+        let uri = if cluster_address.contains("://") {
+            cluster_address.to_owned()
+        } else {
+            format!("http://{cluster_address}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| invalid(e.to_string()))?;
+        let (host, port) = (endpoint.uri().host(), endpoint.uri().port_u16());
+        if host.is_none_or(str::is_empty) || port.is_none() {
+            return Err(invalid("expected host:port".into()));
+        }
+        Ok(endpoint
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true))
+    }
+}
+
 pub struct Peers {
     caller: Arc<CallerHeaders>,
     connect_timeout: Duration,
     request_timeout: Duration,
     transfer_idle_timeout: Duration,
-    unary: Mutex<HashMap<String, Channel>>,
-    transfer: Mutex<HashMap<String, Channel>>,
+    connector: Arc<dyn Connector>,
+    unary: Mutex<HashMap<String, Connection>>,
+    transfer: Mutex<HashMap<String, Connection>>,
 }
 
 impl Peers {
@@ -75,9 +175,16 @@ impl Peers {
             connect_timeout,
             request_timeout,
             transfer_idle_timeout: TRANSFER_IDLE_TIMEOUT_DEFAULT,
+            connector: Arc::new(TcpConnector { connect_timeout, request_timeout }),
             unary: Mutex::default(),
             transfer: Mutex::default(),
         }
+    }
+
+    /// Connects through `connector` instead of TCP (the simulator's network).
+    pub fn with_connector(mut self, connector: Arc<dyn Connector>) -> Peers {
+        self.connector = connector;
+        self
     }
 
     /// How long a partition transfer may go without the peer accepting more
@@ -107,34 +214,34 @@ impl Peers {
         self.connect_timeout + self.request_timeout
     }
 
-    /// The channel for unary calls to `node`, served at `cluster_address`
+    /// The connection for unary calls to `node`, served at `cluster_address`
     /// (`host:port`, or a full `http://` URI).
     pub fn channel(&self, node: &NodeId, cluster_address: &str) -> Result<PeerChannel, PeerError> {
-        let channel = self.pooled(&self.unary, cluster_address, |e| e.timeout(self.request_timeout))?;
-        self.identified(node, channel)
+        let connection = self.pooled(&self.unary, cluster_address, Purpose::Unary)?;
+        self.identified(node, connection)
     }
 
-    /// The channel for partition transfers to `node`: no per-request timeout.
+    /// The connection for partition transfers to `node`: no per-request timeout.
     pub fn transfer_channel(&self, node: &NodeId, cluster_address: &str) -> Result<PeerChannel, PeerError> {
-        let channel = self.pooled(&self.transfer, cluster_address, |e| e)?;
-        self.identified(node, channel)
+        let connection = self.pooled(&self.transfer, cluster_address, Purpose::Transfer)?;
+        self.identified(node, connection)
     }
 
-    /// The channel to a seed, for joining: a seed is known by its address
+    /// The connection to a seed, for joining: a seed is known by its address
     /// alone, and a joiner has no cluster id yet, so these calls name only
     /// their caller (the server accepts that for `Membership/Join` only).
     pub fn seed_channel(&self, cluster_address: &str) -> Result<PeerChannel, PeerError> {
-        let channel = self.pooled(&self.unary, cluster_address, |e| e.timeout(self.request_timeout))?;
-        Ok(Identified::new(channel, Arc::clone(&self.caller), None))
+        let connection = self.pooled(&self.unary, cluster_address, Purpose::Unary)?;
+        Ok(Identified::new(connection, Arc::clone(&self.caller), None))
     }
 
-    fn identified(&self, node: &NodeId, channel: Channel) -> Result<PeerChannel, PeerError> {
+    fn identified(&self, node: &NodeId, connection: Connection) -> Result<PeerChannel, PeerError> {
         let to = to_node_value(node).ok_or_else(|| PeerError::InvalidNodeId(node.to_string()))?;
-        Ok(Identified::new(channel, Arc::clone(&self.caller), Some(to)))
+        Ok(Identified::new(connection, Arc::clone(&self.caller), Some(to)))
     }
 
-    /// Drops the channels to an address (a node that left): their
-    /// connections close once in-flight calls finish.
+    /// Drops the connections to an address (a node that left): they close
+    /// once in-flight calls finish.
     pub fn forget(&self, cluster_address: &str) {
         self.unary.lock().expect("peers lock").remove(cluster_address);
         self.transfer.lock().expect("peers lock").remove(cluster_address);
@@ -142,40 +249,17 @@ impl Peers {
 
     fn pooled(
         &self,
-        pool: &Mutex<HashMap<String, Channel>>,
+        pool: &Mutex<HashMap<String, Connection>>,
         cluster_address: &str,
-        configure: impl FnOnce(Endpoint) -> Endpoint,
-    ) -> Result<Channel, PeerError> {
+        purpose: Purpose,
+    ) -> Result<Connection, PeerError> {
         let mut pool = pool.lock().expect("peers lock");
-        if let Some(channel) = pool.get(cluster_address) {
-            return Ok(channel.clone());
+        if let Some(connection) = pool.get(cluster_address) {
+            return Ok(connection.clone());
         }
-        let endpoint = configure(self.endpoint(cluster_address)?);
-        // Lazy: never blocks, and a down peer only costs when called.
-        let channel = endpoint.connect_lazy();
-        pool.insert(cluster_address.to_owned(), channel.clone());
-        Ok(channel)
-    }
-
-    fn endpoint(&self, cluster_address: &str) -> Result<Endpoint, PeerError> {
-        let invalid = |reason: String| PeerError::InvalidAddress { address: cluster_address.to_owned(), reason };
-        let uri = if cluster_address.contains("://") {
-            cluster_address.to_owned()
-        } else {
-            format!("http://{cluster_address}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| invalid(e.to_string()))?;
-        let (host, port) = (endpoint.uri().host(), endpoint.uri().port_u16());
-        if host.is_none_or(str::is_empty) || port.is_none() {
-            return Err(invalid("expected host:port".into()));
-        }
-        Ok(endpoint
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true))
+        let connection = self.connector.connect(cluster_address, purpose)?;
+        pool.insert(cluster_address.to_owned(), connection.clone());
+        Ok(connection)
     }
 }
 

@@ -8,7 +8,9 @@
 //! comes back as a [`ReplicaError`], never as a transport type.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use prost::Message as _;
@@ -29,6 +31,7 @@ use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
+use crate::env::{Clock, system_clock};
 use crate::error::ErrorCode;
 use crate::replica::Replica;
 use crate::telemetry::{metrics, propagation};
@@ -37,11 +40,19 @@ pub struct GrpcReplicaClient {
     peers: Arc<Peers>,
     book: Arc<dyn AddressBook>,
     streams: CallStreams,
+    /// This node's wall clock: calls carry their deadline on it.
+    clock: Clock,
 }
 
 impl GrpcReplicaClient {
     pub fn new(peers: Arc<Peers>, book: Arc<dyn AddressBook>) -> GrpcReplicaClient {
-        GrpcReplicaClient { peers, book, streams: CallStreams::default() }
+        GrpcReplicaClient { peers, book, streams: CallStreams::default(), clock: Arc::new(system_clock) }
+    }
+
+    /// Stamps wall-clock deadlines from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> GrpcReplicaClient {
+        self.clock = clock;
+        self
     }
 
     fn address(&self, node: &NodeId) -> Result<String, ReplicaError> {
@@ -67,7 +78,7 @@ impl GrpcReplicaClient {
     ) -> Result<CallResult, ReplicaError> {
         // A call sent after its deadline would be applied by a replica that
         // has nobody left to answer (within the clock-skew allowance).
-        if context.deadline <= tokio::time::Instant::now() {
+        if context.deadline <= Instant::now() {
             return Err(ReplicaError::Unreachable {
                 node: node.clone(),
                 reason: "the call's deadline passed before it was sent".into(),
@@ -78,10 +89,7 @@ impl GrpcReplicaClient {
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
         async {
             // The pool's bound for one call, or the caller's deadline if sooner.
-            let deadline = self
-                .peers
-                .unary_deadline()
-                .min(context.deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let deadline = self.peers.unary_deadline().min(context.deadline.saturating_duration_since(Instant::now()));
             let started = Instant::now();
             let address = address.as_str();
             let unary = |call| async move {
@@ -140,9 +148,8 @@ fn call_len(call: &Call) -> usize {
 
 /// What a call tells the replica about its caller: the deadline, relative
 /// and on the wall clock, and the ring epoch it was planned on.
-fn caller(context: &CallContext) -> pb::Caller {
-    let left = context.deadline.saturating_duration_since(tokio::time::Instant::now());
-    let now_unix_ms = crate::membership::system_clock();
+fn caller(context: &CallContext, now_unix_ms: u64) -> pb::Caller {
+    let left = context.deadline.saturating_duration_since(Instant::now());
     pb::Caller {
         timeout_ms: (left.as_millis() as u64).max(1),
         deadline_unix_ms: now_unix_ms + left.as_millis() as u64,
@@ -208,7 +215,8 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
-        let message = pb::GetRequest { partition, key: Some(key_to_pb(key)), caller: Some(caller(&call)) };
+        let message =
+            pb::GetRequest { partition, key: Some(key_to_pb(key)), caller: Some(caller(&call, (self.clock)())) };
         match self.call(node, "Replica/Get", Call::Get(message), call).await? {
             CallResult::Get(response) => object_from_response(node, response.object),
             _ => Err(unexpected(node, "Replica/Get")),
@@ -229,7 +237,7 @@ impl ReplicaClient for GrpcReplicaClient {
             key: Some(key_to_pb(key)),
             context: clock_to_pb(context),
             mutation: Some(mutation_to_pb(mutation)),
-            caller: Some(caller(&call)),
+            caller: Some(caller(&call, (self.clock)())),
         };
         match self.call(node, "Replica/Coordinate", Call::Coordinate(message), call).await? {
             CallResult::Coordinate(response) => object_from_response(node, response.object),
@@ -249,7 +257,7 @@ impl ReplicaClient for GrpcReplicaClient {
             partition,
             key: Some(key_to_pb(key)),
             object: Some(object_to_pb(object)),
-            caller: Some(caller(&call)),
+            caller: Some(caller(&call, (self.clock)())),
         };
         match self.call(node, "Replica/Merge", Call::Merge(message), call).await? {
             CallResult::Merge(pb::MergeResponse {}) => Ok(()),

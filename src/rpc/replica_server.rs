@@ -21,7 +21,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures::stream::{Stream, StreamExt};
@@ -38,6 +40,7 @@ use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_server::Replica as ReplicaRpc;
 use crate::coordinator::{ReplicaError, RingView, Topology};
+use crate::env::{Clock, system_clock};
 use crate::replica::Replica;
 use crate::telemetry::{metrics, propagation};
 
@@ -49,15 +52,17 @@ pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(1);
 pub const RING_EPOCH_HEADER: &str = "vc-ring-epoch";
 
 /// Decides whether a call may run (see the module comment).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Admission {
     ring: Option<Arc<dyn Topology>>,
+    /// This node's wall clock, for deadlines on the caller's.
+    clock: Clock,
 }
 
 impl Admission {
     fn check(&self, caller: Option<&pb::Caller>, received: Instant) -> Result<(), Status> {
         let Some(caller) = caller else { return Ok(()) };
-        let now_unix_ms = crate::membership::system_clock();
+        let now_unix_ms = (self.clock)();
         let past_wall = caller.deadline_unix_ms != 0
             && now_unix_ms > caller.deadline_unix_ms.saturating_add(CLOCK_SKEW_ALLOWANCE.as_millis() as u64);
         let past_queue = caller.timeout_ms != 0 && received.elapsed() > Duration::from_millis(caller.timeout_ms);
@@ -108,7 +113,13 @@ pub struct ReplicaService {
 
 impl ReplicaService {
     pub fn new(replica: Arc<Replica>, stop: CancellationToken) -> ReplicaService {
-        ReplicaService { replica, admission: Admission::default(), stop }
+        ReplicaService { replica, admission: Admission { ring: None, clock: Arc::new(system_clock) }, stop }
+    }
+
+    /// Reads wall-clock deadlines on `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> ReplicaService {
+        self.admission.clock = clock;
+        self
     }
 
     /// Refuses calls planned on a ring older than `ring`'s view.
@@ -222,16 +233,18 @@ async fn serve_calls(
     let slots = Arc::new(Semaphore::new(STREAM_CALLS_IN_FLIGHT));
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        // Biased (a fixed polling order) so that a simulated run replays.
         let request = tokio::select! {
+            biased;
+            // Shutting down: answer what is running, take nothing new. The
+            // caller sees the stream end and opens a new one elsewhere.
+            () = stop.cancelled() => return,
             message = incoming.next() => match message {
                 Some(Ok(request)) => request,
                 // The caller closed its side (answer what is running, then
                 // end), or the stream broke (nobody is left to answer).
                 None | Some(Err(_)) => return,
             },
-            // Shutting down: answer what is running, take nothing new. The
-            // caller sees the stream end and opens a new one elsewhere.
-            () = stop.cancelled() => return,
         };
         let (replica, admission, answers) = (Arc::clone(&replica), admission.clone(), answers.clone());
         tokio::spawn(async move {

@@ -33,6 +33,7 @@ use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse};
 use crate::coordinator::ReplicaError;
 use crate::core::key::NodeId;
 use crate::core::ring::Partition;
+use crate::env::Blocking;
 use crate::error::HasErrorCode;
 use crate::replica::Replica;
 use crate::storage::{Entry, StorageError, Store};
@@ -89,11 +90,31 @@ impl Transfer for TransferService {
     }
 }
 
-/// Scans one partition of `store` on the blocking pool into a channel for
-/// [`push_partition`]. Dropping the receiver stops the scan at its next
-/// entry; a scan error is sent as the last item.
-pub fn spawn_scan(store: Arc<dyn Store>, partition: Partition) -> mpsc::Receiver<Result<Entry, StorageError>> {
+/// Scans one partition of `store` into a channel for [`push_partition`], on
+/// the blocking pool (or, under the simulator, inline: the partition is read
+/// at once and fed from a task). Dropping the receiver stops the scan at its
+/// next entry; a scan error is sent as the last item.
+pub fn spawn_scan(
+    store: Arc<dyn Store>,
+    partition: Partition,
+    blocking: Blocking,
+) -> mpsc::Receiver<Result<Entry, StorageError>> {
     let (tx, rx) = mpsc::channel(SCAN_BUFFER);
+    if blocking == Blocking::Inline {
+        let entries: Vec<_> = match store.scan_partition(partition) {
+            Ok(entries) => entries.collect(),
+            Err(e) => vec![Err(e)],
+        };
+        tokio::spawn(async move {
+            for entry in entries {
+                let failed = entry.is_err();
+                if tx.send(entry).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        return rx;
+    }
     tokio::task::spawn_blocking(move || {
         let entries = match store.scan_partition(partition) {
             Ok(entries) => entries,
@@ -160,6 +181,7 @@ pub async fn push_partition(
         // Returning drops the call, which resets the HTTP/2 stream: the
         // receiver sees the transfer cancelled, never a clean end.
         tokio::select! {
+            biased;
             answer = client.push(outgoing.into_stream()) => {
                 answer.map(|r| r.into_inner().merged).map_err(|status| replica_error_from_status(node, status))
             }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use rand::seq::IndexedRandom;
 
 use super::{Worker, WorkerState};
+use crate::env::Entropy;
 use crate::membership::Membership;
 use crate::rpc::membership::gossip;
 use crate::rpc::peers::Peers;
@@ -18,11 +19,12 @@ pub struct GossipWorker {
     membership: Arc<Membership>,
     peers: Arc<Peers>,
     interval: Duration,
+    entropy: Entropy,
 }
 
 impl GossipWorker {
-    pub fn new(membership: Arc<Membership>, peers: Arc<Peers>, interval: Duration) -> GossipWorker {
-        GossipWorker { membership, peers, interval }
+    pub fn new(membership: Arc<Membership>, peers: Arc<Peers>, interval: Duration, entropy: Entropy) -> GossipWorker {
+        GossipWorker { membership, peers, interval, entropy }
     }
 
     async fn round(&self) {
@@ -32,7 +34,9 @@ impl GossipWorker {
         let peers = self.membership.peers();
         // A coordinator that met a newer ring asks for that peer first.
         let hinted = self.membership.take_gossip_hint().and_then(|h| peers.iter().find(|(n, _)| *n == h).cloned());
-        let Some((node, address)) = hinted.or_else(|| peers.choose(&mut rand::rng()).cloned()) else { return };
+        let Some((node, address)) = hinted.or_else(|| self.entropy.with(|rng| peers.choose(rng).cloned())) else {
+            return;
+        };
         let channel = match self.peers.channel(&node, &address) {
             Ok(channel) => channel,
             Err(e) => {
@@ -84,6 +88,7 @@ impl Worker for GossipWorker {
     async fn wait_for_work(&mut self) {
         // The interval, or sooner when a coordinator needs a newer ring.
         tokio::select! {
+            biased;
             () = tokio::time::sleep(self.interval) => {}
             () = self.membership.gossip_hinted() => {}
         }

@@ -31,11 +31,13 @@ pub fn spawn(mut worker: impl Worker, cancel: CancellationToken) -> JoinHandle<(
         tracing::debug!(worker = name, "worker started");
         loop {
             let state = tokio::select! {
+                biased;
                 () = cancel.cancelled() => break,
                 state = worker.work() => state,
             };
             if state == WorkerState::Idle {
                 tokio::select! {
+                    biased;
                     () = cancel.cancelled() => break,
                     () = worker.wait_for_work() => {}
                 }
