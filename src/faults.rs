@@ -11,9 +11,25 @@ use std::sync::OnceLock;
 use crate::core::vclock::ActorId;
 use crate::storage::Store;
 
-/// Whether `VINZCLORTHO_FAULT` names `name`, read once per process per
-/// fault; warns when it does, so a log shows the build is broken on purpose.
+thread_local! {
+    /// A fault switched on for this thread only: the deterministic simulator
+    /// runs a whole cluster on one thread, and other tests run beside it.
+    static THREAD_FAULT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Switches `name` on for the calling thread (and off with `None`),
+/// whatever `VINZCLORTHO_FAULT` says.
+pub fn set_for_thread(name: Option<&str>) {
+    THREAD_FAULT.with(|f| *f.borrow_mut() = name.map(str::to_owned));
+}
+
+/// Whether the thread's fault, else `VINZCLORTHO_FAULT` (read once per
+/// process per fault), names `name`; warns when the variable does, so a log
+/// shows the build is broken on purpose.
 fn active(cell: &'static OnceLock<bool>, name: &str, what: &str) -> bool {
+    if let Some(on) = THREAD_FAULT.with(|f| f.borrow().as_ref().map(|f| f == name)) {
+        return on;
+    }
     *cell.get_or_init(|| {
         let on = std::env::var("VINZCLORTHO_FAULT").is_ok_and(|f| f == name);
         if on {

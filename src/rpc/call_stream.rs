@@ -21,7 +21,7 @@
 //! version) answers `Unimplemented`; the caller then falls back to unary
 //! calls for that address.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -105,7 +105,9 @@ impl CallStreams {
 /// One open `Replica/Calls` stream.
 pub struct Stream {
     outgoing: mpsc::Sender<pb::CallRequest>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Ordered, so that a broken stream fails its calls in one order
+    /// (the simulator replays a seed exactly).
+    pending: Mutex<BTreeMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
     /// Set once the peer has accepted the stream (it serves the method).
     accepted: AtomicBool,
@@ -143,7 +145,7 @@ impl Stream {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stream = Arc::new(Stream {
             outgoing: tx,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
             accepted: AtomicBool::new(false),
             broken: AtomicBool::new(false),
@@ -179,7 +181,7 @@ impl Stream {
     fn fail(&self, status: Status) {
         self.broken.store(true, Ordering::Release);
         *self.failure.lock().expect("failure lock") = Some(status.clone());
-        let waiting: Vec<_> = self.pending.lock().expect("pending lock").drain().map(|(_, tx)| tx).collect();
+        let waiting: Vec<_> = std::mem::take(&mut *self.pending.lock().expect("pending lock")).into_values().collect();
         for tx in waiting {
             let _ = tx.send(Err(status.clone()));
         }

@@ -19,11 +19,13 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
+use tower::util::BoxCloneSyncService;
 
 use super::FILE_DESCRIPTOR_SET;
 use super::identity::{IdentityLayer, LocalIdentity};
 use super::observe::ObserveLayer;
 use super::pb::replica_server::ReplicaServer;
+use super::peers::{Connection, ConnectionError};
 use super::replica_server::ReplicaService;
 use super::transfer::TransferService;
 use super::transfer_pb::transfer_server::TransferServer;
@@ -76,6 +78,16 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// `routes` behind the same layers as [`serve`], as a [`Connection`] that
+/// takes calls in process: the simulator's network delivers to it, so the
+/// identity checks, limits and codecs it runs are the ones a node runs.
+pub fn in_process(routes: RoutesBuilder, local: Arc<dyn LocalIdentity>) -> Connection {
+    let service =
+        tower::ServiceBuilder::new().layer(ObserveLayer).layer(IdentityLayer::new(local)).service(routes.routes());
+    let service = tower::ServiceExt::<http::Request<tonic::body::Body>>::map_err(service, ConnectionError::new);
+    BoxCloneSyncService::new(service)
 }
 
 /// Serves `routes` on `listener` as `local` until `shutdown` completes,

@@ -1,0 +1,171 @@
+//! A simulated disk that outlives the node processes using it, and the
+//! `Store` each process incarnation opens on it.
+//!
+//! Durability follows RocksDB as a node configures it: a write is in the WAL
+//! (the OS page cache) when `put` returns, so a process crash keeps it; it is
+//! on the platter only after a sync (`put_meta` always syncs, as
+//! `storage::rocks` does; the simulator also syncs now and then, as the OS
+//! writes back dirty pages). A power loss drops every write since the last
+//! sync. Reads and writes can fail with injected I/O errors; a write that
+//! fails was not applied.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::object::Object;
+use vinzclortho::core::ring::Partition;
+use vinzclortho::storage::{Entry, MemoryStore, StorageError, Store, StoreStats};
+
+/// What a power loss undoes: the previous state of one object.
+struct Undo {
+    partition: Partition,
+    key: ObjectKey,
+    previous: Option<Object>,
+}
+
+pub struct Disk {
+    live: MemoryStore,
+    /// Writes since the last sync, oldest first.
+    unsynced: Mutex<Vec<Undo>>,
+    /// Injected I/O errors: one in `1 / error_rate` operations fails
+    /// (0: none), drawn from the run's random source.
+    error_per_million: AtomicU32,
+    rng: Arc<Mutex<StdRng>>,
+}
+
+impl Disk {
+    pub fn new(rng: Arc<Mutex<StdRng>>) -> Arc<Disk> {
+        Arc::new(Disk {
+            live: MemoryStore::new(),
+            unsynced: Mutex::default(),
+            error_per_million: AtomicU32::new(0),
+            rng,
+        })
+    }
+
+    /// Everything written so far survives a power loss.
+    pub fn sync(&self) {
+        self.unsynced.lock().unwrap().clear();
+    }
+
+    /// Drops every write since the last sync (newest first, so each key ends
+    /// as it was at the sync). Returns how many writes were lost.
+    pub fn power_loss(&self) -> usize {
+        let undo = std::mem::take(&mut *self.unsynced.lock().unwrap());
+        let lost = undo.len();
+        for u in undo.into_iter().rev() {
+            let restored = match u.previous {
+                Some(object) => self.live.put(u.partition, &u.key, &object),
+                None => self.live.remove(u.partition, &u.key),
+            };
+            restored.expect("the memory store does not fail");
+        }
+        lost
+    }
+
+    pub fn set_error_rate(&self, per_million: u32) {
+        self.error_per_million.store(per_million, Ordering::Relaxed);
+    }
+
+    /// The disk's contents, for the checker (whoever is running).
+    pub fn contents(&self) -> &MemoryStore {
+        &self.live
+    }
+
+    fn io_error(&self) -> Result<(), StorageError> {
+        let rate = self.error_per_million.load(Ordering::Relaxed);
+        if rate > 0 && self.rng.lock().unwrap().random_range(0..1_000_000) < rate {
+            return Err(StorageError::Io("injected disk error".into()));
+        }
+        Ok(())
+    }
+
+    fn remember(&self, partition: Partition, key: &ObjectKey) {
+        let previous = self.live.get(partition, key).expect("the memory store does not fail");
+        self.unsynced.lock().unwrap().push(Undo { partition, key: key.clone(), previous });
+    }
+}
+
+/// One process incarnation's view of its disk: it stops working the moment
+/// the process is gone, so tasks the dead process left behind cannot write.
+pub struct SimStore {
+    disk: Arc<Disk>,
+    alive: AtomicBool,
+}
+
+impl SimStore {
+    pub fn open(disk: &Arc<Disk>) -> Arc<SimStore> {
+        Arc::new(SimStore { disk: Arc::clone(disk), alive: AtomicBool::new(true) })
+    }
+
+    pub fn kill(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if !self.alive.load(Ordering::SeqCst) {
+            return Err(StorageError::Io("the process is gone".into()));
+        }
+        self.disk.io_error()
+    }
+}
+
+impl Store for SimStore {
+    fn engine(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn get(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Object>, StorageError> {
+        self.check()?;
+        self.disk.live.get(partition, key)
+    }
+
+    fn put(&self, partition: Partition, key: &ObjectKey, object: &Object) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.remember(partition, key);
+        self.disk.live.put(partition, key, object)
+    }
+
+    fn put_many(&self, partition: Partition, objects: &[(ObjectKey, Object)]) -> Result<(), StorageError> {
+        self.check()?;
+        for (key, _) in objects {
+            self.disk.remember(partition, key);
+        }
+        self.disk.live.put_many(partition, objects)
+    }
+
+    fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.remember(partition, key);
+        self.disk.live.remove(partition, key)
+    }
+
+    fn scan_partition(
+        &self,
+        partition: Partition,
+    ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError> {
+        self.check()?;
+        self.disk.live.scan_partition(partition)
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.check()?;
+        self.disk.live.get_meta(name)
+    }
+
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.live.put_meta(name, value)?;
+        // Synced, and with it every WAL record before it.
+        self.disk.sync();
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<StoreStats, StorageError> {
+        self.check()?;
+        self.disk.live.stats()
+    }
+}

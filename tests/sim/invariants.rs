@@ -1,0 +1,163 @@
+//! Invariants watched while a simulated run goes on, from the disks
+//! themselves (whoever is running):
+//! * a dot names one value: no key ever holds, anywhere, one (actor,
+//!   counter) for two different values (Riak's KV-679 is exactly this);
+//! * every acknowledged write is covered (its dot within the stored clock:
+//!   the value or something that superseded it) on at least W disks among
+//!   its key's holders in the cluster's latest ring, unless a power loss
+//!   may have taken it since. A ring switch before the data moved breaks
+//!   this at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::vclock::Dot;
+use vinzclortho::storage::Store;
+
+use super::Record;
+use super::history::{Kind, Outcome};
+use super::world::Cluster;
+
+/// How often the disks are looked at.
+const EVERY: Duration = Duration::from_millis(250);
+
+pub struct Watcher {
+    cluster: Arc<Cluster>,
+    record: Arc<Record>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// (key, actor, counter) -> the value it was issued for.
+    dots: BTreeMap<(String, u64, u64), String>,
+    /// value -> its key and dot.
+    values: BTreeMap<String, (ObjectKey, Dot)>,
+    /// Acknowledged writes already reported, so each is reported once.
+    reported: BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+impl Watcher {
+    pub fn new(cluster: Arc<Cluster>, record: Arc<Record>) -> Arc<Watcher> {
+        Arc::new(Watcher { cluster, record, state: Mutex::default() })
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        self.state.lock().unwrap().problems.clone()
+    }
+
+    pub fn final_check(&self) {
+        self.scan();
+        self.check_copies();
+    }
+
+    /// Records every dot on every disk; reports one issued twice.
+    fn scan(&self) {
+        let partitions = self.cluster.latest_view().map(|v| v.current.partitions()).unwrap_or(0);
+        let mut state = self.state.lock().unwrap();
+        for i in 0..self.cluster.size() {
+            let disk = self.cluster.disk(i);
+            for p in 0..partitions {
+                let Ok(entries) = disk.contents().scan_partition(p) else { continue };
+                for (key, object) in entries.flatten() {
+                    let name = String::from_utf8_lossy(&key.key).into_owned();
+                    for sibling in object.siblings() {
+                        let value = String::from_utf8_lossy(&sibling.content.value).into_owned();
+                        let dot = sibling.dot;
+                        match state.dots.get(&(name.clone(), dot.actor, dot.counter)) {
+                            Some(first) if *first != value => {
+                                let problem = format!(
+                                    "dot {:016x}:{} of key {name} was issued for {first} and for {value} (node {i})",
+                                    dot.actor, dot.counter
+                                );
+                                if !state.problems.contains(&problem) {
+                                    self.record.event(format!("INVARIANT {problem}"));
+                                    state.problems.push(problem);
+                                }
+                            }
+                            Some(_) => {}
+                            None => {
+                                state.dots.insert((name.clone(), dot.actor, dot.counter), value.clone());
+                                state.values.insert(value, (key.clone(), dot));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports acknowledged writes with fewer than W covering copies among
+    /// their key's current holders.
+    fn check_copies(&self) {
+        let Some(view) = self.cluster.latest_view() else { return };
+        let losses: Vec<Duration> = {
+            let faults = self.record.faults.lock().unwrap();
+            faults.iter().filter(|f| f.loses_data).map(|f| f.end).collect()
+        };
+        let ops = self.record.ops.lock().unwrap().clone();
+        let mut state = self.state.lock().unwrap();
+        for op in &ops {
+            let (Kind::Write { value, .. }, Outcome::Ok(_)) = (&op.kind, &op.outcome) else { continue };
+            // A power loss that ended after the write began may have taken it.
+            if losses.iter().any(|end| *end >= op.start) || state.reported.contains(value) {
+                continue;
+            }
+            let Some((key, dot)) = state.values.get(value).cloned() else { continue };
+            let p = view.current.partition_of(&key);
+            let holders = view.current.holders(p, view.n_val);
+            let covered = holders
+                .iter()
+                .filter_map(|h| self.cluster.index_of(h))
+                .filter(|&i| {
+                    let object = self.cluster.disk(i).contents().get(p, &key).ok().flatten();
+                    object.is_some_and(|o| o.clock().covers(dot))
+                })
+                .count();
+            if covered < view.w {
+                let problem = format!(
+                    "acknowledged write {value} of key {} is covered on {covered} of its {} holders at ring epoch {} \
+                     (W = {})",
+                    op.key,
+                    holders.len(),
+                    view.epoch,
+                    view.w
+                );
+                self.record.event(format!("INVARIANT {problem}"));
+                state.problems.push(problem);
+                state.reported.insert(value.clone());
+            }
+        }
+    }
+}
+
+pub async fn watch(watcher: Arc<Watcher>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        watcher.scan();
+        watcher.check_copies();
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
+/// The values of `key` on its holders' disks, if they all agree.
+pub fn holder_values(cluster: &Cluster, key: &ObjectKey) -> Option<Vec<String>> {
+    let view = cluster.latest_view()?;
+    let p = view.current.partition_of(key);
+    let mut seen: Option<Vec<String>> = None;
+    for holder in view.current.holders(p, view.n_val) {
+        let i = cluster.index_of(&holder)?;
+        let object = cluster.disk(i).contents().get(p, key).ok()?.unwrap_or_default();
+        let mut values: Vec<String> =
+            object.siblings().iter().map(|s| String::from_utf8_lossy(&s.content.value).into_owned()).collect();
+        values.sort();
+        match &seen {
+            Some(first) if *first != values => return None,
+            _ => seen = Some(values),
+        }
+    }
+    seen
+}
