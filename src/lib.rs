@@ -56,3 +56,4 @@ pub mod rpc;
 pub mod services;
 pub mod storage;
 pub mod telemetry;
+pub mod watched;

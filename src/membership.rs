@@ -21,8 +21,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::watch;
-
 pub use crate::coordinator::RingView;
 use crate::coordinator::{AddressBook, Topology};
 use crate::core::duplicate::{Duplicate, DuplicateDetector};
@@ -32,6 +30,7 @@ use crate::core::ring::{Planner, Ring, RingError};
 use crate::env::Clock;
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::storage::{StorageError, Store};
+use crate::watched::Watched;
 
 const META_CLUSTER_STATE: &str = "cluster_state";
 const STATE_FORMAT_V1: u8 = 1;
@@ -131,12 +130,12 @@ pub struct Membership {
     store: Arc<dyn Store>,
     clock: Clock,
     inner: RwLock<Inner>,
-    ring_tx: watch::Sender<Arc<RingView>>,
+    ring: Arc<Watched<Arc<RingView>>>,
     /// Set once this node stops serving; it is never unset.
-    stopped_tx: watch::Sender<Option<Stopped>>,
+    stopped: Arc<Watched<Option<Stopped>>>,
     /// A peer known to have a newer ring than ours: the gossip worker talks
     /// to it next, at once (see [`Membership::catch_up`]).
-    gossip_hint: watch::Sender<Option<NodeId>>,
+    gossip_hint: Arc<Watched<Option<NodeId>>>,
 }
 
 /// The persisted cluster state of a data directory, if any.
@@ -181,15 +180,15 @@ impl Membership {
         state.members.insert(local.clone(), me);
         let mut detector = FailureDetector::new(failure_timeout_ms);
         detector.observe(&state, clock());
-        let (ring_tx, _) = watch::channel(Arc::new(view_of(&state)));
+        let ring = Arc::new(Watched::new(Arc::new(view_of(&state))));
         let membership = Membership {
             local,
             store,
             clock,
             inner: RwLock::new(Inner { state, detector, planner: Planner::default(), duplicate }),
-            ring_tx,
-            stopped_tx: watch::Sender::new(None),
-            gossip_hint: watch::Sender::new(None),
+            ring,
+            stopped: Arc::new(Watched::new(None)),
+            gossip_hint: Arc::new(Watched::new(None)),
         };
         membership.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(membership)
@@ -201,12 +200,17 @@ impl Membership {
 
     /// The ring and quorum settings the data path uses now.
     pub fn view(&self) -> Arc<RingView> {
-        Arc::clone(&self.ring_tx.borrow())
+        self.ring.get()
     }
 
-    /// Wakes when the ring changes.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<RingView>> {
-        self.ring_tx.subscribe()
+    /// Counts ring changes, for [`Membership::ring_changed`].
+    pub fn ring_version(&self) -> u64 {
+        self.ring.version()
+    }
+
+    /// Completes once the ring changed after `version`; returns the new one.
+    pub async fn ring_changed(&self, version: u64) -> u64 {
+        self.ring.changed_since(version).await
     }
 
     pub fn ring(&self) -> Arc<Ring> {
@@ -223,30 +227,27 @@ impl Membership {
 
     /// Why this node stopped serving, if it did.
     pub fn stopped(&self) -> Option<Stopped> {
-        self.stopped_tx.borrow().clone()
+        self.stopped.get()
     }
 
     /// True once this node learnt that the cluster removed it.
     pub fn removed(&self) -> bool {
-        matches!(*self.stopped_tx.borrow(), Some(Stopped::Removed))
+        self.stopped.with(|s| matches!(s, Some(Stopped::Removed)))
     }
 
     /// The other process running under this node's id, once found.
     pub fn duplicate_of(&self) -> Option<Duplicate> {
-        match &*self.stopped_tx.borrow() {
+        self.stopped.with(|s| match s {
             Some(Stopped::Duplicate(other)) => Some(other.clone()),
             _ => None,
-        }
+        })
     }
 
     /// Completes once this node stops serving (removed, or a duplicate).
     pub fn wait_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut stopped = self.stopped_tx.subscribe();
+        let stopped = Arc::clone(&self.stopped);
         async move {
-            // An error means the sender is gone: nothing can stop us any more.
-            if stopped.wait_for(Option::is_some).await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            stopped.wait_for(Option::is_some).await;
         }
     }
 
@@ -417,7 +418,7 @@ impl Membership {
         }
         if let Some(view) = view {
             tracing::info!(epoch = view.epoch, moving = view.target.is_some(), "ring changed");
-            self.ring_tx.send_replace(Arc::new(view));
+            self.ring.replace(Arc::new(view));
         }
         Ok(())
     }
@@ -425,7 +426,7 @@ impl Membership {
     /// Once only: this node stops serving. Wakes `wait_stopped`.
     fn mark_stopped(&self, why: Stopped) {
         let error = self.error_of(&why);
-        let first = self.stopped_tx.send_if_modified(|stopped| stopped.is_none() && stopped.replace(why).is_none());
+        let first = self.stopped.modify(|stopped| stopped.is_none() && stopped.replace(why).is_none());
         if first {
             match error {
                 MembershipError::Removed { .. } => {
@@ -542,26 +543,25 @@ impl Membership {
     /// The peer the gossip worker should talk to next, if a coordinator
     /// asked (it learnt that peer's ring is newer); taken once.
     pub fn take_gossip_hint(&self) -> Option<NodeId> {
-        self.gossip_hint.send_replace(None)
+        self.gossip_hint.replace(None)
     }
 
     /// Completes when a coordinator asks for a gossip round now.
     pub fn gossip_hinted(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut hint = self.gossip_hint.subscribe();
+        let hint = Arc::clone(&self.gossip_hint);
         async move {
-            let _ = hint.wait_for(|h| h.is_some()).await;
+            hint.wait_for(Option::is_some).await;
         }
     }
 
     /// Waits until the ring is at least at `epoch`, asking gossip to talk to
     /// `from` (which has it) at once rather than at the next random round.
     pub async fn catch_up(&self, from: &NodeId, epoch: u64, until: tokio::time::Instant) -> bool {
-        let mut ring = self.subscribe();
-        if ring.borrow().epoch >= epoch {
+        if self.view().epoch >= epoch {
             return true;
         }
-        self.gossip_hint.send_replace(Some(from.clone()));
-        tokio::time::timeout_at(until, ring.wait_for(|view| view.epoch >= epoch)).await.is_ok_and(|r| r.is_ok())
+        self.gossip_hint.replace(Some(from.clone()));
+        tokio::time::timeout_at(until, self.ring.wait_for(|view| view.epoch >= epoch)).await.is_ok()
     }
 }
 

@@ -193,6 +193,10 @@ impl Record {
 }
 
 async fn simulate(seed: u64, options: &Options) -> Outcome {
+    // The paused clock starts a few real nanoseconds past the timer wheel's
+    // origin; one timer aligns it to whole milliseconds from there, so that
+    // no later rounding depends on how fast this machine started the run.
+    tokio::time::sleep(Duration::from_millis(1)).await;
     let mut master = StdRng::seed_from_u64(seed);
     let shared = Arc::new(Mutex::new(StdRng::seed_from_u64(master.random())));
     let net = Net::new(Arc::clone(&shared));
@@ -276,6 +280,9 @@ async fn simulate(seed: u64, options: &Options) -> Outcome {
     format!("{:?}{:?}", history.ops, history.final_state).hash(&mut digest);
     let messages = net.messages.load(Ordering::Relaxed);
     cluster.shutdown();
+    if let Ok(path) = std::env::var("SIM_TRACE") {
+        std::fs::write(path, net.trace.lock().unwrap().join("\n")).unwrap();
+    }
     let events = record.events.lock().unwrap().clone();
     let ops = history.ops.iter().map(|op| format!("{op:?}")).collect();
     Outcome { seed, report, problems, digest: digest.finish(), messages, events, ops }
@@ -400,7 +407,10 @@ fn explore(first: u64, options: &Options, budget: Duration, stop_at_failure: boo
     let done = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let found = Arc::new(AtomicBool::new(false));
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::env::var("SIM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -449,18 +459,35 @@ fn sim_replay() {
         println!("{event}");
     }
     println!("{}\n  digest {:016x}, {:.2} s", outcome.summary(), outcome.digest, started.elapsed().as_secs_f64());
+    if let Ok(path) = std::env::var("SIM_DUMP") {
+        std::fs::write(path, outcome.ops.join("\n")).unwrap();
+    }
     assert!(!outcome.failed(), "seed {seed} failed");
 }
 
 #[test]
 fn sim_is_deterministic() {
-    let options = Options::default();
-    let a = run(7, &options);
-    let b = run(7, &options);
+    // A seed whose run has joins, claim changes and transfers.
+    let (seed, options) = (24, Options::from_env());
+    let a = run(seed, &options);
+    let b = run(seed, &options);
     assert!(a.report.ops > 100, "too few operations to compare: {}", a.report.ops);
     if let Some(i) = (0..a.ops.len().min(b.ops.len())).find(|&i| a.ops[i] != b.ops[i]) {
         panic!("one seed, two histories: operation {i} was\n  {}\nthen\n  {}", a.ops[i], b.ops[i]);
     }
     assert_eq!(a.events, b.events, "one seed, two schedules");
     assert_eq!((a.messages, a.digest), (b.messages, b.digest), "one seed, two histories");
+    // And in another process, where everything seeded by the OS (hash map
+    // keys, tokio's own random choices) differs.
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sim_replay", "--nocapture"])
+        .env("SIM_SEED", seed.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let digest = format!("digest {:016x}", a.digest);
+    assert!(
+        stdout.contains(&digest),
+        "another process replayed seed {seed} differently (expected {digest}):\n{stdout}"
+    );
 }

@@ -29,14 +29,14 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{Worker, WorkerState};
 use crate::coordinator::AddressBook;
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
-use crate::membership::{Membership, RingView};
+use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::peers::Peers;
 use crate::rpc::transfer::{TransferKind, push_partition, spawn_scan};
@@ -68,7 +68,8 @@ pub struct HandoffWorker {
     membership: Arc<Membership>,
     replica: Arc<Replica>,
     peers: Arc<Peers>,
-    ring: watch::Receiver<Arc<RingView>>,
+    /// The ring version last seen, to wake when it changes.
+    ring_version: u64,
     progress: Progress,
     /// Ring epoch whose sweep finished; a new epoch means sweep again.
     swept_epoch: u64,
@@ -89,12 +90,12 @@ impl HandoffWorker {
         peers: Arc<Peers>,
         progress: Progress,
     ) -> HandoffWorker {
-        let ring = membership.subscribe();
+        let ring_version = membership.ring_version();
         HandoffWorker {
             membership,
             replica,
             peers,
-            ring,
+            ring_version,
             progress,
             swept_epoch: 0,
             progress_epoch: 0,
@@ -274,6 +275,9 @@ impl Worker for HandoffWorker {
     async fn wait_for_work(&mut self) {
         // Wake on a ring change, and poll anyway: transfer duties also
         // depend on other members' records, which gossip updates.
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.ring.changed()).await;
+        let changed = self.membership.ring_changed(self.ring_version);
+        if let Ok(version) = tokio::time::timeout(Duration::from_millis(500), changed).await {
+            self.ring_version = version;
+        }
     }
 }

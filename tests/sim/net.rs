@@ -62,6 +62,9 @@ pub struct Net {
     state: Mutex<State>,
     rng: Arc<Mutex<StdRng>>,
     pub messages: std::sync::atomic::AtomicU64,
+    /// With `SIM_TRACE`: one line per message, to find where two runs part.
+    pub trace: Mutex<Vec<String>>,
+    tracing: bool,
 }
 
 /// What happens to one message.
@@ -86,6 +89,8 @@ impl Net {
             }),
             rng,
             messages: Default::default(),
+            trace: Mutex::default(),
+            tracing: std::env::var("SIM_TRACE").is_ok(),
         })
     }
 
@@ -144,6 +149,10 @@ impl Net {
     /// `to_inc`, when known), drawing from the run's random source.
     fn fate(&self, from: &str, from_inc: u64, to: &str, to_inc: Option<u64>) -> (Fate, Option<Instant>) {
         self.messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.tracing {
+            let line = format!("{:?} {from}#{from_inc} -> {to}#{to_inc:?}", Instant::now());
+            self.trace.lock().unwrap().push(line);
+        }
         let state = self.state.lock().unwrap();
         let mut rng = self.rng.lock().unwrap();
         let held = [from, to].iter().filter_map(|a| state.paused.get(*a).copied()).max();
@@ -244,6 +253,9 @@ impl Service<Request> for Link {
                 // Nobody listens there: refused at once.
                 return Err(ConnectionError::new(reset("connection refused")));
             };
+            if link.net.tracing {
+                link.net.trace.lock().unwrap().push(format!("call {}", request.uri().path()));
+            }
             let (fate, held) = link.net.fate(&link.from, link.from_inc, &link.to, Some(to_inc));
             travel(fate, held).await.map_err(ConnectionError::new)?;
             let (parts, body) = request.into_parts();
