@@ -92,6 +92,8 @@ enum Behaviour {
     Refuses,
     /// Never answers (a paused or partitioned node).
     Silent,
+    /// Applies the call, then its answer is lost (the connection broke).
+    AppliesThenLost,
 }
 
 /// Real replicas, one per node, behind scripted behaviours; counts calls.
@@ -125,11 +127,24 @@ impl Nodes {
         let b = self.behaviour.lock().unwrap().get(node).copied().unwrap_or(Behaviour::Answers);
         match b {
             Behaviour::Answers => Ok(Arc::clone(&self.replicas[node])),
-            Behaviour::Refuses => {
-                Err(ReplicaError::Unreachable { node: node.clone(), reason: "connection refused".into() })
-            }
+            Behaviour::Refuses => Err(ReplicaError::Unreachable {
+                node: node.clone(),
+                reason: "connection refused".into(),
+                maybe_applied: false,
+            }),
             Behaviour::Silent => std::future::pending().await,
+            // The caller applies the call, then reports the lost answer.
+            Behaviour::AppliesThenLost => Ok(Arc::clone(&self.replicas[node])),
         }
+    }
+
+    fn answer_lost(&self, node: &NodeId) -> Option<ReplicaError> {
+        let b = self.behaviour.lock().unwrap().get(node).copied();
+        (b == Some(Behaviour::AppliesThenLost)).then(|| ReplicaError::Unreachable {
+            node: node.clone(),
+            reason: "connection reset".into(),
+            maybe_applied: true,
+        })
     }
 
     /// A node whose ring is ahead refuses calls planned on an older one,
@@ -178,7 +193,11 @@ impl ReplicaClient for Nodes {
         self.fence(node, call)?;
         let replica = self.gate(node).await?;
         self.stamps.lock().unwrap().push(node.clone());
-        replica.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await
+        let stamped = replica.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await?;
+        match self.answer_lost(node) {
+            Some(lost) => Err(lost),
+            None => Ok(stamped),
+        }
     }
 
     async fn merge(
@@ -294,6 +313,23 @@ async fn a_replica_that_cannot_stamp_hands_the_write_to_the_next() {
 /// second sibling after a client overwrote it (the fault suite caught that
 /// when stamping moved on after a share of the deadline). A stamper that
 /// fails fast is replaced at once (see above).
+/// A stamp whose answer was lost may have been applied: stamping the write
+/// again elsewhere would give it two dots, and the copy under the first
+/// comes back as a sibling after a client overwrites the second (found by
+/// the simulator, seed 24, under packet loss). The client is told the
+/// outcome is unknown instead.
+#[tokio::test(start_paused = true)]
+async fn a_stamp_whose_answer_was_lost_is_not_stamped_again() {
+    let topology = Scripted::new("z", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.set("a", Behaviour::AppliesThenLost);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let error = unavailable(c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await);
+    assert!(error.contains("connection reset"), "{error}");
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("a")], "one stamp only");
+    assert_eq!(values(&nodes.stored("a", &key()).await), BTreeSet::from(["v".to_owned()]));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_stamper_is_not_doubled_by_a_second_stamp() {
     let topology = Scripted::new("z", ring("b", "c"), None);

@@ -148,7 +148,11 @@ impl Coordinator {
                 async move {
                     let reply = match timeout_at(deadline, replicas.get(&node, partition, &key, call)).await {
                         Ok(reply) => reply,
-                        Err(_) => Err(ReplicaError::Unreachable { node: node.clone(), reason: "timed out".into() }),
+                        Err(_) => Err(ReplicaError::Unreachable {
+                            node: node.clone(),
+                            reason: "timed out".into(),
+                            maybe_applied: true,
+                        }),
                     };
                     let _ = tx.send((node, reply)).await;
                 }
@@ -253,7 +257,11 @@ impl Coordinator {
                     let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object, call)).await
                     {
                         Ok(reply) => reply,
-                        Err(_) => Err(ReplicaError::Unreachable { node: node.clone(), reason: "timed out".into() }),
+                        Err(_) => Err(ReplicaError::Unreachable {
+                            node: node.clone(),
+                            reason: "timed out".into(),
+                            maybe_applied: true,
+                        }),
                     };
                     let _ = tx.send((node, reply)).await;
                 }
@@ -349,6 +357,16 @@ impl Coordinator {
                     return Ok((node.clone(), object, quorum));
                 }
                 Ok(Err(ReplicaError::StaleRing { node, epoch })) => return Err(Attempt::Stale { node, epoch }),
+                // The stamp went out and its answer was lost: the replica may
+                // have stamped it. A second stamper would give the write a
+                // second dot, and the copy under the first would come back as
+                // a sibling after a client overwrote the second (the
+                // simulator found this under packet loss). The outcome is
+                // unknown; the client is told so.
+                Ok(Err(e @ ReplicaError::Unreachable { maybe_applied: true, .. })) => {
+                    quorum.record_err(node.clone(), e.to_string());
+                    break;
+                }
                 Ok(Err(e)) if e.code() != ErrorCode::Unavailable => {
                     return Err(Attempt::Failed(CoordinatorError::Replica(e)));
                 }

@@ -24,8 +24,12 @@ pub enum ReplicaError {
     TooManySiblings { count: usize, limit: usize },
     #[error("node {0} is not a member this node knows")]
     UnknownNode(NodeId),
+    /// No answer. `maybe_applied`: the call went out before the connection
+    /// failed or the wait ended, so the replica may have applied it; false
+    /// when it certainly did not (no connection could be made, or it was
+    /// never sent).
     #[error("node {node} is unreachable: {reason}")]
-    Unreachable { node: NodeId, reason: String },
+    Unreachable { node: NodeId, reason: String, maybe_applied: bool },
     /// A remote replica answered with an error; `code` says what kind.
     #[error("node {node}: {message}")]
     Remote { node: NodeId, code: ErrorCode, message: String },

@@ -60,9 +60,11 @@ impl GrpcReplicaClient {
     }
 
     fn channel(&self, node: &NodeId, address: &str) -> Result<PeerChannel, ReplicaError> {
-        self.peers
-            .channel(node, address)
-            .map_err(|e| ReplicaError::Unreachable { node: node.clone(), reason: e.to_string() })
+        self.peers.channel(node, address).map_err(|e| ReplicaError::Unreachable {
+            node: node.clone(),
+            reason: e.to_string(),
+            maybe_applied: false,
+        })
     }
 
     /// One replica call: its own client span, the trace context, a bounded
@@ -82,6 +84,7 @@ impl GrpcReplicaClient {
             return Err(ReplicaError::Unreachable {
                 node: node.clone(),
                 reason: "the call's deadline passed before it was sent".into(),
+                maybe_applied: false,
             });
         }
         let address = self.address(node)?;

@@ -41,8 +41,12 @@ pub fn replica_error_from_status(node: &NodeId, status: Status) -> ReplicaError 
     {
         return ReplicaError::StaleRing { node: node.clone(), epoch };
     }
-    if is_transport_failure(&status) || identity::is_refusal(&status) {
-        return ReplicaError::Unreachable { node: node.clone(), reason: status_reason(&status) };
+    if identity::is_refusal(&status) {
+        return ReplicaError::Unreachable { node: node.clone(), reason: status_reason(&status), maybe_applied: false };
+    }
+    if is_transport_failure(&status) {
+        let maybe_applied = !could_not_connect(&status);
+        return ReplicaError::Unreachable { node: node.clone(), reason: status_reason(&status), maybe_applied };
     }
     ReplicaError::Remote {
         node: node.clone(),
@@ -61,6 +65,27 @@ pub fn replica_error_from_status(node: &NodeId, status: Status) -> ReplicaError 
 fn is_transport_failure(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
         || std::error::Error::source(status).is_some()
+}
+
+/// True when the status says no connection could be made, so the call
+/// never reached the peer: a refused or failed connect, found as an I/O
+/// error in the source chain, or by tonic's message for a connect error
+/// (tonic keeps only the message of those).
+fn could_not_connect(status: &Status) -> bool {
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::HostUnreachable
+            )
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    status.message().contains("tcp connect error")
 }
 
 fn status_reason(status: &Status) -> String {
@@ -149,7 +174,7 @@ mod tests {
                     assert_eq!((n, *got, message.as_str()), (&node(), expected, "why"), "{code:?}");
                     assert_eq!(error.code(), expected);
                 }
-                (None, ReplicaError::Unreachable { node: n, reason }) => {
+                (None, ReplicaError::Unreachable { node: n, reason, .. }) => {
                     assert_eq!((n, reason.as_str()), (&node(), "why"), "{code:?}");
                     assert_eq!(error.code(), ErrorCode::Unavailable);
                 }

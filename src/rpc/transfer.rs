@@ -166,7 +166,7 @@ pub async fn push_partition(
 ) -> Result<u64, ReplicaError> {
     let started = Instant::now();
     let result = async {
-        let unreachable = |reason: String| ReplicaError::Unreachable { node: node.clone(), reason };
+        let unreachable = |reason: String| ReplicaError::Unreachable { node: node.clone(), reason, maybe_applied: true };
         let channel = peers.transfer_channel(node, cluster_address).map_err(|e| unreachable(e.to_string()))?;
         let mut client = TransferClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

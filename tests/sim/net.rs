@@ -250,8 +250,10 @@ impl Service<Request> for Link {
         let link = self.clone();
         let call = async move {
             let Some((to_inc, server)) = link.net.server(&link.to) else {
-                // Nobody listens there: refused at once.
-                return Err(ConnectionError::new(reset("connection refused")));
+                // Nobody listens there: refused at once, as TCP does.
+                let refused =
+                    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "simulated: connection refused");
+                return Err(ConnectionError::new(refused));
             };
             if link.net.tracing {
                 link.net.trace.lock().unwrap().push(format!("call {}", request.uri().path()));
