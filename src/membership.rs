@@ -123,6 +123,8 @@ struct Inner {
     detector: FailureDetector,
     planner: Planner,
     duplicate: DuplicateDetector,
+    /// The last save failed: save again at the next change of any kind.
+    unsaved: bool,
 }
 
 pub struct Membership {
@@ -185,7 +187,7 @@ impl Membership {
             local,
             store,
             clock,
-            inner: RwLock::new(Inner { state, detector, planner: Planner::default(), duplicate }),
+            inner: RwLock::new(Inner { state, detector, planner: Planner::default(), duplicate, unsaved: false }),
             ring,
             stopped: Arc::new(Watched::new(None)),
             gossip_hint: Arc::new(Watched::new(None)),
@@ -390,7 +392,7 @@ impl Membership {
         let now = (self.clock)();
         let (view, save, stopped) = {
             let mut inner = self.inner.write().expect("membership lock");
-            let Inner { state, detector, planner, duplicate } = &mut *inner;
+            let Inner { state, detector, planner, duplicate, unsaved } = &mut *inner;
             let stopped = if state.removed.contains(&self.local) {
                 Some(Stopped::Removed)
             } else {
@@ -407,18 +409,27 @@ impl Membership {
             if crate::faults::switch_before_data_moved() && state.force_switch(&self.local, up) {
                 changes.ring = true;
             }
-            let save = (changes.members || changes.ring).then(|| state.clone());
+            let save = (changes.members || changes.ring || *unsaved).then(|| state.clone());
             (changes.ring.then(|| view_of(state)), save, stopped)
         };
         if let Some(why) = stopped {
             self.mark_stopped(why);
         }
-        if let Some(state) = save {
-            save_state(&*self.store, &state)?;
-        }
+        // The state in memory is what this node now acts on: publish it even
+        // if it cannot be saved. Publishing only after a successful save left
+        // a node whose disk failed once on its old ring for good (the merged
+        // state no longer differed, so no later change republished it), and
+        // a move waiting for its transfers forever (found by the simulator).
+        // A state not saved is saved with the next change; after a restart
+        // gossip brings back what the disk missed.
         if let Some(view) = view {
             tracing::info!(epoch = view.epoch, moving = view.target.is_some(), "ring changed");
             self.ring.replace(Arc::new(view));
+        }
+        if let Some(state) = save {
+            let saved = save_state(&*self.store, &state);
+            self.inner.write().expect("membership lock").unsaved = saved.is_err();
+            saved?;
         }
         Ok(())
     }
@@ -649,6 +660,76 @@ mod tests {
         theirs.remove_member(&node("c"));
         theirs.members.insert(node("d"), Member::new(node("d"), "c:h".into(), "c:c".into(), 8, 2));
         theirs
+    }
+
+    /// A store whose metadata writes fail while `failing` is set.
+    struct FlakyStore {
+        inner: MemoryStore,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for FlakyStore {
+        fn engine(&self) -> &'static str {
+            "flaky"
+        }
+        fn get(
+            &self,
+            p: u32,
+            k: &crate::core::key::ObjectKey,
+        ) -> Result<Option<crate::core::object::Object>, StorageError> {
+            self.inner.get(p, k)
+        }
+        fn put(
+            &self,
+            p: u32,
+            k: &crate::core::key::ObjectKey,
+            o: &crate::core::object::Object,
+        ) -> Result<(), StorageError> {
+            self.inner.put(p, k, o)
+        }
+        fn put_many(&self, p: u32, o: &[crate::storage::Entry]) -> Result<(), StorageError> {
+            self.inner.put_many(p, o)
+        }
+        fn remove(&self, p: u32, k: &crate::core::key::ObjectKey) -> Result<(), StorageError> {
+            self.inner.remove(p, k)
+        }
+        fn scan_partition(
+            &self,
+            p: u32,
+        ) -> Result<Box<dyn Iterator<Item = Result<crate::storage::Entry, StorageError>> + '_>, StorageError> {
+            self.inner.scan_partition(p)
+        }
+        fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get_meta(name)
+        }
+        fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StorageError::Io("injected".into()));
+            }
+            self.inner.put_meta(name, value)
+        }
+        fn stats(&self) -> Result<crate::storage::StoreStats, StorageError> {
+            self.inner.stats()
+        }
+    }
+
+    #[test]
+    fn a_ring_learnt_while_the_disk_fails_is_still_the_one_used() {
+        let flaky = Arc::new(FlakyStore { inner: MemoryStore::new(), failing: Default::default() });
+        let store: Arc<dyn Store> = flaky.clone();
+        let c = open("c", cluster(), &store).unwrap();
+        let mut theirs = c.snapshot();
+        theirs.ring.epoch += 5;
+        flaky.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(c.merge(&theirs).is_err(), "the state could not be saved");
+        assert_eq!(c.view().epoch, theirs.ring.epoch, "the merged ring is used anyway");
+        flaky.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        c.heartbeat().unwrap();
+        assert_eq!(
+            load_state(&*store).unwrap().unwrap().ring.epoch,
+            theirs.ring.epoch,
+            "and saved with the next change"
+        );
     }
 
     #[test]

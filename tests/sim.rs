@@ -164,6 +164,14 @@ impl Outcome {
 
 /// Runs one seed to the end, on this thread.
 pub fn run(seed: u64, options: &Options) -> Outcome {
+    // `SIM_LOG=filter` (tracing's syntax) shows the nodes' logs, all of
+    // them interleaved; the time in each line is the simulated one.
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
+            .try_init();
+    }
     vinzclortho::faults::set_for_thread(options.fault.as_deref());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     let outcome = runtime.block_on(simulate(seed, options));
@@ -171,6 +179,18 @@ pub fn run(seed: u64, options: &Options) -> Outcome {
     drop(runtime);
     vinzclortho::faults::set_for_thread(None);
     outcome
+}
+
+/// Log timestamps on the simulated clock.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => write!(w, "{:?}", Instant::now()),
+            Err(_) => write!(w, "-"),
+        }
+    }
 }
 
 /// Shared by the run's tasks: what happened, for the checker and the log.
@@ -253,6 +273,33 @@ async fn simulate(seed: u64, options: &Options) -> Outcome {
     heal(&cluster, &record).await;
     if settle(&cluster, Duration::from_secs(120)).await.is_none() {
         problems.push(format!("the cluster did not settle within 120 s after healing: {}", describe(&cluster)));
+        if std::env::var("SIM_DEBUG").is_ok() {
+            let snapshots: Vec<_> =
+                (0..cluster.size()).filter_map(|i| cluster.with_app(i, |a| a.membership.snapshot())).collect();
+            for i in 0..cluster.size() {
+                cluster.with_app(i, |a| {
+                    let s = a.membership.snapshot();
+                    println!(
+                        "node {i} ring epoch {} target {:?} members {:?}",
+                        s.ring.epoch,
+                        s.ring.target.is_some(),
+                        s.members
+                            .values()
+                            .map(|m| (
+                                m.node.to_string(),
+                                m.generation,
+                                m.wanted_claim,
+                                m.transfers_epoch,
+                                m.transfers_done.len()
+                            ))
+                            .collect::<Vec<_>>()
+                    );
+                    println!("  mine {:?}", a.membership.my_transfers());
+                    println!("  progress {:?}", a.transfers.lock().unwrap().values().collect::<Vec<_>>());
+                    let _ = &snapshots;
+                });
+            }
+        }
     }
     let history_ops = record.ops.lock().unwrap().clone();
     let keys: BTreeSet<String> = history_ops.iter().map(|op| op.key.clone()).collect();
