@@ -13,7 +13,11 @@
 //! * [`api`]: the HTTP edge (axum).
 //! * [`rpc`]: the gRPC edge (tonic); protobuf types live only there.
 //! * [`config`], [`telemetry`], [`error`]: settings, logging, error codes.
-//! * [`node`]: the composition root.
+//! * [`node`]: the composition root. What a node takes from outside (clock,
+//!   randomness, blocking work: [`env`]; how peers are reached:
+//!   `rpc::peers::Connector`) is passed in as a `node::Host`, so the
+//!   deterministic simulator (`tests/sim.rs`) runs the same nodes.
+//! * [`watched`]: a watched value whose waiters wake in order.
 //! * [`services`]: background workers (gossip, handoff).
 //! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
 //! * [`bench`]: `vinzclortho bench`, the load generator and its checks.

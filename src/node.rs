@@ -280,28 +280,54 @@ pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
     Ok(Listeners { http: listen(&config.address).await?, cluster: listen(&config.cluster_address).await? })
 }
 
-/// Asks `seed` to admit us, retrying for a while in case it is starting too.
-async fn join(config: &Config, host: &Host, seed: &str, me: &Member) -> Result<Admission, NodeError> {
+/// How long a new node keeps asking its seed to admit it (the seed may be
+/// starting too).
+const JOIN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Why a join failed: the seed refused us (it answered), or nobody answered.
+struct JoinFailed {
+    error: NodeError,
+    answered: bool,
+}
+
+/// Asks `seed` to admit us, retrying for `patience`.
+async fn join(
+    config: &Config,
+    host: &Host,
+    seed: &str,
+    me: &Member,
+    patience: Duration,
+) -> Result<Admission, JoinFailed> {
     let peers = peers_for(config, host, &Caller::joining(me.node.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         let attempt = async {
-            let channel = peers.seed_channel(seed).map_err(|e| e.to_string())?;
-            crate::rpc::membership::join(channel, me).await.map_err(|s| describe_join_error(&s))
+            let channel = peers.seed_channel(seed).map_err(|e| (e.to_string(), false))?;
+            crate::rpc::membership::join(channel, me).await.map_err(|s| (describe_join_error(&s), answered(&s)))
+        };
+        let failed = |reason: String, answered: bool| JoinFailed {
+            error: NodeError::Join { seed: seed.to_owned(), reason },
+            answered,
         };
         match tokio::time::timeout(config.request_timeout, attempt).await {
             Ok(Ok((state, secret))) => return Ok(Admission { state, secret }),
-            Ok(Err(reason)) if tokio::time::Instant::now() >= deadline => {
-                return Err(NodeError::Join { seed: seed.to_owned(), reason });
+            Ok(Err((reason, answered))) if answered || tokio::time::Instant::now() >= deadline => {
+                return Err(failed(reason, answered));
             }
-            Err(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(NodeError::Join { seed: seed.to_owned(), reason: "timed out".into() });
-            }
-            Ok(Err(reason)) => tracing::warn!(%seed, %reason, "join failed; retrying"),
+            Err(_) if tokio::time::Instant::now() >= deadline => return Err(failed("timed out".into(), false)),
+            Ok(Err((reason, _))) => tracing::warn!(%seed, %reason, "join failed; retrying"),
             Err(_) => tracing::warn!(%seed, "join timed out; retrying"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Whether the seed itself answered (a refusal), rather than nobody.
+fn answered(status: &tonic::Status) -> bool {
+    !matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    )
 }
 
 fn describe_join_error(status: &tonic::Status) -> String {
@@ -317,7 +343,11 @@ fn describe_join_error(status: &tonic::Status) -> String {
 }
 
 /// Opens the node on `store`: joins the cluster first when the config names
-/// a seed (`-j`), then wires it up ([`build`]).
+/// a seed (`-j`), then wires it up ([`build`]). A node whose data directory
+/// already belongs to a cluster asks the seed once and, if it does not
+/// answer, starts from what the directory remembers: a restart must not
+/// depend on one particular member being up (the simulator found nodes
+/// that could not come back while their seed was down).
 pub async fn start(
     config: &Config,
     host: &Host,
@@ -326,15 +356,28 @@ pub async fn start(
     store: Arc<dyn Store>,
 ) -> Result<App, NodeError> {
     let node = identity(&*store, &host.env)?;
+    let remembered = membership::load_state(&*store)?;
     let joined = match &config.join {
         Some(seed) => {
             // A rejoining node keeps the claim it had; a new one asks for the
             // default (above the partition count means an equal share).
-            let claim = membership::load_state(&*store)?
-                .and_then(|s| s.members.get(&node).map(|m| m.wanted_claim))
-                .unwrap_or(u32::MAX);
+            let claim =
+                remembered.as_ref().and_then(|s| s.members.get(&node).map(|m| m.wanted_claim)).unwrap_or(u32::MAX);
             let me = Member::new(node.clone(), address.clone(), cluster_address.clone(), claim, host.env.now_ms());
-            Some(join(config, host, seed, &me).await?)
+            let patience = if remembered.is_some() { Duration::ZERO } else { JOIN_PATIENCE };
+            match join(config, host, seed, &me, patience).await {
+                Ok(admission) => Some(admission),
+                Err(JoinFailed { error, answered: false }) if remembered.is_some() => {
+                    tracing::warn!(
+                        %seed,
+                        %error,
+                        "the seed did not admit us; starting from the cluster this data directory remembers \
+                         (gossip finds the other members)"
+                    );
+                    None
+                }
+                Err(JoinFailed { error, .. }) => return Err(error),
+            }
         }
         None => None,
     };

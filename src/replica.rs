@@ -145,9 +145,18 @@ impl Replica {
             let _guard = this.stripe(&key).lock().expect("key lock");
             let mut object = this.store.get(partition, &key)?.unwrap_or_default();
             let actor = this.stamping_actor(partition, &object, &context);
-            object
+            let before = object.clock().clone();
+            let dot = object
                 .update(actor, &context, mutation)
                 .map_err(|e| ReplicaError::Storage(StorageError::Io(format!("no fresh dot for the write: {e}"))))?;
+            // What per-run actors are for: a dot is never issued twice for a
+            // key. Neither this replica's history of the key nor the client's
+            // context may already hold the new one (test builds check; the
+            // simulator counts a failed check as a failed run).
+            debug_assert!(
+                dot.is_none_or(|d| !before.covers(d) && !context.covers(d)),
+                "dot {dot:?} issued again for key {key:?}"
+            );
             let count = object.siblings().len();
             if count > this.limits.max {
                 return Err(ReplicaError::TooManySiblings { count, limit: this.limits.max });

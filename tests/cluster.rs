@@ -600,3 +600,24 @@ fn a_paused_stamper_does_not_apply_a_write_its_client_was_refused() {
         assert!(replica_values(node, &key, partition).is_empty(), "{} applied the late stamp", node.http);
     }
 }
+
+/// A node restarted with the flags it was first started with (`-j` and its
+/// seed) comes back while that seed is down: its data directory knows the
+/// cluster, and gossip finds the other members. It used to retry the seed
+/// for 10 s and exit (the simulator found restarts failing this way).
+#[test]
+fn a_restarted_node_comes_back_while_its_seed_is_down() {
+    let _serial = serial();
+    let mut c = Cluster::start(25, 3);
+    let seed = c.node(0).cluster.clone();
+    c.kill9(0);
+    let (http, cluster) = c.kill9(2);
+    let mut args = vec!["-a", http.as_str(), "--cluster-address", cluster.as_str(), "-j", seed.as_str()];
+    args.extend_from_slice(common::FAST);
+    c.nodes[2] = Some(common::NodeProc::start(&c.data_dir(2), &args));
+    // With nodes 1 and 2 up, W=2 holds for every key (3 nodes, N=3).
+    wait_for("a write through the restarted node", Duration::from_secs(30), || {
+        (put(&c.node(2).url("/store/after-restart"), "v").status() == StatusCode::OK).then_some(())
+    });
+    assert_eq!(get_text(&c.node(1).url("/store/after-restart")), (StatusCode::OK, "v".into()));
+}

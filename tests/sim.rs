@@ -162,8 +162,28 @@ impl Outcome {
     }
 }
 
+thread_local! {
+    /// Panics on this thread during the current run (a failed assertion in
+    /// a node's code ends up as a 500 or a dead task, which no client sees).
+    static PANICS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records every panic on the thread it happened on, then reports it as usual.
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.borrow_mut().push(info.to_string()));
+            previous(info);
+        }));
+    });
+}
+
 /// Runs one seed to the end, on this thread.
 pub fn run(seed: u64, options: &Options) -> Outcome {
+    count_panics();
+    PANICS.with(|p| p.borrow_mut().clear());
     // `SIM_LOG=filter` (tracing's syntax) shows the nodes' logs, all of
     // them interleaved; the time in each line is the simulated one.
     if let Ok(filter) = std::env::var("SIM_LOG") {
@@ -174,9 +194,11 @@ pub fn run(seed: u64, options: &Options) -> Outcome {
     }
     vinzclortho::faults::set_for_thread(options.fault.as_deref());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-    let outcome = runtime.block_on(simulate(seed, options));
+    let mut outcome = runtime.block_on(simulate(seed, options));
     // Tasks the run left waiting (dead processes' streams) go with it.
     drop(runtime);
+    let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    outcome.problems.extend(panics.into_iter().map(|p| format!("a node panicked: {p}")));
     vinzclortho::faults::set_for_thread(None);
     outcome
 }
@@ -537,4 +559,25 @@ fn sim_is_deterministic() {
         stdout.contains(&digest),
         "another process replayed seed {seed} differently (expected {digest}):\n{stdout}"
     );
+}
+
+/// The simulator earns its keep only if it finds bugs: with each deliberate
+/// bug of the `fault-injection` feature switched on, some seed within the
+/// budget must fail (and its replay command is printed, like any failure).
+#[test]
+fn sim_finds_each_deliberate_bug() {
+    let budget = std::env::var("SIM_CANARY_BUDGET_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    for fault in ["ack-before-quorum", "reuse-actor", "switch-before-data-moved"] {
+        let options = Options { fault: Some(fault.to_owned()), ..Options::default() };
+        let started = std::time::Instant::now();
+        let (runs, failures) = explore(0, &options, Duration::from_secs(budget), true);
+        let first = failures.first().unwrap_or_else(|| panic!("{fault}: no failing seed in {runs} seeds ({budget} s)"));
+        println!(
+            "{fault}: seed {} failed after {runs} seeds in {:.1} s\n  {}\n  replay: {}",
+            first.seed,
+            started.elapsed().as_secs_f64(),
+            first.summary(),
+            options.replay_command(first.seed)
+        );
+    }
 }

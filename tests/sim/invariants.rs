@@ -22,7 +22,7 @@ use super::history::{Kind, Outcome};
 use super::world::Cluster;
 
 /// How often the disks are looked at.
-const EVERY: Duration = Duration::from_millis(250);
+const EVERY: Duration = Duration::from_millis(100);
 
 pub struct Watcher {
     cluster: Arc<Cluster>,

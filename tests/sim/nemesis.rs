@@ -26,7 +26,7 @@ const MAX_ACTIVE: usize = 3;
 /// Power losses at least this far apart, and one at a time: two replicas
 /// losing their unsynced tails together can lose an acknowledged write
 /// legitimately (that is what `--sync-writes` is for).
-const POWER_LOSS_SPACING: Duration = Duration::from_secs(6);
+const POWER_LOSS_SPACING: Duration = Duration::from_secs(4);
 /// A membership change's window ends once the ring settles, plus this
 /// (the sweep that follows).
 const SWEEP_ALLOWANCE: Duration = Duration::from_secs(2);
@@ -148,7 +148,7 @@ async fn start(
         minority: vec![],
     };
     let (duration, undo) = match rng.random_range(0..100) {
-        0..12 => {
+        0..10 => {
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(rng);
             let minority = rng.random_range(1..=n / 2);
@@ -166,7 +166,7 @@ async fn start(
             window.minority = small.to_vec();
             (ms(rng, 1_000..5_000), Undo::Links(links))
         }
-        12..20 => {
+        10..16 => {
             let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
             if a == b {
                 return None;
@@ -176,7 +176,7 @@ async fn start(
             window.name = format!("one-way cut {a} -> {b}");
             (ms(rng, 1_000..4_000), Undo::Links(vec![(x, y)]))
         }
-        20..30 if !weather_on => {
+        16..24 if !weather_on => {
             let weather = if rng.random_bool(0.5) {
                 Weather { delay_ms: (0, 10), loss_ppm: rng.random_range(5_000..40_000), retransmit_ppm: 20_000 }
             } else {
@@ -190,20 +190,20 @@ async fn start(
             window.name = format!("weather {weather:?}");
             (ms(rng, 1_000..5_000), Undo::Weather)
         }
-        30..42 => {
+        24..34 => {
             let i = pick(rng);
             cluster.crash(i, false);
             window.name = format!("crash node {i}");
             (ms(rng, 300..4_000), Undo::Restart(i))
         }
-        42..50 if power_ok => {
+        34..50 if power_ok => {
             let i = pick(rng);
             let lost = cluster.crash(i, true);
             window.name = format!("power loss on node {i} ({lost} unsynced writes lost)");
             window.loses_data = true;
             (ms(rng, 300..3_000), Undo::Restart(i))
         }
-        50..60 => {
+        50..58 => {
             let i = pick(rng);
             let address = cluster.cluster_address(i);
             let d = ms(rng, 300..3_000);
@@ -211,20 +211,20 @@ async fn start(
             window.name = format!("pause node {i}");
             (d, Undo::Resume(address))
         }
-        60..68 => {
+        58..65 => {
             let i = pick(rng);
             cluster.disk(i).set_error_rate(rng.random_range(10_000..100_000));
             window.name = format!("disk errors on node {i}");
             (ms(rng, 500..3_000), Undo::DiskErrors(i))
         }
-        68..76 => {
+        65..72 => {
             let i = pick(rng);
             let skew = rng.random_range(-900..900);
             cluster.set_skew(i, skew);
             window.name = format!("clock skew {skew} ms on node {i}");
             (ms(rng, 1_000..6_000), Undo::Skew(i))
         }
-        76..86 if n < max_nodes => {
+        72..84 if n < max_nodes => {
             let seed = pick(rng);
             let i = cluster.add(Some(cluster.cluster_address(seed)));
             let epoch = cluster.latest_view().map(|v| v.epoch).unwrap_or(0);
@@ -236,7 +236,7 @@ async fn start(
             }
             (Duration::ZERO, Undo::Membership { epoch, since: Instant::now() })
         }
-        86..100 => {
+        84..100 => {
             let i = pick(rng);
             let partitions = cluster.latest_view().map(|v| v.current.partitions()).unwrap_or(1);
             let wanted = rng.random_range(1..=u64::from(partitions));
