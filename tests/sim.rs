@@ -500,8 +500,15 @@ fn explore(first: u64, options: &Options, budget: Duration, stop_at_failure: boo
     (done.load(Ordering::SeqCst), failures)
 }
 
+/// The simulation tests each use every core: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn sim_seeds() {
+    let _serial = serial();
     let options = Options::from_env();
     let first = std::env::var("SIM_FIRST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let started = std::time::Instant::now();
@@ -536,6 +543,7 @@ fn sim_replay() {
 
 #[test]
 fn sim_is_deterministic() {
+    let _serial = serial();
     // A seed whose run has joins, claim changes and transfers.
     let (seed, options) = (24, Options::from_env());
     let a = run(seed, &options);
@@ -566,7 +574,10 @@ fn sim_is_deterministic() {
 /// budget must fail (and its replay command is printed, like any failure).
 #[test]
 fn sim_finds_each_deliberate_bug() {
-    let budget = std::env::var("SIM_CANARY_BUDGET_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let _serial = serial();
+    // Each search stops at its first failing seed (5 to 35 s here); the
+    // budget only matters when a bug goes unnoticed.
+    let budget = std::env::var("SIM_CANARY_BUDGET_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
     for fault in ["ack-before-quorum", "reuse-actor", "switch-before-data-moved"] {
         let options = Options { fault: Some(fault.to_owned()), ..Options::default() };
         let started = std::time::Instant::now();
