@@ -37,8 +37,8 @@ use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_server::Replica as ReplicaRpc;
-use crate::coordinator::{ReplicaError, RingView, Topology};
-use crate::replica::Replica;
+use crate::coordinator::{RingView, Topology};
+use crate::replica::{Replica, ReplicaError};
 use crate::telemetry::{metrics, propagation};
 
 /// How far apart two nodes' clocks may be before wall-clock deadlines drop

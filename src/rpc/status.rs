@@ -15,9 +15,9 @@
 use tonic::{Code, Status};
 
 use super::identity;
-use crate::coordinator::ReplicaError;
 use crate::core::key::NodeId;
 use crate::error::{ErrorCode, HasErrorCode};
+use crate::replica::ReplicaError;
 
 /// What a client sees instead of an internal error's details.
 const INTERNAL_MESSAGE: &str = "internal error on the replica; details are in its log";
