@@ -41,6 +41,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod core;

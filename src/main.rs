@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vinzclortho::config::{Cli, Command};
+use vinzclortho::cli::{Cli, Command};
 use vinzclortho::{node, telemetry};
 
 // mimalloc instead of glibc's malloc: the request path allocates many small,
@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
         Some(Command::DevCluster(args)) => {
-            telemetry::init_logging(vinzclortho::config::LogFormat::Text);
+            telemetry::init_logging(telemetry::LogFormat::Text);
             return match vinzclortho::devcluster::run(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
