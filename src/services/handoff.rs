@@ -32,11 +32,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::{Worker, WorkerState};
-use crate::coordinator::AddressBook;
+use crate::coordinator::{AddressBook, RingView};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
-use crate::membership::{Membership, RingView};
+use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::peers::Peers;
 use crate::rpc::transfer::{TransferKind, push_partition, spawn_scan};
