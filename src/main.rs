@@ -1,4 +1,5 @@
-//! The `vinzclortho` binary: parse the command line and run a node.
+//! The `vinzclortho` binary: parse the command line (`cli`) and run a node,
+//! or one of the tools (`dev-cluster`, `bench`).
 
 use std::process::ExitCode;
 
