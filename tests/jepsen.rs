@@ -433,10 +433,7 @@ fn replica_values(
                 key.to_owned(),
             ))),
         };
-        let mut request = tonic::Request::new(request);
-        for (name, value) in [("vc-cluster-id", cluster_id), ("vc-to-node", node_id), ("vc-from-node", "jepsen")] {
-            request.metadata_mut().insert(name, value.parse().ok()?);
-        }
+        let request = common::member_request(request, cluster_id, node_id, "jepsen");
         let reply = tokio::time::timeout(Duration::from_secs(3), client.get(request)).await.ok()?.ok()?;
         let mut values: Vec<String> = reply
             .into_inner()

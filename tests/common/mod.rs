@@ -68,12 +68,7 @@ impl NodeProc {
             let s = wait_for("the node's /admin/status", Duration::from_secs(10), || status(self));
             (s["node_id"].as_str().unwrap().to_owned(), s["cluster_id"].as_str().unwrap().to_owned())
         });
-        let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        metadata.insert("vc-cluster-id", cluster_id.parse().unwrap());
-        metadata.insert("vc-to-node", node_id.parse().unwrap());
-        metadata.insert("vc-from-node", "test-client".parse().unwrap());
-        request
+        member_request(message, cluster_id, node_id, "test-client")
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
@@ -99,6 +94,19 @@ impl NodeProc {
         assert!(send_signal(&self.child, signal));
         self.wait_exit(timeout)
     }
+}
+
+/// `message` as a raw gRPC request from member `from` of cluster
+/// `cluster_id` (hex, as `/admin/status` shows it) to node `to_node`: the
+/// identity headers of `rpc::identity`, without which a node refuses
+/// internal calls.
+pub fn member_request<T>(message: T, cluster_id: &str, to_node: &str, from: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert("vc-cluster-id", cluster_id.parse().unwrap());
+    metadata.insert("vc-to-node", to_node.parse().unwrap());
+    metadata.insert("vc-from-node", from.parse().unwrap());
+    request
 }
 
 /// Spawns `cmd` (a `vinzclortho` node, maybe behind a wrapper such as `ip
