@@ -197,7 +197,7 @@ fn parse_sources() -> Vec<SourceFile> {
         .map(|path| {
             let relative = path.strip_prefix(&src).unwrap().with_extension("");
             let mut module: Vec<String> = relative.iter().map(|c| c.to_string_lossy().into_owned()).collect();
-            if matches!(module.last().map(String::as_str), Some("mod" | "lib")) {
+            if module.last().is_some_and(|m| m == "mod") || module == ["lib"] {
                 module.pop();
             }
             let text = std::fs::read_to_string(&path).unwrap();
