@@ -1,5 +1,6 @@
 //! Command line, environment and config file, merged and validated into one
-//! typed [`Config`].
+//! typed [`Config`]. The node's flags are [`NodeArgs`]; `cli` puts them on the
+//! command line beside the tools' subcommands.
 //!
 //! Precedence, highest first: command-line flag, `VINZCLORTHO_*` environment
 //! variable (clap reads both), TOML config file (`--config`), built-in
@@ -9,48 +10,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::core::ring::validate_partition_count;
 use crate::replica::SiblingLimits;
+use crate::telemetry::LogFormat;
 
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8880";
 pub const DEFAULT_PARTITIONS: u32 = 64;
 /// The cluster (gRPC) port defaults to the HTTP port plus this.
 pub const CLUSTER_PORT_OFFSET: u16 = 1000;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "vinzclortho",
-    version,
-    about = "Vinz Clortho: a Dynamo-style distributed key-value store.",
-    long_about = "Vinz Clortho: a Dynamo-style distributed key-value store.\n\n\
-        Without a subcommand, starts a node (same as `vinzclortho serve`):\n  \
-        vinzclortho -a 127.0.0.1:8880 -p 64\n\n\
-        Every option can also be set with a VINZCLORTHO_* environment variable \
-        or in a TOML file given with --config (keys are the long option names \
-        with underscores: n_val = 3). Flags beat the environment, which beats \
-        the file.",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub node: NodeArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Start a node (the default when no subcommand is given).
-    Serve(Box<NodeArgs>),
-    /// Start a local cluster of several node processes on this machine.
-    DevCluster(crate::devcluster::DevClusterArgs),
-    /// Drive a cluster (or etcd, or Redis) with a workload and report
-    /// throughput and latency; --check verifies every read.
-    Bench(crate::bench::BenchArgs),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,13 +29,6 @@ pub enum StorageKind {
     Rocksdb,
     /// Keeps nothing across restarts; for tests and experiments.
     Memory,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Options of a node. All optional here so that the config file can fill
@@ -365,11 +328,20 @@ fn join_host_port(host: &str, port: u16) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
+    /// The node's flags alone; `cli::Cli` adds the subcommands.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let cli = Cli::try_parse_from(std::iter::once("vinzclortho").chain(args.iter().copied())).unwrap();
-        cli.node.resolve()
+        let flags = Flags::try_parse_from(std::iter::once("vinzclortho").chain(args.iter().copied())).unwrap();
+        flags.node.resolve()
     }
 
     #[test]
@@ -414,14 +386,5 @@ mod tests {
         std::fs::write(&path, "adress = \"x\"\n").unwrap();
         let err = parse(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
-    }
-
-    #[test]
-    fn serve_subcommand_is_the_same_as_no_subcommand() {
-        let cli = Cli::try_parse_from(["vinzclortho", "serve", "-a", "127.0.0.1:1"]).unwrap();
-        match cli.command {
-            Some(Command::Serve(args)) => assert_eq!(args.address.as_deref(), Some("127.0.0.1:1")),
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Each module keeps its own `thiserror` enum that says what went wrong in its
 //! own terms and implements [`HasErrorCode`]; the HTTP and gRPC edges only
-//! ever look at the code. Messages of client errors (4xx) go back to the
-//! client verbatim; the details of server errors (5xx) are logged, and the
-//! client gets a generic line.
+//! ever look at the code (`api::error`, `rpc::status::error_status`).
+//! Messages of client errors (4xx) go back to the client verbatim, and so do
+//! those of the server errors a client can act on (503 unavailable, 507 out
+//! of space); the details of internal errors (500) are logged, and the client
+//! gets a generic line.
 
 use http::StatusCode;
 

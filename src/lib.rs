@@ -6,7 +6,8 @@
 //!   (`vclock`, `object`), the context token, the ring, quorum accounting.
 //! * [`storage`]: the `Store` trait, RocksDB and in-memory engines, the
 //!   versioned on-disk format.
-//! * [`replica`]: what a node does with a key it holds (Riak's vnode).
+//! * [`replica`]: what a node does with a key it holds (Riak's vnode), and
+//!   what a call to it carries and how it can fail (`replica::call`).
 //! * [`coordinator`]: one client operation -> replica calls -> a quorum
 //!   decision, through the `ReplicaClient` trait.
 //! * [`membership`]: the members and the ring as this node sees them.
@@ -21,6 +22,12 @@
 //! * [`services`]: background workers (gossip, handoff).
 //! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
 //! * [`bench`]: `vinzclortho bench`, the load generator and its checks.
+//! * [`cli`]: the command line: the node's flags and the tools' subcommands.
+//!
+//! Dependencies point one way, down this list's layers: `core` uses no other
+//! module, `storage` only `core` and `error`, the replica role nothing above
+//! it, only the binary uses the tools. `tests/architecture.rs` holds the
+//! allowed edges and fails on any other, and on any cycle.
 //!
 //! # A PUT, top to bottom
 //!
@@ -45,6 +52,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod core;

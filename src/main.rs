@@ -1,9 +1,10 @@
-//! The `vinzclortho` binary: parse the command line and run a node.
+//! The `vinzclortho` binary: parse the command line (`cli`) and run a node,
+//! or one of the tools (`dev-cluster`, `bench`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use vinzclortho::config::{Cli, Command};
+use vinzclortho::cli::{Cli, Command};
 use vinzclortho::{node, telemetry};
 
 // mimalloc instead of glibc's malloc: the request path allocates many small,
@@ -19,7 +20,7 @@ async fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
         Some(Command::DevCluster(args)) => {
-            telemetry::init_logging(vinzclortho::config::LogFormat::Text);
+            telemetry::init_logging(telemetry::LogFormat::Text);
             return match vinzclortho::devcluster::run(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

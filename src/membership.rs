@@ -21,8 +21,7 @@
 
 use std::sync::{Arc, RwLock};
 
-pub use crate::coordinator::RingView;
-use crate::coordinator::{AddressBook, Topology};
+use crate::coordinator::{AddressBook, RingView, Topology};
 use crate::core::duplicate::{Duplicate, DuplicateDetector};
 use crate::core::key::NodeId;
 use crate::core::membership::{Changes, ClusterState, FailureDetector, MAX_MEMBERS, MAX_REMOVED, Member, Transfer};

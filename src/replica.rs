@@ -32,18 +32,21 @@
 //! docs/performance.md). With `--sync-writes` every write waits for an fsync,
 //! so writes go to the blocking pool then.
 
+mod call;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use crate::coordinator::ReplicaError;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
 use crate::core::vclock::{ActorId, VersionVector};
 use crate::env::{Blocking, Entropy, Env};
 use crate::storage::{StorageError, Store};
+
+pub use call::{CallContext, ReplicaError};
 
 /// Stripes of the per-key lock: enough that unrelated keys rarely wait.
 const LOCK_STRIPES: usize = 1024;

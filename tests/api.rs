@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use vinzclortho::config::Cli;
+use vinzclortho::cli::Cli;
 use vinzclortho::node;
 use vinzclortho::storage::MemoryStore;
 

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vinzclortho::coordinator::{
-    CallContext, Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReplicaClient, ReplicaError,
-    RingView, Topology,
+    Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReplicaClient, RingView, Topology,
 };
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::ring::{Partition, Ring};
 use vinzclortho::core::vclock::VersionVector;
-use vinzclortho::replica::{Replica, SiblingLimits};
+use vinzclortho::replica::{CallContext, Replica, ReplicaError, SiblingLimits};
 use vinzclortho::storage::MemoryStore;
 
 const TIMEOUT: Duration = Duration::from_secs(2);

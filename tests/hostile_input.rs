@@ -13,7 +13,7 @@ use clap::Parser;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use tower::ServiceExt;
-use vinzclortho::config::Cli;
+use vinzclortho::cli::Cli;
 use vinzclortho::node;
 use vinzclortho::storage::MemoryStore;
 

@@ -27,6 +27,7 @@
 mod checker;
 #[path = "jepsen/cluster.rs"]
 mod cluster;
+mod common;
 #[path = "jepsen/history.rs"]
 mod history;
 #[path = "jepsen/net.rs"]
@@ -389,22 +390,17 @@ fn set_claim(node: &Node, claim: u64) -> u64 {
 }
 
 fn status(node: &Node) -> Option<serde_json::Value> {
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
-    http.get(node.url("/admin/status")).send().ok()?.json().ok()
+    common::status_at(&node.http, Duration::from_secs(3))
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            eprintln!("jepsen: gave up waiting for {what} after {timeout:?}");
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+/// Waits like `common::wait_for`, but a run that gives up is reported by the
+/// checker, not by a panic here.
+fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
+    let found = common::poll(timeout, Duration::from_millis(100), check);
+    if found.is_none() {
+        eprintln!("jepsen: gave up waiting for {what} after {timeout:?}");
     }
+    found
 }
 
 fn all_up(nodes: &[Node]) -> bool {
@@ -437,10 +433,7 @@ fn replica_values(
                 key.to_owned(),
             ))),
         };
-        let mut request = tonic::Request::new(request);
-        for (name, value) in [("vc-cluster-id", cluster_id), ("vc-to-node", node_id), ("vc-from-node", "jepsen")] {
-            request.metadata_mut().insert(name, value.parse().ok()?);
-        }
+        let request = common::member_request(request, cluster_id, node_id, "jepsen");
         let reply = tokio::time::timeout(Duration::from_secs(3), client.get(request)).await.ok()?.ok()?;
         let mut values: Vec<String> = reply
             .into_inner()

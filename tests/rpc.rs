@@ -22,14 +22,14 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as PbServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::server::HealthReporter;
-use vinzclortho::coordinator::{AddressBook, CallContext, ReplicaClient, ReplicaError, RingView, Topology};
+use vinzclortho::coordinator::{AddressBook, ReplicaClient, RingView, Topology};
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::ring::Partition;
 use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::env::{Blocking, system_clock};
 use vinzclortho::error::{ErrorCode, HasErrorCode};
-use vinzclortho::replica::{Replica, SiblingLimits};
+use vinzclortho::replica::{CallContext, Replica, ReplicaError, SiblingLimits};
 use vinzclortho::rpc::identity::{Caller, CallerHeaders, Identified, Identity, to_node_value};
 use vinzclortho::rpc::peers::{PeerChannel, Peers, connection};
 use vinzclortho::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
@@ -1030,12 +1030,20 @@ async fn membership_server(
     me: vinzclortho::core::membership::Member,
     state: vinzclortho::core::membership::ClusterState,
 ) -> (String, tokio_util::sync::CancellationToken, JoinHandle<Result<(), tonic::transport::Error>>) {
+    membership_server_on(me, state, Arc::new(MemoryStore::new())).await
+}
+
+/// [`membership_server`] keeping its state in `store`.
+async fn membership_server_on(
+    me: vinzclortho::core::membership::Member,
+    state: vinzclortho::core::membership::ClusterState,
+    store: Arc<dyn vinzclortho::storage::Store>,
+) -> (String, tokio_util::sync::CancellationToken, JoinHandle<Result<(), tonic::transport::Error>>) {
     use vinzclortho::env::system_clock;
     use vinzclortho::membership::Membership;
     use vinzclortho::rpc::membership::{self, MembershipService};
     let partitions = state.partitions();
-    let membership =
-        Arc::new(Membership::open(me, state, Arc::new(MemoryStore::new()), 5_000, Arc::new(system_clock)).unwrap());
+    let membership = Arc::new(Membership::open(me, state, store, 5_000, Arc::new(system_clock)).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -1121,6 +1129,82 @@ async fn a_join_names_its_caller_and_bad_joins_are_refused() {
     assert!(status.message().contains("a join request is at most"), "{}", status.message());
     let (state, _) = bounded("join", join(seed_channel(&other), &record(&other))).await.unwrap();
     assert!(!state.members.contains_key(&big), "a bloated join was admitted");
+    stop.cancel();
+    bounded("server shutdown", served).await.unwrap().unwrap();
+}
+
+/// An in-memory store whose metadata writes fail once `failing` is set,
+/// with an error that names a path, as a failing disk's does.
+#[derive(Default)]
+struct FailingMeta {
+    inner: MemoryStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+const SECRET_DETAIL: &str = "/var/lib/vinzclortho/secret-path";
+
+impl vinzclortho::storage::Store for FailingMeta {
+    fn engine(&self) -> &'static str {
+        "failing-meta"
+    }
+    fn get(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Object>, StorageError> {
+        self.inner.get(partition, key)
+    }
+    fn put(&self, partition: Partition, key: &ObjectKey, object: &Object) -> Result<(), StorageError> {
+        self.inner.put(partition, key, object)
+    }
+    fn put_many(&self, partition: Partition, objects: &[(ObjectKey, Object)]) -> Result<(), StorageError> {
+        self.inner.put_many(partition, objects)
+    }
+    fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
+        self.inner.remove(partition, key)
+    }
+    fn scan_partition(
+        &self,
+        partition: Partition,
+    ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError> {
+        self.inner.scan_partition(partition)
+    }
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get_meta(name)
+    }
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StorageError::Io(format!("write {SECRET_DETAIL}: input/output error")));
+        }
+        self.inner.put_meta(name, value)
+    }
+    fn stats(&self) -> Result<vinzclortho::storage::StoreStats, StorageError> {
+        self.inner.stats()
+    }
+}
+
+/// A storage failure inside a membership call answers the peer as an
+/// internal error without its details, through the one error mapping every
+/// gRPC server uses (`rpc::status::error_status`); the details stay in the
+/// answering node's log.
+#[tokio::test]
+async fn a_storage_failure_in_a_membership_call_does_not_reach_the_peer() {
+    use vinzclortho::core::membership::{ClusterState, Member};
+    use vinzclortho::rpc::membership::join;
+
+    let seed = NodeId::new("00000000000000a1");
+    let record = |node: &NodeId| Member::new(node.clone(), format!("{node}:h"), format!("{node}:c"), 8, 1);
+    let state = ClusterState::new(CLUSTER, record(&seed), 8, 3, 2, 2).unwrap();
+    let store = Arc::new(FailingMeta::default());
+    let (address, stop, served) = membership_server_on(record(&seed), state, store.clone()).await;
+    store.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let joiner = NodeId::new("00000000000000b1");
+    let channel = Peers::new(&Caller::joining(joiner.clone()), Duration::from_secs(1), Duration::from_secs(5))
+        .seed_channel(&address)
+        .unwrap();
+    // Admitting the joiner changes the members, which are saved: the save fails.
+    let status = bounded("join", join(channel, &record(&joiner))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert!(!status.message().contains("secret-path"), "storage details reached the peer: {}", status.message());
+    assert!(!status.message().contains("input/output"), "storage details reached the peer: {}", status.message());
+    assert!(status.message().contains("log"), "the answer says where the details are: {}", status.message());
     stop.cancel();
     bounded("server shutdown", served).await.unwrap().unwrap();
 }

@@ -3,6 +3,8 @@
 //! distributed-systems logic of their own.
 //!
 //! * `store`: the original Vinz Clortho API, `/store/{key}`
+//! * `multipart`: the `multipart/mixed` body of a key's siblings, and the
+//!   HTTP dates of Last-Modified
 //! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/preflist/{key}`
 //! * `metrics`: `/metrics` for Prometheus
 //! * `error`: how every module error becomes a status code and a message

@@ -3,7 +3,6 @@
 
 use rand::distr::{Alphanumeric, SampleString};
 
-use super::store::http_date;
 use crate::core::object::Sibling;
 use crate::env::Entropy;
 
@@ -30,4 +29,10 @@ fn boundary_for(siblings: &[Sibling], entropy: &Entropy) -> String {
             return candidate;
         }
     }
+}
+
+/// A Last-Modified value: each part's here, and a single value's answer
+/// (`store`) too.
+pub(super) fn http_date(ms: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use super::multipart::multipart_mixed;
+use super::multipart::{http_date, multipart_mixed};
 use super::{AppState, CONTEXT_HEADER, error::ApiError};
 use std::time::Instant;
 
@@ -254,8 +254,4 @@ pub(super) fn set_content_headers(headers: &mut HeaderMap, content: &Content) {
 /// Stored Content-Types were valid header text when they arrived.
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE))
-}
-
-pub(super) fn http_date(ms: u64) -> String {
-    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }

@@ -15,11 +15,13 @@
 //! * [`workload`]: mix, key choice (uniform, Zipf), value tokens. Pure.
 //! * [`check`]: what a read may return, for one key's single writer. Pure.
 //! * [`stats`]: histograms, error counts, summaries. Pure.
+//! * [`request`]: one request and its reply or failure, for every target.
 //! * [`target`]: the request for each system (REST, etcd gateway, RESP).
 //! * [`runner`]: workers, budget, progress line.
 
 pub mod check;
 mod redis;
+pub mod request;
 pub mod runner;
 pub mod stats;
 pub mod target;

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::target::{Failure, Reply, Request};
+use super::request::{Failure, Reply, Request};
 use super::workload::Op;
 
 /// Largest bulk reply accepted (Redis's own limit is 512 MB).

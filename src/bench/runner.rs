@@ -14,8 +14,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::check::{KeyOracle, Observed, Outcome};
+use super::request::{Reply, Request};
 use super::stats::Recorder;
-use super::target::{Conn, Reply, Request, Target, TargetKind};
+use super::target::{Conn, Target, TargetKind};
 use super::workload::{KeyChooser, Mix, Op, Shard, Token};
 
 /// Everything the workers share.

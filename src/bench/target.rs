@@ -19,8 +19,8 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
-use super::check::Outcome;
 use super::redis::RedisConn;
+use super::request::{Failure, Reply, Request};
 use super::workload::Op;
 
 const CONTEXT_HEADER: &str = "x-vinzclortho-context";
@@ -45,79 +45,6 @@ impl fmt::Display for TargetKind {
             TargetKind::Etcd => "etcd",
             TargetKind::Redis => "redis",
         })
-    }
-}
-
-/// One request of a worker.
-#[derive(Debug, Clone)]
-pub struct Request<'a> {
-    pub op: Op,
-    pub key: &'a str,
-    /// The value of a write.
-    pub value: Bytes,
-    /// Vinz Clortho's causal context from the last read or write of the key.
-    pub context: Option<HeaderValue>,
-}
-
-/// An answered request. Contexts are Vinz Clortho's; other targets have none.
-#[derive(Debug, Clone)]
-pub enum Reply {
-    Value(Bytes, Option<HeaderValue>),
-    Siblings(Vec<Bytes>, Option<HeaderValue>),
-    NotFound(Option<HeaderValue>),
-    Done(Option<HeaderValue>),
-}
-
-impl Reply {
-    pub fn context(&self) -> Option<&HeaderValue> {
-        match self {
-            Reply::Value(_, c) | Reply::Siblings(_, c) | Reply::NotFound(c) | Reply::Done(c) => c.as_ref(),
-        }
-    }
-}
-
-/// A request that got no usable answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Failure {
-    #[error("status {0}: {1}")]
-    Status(u16, String),
-    #[error("no answer within the timeout")]
-    Timeout,
-    /// Nothing was sent: the connection could not be opened.
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// The connection broke while the request was in flight.
-    #[error("connection failed: {0}")]
-    Connection(String),
-    /// An answer this client does not understand.
-    #[error("bad answer: {0}")]
-    Protocol(String),
-    /// Redis answered with an error reply.
-    #[error("error reply: {0}")]
-    Rejected(String),
-}
-
-impl Failure {
-    /// The name errors are counted under.
-    pub fn kind(&self) -> String {
-        match self {
-            Failure::Status(code, _) => format!("status {code}"),
-            Failure::Timeout => "timeout".into(),
-            Failure::Connect(_) => "connect".into(),
-            Failure::Connection(_) => "connection".into(),
-            Failure::Protocol(_) => "protocol".into(),
-            Failure::Rejected(_) => "error reply".into(),
-        }
-    }
-
-    /// What a failed write may have done: a 4xx, a refused connection or an
-    /// error reply stored nothing; anything else may have.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Failure::Status(code, _) if (400..500).contains(code) => Outcome::Refused,
-            Failure::Connect(_) | Failure::Rejected(_) => Outcome::Refused,
-            _ => Outcome::Unknown,
-        }
     }
 }
 
@@ -379,15 +306,5 @@ mod tests {
         assert_eq!(values, vec![Bytes::from_static(b"one"), Bytes::from_static(b"two\r\nlines")]);
         assert!(multipart_values("multipart/mixed", body).unwrap_err().contains("boundary"));
         assert!(multipart_values("multipart/mixed; boundary=XyZ", b"\r\n--XyZ\r\nA: b\r\n\r\nv").is_err());
-    }
-
-    #[test]
-    fn failures_say_whether_a_write_may_have_landed() {
-        assert_eq!(Failure::Status(409, String::new()).outcome(), Outcome::Refused);
-        assert_eq!(Failure::Status(503, String::new()).outcome(), Outcome::Unknown);
-        assert_eq!(Failure::Connect("refused".into()).outcome(), Outcome::Refused);
-        assert_eq!(Failure::Timeout.outcome(), Outcome::Unknown);
-        assert_eq!(Failure::Connection("reset".into()).outcome(), Outcome::Unknown);
-        assert_eq!(Failure::Status(503, String::new()).kind(), "status 503");
     }
 }

@@ -32,7 +32,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 pub use options::QuorumParam;
-pub use replicas::{AddressBook, CallContext, ReplicaClient, ReplicaError};
+pub use replicas::{AddressBook, ReplicaClient};
 pub use topology::{RingView, Topology};
 
 use crate::core::key::{NodeId, ObjectKey};
@@ -41,6 +41,7 @@ use crate::core::quorum::{Progress, ReadQuorum, Shortfall, WriteQuorum};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::error::{ErrorCode, HasErrorCode};
+use crate::replica::{CallContext, ReplicaError};
 use crate::telemetry::metrics;
 
 /// Settings of this node's coordinator; N, R and W come from the cluster.

@@ -25,14 +25,14 @@ use super::membership_pb as pb;
 use super::membership_pb::membership_client::MembershipClient;
 use super::membership_pb::membership_server::MembershipServer;
 use super::peers::PeerChannel;
+use super::status::error_status;
 use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
 use crate::core::membership::{
     ClusterState, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member, PROTOCOL_VERSION, RingState,
 };
 use crate::core::ring::{MAX_PARTITIONS, Ring};
-use crate::error::HasErrorCode;
-use crate::membership::{Membership, MembershipError};
+use crate::membership::Membership;
 use crate::telemetry::metrics;
 
 pub struct MembershipService {
@@ -167,10 +167,6 @@ fn check_protocol(version: u32) -> Result<(), Status> {
     }
 }
 
-fn to_status(e: MembershipError) -> Status {
-    Status::new(e.code().grpc_code(), e.to_string())
-}
-
 #[tonic::async_trait]
 impl pb::membership_server::Membership for MembershipService {
     async fn gossip(&self, request: Request<pb::GossipRequest>) -> Result<Response<pb::GossipResponse>, Status> {
@@ -179,7 +175,7 @@ impl pb::membership_server::Membership for MembershipService {
         let theirs = state_from_pb(request.state.ok_or_else(|| Status::invalid_argument("gossip without a state"))?)?;
         self.membership.merge(&theirs).map_err(|e| {
             tracing::warn!(from = %request.from, error = %e, "refused gossip");
-            to_status(e)
+            error_status(&e)
         })?;
         Ok(Response::new(pb::GossipResponse { state: Some(state_to_pb(&self.membership.snapshot())) }))
     }
@@ -198,7 +194,7 @@ impl pb::membership_server::Membership for MembershipService {
             )));
         }
         tracing::info!(node = %member.node, address = %member.address, cluster_address = %member.cluster_address, "node joins");
-        let state = self.membership.admit(member).map_err(to_status)?;
+        let state = self.membership.admit(member).map_err(|e| error_status(&e))?;
         let cluster_secret = self.secret.as_bytes().to_vec().into();
         Ok(Response::new(pb::JoinResponse { state: Some(state_to_pb(&state)), cluster_secret }))
     }

@@ -26,14 +26,14 @@ use super::pb::replica_client::ReplicaClient as RawClient;
 use super::peers::{MAX_MESSAGE_BYTES, PeerChannel, Peers};
 use super::replica_server::{RING_EPOCH_HEADER, STREAM_MESSAGE_MAX_BYTES};
 use super::status::replica_error_from_status;
-use crate::coordinator::{AddressBook, CallContext, ReplicaClient, ReplicaError};
+use crate::coordinator::{AddressBook, ReplicaClient};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::env::{Clock, system_clock};
 use crate::error::ErrorCode;
-use crate::replica::Replica;
+use crate::replica::{CallContext, Replica, ReplicaError};
 use crate::telemetry::{metrics, propagation};
 
 pub struct GrpcReplicaClient {

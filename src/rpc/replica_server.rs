@@ -39,9 +39,9 @@ use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_server::Replica as ReplicaRpc;
-use crate::coordinator::{ReplicaError, RingView, Topology};
+use crate::coordinator::{RingView, Topology};
 use crate::env::{Clock, system_clock};
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaError};
 use crate::telemetry::{metrics, propagation};
 
 /// How far apart two nodes' clocks may be before wall-clock deadlines drop

@@ -1,8 +1,11 @@
-//! Replica errors across the wire, both ways.
+//! Errors across the wire, both ways.
 //!
-//! A server turns a [`ReplicaError`] into a `tonic::Status` through the one
-//! code vocabulary of `crate::error` (details of internal errors are logged
-//! here, never sent). A client turns the `Status` back into a
+//! Every gRPC server of ours answers an error with [`error_status`]: the one
+//! code vocabulary of `crate::error`, mapped once, with the details of
+//! internal errors logged here and never sent (as the HTTP edge does in
+//! `api::error`). Replica calls (`From<ReplicaError>`), partition transfers
+//! and membership calls all go through it. A client turns the `Status` of a
+//! replica call back into a
 //! [`ReplicaError`] so that the coordinator, and then the HTTP edge, answer as
 //! if the error had happened locally: a remote "too many siblings" is still a
 //! 409, a remote full disk still a 507. A status that says the peer did not
@@ -15,21 +18,30 @@
 use tonic::{Code, Status};
 
 use super::identity;
-use crate::coordinator::ReplicaError;
 use crate::core::key::NodeId;
 use crate::error::{ErrorCode, HasErrorCode};
+use crate::replica::ReplicaError;
 
-/// What a client sees instead of an internal error's details.
-const INTERNAL_MESSAGE: &str = "internal error on the replica; details are in its log";
+/// What a caller sees instead of an internal error's details.
+const INTERNAL_MESSAGE: &str = "internal error on the answering node; details are in its log";
 
+/// The status a server of ours answers `error` with: the gRPC code of its
+/// [`ErrorCode`], and its message, except for an internal error (a failed
+/// disk, a bug), whose details stay in this node's log: they name paths and
+/// records that are none of the caller's business.
+pub fn error_status<E: HasErrorCode + ?Sized>(error: &E) -> Status {
+    let code = error.code();
+    if code.is_internal() {
+        tracing::error!(error = %error, "call failed; the caller gets a generic message");
+        return Status::new(code.grpc_code(), INTERNAL_MESSAGE);
+    }
+    Status::new(code.grpc_code(), error.to_string())
+}
+
+/// Lets replica and transfer servers answer with `?`.
 impl From<ReplicaError> for Status {
     fn from(error: ReplicaError) -> Status {
-        let code = error.code();
-        if code.is_internal() {
-            tracing::error!(error = %error, "replica operation failed");
-            return Status::new(code.grpc_code(), INTERNAL_MESSAGE);
-        }
-        Status::new(code.grpc_code(), error.to_string())
+        error_status(&error)
     }
 }
 

@@ -30,12 +30,11 @@ use super::status::replica_error_from_status;
 use super::transfer_pb::transfer_client::TransferClient;
 use super::transfer_pb::transfer_server::Transfer;
 use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse};
-use crate::coordinator::ReplicaError;
 use crate::core::key::NodeId;
 use crate::core::ring::Partition;
 use crate::env::Blocking;
 use crate::error::HasErrorCode;
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaError};
 use crate::storage::{Entry, StorageError, Store};
 use crate::telemetry::metrics;
 

@@ -7,8 +7,13 @@
 //! and every value starts with a format version byte so the format can evolve.
 //! `tests/storage_conformance.rs` runs one suite against every engine.
 //!
-//! The trait is synchronous: RocksDB blocks, so async callers run it on
-//! tokio's blocking pool (see `replica`).
+//! The trait is synchronous, and async callers mostly call it inline on the
+//! async worker: a RocksDB read or an unsynced write takes microseconds, less
+//! than a hand-off to tokio's blocking pool costs (see `replica`). What can
+//! take long goes to the blocking pool: the replica's writes when each one
+//! waits for an fsync (`--sync-writes`), partition scans
+//! (`rpc::transfer::spawn_scan`), and store statistics (`/metrics`,
+//! `/admin/status`).
 
 pub mod codec;
 pub mod memory;

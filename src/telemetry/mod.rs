@@ -25,15 +25,22 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+/// How log lines are written: `--log-format`. Defined here, with the
+/// logging it selects; config parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
-/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
 /// Target of the per-call spans of internal gRPC (`grpc.client`, `grpc.server`).
 /// They exist for traces: without an OTLP exporter they are switched off, and
 /// the log output never formats them (four of the five spans a quorum request
 /// makes; formatting them cost ~2 % of a node's CPU under load).
 pub const RPC_SPANS: &str = "vinzclortho::rpc::spans";
 
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }

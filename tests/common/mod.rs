@@ -1,6 +1,11 @@
 //! Real `vinzclortho` processes for integration tests: start on port 0, wait
 //! for the readiness line (with a deadline), kill -9, restart on the same
 //! data directory. Every process is killed when its handle drops.
+//!
+//! The one harness for processes and clusters: every test binary that runs
+//! the real binary includes it (`mod common;`), the fault suite too
+//! (`tests/jepsen/cluster.rs` starts its nodes in network namespaces through
+//! [`spawn_ready`]).
 
 #![allow(dead_code)]
 
@@ -37,40 +42,13 @@ impl NodeProc {
         let stderr_path = data_dir.with_extension("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(args).arg("--data-dir").arg(data_dir).stdout(Stdio::piped()).stderr(stderr);
+        cmd.args(args).arg("--data-dir").arg(data_dir).stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn vinzclortho");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix(READY_PREFIX) {
-                    let (http, cluster) = rest.trim().split_once(" cluster=").expect("ready line names both addresses");
-                    let _ = tx.send((http.to_owned(), cluster.to_owned()));
-                }
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((http, cluster)) => {
-                    let data_dir = data_dir.to_owned();
-                    return Ok(NodeProc { child, http, cluster, data_dir, stderr_path, identity: OnceLock::new() });
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                        return Err(format!("exited with {status}: {log}"));
-                    }
-                    if Instant::now() > deadline {
-                        let _ = child.kill();
-                        return Err("no readiness line before the deadline".into());
-                    }
-                }
-            }
-        }
+        let (child, http, cluster) = spawn_ready(cmd, &stderr_path)?;
+        let data_dir = data_dir.to_owned();
+        Ok(NodeProc { child, http, cluster, data_dir, stderr_path, identity: OnceLock::new() })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -90,12 +68,7 @@ impl NodeProc {
             let s = wait_for("the node's /admin/status", Duration::from_secs(10), || status(self));
             (s["node_id"].as_str().unwrap().to_owned(), s["cluster_id"].as_str().unwrap().to_owned())
         });
-        let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        metadata.insert("vc-cluster-id", cluster_id.parse().unwrap());
-        metadata.insert("vc-to-node", node_id.parse().unwrap());
-        metadata.insert("vc-from-node", "test-client".parse().unwrap());
-        request
+        member_request(message, cluster_id, node_id, "test-client")
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
@@ -118,10 +91,64 @@ impl NodeProc {
 
     /// Sends `signal` (e.g. "TERM") and waits up to `timeout` for exit.
     pub fn signal_and_wait(mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
-        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(ok.success());
+        assert!(send_signal(&self.child, signal));
         self.wait_exit(timeout)
     }
+}
+
+/// `message` as a raw gRPC request from member `from` of cluster
+/// `cluster_id` (hex, as `/admin/status` shows it) to node `to_node`: the
+/// identity headers of `rpc::identity`, without which a node refuses
+/// internal calls.
+pub fn member_request<T>(message: T, cluster_id: &str, to_node: &str, from: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert("vc-cluster-id", cluster_id.parse().unwrap());
+    metadata.insert("vc-to-node", to_node.parse().unwrap());
+    metadata.insert("vc-from-node", from.parse().unwrap());
+    request
+}
+
+/// Spawns `cmd` (a `vinzclortho` node, maybe behind a wrapper such as `ip
+/// netns exec`) with its stdout piped, and waits up to [`START_TIMEOUT`] for
+/// the readiness line. Returns the process and the HTTP and cluster
+/// addresses the line names; if the process exits first, an error with the
+/// log at `log` (where the caller sent its stderr); at the deadline it is
+/// killed.
+pub fn spawn_ready(mut cmd: Command, log: &Path) -> Result<(Child, String, String), String> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn vinzclortho");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(READY_PREFIX) {
+                let (http, cluster) = rest.trim().split_once(" cluster=").expect("ready line names both addresses");
+                let _ = tx.send((http.to_owned(), cluster.to_owned()));
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok((http, cluster)) => return Ok((child, http, cluster)),
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    return Err(format!("exited with {status}: {log}"));
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    return Err("no readiness line before the deadline".into());
+                }
+            }
+        }
+    }
+}
+
+/// Sends `signal` ("TERM", "STOP", "CONT") to `child`; false if `kill`
+/// failed (the process is gone).
+pub fn send_signal(child: &Child, signal: &str) -> bool {
+    Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().is_ok_and(|s| s.success())
 }
 
 impl Drop for NodeProc {
@@ -138,22 +165,35 @@ pub fn client() -> reqwest::blocking::Client {
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the
 /// deadline. The only way tests wait for the cluster: never a bare sleep.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, Duration::from_millis(50), check)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Calls `check` every `every` until it returns `Some`; `None` once
+/// `timeout` has passed.
+pub fn poll<T>(timeout: Duration, every: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
-            return v;
+            return Some(v);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
 /// `/admin/status` of a node, if it answers.
 pub fn status(node: &NodeProc) -> Option<serde_json::Value> {
-    let r = client().get(node.url("/admin/status")).timeout(Duration::from_secs(5)).send().ok()?;
+    status_at(&node.http, Duration::from_secs(5))
+}
+
+/// `/admin/status` of the node serving HTTP at `http` (HOST:PORT), if it
+/// answers within `timeout`.
+pub fn status_at(http: &str, timeout: Duration) -> Option<serde_json::Value> {
+    let r = client().get(format!("http://{http}/admin/status")).timeout(timeout).send().ok()?;
     r.json().ok()
 }
 

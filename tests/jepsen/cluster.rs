@@ -2,15 +2,11 @@
 //! on the same data directory, pause and resume, and roll a data directory
 //! back to an earlier copy.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use super::net::Network;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vinzclortho");
+use crate::common::{BIN, send_signal, spawn_ready};
 
 /// Short timeouts so that faults are noticed within a few seconds.
 pub const NODE_FLAGS: &[&str] =
@@ -83,46 +79,15 @@ impl Node {
         if let Some(seed) = seed {
             args.extend(["-j".to_owned(), seed.to_owned()]);
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir.with_extension("log"))
-            .expect("node log file");
-        let mut child = Command::new(&args[0])
-            .args(&args[1..])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn vinzclortho");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("vinzclortho listening on http://") {
-                    let (http, cluster) = rest.trim().split_once(" cluster=").unwrap();
-                    let _ = tx.send((http.to_owned(), cluster.to_owned()));
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((http, cluster)) => {
-                    // Restarts come back on the same addresses.
-                    assert_eq!(cluster, self.cluster, "the node advertises its proxy");
-                    self.http = http;
-                    break;
-                }
-                Err(_) if Instant::now() > deadline => panic!("node {} did not start", self.index),
-                Err(_) => {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        let log = std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default();
-                        panic!("node {} exited with {status}: {log}", self.index);
-                    }
-                }
-            }
-        }
+        let log_path = self.data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("node log file");
+        let mut cmd = Command::new(&args[0]);
+        cmd.args(&args[1..]).envs(self.env.iter().map(|(k, v)| (k, v))).stderr(log);
+        let (child, http, cluster) =
+            spawn_ready(cmd, &log_path).unwrap_or_else(|e| panic!("node {} did not start: {e}", self.index));
+        // Restarts come back on the same addresses.
+        assert_eq!(cluster, self.cluster, "the node advertises its proxy");
+        self.http = http;
         self.child = Some(child);
         self.paused = false;
     }
@@ -137,7 +102,7 @@ impl Node {
 
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+            send_signal(child, signal);
         }
     }
 
