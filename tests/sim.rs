@@ -31,7 +31,9 @@
 //!   many thousands.
 //! * `SIM_SEED=42 cargo test --test sim -- --nocapture sim_replay`: one seed,
 //!   with its event log (`SIM_FAULT=reuse-actor` to replay with a deliberate
-//!   bug; `SIM_NODES`, `SIM_MAX_NODES`, `SIM_SECONDS` as printed).
+//!   bug; `SIM_NODES`, `SIM_MAX_NODES`, `SIM_SECONDS` as printed). To find
+//!   where two runs part: `SIM_DUMP=FILE` writes the history, `SIM_TRACE=FILE`
+//!   one line per network message; `SIM_LOG=FILTER` prints the nodes' logs.
 
 #[path = "jepsen/checker.rs"]
 #[allow(dead_code)]
@@ -295,32 +297,19 @@ async fn simulate(seed: u64, options: &Options) -> Outcome {
     heal(&cluster, &record).await;
     if settle(&cluster, Duration::from_secs(120)).await.is_none() {
         problems.push(format!("the cluster did not settle within 120 s after healing: {}", describe(&cluster)));
-        if std::env::var("SIM_DEBUG").is_ok() {
-            let snapshots: Vec<_> =
-                (0..cluster.size()).filter_map(|i| cluster.with_app(i, |a| a.membership.snapshot())).collect();
-            for i in 0..cluster.size() {
-                cluster.with_app(i, |a| {
-                    let s = a.membership.snapshot();
-                    println!(
-                        "node {i} ring epoch {} target {:?} members {:?}",
-                        s.ring.epoch,
-                        s.ring.target.is_some(),
-                        s.members
-                            .values()
-                            .map(|m| (
-                                m.node.to_string(),
-                                m.generation,
-                                m.wanted_claim,
-                                m.transfers_epoch,
-                                m.transfers_done.len()
-                            ))
-                            .collect::<Vec<_>>()
-                    );
-                    println!("  mine {:?}", a.membership.my_transfers());
-                    println!("  progress {:?}", a.transfers.lock().unwrap().values().collect::<Vec<_>>());
-                    let _ = &snapshots;
-                });
-            }
+        // What each node's membership holds and owes, to see why.
+        for i in 0..cluster.size() {
+            cluster.with_app(i, |a| {
+                let s = a.membership.snapshot();
+                let records: Vec<_> =
+                    s.members.values().map(|m| (m.node.to_string(), m.transfers_epoch, m.transfers_done.len())).collect();
+                record.event(format!(
+                    "node {i}: state ring epoch {} moving {}, members (id, move, done) {records:?}, transfers owed {:?}",
+                    s.ring.epoch,
+                    s.ring.target.is_some(),
+                    a.membership.my_transfers().iter().map(|t| t.partition).collect::<Vec<_>>()
+                ))
+            });
         }
     }
     let history_ops = record.ops.lock().unwrap().clone();
