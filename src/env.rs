@@ -1,16 +1,22 @@
 //! What a node takes from the world outside its logic: the wall clock,
-//! randomness, and a place to run blocking work.
+//! randomness, a place to run blocking work, and where its metrics go.
 //!
 //! A running node uses the real ones ([`Env::real`]); the deterministic
 //! simulator (`tests/sim.rs`) hands each simulated node a clock that follows
 //! the simulated time (with its own skew), a random source seeded from the
 //! run's seed and [`Blocking::Inline`], so that one seed replays one run
-//! exactly. Everything here is chosen once, at the composition root
+//! exactly, and a metrics recorder of its own (every node of a simulated
+//! cluster runs on one thread, where the process-wide recorder would mix
+//! them). A node spawns its tasks through [`Env::spawn`], so that they
+//! record into its recorder. Everything here is chosen once, at the composition root
 //! (`node`), and passed down; nothing below reads the system clock or a
 //! thread-local random source by itself. (Durations and timeouts use
 //! `tokio::time`, which the simulator's runtime controls already.)
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -81,22 +87,68 @@ impl Blocking {
     }
 }
 
+/// A metrics recorder a node records into instead of the process-wide one.
+pub type Recorder = Arc<dyn metrics::Recorder + Send + Sync>;
+
 /// A node's outside world, chosen at the composition root.
 #[derive(Clone)]
 pub struct Env {
     pub clock: Clock,
     pub entropy: Entropy,
     pub blocking: Blocking,
+    /// `None`: the process-wide recorder.
+    pub recorder: Option<Recorder>,
 }
 
 impl Env {
-    /// The system clock, OS randomness and tokio's blocking pool.
+    /// The system clock, OS randomness, tokio's blocking pool and the
+    /// process-wide metrics recorder.
     pub fn real() -> Env {
-        Env { clock: Arc::new(system_clock), entropy: Entropy::System, blocking: Blocking::Pool }
+        Env { clock: Arc::new(system_clock), entropy: Entropy::System, blocking: Blocking::Pool, recorder: None }
     }
 
     pub fn now_ms(&self) -> u64 {
         (self.clock)()
+    }
+
+    /// Spawns a task of this node: its metrics go to the node's recorder.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::spawn(self.scoped(task))
+    }
+
+    /// `task`, recording its metrics into this node's recorder while it runs.
+    pub fn scoped<F: Future>(&self, task: F) -> Recorded<F> {
+        Recorded { task: Box::pin(task), recorder: self.recorder.clone() }
+    }
+
+    /// Runs `f` recording into this node's recorder.
+    pub fn recorded<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.recorder {
+            Some(recorder) => metrics::with_local_recorder(&**recorder, f),
+            None => f(),
+        }
+    }
+}
+
+/// A future whose metrics go to one node's recorder (see [`Env::scoped`]).
+pub struct Recorded<F> {
+    task: Pin<Box<F>>,
+    recorder: Option<Recorder>,
+}
+
+impl<F: Future> Future for Recorded<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        match &this.recorder {
+            Some(recorder) => metrics::with_local_recorder(&**recorder, || this.task.as_mut().poll(cx)),
+            None => this.task.as_mut().poll(cx),
+        }
     }
 }
 

@@ -65,6 +65,9 @@ pub struct Host {
     pub env: Env,
     /// How connections to peers are opened; `None`: tonic over TCP.
     pub connector: Option<Arc<dyn Connector>>,
+    /// Renders this node's `/metrics` when it records into a recorder of its
+    /// own (`env.recorder`); `None`: the process-wide recorder.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Host {
@@ -242,20 +245,24 @@ pub fn build(
             .with_env(env),
     );
     let peers = peers_for(config, host, &Caller::member(node.clone(), membership.cluster_id()));
-    let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone()).with_clock(env.clock.clone());
+    let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone()).with_env(env);
     let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
     let settings = CoordinatorSettings { timeout: config.request_timeout };
-    let coordinator = Arc::new(Coordinator::new(
-        Arc::clone(&membership) as Arc<dyn crate::coordinator::Topology>,
-        replicas,
-        settings,
-    ));
-    let transfers = Progress::default();
-    let metrics = crate::telemetry::metrics::install();
-    crate::telemetry::metrics::build_info(
-        &membership.local().to_string(),
-        &membership.http_address(membership.local()),
+    let coordinator = Arc::new(
+        Coordinator::new(Arc::clone(&membership) as Arc<dyn crate::coordinator::Topology>, replicas, settings)
+            .with_env(env),
     );
+    let transfers = Progress::default();
+    let metrics = match &host.metrics {
+        Some(handle) => handle.clone(),
+        None => crate::telemetry::metrics::install(),
+    };
+    env.recorded(|| {
+        crate::telemetry::metrics::build_info(
+            &membership.local().to_string(),
+            &membership.http_address(membership.local()),
+        )
+    });
     let api = Arc::new(Api {
         contexts: ContextSeal::new(secret.clone(), membership.cluster_id()),
         coordinator,
@@ -390,13 +397,8 @@ pub async fn start(
 pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (RoutesBuilder, HealthReporter) {
     let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
     let max_message_bytes = config.largest_message_bytes(app.membership.view().n_val);
-    let (mut routes, health) = crate::rpc::server::routes(
-        Arc::clone(&app.replica),
-        Some(fence),
-        app.env.clock.clone(),
-        max_message_bytes,
-        stop,
-    );
+    let (mut routes, health) =
+        crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), max_message_bytes, stop);
     let membership = MembershipService::new(Arc::clone(&app.membership), app.secret.clone());
     routes.add_service(crate::rpc::membership::server(membership, app.api.info.partitions));
     (routes, health)
@@ -416,7 +418,10 @@ pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> 
         Arc::clone(&app.peers),
         Arc::clone(&app.transfers),
     );
-    vec![crate::services::spawn(gossip, cancel.clone()), crate::services::spawn(handoff, cancel.clone())]
+    vec![
+        crate::services::spawn(gossip, cancel.clone(), &app.env),
+        crate::services::spawn(handoff, cancel.clone(), &app.env),
+    ]
 }
 
 /// Runs a node on `listeners` until `shutdown` resolves.

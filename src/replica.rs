@@ -43,7 +43,7 @@ use crate::core::key::ObjectKey;
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
 use crate::core::vclock::{ActorId, VersionVector};
-use crate::env::{Blocking, Entropy, Env};
+use crate::env::Env;
 use crate::storage::{StorageError, Store};
 
 pub use call::{CallContext, ReplicaError};
@@ -79,9 +79,9 @@ pub struct Replica {
     limits: SiblingLimits,
     /// Writes block for an fsync: run them on the blocking pool.
     writes_block: bool,
-    /// Where blocking writes run, and where fresh actors come from.
-    blocking: Blocking,
-    entropy: Entropy,
+    /// Where blocking writes run, where fresh actors come from, where
+    /// metrics go.
+    env: Env,
     /// Serialises read-modify-write per key. Two concurrent writes to one key
     /// must not both read counter n and both stamp dot n+1: one value would
     /// silently replace the other.
@@ -91,15 +91,7 @@ pub struct Replica {
 impl Replica {
     pub fn new(store: Arc<dyn Store>, limits: SiblingLimits) -> Replica {
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Replica {
-            store,
-            actors: Mutex::new(HashMap::new()),
-            limits,
-            writes_block: false,
-            blocking: Blocking::Pool,
-            entropy: Entropy::System,
-            stripes,
-        }
+        Replica { store, actors: Mutex::new(HashMap::new()), limits, writes_block: false, env: Env::real(), stripes }
     }
 
     /// Sends writes to tokio's blocking pool (for stores that fsync each write).
@@ -111,14 +103,14 @@ impl Replica {
     /// Takes randomness and the blocking pool from `env` (the simulator's
     /// are seeded and inline).
     pub fn with_env(mut self, env: &Env) -> Replica {
-        self.blocking = env.blocking;
-        self.entropy = env.entropy.clone();
+        self.env = env.clone();
         self
     }
 
-    /// Where this replica's blocking work runs (partition scans too).
-    pub fn blocking(&self) -> Blocking {
-        self.blocking
+    /// This replica's outside world: where its blocking work runs
+    /// (partition scans too), where its tasks' metrics go.
+    pub fn env(&self) -> &Env {
+        &self.env
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -291,7 +283,7 @@ impl Replica {
             );
         }
         let actor = loop {
-            let candidate: ActorId = self.entropy.u64();
+            let candidate: ActorId = self.env.entropy.u64();
             // Never one the key has seen (2^-64, but cheap to rule out).
             if stored.clock().get(candidate) == 0 && context.get(candidate) == 0 {
                 break candidate;
@@ -316,7 +308,7 @@ impl Replica {
         if !self.writes_block {
             return f();
         }
-        self.blocking.run(f).await.map_err(|e| ReplicaError::Storage(StorageError::Io(e.to_string())))?
+        self.env.blocking.run(f).await.map_err(|e| ReplicaError::Storage(StorageError::Io(e.to_string())))?
     }
 }
 

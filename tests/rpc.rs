@@ -27,7 +27,7 @@ use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::ring::Partition;
 use vinzclortho::core::vclock::VersionVector;
-use vinzclortho::env::{Blocking, system_clock};
+use vinzclortho::env::Env;
 use vinzclortho::error::{ErrorCode, HasErrorCode};
 use vinzclortho::replica::{CallContext, Replica, ReplicaError, SiblingLimits};
 use vinzclortho::rpc::identity::{Caller, CallerHeaders, Identified, Identity, to_node_value};
@@ -88,8 +88,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let stop = tokio_util::sync::CancellationToken::new();
-        let (routes, health) =
-            server::routes(Arc::clone(&replica), ring, Arc::new(system_clock), MAX_MESSAGE_BYTES, stop.clone());
+        let (routes, health) = server::routes(Arc::clone(&replica), ring, MAX_MESSAGE_BYTES, stop.clone());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let node = NodeId::new(node);
         let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
@@ -529,13 +528,8 @@ async fn a_restarted_peer_gets_a_new_stream() {
     // The same address again, a new process (an empty store).
     let listener = TcpListener::bind(&address).await.unwrap();
     let again = replica(43, SiblingLimits::default());
-    let (routes, _health) = server::routes(
-        Arc::clone(&again),
-        None,
-        Arc::new(system_clock),
-        MAX_MESSAGE_BYTES,
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let (routes, _health) =
+        server::routes(Arc::clone(&again), None, MAX_MESSAGE_BYTES, tokio_util::sync::CancellationToken::new());
     let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
     let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
     let written = bounded("put after restart", client.coordinate(&node, P, &key("b"), &empty, &put("b"), ctx())).await;
@@ -646,7 +640,7 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     let peers = peers(1000, 2000);
     let node = NodeId::new("target");
 
-    let scan = spawn_scan(Arc::clone(source.store()), P, Blocking::Pool);
+    let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
     let merged =
         bounded("push", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan)).await.unwrap();
     assert_eq!(merged, 1000);
@@ -656,7 +650,7 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     // The target takes a write of its own; a second push merges, it does
     // not overwrite, and changes nothing else.
     let own = server.replica.coordinate(P, key("k0001"), VersionVector::new(), put("target's own")).await.unwrap();
-    let scan = spawn_scan(Arc::clone(source.store()), P, Blocking::Pool);
+    let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
     let merged = bounded("push again", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan))
         .await
         .unwrap();
@@ -668,7 +662,7 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     assert_eq!(both, ["target's own", "v1"], "siblings in dot order; actors are random, so compare as a set");
 
     // An empty partition is a transfer of nothing, not an error.
-    let scan = spawn_scan(Arc::clone(source.store()), 9, Blocking::Pool);
+    let scan = spawn_scan(Arc::clone(source.store()), 9, &Env::real());
     assert_eq!(
         bounded("push empty", push_partition(&peers, &node, &server.address, 9, TransferKind::Move, scan))
             .await
@@ -715,7 +709,7 @@ async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
         .with_transfer_idle_timeout(Duration::from_millis(500));
     let source = populated_source().await;
     let started = Instant::now();
-    let scan = spawn_scan(Arc::clone(source.store()), P, Blocking::Pool);
+    let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
     let error = bounded("push", push_partition(&peers, &NodeId::new("silent"), &address, P, TransferKind::Move, scan))
         .await
         .unwrap_err();
@@ -1047,13 +1041,8 @@ async fn membership_server_on(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let stop = tokio_util::sync::CancellationToken::new();
-    let (mut routes, _health) = server::routes(
-        replica(1, SiblingLimits::default()),
-        None,
-        Arc::new(system_clock),
-        MAX_MESSAGE_BYTES,
-        stop.clone(),
-    );
+    let (mut routes, _health) =
+        server::routes(replica(1, SiblingLimits::default()), None, MAX_MESSAGE_BYTES, stop.clone());
     let secret = vinzclortho::core::context::ClusterSecret::from_bytes([7; 32]);
     let service = MembershipService::new(Arc::clone(&membership), secret);
     routes.add_service(membership::server(service, partitions));
@@ -1336,13 +1325,8 @@ async fn an_oversized_message_is_refused_and_changes_nothing() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let replica = replica(1, SiblingLimits::default());
-    let (routes, _health) = server::routes(
-        Arc::clone(&replica),
-        None,
-        Arc::new(system_clock),
-        64 * 1024,
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let (routes, _health) =
+        server::routes(Arc::clone(&replica), None, 64 * 1024, tokio_util::sync::CancellationToken::new());
     let node = NodeId::new("node-1");
     let identity = Arc::new(Identity { node: node.clone(), cluster_id: CLUSTER });
     let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));

@@ -321,6 +321,7 @@ async fn simulate(seed: u64, options: &Options) -> Outcome {
             BTreeMap::new()
         }
     };
+    problems.extend(cluster.check_metrics());
     stop.store(true, Ordering::SeqCst);
     let _ = watch.await;
     let _ = os.await;
@@ -429,12 +430,8 @@ async fn converge(
         let mut agreed = true;
         for key in keys {
             let node = round % cluster.size();
-            if let Some((router, _)) = cluster.router(node) {
-                use tower::ServiceExt;
-                let request =
-                    http::Request::get(format!("/store/{key}?r=all")).body(axum::body::Body::empty()).unwrap();
-                let _ = tokio::time::timeout(Duration::from_secs(5), router.oneshot(request)).await;
-            }
+            let request = http::Request::get(format!("/store/{key}?r=all")).body(axum::body::Body::empty()).unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(5), cluster.request(node, request)).await;
             match invariants::holder_values(cluster, &ObjectKey::in_default_bucket(key.clone())) {
                 Some(values) => {
                     state.insert(key.clone(), values);

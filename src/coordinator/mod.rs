@@ -40,6 +40,7 @@ use crate::core::object::{Mutation, Object};
 use crate::core::quorum::{Progress, ReadQuorum, Shortfall, WriteQuorum};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
+use crate::env::Env;
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::replica::{CallContext, ReplicaError};
 use crate::telemetry::metrics;
@@ -105,6 +106,8 @@ pub struct Coordinator {
     topology: Arc<dyn Topology>,
     replicas: Arc<dyn ReplicaClient>,
     settings: CoordinatorSettings,
+    /// Spawns the calls of a request (their metrics are this node's).
+    env: Env,
 }
 
 impl Coordinator {
@@ -113,7 +116,13 @@ impl Coordinator {
         replicas: Arc<dyn ReplicaClient>,
         settings: CoordinatorSettings,
     ) -> Coordinator {
-        Coordinator { topology, replicas, settings }
+        Coordinator { topology, replicas, settings, env: Env::real() }
+    }
+
+    /// Spawns its tasks through `env` (the node's metrics recorder).
+    pub fn with_env(mut self, env: &Env) -> Coordinator {
+        self.env = env.clone();
+        self
     }
 
     /// Quorum read. Returns the merge of the first R answers; an empty object
@@ -145,7 +154,7 @@ impl Coordinator {
                 continue;
             }
             let (replicas, node, key, tx) = (Arc::clone(&self.replicas), node.clone(), key.clone(), tx.clone());
-            tokio::spawn(
+            self.env.spawn(
                 async move {
                     let reply = match timeout_at(deadline, replicas.get(&node, partition, &key, call)).await {
                         Ok(reply) => reply,
@@ -182,7 +191,7 @@ impl Coordinator {
             metrics::read_siblings(merged.siblings().len());
         }
         let repair = Repair { partition: plan.partition, ring_epoch: plan.epoch, timeout: self.settings.timeout };
-        tokio::spawn(read_repair(Arc::clone(&self.replicas), repair, key.clone(), read, rx).in_current_span());
+        self.env.spawn(read_repair(Arc::clone(&self.replicas), repair, key.clone(), read, rx).in_current_span());
         Ok(merged)
     }
 
@@ -253,7 +262,7 @@ impl Coordinator {
             }
             let (replicas, key, tx) = (Arc::clone(&self.replicas), key.clone(), tx.clone());
             let object = object.clone();
-            tokio::spawn(
+            self.env.spawn(
                 async move {
                     let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object, call)).await
                     {

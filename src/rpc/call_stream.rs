@@ -39,6 +39,7 @@ use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
 use super::peers::{MAX_MESSAGE_BYTES, PeerChannel};
 use crate::core::key::NodeId;
+use crate::env::Env;
 
 /// Requests queued for one stream before callers wait (HTTP/2 flow control
 /// holds the rest back when the peer reads slowly).
@@ -78,6 +79,7 @@ impl CallStreams {
         &self,
         node: &NodeId,
         address: &str,
+        env: &Env,
         channel: impl FnOnce() -> Result<PeerChannel, E>,
     ) -> Result<Route, E> {
         let mut peers = self.peers.lock().expect("call streams lock");
@@ -90,7 +92,7 @@ impl CallStreams {
             }
             _ => {}
         }
-        let stream = Stream::open(channel()?);
+        let stream = Stream::open(channel()?, env);
         peers.insert(node.clone(), (address.to_owned(), Peer::Stream(Arc::clone(&stream))));
         Ok(Route::Stream(stream))
     }
@@ -141,7 +143,7 @@ impl Stream {
         self.accepted.load(Ordering::Acquire)
     }
 
-    fn open(channel: PeerChannel) -> Arc<Stream> {
+    fn open(channel: PeerChannel, env: &Env) -> Arc<Stream> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stream = Arc::new(Stream {
             outgoing: tx,
@@ -151,7 +153,7 @@ impl Stream {
             broken: AtomicBool::new(false),
             failure: Mutex::new(None),
         });
-        tokio::spawn(drive(Arc::downgrade(&stream), channel, rx));
+        env.spawn(drive(Arc::downgrade(&stream), channel, rx));
         stream
     }
 

@@ -31,7 +31,7 @@ use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
-use crate::env::{Clock, system_clock};
+use crate::env::Env;
 use crate::error::ErrorCode;
 use crate::replica::{CallContext, Replica, ReplicaError};
 use crate::telemetry::{metrics, propagation};
@@ -40,18 +40,19 @@ pub struct GrpcReplicaClient {
     peers: Arc<Peers>,
     book: Arc<dyn AddressBook>,
     streams: CallStreams,
-    /// This node's wall clock: calls carry their deadline on it.
-    clock: Clock,
+    /// This node's wall clock (calls carry their deadline on it), and where
+    /// the tasks of its call streams record metrics.
+    env: Env,
 }
 
 impl GrpcReplicaClient {
     pub fn new(peers: Arc<Peers>, book: Arc<dyn AddressBook>) -> GrpcReplicaClient {
-        GrpcReplicaClient { peers, book, streams: CallStreams::default(), clock: Arc::new(system_clock) }
+        GrpcReplicaClient { peers, book, streams: CallStreams::default(), env: Env::real() }
     }
 
-    /// Stamps wall-clock deadlines from `clock` instead of the system's.
-    pub fn with_clock(mut self, clock: Clock) -> GrpcReplicaClient {
-        self.clock = clock;
+    /// Runs in `env`: its clock stamps the deadlines, its recorder counts.
+    pub fn with_env(mut self, env: &Env) -> GrpcReplicaClient {
+        self.env = env.clone();
         self
     }
 
@@ -88,7 +89,7 @@ impl GrpcReplicaClient {
             });
         }
         let address = self.address(node)?;
-        let route = self.streams.route(node, &address, || self.channel(node, &address))?;
+        let route = self.streams.route(node, &address, &self.env, || self.channel(node, &address))?;
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = method, peer = %node);
         async {
             // The pool's bound for one call, or the caller's deadline if sooner.
@@ -219,7 +220,7 @@ impl ReplicaClient for GrpcReplicaClient {
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
         let message =
-            pb::GetRequest { partition, key: Some(key_to_pb(key)), caller: Some(caller(&call, (self.clock)())) };
+            pb::GetRequest { partition, key: Some(key_to_pb(key)), caller: Some(caller(&call, self.env.now_ms())) };
         match self.call(node, "Replica/Get", Call::Get(message), call).await? {
             CallResult::Get(response) => object_from_response(node, response.object),
             _ => Err(unexpected(node, "Replica/Get")),
@@ -240,7 +241,7 @@ impl ReplicaClient for GrpcReplicaClient {
             key: Some(key_to_pb(key)),
             context: clock_to_pb(context),
             mutation: Some(mutation_to_pb(mutation)),
-            caller: Some(caller(&call, (self.clock)())),
+            caller: Some(caller(&call, self.env.now_ms())),
         };
         match self.call(node, "Replica/Coordinate", Call::Coordinate(message), call).await? {
             CallResult::Coordinate(response) => object_from_response(node, response.object),
@@ -260,7 +261,7 @@ impl ReplicaClient for GrpcReplicaClient {
             partition,
             key: Some(key_to_pb(key)),
             object: Some(object_to_pb(object)),
-            caller: Some(caller(&call, (self.clock)())),
+            caller: Some(caller(&call, self.env.now_ms())),
         };
         match self.call(node, "Replica/Merge", Call::Merge(message), call).await? {
             CallResult::Merge(pb::MergeResponse {}) => Ok(()),

@@ -40,7 +40,7 @@ use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_server::Replica as ReplicaRpc;
 use crate::coordinator::{RingView, Topology};
-use crate::env::{Clock, system_clock};
+use crate::env::Clock;
 use crate::replica::{Replica, ReplicaError};
 use crate::telemetry::{metrics, propagation};
 
@@ -113,13 +113,9 @@ pub struct ReplicaService {
 
 impl ReplicaService {
     pub fn new(replica: Arc<Replica>, stop: CancellationToken) -> ReplicaService {
-        ReplicaService { replica, admission: Admission { ring: None, clock: Arc::new(system_clock) }, stop }
-    }
-
-    /// Reads wall-clock deadlines on `clock` instead of the system's.
-    pub fn with_clock(mut self, clock: Clock) -> ReplicaService {
-        self.admission.clock = clock;
-        self
+        // Deadlines are read on the node's clock, the replica's.
+        let clock = replica.env().clock.clone();
+        ReplicaService { replica, admission: Admission { ring: None, clock }, stop }
     }
 
     /// Refuses calls planned on a ring older than `ring`'s view.
@@ -247,7 +243,8 @@ async fn serve_calls(
             },
         };
         let (replica, admission, answers) = (Arc::clone(&replica), admission.clone(), answers.clone());
-        tokio::spawn(async move {
+        let env = replica.env().clone();
+        env.spawn(async move {
             let answer = serve_call(replica, admission, request).await;
             // A closed channel: the caller is gone.
             let _ = answers.send(Ok(answer)).await;
@@ -279,7 +276,7 @@ impl ReplicaRpc for ReplicaService {
 
     async fn calls(&self, request: Request<Streaming<pb::CallRequest>>) -> Result<Response<CallStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_CALLS_IN_FLIGHT);
-        tokio::spawn(serve_calls(
+        self.replica.env().spawn(serve_calls(
             Arc::clone(&self.replica),
             self.admission.clone(),
             request.into_inner(),

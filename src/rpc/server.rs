@@ -30,7 +30,6 @@ use super::replica_server::ReplicaService;
 use super::transfer::TransferService;
 use super::transfer_pb::transfer_server::TransferServer;
 use crate::coordinator::Topology;
-use crate::env::Clock;
 use crate::replica::Replica;
 
 /// HTTP/2 pings to clients, so a transfer from a sender that vanished does
@@ -43,12 +42,11 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// stops taking work. `stop` ends the long-lived replica call streams (cancel
 /// it with the server's shutdown, or graceful shutdown waits for them).
 /// `ring`, when given, fences replica calls planned on an older ring (see
-/// `replica_server`); `clock` is the node's wall clock, for deadlines. Replica and transfer messages above `max_message_bytes`
+/// `replica_server`). Replica and transfer messages above `max_message_bytes`
 /// (`Config::largest_message_bytes`) are refused before they are decoded.
 pub fn routes(
     replica: Arc<Replica>,
     ring: Option<Arc<dyn Topology>>,
-    clock: Clock,
     max_message_bytes: usize,
     stop: CancellationToken,
 ) -> (RoutesBuilder, HealthReporter) {
@@ -56,10 +54,9 @@ pub fn routes(
     // The descriptor sets are compiled in: failing to read them is a build bug.
     let reflection_v1 = reflection().build_v1().expect("compiled-in descriptor sets decode");
     let reflection_v1alpha = reflection().build_v1alpha().expect("compiled-in descriptor sets decode");
-    let replica_service =
-        ReplicaServer::new(ReplicaService::new(Arc::clone(&replica), stop).with_fence(ring).with_clock(clock))
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
+    let replica_service = ReplicaServer::new(ReplicaService::new(Arc::clone(&replica), stop).with_fence(ring))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let transfer_service = TransferServer::new(TransferService::new(replica))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);

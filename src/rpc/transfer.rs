@@ -32,7 +32,7 @@ use super::transfer_pb::transfer_server::Transfer;
 use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse};
 use crate::core::key::NodeId;
 use crate::core::ring::Partition;
-use crate::env::Blocking;
+use crate::env::{Blocking, Env};
 use crate::error::HasErrorCode;
 use crate::replica::{Replica, ReplicaError};
 use crate::storage::{Entry, StorageError, Store};
@@ -96,15 +96,15 @@ impl Transfer for TransferService {
 pub fn spawn_scan(
     store: Arc<dyn Store>,
     partition: Partition,
-    blocking: Blocking,
+    env: &Env,
 ) -> mpsc::Receiver<Result<Entry, StorageError>> {
     let (tx, rx) = mpsc::channel(SCAN_BUFFER);
-    if blocking == Blocking::Inline {
+    if env.blocking == Blocking::Inline {
         let entries: Vec<_> = match store.scan_partition(partition) {
             Ok(entries) => entries.collect(),
             Err(e) => vec![Err(e)],
         };
-        tokio::spawn(async move {
+        env.spawn(async move {
             for entry in entries {
                 let failed = entry.is_err();
                 if tx.send(entry).await.is_err() || failed {

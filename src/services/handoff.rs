@@ -115,7 +115,7 @@ impl HandoffWorker {
         for node in to {
             let address =
                 self.membership.cluster_address(node).ok_or_else(|| HandoffError(format!("no address for {node}")))?;
-            let entries = spawn_scan(Arc::clone(self.replica.store()), partition, self.replica.blocking());
+            let entries = spawn_scan(Arc::clone(self.replica.store()), partition, self.replica.env());
             sent += push_partition(&self.peers, node, &address, partition, TransferKind::Move, entries)
                 .await
                 .map_err(|e| HandoffError(format!("to {node}: {e}")))?;
@@ -198,7 +198,7 @@ impl HandoffWorker {
     /// holder, then each of its keys is dropped here if unchanged since it
     /// was read (a write that landed since is kept, and sent next time).
     async fn sweep_partition(&self, p: Partition, holders: &[NodeId]) -> Result<u64, HandoffError> {
-        let mut scan = spawn_scan(Arc::clone(self.replica.store()), p, self.replica.blocking());
+        let mut scan = spawn_scan(Arc::clone(self.replica.store()), p, self.replica.env());
         let mut dropped = 0;
         loop {
             let batch = next_batch(&mut scan).await?;

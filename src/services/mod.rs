@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::env::Env;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {
     /// Did something; call `work` again right away.
@@ -25,8 +27,9 @@ pub trait Worker: Send + 'static {
     async fn wait_for_work(&mut self);
 }
 
-pub fn spawn(mut worker: impl Worker, cancel: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// Runs `worker` as a task of the node `env` belongs to.
+pub fn spawn(mut worker: impl Worker, cancel: CancellationToken, env: &Env) -> JoinHandle<()> {
+    env.spawn(async move {
         let name = worker.name();
         tracing::debug!(worker = name, "worker started");
         loop {

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Client requests. Labels: `api` (store), `op` (get, put, delete),
 /// `outcome` (ok, not_found, bad_request, conflict, too_large, unavailable,
@@ -86,12 +86,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUORUM_REPLICAS_ANSWERED.into()), COUNT_BUCKETS))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(READ_SIBLINGS.into()), COUNT_BUCKETS))
-                .expect("bucket lists are not empty")
-                .build_recorder();
+            let recorder = build();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first (a test
             // harness); rendering then shows nothing, which tests would catch.
@@ -102,6 +97,28 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// A recorder of one node's own, not installed anywhere: the simulator
+/// gives one to each node it runs (`env::Env::recorder`), and renders each
+/// node's `/metrics` from its handle.
+pub fn node_recorder() -> (PrometheusRecorder, PrometheusHandle) {
+    let recorder = build();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        describe();
+        zero();
+    });
+    (recorder, handle)
+}
+
+fn build() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUORUM_REPLICAS_ANSWERED.into()), COUNT_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(READ_SIBLINGS.into()), COUNT_BUCKETS))
+        .expect("bucket lists are not empty")
+        .build_recorder()
 }
 
 fn describe() {

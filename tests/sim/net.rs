@@ -25,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
+use vinzclortho::env::Env;
 use vinzclortho::rpc::peers::{Connection, ConnectionError, Connector, PeerError, Purpose};
 
 /// How messages fare on a healthy link.
@@ -46,7 +47,7 @@ impl Weather {
 struct Host {
     incarnation: u64,
     /// `None` while the process starts (it may already call out).
-    server: Option<Connection>,
+    server: Option<(Connection, Env)>,
 }
 
 struct State {
@@ -101,11 +102,13 @@ impl Net {
     }
 
     /// `address` now answers with `server`.
-    pub fn serve(&self, address: &str, incarnation: u64, server: Connection) {
+    /// `address` now answers with `server`, whose work records into `env`'s
+    /// metrics recorder (the server runs in its callers' tasks).
+    pub fn serve(&self, address: &str, incarnation: u64, server: Connection, env: Env) {
         if let Some(host) = self.state.lock().unwrap().hosts.get_mut(address)
             && host.incarnation == incarnation
         {
-            host.server = Some(server);
+            host.server = Some((server, env));
         }
     }
 
@@ -180,9 +183,12 @@ impl Net {
         (Fate::Arrives(delay), held)
     }
 
-    fn server(&self, address: &str) -> Option<(u64, Connection)> {
+    fn server(&self, address: &str) -> Option<(u64, Connection, Env)> {
         let state = self.state.lock().unwrap();
-        state.hosts.get(address).and_then(|h| Some((h.incarnation, h.server.clone()?)))
+        state.hosts.get(address).and_then(|h| {
+            let (server, env) = h.server.clone()?;
+            Some((h.incarnation, server, env))
+        })
     }
 }
 
@@ -249,7 +255,7 @@ impl Service<Request> for Link {
     fn call(&mut self, request: Request) -> Self::Future {
         let link = self.clone();
         let call = async move {
-            let Some((to_inc, server)) = link.net.server(&link.to) else {
+            let Some((to_inc, server, env)) = link.net.server(&link.to) else {
                 // Nobody listens there: refused at once, as TCP does.
                 let refused =
                     std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "simulated: connection refused");
@@ -263,7 +269,7 @@ impl Service<Request> for Link {
             let (parts, body) = request.into_parts();
             let body = SimBody::new(body, &link.net, (&link.from, link.from_inc), (&link.to, to_inc));
             let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
-            let response = server.oneshot(request).await?;
+            let response = env.scoped(server.oneshot(request)).await?;
             let (fate, held) = link.net.fate(&link.to, to_inc, &link.from, Some(link.from_inc));
             travel(fate, held).await.map_err(ConnectionError::new)?;
             let (parts, body) = response.into_parts();

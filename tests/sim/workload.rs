@@ -12,7 +12,6 @@ use http_body_util::BodyExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use super::history::{Kind, Op, Outcome};
 use super::world::Cluster;
@@ -90,23 +89,23 @@ impl Client {
         context: Option<&str>,
         body: String,
     ) -> Option<Answer> {
-        let (router, incarnation) = self.cluster.router(node)?;
         let mut request = Request::builder().method(method).uri(format!("/store/{key}"));
         if let Some(ctx) = context {
             request = request.header(CTX, ctx);
         }
         let request = request.body(Body::from(body)).unwrap();
         let exchange = async {
-            let response = router.oneshot(request).await.ok()?;
+            let (response, incarnation) = self.cluster.request(node, request).await?;
             let status = response.status().as_u16();
             let (context, content_type) = {
                 let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 (header(CTX), header("content-type").unwrap_or_default())
             };
             let body = response.into_body().collect().await.ok()?.to_bytes();
-            Some(Answer { status, context, content_type, body: String::from_utf8_lossy(&body).into_owned() })
+            let body = String::from_utf8_lossy(&body).into_owned();
+            Some((Answer { status, context, content_type, body }, incarnation))
         };
-        let answer = tokio::time::timeout(CLIENT_TIMEOUT, exchange).await.ok()??;
+        let (answer, incarnation) = tokio::time::timeout(CLIENT_TIMEOUT, exchange).await.ok()??;
         // An answer from a process that has died since is a reset connection.
         (self.cluster.incarnation(node) == Some(incarnation)).then_some(answer)
     }

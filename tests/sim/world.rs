@@ -2,15 +2,16 @@
 //! (`node::start`, `node::grpc_routes`, `node::spawn_workers`) on a
 //! simulated disk, network, clock and random source.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use clap::Parser;
+use metrics_exporter_prometheus::PrometheusHandle;
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use vinzclortho::cli::Cli;
 use vinzclortho::config::Config;
 use vinzclortho::coordinator::RingView;
@@ -30,6 +31,9 @@ pub struct Running {
     pub incarnation: u64,
     cancel: CancellationToken,
     store: Arc<SimStore>,
+    /// This process's own metrics, and the client requests it answered.
+    pub metrics: PrometheusHandle,
+    pub answered: Arc<AtomicU64>,
 }
 
 pub struct SimNode {
@@ -113,9 +117,22 @@ impl Cluster {
         self.nodes.lock().unwrap()[i].running.as_ref().map(|r| r.incarnation)
     }
 
-    pub fn router(&self, i: usize) -> Option<(Router, u64)> {
-        let nodes = self.nodes.lock().unwrap();
-        nodes[i].running.as_ref().map(|r| (r.app.router.clone(), r.incarnation))
+    /// Sends an HTTP request to node `i`'s router, as that node (its
+    /// metrics recorder); `None` if it is not running. Returns the answer
+    /// and the incarnation that gave it.
+    pub async fn request(
+        &self,
+        i: usize,
+        request: http::Request<axum::body::Body>,
+    ) -> Option<(http::Response<axum::body::Body>, u64)> {
+        let (router, incarnation, env, answered) = {
+            let nodes = self.nodes.lock().unwrap();
+            let r = nodes[i].running.as_ref()?;
+            (r.app.router.clone(), r.incarnation, r.app.env.clone(), Arc::clone(&r.answered))
+        };
+        let response = env.scoped(router.oneshot(request)).await.ok()?;
+        answered.fetch_add(1, Ordering::Relaxed);
+        Some((response, incarnation))
     }
 
     pub fn with_app<T>(&self, i: usize, f: impl FnOnce(&App) -> T) -> Option<T> {
@@ -162,21 +179,22 @@ impl Cluster {
             now as u64
         });
         let entropy = Entropy::seeded(rand::Rng::random(&mut *self.rng.lock().unwrap()));
-        let env = Env { clock, entropy, blocking: Blocking::Inline };
+        let (recorder, metrics) = vinzclortho::telemetry::metrics::node_recorder();
+        let env = Env { clock, entropy, blocking: Blocking::Inline, recorder: Some(Arc::new(recorder)) };
         let connector = SimConnector {
             net: Arc::clone(&self.net),
             from: cluster.clone(),
             incarnation,
             request_timeout: self.config.request_timeout,
         };
-        let host = Host { env, connector: Some(Arc::new(connector)) };
+        let host = Host { env: env.clone(), connector: Some(Arc::new(connector)), metrics: Some(metrics.clone()) };
         let mut config = self.config.clone();
         config.address = http.clone();
         config.cluster_address = cluster.clone();
         config.join = join;
         let store = SimStore::open(&disk);
         self.net.boot(&cluster, incarnation);
-        let app = match node::start(&config, &host, http, cluster.clone(), store.clone()).await {
+        let app = match env.scoped(node::start(&config, &host, http, cluster.clone(), store.clone())).await {
             Ok(app) => app,
             Err(e) => {
                 self.net.unregister(&cluster);
@@ -187,11 +205,13 @@ impl Cluster {
         let cancel = CancellationToken::new();
         let (routes, _health) = node::grpc_routes(&config, &app, cancel.clone());
         let local: Arc<dyn LocalIdentity> = app.membership.clone();
-        self.net.serve(&cluster, incarnation, vinzclortho::rpc::server::in_process(routes, local));
+        let server = vinzclortho::rpc::server::in_process(routes, local);
+        self.net.serve(&cluster, incarnation, server, env.clone());
         node::spawn_workers(&config, &app, &cancel);
         let mut nodes = self.nodes.lock().unwrap();
         nodes[i].id = Some(app.membership.local().clone());
-        nodes[i].running = Some(Running { app, incarnation, cancel, store });
+        let answered = Arc::new(AtomicU64::new(0));
+        nodes[i].running = Some(Running { app, incarnation, cancel, store, metrics, answered });
         Ok(())
     }
 
@@ -209,6 +229,29 @@ impl Cluster {
             r.store.kill();
         }
         if power_loss { disk.power_loss() } else { 0 }
+    }
+
+    /// Each running node's own metrics must count exactly the client requests
+    /// it answered: a node's tasks record into its recorder, not another's.
+    pub fn check_metrics(&self) -> Vec<String> {
+        let nodes = self.nodes.lock().unwrap();
+        let mut problems = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let Some(r) = &n.running else { continue };
+            let counted: f64 = r
+                .metrics
+                .render()
+                .lines()
+                .filter(|l| l.starts_with("vinzclortho_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            let answered = r.answered.load(Ordering::Relaxed);
+            if counted as u64 != answered {
+                problems
+                    .push(format!("node {i} counted {counted} client requests in its metrics, answered {answered}"));
+            }
+        }
+        problems
     }
 
     /// Stops every node (the end of a run), so no task outlives it.
