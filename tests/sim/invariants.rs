@@ -6,14 +6,23 @@
 //!   the value or something that superseded it) on at least W disks among
 //!   its key's holders in the cluster's latest ring, unless a power loss
 //!   may have taken it since. A ring switch before the data moved breaks
-//!   this at once.
+//!   this at once;
+//! * one ring epoch names one ring: replicas fence calls by epoch alone, so
+//!   two nodes with different rings (or moves) at the same epoch could each
+//!   count holders the other does not. This one is a *known* open hole (two
+//!   claimants, e.g. on both sides of a partition, each plan a ring at the
+//!   next epoch; see README "Deterministic simulation"): it is reported with
+//!   each run and fails it only with `SIM_STRICT_EPOCHS=1`, until membership
+//!   changes go through one claimant's plan and commit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use vinzclortho::coordinator::RingView;
 use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::ring::Ring;
 use vinzclortho::core::vclock::Dot;
 use vinzclortho::storage::Store;
 
@@ -39,6 +48,8 @@ struct State {
     /// Acknowledged writes already reported, so each is reported once.
     reported: BTreeSet<String>,
     problems: Vec<String>,
+    /// Violations of the known open hole (see the module comment).
+    known: Vec<String>,
 }
 
 impl Watcher {
@@ -50,9 +61,44 @@ impl Watcher {
         self.state.lock().unwrap().problems.clone()
     }
 
+    pub fn known_issues(&self) -> Vec<String> {
+        self.state.lock().unwrap().known.clone()
+    }
+
     pub fn final_check(&self) {
         self.scan();
         self.check_copies();
+        self.check_epochs();
+    }
+
+    /// Reports two running nodes that hold different rings at one epoch.
+    fn check_epochs(&self) {
+        let views: Vec<(usize, Arc<RingView>)> = (0..self.cluster.size())
+            .filter_map(|i| self.cluster.with_app(i, |app| (i, app.membership.view())))
+            .collect();
+        let mut state = self.state.lock().unwrap();
+        for (a, va) in &views {
+            for (b, vb) in views.iter().filter(|(b, _)| b > a) {
+                let same = va.current == vb.current && va.target == vb.target;
+                if va.epoch == vb.epoch && !same {
+                    let problem = format!(
+                        "ring epoch {} names two rings: node {a} has {} moving {}, node {b} has {} moving {}",
+                        va.epoch,
+                        describe_ring(&va.current),
+                        va.target.is_some(),
+                        describe_ring(&vb.current),
+                        vb.target.is_some()
+                    );
+                    let prefix = format!("ring epoch {} names", va.epoch);
+                    let strict = std::env::var("SIM_STRICT_EPOCHS").is_ok_and(|v| v == "1");
+                    let list = if strict { &mut state.problems } else { &mut state.known };
+                    if !list.iter().any(|p| p.starts_with(&prefix)) {
+                        self.record.event(format!("INVARIANT {problem}"));
+                        list.push(problem);
+                    }
+                }
+            }
+        }
     }
 
     /// Records every dot on every disk; reports one issued twice.
@@ -110,19 +156,23 @@ impl Watcher {
             let Some((key, dot)) = state.values.get(value).cloned() else { continue };
             let p = view.current.partition_of(&key);
             let holders = view.current.holders(p, view.n_val);
-            let covered = holders
+            let covering: Vec<(usize, bool)> = holders
                 .iter()
                 .filter_map(|h| self.cluster.index_of(h))
-                .filter(|&i| {
+                .map(|i| {
                     let object = self.cluster.disk(i).contents().get(p, &key).ok().flatten();
-                    object.is_some_and(|o| o.clock().covers(dot))
+                    (i, object.is_some_and(|o| o.clock().covers(dot)))
                 })
-                .count();
+                .collect();
+            let covered = covering.iter().filter(|(_, c)| *c).count();
             if covered < view.w {
                 let problem = format!(
-                    "acknowledged write {value} of key {} is covered on {covered} of its {} holders at ring epoch {} \
-                     (W = {})",
+                    "acknowledged write {value} of key {} (partition {p}, acknowledged at {:?} through node {}) is \
+                     covered on {covered} of its {} holders at ring epoch {} (W = {}); holders (node, covers): \
+                     {covering:?}",
                     op.key,
+                    op.end,
+                    op.node,
                     holders.len(),
                     view.epoch,
                     view.w
@@ -135,10 +185,20 @@ impl Watcher {
     }
 }
 
+/// A ring in a line: how many partitions each owner has.
+fn describe_ring(ring: &Ring) -> String {
+    let mut owned: BTreeMap<String, usize> = BTreeMap::new();
+    for owner in ring.owners() {
+        *owned.entry(owner.to_string()).or_default() += 1;
+    }
+    format!("{owned:?}")
+}
+
 pub async fn watch(watcher: Arc<Watcher>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         watcher.scan();
         watcher.check_copies();
+        watcher.check_epochs();
         tokio::time::sleep(EVERY).await;
     }
 }
