@@ -237,8 +237,19 @@ impl ClusterState {
     /// on the claimant: finish a move whose transfers are all done, or set a
     /// new target when claims or members changed. Returns true if the ring
     /// changed.
+    ///
+    /// A claimant that sees no majority of the members up plans nothing:
+    /// across a partition each side has a claimant (the smallest member it
+    /// sees up), and two claimants would each publish a ring at the next
+    /// epoch. Replicas fence calls by epoch, so coordinators on the two
+    /// rings would both be served, and a write could be acknowledged on
+    /// holders the ring that wins does not have (found by the simulator).
     pub fn plan_ring(&mut self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool, planner: &mut Planner) -> bool {
         if self.claimant(&is_up) != Some(me) {
+            return false;
+        }
+        let up = self.members.keys().filter(|n| is_up(n)).count();
+        if up * 2 <= self.members.len() {
             return false;
         }
         if let Some(target) = &self.ring.target
@@ -546,11 +557,32 @@ mod tests {
 
     #[test]
     fn only_the_claimant_changes_the_ring() {
-        let mut s = cluster(&["a", "b"], 8);
+        let mut s = cluster(&["a", "b", "c"], 8);
         assert!(!s.plan_ring(&node("b"), all_up, &mut Planner::default()));
         // With a down, b is the claimant.
         assert!(s.plan_ring(&node("b"), |n| n != &node("a"), &mut Planner::default()));
         assert_eq!(s.ring.author, node("b"));
+    }
+
+    /// Across a partition each side has a claimant; only the one that sees a
+    /// majority may change the ring, or the two sides would publish
+    /// different rings under one epoch (the simulator's seed 2000156).
+    #[test]
+    fn a_claimant_that_sees_only_a_minority_plans_nothing() {
+        let names = ["a", "b", "c", "d", "e"];
+        let mut s = cluster(&names, 16);
+        settle(&mut s);
+        s.members.get_mut(&node("a")).unwrap().wanted_claim = 1;
+        let (mut minority, mut majority) = (s.clone(), s.clone());
+        let small = |n: &NodeId| ["a", "b"].contains(&n.as_str());
+        let large = |n: &NodeId| !small(n);
+        assert_eq!(minority.claimant(small), Some(&node("a")));
+        assert!(!minority.plan_ring(&node("a"), small, &mut Planner::default()), "2 of 5 up: no plan");
+        assert_eq!(majority.claimant(large), Some(&node("c")));
+        assert!(majority.plan_ring(&node("c"), large, &mut Planner::default()), "3 of 5 up: plans");
+        // Two nodes of two: a majority of one is not enough either.
+        let mut pair = cluster(&["a", "b"], 8);
+        assert!(!pair.plan_ring(&node("b"), |n| n != &node("a"), &mut Planner::default()));
     }
 
     #[test]
@@ -578,7 +610,10 @@ mod tests {
         for t in from_b {
             s.mark_transfer_done(&node("b"), &t);
         }
-        assert!(s.plan_ring(&node("a"), only_a, &mut Planner::default()), "two senders per partition: switch");
+        // b is down again and c is back, so the claimant sees a majority (it
+        // plans nothing with a minority up): b's transfers still count.
+        let not_b = |n: &NodeId| n != &node("b");
+        assert!(s.plan_ring(&node("a"), not_b, &mut Planner::default()), "two senders per partition: switch");
         assert_eq!(s.ring.current.claimed_by(&node("d")), 2);
     }
 
