@@ -587,14 +587,23 @@ fn a_paused_stamper_does_not_apply_a_write_its_client_was_refused() {
     signal("-CONT");
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "the paused stamper answered? {:?}", r.text());
     let partition = partition_of(coordinator, &key);
-    wait_for("the paused node to be up again", Duration::from_secs(20), || {
-        common::status(first).filter(|s| s["members"].as_array().is_some_and(|m| m.iter().all(|m| m["status"] == "up")))
-    });
+    // Up again as the resumed node and the coordinator both see it (a read
+    // with r=all fails fast while the coordinator still thinks it down).
+    for node in [first, coordinator] {
+        wait_for("the paused node to be up again", Duration::from_secs(20), || {
+            common::status(node)
+                .filter(|s| s["members"].as_array().is_some_and(|m| m.iter().all(|m| m["status"] == "up")))
+        });
+    }
     // Give the resumed node every chance to run what it had queued: its
     // own answer to a fresh read is the proof (calls are served in order
-    // of arrival on its stream, and the read comes after).
+    // of arrival on its stream, and the read comes after). A 503 only says
+    // the call stream to it was still being re-opened: ask again.
     let url = coordinator.url(&format!("/store/{key}?r=all"));
-    let (status, _) = get_text(&url);
+    let status = wait_for("an answer from all three replicas", Duration::from_secs(20), || {
+        let (status, _) = get_text(&url);
+        (status != StatusCode::SERVICE_UNAVAILABLE).then_some(status)
+    });
     assert_eq!(status, StatusCode::NOT_FOUND, "the refused write was applied late");
     for node in cluster.running() {
         assert!(replica_values(node, &key, partition).is_empty(), "{} applied the late stamp", node.http);
