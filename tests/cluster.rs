@@ -250,24 +250,27 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
     let (acked, failed) = writer.join().unwrap();
     assert_eq!(failed, 0, "writes failed during the join");
     assert!(acked.len() > 10, "only {} writes during the join", acked.len());
-    // Replica by replica, every holder of a key written during the move has
-    // it (the copy to incoming holders and the handoff sweep carry writes
-    // that raced with the transfer), without help from read repair: check
-    // through gRPC, which bypasses quorums.
-    wait_for("every holder to have every write made during the move", Duration::from_secs(20), || {
-        for i in &acked {
-            let key = format!("during{i}");
-            let v: serde_json::Value =
-                client().get(c.node(0).url(&format!("/admin/preflist/{key}"))).send().ok()?.json().ok()?;
-            let p = v["partition"].as_u64()? as u32;
-            for entry in v["preflist"].as_array()? {
-                let holder = c.running().find(|n| entry["node"] == n.http.as_str())?;
-                if replica_values(holder, &key, p) != [format!("d{i}")] {
-                    return None;
-                }
-            }
+    // Replica by replica (through gRPC, which bypasses quorums), every write
+    // acknowledged during the move is on at least W = 2 of its holders in
+    // the new ring without help from read repair: the copy to incoming
+    // holders and the handoff sweep carry writes that raced with the
+    // transfer. The third copy is best effort (a merge that misses its
+    // deadline under load is dropped) until anti-entropy exists.
+    let holders_with = |i: usize| -> Option<(usize, usize)> {
+        let key = format!("during{i}");
+        let v: serde_json::Value =
+            client().get(c.node(0).url(&format!("/admin/preflist/{key}"))).send().ok()?.json().ok()?;
+        let p = v["partition"].as_u64()? as u32;
+        let entries = v["preflist"].as_array()?;
+        let mut with = 0;
+        for entry in entries {
+            let holder = c.running().find(|n| entry["node"] == n.http.as_str())?;
+            with += usize::from(replica_values(holder, &key, p) == [format!("d{i}")]);
         }
-        Some(())
+        Some((with, entries.len()))
+    };
+    wait_for("W holders of every write made during the move", Duration::from_secs(20), || {
+        acked.iter().all(|&i| holders_with(i).is_some_and(|(with, _)| with >= 2)).then_some(())
     });
     // Every write acknowledged during the move is readable from every node,
     // the newcomer included, once the move is over.
@@ -280,6 +283,10 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
             );
         }
     }
+    // Those reads repaired any holder the third copy missed.
+    wait_for("every holder to have every write made during the move", Duration::from_secs(20), || {
+        acked.iter().all(|&i| holders_with(i).is_some_and(|(with, all)| with == all)).then_some(())
+    });
     let s = status(c.node(d)).unwrap();
     assert_eq!(s["claim"], 4, "16 partitions over 4 nodes");
     for i in 0..200 {
