@@ -117,7 +117,11 @@ impl Env {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        tokio::spawn(self.scoped(task))
+        match &self.recorder {
+            // A running node: no wrapper, no extra allocation per task.
+            None => tokio::spawn(task),
+            Some(_) => tokio::spawn(self.scoped(task)),
+        }
     }
 
     /// `task`, recording its metrics into this node's recorder while it runs.

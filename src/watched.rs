@@ -6,39 +6,39 @@
 //! deterministic simulator could not replay a run. One `Notify` keeps them in
 //! line; membership changes are rare, so the contention does not matter.
 
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use tokio::sync::Notify;
 
 pub struct Watched<T> {
     /// The value and how many times it changed.
-    state: Mutex<(T, u64)>,
+    state: RwLock<(T, u64)>,
     notify: Notify,
 }
 
 impl<T: Clone> Watched<T> {
     pub fn new(value: T) -> Watched<T> {
-        Watched { state: Mutex::new((value, 0)), notify: Notify::new() }
+        Watched { state: RwLock::new((value, 0)), notify: Notify::new() }
     }
 
     pub fn get(&self) -> T {
-        self.state.lock().expect("watched lock").0.clone()
+        self.state.read().expect("watched lock").0.clone()
     }
 
     /// Reads the value in place.
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        f(&self.state.lock().expect("watched lock").0)
+        f(&self.state.read().expect("watched lock").0)
     }
 
     /// Counts changes: a waiter remembers it and waits for another.
     pub fn version(&self) -> u64 {
-        self.state.lock().expect("watched lock").1
+        self.state.read().expect("watched lock").1
     }
 
     /// Sets the value, wakes every waiter, returns the old value.
     pub fn replace(&self, value: T) -> T {
         let old = {
-            let mut state = self.state.lock().expect("watched lock");
+            let mut state = self.state.write().expect("watched lock");
             state.1 += 1;
             std::mem::replace(&mut state.0, value)
         };
@@ -49,7 +49,7 @@ impl<T: Clone> Watched<T> {
     /// Changes the value in place if `f` says it did; wakes waiters then.
     pub fn modify(&self, f: impl FnOnce(&mut T) -> bool) -> bool {
         let modified = {
-            let mut state = self.state.lock().expect("watched lock");
+            let mut state = self.state.write().expect("watched lock");
             let modified = f(&mut state.0);
             if modified {
                 state.1 += 1;
@@ -71,7 +71,7 @@ impl<T: Clone> Watched<T> {
             // the wait still wakes us.
             notified.as_mut().enable();
             {
-                let state = self.state.lock().expect("watched lock");
+                let state = self.state.read().expect("watched lock");
                 if ready(&state.0) {
                     return state.0.clone();
                 }
@@ -132,7 +132,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiters_wake_in_the_order_they_began_waiting() {
         let watched = Arc::new(Watched::new(false));
-        let order = Arc::new(Mutex::new(Vec::new()));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..16 {
             let (watched, order) = (Arc::clone(&watched), Arc::clone(&order));

@@ -66,3 +66,12 @@ pub struct History {
     /// The converged value set of every key after healing.
     pub final_state: BTreeMap<String, Vec<String>>,
 }
+
+/// The values of a read answered 300, by the load generator's parser of
+/// our `multipart/mixed` bodies (nothing for a body it cannot parse, which
+/// the checker then sees as a read of no value). Both workloads use it.
+pub fn multipart_values(content_type: &str, body: &str) -> Vec<String> {
+    vinzclortho::bench::target::multipart_values(content_type, body.as_bytes())
+        .map(|values| values.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect())
+        .unwrap_or_default()
+}

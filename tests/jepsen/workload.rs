@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::history::{Kind, Op, Outcome};
+use super::history::{Kind, Op, Outcome, multipart_values};
 
 const CTX: &str = "x-vinzclortho-context";
 /// Keys every client writes blindly and resolves: concurrent writes.
@@ -155,16 +155,4 @@ fn outcome_of(result: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
         Ok(400..=499) => Outcome::Failed,
         _ => Outcome::Unknown,
     }
-}
-
-/// The part bodies of a `multipart/mixed` response (values are plain
-/// tokens, so a simple split is exact).
-pub fn multipart_values(content_type: &str, body: &str) -> Vec<String> {
-    let Some((_, boundary)) = content_type.split_once("boundary=") else { return vec![] };
-    let delimiter = format!("\r\n--{boundary}");
-    body.split(&delimiter)
-        .skip(1)
-        .filter(|part| !part.starts_with("--"))
-        .filter_map(|part| part.split_once("\r\n\r\n").map(|(_, value)| value.to_owned()))
-        .collect()
 }

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::history::{Kind, Op, Outcome};
+use super::history::{Kind, Op, Outcome, multipart_values};
 use super::world::Cluster;
 
 const CTX: &str = "x-vinzclortho-context";
@@ -173,15 +173,4 @@ fn outcome_of(answer: Option<Answer>) -> Outcome {
         Some(400..=499) => Outcome::Failed,
         _ => Outcome::Unknown,
     }
-}
-
-/// The part bodies of a `multipart/mixed` response.
-fn multipart_values(content_type: &str, body: &str) -> Vec<String> {
-    let Some((_, boundary)) = content_type.split_once("boundary=") else { return vec![] };
-    let delimiter = format!("\r\n--{boundary}");
-    body.split(&delimiter)
-        .skip(1)
-        .filter(|part| !part.starts_with("--"))
-        .filter_map(|part| part.split_once("\r\n\r\n").map(|(_, value)| value.to_owned()))
-        .collect()
 }
