@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::admin_cli::AdminArgs;
 use crate::bench::BenchArgs;
 use crate::config::NodeArgs;
 use crate::devcluster::DevClusterArgs;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Drive a cluster (or etcd, or Redis) with a workload and report
     /// throughput and latency; --check verifies every read.
     Bench(BenchArgs),
+    /// Ask a running cluster about itself and change it, through any node's
+    /// HTTP API: status, members, ring, claims, preference lists.
+    Admin(AdminArgs),
 }
 
 #[cfg(test)]

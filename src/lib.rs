@@ -22,6 +22,8 @@
 //! * [`services`]: background workers (gossip, handoff).
 //! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
 //! * [`bench`]: `vinzclortho bench`, the load generator and its checks.
+//! * [`admin_cli`]: `vinzclortho admin`, the operator's CLI (an HTTP client
+//!   of `/admin/...`).
 //! * [`cli`]: the command line: the node's flags and the tools' subcommands.
 //!
 //! Dependencies point one way, down this list's layers: `core` uses no other
@@ -50,6 +52,7 @@
 //! answers (`core::quorum::ReadQuorum`), answers, and repairs stale replicas
 //! in the background.
 
+pub mod admin_cli;
 pub mod api;
 pub mod bench;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! `/ping`, `/admin/claim`, `/admin/status`, `/admin/preflist/{key}`.
+//! `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`, `/admin/preflist/{key}`.
 
 use axum::Json;
 use axum::extract::State;
@@ -153,4 +153,88 @@ pub async fn preflist(State(api): State<AppState>, uri: Uri) -> Result<Json<Pref
         })
         .collect();
     Ok(Json(Preflist { partition, preflist }))
+}
+
+#[derive(Serialize)]
+pub struct RingOwnership {
+    epoch: u64,
+    partitions: u32,
+    n_val: usize,
+    /// True while partitions move to a new target ring.
+    moving: bool,
+    /// Every node that owns partitions now or after the move, by address.
+    nodes: Vec<NodeOwnership>,
+    /// Partitions whose holders change in the move (empty when none).
+    moving_partitions: Vec<MovingPartition>,
+}
+
+#[derive(Serialize)]
+pub struct NodeOwnership {
+    /// The node's HTTP address.
+    node: String,
+    node_id: String,
+    /// Partitions it owns now.
+    partitions: u32,
+    /// Its share of the ring now, in percent.
+    share: f64,
+    /// Partitions it will own once the move in progress is done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_partitions: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct MovingPartition {
+    partition: u32,
+    /// Its holders now (HTTP addresses), in preference-list order.
+    from: Vec<String>,
+    /// Its holders once the move is done.
+    to: Vec<String>,
+}
+
+/// Ownership of the ring as this node sees it: per node, and the partitions
+/// a move in progress changes (`vinzclortho admin ring`).
+pub async fn ring(State(api): State<AppState>) -> Json<RingOwnership> {
+    let view = api.membership.view();
+    let current = &view.current;
+    let target = view.target.as_ref();
+    let mut ids = current.members();
+    if let Some(target) = target {
+        ids.extend(target.members());
+        ids.sort();
+        ids.dedup();
+    }
+    let address = |n: &crate::core::key::NodeId| api.membership.http_address(n);
+    let nodes = ids
+        .iter()
+        .map(|id| NodeOwnership {
+            node: address(id),
+            node_id: id.to_string(),
+            partitions: current.claimed_by(id),
+            share: 100.0 * f64::from(current.claimed_by(id)) / f64::from(current.partitions().max(1)),
+            target_partitions: target.map(|t| t.claimed_by(id)),
+        })
+        .collect();
+    let moving_partitions = target
+        .map(|target| {
+            (0..current.partitions())
+                .filter_map(|p| {
+                    let from = current.holders(p, view.n_val);
+                    let to = target.holders(p, view.n_val);
+                    (from != to).then(|| MovingPartition {
+                        partition: p,
+                        from: from.iter().map(address).collect(),
+                        to: to.iter().map(address).collect(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(RingOwnership {
+        epoch: view.epoch,
+        partitions: current.partitions(),
+        n_val: view.n_val,
+        moving: target.is_some(),
+        nodes,
+        moving_partitions,
+    })
 }

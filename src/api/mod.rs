@@ -5,7 +5,8 @@
 //! * `store`: the original Vinz Clortho API, `/store/{key}`
 //! * `multipart`: the `multipart/mixed` body of a key's siblings, and the
 //!   HTTP dates of Last-Modified
-//! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/preflist/{key}`
+//! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`,
+//!   `/admin/preflist/{key}`
 //! * `metrics`: `/metrics` for Prometheus
 //! * `error`: how every module error becomes a status code and a message
 
@@ -87,6 +88,7 @@ pub fn router(api: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/admin/claim", get(admin::get_claim).put(admin::put_claim))
         .route("/admin/status", get(admin::status))
+        .route("/admin/ring", get(admin::ring))
         .route("/admin/preflist/{*key}", get(admin::preflist))
         .route(
             "/store/{*key}",

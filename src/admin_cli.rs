@@ -1,0 +1,466 @@
+//! `vinzclortho admin`: the operator's command line, in the manner of
+//! riak-admin, etcdctl and nodetool. It talks to any one node over its HTTP
+//! API (`/admin/...`), so it needs nothing a node does not already serve.
+//!
+//! Conventions every command keeps (scripts rely on them):
+//! * human tables by default, the node's JSON answer with `--json`;
+//! * exit 0 on success, 1 when the cluster answered with a failure (or is
+//!   not healthy, for `wait-healthy`), 2 on bad usage (clap's own exit code
+//!   for a bad command line; also a node that rejects the request as
+//!   malformed, 400).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The node to ask: its HTTP address (any member will do).
+    #[arg(long, default_value = "127.0.0.1:8880", env = "VINZCLORTHO_ADMIN_NODE", global = true)]
+    pub node: String,
+    /// Print the node's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long one request to the node may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, global = true)]
+    pub request_timeout: u64,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The node's status: identity, ring, storage, transfers.
+    Status,
+    /// Every member as the node sees it: address, up or down, claim.
+    Members,
+    /// Ownership per node (partitions now and after a move in progress,
+    /// share of the ring) and the partitions that are moving.
+    Ring,
+    /// The partitions this node asks for.
+    Claim {
+        #[command(subcommand)]
+        command: ClaimCommand,
+    },
+    /// A key's partition and its preference list.
+    Preflist { key: String },
+    /// Exit 0 once every member is up and nothing is moving or
+    /// under-replicated, as seen from the node; 1 at the timeout.
+    WaitHealthy {
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClaimCommand {
+    /// The number of partitions the node owns.
+    Get,
+    /// Ask for this many partitions (a weight; partitions move after their data).
+    Set { partitions: u64 },
+}
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+enum Failure {
+    /// The node said no, or could not be reached: exit 1.
+    Cluster(String),
+    /// The request was malformed: exit 2.
+    Usage(String),
+}
+
+pub async fn main(args: AdminArgs) -> ExitCode {
+    let client = Node::new(&args.node, Duration::from_secs(args.request_timeout.max(1)));
+    match run(&client, &args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Cluster(message)) => {
+            eprintln!("vinzclortho admin: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("vinzclortho admin: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
+    let json = args.json;
+    match &args.command {
+        AdminCommand::Status => {
+            let status = node.json(Method::GET, "/admin/status", None).await?;
+            print(json, &status, status_table);
+        }
+        AdminCommand::Members => {
+            let status = node.json(Method::GET, "/admin/status", None).await?;
+            let members = status.get("members").cloned().unwrap_or(Value::Null);
+            print(json, &members, members_table);
+        }
+        AdminCommand::Ring => {
+            let ring = node.json(Method::GET, "/admin/ring", None).await?;
+            print(json, &ring, ring_table);
+        }
+        AdminCommand::Claim { command: ClaimCommand::Get } => {
+            let claim = node.text(Method::GET, "/admin/claim", None).await?;
+            print_claim(json, &claim);
+        }
+        AdminCommand::Claim { command: ClaimCommand::Set { partitions } } => {
+            let claim = node.text(Method::PUT, "/admin/claim", Some(partitions.to_string())).await?;
+            print_claim(json, &claim);
+        }
+        AdminCommand::Preflist { key } => {
+            let path = format!("/admin/preflist/{}", encode_key(key));
+            let preflist = node.json(Method::GET, &path, None).await?;
+            print(json, &preflist, preflist_table);
+        }
+        AdminCommand::WaitHealthy { timeout } => {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(*timeout);
+            loop {
+                let why = match node.json(Method::GET, "/admin/status", None).await {
+                    Ok(status) => match unhealthy(&status) {
+                        None => {
+                            if json {
+                                println!("{}", serde_json::json!({"healthy": true}));
+                            } else {
+                                println!("healthy");
+                            }
+                            return Ok(());
+                        }
+                        Some(why) => why,
+                    },
+                    Err(Failure::Cluster(why) | Failure::Usage(why)) => why,
+                };
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Failure::Cluster(format!("not healthy after {timeout} s: {why}")));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why the cluster is not healthy as `status` (one node's view) shows it,
+/// or None when it is: the node serves, every member is up, no partition is
+/// moving, the cluster has at least N members, and (where the node reports
+/// them) no hints wait for delivery.
+pub fn unhealthy(status: &Value) -> Option<String> {
+    if let Some(state) = status["state"].as_str()
+        && state != "serving"
+    {
+        return Some(format!("the node is {state}"));
+    }
+    let down: Vec<&str> = status["members"]
+        .as_array()
+        .map(|ms| ms.iter().filter(|m| m["status"] != "up").filter_map(|m| m["address"].as_str()).collect())
+        .unwrap_or_default();
+    if !down.is_empty() {
+        return Some(format!("members down: {}", down.join(", ")));
+    }
+    if status["ring"]["moving"] == true {
+        let pending = status["ring"]["pending_transfers"].as_u64().unwrap_or(0);
+        return Some(format!("partitions are moving ({pending} transfers pending)"));
+    }
+    if status["under_replicated"] == true {
+        return Some("fewer members than N: keys are under-replicated".into());
+    }
+    if let Some(hints) = status["hints"].as_object() {
+        let queued: u64 = hints.values().filter_map(Value::as_u64).sum();
+        if queued > 0 {
+            return Some(format!("{queued} hinted writes wait for delivery"));
+        }
+    }
+    None
+}
+
+fn print(json: bool, value: &Value, table: fn(&Value) -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).expect("a JSON value serialises"));
+    } else {
+        print!("{}", table(value));
+    }
+}
+
+fn print_claim(json: bool, claim: &str) {
+    if json {
+        let partitions: Value = claim.trim().parse::<u64>().map(Value::from).unwrap_or(Value::Null);
+        println!("{}", serde_json::json!({ "claim": partitions }));
+    } else {
+        println!("{}", claim.trim());
+    }
+}
+
+/// Keys go into the path as the store API expects them: percent-encoded,
+/// with `/` kept (a key may contain slashes).
+fn encode_key(key: &str) -> String {
+    const KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(key, KEY).to_string()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn status_table(s: &Value) -> String {
+    let rows = [
+        ("node", text(&s["node"])),
+        ("node id", text(&s["node_id"])),
+        ("cluster", text(&s["cluster_id"])),
+        ("state", text(&s["state"])),
+        ("version", text(&s["version"])),
+        ("partitions", text(&s["partitions"])),
+        ("n / r / w", format!("{} / {} / {}", text(&s["n_val"]), text(&s["r"]), text(&s["w"]))),
+        ("ring epoch", text(&s["ring"]["epoch"])),
+        ("moving", text(&s["ring"]["moving"])),
+        ("pending transfers", text(&s["ring"]["pending_transfers"])),
+        ("members", s["members"].as_array().map_or(0, Vec::len).to_string()),
+        ("claim", text(&s["claim"])),
+        (
+            "storage",
+            format!(
+                "{}, {} objects, {} bytes",
+                text(&s["storage"]["engine"]),
+                text(&s["storage"]["objects"]),
+                text(&s["storage"]["bytes"])
+            ),
+        ),
+        ("health", unhealthy(s).unwrap_or_else(|| "healthy".into())),
+    ];
+    let mut out = table(&["", ""], rows.iter().map(|(k, v)| vec![k.to_string(), v.clone()]).collect());
+    // The first line is the (empty) header.
+    out.drain(..out.find('\n').map_or(0, |i| i + 1));
+    out
+}
+
+fn members_table(members: &Value) -> String {
+    let rows = members
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    vec![
+                        text(&m["address"]),
+                        text(&m["id"]),
+                        text(&m["status"]),
+                        text(&m["claim"]),
+                        text(&m["wanted_claim"]),
+                        if m["leaving"] == true { "leaving".into() } else { String::new() },
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["ADDRESS", "ID", "STATUS", "OWNS", "WANTS", ""], rows)
+}
+
+fn ring_table(ring: &Value) -> String {
+    let mut out = format!(
+        "epoch {}, {} partitions, n_val {}{}\n",
+        text(&ring["epoch"]),
+        text(&ring["partitions"]),
+        text(&ring["n_val"]),
+        if ring["moving"] == true { ", moving" } else { "" }
+    );
+    let rows = ring["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .map(|n| {
+                    vec![
+                        text(&n["node"]),
+                        text(&n["node_id"]),
+                        text(&n["partitions"]),
+                        n["share"].as_f64().map_or("-".into(), |s| format!("{s:.1} %")),
+                        text(&n["target_partitions"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["NODE", "ID", "OWNS", "SHARE", "AFTER MOVE"], rows));
+    if let Some(moving) = ring["moving_partitions"].as_array().filter(|m| !m.is_empty()) {
+        let rows = moving.iter().map(|m| vec![text(&m["partition"]), list(&m["from"]), list(&m["to"])]).collect();
+        out.push('\n');
+        out.push_str(&table(&["PARTITION", "HOLDERS", "NEW HOLDERS"], rows));
+    }
+    out
+}
+
+fn preflist_table(p: &Value) -> String {
+    let mut out = format!("partition {}\n", text(&p["partition"]));
+    let rows = p["preflist"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .map(|e| {
+                    vec![
+                        text(&e["node"]),
+                        text(&e["node_id"]),
+                        text(&e["partition"]),
+                        if e["primary"] == true { "primary".into() } else { "fallback".into() },
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["NODE", "ID", "PARTITION", "ROLE"], rows));
+    out
+}
+
+fn list(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| text(v))
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                l.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// One node's HTTP API.
+struct Node {
+    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Node {
+    fn new(address: &str, timeout: Duration) -> Node {
+        let base = if address.contains("://") {
+            address.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        Node { base, http: Client::builder(TokioExecutor::new()).build_http(), timeout }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<String>) -> Result<(StatusCode, Bytes), Failure> {
+        let uri = format!("{}{path}", self.base);
+        let request = http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| Failure::Usage(format!("bad node address {:?}: {e}", self.base)))?;
+        let exchange = async {
+            let response =
+                self.http.request(request).await.map_err(|e| Failure::Cluster(format!("{uri}: {}", chain(&e))))?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| Failure::Cluster(format!("{uri}: {e}")))?.to_bytes();
+            Ok((parts.status, body))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(Failure::Cluster(format!("{uri}: no answer within {:?}", self.timeout))))
+    }
+
+    /// The body of a successful answer; a failure names the status and the
+    /// node's message.
+    async fn text(&self, method: Method, path: &str, body: Option<String>) -> Result<String, Failure> {
+        let (status, body) = self.call(method, path, body).await?;
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        if status.is_success() {
+            Ok(text)
+        } else if status == StatusCode::BAD_REQUEST {
+            Err(Failure::Usage(format!("{status}: {text}")))
+        } else {
+            Err(Failure::Cluster(format!("{status}: {text}")))
+        }
+    }
+
+    async fn json(&self, method: Method, path: &str, body: Option<String>) -> Result<Value, Failure> {
+        let text = self.text(method, path, body).await?;
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Cluster(format!("the node's answer is not JSON ({e}): {text}")))
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn healthy() -> Value {
+        json!({
+            "state": "serving",
+            "members": [{"address": "a", "status": "up"}, {"address": "b", "status": "up"}],
+            "ring": {"moving": false, "pending_transfers": 0},
+            "under_replicated": false,
+        })
+    }
+
+    #[test]
+    fn health_names_what_is_wrong() {
+        assert_eq!(unhealthy(&healthy()), None);
+        let mut s = healthy();
+        s["members"][1]["status"] = json!("down");
+        assert_eq!(unhealthy(&s).unwrap(), "members down: b");
+        let mut s = healthy();
+        s["ring"] = json!({"moving": true, "pending_transfers": 3});
+        assert!(unhealthy(&s).unwrap().contains("3 transfers pending"));
+        let mut s = healthy();
+        s["under_replicated"] = json!(true);
+        assert!(unhealthy(&s).unwrap().contains("under-replicated"));
+        let mut s = healthy();
+        s["hints"] = json!({"a": 0, "b": 2});
+        assert!(unhealthy(&s).unwrap().contains("2 hinted writes"));
+        let mut s = healthy();
+        s["state"] = json!("removed");
+        assert!(unhealthy(&s).unwrap().contains("removed"));
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["A", "LONG"], vec![vec!["xyz".into(), "1".into()], vec!["p".into(), "22".into()]]);
+        assert_eq!(t, "A    LONG\nxyz  1\np    22\n");
+    }
+
+    #[test]
+    fn keys_keep_slashes_and_escape_the_rest() {
+        assert_eq!(encode_key("a/b c?d"), "a/b%20c%3Fd");
+    }
+}

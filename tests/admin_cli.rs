@@ -1,0 +1,106 @@
+//! `vinzclortho admin` against a real cluster: every command's table and
+//! JSON, and the exit codes scripts rely on (0 success, 1 the cluster said
+//! no or is unhealthy, 2 bad usage).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{BIN, Cluster, wait_for};
+
+fn admin(node: &str, args: &[&str]) -> Output {
+    Command::new(BIN).arg("admin").arg("--node").arg(node).args(args).output().expect("run vinzclortho admin")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(o), stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[test]
+fn admin_commands_show_the_cluster_and_exit_codes_say_how_it_went() {
+    let mut cluster = Cluster::start(61, 4);
+    let node = cluster.node(0).http.clone();
+    let addresses: Vec<String> = cluster.running().map(|n| n.http.clone()).collect();
+
+    // status and members: every member, up.
+    let status = json(&admin(&node, &["--json", "status"]));
+    assert_eq!(status["node"], node.as_str());
+    assert_eq!(status["members"].as_array().unwrap().len(), 4);
+    let table = stdout(&admin(&node, &["status"]));
+    assert!(table.contains("healthy") && table.contains(&node), "{table}");
+    let members = json(&admin(&node, &["members", "--json"]));
+    assert_eq!(members.as_array().unwrap().len(), 4);
+    let table = stdout(&admin(&node, &["members"]));
+    assert!(table.starts_with("ADDRESS"), "{table}");
+    for a in &addresses {
+        assert!(table.lines().any(|l| l.starts_with(a.as_str()) && l.contains(" up ")), "{a}: {table}");
+    }
+
+    // ring: the shares add up to the whole ring, nothing moves.
+    let ring = json(&admin(&node, &["ring", "--json"]));
+    let nodes = ring["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    let owned: u64 = nodes.iter().map(|n| n["partitions"].as_u64().unwrap()).sum();
+    assert_eq!(owned, ring["partitions"].as_u64().unwrap());
+    let share: f64 = nodes.iter().map(|n| n["share"].as_f64().unwrap()).sum();
+    assert!((share - 100.0).abs() < 0.01, "{share}");
+    assert_eq!(ring["moving"], false);
+    assert!(ring["moving_partitions"].as_array().unwrap().is_empty());
+    assert!(stdout(&admin(&node, &["ring"])).contains("SHARE"));
+
+    // preflist: N distinct primaries; the same as the HTTP endpoint.
+    let preflist = json(&admin(&node, &["preflist", "some/key with space", "--json"]));
+    let entries = preflist["preflist"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    let direct: serde_json::Value = common::client()
+        .get(format!("http://{node}/admin/preflist/some/key%20with%20space"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(preflist, direct);
+    assert!(stdout(&admin(&node, &["preflist", "k"])).contains("primary"));
+
+    // claim get|set, and a bad claim is the caller's mistake (exit 2).
+    let owned_before = stdout(&admin(&node, &["claim", "get"])).trim().parse::<u64>().unwrap();
+    assert!(owned_before > 0);
+    let set = admin(&node, &["claim", "set", "4", "--json"]);
+    assert_eq!(json(&set)["claim"].as_u64(), Some(owned_before), "partitions move later, after their data");
+    // The move settles: the node gives partitions away and wait-healthy says
+    // so only once nothing moves any more.
+    let healthy = admin(&node, &["wait-healthy", "--timeout", "120"]);
+    assert_eq!(healthy.status.code(), Some(0), "{}{}", stdout(&healthy), stderr(&healthy));
+    wait_for("the claim to settle", Duration::from_secs(60), || {
+        let owned = stdout(&admin(&node, &["claim", "get"])).trim().parse::<u64>().ok()?;
+        (owned < owned_before).then_some(())
+    });
+    let bad = admin(&node, &["claim", "set", "lots"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let unknown = admin(&node, &["no-such-command"]);
+    assert_eq!(unknown.status.code(), Some(2));
+
+    // An unreachable node is a failure (1) that names the address.
+    let gone = admin("127.0.61.200:9", &["status"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("127.0.61.200:9"), "{}", stderr(&gone));
+
+    // A member down: wait-healthy gives up with 1 and says who.
+    let (down, _) = cluster.kill9(3);
+    wait_for("node 0 to see node 3 down", Duration::from_secs(30), || {
+        let s = json(&admin(&node, &["members", "--json"]));
+        s.as_array()?.iter().any(|m| m["address"] == down.as_str() && m["status"] == "down").then_some(())
+    });
+    let unhealthy = admin(&node, &["wait-healthy", "--timeout", "1"]);
+    assert_eq!(unhealthy.status.code(), Some(1));
+    assert!(stderr(&unhealthy).contains(&down), "{}", stderr(&unhealthy));
+}
