@@ -46,6 +46,13 @@ pub enum AdminCommand {
     /// Ownership per node (partitions now and after a move in progress,
     /// share of the ring) and the partitions that are moving.
     Ring,
+    /// Every member's outgoing partition transfers for the move in
+    /// progress, with their rates (objects/s over `--sample-ms`).
+    Transfers {
+        /// How long to watch the running transfers to measure their rates.
+        #[arg(long, default_value_t = 1000)]
+        sample_ms: u64,
+    },
     /// The partitions this node asks for.
     Claim {
         #[command(subcommand)]
@@ -110,6 +117,10 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
             let ring = node.json(Method::GET, "/admin/ring", None).await?;
             print(json, &ring, ring_table);
         }
+        AdminCommand::Transfers { sample_ms } => {
+            let transfers = transfers(node, Duration::from_millis(*sample_ms)).await?;
+            print(json, &transfers, transfers_table);
+        }
         AdminCommand::Claim { command: ClaimCommand::Get } => {
             let claim = node.text(Method::GET, "/admin/claim", None).await?;
             print_claim(json, &claim);
@@ -148,6 +159,98 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Every member's transfers, from each member's own `/admin/status`: a node
+/// reports only the transfers it sends. Running ones are sampled twice to
+/// give a rate. A member that does not answer is listed with its error.
+async fn transfers(node: &Node, sample: Duration) -> Result<Value, Failure> {
+    let status = node.json(Method::GET, "/admin/status", None).await?;
+    let members: Vec<String> = status["members"]
+        .as_array()
+        .map(|ms| ms.iter().filter_map(|m| m["address"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let peers: Vec<Node> = members.iter().map(|m| Node::new(m, node.timeout)).collect();
+    let snapshot = || async {
+        let mut all = Vec::new();
+        for peer in &peers {
+            all.push(peer.json(Method::GET, "/admin/status", None).await);
+        }
+        all
+    };
+    let first = snapshot().await;
+    let running = first
+        .iter()
+        .flatten()
+        .any(|s| s["transfers"].as_array().is_some_and(|ts| ts.iter().any(|t| t["state"] == "running")));
+    let started = tokio::time::Instant::now();
+    let second = if running {
+        tokio::time::sleep(sample).await;
+        Some(snapshot().await)
+    } else {
+        None
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut out = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        let later = second.as_ref().map(|s| &s[i]);
+        match (later.unwrap_or(&first[i]), &first[i]) {
+            (Ok(now), Ok(before)) => {
+                let transfers: Vec<Value> = now["transfers"]
+                    .as_array()
+                    .map(|ts| {
+                        ts.iter()
+                            .map(|t| {
+                                let mut t = t.clone();
+                                let sent_before = before["transfers"].as_array().and_then(|bs| {
+                                    bs.iter()
+                                        .find(|b| b["partition"] == t["partition"])
+                                        .and_then(|b| b["objects_sent"].as_u64())
+                                });
+                                if let (Some(was), Some(is), true) =
+                                    (sent_before, t["objects_sent"].as_u64(), second.is_some())
+                                {
+                                    let rate = is.saturating_sub(was) as f64 / elapsed.max(0.001);
+                                    t["objects_per_second"] = serde_json::json!((rate * 10.0).round() / 10.0);
+                                }
+                                t
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(serde_json::json!({"node": member, "transfers": transfers}));
+            }
+            (Err(Failure::Cluster(e) | Failure::Usage(e)), _) | (_, Err(Failure::Cluster(e) | Failure::Usage(e))) => {
+                out.push(serde_json::json!({"node": member, "error": e}));
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn transfers_table(members: &Value) -> String {
+    let mut rows = Vec::new();
+    let mut errors = String::new();
+    for m in members.as_array().into_iter().flatten() {
+        if let Some(e) = m["error"].as_str() {
+            errors.push_str(&format!("{}: no answer: {e}\n", text(&m["node"])));
+        }
+        for t in m["transfers"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                text(&m["node"]),
+                text(&t["partition"]),
+                list(&t["to"]),
+                text(&t["state"]),
+                text(&t["objects_sent"]),
+                t["objects_per_second"].as_f64().map_or("-".into(), |r| format!("{r:.1}/s")),
+                text(&t["error"]),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return format!("no transfers\n{errors}");
+    }
+    table(&["FROM", "PARTITION", "TO", "STATE", "SENT", "RATE", "ERROR"], rows) + &errors
 }
 
 /// Why the cluster is not healthy as `status` (one node's view) shows it,

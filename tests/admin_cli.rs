@@ -84,6 +84,15 @@ fn admin_commands_show_the_cluster_and_exit_codes_say_how_it_went() {
         let owned = stdout(&admin(&node, &["claim", "get"])).trim().parse::<u64>().ok()?;
         (owned < owned_before).then_some(())
     });
+    // transfers: one entry per member, each with the transfers it sent for
+    // the last move (node 0 gave partitions away: it sent some).
+    let transfers = json(&admin(&node, &["transfers", "--json", "--sample-ms", "200"]));
+    let transfers = transfers.as_array().unwrap();
+    assert_eq!(transfers.len(), 4, "{transfers:?}");
+    let mine = transfers.iter().find(|t| t["node"] == node.as_str()).unwrap();
+    let sent: Vec<&serde_json::Value> = mine["transfers"].as_array().unwrap().iter().collect();
+    assert!(!sent.is_empty() && sent.iter().all(|t| t["state"] == "done"), "{mine}");
+    assert!(stdout(&admin(&node, &["transfers"])).starts_with("FROM"));
     let bad = admin(&node, &["claim", "set", "lots"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     let unknown = admin(&node, &["no-such-command"]);
