@@ -146,7 +146,7 @@ impl Outcome {
         let r = &self.report;
         let mut lines = vec![format!(
             "seed {}: {} ops, {} acknowledged writes, {} unknown, {} messages; lost {}, phantoms {}, stale reads {} \
-             ({} excused), resurrections {} ({} excused), ryw {}",
+             ({} excused, {} with a fallback), resurrections {} ({} excused), ryw {}",
             self.seed,
             r.ops,
             r.acknowledged_writes,
@@ -156,6 +156,7 @@ impl Outcome {
             r.phantoms.len(),
             r.stale_reads.len(),
             r.stale_reads_excused.len(),
+            r.stale_reads_fallback.len(),
             r.resurrections.len(),
             r.resurrections_excused.len(),
             r.ryw_violations.len(),
