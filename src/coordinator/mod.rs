@@ -353,13 +353,14 @@ impl Coordinator {
         options: WriteOptions,
     ) -> Result<Reply, CoordinatorError> {
         let deadline = Instant::now() + self.settings.timeout;
-        let plan = self.plan(key, options.w, options.pw, Op::Write)?;
+        let mut plan = self.plan(key, options.w, options.pw, Op::Write)?;
         let mut sloppy = plan.sloppy();
-        let stamped = match self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await {
+        let first = self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await;
+        let stamped = match first {
             // The stamper's ring is newer: nothing was stamped; catch up and
-            // plan again.
+            // plan again (the object then goes to the new plan's nodes).
             Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
-                let plan = self.plan(key, options.w, options.pw, Op::Write)?;
+                plan = self.plan(key, options.w, options.pw, Op::Write)?;
                 sloppy = plan.sloppy();
                 self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await
             }

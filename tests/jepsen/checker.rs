@@ -23,7 +23,9 @@
 //! stale read where a fallback took part, in the read or in the write it
 //! missed (`X-VinzClortho-Fallbacks`), is reported apart: allowed, counted
 //! and printed; read-your-writes likewise. A stale read where none did is
-//! judged as before.
+//! judged as before. A read that returns a value an operation superseded,
+//! where a fallback took part in either, is such a stale read too (not a
+//! resurrection); a superseded value in the final state never is.
 //!
 //! Stale reads and resurrections are reported by kind. *Excused* (counted,
 //! allowed): a fault that may lose a replica's data was active between the
@@ -482,8 +484,17 @@ impl<'a> KeyIndex<'a> {
                         s.end
                     )
                 };
-                if let Some(s) = by.iter().find(|s| excuse(&history.faults, s, read).is_none()) {
+                // A superseded value read while the superseding operation
+                // (or this read) went through a fallback is a stale read
+                // under sloppy quorum, not a resurrection.
+                let sloppy = |s: &Op| read.fallbacks > 0 || s.fallbacks > 0;
+                if let Some(s) = by.iter().find(|s| excuse(&history.faults, s, read).is_none() && !sloppy(s)) {
                     report.resurrections.push(describe(s));
+                } else if let Some(s) = by.iter().find(|s| excuse(&history.faults, s, read).is_none()) {
+                    let (r, sf) = (read.fallbacks, s.fallbacks);
+                    report
+                        .stale_reads_fallback
+                        .push(format!("{} (fallbacks: read {r}, superseding {sf})", describe(s)));
                 } else if let Some(s) = by.first() {
                     let during = excuse(&history.faults, s, read).map(|f| f.name.as_str()).unwrap_or_default();
                     report.resurrections_excused.push(format!("{} (during {during})", describe(s)));
@@ -800,6 +811,20 @@ mod tests {
             assert!(r.valid(), "{r:?}");
             assert!(r.stale_reads_fallback[0].contains("fallbacks: read"), "{r:?}");
         }
+    }
+
+    #[test]
+    fn an_old_value_read_after_a_fallback_write_superseded_it_is_a_stale_read_not_a_resurrection() {
+        let old = write(0, "k", "a", &[], 0, ok());
+        let read_a = read(0, "k", &["a"], 5);
+        let newer = |fallbacks| Op { fallbacks, ..write(0, "k", "b", &["a"], 10, ok()) };
+        let later = read(1, "k", &["a"], 20);
+        let r = check(&history(vec![old.clone(), read_a.clone(), newer(0), later.clone()], &[("k", &["b"])]));
+        assert_eq!(r.resurrections.len(), 1, "{r:?}");
+        let r = check(&history(vec![old, read_a, newer(1), later], &[("k", &["b"])]));
+        assert!(r.resurrections.is_empty(), "{r:?}");
+        assert!(r.stale_reads_fallback.iter().any(|s| s.contains("superseding 1")), "{r:?}");
+        assert!(r.valid(), "{r:?}");
     }
 
     #[test]

@@ -118,7 +118,16 @@ impl Client {
             Err(_) => (Outcome::Unknown, None),
         };
         let end = self.now();
-        self.ops.push(Op { client: self.id, node, key: key.to_owned(), kind: Kind::Read, start, end, outcome, fallbacks });
+        self.ops.push(Op {
+            client: self.id,
+            node,
+            key: key.to_owned(),
+            kind: Kind::Read,
+            start,
+            end,
+            outcome,
+            fallbacks,
+        });
         read
     }
 

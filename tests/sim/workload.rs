@@ -101,7 +101,11 @@ impl Client {
             let status = response.status().as_u16();
             let (context, content_type, fallbacks) = {
                 let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                (header(CTX), header("content-type").unwrap_or_default(), fallbacks_of(header(FALLBACKS_HEADER).as_deref()))
+                (
+                    header(CTX),
+                    header("content-type").unwrap_or_default(),
+                    fallbacks_of(header(FALLBACKS_HEADER).as_deref()),
+                )
             };
             let body = response.into_body().collect().await.ok()?.to_bytes();
             let body = String::from_utf8_lossy(&body).into_owned();
@@ -142,7 +146,16 @@ impl Client {
             None => (Outcome::Unknown, None),
         };
         let end = self.now();
-        self.record(Op { client: self.id, node, key: key.to_owned(), kind: Kind::Read, start, end, outcome, fallbacks });
+        self.record(Op {
+            client: self.id,
+            node,
+            key: key.to_owned(),
+            kind: Kind::Read,
+            start,
+            end,
+            outcome,
+            fallbacks,
+        });
         read
     }
 
