@@ -326,6 +326,16 @@ async fn simulate(seed: u64, options: &Options) -> Outcome {
             BTreeMap::new()
         }
     };
+    // Hints drain: once every node is up, every fallback delivers what it
+    // holds for others and deletes its hints.
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    while !invariants::hints_left(&cluster).is_empty() && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = invariants::hints_left(&cluster);
+    if !left.is_empty() {
+        problems.push(format!("hints were not delivered within 60 s after healing: {left:?}"));
+    }
     problems.extend(cluster.check_metrics());
     stop.store(true, Ordering::SeqCst);
     let _ = watch.await;

@@ -228,6 +228,17 @@ pub async fn watch(watcher: Arc<Watcher>, stop: Arc<AtomicBool>) {
     }
 }
 
+/// Hints on every disk, as "node i: count" for the nonzero ones; empty once
+/// every fallback delivered what it held for others.
+pub fn hints_left(cluster: &Cluster) -> Vec<String> {
+    (0..cluster.size())
+        .filter_map(|i| {
+            let count = cluster.disk(i).contents().hints(None, usize::MAX).map(|h| h.len()).unwrap_or(0);
+            (count > 0).then(|| format!("node {i}: {count}"))
+        })
+        .collect()
+}
+
 /// The values of `key` on its holders' disks, if they all agree.
 pub fn holder_values(cluster: &Cluster, key: &ObjectKey) -> Option<Vec<String>> {
     let view = cluster.latest_view()?;
