@@ -205,6 +205,69 @@ fn pr_and_pw_refuse_fallbacks_while_primaries_are_down() {
     }
 }
 
+/// The hint on the wire: a `Merge` naming a hint target stores the object
+/// (a hint for a node that holds nothing is delivered to the partition's
+/// holders, here the node itself, and goes); an oversized target is refused
+/// with INVALID_ARGUMENT before anything is stored.
+#[test]
+fn a_merge_carries_its_hint_and_a_bad_one_is_refused() {
+    use vinzclortho::core::key::ObjectKey;
+    use vinzclortho::rpc::convert::{key_to_pb, object_to_pb};
+    use vinzclortho::rpc::pb;
+    use vinzclortho::rpc::pb::replica_client::ReplicaClient;
+
+    let _serial = serial();
+    let c = Cluster::start(114, 1);
+    let node = c.node(0);
+    let key = ObjectKey::in_default_bucket("wire".to_owned());
+    let partition: u32 = {
+        let v: Value = client().get(node.url("/admin/preflist/wire")).send().unwrap().json().unwrap();
+        v["partition"].as_u64().unwrap() as u32
+    };
+    let mut object = vinzclortho::core::object::Object::new();
+    let content = vinzclortho::core::object::Content {
+        value: "hinted".into(),
+        content_type: "text/plain".into(),
+        last_modified_ms: 0,
+    };
+    object
+        .update(7, &vinzclortho::core::vclock::VersionVector::new(), vinzclortho::core::object::Mutation::Put(content))
+        .unwrap();
+    let merge = |hint_target: String| pb::MergeRequest {
+        caller: None,
+        partition,
+        key: Some(key_to_pb(&key)),
+        object: Some(object_to_pb(&object)),
+        hint_target,
+    };
+    let (bad, good) = (node.member_request(merge("n".repeat(65))), node.member_request(merge("elsewhere".into())));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (bad, good) = rt.block_on(async {
+        let mut c = ReplicaClient::connect(format!("http://{}", node.cluster)).await.unwrap();
+        (c.merge(bad).await, c.merge(good).await)
+    });
+    let status = bad.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("hint_target"), "{}", status.message());
+    good.unwrap();
+    let r = client().get(node.url("/store/wire")).send().unwrap();
+    assert_eq!(r.text().unwrap(), "hinted");
+    // The node holds the partition: the hint goes, the copy stays.
+    wait_for("the hint to be delivered (counted in /metrics)", CONVERGE, || {
+        let metrics = client().get(node.url("/metrics")).send().ok()?.text().ok()?;
+        let delivered = metrics
+            .lines()
+            .find(|l| l.starts_with("vinzclortho_hints_delivered_total{outcome=\"ok\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()?;
+        (delivered >= 1.0 && hints(node)?.is_empty()).then_some(())
+    });
+    let report = replicas(node, "wire");
+    assert_eq!(shas(entry(&report, &node.http)), [sha1_hex("hinted")]);
+}
+
 /// The hint delivery rate: a primary comes back to 20,000 hints queued for
 /// it. Run with
 /// `cargo test --release --test hints -- --ignored --nocapture hint_delivery_rate`.
