@@ -307,11 +307,36 @@ fn hint_delivery_rate() {
     }
     let before = queued(&c);
     c.restart(victim, &http, &cluster);
+    // From the restart (the node starts, gossip tells the fallbacks it is
+    // up), and from the first delivery the fallbacks count in /metrics
+    // (a page at a time) to the last hint gone: the delivery itself.
+    let delivered_so_far = |c: &Cluster| -> f64 {
+        (0..4)
+            .filter_map(|i| client().get(c.node(i).url("/metrics")).send().ok()?.text().ok())
+            .filter_map(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("vinzclortho_hints_delivered_total{outcome=\"ok\"}"))?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let delivered_before = delivered_so_far(&c);
     let started = Instant::now();
-    wait_for("every hint delivered", Duration::from_secs(600), || (queued(&c) == 0).then_some(()));
-    let seconds = started.elapsed().as_secs_f64();
+    let mut first: Option<Instant> = None;
+    wait_for("every hint delivered", Duration::from_secs(600), || {
+        if first.is_none() && delivered_so_far(&c) > delivered_before {
+            first = Some(Instant::now());
+        }
+        (first.is_some() && queued(&c) == 0).then_some(())
+    });
+    let total = started.elapsed().as_secs_f64();
+    let delivering = first.map_or(total, |f| f.elapsed().as_secs_f64());
     eprintln!(
-        "hint delivery: {before} hints ({written} keys written) delivered in {seconds:.1} s: {:.0} keys/s",
-        before as f64 / seconds
+        "hint delivery: {before} hints ({written} keys written): {total:.1} s from the restart, {delivering:.1} s from \
+         the first delivery counted: {:.0} keys/s",
+        before as f64 / delivering
     );
 }

@@ -168,17 +168,22 @@ impl HintsWorker {
                 .buffer_unordered(DELIVERIES_IN_FLIGHT)
                 .collect()
                 .await;
+            let (mut page_delivered, mut page_failed) = (0, 0);
             for (hint, result) in results {
                 match result {
-                    Ok(true) => delivered += 1,
+                    Ok(true) => page_delivered += 1,
                     Ok(false) => *counts.entry(hint.target).or_default() += 1,
                     Err(e) => {
-                        failed += 1;
+                        page_failed += 1;
                         tracing::debug!(target_node = %hint.target, error = %e, "hint delivery failed; will retry");
                         *counts.entry(hint.target).or_default() += 1;
                     }
                 }
             }
+            // Counted a page at a time, so the rate shows while a pass runs.
+            metrics::hints_delivered(page_delivered, page_failed);
+            delivered += page_delivered as usize;
+            failed += page_failed as usize;
             if !full {
                 break;
             }
@@ -186,7 +191,6 @@ impl HintsWorker {
             // Let client requests in between pages.
             tokio::task::yield_now().await;
         }
-        metrics::hints_delivered(delivered as u64, failed as u64);
         self.publish(counts);
         Ok((delivered, failed))
     }
