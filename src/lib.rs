@@ -19,7 +19,7 @@
 //!   `rpc::peers::Connector`) is passed in as a `node::Host`, so the
 //!   deterministic simulator (`tests/sim.rs`) runs the same nodes.
 //! * [`watched`]: a watched value whose waiters wake in order.
-//! * [`services`]: background workers (gossip, handoff).
+//! * [`services`]: background workers (gossip, handoff, hinted handoff).
 //! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
 //! * [`bench`]: `vinzclortho bench`, the load generator and its checks.
 //! * [`admin_cli`]: `vinzclortho admin`, the operator's CLI (an HTTP client

@@ -86,6 +86,12 @@ pub struct App {
     pub replica: Arc<Replica>,
     pub peers: Arc<Peers>,
     pub transfers: Progress,
+    /// How the coordinator reaches replicas; hint delivery uses it too.
+    pub replicas: Arc<dyn crate::coordinator::ReplicaClient>,
+    /// Hints queued here per target node, for `/admin/status`.
+    pub hints: crate::services::hints::HintCounts,
+    /// How long a client request (and a hint delivery) may take.
+    pub request_timeout: Duration,
     pub env: Env,
 }
 
@@ -246,12 +252,18 @@ pub fn build(
     );
     let peers = peers_for(config, host, &Caller::member(node.clone(), membership.cluster_id()));
     let remote = GrpcReplicaClient::new(Arc::clone(&peers), membership.clone()).with_env(env);
-    let replicas = Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
+    let replicas: Arc<dyn crate::coordinator::ReplicaClient> =
+        Arc::new(RoutedReplicas::new(node, Arc::clone(&replica), remote));
     let settings = CoordinatorSettings { timeout: config.request_timeout };
     let coordinator = Arc::new(
-        Coordinator::new(Arc::clone(&membership) as Arc<dyn crate::coordinator::Topology>, replicas, settings)
-            .with_env(env),
+        Coordinator::new(
+            Arc::clone(&membership) as Arc<dyn crate::coordinator::Topology>,
+            Arc::clone(&replicas),
+            settings,
+        )
+        .with_env(env),
     );
+    let hints = crate::services::hints::HintCounts::default();
     let transfers = Progress::default();
     let metrics = match &host.metrics {
         Some(handle) => handle.clone(),
@@ -269,13 +281,26 @@ pub fn build(
         membership: Arc::clone(&membership),
         store,
         transfers: Arc::clone(&transfers),
+        hints: Arc::clone(&hints),
         metrics,
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions },
         env: env.clone(),
     });
     let router = api::router(Arc::clone(&api));
-    Ok(App { router, secret, api, membership, replica, peers, transfers, env: env.clone() })
+    Ok(App {
+        router,
+        secret,
+        api,
+        membership,
+        replica,
+        peers,
+        transfers,
+        replicas,
+        hints,
+        request_timeout: config.request_timeout,
+        env: env.clone(),
+    })
 }
 
 /// Binds the HTTP and cluster addresses from the config.
@@ -404,7 +429,7 @@ pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (Rout
     (routes, health)
 }
 
-/// Starts the background workers (gossip, handoff) until `cancel` fires.
+/// Starts the background workers (gossip, handoff, hints) until `cancel` fires.
 pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
     let gossip = GossipWorker::new(
         Arc::clone(&app.membership),
@@ -418,9 +443,17 @@ pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> 
         Arc::clone(&app.peers),
         Arc::clone(&app.transfers),
     );
+    let hints = crate::services::hints::HintsWorker::new(
+        Arc::clone(&app.membership) as Arc<dyn crate::coordinator::Topology>,
+        Arc::clone(&app.replica),
+        Arc::clone(&app.replicas),
+        Arc::clone(&app.hints),
+        app.request_timeout,
+    );
     vec![
         crate::services::spawn(gossip, cancel.clone(), &app.env),
         crate::services::spawn(handoff, cancel.clone(), &app.env),
+        crate::services::spawn(hints, cancel.clone(), &app.env),
     ]
 }
 

@@ -33,6 +33,7 @@
 //! so writes go to the blocking pool then.
 
 mod call;
+mod hints;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -236,7 +237,9 @@ impl Replica {
     }
 
     /// Drops `key` if it still holds exactly `expected`: a write that landed
-    /// after `expected` was read (and shipped elsewhere) is never dropped.
+    /// after `expected` was read (and shipped elsewhere) is never dropped,
+    /// nor a copy whose hints are not delivered yet (`services::hints`
+    /// removes it once they are).
     pub async fn remove_if_unchanged(
         self: &Arc<Self>,
         partition: Partition,
@@ -247,7 +250,7 @@ impl Replica {
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
             match this.store.get(partition, &key)? {
-                Some(current) if current == expected => {
+                Some(current) if current == expected && this.store.hints_for(partition, &key)?.is_empty() => {
                     // The actor's history of this key leaves with it.
                     this.retire_actor(partition);
                     this.store.remove(partition, &key)?;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vinzclortho::coordinator::{
-    Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReplicaClient, RingView, Topology,
+    Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReadOptions, ReplicaClient, RingView, Topology,
+    WriteOptions,
 };
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
@@ -209,6 +210,20 @@ impl ReplicaClient for Nodes {
     ) -> Result<(), ReplicaError> {
         self.fence(node, call)?;
         self.gate(node).await?.merge(partition, key.clone(), object.clone()).await.map(|_| ())
+    }
+
+    async fn merge_hinted(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+        target: &NodeId,
+        call: CallContext,
+    ) -> Result<(), ReplicaError> {
+        self.fence(node, call)?;
+        let replica = self.gate(node).await?;
+        replica.merge_hinted(partition, key.clone(), object.clone(), target.clone()).await.map(|_| ())
     }
 }
 
@@ -419,4 +434,71 @@ async fn a_stamper_on_a_newer_ring_stamps_nothing_until_the_coordinator_caught_u
     topology.learn_epoch_after(2, Duration::from_millis(100));
     c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
     assert_eq!(*nodes.stamps.lock().unwrap(), vec![n("a")]);
+}
+
+/// Five owners over 8 partitions: every key has three primaries and two
+/// fallbacks. Returns the ring and the key's (primaries, fallbacks).
+fn five() -> (Arc<Ring>, Vec<String>, Vec<String>) {
+    let ring = Arc::new(Ring::from_owners(["a", "b", "c", "d", "e", "a", "b", "c"].map(n).to_vec()).unwrap());
+    let p = ring.partition_of(&key());
+    let primaries = ring.holders(p, 3).iter().map(|x| x.to_string()).collect();
+    let fallbacks = ring.fallbacks(p, 3).into_iter().map(|e| e.node.to_string()).collect();
+    (ring, primaries, fallbacks)
+}
+
+fn hints_on(nodes: &Nodes, node: &str) -> Vec<NodeId> {
+    let ring = five().0;
+    nodes.replicas[&n(node)].store().hints_for(ring.partition_of(&key()), &key()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_primary_hands_its_slot_to_a_fallback_that_keeps_a_hint() {
+    let (ring, primaries, fallbacks) = five();
+    let topology = Scripted::new(&primaries[0], Arc::clone(&ring), None);
+    let nodes = Nodes::new(&["a", "b", "c", "d", "e"]);
+    // Thought up, but refuses: its merge fails and the first fallback
+    // takes the slot, with a hint naming it.
+    nodes.set(&primaries[2], Behaviour::Refuses);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    let all = WriteOptions { w: QuorumParam::All, ..WriteOptions::default() };
+    let reply = c.write(&key(), &VersionVector::new(), put("v"), all).await.unwrap();
+    assert_eq!(reply.fallbacks, 1);
+    assert_eq!(hints_on(&nodes, &fallbacks[0]), vec![n(&primaries[2])]);
+    assert!(hints_on(&nodes, &fallbacks[1]).is_empty());
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n(&primaries[0])], "a primary stamped");
+    // A read with r=all counts the fallback in the failing primary's place.
+    let read = c.read(&key(), ReadOptions { r: QuorumParam::All, ..ReadOptions::default() }).await.unwrap();
+    assert_eq!((values(&read.object), read.fallbacks), (BTreeSet::from(["v".to_owned()]), 1));
+    // pr=all refuses: a primary is missing, whatever the fallback says.
+    let strict = ReadOptions { r: QuorumParam::Default, pr: QuorumParam::All };
+    let refused = unavailable(c.read(&key(), strict).await.map(|r| r.object));
+    assert!(refused.contains("primaries"), "{refused}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_primary_down_a_fallback_stamps_and_pw_refuses_before_stamping() {
+    let (ring, primaries, fallbacks) = five();
+    let topology = Scripted::new(&fallbacks[1], Arc::clone(&ring), None);
+    let nodes = Nodes::new(&["a", "b", "c", "d", "e"]);
+    let down: Vec<&str> = primaries.iter().map(String::as_str).collect();
+    topology.set_down(&down);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    // pw=1 cannot be met: 503, and nothing is stamped anywhere.
+    let strict = WriteOptions { w: QuorumParam::Default, pw: QuorumParam::One };
+    let refused = unavailable(c.write(&key(), &VersionVector::new(), put("refused"), strict).await.map(|r| r.object));
+    assert!(refused.contains("needed 1 of 3 primaries"), "{refused}");
+    assert!(nodes.stamps.lock().unwrap().is_empty());
+    // Without pw, W=2 through both fallbacks: the first stamps (standing in
+    // for the first primary), each keeps a hint for the primary it stands
+    // in for.
+    let reply = c.write(&key(), &VersionVector::new(), put("v"), WriteOptions::default()).await.unwrap();
+    assert_eq!(reply.fallbacks, 2);
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n(&fallbacks[0])]);
+    assert_eq!(hints_on(&nodes, &fallbacks[0]), vec![n(&primaries[0])]);
+    assert_eq!(hints_on(&nodes, &fallbacks[1]), vec![n(&primaries[1])]);
+    for p in &primaries {
+        assert!(nodes.stored(p, &key()).await.is_empty(), "{p} was down");
+    }
+    let read = c.read(&key(), ReadOptions::default()).await.unwrap();
+    assert_eq!((values(&read.object), read.fallbacks), (BTreeSet::from(["v".to_owned()]), 2));
 }

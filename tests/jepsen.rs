@@ -705,7 +705,8 @@ fn run(config: Run) -> Outcome {
 fn print_report(r: &Report, converged_after: Option<Duration>) {
     println!(
         "jepsen: {} operations, {} acknowledged, {} unknown; {} acknowledged writes, {} lost; \
-         {} phantom values; {} read-your-writes violations; stale reads: {} bugs, {} during data loss or moves; \
+         {} phantom values; {} read-your-writes violations; stale reads: {} bugs, {} during data loss or moves, \
+         {} with a fallback (sloppy quorum); \
          resurrections: {} bugs, {} during data loss or moves; {} keys with siblings (max {}); \
          converged {} after healing; availability during faults {}, majority side {}",
         r.ops,
@@ -717,6 +718,7 @@ fn print_report(r: &Report, converged_after: Option<Duration>) {
         r.ryw_violations.len(),
         r.stale_reads.len(),
         r.stale_reads_excused.len(),
+        r.stale_reads_fallback.len(),
         r.resurrections.len(),
         r.resurrections_excused.len(),
         r.keys_with_siblings,
@@ -731,6 +733,9 @@ fn print_report(r: &Report, converged_after: Option<Duration>) {
     }
     for line in r.stale_reads_excused.iter().chain(&r.resurrections_excused).take(3) {
         println!("jepsen:   excused: {line}");
+    }
+    for line in r.stale_reads_fallback.iter().take(3) {
+        println!("jepsen:   with a fallback: {line}");
     }
 }
 

@@ -275,10 +275,18 @@ async fn malformed_requests_are_invalid_arguments() {
         clock: vec![pb::ClockEntry { actor: 1, counter: 1 }],
         siblings: vec![pb::Sibling { actor: 1, counter: 2, ..Default::default() }],
     };
-    let status =
-        bounded("merge", raw.merge(pb::MergeRequest { caller: None, partition: P, key, object: Some(uncovered) }))
-            .await
-            .unwrap_err();
+    let status = bounded(
+        "merge",
+        raw.merge(pb::MergeRequest {
+            caller: None,
+            partition: P,
+            key,
+            object: Some(uncovered),
+            hint_target: String::new(),
+        }),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid object"), "{}", status.message());
 
@@ -862,6 +870,7 @@ async fn a_merge_without_identity_is_refused_and_the_key_is_unchanged() {
         partition: P,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
         object: Some(covering_tombstone(&stored)),
+        hint_target: String::new(),
     };
 
     // No metadata at all, as `grpcurl -d ... Replica/Merge` sends it.
@@ -896,6 +905,7 @@ async fn a_call_for_another_cluster_is_refused() {
         partition: P,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
         object: Some(covering_tombstone(&stored)),
+        hint_target: String::new(),
     };
     let before = refused("wrong_cluster");
     let status = bounded("merge", raw.merge(merge)).await.unwrap_err();
@@ -1347,6 +1357,7 @@ async fn an_oversized_message_is_refused_and_changes_nothing() {
         partition: P,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
         object: Some(object(bytes)),
+        hint_target: String::new(),
     };
     let status = bounded("oversized merge", raw.merge(merge(1 << 20))).await.unwrap_err();
     assert!(matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{status:?}");

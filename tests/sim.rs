@@ -146,7 +146,7 @@ impl Outcome {
         let r = &self.report;
         let mut lines = vec![format!(
             "seed {}: {} ops, {} acknowledged writes, {} unknown, {} messages; lost {}, phantoms {}, stale reads {} \
-             ({} excused), resurrections {} ({} excused), ryw {}",
+             ({} excused, {} with a fallback), resurrections {} ({} excused), ryw {}",
             self.seed,
             r.ops,
             r.acknowledged_writes,
@@ -156,6 +156,7 @@ impl Outcome {
             r.phantoms.len(),
             r.stale_reads.len(),
             r.stale_reads_excused.len(),
+            r.stale_reads_fallback.len(),
             r.resurrections.len(),
             r.resurrections_excused.len(),
             r.ryw_violations.len(),
@@ -325,6 +326,16 @@ async fn simulate(seed: u64, options: &Options) -> Outcome {
             BTreeMap::new()
         }
     };
+    // Hints drain: once every node is up, every fallback delivers what it
+    // holds for others and deletes its hints.
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    while !invariants::hints_left(&cluster).is_empty() && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = invariants::hints_left(&cluster);
+    if !left.is_empty() {
+        problems.push(format!("hints were not delivered within 60 s after healing: {left:?}"));
+    }
     problems.extend(cluster.check_metrics());
     stop.store(true, Ordering::SeqCst);
     let _ = watch.await;

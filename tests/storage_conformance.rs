@@ -4,10 +4,10 @@ use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use tempfile::TempDir;
-use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::vclock::VersionVector;
-use vinzclortho::storage::{MemoryStore, RocksOptions, RocksStore, Store};
+use vinzclortho::storage::{Hint, MemoryStore, RocksOptions, RocksStore, Store};
 
 /// A store plus whatever must outlive it (RocksDB's directory).
 struct Harness {
@@ -170,6 +170,61 @@ fn stats_count_objects(s: &dyn Store) {
     assert!(stats.bytes > 0);
 }
 
+fn hint(partition: u32, key: &str, target: &str) -> Hint {
+    Hint { partition, key: ObjectKey::in_default_bucket(key.to_owned()), target: NodeId::new(target) }
+}
+
+fn hints_are_stored_with_their_object_and_listed_per_key(s: &dyn Store) {
+    let k = ObjectKey::in_default_bucket("k");
+    s.put_hinted(3, &k, Some(&object(&["a"])), &NodeId::new("n1")).unwrap();
+    assert_eq!(s.get(3, &k).unwrap(), Some(object(&["a"])));
+    // A second hint for the same key, without an object; a repeated one
+    // changes nothing.
+    s.put_hinted(3, &k, None, &NodeId::new("n2")).unwrap();
+    s.put_hinted(3, &k, None, &NodeId::new("n1")).unwrap();
+    assert_eq!(s.hints_for(3, &k).unwrap(), vec![NodeId::new("n1"), NodeId::new("n2")]);
+    assert_eq!(s.get(3, &k).unwrap(), Some(object(&["a"])));
+    // Neighbours do not leak in: another partition, a longer key.
+    s.put_hinted(4, &k, None, &NodeId::new("n3")).unwrap();
+    s.put_hinted(3, &ObjectKey::in_default_bucket("kk"), None, &NodeId::new("n3")).unwrap();
+    assert_eq!(s.hints_for(3, &k).unwrap().len(), 2);
+    assert!(s.hints_for(3, &ObjectKey::in_default_bucket("nope")).unwrap().is_empty());
+    // Hints are not objects: scans and removals of objects leave them.
+    assert_eq!(scan(s, 3).len(), 1);
+    s.remove(3, &k).unwrap();
+    assert_eq!(s.hints_for(3, &k).unwrap().len(), 2);
+    s.remove_hint(&hint(3, "k", "n1")).unwrap();
+    s.remove_hint(&hint(3, "k", "absent")).unwrap();
+    assert_eq!(s.hints_for(3, &k).unwrap(), vec![NodeId::new("n2")]);
+}
+
+fn hints_are_paged_in_order(s: &dyn Store) {
+    let mut all = Vec::new();
+    for p in [9, 2, 5] {
+        for i in 0..7 {
+            let h = hint(p, &format!("k{i}"), if i % 2 == 0 { "a" } else { "b" });
+            s.put_hinted(h.partition, &h.key, None, &h.target).unwrap();
+            all.push(h);
+        }
+    }
+    all.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<Hint> = None;
+    loop {
+        let page = s.hints(after.as_ref(), 4).unwrap();
+        assert!(page.len() <= 4);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        seen.extend(page);
+    }
+    assert_eq!(seen, all);
+    // A page resumes after a hint that is gone.
+    s.remove_hint(&all[5]).unwrap();
+    assert_eq!(s.hints(Some(&all[5]), 1).unwrap(), vec![all[6].clone()]);
+}
+
 macro_rules! suite {
     ($engine:ident: $($case:ident),* $(,)?) => {
         mod $engine {
@@ -199,6 +254,8 @@ macro_rules! all_cases {
             meta_round_trips,
             put_many_writes_every_object_of_the_batch,
             stats_count_objects,
+            hints_are_stored_with_their_object_and_listed_per_key,
+            hints_are_paged_in_order,
         );
     };
 }
@@ -215,10 +272,12 @@ fn rocks_survives_reopen() {
         let s = RocksStore::open(dir.path(), &RocksOptions { sync_writes: true }).unwrap();
         s.put(7, &k, &object(&["a", "b"])).unwrap();
         s.put_meta("m", b"v").unwrap();
+        s.put_hinted(7, &k, None, &NodeId::new("owner")).unwrap();
     }
     let s = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
     assert_eq!(s.get(7, &k).unwrap(), Some(object(&["a", "b"])));
     assert_eq!(s.get_meta("m").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(s.hints_for(7, &k).unwrap(), vec![NodeId::new("owner")]);
 }
 
 /// A second process (or store) on the same directory is refused clearly.

@@ -62,6 +62,9 @@ pub struct Status {
     ring: RingStatus,
     /// This node's outgoing partition transfers for the current move.
     transfers: Vec<TransferProgress>,
+    /// Hints held here for delivery, per target node's HTTP address (as of
+    /// the hint worker's last pass).
+    hints: std::collections::BTreeMap<String, u64>,
     storage: StorageStatus,
 }
 
@@ -91,6 +94,8 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
     let transfers = api.transfers.lock().expect("progress lock").values().cloned().collect();
+    let hints = api.hints.lock().expect("hint counts lock").clone();
+    let hints = hints.iter().map(|(node, count)| (api.membership.http_address(node), *count)).collect();
     Ok(Json(Status {
         node: api.membership.http_address(api.membership.local()),
         node_id: api.membership.local().to_string(),
@@ -117,6 +122,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
             pending_transfers: api.membership.pending_transfers().len(),
         },
         transfers,
+        hints,
         storage: StorageStatus { engine: api.store.engine(), stats },
     }))
 }

@@ -7,6 +7,7 @@
 //!   HTTP dates of Last-Modified
 //! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`,
 //!   `/admin/preflist/{key}`
+//! * `replicas`: `/admin/replicas/{key}`, every replica's own copy of a key
 //! * `metrics`: `/metrics` for Prometheus
 //! * `error`: how every module error becomes a status code and a message
 
@@ -14,6 +15,7 @@ mod admin;
 mod error;
 mod metrics;
 mod multipart;
+mod replicas;
 mod store;
 
 use std::sync::Arc;
@@ -57,6 +59,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// This node's outgoing partition transfers.
     pub transfers: Progress,
+    /// Hints queued here per target node (the hint worker's last count).
+    pub hints: crate::services::hints::HintCounts,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: Limits,
@@ -90,6 +94,7 @@ pub fn router(api: AppState) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/ring", get(admin::ring))
         .route("/admin/preflist/{*key}", get(admin::preflist))
+        .route("/admin/replicas/{*key}", get(replicas::replicas))
         .route(
             "/store/{*key}",
             get(store::get_value)

@@ -7,7 +7,10 @@
 //!   what that context saw, without one it adds a sibling. 200 + context.
 //! * `DELETE`: 200 + the tombstone's context.
 //!
-//! `?r=` / `?w=` override the cluster's quorum for one request.
+//! `?r=` / `?w=` override the cluster's quorum for one request; `?pr=` /
+//! `?pw=` require that many primaries (fallbacks do not count). Every
+//! answer from the coordinator carries `X-VinzClortho-Fallbacks`: how many
+//! fallbacks took part (see `coordinator`).
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -22,7 +25,7 @@ use super::multipart::{http_date, multipart_mixed};
 use super::{AppState, CONTEXT_HEADER, error::ApiError};
 use std::time::Instant;
 
-use crate::coordinator::{CoordinatorError, QuorumParam};
+use crate::coordinator::{CoordinatorError, QuorumParam, ReadOptions, Reply, WriteOptions};
 use crate::core::context::ContextSeal;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Mutation, Object};
@@ -40,6 +43,8 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 pub struct Params {
     r: Option<String>,
     w: Option<String>,
+    pr: Option<String>,
+    pw: Option<String>,
     n_val: Option<String>,
 }
 
@@ -62,6 +67,22 @@ impl Params {
     fn w(&self) -> Result<QuorumParam, ApiError> {
         quorum_param("w", self.w.as_deref())
     }
+
+    fn read(&self) -> Result<ReadOptions, ApiError> {
+        Ok(ReadOptions { r: self.r()?, pr: quorum_param("pr", self.pr.as_deref())? })
+    }
+
+    fn write(&self) -> Result<WriteOptions, ApiError> {
+        Ok(WriteOptions { w: self.w()?, pw: quorum_param("pw", self.pw.as_deref())? })
+    }
+}
+
+/// How many fallbacks took part in a read or write.
+pub const FALLBACKS_HEADER: &str = "x-vinzclortho-fallbacks";
+
+fn with_fallbacks(mut response: Response, fallbacks: usize) -> Response {
+    response.headers_mut().insert(FALLBACKS_HEADER, HeaderValue::from(fallbacks));
+    response
 }
 
 fn quorum_param(name: &str, value: Option<&str>) -> Result<QuorumParam, ApiError> {
@@ -76,11 +97,11 @@ pub async fn get_value(
     uri: Uri,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
-    let (key, r) = refused("get", || Ok((store_key(&uri, api.limits.max_key_bytes)?, params.check()?.r()?)))?;
-    let object =
-        timed("get", api.coordinator.get(&key, r), |o| if o.siblings().is_empty() { "not_found" } else { "ok" })
-            .await?;
-    Ok(object_response(&api.contexts, &api.env.entropy, &key, &object))
+    let (key, read) = refused("get", || Ok((store_key(&uri, api.limits.max_key_bytes)?, params.check()?.read()?)))?;
+    let found = |reply: &Reply| if reply.object.siblings().is_empty() { "not_found" } else { "ok" };
+    let reply = timed("get", api.coordinator.read(&key, read), found).await?;
+    let response = object_response(&api.contexts, &api.env.entropy, &key, &reply.object);
+    Ok(with_fallbacks(response, reply.fallbacks))
 }
 
 pub async fn put_value(
@@ -100,7 +121,7 @@ pub async fn put_value(
         Ok((
             key.clone(),
             context_header(&api.contexts, &key, &headers)?.unwrap_or_default(),
-            params.check()?.w()?,
+            params.check()?.write()?,
             content_type,
         ))
     })?;
@@ -108,8 +129,9 @@ pub async fn put_value(
         metrics::request_refused("store", "put", outcome_of(e.code()));
     })?;
     let content = Content { value, content_type, last_modified_ms: api.env.now_ms() };
-    let object = timed("put", api.coordinator.put(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
-    Ok(with_context(&api.contexts, &key, StatusCode::OK, &object, Body::empty()))
+    let reply = timed("put", api.coordinator.write(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
+    let response = with_context(&api.contexts, &key, StatusCode::OK, &reply.object, Body::empty());
+    Ok(with_fallbacks(response, reply.fallbacks))
 }
 
 pub async fn delete_value(
@@ -122,10 +144,11 @@ pub async fn delete_value(
         let params = params.check()?;
         let key = store_key(&uri, api.limits.max_key_bytes)?;
         let context = context_header(&api.contexts, &key, &headers)?;
-        Ok((key, context, params.r()?, params.w()?))
+        Ok((key, context, params.read()?, params.write()?))
     })?;
-    let object = timed("delete", api.coordinator.delete(&key, context.as_ref(), r, w), |_| "ok").await?;
-    Ok(with_context(&api.contexts, &key, StatusCode::OK, &object, Body::empty()))
+    let reply = timed("delete", api.coordinator.remove(&key, context.as_ref(), r, w), |_| "ok").await?;
+    let response = with_context(&api.contexts, &key, StatusCode::OK, &reply.object, Body::empty());
+    Ok(with_fallbacks(response, reply.fallbacks))
 }
 
 /// Validation before the coordinator: a refusal is counted (no latency).

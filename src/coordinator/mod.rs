@@ -16,6 +16,25 @@
 //! lists and needs W acknowledgements from each, so reads of the new holders
 //! see it after the switch (see `core::membership`).
 //!
+//! Sloppy quorum (Dynamo, Riak): a primary that is known down, or whose call
+//! fails, hands its slot to the key's next fallback that is up
+//! (`core::quorum::Fallbacks`). The fallback stores the object with a hint
+//! naming the primary and delivers it later (`services::hints`); its answer
+//! counts towards W, and towards R for reads (a read asks the up primaries
+//! and the fallbacks standing in for the others), but never towards `?pw=`
+//! or `?pr=`, which count primaries answering for themselves. Every answer
+//! says how many fallbacks took part ([`Reply::fallbacks`]).
+//!
+//! Who stamps. One replica, as before: a primary whenever one is up (this
+//! node first when it is one); a fallback only when no primary could stamp
+//! (every one down or refusing at once). A fallback may: its actor is fresh
+//! for its process and partition and it holds that actor's whole history
+//! (`replica`'s module comment), so it never reissues a dot. Its stamp does
+//! not count until the same object is merged into it with its hint, so a
+//! copy that counts always has a hint. The rule that one stamper is asked
+//! at a time, and a stamp whose answer was lost ends the write, is
+//! unchanged.
+//!
 //! The coordinator knows the cluster only through [`Topology`] (a ring view
 //! and a liveness check) and reaches replicas only through
 //! [`ReplicaClient`], so its rules are tested in process with scripted ones.
@@ -31,14 +50,14 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
-pub use options::QuorumParam;
+pub use options::{QuorumParam, ReadOptions, WriteOptions};
 pub use replicas::{AddressBook, ReplicaClient};
 pub use topology::{RingView, Topology};
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
-use crate::core::quorum::{Progress, ReadQuorum, Shortfall, WriteQuorum};
-use crate::core::ring::Partition;
+use crate::core::quorum::{Fallbacks, Progress, ReadQuorum, Shortfall, WriteQuorum};
+use crate::core::ring::{Partition, Ring};
 use crate::core::vclock::VersionVector;
 use crate::env::Env;
 use crate::error::{ErrorCode, HasErrorCode};
@@ -97,9 +116,75 @@ struct Plan {
     /// The key's preference list (current ring).
     nodes: Vec<NodeId>,
     needed: usize,
+    /// `?pr=` / `?pw=`: primaries that must answer for themselves.
+    primaries: usize,
     /// The key's preference list in the target ring, while its partition
     /// moves: writes need W of these too (see `core::quorum::WriteQuorum`).
     target: Option<Vec<NodeId>>,
+    /// The ring fallbacks come from (the current one).
+    ring: Arc<Ring>,
+    n_val: usize,
+}
+
+impl Plan {
+    /// The key's fallbacks, found only when a primary is missing (the walk
+    /// covers the whole ring); never one of the plan's own nodes.
+    fn sloppy(&self) -> Sloppy {
+        Sloppy { fallbacks: None }
+    }
+
+    fn fallbacks(&self) -> Fallbacks {
+        let candidates = self.ring.fallbacks(self.partition, self.n_val).into_iter().map(|e| e.node).collect();
+        let mut own = self.nodes.clone();
+        own.extend(self.target.iter().flatten().cloned());
+        Fallbacks::new(candidates, &own)
+    }
+}
+
+/// A request's fallbacks, found when first needed.
+struct Sloppy {
+    fallbacks: Option<Fallbacks>,
+}
+
+impl Sloppy {
+    /// The next up fallback for the slot of `node`.
+    fn take(&mut self, plan: &Plan, node: &NodeId, topology: &dyn Topology) -> Option<NodeId> {
+        self.fallbacks.get_or_insert_with(|| plan.fallbacks()).take(node, |n| topology.is_up(n))
+    }
+
+    /// The primary `node` stands in for, if it is a fallback.
+    fn stands_for(&self, node: &NodeId) -> Option<NodeId> {
+        self.fallbacks.as_ref().and_then(|f| f.stands_for(node).cloned())
+    }
+
+    fn snapshot(&self) -> Fallbacks {
+        self.fallbacks.clone().unwrap_or_default()
+    }
+}
+
+/// What a read or write answered, and how many fallbacks took part (the
+/// `X-VinzClortho-Fallbacks` header): with one, R + W > N no longer
+/// promises that a read sees the latest acknowledged write.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub object: Object,
+    pub fallbacks: usize,
+}
+
+/// One replica's own copy of a key, as `/admin/replicas` shows it.
+#[derive(Debug)]
+pub struct ReplicaCopy {
+    pub node: NodeId,
+    pub primary: bool,
+    /// The copy (empty when the node has none), or why it did not answer.
+    pub answer: Result<Object, String>,
+}
+
+/// Every copy of a key on its preference list, primaries and fallbacks.
+#[derive(Debug)]
+pub struct ReplicasReport {
+    pub partition: Partition,
+    pub replicas: Vec<ReplicaCopy>,
 }
 
 pub struct Coordinator {
@@ -127,76 +212,126 @@ impl Coordinator {
 
     /// Quorum read. Returns the merge of the first R answers; an empty object
     /// means not found, a tombstone means deleted.
-    #[tracing::instrument(name = "coordinator.get", skip_all)]
     pub async fn get(&self, key: &ObjectKey, r: QuorumParam) -> Result<Object, CoordinatorError> {
+        self.read(key, ReadOptions { r, ..ReadOptions::default() }).await.map(|reply| reply.object)
+    }
+
+    /// Quorum read with every option; says how many fallbacks answered.
+    #[tracing::instrument(name = "coordinator.get", skip_all)]
+    pub async fn read(&self, key: &ObjectKey, options: ReadOptions) -> Result<Reply, CoordinatorError> {
         let deadline = Instant::now() + self.settings.timeout;
-        match self.get_once(key, r, deadline).await {
+        match self.get_once(key, options, deadline).await {
             Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
-                self.get_once(key, r, deadline).await.map_err(|a| self.attempt_error("read", a))
+                self.get_once(key, options, deadline).await.map_err(|a| self.attempt_error("read", a))
             }
             other => other.map_err(|a| self.attempt_error("read", a)),
         }
     }
 
-    /// One read on the ring as this node sees it now.
-    async fn get_once(&self, key: &ObjectKey, r: QuorumParam, deadline: Instant) -> Result<Object, Attempt> {
-        let plan = self.plan(key, r, Op::Read)?;
+    /// Spawns one read of `node`'s copy; its answer comes back on `tx`.
+    fn spawn_get(&self, node: NodeId, partition: Partition, key: &ObjectKey, call: CallContext, tx: &ReadTx) {
+        let (replicas, key, tx) = (Arc::clone(&self.replicas), key.clone(), tx.clone());
+        let deadline = call.deadline;
+        self.env.spawn(
+            async move {
+                let reply = match timeout_at(deadline, replicas.get(&node, partition, &key, call)).await {
+                    Ok(reply) => reply,
+                    Err(_) => Err(ReplicaError::Unreachable {
+                        node: node.clone(),
+                        reason: "timed out".into(),
+                        maybe_applied: true,
+                    }),
+                };
+                let _ = tx.send((node, reply)).await;
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// One read on the ring as this node sees it now: the up primaries, and
+    /// for each primary that is down or fails, the next fallback.
+    async fn get_once(&self, key: &ObjectKey, options: ReadOptions, deadline: Instant) -> Result<Reply, Attempt> {
+        let plan = self.plan(key, options.r, options.pr, Op::Read)?;
         let call = CallContext { deadline, ring_epoch: plan.epoch };
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
-        let mut read = ReadQuorum::new(plan.needed, plan.nodes.len());
+        let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries);
+        let mut sloppy = plan.sloppy();
+        let mut in_flight = 0usize;
         for node in &plan.nodes {
-            if !self.topology.is_up(node) {
-                // Known down: fail its slot now instead of waiting for it.
-                if read.record(node.clone(), Err("node is down".into())) == Progress::Failed {
-                    return Err(Attempt::Failed(self.read_unavailable(&read)));
-                }
+            if self.topology.is_up(node) {
+                self.spawn_get(node.clone(), partition, key, call, &tx);
+                in_flight += 1;
                 continue;
             }
-            let (replicas, node, key, tx) = (Arc::clone(&self.replicas), node.clone(), key.clone(), tx.clone());
-            self.env.spawn(
-                async move {
-                    let reply = match timeout_at(deadline, replicas.get(&node, partition, &key, call)).await {
-                        Ok(reply) => reply,
-                        Err(_) => Err(ReplicaError::Unreachable {
-                            node: node.clone(),
-                            reason: "timed out".into(),
-                            maybe_applied: true,
-                        }),
-                    };
-                    let _ = tx.send((node, reply)).await;
+            // Known down: a fallback now instead of waiting for it.
+            match sloppy.take(&plan, node, &*self.topology) {
+                Some(fallback) => {
+                    read.record_primary_failed(node, "node is down");
+                    self.spawn_get(fallback, partition, key, call, &tx);
+                    in_flight += 1;
                 }
-                .in_current_span(),
-            );
-        }
-        drop(tx);
-        loop {
-            match timeout_at(deadline, rx.recv()).await {
-                // A replica on a newer ring: our holders may be the wrong
-                // ones. Catch up rather than answer from them.
-                Ok(Some((_, Err(ReplicaError::StaleRing { node, epoch })))) => {
-                    return Err(Attempt::Stale { node, epoch });
+                None => {
+                    read.record(node.clone(), Err("node is down".into()));
                 }
-                Ok(Some((node, reply))) => match read.record(node, reply.map_err(|e| e.to_string())) {
-                    Progress::Met => break,
-                    Progress::Failed => return Err(Attempt::Failed(self.read_unavailable(&read))),
-                    Progress::Pending => {}
-                },
-                Ok(None) | Err(_) => return Err(Attempt::Failed(self.read_unavailable(&read))),
+            }
+            if read.progress() == Progress::Failed {
+                return Err(Attempt::Failed(self.read_unavailable(&read)));
             }
         }
+        while read.progress() == Progress::Pending && in_flight > 0 {
+            let (node, reply) = match timeout_at(deadline, rx.recv()).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) | Err(_) => break,
+            };
+            in_flight -= 1;
+            let slot = sloppy.stands_for(&node);
+            match reply {
+                // A replica on a newer ring: our holders may be the wrong
+                // ones. Catch up rather than answer from them.
+                Err(ReplicaError::StaleRing { node, epoch }) => return Err(Attempt::Stale { node, epoch }),
+                Ok(object) => match &slot {
+                    Some(primary) => read.record_fallback(node, primary, Ok(object)),
+                    None => read.record(node, Ok(object)),
+                },
+                Err(e) => {
+                    let primary = slot.clone().unwrap_or_else(|| node.clone());
+                    match sloppy.take(&plan, &primary, &*self.topology) {
+                        Some(fallback) => {
+                            if slot.is_none() {
+                                read.record_primary_failed(&node, &e.to_string());
+                            }
+                            self.spawn_get(fallback, partition, key, call, &tx);
+                            in_flight += 1;
+                            read.progress()
+                        }
+                        None if slot.is_some() => read.record_fallback(node, &primary, Err(e.to_string())),
+                        None => read.record(node, Err(e.to_string())),
+                    }
+                }
+            };
+        }
+        drop(tx);
+        if read.progress() != Progress::Met {
+            return Err(Attempt::Failed(self.read_unavailable(&read)));
+        }
         let merged = read.merged();
+        let fallbacks = read.fallbacks();
         metrics::quorum("read", "met", read.quorum().ok().len());
         if !merged.siblings().is_empty() {
             metrics::read_siblings(merged.siblings().len());
         }
-        let repair = Repair { partition: plan.partition, ring_epoch: plan.epoch, timeout: self.settings.timeout };
+        let repair = Repair {
+            partition: plan.partition,
+            ring_epoch: plan.epoch,
+            timeout: self.settings.timeout,
+            fallbacks: sloppy.snapshot(),
+        };
         self.env.spawn(read_repair(Arc::clone(&self.replicas), repair, key.clone(), read, rx).in_current_span());
-        Ok(merged)
+        Ok(Reply { object: merged, fallbacks })
     }
 
     /// Quorum write of a new value, superseding what `context` covers.
-    #[tracing::instrument(name = "coordinator.put", skip_all)]
     pub async fn put(
         &self,
         key: &ObjectKey,
@@ -204,98 +339,175 @@ impl Coordinator {
         mutation: Mutation,
         w: QuorumParam,
     ) -> Result<Object, CoordinatorError> {
+        let options = WriteOptions { w, ..WriteOptions::default() };
+        self.write(key, context, mutation, options).await.map(|reply| reply.object)
+    }
+
+    /// Quorum write with every option; says how many fallbacks acknowledged.
+    #[tracing::instrument(name = "coordinator.put", skip_all)]
+    pub async fn write(
+        &self,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: Mutation,
+        options: WriteOptions,
+    ) -> Result<Reply, CoordinatorError> {
         let deadline = Instant::now() + self.settings.timeout;
-        let plan = self.plan(key, w, Op::Write)?;
-        let stamped = match self.stamp(&plan, key, context, &mutation, deadline).await {
+        let mut plan = self.plan(key, options.w, options.pw, Op::Write)?;
+        let mut sloppy = plan.sloppy();
+        let first = self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await;
+        let stamped = match first {
             // The stamper's ring is newer: nothing was stamped; catch up and
-            // plan again.
+            // plan again (the object then goes to the new plan's nodes).
             Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
-                let plan = self.plan(key, w, Op::Write)?;
-                self.stamp(&plan, key, context, &mutation, deadline).await
+                plan = self.plan(key, options.w, options.pw, Op::Write)?;
+                sloppy = plan.sloppy();
+                self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await
             }
             other => other,
         };
-        let (stamper, object, quorum) = stamped.map_err(|a| self.attempt_error("write", a))?;
+        let Stamped { stamper, object, quorum, by_fallback } = stamped.map_err(|a| self.attempt_error("write", a))?;
         #[cfg(feature = "fault-injection")]
         if crate::faults::ack_before_quorum() {
-            return Ok(object);
+            return Ok(Reply { object, fallbacks: 0 });
         }
-        match self.replicate(&plan, key, &object, quorum, deadline).await {
-            Ok(()) => Ok(object),
+        match self.replicate(&plan, &mut sloppy, key, &object, quorum, by_fallback, deadline).await {
+            Ok(fallbacks) => Ok(Reply { object, fallbacks }),
             // A replica's ring is newer: the object is stamped and stored;
             // send it to the key's holders on the newer ring and count again.
             Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
-                let plan = self.plan(key, w, Op::Write)?;
-                let mut quorum = WriteQuorum::new(plan.nodes.clone(), plan.needed, plan.target.clone());
+                let plan = self.plan(key, options.w, options.pw, Op::Write)?;
+                let mut sloppy = plan.sloppy();
+                let mut quorum =
+                    WriteQuorum::with_primaries(plan.nodes.clone(), plan.needed, plan.target.clone(), plan.primaries);
                 if quorum.nodes().contains(&stamper) {
                     quorum.record_ok(stamper);
                 }
-                self.replicate(&plan, key, &object, quorum, deadline)
+                self.replicate(&plan, &mut sloppy, key, &object, quorum, None, deadline)
                     .await
-                    .map(|()| object)
+                    .map(|fallbacks| Reply { object, fallbacks })
                     .map_err(|a| self.attempt_error("write", a))
             }
             Err(a) => Err(self.attempt_error("write", a)),
         }
     }
 
+    /// Spawns one merge into `node` (with a hint when it is a fallback for
+    /// the primary `hint`); its answer comes back on `tx`.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_merge(
+        &self,
+        node: NodeId,
+        hint: Option<NodeId>,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+        call: CallContext,
+        tx: &WriteTx,
+    ) {
+        let (replicas, key, tx, object) = (Arc::clone(&self.replicas), key.clone(), tx.clone(), object.clone());
+        let deadline = call.deadline;
+        self.env.spawn(
+            async move {
+                let merged = async {
+                    match &hint {
+                        Some(target) => replicas.merge_hinted(&node, partition, &key, &object, target, call).await,
+                        None => replicas.merge(&node, partition, &key, &object, call).await,
+                    }
+                };
+                let reply = match timeout_at(deadline, merged).await {
+                    Ok(reply) => reply,
+                    Err(_) => Err(ReplicaError::Unreachable {
+                        node: node.clone(),
+                        reason: "timed out".into(),
+                        maybe_applied: true,
+                    }),
+                };
+                let _ = tx.send((node, hint, reply)).await;
+            }
+            .in_current_span(),
+        );
+    }
+
     /// Sends the stamped `object` to every node of the plan not yet counted
-    /// in `quorum`, and waits until W of each ring acknowledged, or that
-    /// became impossible, or the deadline.
+    /// in `quorum` (a fallback for each that is down or fails, and to the
+    /// fallback that stamped it, with its hint), and waits until W of each
+    /// ring acknowledged, or that became impossible, or the deadline.
+    /// Returns how many fallbacks acknowledged.
+    #[allow(clippy::too_many_arguments)]
     async fn replicate(
         &self,
         plan: &Plan,
+        sloppy: &mut Sloppy,
         key: &ObjectKey,
         object: &Object,
         mut quorum: WriteQuorum,
+        by_fallback: Option<(NodeId, NodeId)>,
         deadline: Instant,
-    ) -> Result<(), Attempt> {
+    ) -> Result<usize, Attempt> {
         let partition = plan.partition;
         let call = CallContext { deadline, ring_epoch: plan.epoch };
         let all = quorum.nodes();
         let (tx, mut rx) = mpsc::channel(all.len().max(1));
-        let others: Vec<NodeId> = all.into_iter().filter(|n| !quorum.answered(n)).collect();
-        for node in others {
-            if !self.topology.is_up(&node) {
-                quorum.record_err(node, "node is down");
-                continue;
-            }
-            let (replicas, key, tx) = (Arc::clone(&self.replicas), key.clone(), tx.clone());
-            let object = object.clone();
-            self.env.spawn(
-                async move {
-                    let reply = match timeout_at(deadline, replicas.merge(&node, partition, &key, &object, call)).await
-                    {
-                        Ok(reply) => reply,
-                        Err(_) => Err(ReplicaError::Unreachable {
-                            node: node.clone(),
-                            reason: "timed out".into(),
-                            maybe_applied: true,
-                        }),
-                    };
-                    let _ = tx.send((node, reply)).await;
-                }
-                .in_current_span(),
-            );
+        let mut in_flight = 0usize;
+        let stamped_slot = by_fallback.as_ref().map(|(_, primary)| primary.clone());
+        if let Some((fallback, primary)) = by_fallback {
+            self.spawn_merge(fallback, Some(primary), partition, key, object, call, &tx);
+            in_flight += 1;
         }
-        drop(tx);
-        while quorum.progress() == Progress::Pending {
-            match timeout_at(deadline, rx.recv()).await {
-                Ok(Some((node, Ok(())))) => quorum.record_ok(node),
+        let others: Vec<NodeId> =
+            all.into_iter().filter(|n| !quorum.answered(n) && stamped_slot.as_ref() != Some(n)).collect();
+        for node in others {
+            if self.topology.is_up(&node) {
+                self.spawn_merge(node, None, partition, key, object, call, &tx);
+                in_flight += 1;
+            } else if let Some(fallback) = sloppy.take(plan, &node, &*self.topology) {
+                quorum.record_primary_failed(&node, "node is down");
+                self.spawn_merge(fallback, Some(node), partition, key, object, call, &tx);
+                in_flight += 1;
+            } else {
+                quorum.record_err(node, "node is down");
+            }
+        }
+        while quorum.progress() == Progress::Pending && in_flight > 0 {
+            let (node, hint, reply) = match timeout_at(deadline, rx.recv()).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) | Err(_) => break,
+            };
+            in_flight -= 1;
+            match (reply, hint) {
+                (Ok(()), None) => quorum.record_ok(node),
+                (Ok(()), Some(primary)) => quorum.record_fallback_ok(node, &primary),
                 // Our plan may name the wrong holders: stop counting it and
                 // let the caller catch up and send again (the calls still in
                 // flight finish on their own; merges are idempotent).
-                Ok(Some((_, Err(ReplicaError::StaleRing { node, epoch })))) => {
-                    return Err(Attempt::Stale { node, epoch });
+                (Err(ReplicaError::StaleRing { node, epoch }), _) => return Err(Attempt::Stale { node, epoch }),
+                // A failed merge hands its slot to the next fallback. Sending
+                // the same object twice is harmless (merges are idempotent,
+                // and no new dot is made), so even a merge that may have
+                // been applied can be.
+                (Err(e), hint) => {
+                    let primary = hint.clone().unwrap_or_else(|| node.clone());
+                    let reason = e.to_string();
+                    match sloppy.take(plan, &primary, &*self.topology) {
+                        Some(fallback) => {
+                            if hint.is_none() {
+                                quorum.record_primary_failed(&node, &reason);
+                            }
+                            self.spawn_merge(fallback, Some(primary), partition, key, object, call, &tx);
+                            in_flight += 1;
+                            quorum.progress()
+                        }
+                        None if hint.is_some() => quorum.record_err(primary, format!("{reason} (fallback {node})")),
+                        None => quorum.record_err(node, reason),
+                    }
                 }
-                Ok(Some((node, Err(e)))) => quorum.record_err(node, e.to_string()),
-                Ok(None) | Err(_) => break,
             };
         }
         match quorum.progress() {
             Progress::Met => {
                 metrics::quorum("write", "met", quorum.ok().len());
-                Ok(())
+                Ok(quorum.fallbacks())
             }
             _ => Err(Attempt::Failed(self.write_unavailable(&quorum))),
         }
@@ -304,7 +516,6 @@ impl Coordinator {
     /// Quorum delete. Without a context it deletes what a quorum read sees
     /// now (the client saw nothing, so "delete what is there" is the only
     /// sensible meaning); with one it deletes exactly what that context saw.
-    #[tracing::instrument(name = "coordinator.delete", skip_all)]
     pub async fn delete(
         &self,
         key: &ObjectKey,
@@ -312,41 +523,112 @@ impl Coordinator {
         r: QuorumParam,
         w: QuorumParam,
     ) -> Result<Object, CoordinatorError> {
-        let context = match context {
-            Some(context) => context.clone(),
+        let (read, write) =
+            (ReadOptions { r, ..ReadOptions::default() }, WriteOptions { w, ..WriteOptions::default() });
+        self.remove(key, context, read, write).await.map(|reply| reply.object)
+    }
+
+    /// Quorum delete with every option; the fallbacks counted are the
+    /// read's and the write's.
+    #[tracing::instrument(name = "coordinator.delete", skip_all)]
+    pub async fn remove(
+        &self,
+        key: &ObjectKey,
+        context: Option<&VersionVector>,
+        read: ReadOptions,
+        write: WriteOptions,
+    ) -> Result<Reply, CoordinatorError> {
+        let (context, read_fallbacks) = match context {
+            Some(context) => (context.clone(), 0),
             None => {
-                let current = self.get(key, r).await?;
-                if current.is_empty() {
+                let current = self.read(key, read).await?;
+                if current.object.is_empty() {
                     return Ok(current);
                 }
-                current.clock().clone()
+                (current.object.clock().clone(), current.fallbacks)
             }
         };
-        self.put(key, &context, Mutation::Delete, w).await
+        let reply = self.write(key, &context, Mutation::Delete, write).await?;
+        Ok(Reply { fallbacks: reply.fallbacks + read_fallbacks, ..reply })
+    }
+
+    /// Every copy of `key` on its preference list, primaries then fallbacks,
+    /// each node asked for its own (no quorum, no repair; unfenced, like a
+    /// tool). A node that does not answer within the request timeout, or is
+    /// known down, is reported with the reason.
+    pub async fn replicas(&self, key: &ObjectKey) -> ReplicasReport {
+        let view = self.topology.view();
+        let partition = view.current.partition_of(key);
+        let primaries = view.current.holders(partition, view.n_val);
+        let fallbacks = view.current.fallbacks(partition, view.n_val).into_iter().map(|e| e.node);
+        let nodes: Vec<(NodeId, bool)> =
+            primaries.into_iter().map(|n| (n, true)).chain(fallbacks.map(|n| (n, false))).collect();
+        let call = CallContext { deadline: Instant::now() + self.settings.timeout, ring_epoch: 0 };
+        let asks = nodes.into_iter().map(|(node, primary)| {
+            let replicas = Arc::clone(&self.replicas);
+            let up = self.topology.is_up(&node);
+            async move {
+                let answer = if up {
+                    match timeout_at(call.deadline, replicas.get(&node, partition, key, call)).await {
+                        Ok(reply) => reply.map_err(|e| e.to_string()),
+                        Err(_) => Err("timed out".to_owned()),
+                    }
+                } else {
+                    Err("node is down".to_owned())
+                };
+                ReplicaCopy { node, primary, answer }
+            }
+        });
+        ReplicasReport { partition, replicas: futures::future::join_all(asks).await }
     }
 
     /// Has one replica of the key stamp the write: this node when it is one,
-    /// else the others in preference-list order, skipping nodes known to be
-    /// down; the next one only when one failed. Returns the stamper, the
-    /// object and the write quorum with the stamper (and every replica that
-    /// failed) recorded.
+    /// else the other primaries in preference-list order, skipping nodes
+    /// known to be down; the next one only when one failed. When no primary
+    /// could stamp, a fallback does (see the module comment). Returns the
+    /// stamper, the object and the write quorum with the stamper (and every
+    /// replica that failed) recorded; a fallback stamper is not counted yet.
     async fn stamp(
         &self,
         plan: &Plan,
+        sloppy: &mut Sloppy,
         key: &ObjectKey,
         context: &VersionVector,
         mutation: &Mutation,
         deadline: Instant,
-    ) -> Result<(NodeId, Object, WriteQuorum), Attempt> {
-        let mut quorum = WriteQuorum::new(plan.nodes.clone(), plan.needed, plan.target.clone());
+    ) -> Result<Stamped, Attempt> {
+        let mut quorum =
+            WriteQuorum::with_primaries(plan.nodes.clone(), plan.needed, plan.target.clone(), plan.primaries);
         let local = self.topology.local();
         let mut candidates: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).collect();
         candidates.extend(plan.nodes.iter().filter(|n| *n != local));
         let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = candidates.into_iter().partition(|n| self.topology.is_up(n));
+        // A primary that is down keeps its slot open for a fallback, but is
+        // lost for `?pw=`: fail now, before anything is stamped, when too
+        // few primaries are left for it.
+        let mut failed: Vec<NodeId> = Vec::new();
         for node in down {
-            quorum.record_err(node.clone(), "node is down");
+            quorum.record_primary_failed(node, "node is down");
+            failed.push(node.clone());
         }
-        for node in up {
+        if quorum.progress() == Progress::Failed {
+            return Err(Attempt::Failed(self.write_unavailable(&quorum)));
+        }
+        let mut stampers: Vec<(NodeId, Option<NodeId>)> = up.into_iter().map(|n| (n.clone(), None)).collect();
+        let mut next = 0;
+        loop {
+            if next == stampers.len() {
+                // No primary could stamp: the next fallback for the first
+                // primary that could not, while `?pw=` still allows it.
+                let Some(slot) = failed.first().cloned() else { break };
+                if quorum.progress() == Progress::Failed {
+                    break;
+                }
+                let Some(fallback) = sloppy.take(plan, &slot, &*self.topology) else { break };
+                stampers.push((fallback, Some(slot)));
+            }
+            let (node, stands_for) = stampers[next].clone();
+            next += 1;
             // Nothing is sent once the deadline passed: a stamp that lands
             // after the client was told 503 is a write nobody waits for.
             if Instant::now() >= deadline {
@@ -360,11 +642,19 @@ impl Coordinator {
             // is known down, hands over at once; one that is silent until the
             // deadline drops the call when it finally reads it.
             let call = CallContext { deadline, ring_epoch: plan.epoch };
-            let stamped = self.replicas.coordinate(node, plan.partition, key, context, mutation, call);
+            let stamped = self.replicas.coordinate(&node, plan.partition, key, context, mutation, call);
+            let slot = stands_for.clone().unwrap_or_else(|| node.clone());
             match timeout_at(deadline, stamped).await {
                 Ok(Ok(object)) => {
-                    quorum.record_ok(node.clone());
-                    return Ok((node.clone(), object, quorum));
+                    let by_fallback = match stands_for {
+                        // Counted once its hint is stored (`replicate`).
+                        Some(primary) => Some((node.clone(), primary)),
+                        None => {
+                            quorum.record_ok(node.clone());
+                            None
+                        }
+                    };
+                    return Ok(Stamped { stamper: node, object, quorum, by_fallback });
                 }
                 Ok(Err(ReplicaError::StaleRing { node, epoch })) => return Err(Attempt::Stale { node, epoch }),
                 // The stamp went out and its answer was lost: the replica may
@@ -374,7 +664,7 @@ impl Coordinator {
                 // simulator found this under packet loss). The outcome is
                 // unknown; the client is told so.
                 Ok(Err(e @ ReplicaError::Unreachable { maybe_applied: true, .. })) => {
-                    quorum.record_err(node.clone(), e.to_string());
+                    quorum.record_err(slot, e.to_string());
                     break;
                 }
                 Ok(Err(e)) if e.code() != ErrorCode::Unavailable => {
@@ -382,7 +672,10 @@ impl Coordinator {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%node, error = %e, "replica could not stamp the write");
-                    quorum.record_err(node.clone(), e.to_string());
+                    if stands_for.is_none() {
+                        quorum.record_primary_failed(&node, &e.to_string());
+                        failed.push(node);
+                    }
                 }
                 Err(_) => break,
             }
@@ -411,35 +704,69 @@ impl Coordinator {
     }
 
     fn read_unavailable(&self, read: &ReadQuorum) -> CoordinatorError {
-        let q = read.quorum();
-        self.unavailable("read", q.progress(), q.shortfall(), q.ok().len())
+        self.unavailable("read", read.progress(), read.shortfall(), read.quorum().ok().len())
     }
 
     fn write_unavailable(&self, quorum: &WriteQuorum) -> CoordinatorError {
         self.unavailable("write", quorum.progress(), quorum.shortfall(), quorum.ok().len())
     }
 
-    fn plan(&self, key: &ObjectKey, param: QuorumParam, op: Op) -> Result<Plan, CoordinatorError> {
+    fn plan(
+        &self,
+        key: &ObjectKey,
+        param: QuorumParam,
+        primaries: QuorumParam,
+        op: Op,
+    ) -> Result<Plan, CoordinatorError> {
         if self.topology.removed() {
             return Err(CoordinatorError::Removed { node: self.topology.local().clone() });
         }
         let view = self.topology.view();
-        let (name, default) = match op {
-            Op::Read => ("r", view.r),
-            Op::Write => ("w", view.w),
+        let (name, primaries_name, default) = match op {
+            Op::Read => ("r", "pr", view.r),
+            Op::Write => ("w", "pw", view.w),
         };
         let n_val = view.n_val;
         let needed =
             param.resolve(default, n_val).map_err(|e| CoordinatorError::BadRequest(format!("{name}={param}: {e}")))?;
+        let primaries_needed = primaries
+            .resolve_primaries(n_val)
+            .map_err(|e| CoordinatorError::BadRequest(format!("{primaries_name}={primaries}: {e}")))?;
         let partition = view.current.partition_of(key);
         let nodes = view.current.holders(partition, n_val);
         let target = view.target.as_ref().map(|t| t.holders(partition, n_val)).filter(|t| *t != nodes);
         // A cluster smaller than N keeps the key on every node it has and
         // counts the quorum over those (flagged as under-replicated).
         let needed = needed.min(nodes.len());
-        Ok(Plan { epoch: view.epoch, partition, nodes, needed, target })
+        let primaries = primaries_needed.min(nodes.len());
+        Ok(Plan {
+            epoch: view.epoch,
+            partition,
+            nodes,
+            needed,
+            primaries,
+            target,
+            ring: Arc::clone(&view.current),
+            n_val,
+        })
     }
 }
+
+/// A write stamped by one replica: the stamper, the object, the quorum so
+/// far, and (fallback, primary) when a fallback stamped it in a primary's
+/// place.
+struct Stamped {
+    stamper: NodeId,
+    object: Object,
+    quorum: WriteQuorum,
+    by_fallback: Option<(NodeId, NodeId)>,
+}
+
+/// Where the answers of a read's replica calls arrive.
+type ReadTx = mpsc::Sender<(NodeId, Result<Object, ReplicaError>)>;
+/// Where the answers of a write's merges arrive, each with the primary its
+/// node stood in for.
+type WriteTx = mpsc::Sender<(NodeId, Option<NodeId>, Result<(), ReplicaError>)>;
 
 /// Why one attempt at an operation did not succeed.
 enum Attempt {
@@ -472,6 +799,8 @@ struct Repair {
     partition: Partition,
     ring_epoch: u64,
     timeout: std::time::Duration,
+    /// Which late answers come from fallbacks (never repaired).
+    fallbacks: Fallbacks,
 }
 
 async fn read_repair(
@@ -482,7 +811,11 @@ async fn read_repair(
     mut rx: mpsc::Receiver<(NodeId, Result<Object, ReplicaError>)>,
 ) {
     while let Some((node, reply)) = rx.recv().await {
-        read.record(node, reply.map_err(|e| e.to_string()));
+        let reply = reply.map_err(|e| e.to_string());
+        match repair.fallbacks.stands_for(&node) {
+            Some(primary) => read.record_fallback(node.clone(), &primary.clone(), reply),
+            None => read.record(node, reply),
+        };
     }
     let merged = read.merged();
     for node in read.repairs(&merged) {

@@ -1,4 +1,5 @@
-//! Per-request quorum parameters (`?r=`, `?w=`), in Riak's vocabulary.
+//! Per-request quorum parameters (`?r=`, `?w=`, `?pr=`, `?pw=`), in Riak's
+//! vocabulary.
 
 use std::fmt;
 use std::str::FromStr;
@@ -67,6 +68,33 @@ impl QuorumParam {
     }
 }
 
+impl QuorumParam {
+    /// The primaries to wait for (`?pr=`, `?pw=`): none by default or for 0
+    /// (as in Riak), else like [`QuorumParam::resolve`]; above N is refused.
+    pub fn resolve_primaries(self, n_val: usize) -> Result<usize, String> {
+        match self {
+            QuorumParam::Default | QuorumParam::Count(0) => Ok(0),
+            other => other.resolve(0, n_val),
+        }
+    }
+}
+
+/// A read's quorum parameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    pub r: QuorumParam,
+    /// Primaries that must answer for themselves (fallbacks do not count).
+    pub pr: QuorumParam,
+}
+
+/// A write's quorum parameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub w: QuorumParam,
+    /// Primaries that must acknowledge for themselves.
+    pub pw: QuorumParam,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +115,19 @@ mod tests {
         for (input, default, n, expected) in cases {
             let got = input.parse::<QuorumParam>().unwrap().resolve(*default, *n).map_err(|_| ());
             assert_eq!(got, *expected, "{input}");
+        }
+        // pr/pw: none unless asked; 0 is none; above N is refused.
+        let primaries: &[(&str, usize, Result<usize, ()>)] = &[
+            ("default", 3, Ok(0)),
+            ("0", 3, Ok(0)),
+            ("one", 3, Ok(1)),
+            ("quorum", 5, Ok(3)),
+            ("all", 3, Ok(3)),
+            ("4", 3, Err(())),
+        ];
+        for (input, n, expected) in primaries {
+            let got = input.parse::<QuorumParam>().unwrap().resolve_primaries(*n).map_err(|_| ());
+            assert_eq!(got, *expected, "pr/pw={input}");
         }
         for bad in ["", "-1", "two", "1.5", "99999999999"] {
             assert!(bad.parse::<QuorumParam>().is_err(), "{bad}");

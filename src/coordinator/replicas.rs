@@ -48,4 +48,20 @@ pub trait ReplicaClient: Send + Sync + 'static {
         object: &Object,
         call: CallContext,
     ) -> Result<(), ReplicaError>;
+
+    /// Has `node`, a fallback standing in for `target`, merge `object` and
+    /// keep a hint to deliver it to `target` (sloppy quorum). A client that
+    /// cannot carry hints (a scripted one in tests) merges plainly.
+    async fn merge_hinted(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+        target: &NodeId,
+        call: CallContext,
+    ) -> Result<(), ReplicaError> {
+        let _ = target;
+        self.merge(node, partition, key, object, call).await
+    }
 }

@@ -21,6 +21,9 @@ pub enum Progress {
 /// Counts successes and failures of `total` replicas against `needed`.
 #[derive(Debug, Clone)]
 pub struct Quorum {
+    /// What is counted, for messages: "replicas", or "primaries" for
+    /// `?pr=`/`?pw=`.
+    what: &'static str,
     needed: usize,
     total: usize,
     ok: Vec<NodeId>,
@@ -32,7 +35,13 @@ impl Quorum {
     /// before it asks.
     pub fn new(needed: usize, total: usize) -> Quorum {
         assert!(needed >= 1 && needed <= total, "quorum {needed} of {total}");
-        Quorum { needed, total, ok: Vec::new(), failed: Vec::new() }
+        Quorum { what: "replicas", needed, total, ok: Vec::new(), failed: Vec::new() }
+    }
+
+    /// A quorum of primaries (`?pr=`, `?pw=`): only owners answering for
+    /// themselves count, never a fallback standing in for one.
+    pub fn primaries(needed: usize, total: usize) -> Quorum {
+        Quorum { what: "primaries", ..Quorum::new(needed, total) }
     }
 
     pub fn record_ok(&mut self, node: NodeId) -> Progress {
@@ -77,6 +86,7 @@ impl Quorum {
     /// A report for a client or a log line when the quorum was not met.
     pub fn shortfall(&self) -> Shortfall {
         Shortfall {
+            what: self.what,
             needed: self.needed,
             total: self.total,
             ok: self.ok.clone(),
@@ -90,6 +100,8 @@ impl Quorum {
 /// a 503 ("needed 2 of 3 replicas, 1 answered: ...").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shortfall {
+    /// "replicas" or "primaries".
+    pub what: &'static str,
     pub needed: usize,
     pub total: usize,
     pub ok: Vec<NodeId>,
@@ -111,7 +123,7 @@ impl Shortfall {
 
 impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "needed {} of {} replicas, {} answered", self.needed, self.total, self.ok.len())?;
+        write!(f, "needed {} of {} {}, {} answered", self.needed, self.total, self.what, self.ok.len())?;
         if !self.ok.is_empty() {
             let names: Vec<&str> = self.ok.iter().map(NodeId::as_str).collect();
             write!(f, " ({})", names.join(", "))?;
@@ -126,100 +138,238 @@ impl fmt::Display for Shortfall {
     }
 }
 
+/// Sloppy quorum: which fallback stands in for which primary.
+///
+/// A primary that is down or fails hands its slot to the next fallback of
+/// the key (the distinct owners after the N primaries, in ring order,
+/// `Ring::fallbacks`) that is up and not in use, as Riak's active
+/// preference list does. The fallback stores the object with a hint naming
+/// the primary, and its answer counts for that primary's slot: W and R
+/// count fallbacks, `?pw=`/`?pr=` do not. A fallback that fails hands the
+/// slot on to the next one. Candidates never include a node the request
+/// already talks to for itself (a node in both rings of a move, say), so no
+/// node counts twice.
+#[derive(Debug, Clone, Default)]
+pub struct Fallbacks {
+    candidates: Vec<NodeId>,
+    /// Candidates before this index were taken or skipped as down.
+    next: usize,
+    /// (fallback, the primary it stands in for), in the order taken.
+    standing: Vec<(NodeId, NodeId)>,
+}
+
+impl Fallbacks {
+    /// `candidates` in ring order; nodes in `exclude` (the request's own
+    /// replicas) are dropped.
+    pub fn new(candidates: Vec<NodeId>, exclude: &[NodeId]) -> Fallbacks {
+        let candidates = candidates.into_iter().filter(|c| !exclude.contains(c)).collect();
+        Fallbacks { candidates, next: 0, standing: Vec::new() }
+    }
+
+    /// The next candidate `up` says is up, from now on standing in for
+    /// `primary`; `None` when none is left. Candidates found down are
+    /// passed over for good within this request.
+    pub fn take(&mut self, primary: &NodeId, up: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
+        // The slot belongs to the primary even when a fallback gives it up.
+        let primary = self.slot(primary);
+        while let Some(candidate) = self.candidates.get(self.next).cloned() {
+            self.next += 1;
+            if up(&candidate) {
+                self.standing.push((candidate.clone(), primary));
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    /// The primary `node` stands in for; `None` for anything else.
+    pub fn stands_for(&self, node: &NodeId) -> Option<&NodeId> {
+        self.standing.iter().find(|(f, _)| f == node).map(|(_, p)| p)
+    }
+
+    /// The slot `node` answers for: its primary's when it is a fallback.
+    pub fn slot(&self, node: &NodeId) -> NodeId {
+        self.stands_for(node).unwrap_or(node).clone()
+    }
+
+    /// Every (fallback, primary) taken so far.
+    pub fn standing(&self) -> &[(NodeId, NodeId)] {
+        &self.standing
+    }
+}
+
+/// One group of a write: W slots (replicas or fallbacks) and, with `?pw=`,
+/// that many primaries answering for themselves.
+#[derive(Debug, Clone)]
+struct Group {
+    nodes: Vec<NodeId>,
+    slots: Quorum,
+    primaries: Option<Quorum>,
+}
+
+impl Group {
+    fn new(nodes: Vec<NodeId>, needed: usize, pw: usize) -> Group {
+        let total = nodes.len();
+        let slots = Quorum::new(needed.min(total), total);
+        let primaries = (pw > 0).then(|| Quorum::primaries(pw.min(total), total));
+        Group { nodes, slots, primaries }
+    }
+
+    fn quorums(&self) -> impl Iterator<Item = &Quorum> {
+        std::iter::once(&self.slots).chain(self.primaries.as_ref())
+    }
+
+    fn primary_failed(&mut self, node: &NodeId, reason: &str) {
+        if let Some(p) = &mut self.primaries
+            && !p.answered(node)
+        {
+            p.record_err(node.clone(), reason);
+        }
+    }
+}
+
+fn combined<'a>(quorums: impl Iterator<Item = &'a Quorum>) -> Progress {
+    let mut progress = Progress::Met;
+    for q in quorums {
+        match q.progress() {
+            Progress::Failed => return Progress::Failed,
+            Progress::Pending => progress = Progress::Pending,
+            Progress::Met => {}
+        }
+    }
+    progress
+}
+
 /// A write's quorum: W of the key's current holders and, while the key's
 /// partition moves, W of its holders in the target ring too (a node in both
 /// counts for both). Once the ring switches, reads ask only the new holders;
 /// requiring W of them for every write acknowledged during the move is what
 /// keeps R + W > N overlapping across the switch (see `core::membership`).
+///
+/// Fallbacks during a move. A fallback fills the slot of the primary it
+/// stands in for, in every group that primary belongs to, and is never one
+/// of the write's own holders ([`Fallbacks::new`]), so each group still
+/// counts W distinct nodes, each holding the object durably. What changes is
+/// where the copies are: a fallback's copy reaches the holders through its
+/// hint, not through the move's transfer. If the ring switches first, the
+/// hint's owner is no longer a holder and the fallback delivers to the
+/// partition's holders in the ring of that time instead (`services::hints`),
+/// so the write ends up on the new holders either way, but only once hints
+/// are delivered: a read between the switch and the delivery may miss it.
+/// That is the sloppy-quorum trade (README, *Sloppy quorum*); `?pw=` is how
+/// a client refuses it, and with every primary up no fallback is used and
+/// the move rule holds exactly as before.
 #[derive(Debug, Clone)]
 pub struct WriteQuorum {
-    current: (Vec<NodeId>, Quorum),
-    target: Option<(Vec<NodeId>, Quorum)>,
+    current: Group,
+    target: Option<Group>,
+    /// Fallbacks that acknowledged, each with the primary it stood in for.
+    fallbacks_ok: Vec<NodeId>,
 }
 
 impl WriteQuorum {
     /// `needed` of `current`, and of `target` when the key moves (capped at
     /// its size, like a cluster smaller than N).
     pub fn new(current: Vec<NodeId>, needed: usize, target: Option<Vec<NodeId>>) -> WriteQuorum {
-        let q = |nodes: &Vec<NodeId>| Quorum::new(needed.min(nodes.len()), nodes.len());
-        let current = (current.clone(), q(&current));
-        let target = target.filter(|t| !t.is_empty() && *t != current.0).map(|t| (t.clone(), q(&t)));
-        WriteQuorum { current, target }
+        WriteQuorum::with_primaries(current, needed, target, 0)
+    }
+
+    /// The same, also needing `pw` primaries of each group answering for
+    /// themselves (`?pw=`; 0: none).
+    pub fn with_primaries(current: Vec<NodeId>, needed: usize, target: Option<Vec<NodeId>>, pw: usize) -> WriteQuorum {
+        let target = target.filter(|t| !t.is_empty() && *t != current).map(|t| Group::new(t, needed, pw));
+        WriteQuorum { current: Group::new(current, needed, pw), target, fallbacks_ok: Vec::new() }
     }
 
     /// Every node the write goes to: current holders, then incoming ones.
     pub fn nodes(&self) -> Vec<NodeId> {
-        let mut all = self.current.0.clone();
-        if let Some((target, _)) = &self.target {
-            all.extend(target.iter().filter(|n| !self.current.0.contains(n)).cloned());
+        let mut all = self.current.nodes.clone();
+        if let Some(target) = &self.target {
+            all.extend(target.nodes.iter().filter(|n| !self.current.nodes.contains(n)).cloned());
         }
         all
     }
 
-    /// Applies `f` to each group `node` belongs to.
-    fn in_groups(&mut self, node: &NodeId, mut f: impl FnMut(&mut Quorum)) {
-        let (nodes, q) = &mut self.current;
-        if nodes.contains(node) {
-            f(q);
-        }
-        if let Some((nodes, q)) = &mut self.target
-            && nodes.contains(node)
-        {
-            f(q);
-        }
+    fn groups_of(&mut self, node: &NodeId) -> impl Iterator<Item = &mut Group> {
+        std::iter::once(&mut self.current).chain(self.target.as_mut()).filter(|g| g.nodes.contains(node))
     }
 
+    /// A holder acknowledged for itself.
     pub fn record_ok(&mut self, node: NodeId) -> Progress {
-        self.in_groups(&node.clone(), |q| {
-            q.record_ok(node.clone());
-        });
+        for g in self.groups_of(&node) {
+            g.slots.record_ok(node.clone());
+            if let Some(p) = &mut g.primaries
+                && !p.answered(&node)
+            {
+                p.record_ok(node.clone());
+            }
+        }
         self.progress()
     }
 
+    /// `fallback` acknowledged in place of `primary`.
+    pub fn record_fallback_ok(&mut self, fallback: NodeId, primary: &NodeId) -> Progress {
+        for g in self.groups_of(primary) {
+            g.slots.record_ok(primary.clone());
+        }
+        self.fallbacks_ok.push(fallback);
+        self.progress()
+    }
+
+    /// A holder failed but a fallback takes its slot: it is lost for
+    /// `?pw=` only.
+    pub fn record_primary_failed(&mut self, node: &NodeId, reason: &str) -> Progress {
+        for g in self.groups_of(node) {
+            g.primary_failed(node, reason);
+        }
+        self.progress()
+    }
+
+    /// The slot of `node` (a holder) is lost for good: it failed and no
+    /// fallback could take its place.
     pub fn record_err(&mut self, node: NodeId, reason: impl Into<String>) -> Progress {
         let reason = reason.into();
-        self.in_groups(&node.clone(), |q| {
-            q.record_err(node.clone(), reason.clone());
-        });
+        for g in self.groups_of(&node) {
+            g.slots.record_err(node.clone(), reason.clone());
+            g.primary_failed(&node, &reason);
+        }
         self.progress()
     }
 
+    /// True once the slot of `node` (a holder) is decided.
     pub fn answered(&self, node: &NodeId) -> bool {
-        self.current.1.answered(node) || self.target.as_ref().is_some_and(|(_, q)| q.answered(node))
+        self.current.slots.answered(node) || self.target.as_ref().is_some_and(|g| g.slots.answered(node))
     }
 
     /// Met when every group is; failed as soon as one is.
     pub fn progress(&self) -> Progress {
-        let groups = std::iter::once(&self.current.1).chain(self.target.as_ref().map(|(_, q)| q));
-        let mut progress = Progress::Met;
-        for q in groups {
-            match q.progress() {
-                Progress::Failed => return Progress::Failed,
-                Progress::Pending => progress = Progress::Pending,
-                Progress::Met => {}
-            }
-        }
-        progress
+        combined(self.current.quorums().chain(self.target.iter().flat_map(Group::quorums)))
     }
 
-    /// Nodes that acknowledged, each once.
+    /// Slots acknowledged (by their holder or a fallback), each once.
     pub fn ok(&self) -> Vec<NodeId> {
-        let mut ok = self.current.1.ok().to_vec();
-        if let Some((_, q)) = &self.target {
-            ok.extend(q.ok().iter().filter(|n| !ok.contains(n)).cloned().collect::<Vec<_>>());
+        let mut ok = self.current.slots.ok().to_vec();
+        if let Some(g) = &self.target {
+            ok.extend(g.slots.ok().iter().filter(|n| !ok.contains(n)).cloned().collect::<Vec<_>>());
         }
         ok
     }
 
-    /// The shortfall of the group that failed, else of one still short
-    /// (the current ring's first).
+    /// How many fallbacks acknowledged.
+    pub fn fallbacks(&self) -> usize {
+        self.fallbacks_ok.len()
+    }
+
+    /// The shortfall of a quorum that failed, else of one still short (the
+    /// current ring's first).
     pub fn shortfall(&self) -> Shortfall {
-        let current = &self.current.1;
-        match &self.target {
-            Some((_, q)) if q.progress() == Progress::Failed && current.progress() != Progress::Failed => q.shortfall(),
-            Some((_, q)) if q.progress() != Progress::Met && current.progress() == Progress::Met => q.shortfall(),
-            _ => current.shortfall(),
-        }
+        let all: Vec<&Quorum> = self.current.quorums().chain(self.target.iter().flat_map(Group::quorums)).collect();
+        let pick = all
+            .iter()
+            .find(|q| q.progress() == Progress::Failed)
+            .or_else(|| all.iter().find(|q| q.progress() != Progress::Met))
+            .unwrap_or(&all[0]);
+        pick.shortfall()
     }
 
     /// True when the key is moving and the target holders are counted.
@@ -232,42 +382,102 @@ impl WriteQuorum {
 #[derive(Debug, Clone)]
 pub struct ReadQuorum {
     quorum: Quorum,
-    replies: Vec<(NodeId, Object)>,
+    /// `?pr=`: primaries that must answer for themselves.
+    primaries: Option<Quorum>,
+    /// Each reply with whether a fallback sent it.
+    replies: Vec<(NodeId, Object, bool)>,
 }
 
 impl ReadQuorum {
     pub fn new(needed: usize, total: usize) -> ReadQuorum {
-        ReadQuorum { quorum: Quorum::new(needed, total), replies: Vec::new() }
+        ReadQuorum::with_primaries(needed, total, 0)
     }
 
-    /// A replica's answer; a key it does not have is `Object::new()` and
+    /// Also needs `pr` primaries answering for themselves (0: none).
+    pub fn with_primaries(needed: usize, total: usize, pr: usize) -> ReadQuorum {
+        let primaries = (pr > 0).then(|| Quorum::primaries(pr.min(total), total));
+        ReadQuorum { quorum: Quorum::new(needed, total), primaries, replies: Vec::new() }
+    }
+
+    /// A primary's answer; a key it does not have is `Object::new()` and
     /// counts as a successful answer (Riak's `notfound_ok`).
     pub fn record(&mut self, node: NodeId, reply: Result<Object, String>) -> Progress {
         match reply {
             Ok(object) => {
-                self.replies.push((node.clone(), object));
-                self.quorum.record_ok(node)
+                self.replies.push((node.clone(), object, false));
+                if let Some(p) = &mut self.primaries {
+                    p.record_ok(node.clone());
+                }
+                self.quorum.record_ok(node);
             }
-            Err(reason) => self.quorum.record_err(node, reason),
+            Err(reason) => {
+                self.record_primary_failed(&node, &reason);
+                self.quorum.record_err(node, reason);
+            }
         }
+        self.progress()
+    }
+
+    /// A primary failed and a fallback was asked in its place.
+    pub fn record_primary_failed(&mut self, node: &NodeId, reason: &str) -> Progress {
+        if let Some(p) = &mut self.primaries
+            && !p.answered(node)
+        {
+            p.record_err(node.clone(), reason);
+        }
+        self.progress()
+    }
+
+    /// `fallback`'s answer for the slot of `primary`. An error loses the
+    /// slot: call it only when no other fallback is left to ask.
+    pub fn record_fallback(&mut self, fallback: NodeId, primary: &NodeId, reply: Result<Object, String>) -> Progress {
+        match reply {
+            Ok(object) => {
+                self.replies.push((fallback, object, true));
+                self.quorum.record_ok(primary.clone());
+            }
+            Err(reason) => {
+                self.quorum.record_err(primary.clone(), format!("{reason} (fallback {fallback})"));
+            }
+        }
+        self.progress()
+    }
+
+    pub fn progress(&self) -> Progress {
+        combined(std::iter::once(&self.quorum).chain(self.primaries.as_ref()))
     }
 
     pub fn quorum(&self) -> &Quorum {
         &self.quorum
     }
 
-    /// The join of every reply: what the client is told.
-    pub fn merged(&self) -> Object {
-        self.replies.iter().fold(Object::new(), |acc, (_, o)| acc.merge(o))
+    /// What a failed read reports: the `?pr=` quorum when that is the one
+    /// that failed.
+    pub fn shortfall(&self) -> Shortfall {
+        match &self.primaries {
+            Some(p) if p.progress() == Progress::Failed || self.quorum.progress() == Progress::Met => p.shortfall(),
+            _ => self.quorum.shortfall(),
+        }
     }
 
-    /// Read repair as a value: the replicas that answered with less than
-    /// `merged` (stale or missing) and should be sent it.
+    /// How many fallbacks answered.
+    pub fn fallbacks(&self) -> usize {
+        self.replies.iter().filter(|(_, _, fallback)| *fallback).count()
+    }
+
+    /// The join of every reply: what the client is told.
+    pub fn merged(&self) -> Object {
+        self.replies.iter().fold(Object::new(), |acc, (_, o, _)| acc.merge(o))
+    }
+
+    /// Read repair as a value: the primaries that answered with less than
+    /// `merged` (stale or missing) and should be sent it. Fallbacks are not
+    /// repaired: a copy there without a hint would never leave.
     pub fn repairs(&self, merged: &Object) -> Vec<NodeId> {
         if merged.is_empty() {
             return Vec::new();
         }
-        self.replies.iter().filter(|(_, o)| o != merged).map(|(n, _)| n.clone()).collect()
+        self.replies.iter().filter(|(_, o, fallback)| !fallback && o != merged).map(|(n, _, _)| n.clone()).collect()
     }
 }
 
@@ -367,6 +577,125 @@ mod tests {
         assert_eq!(q.record_ok(n("a")), Pending);
         assert_eq!(q.record_ok(n("b")), Met);
         assert_eq!(q.ok(), names(&["a", "b"]));
+    }
+
+    #[test]
+    fn fallbacks_are_taken_in_order_skipping_down_and_excluded_nodes() {
+        let n = |s: &str| NodeId::new(s);
+        let mut f = Fallbacks::new(vec![n("d"), n("e"), n("f"), n("g")], &[n("e")]);
+        // d is down: f stands in for a; then g for b; none left for c.
+        assert_eq!(f.take(&n("a"), |x| x != &n("d")), Some(n("f")));
+        assert_eq!(f.take(&n("b"), |_| true), Some(n("g")));
+        assert_eq!(f.take(&n("c"), |_| true), None);
+        assert_eq!(f.stands_for(&n("f")), Some(&n("a")));
+        assert_eq!(f.slot(&n("g")), n("b"));
+        assert_eq!(f.slot(&n("a")), n("a"));
+        // A fallback that fails hands the slot of its primary on.
+        let mut f = Fallbacks::new(vec![n("d"), n("e")], &[]);
+        assert_eq!(f.take(&n("a"), |_| true), Some(n("d")));
+        assert_eq!(f.take(&n("d"), |_| true), Some(n("e")));
+        assert_eq!(f.stands_for(&n("e")), Some(&n("a")));
+    }
+
+    #[test]
+    fn sloppy_write_quorum_table() {
+        use Progress::*;
+        let n = |s: &str| NodeId::new(s);
+        let names = |v: &[&str]| v.iter().map(|s| n(s)).collect::<Vec<_>>();
+        // What happens to a slot: Ok(node) primary acked; Fb(fallback,
+        // primary) acked in its place; Pf(node) primary failed, a fallback
+        // tries; Err(node) slot lost.
+        #[derive(Debug, Clone, Copy)]
+        enum E {
+            Ok(&'static str),
+            Fb(&'static str, &'static str),
+            Pf(&'static str),
+            Err(&'static str),
+        }
+        use E::*;
+        // (W, pw, events, progress after each, fallbacks counted at the end)
+        type Case<'a> = (usize, usize, &'a [E], &'a [Progress], usize);
+        let cases: &[Case] = &[
+            // One primary down, W=2: the fallback counts.
+            (2, 0, &[Pf("c"), Ok("a"), Fb("d", "c")], &[Pending, Pending, Met], 1),
+            // Two down: two fallbacks make W=2.
+            (2, 0, &[Pf("b"), Pf("c"), Fb("d", "b"), Fb("e", "c")], &[Pending, Pending, Pending, Met], 2),
+            // pw=2 with one primary down: W is met by the fallback, pw is
+            // still pending, then met by the second primary.
+            (2, 2, &[Pf("c"), Ok("a"), Fb("d", "c"), Ok("b")], &[Pending, Pending, Pending, Met], 1),
+            // pw=2 with two primaries down fails at once.
+            (2, 2, &[Pf("b"), Pf("c")], &[Pending, Failed], 0),
+            // A slot without any fallback left is lost.
+            (2, 0, &[Err("b"), Err("c")], &[Pending, Failed], 0),
+            (3, 0, &[Ok("a"), Ok("b"), Pf("c"), Err("c")], &[Pending, Pending, Pending, Failed], 0),
+        ];
+        for (w, pw, events, expected, fallbacks) in cases {
+            let mut q = WriteQuorum::with_primaries(names(&["a", "b", "c"]), *w, None, *pw);
+            let got: Vec<Progress> = events
+                .iter()
+                .map(|e| match *e {
+                    Ok(x) => q.record_ok(n(x)),
+                    Fb(f, p) => q.record_fallback_ok(n(f), &n(p)),
+                    Pf(x) => q.record_primary_failed(&n(x), "down"),
+                    Err(x) => q.record_err(n(x), "down"),
+                })
+                .collect();
+            assert_eq!(&got, expected, "W={w} pw={pw} {events:?}");
+            assert_eq!(q.fallbacks(), *fallbacks, "{events:?}");
+        }
+        // The pw shortfall speaks of primaries.
+        let mut q = WriteQuorum::with_primaries(names(&["a", "b", "c"]), 2, None, 2);
+        q.record_primary_failed(&n("b"), "node is down");
+        q.record_primary_failed(&n("c"), "node is down");
+        assert!(q.shortfall().to_string().starts_with("needed 2 of 3 primaries, 0 answered"), "{}", q.shortfall());
+    }
+
+    #[test]
+    fn a_fallback_fills_its_primarys_slot_in_both_rings_of_a_move() {
+        use Progress::*;
+        let n = |s: &str| NodeId::new(s);
+        let names = |v: &[&str]| v.iter().map(|s| n(s)).collect::<Vec<_>>();
+        // current {a,b,c}, target {a,d,e}, W=2; a is down and f stands in:
+        // f counts in both groups, like a would have.
+        let mut q = WriteQuorum::new(names(&["a", "b", "c"]), 2, Some(names(&["a", "d", "e"])));
+        assert_eq!(q.record_primary_failed(&n("a"), "down"), Pending);
+        assert_eq!(q.record_fallback_ok(n("f"), &n("a")), Pending);
+        assert_eq!(q.record_ok(n("b")), Pending);
+        assert_eq!(q.record_ok(n("d")), Met);
+        assert_eq!(q.fallbacks(), 1);
+        // A fallback for b (current only) does not help the target group.
+        let mut q = WriteQuorum::new(names(&["a", "b", "c"]), 2, Some(names(&["a", "d", "e"])));
+        q.record_ok(n("c"));
+        assert_eq!(q.record_fallback_ok(n("f"), &n("b")), Pending);
+        assert_eq!(q.record_err(n("d"), "down"), Pending);
+        assert_eq!(q.record_err(n("e"), "down"), Failed);
+    }
+
+    #[test]
+    fn sloppy_reads_count_fallbacks_but_pr_does_not() {
+        use Progress::*;
+        let n = |s: &str| NodeId::new(s);
+        let v = written("v", 1);
+        // R=2, pr=0: c down, its fallback d has the value.
+        let mut r = ReadQuorum::new(2, 3);
+        assert_eq!(r.record_primary_failed(&n("c"), "down"), Pending);
+        assert_eq!(r.record(n("a"), Ok(Object::new())), Pending);
+        assert_eq!(r.record_fallback(n("d"), &n("c"), Ok(v.clone())), Met);
+        assert_eq!(r.merged(), v);
+        assert_eq!(r.fallbacks(), 1);
+        // The stale primary is repaired, the fallback is not.
+        assert_eq!(r.repairs(&r.merged()), vec![n("a")]);
+        // pr=2 with two primaries down fails, whatever fallbacks answer.
+        let mut r = ReadQuorum::with_primaries(1, 3, 2);
+        assert_eq!(r.record_primary_failed(&n("b"), "down"), Pending);
+        assert_eq!(r.record_fallback(n("d"), &n("b"), Ok(v.clone())), Pending);
+        assert_eq!(r.record_primary_failed(&n("c"), "down"), Failed);
+        assert!(r.shortfall().to_string().contains("primaries"), "{}", r.shortfall());
+        // A fallback that fails when none is left loses the slot.
+        let mut r = ReadQuorum::new(3, 3);
+        r.record(n("a"), Ok(Object::new()));
+        r.record_primary_failed(&n("b"), "down");
+        assert_eq!(r.record_fallback(n("d"), &n("b"), Err("refused".into())), Failed);
     }
 
     fn written(value: &str, actor: u64) -> Object {

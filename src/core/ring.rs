@@ -52,8 +52,8 @@ pub struct PreflistEntry {
     pub node: NodeId,
     /// The partition whose ownership put this node in the list.
     pub partition: Partition,
-    /// True for the owners the ring assigns; fallbacks (when an owner is
-    /// down) will be `false`.
+    /// True for the owners the ring assigns; `false` for fallbacks
+    /// ([`Ring::fallbacks`]), which stand in for owners that are down.
     pub primary: bool,
 }
 
@@ -162,6 +162,29 @@ impl Ring {
             }
         }
         list
+    }
+
+    /// The key's fallbacks, in order: the distinct owners clockwise after
+    /// the first `n` (the primaries), each once. Riak's active preference
+    /// list takes them, in this order, for primaries that are down; every
+    /// node computes the same order, so hints for one key concentrate on
+    /// few nodes. Walks the whole ring (only on the failure path).
+    pub fn fallbacks(&self, partition: Partition, n: usize) -> Vec<PreflistEntry> {
+        let count = self.owners.len();
+        let mut seen: Vec<&NodeId> = Vec::new();
+        let mut out = Vec::new();
+        for step in 0..count {
+            let p = (partition as usize + step) % count;
+            let node = &self.owners[p];
+            if seen.contains(&node) {
+                continue;
+            }
+            seen.push(node);
+            if seen.len() > n {
+                out.push(PreflistEntry { node: node.clone(), partition: p as Partition, primary: false });
+            }
+        }
+        out
     }
 
     /// The ring that honours `claims` with replicas spread for `n`
@@ -440,6 +463,30 @@ mod tests {
             nodes.dedup();
             assert_eq!(nodes.len(), 3, "partition {p}: {list:?}");
         }
+    }
+
+    #[test]
+    fn fallbacks_are_the_next_distinct_owners_after_the_primaries() {
+        let n = |s: &str| NodeId::new(s);
+        // a b a c d b e: from 0, primaries a b c (N=3), then d, e.
+        let ring = Ring::from_owners(["a", "b", "a", "c", "d", "b", "e", "a"].iter().map(|s| n(s)).collect()).unwrap();
+        let names = |v: Vec<PreflistEntry>| {
+            v.into_iter().map(|e| (e.node.to_string(), e.partition, e.primary)).collect::<Vec<_>>()
+        };
+        assert_eq!(names(ring.fallbacks(0, 3)), vec![("d".into(), 4, false), ("e".into(), 6, false)]);
+        // From 5: b e a are primaries, then c (wrapping) and d.
+        assert_eq!(names(ring.fallbacks(5, 3)), vec![("c".into(), 3, false), ("d".into(), 4, false)]);
+        // No node is both a primary and a fallback; together they are every member.
+        for p in 0..ring.partitions() {
+            let primaries = ring.holders(p, 3);
+            let fallbacks: Vec<NodeId> = ring.fallbacks(p, 3).into_iter().map(|e| e.node).collect();
+            assert!(fallbacks.iter().all(|f| !primaries.contains(f)));
+            let mut all = [primaries, fallbacks].concat();
+            all.sort();
+            assert_eq!(all, ring.members());
+        }
+        // Fewer members than N: no fallbacks.
+        assert!(Ring::single(8, n("a")).unwrap().fallbacks(3, 3).is_empty());
     }
 
     #[test]

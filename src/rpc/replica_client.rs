@@ -257,10 +257,37 @@ impl ReplicaClient for GrpcReplicaClient {
         object: &Object,
         call: CallContext,
     ) -> Result<(), ReplicaError> {
+        self.send_merge(node, partition, key, object, None, call).await
+    }
+
+    async fn merge_hinted(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+        target: &NodeId,
+        call: CallContext,
+    ) -> Result<(), ReplicaError> {
+        self.send_merge(node, partition, key, object, Some(target), call).await
+    }
+}
+
+impl GrpcReplicaClient {
+    async fn send_merge(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+        hint: Option<&NodeId>,
+        call: CallContext,
+    ) -> Result<(), ReplicaError> {
         let message = pb::MergeRequest {
             partition,
             key: Some(key_to_pb(key)),
             object: Some(object_to_pb(object)),
+            hint_target: hint.map(|t| t.to_string()).unwrap_or_default(),
             caller: Some(caller(&call, self.env.now_ms())),
         };
         match self.call(node, "Replica/Merge", Call::Merge(message), call).await? {
@@ -331,6 +358,23 @@ impl ReplicaClient for RoutedReplicas {
         match self.local(node) {
             Some(replica) => replica.merge(partition, key.clone(), object.clone()).await.map(|_| ()),
             None => self.remote.merge(node, partition, key, object, call).await,
+        }
+    }
+
+    async fn merge_hinted(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+        target: &NodeId,
+        call: CallContext,
+    ) -> Result<(), ReplicaError> {
+        match self.local(node) {
+            Some(replica) => {
+                replica.merge_hinted(partition, key.clone(), object.clone(), target.clone()).await.map(|_| ())
+            }
+            None => self.remote.merge_hinted(node, partition, key, object, target, call).await,
         }
     }
 }

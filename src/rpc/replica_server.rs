@@ -102,6 +102,10 @@ pub const STREAM_CALLS_IN_FLIGHT: usize = 256;
 /// interleaved frame by frame instead.
 pub const STREAM_MESSAGE_MAX_BYTES: usize = 64 * 1024;
 
+/// The longest `MergeRequest.hint_target` taken: node ids are at most 64
+/// bytes (real ones are 16 hex digits).
+const HINT_TARGET_MAX_BYTES: usize = 64;
+
 pub struct ReplicaService {
     replica: Arc<Replica>,
     admission: Admission,
@@ -158,11 +162,21 @@ async fn merge(
     request: pb::MergeRequest,
 ) -> Result<pb::MergeResponse, Status> {
     let received = Instant::now();
-    let pb::MergeRequest { partition, key, object, caller } = request;
+    let pb::MergeRequest { partition, key, object, hint_target, caller } = request;
     admission.check(caller.as_ref(), received)?;
     let key = key_from_pb(required(key, "key")?);
     let object = object_from_pb(required(object, "object")?)?;
-    replica.merge(partition, key, object).await?;
+    if hint_target.is_empty() {
+        replica.merge(partition, key, object).await?;
+    } else {
+        if hint_target.len() > HINT_TARGET_MAX_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "hint_target is {} bytes long, above the limit of {HINT_TARGET_MAX_BYTES} (a node id)",
+                hint_target.len()
+            )));
+        }
+        replica.merge_hinted(partition, key, object, crate::core::key::NodeId::new(hint_target)).await?;
+    }
     Ok(pb::MergeResponse {})
 }
 

@@ -9,7 +9,9 @@
 //!    but is no longer a holder of (in the current ring or the target) is
 //!    streamed to its current holders and then deleted here, key by key and
 //!    only if unchanged since it was read. This is also the second pass that
-//!    carries writes which reached this node while the first pass ran.
+//!    carries writes which reached this node while the first pass ran. A
+//!    copy that still has hints (this node took it as a fallback) is never
+//!    deleted here: it leaves once `services::hints` delivered it.
 //!
 //! Merges are idempotent, so repeating a transfer after a failure or a crash
 //! is always safe.

@@ -1,10 +1,12 @@
-//! Background work, off the request path: gossip and data movement. Each
+//! Background work, off the request path: gossip, data movement and hinted
+//! handoff. Each
 //! service is a [`Worker`]: `work` does one unit and says whether more is
 //! waiting, `wait_for_work` sleeps until there may be some. [`spawn`] runs
 //! it until the node's one cancellation token fires.
 
 pub mod gossip;
 pub mod handoff;
+pub mod hints;
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;

@@ -4,6 +4,14 @@
 //!        len(bucket) (u32 BE) | bucket | key
 //! Value: format version (u8) | postcard-encoded `RecordV1`
 //!
+//! Hints (a fallback's note that a key's object belongs to another node):
+//! Key:   partition (u32 BE) | len(bucket type) | bucket type | len(bucket) |
+//!        bucket | len(key) (u32 BE) | key | target node id (UTF-8)
+//! Value: format version (u8), nothing else yet
+//!
+//! A hint key starts with the object key's fields, each length-prefixed, so
+//! the hints of one key are one contiguous range ([`hint_prefix`]).
+//!
 //! The partition prefix makes a partition one contiguous range. The record
 //! types here are separate from the in-memory `Object` so that a refactor of
 //! the core cannot silently change what is on disk; a new format gets a new
@@ -12,8 +20,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::StorageError;
-use crate::core::key::ObjectKey;
+use super::{Hint, StorageError};
+use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Content, Object, Sibling};
 use crate::core::ring::Partition;
 use crate::core::vclock::{Dot, VersionVector};
@@ -44,6 +52,57 @@ pub fn encode_key(partition: Partition, key: &ObjectKey) -> Vec<u8> {
     }
     out.extend_from_slice(&key.key);
     out
+}
+
+/// Everything a hint key holds before the target: one key's hint range.
+pub fn hint_prefix(partition: Partition, key: &ObjectKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + key.bucket_type.len() + key.bucket.len() + key.key.len());
+    out.extend_from_slice(&partition.to_be_bytes());
+    for part in [&key.bucket_type, &key.bucket, &key.key] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+pub fn encode_hint_key(hint: &Hint) -> Vec<u8> {
+    let mut out = hint_prefix(hint.partition, &hint.key);
+    out.extend_from_slice(hint.target.as_str().as_bytes());
+    out
+}
+
+pub fn decode_hint_key(raw: &[u8]) -> Result<Hint, StorageError> {
+    let corrupt = || StorageError::Corrupt(format!("hint key of {} bytes is truncated", raw.len()));
+    let (partition, mut rest) = split_u32(raw).ok_or_else(corrupt)?;
+    let mut parts = [Bytes::new(), Bytes::new(), Bytes::new()];
+    for part in &mut parts {
+        let (len, tail) = split_u32(rest).ok_or_else(corrupt)?;
+        let len = len as usize;
+        if tail.len() < len {
+            return Err(corrupt());
+        }
+        *part = Bytes::copy_from_slice(&tail[..len]);
+        rest = &tail[len..];
+    }
+    let target = std::str::from_utf8(rest).map_err(|_| StorageError::Corrupt("hint target is not UTF-8".into()))?;
+    if target.is_empty() {
+        return Err(corrupt());
+    }
+    let [bucket_type, bucket, key] = parts;
+    Ok(Hint { partition, key: ObjectKey { bucket_type, bucket, key }, target: NodeId::new(target) })
+}
+
+/// A hint's value: only the version byte for now.
+pub fn encode_hint_value() -> Vec<u8> {
+    vec![FORMAT_V1]
+}
+
+pub fn check_hint_value(raw: &[u8]) -> Result<(), StorageError> {
+    match raw.first() {
+        Some(&FORMAT_V1) => Ok(()),
+        Some(&found) => Err(StorageError::UnsupportedVersion { found, supported: FORMAT_V1 }),
+        None => Err(StorageError::Corrupt("empty hint record".into())),
+    }
 }
 
 /// The first key of a partition's range.
@@ -133,6 +192,21 @@ mod tests {
         assert!(encode_key(6, &k) < raw && raw < encode_key(8, &ObjectKey::new("", "", "")));
         assert!(raw.starts_with(&partition_prefix(7)));
         assert!(decode_key(&raw[..6]).is_err());
+    }
+
+    #[test]
+    fn hint_keys_round_trip_and_group_by_key() {
+        let k = ObjectKey::new("t", "b", &b"k\0"[..]);
+        let hint = Hint { partition: 7, key: k.clone(), target: NodeId::new("0123abcd") };
+        let raw = encode_hint_key(&hint);
+        assert_eq!(decode_hint_key(&raw).unwrap(), hint);
+        assert!(raw.starts_with(&hint_prefix(7, &k)));
+        // A key that extends another is not in its range.
+        let longer = ObjectKey::new("t", "b", &b"k\0x"[..]);
+        assert!(!hint_prefix(7, &longer).starts_with(&hint_prefix(7, &k)));
+        assert!(decode_hint_key(&raw[..raw.len() - 8]).is_err());
+        check_hint_value(&encode_hint_value()).unwrap();
+        assert!(check_hint_value(&[9]).is_err());
     }
 
     #[test]

@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::codec::{decode_key, decode_object, encode_key, encode_object, partition_prefix};
-use super::{Entry, StorageError, Store, StoreStats};
-use crate::core::key::ObjectKey;
+use super::codec::{
+    check_hint_value, decode_hint_key, decode_key, decode_object, encode_hint_key, encode_hint_value, encode_key,
+    encode_object, hint_prefix, partition_prefix,
+};
+use super::{Entry, Hint, StorageError, Store, StoreStats};
+use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
 
@@ -15,6 +18,7 @@ use crate::core::ring::Partition;
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
+    hints: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -65,6 +69,60 @@ impl Store for MemoryStore {
                 .collect()
         };
         Ok(Box::new(rows.into_iter().map(|(k, v)| Ok((decode_key(&k)?.1, decode_object(&v)?)))))
+    }
+
+    fn put_hinted(
+        &self,
+        partition: Partition,
+        key: &ObjectKey,
+        object: Option<&Object>,
+        target: &NodeId,
+    ) -> Result<(), StorageError> {
+        let hint = Hint { partition, key: key.clone(), target: target.clone() };
+        // Both locks, objects first (the only order taken), so a reader
+        // never sees one write without the other.
+        let mut objects = self.objects.lock().expect("memory store lock");
+        let mut hints = self.hints.lock().expect("memory store lock");
+        if let Some(object) = object {
+            objects.insert(encode_key(partition, key), encode_object(object));
+        }
+        hints.insert(encode_hint_key(&hint), encode_hint_value());
+        Ok(())
+    }
+
+    fn hints_for(&self, partition: Partition, key: &ObjectKey) -> Result<Vec<NodeId>, StorageError> {
+        let prefix = hint_prefix(partition, key);
+        let hints = self.hints.lock().expect("memory store lock");
+        hints
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| {
+                check_hint_value(v)?;
+                Ok(decode_hint_key(k)?.target)
+            })
+            .collect()
+    }
+
+    fn hints(&self, after: Option<&Hint>, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(h) => Bound::Excluded(encode_hint_key(h)),
+            None => Bound::Unbounded,
+        };
+        let hints = self.hints.lock().expect("memory store lock");
+        hints
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| {
+                check_hint_value(v)?;
+                decode_hint_key(k)
+            })
+            .collect()
+    }
+
+    fn remove_hint(&self, hint: &Hint) -> Result<(), StorageError> {
+        self.hints.lock().expect("memory store lock").remove(&encode_hint_key(hint));
+        Ok(())
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

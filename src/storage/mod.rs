@@ -21,7 +21,7 @@ pub mod meta;
 pub mod rocks;
 mod space;
 
-use crate::core::key::ObjectKey;
+use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
 use crate::error::{ErrorCode, HasErrorCode};
@@ -52,6 +52,15 @@ impl HasErrorCode for StorageError {
 
 /// One object as found by a partition scan.
 pub type Entry = (ObjectKey, Object);
+
+/// A fallback's note that its copy of `key` belongs to `target` (a node id)
+/// too, and must be delivered there (sloppy quorum, `services::hints`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hint {
+    pub partition: Partition,
+    pub key: ObjectKey,
+    pub target: NodeId,
+}
 
 /// Counts for status pages and metrics; RocksDB's are estimates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -88,6 +97,39 @@ pub trait Store: Send + Sync + 'static {
         &self,
         partition: Partition,
     ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError>;
+
+    // Hinted handoff's durable queue. Every engine implements these (the
+    // conformance suite checks both); the defaults describe a store that
+    // keeps no hints, for test wrappers that never take one.
+
+    /// Stores a hint that `target` should get `key`, together with the
+    /// object when one is given (one write: all or none, durable together).
+    /// Storing a hint that exists already changes nothing.
+    fn put_hinted(
+        &self,
+        _partition: Partition,
+        _key: &ObjectKey,
+        _object: Option<&Object>,
+        _target: &NodeId,
+    ) -> Result<(), StorageError> {
+        Err(StorageError::Io(format!("the {} store keeps no hints", self.engine())))
+    }
+
+    /// The targets of the hints stored for one key.
+    fn hints_for(&self, _partition: Partition, _key: &ObjectKey) -> Result<Vec<NodeId>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Up to `limit` hints in (partition, key, target) order, starting after
+    /// `after` (from the first when `None`): a bounded page of the queue.
+    fn hints(&self, _after: Option<&Hint>, _limit: usize) -> Result<Vec<Hint>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Drops one hint (absent: nothing happens). Durable when it returns.
+    fn remove_hint(&self, _hint: &Hint) -> Result<(), StorageError> {
+        Ok(())
+    }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
 

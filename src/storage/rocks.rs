@@ -34,14 +34,23 @@ use rocksdb::{
     ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-use super::codec::{decode_key, decode_object, encode_key, encode_object, partition_prefix};
-use super::{Entry, StorageError, Store, StoreStats, space};
-use crate::core::key::ObjectKey;
+use super::codec::{
+    check_hint_value, decode_hint_key, decode_key, decode_object, encode_hint_key, encode_hint_value, encode_key,
+    encode_object, hint_prefix, partition_prefix,
+};
+use super::{Entry, Hint, StorageError, Store, StoreStats, space};
+use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
 
 const OBJECTS: &str = "objects";
 const META: &str = "meta";
+/// Hinted handoff's queue (see `codec` for the record format). A family of
+/// its own, so object scans never meet hints; a data directory from before
+/// hints gets it created, empty, when opened.
+const HINTS: &str = "hints";
+/// A page of hints is read in one iteration, at most this many.
+const HINT_PAGE_MAX: usize = 4096;
 
 /// How often a full store looks for free space (and reopens when it finds
 /// some): often enough to take writes again soon after space returns,
@@ -181,8 +190,11 @@ fn open_db(path: &Path) -> Result<rocksdb::DB, rocksdb::Error> {
     db_opts.set_max_background_jobs(2);
     let mut objects = Options::default();
     objects.set_compression_type(DBCompressionType::Lz4);
-    let families =
-        vec![ColumnFamilyDescriptor::new(OBJECTS, objects), ColumnFamilyDescriptor::new(META, Options::default())];
+    let families = vec![
+        ColumnFamilyDescriptor::new(OBJECTS, objects),
+        ColumnFamilyDescriptor::new(META, Options::default()),
+        ColumnFamilyDescriptor::new(HINTS, Options::default()),
+    ];
     rocksdb::DB::open_cf_descriptors(&db_opts, path, families)
 }
 
@@ -243,6 +255,69 @@ impl Store for RocksStore {
         partition: Partition,
     ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError> {
         Ok(Box::new(Scan::new(self, partition)))
+    }
+
+    fn put_hinted(
+        &self,
+        partition: Partition,
+        key: &ObjectKey,
+        object: Option<&Object>,
+        target: &NodeId,
+    ) -> Result<(), StorageError> {
+        let hint = Hint { partition, key: key.clone(), target: target.clone() };
+        self.with_db(|db| {
+            let mut batch = WriteBatch::default();
+            if let Some(object) = object {
+                batch.put_cf(cf(db, OBJECTS), encode_key(partition, key), encode_object(object));
+            }
+            batch.put_cf(cf(db, HINTS), encode_hint_key(&hint), encode_hint_value());
+            db.write_opt(batch, &self.write).map_err(map_err)
+        })
+    }
+
+    fn hints_for(&self, partition: Partition, key: &ObjectKey) -> Result<Vec<NodeId>, StorageError> {
+        let prefix = hint_prefix(partition, key);
+        self.with_db(|db| {
+            let mut out = Vec::new();
+            for row in db.iterator_cf(cf(db, HINTS), IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = row.map_err(map_err)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                check_hint_value(&v)?;
+                out.push(decode_hint_key(&k)?.target);
+            }
+            Ok(out)
+        })
+    }
+
+    fn hints(&self, after: Option<&Hint>, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        let limit = limit.min(HINT_PAGE_MAX);
+        let from = after.map(encode_hint_key);
+        self.with_db(|db| {
+            let mode = match &from {
+                Some(from) => IteratorMode::From(from, Direction::Forward),
+                None => IteratorMode::Start,
+            };
+            let mut out = Vec::new();
+            for row in db.iterator_cf(cf(db, HINTS), mode) {
+                let (k, v) = row.map_err(map_err)?;
+                if from.as_deref() == Some(&*k) {
+                    continue;
+                }
+                if out.len() == limit {
+                    break;
+                }
+                check_hint_value(&v)?;
+                out.push(decode_hint_key(&k)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn remove_hint(&self, hint: &Hint) -> Result<(), StorageError> {
+        let key = encode_hint_key(hint);
+        self.with_db(|db| db.delete_cf_opt(cf(db, HINTS), key, &self.write).map_err(map_err))
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -39,6 +39,13 @@ pub const PARTITION_TRANSFER_OBJECTS_TOTAL: &str = "vinzclortho_partition_transf
 pub const PARTITION_TRANSFER_BYTES_TOTAL: &str = "vinzclortho_partition_transfer_bytes_total";
 /// Objects deleted here after their partition was handed over.
 pub const HANDOFF_DROPPED_OBJECTS_TOTAL: &str = "vinzclortho_handoff_dropped_objects_total";
+/// Hints this node holds as a fallback, waiting for delivery, per target
+/// node. Label: `target` (the target's HTTP address). Set after each pass of
+/// the hint worker.
+pub const HINTS_QUEUED: &str = "vinzclortho_hints_queued";
+/// Hints delivered to their target (and deleted), or whose delivery failed
+/// (kept, retried). Label: `outcome` (ok, failed).
+pub const HINTS_DELIVERED_TOTAL: &str = "vinzclortho_hints_delivered_total";
 /// Transfers of the current move not yet done by a live sender, cluster-wide as this node sees it.
 pub const PARTITION_TRANSFERS_PENDING: &str = "vinzclortho_partition_transfers_pending";
 /// Members as this node's failure detector sees them. Label: `status` (up, down).
@@ -134,6 +141,8 @@ fn describe() {
     describe_counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "Objects sent by partition transfers.");
     describe_counter!(PARTITION_TRANSFER_BYTES_TOTAL, Unit::Bytes, "Bytes sent by partition transfers.");
     describe_counter!(HANDOFF_DROPPED_OBJECTS_TOTAL, "Objects deleted after their partition was handed over.");
+    describe_gauge!(HINTS_QUEUED, "Hints held here for delivery, by target node.");
+    describe_counter!(HINTS_DELIVERED_TOTAL, "Hint deliveries by outcome.");
     describe_gauge!(PARTITION_TRANSFERS_PENDING, "Transfers of the current move not yet done.");
     describe_gauge!(MEMBERS, "Cluster members by status, as this node sees them.");
     describe_gauge!(CLAIMED_PARTITIONS, "Partitions this node owns.");
@@ -173,6 +182,9 @@ fn zero() {
         counter!(PARTITION_TRANSFER_BYTES_TOTAL, "kind" => kind).increment(0);
     }
     counter!(HANDOFF_DROPPED_OBJECTS_TOTAL).increment(0);
+    for outcome in ["ok", "failed"] {
+        counter!(HINTS_DELIVERED_TOTAL, "outcome" => outcome).increment(0);
+    }
     for outcome in ["ok", "failed", "refused"] {
         counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
     }
@@ -229,6 +241,15 @@ pub fn partition_transfer_bytes(kind: &'static str, bytes: usize) {
 
 pub fn handoff_dropped(objects: u64) {
     counter!(HANDOFF_DROPPED_OBJECTS_TOTAL).increment(objects);
+}
+
+pub fn hints_queued(target: &str, count: u64) {
+    gauge!(HINTS_QUEUED, "target" => target.to_owned()).set(count as f64);
+}
+
+pub fn hints_delivered(ok: u64, failed: u64) {
+    counter!(HINTS_DELIVERED_TOTAL, "outcome" => "ok").increment(ok);
+    counter!(HINTS_DELIVERED_TOTAL, "outcome" => "failed").increment(failed);
 }
 
 pub fn gossip_round(outcome: &'static str) {

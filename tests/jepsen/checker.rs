@@ -18,6 +18,15 @@
 //!   acknowledgement, or is in the final state;
 //! * siblings: final keys with more than one value (concurrent writes kept).
 //!
+//! Sloppy quorum: a write acknowledged through a fallback (or a read that
+//! counted one) no longer meets R + W > N among the key's primaries, so a
+//! stale read where a fallback took part, in the read or in the write it
+//! missed (`X-VinzClortho-Fallbacks`), is reported apart: allowed, counted
+//! and printed; read-your-writes likewise. A stale read where none did is
+//! judged as before. A read that returns a value an operation superseded,
+//! where a fallback took part in either, is such a stale read too (not a
+//! resurrection); a superseded value in the final state never is.
+//!
 //! Stale reads and resurrections are reported by kind. *Excused* (counted,
 //! allowed): a fault that may lose a replica's data was active between the
 //! operation's start and the read's end, or a membership change was under
@@ -48,6 +57,10 @@ pub struct Report {
     /// Stale reads while a data-losing fault or a membership change was
     /// active: allowed, counted.
     pub stale_reads_excused: Vec<String>,
+    /// Stale reads (and read-your-writes misses) where a fallback took part
+    /// in the read or in the write it missed: allowed under sloppy quorum,
+    /// counted.
+    pub stale_reads_fallback: Vec<String>,
     /// Superseded or deleted values read again (or in the final state)
     /// that nothing explains: a bug.
     pub resurrections: Vec<String>,
@@ -401,9 +414,12 @@ impl<'a> KeyIndex<'a> {
                     read.client, values, read.key, read.start, read.end, read.node, value, w.end, w.client, w.node
                 )
             };
+            // A fallback in the read or in the write it missed: sloppy
+            // quorum's trade, not a bug (see the module comment).
+            let sloppy = |w: &Op| read.fallbacks > 0 || w.fallbacks > 0;
             // Read-your-writes: each of the reader's own writes it missed.
             for w in missed.iter().map(|&i| self.writes[i]).filter(|w| w.client == read.client) {
-                if blame(w).is_none() {
+                if blame(w).is_none() && !sloppy(w) {
                     let Kind::Write { value, .. } = &w.kind else { unreachable!("writes only") };
                     report.ryw_violations.push(format!(
                         "client {} wrote {} on {} at {:?}, then read {:?} at {:?}",
@@ -414,8 +430,11 @@ impl<'a> KeyIndex<'a> {
             // The latest missed write names the read; one unexcused miss
             // makes it a bug.
             let missed: Vec<&Op> = missed.iter().rev().map(|&i| self.writes[i]).collect();
-            if let Some(w) = missed.iter().find(|w| blame(w).is_none()) {
+            if let Some(w) = missed.iter().find(|w| blame(w).is_none() && !sloppy(w)) {
                 report.stale_reads.push(describe(w));
+            } else if let Some(w) = missed.iter().find(|w| blame(w).is_none()) {
+                let (r, wf) = (read.fallbacks, w.fallbacks);
+                report.stale_reads_fallback.push(format!("{} (fallbacks: read {r}, write {wf})", describe(w)));
             } else if let Some(w) = missed.first() {
                 let during = blame(w).map(|f| f.name.as_str()).unwrap_or_default();
                 report.stale_reads_excused.push(format!("{} (during {during})", describe(w)));
@@ -465,8 +484,17 @@ impl<'a> KeyIndex<'a> {
                         s.end
                     )
                 };
-                if let Some(s) = by.iter().find(|s| excuse(&history.faults, s, read).is_none()) {
+                // A superseded value read while the superseding operation
+                // (or this read) went through a fallback is a stale read
+                // under sloppy quorum, not a resurrection.
+                let sloppy = |s: &Op| read.fallbacks > 0 || s.fallbacks > 0;
+                if let Some(s) = by.iter().find(|s| excuse(&history.faults, s, read).is_none() && !sloppy(s)) {
                     report.resurrections.push(describe(s));
+                } else if let Some(s) = by.iter().find(|s| excuse(&history.faults, s, read).is_none()) {
+                    let (r, sf) = (read.fallbacks, s.fallbacks);
+                    report
+                        .stale_reads_fallback
+                        .push(format!("{} (fallbacks: read {r}, superseding {sf})", describe(s)));
                 } else if let Some(s) = by.first() {
                     let during = excuse(&history.faults, s, read).map(|f| f.name.as_str()).unwrap_or_default();
                     report.resurrections_excused.push(format!("{} (during {during})", describe(s)));
@@ -516,7 +544,7 @@ mod tests {
     }
 
     fn op(client: usize, key: &str, kind: Kind, at: u64, outcome: Outcome) -> Op {
-        Op { client, node: 0, key: key.into(), kind, start: ms(at), end: ms(at + 1), outcome }
+        Op { client, node: 0, key: key.into(), kind, start: ms(at), end: ms(at + 1), outcome, fallbacks: 0 }
     }
 
     fn write(client: usize, key: &str, value: &str, seen: &[&str], at: u64, outcome: Outcome) -> Op {
@@ -762,6 +790,41 @@ mod tests {
             &[("k", &["b"])],
         );
         assert_eq!(check(&older).stale_reads.len(), 1);
+    }
+
+    #[test]
+    fn a_stale_read_where_a_fallback_took_part_is_counted_apart() {
+        let stale = |write_fallbacks, read_fallbacks| {
+            let w = Op { fallbacks: write_fallbacks, ..write(0, "k", "a", &[], 0, ok()) };
+            let r = Op { fallbacks: read_fallbacks, ..read(1, "k", &[], 20) };
+            let own = Op { fallbacks: read_fallbacks, ..read(0, "k", &[], 30) };
+            check(&history(vec![w, r, own], &[("k", &["a"])]))
+        };
+        // No fallback anywhere: a bug, as before.
+        let r = stale(0, 0);
+        assert_eq!((r.stale_reads.len(), r.stale_reads_fallback.len(), r.ryw_violations.len()), (2, 0, 1), "{r:?}");
+        assert!(!r.valid());
+        // The write went through a fallback, or the reads counted one.
+        for (w, rd) in [(1, 0), (0, 1), (2, 2)] {
+            let r = stale(w, rd);
+            assert_eq!((r.stale_reads.len(), r.stale_reads_fallback.len(), r.ryw_violations.len()), (0, 2, 0), "{r:?}");
+            assert!(r.valid(), "{r:?}");
+            assert!(r.stale_reads_fallback[0].contains("fallbacks: read"), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn an_old_value_read_after_a_fallback_write_superseded_it_is_a_stale_read_not_a_resurrection() {
+        let old = write(0, "k", "a", &[], 0, ok());
+        let read_a = read(0, "k", &["a"], 5);
+        let newer = |fallbacks| Op { fallbacks, ..write(0, "k", "b", &["a"], 10, ok()) };
+        let later = read(1, "k", &["a"], 20);
+        let r = check(&history(vec![old.clone(), read_a.clone(), newer(0), later.clone()], &[("k", &["b"])]));
+        assert_eq!(r.resurrections.len(), 1, "{r:?}");
+        let r = check(&history(vec![old, read_a, newer(1), later], &[("k", &["b"])]));
+        assert!(r.resurrections.is_empty(), "{r:?}");
+        assert!(r.stale_reads_fallback.iter().any(|s| s.contains("superseding 1")), "{r:?}");
+        assert!(r.valid(), "{r:?}");
     }
 
     #[test]

@@ -41,6 +41,17 @@ pub struct Op {
     pub start: Duration,
     pub end: Duration,
     pub outcome: Outcome,
+    /// Fallbacks that took part, from the answer's
+    /// `X-VinzClortho-Fallbacks` (0 without an answer): with one, R + W > N
+    /// no longer promises that reads see the write (sloppy quorum).
+    pub fallbacks: usize,
+}
+
+/// The `X-VinzClortho-Fallbacks` header of an answer (0 when absent).
+pub const FALLBACKS_HEADER: &str = "x-vinzclortho-fallbacks";
+
+pub fn fallbacks_of(value: Option<&str>) -> usize {
+    value.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// A fault window, for the report and for excusing checks it may break.

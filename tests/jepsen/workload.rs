@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::history::{Kind, Op, Outcome, multipart_values};
+use super::history::{FALLBACKS_HEADER, Kind, Op, Outcome, fallbacks_of, multipart_values};
 
 const CTX: &str = "x-vinzclortho-context";
 /// Keys every client writes blindly and resolves: concurrent writes.
@@ -96,9 +96,11 @@ impl Client {
         let node = self.node();
         let start = self.now();
         let result = self.http.get(format!("http://{}/store/{key}", self.nodes[node])).send();
+        let mut fallbacks = 0;
         let (outcome, read) = match result {
             Ok(r) => {
                 let status = r.status().as_u16();
+                fallbacks = fallbacks_of(r.headers().get(FALLBACKS_HEADER).and_then(|v| v.to_str().ok()));
                 let context = r.headers().get(CTX).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let content_type =
                     r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -116,7 +118,16 @@ impl Client {
             Err(_) => (Outcome::Unknown, None),
         };
         let end = self.now();
-        self.ops.push(Op { client: self.id, node, key: key.to_owned(), kind: Kind::Read, start, end, outcome });
+        self.ops.push(Op {
+            client: self.id,
+            node,
+            key: key.to_owned(),
+            kind: Kind::Read,
+            start,
+            end,
+            outcome,
+            fallbacks,
+        });
         read
     }
 
@@ -129,10 +140,10 @@ impl Client {
         if let Some(ctx) = &context {
             request = request.header(CTX, ctx);
         }
-        let outcome = outcome_of(request.send());
+        let (outcome, fallbacks) = outcome_of(request.send());
         let end = self.now();
         let kind = Kind::Write { value, seen, after_delete };
-        self.ops.push(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome });
+        self.ops.push(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome, fallbacks });
     }
 
     fn delete(&mut self, key: &str) {
@@ -140,19 +151,25 @@ impl Client {
         let Some(context) = read.context else { return };
         let node = self.node();
         let start = self.now();
-        let outcome = outcome_of(
+        let (outcome, fallbacks) = outcome_of(
             self.http.delete(format!("http://{}/store/{key}", self.nodes[node])).header(CTX, context).send(),
         );
         let end = self.now();
         let kind = Kind::Delete { seen: read.values };
-        self.ops.push(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome });
+        self.ops.push(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome, fallbacks });
     }
 }
 
-fn outcome_of(result: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
-    match result.map(|r| r.status().as_u16()) {
+/// The outcome of a write or delete, and how many fallbacks took part.
+fn outcome_of(result: reqwest::Result<reqwest::blocking::Response>) -> (Outcome, usize) {
+    let fallbacks = result
+        .as_ref()
+        .map(|r| fallbacks_of(r.headers().get(FALLBACKS_HEADER).and_then(|v| v.to_str().ok())))
+        .unwrap_or(0);
+    let outcome = match result.map(|r| r.status().as_u16()) {
         Ok(200) => Outcome::Ok(vec![]),
         Ok(400..=499) => Outcome::Failed,
         _ => Outcome::Unknown,
-    }
+    };
+    (outcome, fallbacks)
 }

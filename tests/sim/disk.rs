@@ -14,16 +14,16 @@ use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use rand::rngs::StdRng;
-use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::Object;
 use vinzclortho::core::ring::Partition;
-use vinzclortho::storage::{Entry, MemoryStore, StorageError, Store, StoreStats};
+use vinzclortho::storage::{Entry, Hint, MemoryStore, StorageError, Store, StoreStats};
 
-/// What a power loss undoes: the previous state of one object.
-struct Undo {
-    partition: Partition,
-    key: ObjectKey,
-    previous: Option<Object>,
+/// What a power loss undoes: the previous state of one object, or of one
+/// hint (whether it existed).
+enum Undo {
+    Object { partition: Partition, key: ObjectKey, previous: Option<Object> },
+    Hint { hint: Hint, existed: bool },
 }
 
 pub struct Disk {
@@ -57,9 +57,13 @@ impl Disk {
         let undo = std::mem::take(&mut *self.unsynced.lock().unwrap());
         let lost = undo.len();
         for u in undo.into_iter().rev() {
-            let restored = match u.previous {
-                Some(object) => self.live.put(u.partition, &u.key, &object),
-                None => self.live.remove(u.partition, &u.key),
+            let restored = match u {
+                Undo::Object { partition, key, previous: Some(object) } => self.live.put(partition, &key, &object),
+                Undo::Object { partition, key, previous: None } => self.live.remove(partition, &key),
+                Undo::Hint { hint, existed: true } => {
+                    self.live.put_hinted(hint.partition, &hint.key, None, &hint.target)
+                }
+                Undo::Hint { hint, existed: false } => self.live.remove_hint(&hint),
             };
             restored.expect("the memory store does not fail");
         }
@@ -85,7 +89,13 @@ impl Disk {
 
     fn remember(&self, partition: Partition, key: &ObjectKey) {
         let previous = self.live.get(partition, key).expect("the memory store does not fail");
-        self.unsynced.lock().unwrap().push(Undo { partition, key: key.clone(), previous });
+        self.unsynced.lock().unwrap().push(Undo::Object { partition, key: key.clone(), previous });
+    }
+
+    fn remember_hint(&self, hint: Hint) {
+        let existed = self.live.hints_for(hint.partition, &hint.key).expect("the memory store does not fail");
+        let existed = existed.contains(&hint.target);
+        self.unsynced.lock().unwrap().push(Undo::Hint { hint, existed });
     }
 }
 
@@ -149,6 +159,37 @@ impl Store for SimStore {
     ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError> {
         self.check()?;
         self.disk.live.scan_partition(partition)
+    }
+
+    fn put_hinted(
+        &self,
+        partition: Partition,
+        key: &ObjectKey,
+        object: Option<&Object>,
+        target: &NodeId,
+    ) -> Result<(), StorageError> {
+        self.check()?;
+        if object.is_some() {
+            self.disk.remember(partition, key);
+        }
+        self.disk.remember_hint(Hint { partition, key: key.clone(), target: target.clone() });
+        self.disk.live.put_hinted(partition, key, object, target)
+    }
+
+    fn hints_for(&self, partition: Partition, key: &ObjectKey) -> Result<Vec<NodeId>, StorageError> {
+        self.check()?;
+        self.disk.live.hints_for(partition, key)
+    }
+
+    fn hints(&self, after: Option<&Hint>, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        self.check()?;
+        self.disk.live.hints(after, limit)
+    }
+
+    fn remove_hint(&self, hint: &Hint) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.remember_hint(hint.clone());
+        self.disk.live.remove_hint(hint)
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -6,7 +6,11 @@
 //!   the value or something that superseded it) on at least W disks among
 //!   its key's holders in the cluster's latest ring, unless a power loss
 //!   may have taken it since. A ring switch before the data moved breaks
-//!   this at once;
+//!   this at once. Under sloppy quorum a fallback's copy stands in for a
+//!   holder while it still carries a hint for the key: a covering copy on a
+//!   disk that is not a holder counts once per hint target that is not
+//!   itself a covering holder (the copy will be delivered there), and no
+//!   other copy off the holders counts;
 //! * one ring epoch names one ring: replicas fence calls by epoch alone, so
 //!   two nodes with different rings (or moves) at the same epoch could each
 //!   count holders the other does not. This one is a *known* open hole (two
@@ -164,12 +168,28 @@ impl Watcher {
                     (i, object.is_some_and(|o| o.clock().covers(dot)))
                 })
                 .collect();
-            let covered = covering.iter().filter(|(_, c)| *c).count();
+            let mut covered_by: Vec<String> =
+                covering.iter().filter(|(_, c)| *c).map(|(i, _)| holders_name(&holders, *i, &self.cluster)).collect();
+            let mut by_fallback = Vec::new();
+            for i in (0..self.cluster.size()).filter(|i| !covering.iter().any(|(h, _)| h == i)) {
+                let disk = self.cluster.disk(i);
+                let contents = disk.contents();
+                let covers = contents.get(p, &key).ok().flatten().is_some_and(|o| o.clock().covers(dot));
+                if !covers {
+                    continue;
+                }
+                let targets = contents.hints_for(p, &key).unwrap_or_default();
+                if let Some(t) = targets.iter().find(|t| !covered_by.contains(&t.to_string())) {
+                    covered_by.push(t.to_string());
+                    by_fallback.push((i, t.to_string()));
+                }
+            }
+            let covered = covered_by.len();
             if covered < view.w {
                 let problem = format!(
                     "acknowledged write {value} of key {} (partition {p}, acknowledged at {:?} through node {}) is \
                      covered on {covered} of its {} holders at ring epoch {} (W = {}); holders (node, covers): \
-                     {covering:?}",
+                     {covering:?}; hinted fallbacks (node, for): {by_fallback:?}",
                     op.key,
                     op.end,
                     op.node,
@@ -183,6 +203,11 @@ impl Watcher {
             }
         }
     }
+}
+
+/// The node id of holder disk `i`, to match hint targets against.
+fn holders_name(holders: &[vinzclortho::core::key::NodeId], i: usize, cluster: &Cluster) -> String {
+    holders.iter().find(|h| cluster.index_of(h) == Some(i)).map(|h| h.to_string()).unwrap_or_default()
 }
 
 /// A ring in a line: how many partitions each owner has.
@@ -201,6 +226,17 @@ pub async fn watch(watcher: Arc<Watcher>, stop: Arc<AtomicBool>) {
         watcher.check_epochs();
         tokio::time::sleep(EVERY).await;
     }
+}
+
+/// Hints on every disk, as "node i: count" for the nonzero ones; empty once
+/// every fallback delivered what it held for others.
+pub fn hints_left(cluster: &Cluster) -> Vec<String> {
+    (0..cluster.size())
+        .filter_map(|i| {
+            let count = cluster.disk(i).contents().hints(None, usize::MAX).map(|h| h.len()).unwrap_or(0);
+            (count > 0).then(|| format!("node {i}: {count}"))
+        })
+        .collect()
 }
 
 /// The values of `key` on its holders' disks, if they all agree.

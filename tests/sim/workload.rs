@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::history::{Kind, Op, Outcome, multipart_values};
+use super::history::{FALLBACKS_HEADER, Kind, Op, Outcome, fallbacks_of, multipart_values};
 use super::world::Cluster;
 
 const CTX: &str = "x-vinzclortho-context";
@@ -42,6 +42,8 @@ struct Read {
 /// What came back from a node, if anything.
 struct Answer {
     status: u16,
+    /// Fallbacks that took part (`X-VinzClortho-Fallbacks`).
+    fallbacks: usize,
     context: Option<String>,
     content_type: String,
     body: String,
@@ -97,13 +99,17 @@ impl Client {
         let exchange = async {
             let (response, incarnation) = self.cluster.request(node, request).await?;
             let status = response.status().as_u16();
-            let (context, content_type) = {
+            let (context, content_type, fallbacks) = {
                 let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                (header(CTX), header("content-type").unwrap_or_default())
+                (
+                    header(CTX),
+                    header("content-type").unwrap_or_default(),
+                    fallbacks_of(header(FALLBACKS_HEADER).as_deref()),
+                )
             };
             let body = response.into_body().collect().await.ok()?.to_bytes();
             let body = String::from_utf8_lossy(&body).into_owned();
-            Some((Answer { status, context, content_type, body }, incarnation))
+            Some((Answer { status, fallbacks, context, content_type, body }, incarnation))
         };
         let (answer, incarnation) = tokio::time::timeout(CLIENT_TIMEOUT, exchange).await.ok()??;
         // An answer from a process that has died since is a reset connection.
@@ -125,6 +131,7 @@ impl Client {
         let node = self.node();
         let start = self.now();
         let answer = self.send(node, Method::GET, key, None, String::new()).await;
+        let fallbacks = answer.as_ref().map_or(0, |a| a.fallbacks);
         let (outcome, read) = match answer {
             Some(a) => match a.status {
                 200 => (Outcome::Ok(vec![a.body.clone()]), Some(Read { values: vec![a.body], context: a.context })),
@@ -139,7 +146,16 @@ impl Client {
             None => (Outcome::Unknown, None),
         };
         let end = self.now();
-        self.record(Op { client: self.id, node, key: key.to_owned(), kind: Kind::Read, start, end, outcome });
+        self.record(Op {
+            client: self.id,
+            node,
+            key: key.to_owned(),
+            kind: Kind::Read,
+            start,
+            end,
+            outcome,
+            fallbacks,
+        });
         read
     }
 
@@ -151,8 +167,9 @@ impl Client {
         let answer = self.send(node, Method::PUT, key, context.as_deref(), value.clone()).await;
         let end = self.now();
         let kind = Kind::Write { value, seen, after_delete };
+        let fallbacks = answer.as_ref().map_or(0, |a| a.fallbacks);
         let outcome = outcome_of(answer);
-        self.record(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome });
+        self.record(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome, fallbacks });
     }
 
     async fn delete(&mut self, key: &str) {
@@ -163,7 +180,9 @@ impl Client {
         let answer = self.send(node, Method::DELETE, key, Some(&context), String::new()).await;
         let end = self.now();
         let kind = Kind::Delete { seen: read.values };
-        self.record(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome: outcome_of(answer) });
+        let fallbacks = answer.as_ref().map_or(0, |a| a.fallbacks);
+        let outcome = outcome_of(answer);
+        self.record(Op { client: self.id, node, key: key.to_owned(), kind, start, end, outcome, fallbacks });
     }
 }
 
