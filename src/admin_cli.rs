@@ -60,6 +60,18 @@ pub enum AdminCommand {
     },
     /// A key's partition and its preference list.
     Preflist { key: String },
+    /// Every copy of a key, asked from each node of its preference list
+    /// (primaries, then fallbacks) without repairing anything: divergence
+    /// shows as different siblings or contexts.
+    Replicas {
+        key: String,
+        /// The key's bucket type (default: `default`).
+        #[arg(long = "type", value_name = "TYPE")]
+        bucket_type: Option<String>,
+        /// The key's bucket (default: `default`).
+        #[arg(long)]
+        bucket: Option<String>,
+    },
     /// Exit 0 once every member is up and nothing is moving or
     /// under-replicated, as seen from the node; 1 at the timeout.
     WaitHealthy {
@@ -133,6 +145,18 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
             let path = format!("/admin/preflist/{}", encode_key(key));
             let preflist = node.json(Method::GET, &path, None).await?;
             print(json, &preflist, preflist_table);
+        }
+        AdminCommand::Replicas { key, bucket_type, bucket } => {
+            let mut path = format!("/admin/replicas/{}", encode_key(key));
+            let query: Vec<String> = [("type", bucket_type), ("bucket", bucket)]
+                .into_iter()
+                .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name}={}", encode_key(v).replace('/', "%2F"))))
+                .collect();
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            let replicas = node.json(Method::GET, &path, None).await?;
+            print(json, &replicas, replicas_table);
         }
         AdminCommand::WaitHealthy { timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(*timeout);
@@ -421,6 +445,42 @@ fn preflist_table(p: &Value) -> String {
         })
         .unwrap_or_default();
     out.push_str(&table(&["NODE", "ID", "PARTITION", "ROLE"], rows));
+    out
+}
+
+fn replicas_table(r: &Value) -> String {
+    let mut out = format!("partition {}\n", text(&r["partition"]));
+    let rows = r["replicas"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|c| {
+                    let copy = if c["answered"] != true {
+                        "no answer".to_owned()
+                    } else {
+                        let siblings: Vec<String> = c["siblings"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|s| {
+                                let sha = text(&s["sha1"]);
+                                let short = sha.get(..12).unwrap_or(&sha).to_owned();
+                                if s["deleted"] == true { "deleted".to_owned() } else { short }
+                            })
+                            .collect();
+                        if siblings.is_empty() { "absent".to_owned() } else { siblings.join(" ") }
+                    };
+                    vec![
+                        text(&c["node"]),
+                        if c["primary"] == true { "primary".into() } else { "fallback".into() },
+                        copy,
+                        c["context"].as_str().filter(|c| !c.is_empty()).unwrap_or("-").to_owned(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["NODE", "ROLE", "SIBLINGS (SHA-1)", "CONTEXT"], rows));
     out
 }
 

@@ -112,4 +112,27 @@ fn admin_commands_show_the_cluster_and_exit_codes_say_how_it_went() {
     let unhealthy = admin(&node, &["wait-healthy", "--timeout", "1"]);
     assert_eq!(unhealthy.status.code(), Some(1));
     assert!(stderr(&unhealthy).contains(&down), "{}", stderr(&unhealthy));
+
+    // replicas: each copy of a key as its node holds it; the stopped node's
+    // copy, if it is a replica of the key, did not answer.
+    let http = common::client();
+    let put = http.put(format!("http://{node}/store/cli%20key?w=2")).body("v").send().unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let replicas = json(&admin(&node, &["replicas", "cli key", "--json"]));
+    let direct: serde_json::Value =
+        http.get(format!("http://{node}/admin/replicas/cli%20key")).send().unwrap().json().unwrap();
+    assert_eq!(replicas["partition"], direct["partition"]);
+    let copies = replicas["replicas"].as_array().unwrap();
+    assert!(copies.len() >= 3, "{replicas}");
+    let holding = copies.iter().filter(|c| c["answered"] == true && !c["siblings"].as_array().unwrap().is_empty());
+    assert!(holding.count() >= 2, "W copies: {replicas}");
+    let table = stdout(&admin(&node, &["replicas", "cli key"]));
+    assert!(table.contains("primary") && table.contains("NODE"), "{table}");
+    if copies.iter().any(|c| c["node"] == down.as_str()) {
+        assert!(table.lines().any(|l| l.starts_with(down.as_str()) && l.contains("no answer")), "{table}");
+    }
+    let other = json(&admin(&node, &["replicas", "cli key", "--type", "default", "--bucket", "elsewhere", "--json"]));
+    assert!(
+        other["replicas"].as_array().unwrap().iter().all(|c| c["siblings"].as_array().is_none_or(|s| s.is_empty()))
+    );
 }
