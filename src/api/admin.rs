@@ -63,6 +63,8 @@ pub struct Status {
     /// This node's outgoing partition transfers for the current move.
     transfers: Vec<TransferProgress>,
     storage: StorageStatus,
+    /// Exchanges, keys repaired, trees; null when anti-entropy is off.
+    anti_entropy: Option<crate::services::anti_entropy::Status>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +120,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         },
         transfers,
         storage: StorageStatus { engine: api.store.engine(), stats },
+        anti_entropy: api.anti_entropy.as_ref().map(|ae| ae.status()),
     }))
 }
 

@@ -56,6 +56,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// This node's outgoing partition transfers.
     pub transfers: Progress,
+    /// Anti-entropy's progress; `None` when it is off.
+    pub anti_entropy: Option<Arc<crate::services::anti_entropy::AntiEntropy>>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: Limits,
