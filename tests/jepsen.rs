@@ -2,7 +2,8 @@
 //! a history, a seeded schedule of faults (partitions both ways and one way,
 //! packet loss, crashes with restarts, pauses longer than the failure
 //! detector's timeout, lost disks, full disks, power loss and restored
-//! snapshots) overlapping with membership changes (claims lowered and
+//! snapshots, and in five-node runs objects wiped from a node that keeps
+//! its identity) overlapping with membership changes (claims lowered and
 //! raised, joins while a node is down, two joins at once), then healing,
 //! convergence, and a checker (`jepsen/checker.rs`).
 //!
@@ -69,6 +70,10 @@ enum Fault {
     Crash(usize),
     /// SIGSTOP for longer than the failure timeout, then SIGCONT.
     Pause(usize),
+    /// kill -9, every object deleted but the node's identity kept, and
+    /// restarted at once: the node is the same member with an empty store,
+    /// which only anti-entropy (or read repair) refills.
+    WipedObjects(usize),
     /// kill -9, data directory deleted; the node comes back empty (a new
     /// node at the same address, replacing its old self) and rejoins.
     LostDisk(usize),
@@ -118,7 +123,7 @@ impl Fault {
     /// May make a replica forget acknowledged writes: its window lasts
     /// until the ring settled and read repair had a moment.
     fn loses_data(&self) -> bool {
-        matches!(self, Fault::LostDisk(_) | Fault::PowerLoss(_) | Fault::RestoreSnapshot(_))
+        matches!(self, Fault::LostDisk(_) | Fault::PowerLoss(_) | Fault::RestoreSnapshot(_) | Fault::WipedObjects(_))
     }
 
     /// The nodes it acts on (no two overlapping faults share one).
@@ -129,6 +134,7 @@ impl Fault {
             | Fault::Crash(i)
             | Fault::Pause(i)
             | Fault::LostDisk(i)
+            | Fault::WipedObjects(i)
             | Fault::DiskFull(i)
             | Fault::Slow { node: i, .. }
             | Fault::PowerLoss(i)
@@ -242,6 +248,9 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
             }
         } else {
             let choice = if network { rng.random_range(0..11) } else { rng.random_range(3..10) };
+            // Five-node runs also wipe a node's objects (an extra draw, so
+            // the schedules of smaller runs replay as before).
+            let choice = if nodes >= 5 && rng.random_ratio(1, 12) { 11 } else { choice };
             match choice {
                 0 => (Fault::Isolate(node), length),
                 1 => (Fault::OneWay { to: vec![node], from: vec![other] }, length),
@@ -256,6 +265,7 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
                 7 => (Fault::KillTwo(node, other), length),
                 8 => (Fault::PowerLoss(node), ms(rng, 500..1000)),
                 9 => (Fault::RestoreSnapshot(node), length),
+                11 => (Fault::WipedObjects(node), length),
                 _ => (Fault::DiskFull(node), length),
             }
         };
@@ -316,6 +326,7 @@ impl Cluster {
             Fault::Crash(i) => self.nodes[*i].kill9(),
             Fault::Pause(i) => self.nodes[*i].pause(),
             Fault::LostDisk(i) => self.nodes[*i].lose_disk(),
+            Fault::WipedObjects(i) => self.nodes[*i].wipe_objects(),
             Fault::KillTwo(a, b) => {
                 self.nodes[*a].kill9();
                 self.nodes[*b].kill9();
@@ -362,7 +373,8 @@ impl Cluster {
                     set_claim(&self.nodes[i], claim);
                 }
             }
-            Fault::TwoJoins(..) => {}
+            // Back at once; the window lasts while anti-entropy refills it.
+            Fault::TwoJoins(..) | Fault::WipedObjects(_) => {}
             Fault::PowerLoss(i) | Fault::RestoreSnapshot(i) => {
                 let from = self.snapshot_dir(position);
                 self.nodes[*i].restore(&from);
@@ -889,6 +901,39 @@ fn membership_and_data_loss_faults_once() {
         length: at(32_000),
         env: vec![],
         subnet: 81,
+        schedule: Some(schedule),
+    });
+    assert!(outcome.report.acknowledged_writes > 50, "too few acknowledged writes to judge: {:?}", outcome.report);
+    assert_correct(&outcome);
+}
+
+/// "Wiped disk repaired by anti-entropy only": five nodes with N=3, read
+/// repair off on every node (`--read-repair=false`, so neither the
+/// workload's reads nor the final r=all convergence reads repair
+/// anything), and two nodes in turn losing every object while keeping
+/// their identity; anti-entropy alone must bring every replica back: no
+/// acknowledged write lost, convergence. Runs only when `JEPSEN_SECONDS`
+/// is set, as the other five-node run (the short suite stays short):
+/// `JEPSEN_SECONDS=30 cargo test --release --test jepsen -- --nocapture wiped_disk`.
+#[test]
+fn wiped_disk_repaired_by_anti_entropy_only() {
+    if std::env::var("JEPSEN_SECONDS").is_err() {
+        println!("jepsen: wiped_disk_repaired_by_anti_entropy_only runs only with JEPSEN_SECONDS set");
+        return;
+    }
+    let schedule = vec![
+        Scheduled { fault: Fault::WipedObjects(1), start: at(4000), length: at(8000) },
+        Scheduled { fault: Fault::Crash(0), start: at(6000), length: at(2000) },
+        Scheduled { fault: Fault::WipedObjects(3), start: at(14_000), length: at(8000) },
+    ];
+    let outcome = run(Run {
+        seed: 103,
+        nodes: 5,
+        spares: 0,
+        clients: 6,
+        length: at(26_000),
+        env: vec![("VINZCLORTHO_READ_REPAIR", "false"), ("VINZCLORTHO_ANTI_ENTROPY_INTERVAL_MS", "500")],
+        subnet: 84,
         schedule: Some(schedule),
     });
     assert!(outcome.report.acknowledged_writes > 50, "too few acknowledged writes to judge: {:?}", outcome.report);
