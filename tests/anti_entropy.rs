@@ -269,3 +269,135 @@ fn without_anti_entropy_and_read_repair_a_divergence_stays() {
     });
     assert!(healed.is_none(), "the divergence was repaired with anti-entropy and read repair off");
 }
+
+/// Runs `vinzclortho bench` (the same binary) against every node of `c`
+/// and returns its JSON report.
+fn bench(c: &Cluster, args: &[&str]) -> serde_json::Value {
+    let nodes: Vec<String> = c.running().map(|n| n.http.clone()).collect();
+    let out = std::process::Command::new(common::BIN)
+        .args(["bench", "--nodes", &nodes.join(","), "--json", "-q", "--seed", "1"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Kills node `i`, deletes every object from its store (its identity
+/// stays), restarts it; returns how many objects it held.
+fn wipe_objects(c: &mut Cluster, i: usize, partitions: u32) -> usize {
+    let (http, cluster) = c.kill9(i);
+    let mut removed = 0;
+    {
+        let store = RocksStore::open(&c.data_dir(i), &RocksOptions { sync_writes: false }).unwrap();
+        for p in 0..partitions {
+            let keys: Vec<ObjectKey> = store.scan_partition(p).unwrap().map(|e| e.unwrap().0).collect();
+            for k in &keys {
+                store.remove(p, k).unwrap();
+            }
+            removed += keys.len();
+        }
+    }
+    c.restart(i, &http, &cluster);
+    removed
+}
+
+/// Objects node `i` holds, counted exactly (it is stopped for the count
+/// and restarted).
+fn count_objects(c: &mut Cluster, i: usize, partitions: u32) -> usize {
+    let (http, cluster) = c.kill9(i);
+    let count = {
+        let store = RocksStore::open(&c.data_dir(i), &RocksOptions { sync_writes: false }).unwrap();
+        (0..partitions).map(|p| store.scan_partition(p).unwrap().count()).sum()
+    };
+    c.restart(i, &http, &cluster);
+    count
+}
+
+fn latency(report: &serde_json::Value) -> String {
+    let o = &report["overall"];
+    format!(
+        "{:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+        o["ops_per_s"].as_f64().unwrap(),
+        o["latency_ms"]["p50"].as_f64().unwrap(),
+        o["latency_ms"]["p99"].as_f64().unwrap(),
+        o["errors"]
+    )
+}
+
+/// The measurement docs/performance.md records (not a timed test):
+/// a 3-node cluster (N=3: every node holds every key) with 100,000 keys,
+/// read repair off; one node's objects are deleted (identity kept) and the
+/// time until anti-entropy alone has put all 100,000 back is measured;
+/// then request latency with `vinzclortho bench` while idle and while
+/// anti-entropy repairs a second wipe.
+///
+/// `AAE_INTERVAL_MS=1000 AAE_KEYS=100000 cargo test --release --test anti_entropy -- --ignored --nocapture measure`
+#[test]
+#[ignore]
+fn measure_wiped_node_repair_and_latency() {
+    let _serial = serial();
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (keys, interval_ms, repairs) =
+        (env("AAE_KEYS", 100_000), env("AAE_INTERVAL_MS", 1000), env("AAE_REPAIRS_PER_SECOND", 1000));
+    const P: u32 = 64;
+    let (interval, repairs) = (interval_ms.to_string(), repairs.to_string());
+    let args = [
+        "-p",
+        "64",
+        "--gossip-interval-ms",
+        "200",
+        "--failure-timeout-ms",
+        "2000",
+        "--read-repair=false",
+        "--anti-entropy-interval-ms",
+        &interval,
+        "--anti-entropy-repairs-per-second",
+        &repairs,
+    ];
+    let mut c = Cluster::start_with(64, 3, &args);
+    let keys_arg = keys.to_string();
+    let preload = bench(&c, &["--keys", &keys_arg, "--preload", "--ops", "1", "--mix", "read=100"]);
+    println!("measure: preloaded {keys} keys in {:.1} s", preload["preload"]["elapsed_s"].as_f64().unwrap());
+    let held = count_objects(&mut c, 2, P);
+    assert_eq!(held as u64, keys, "node 2 holds every key before the wipe");
+    c.wait_converged(Duration::from_secs(60));
+
+    // Repair time, no load.
+    let removed = wipe_objects(&mut c, 2, P);
+    let started = std::time::Instant::now();
+    c.wait_converged(Duration::from_secs(60));
+    // Done when node 2's object count (a RocksDB estimate) is back, or,
+    // should the estimate lag, once repairs stopped for 10 s; the exact
+    // count below says which.
+    let (mut last, mut last_change) = (0, std::time::Instant::now());
+    let repair_s = wait_for("node 2 to hold every key again", Duration::from_secs(3600), || {
+        let objects = status(c.node(2))?["storage"]["objects"].as_u64()?;
+        let repaired: u64 = c.running().filter_map(|n| anti_entropy(n)["keys_repaired"].as_u64()).sum();
+        if repaired != last {
+            (last, last_change) = (repaired, std::time::Instant::now());
+        }
+        if objects >= keys {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        (repaired > 0 && last_change.elapsed() > Duration::from_secs(10)).then(|| (last_change - started).as_secs_f64())
+    });
+    let repaired: u64 = c.running().map(|n| anti_entropy(n)["keys_repaired"].as_u64().unwrap()).sum();
+    let back = count_objects(&mut c, 2, P);
+    println!(
+        "measure: wiped {removed} objects; anti-entropy alone put back {back} in {repair_s:.1} s \
+         (interval {interval_ms} ms, {P} partitions, {repairs} repairs/s per node; {repaired} key repairs in all)"
+    );
+    c.wait_converged(Duration::from_secs(60));
+
+    // Latency idle, then during the repair of a second wipe.
+    let load = ["--duration", "20", "-c", "16", "--keys", &keys_arg, "--mix", "read=90,write=10"];
+    let idle = bench(&c, &load);
+    println!("measure: idle:                 {}", latency(&idle));
+    wipe_objects(&mut c, 2, P);
+    c.wait_converged(Duration::from_secs(60));
+    let before: u64 = c.running().map(|n| anti_entropy(n)["keys_repaired"].as_u64().unwrap()).sum();
+    let during = bench(&c, &load);
+    let after: u64 = c.running().map(|n| anti_entropy(n)["keys_repaired"].as_u64().unwrap()).sum();
+    println!("measure: during anti-entropy:  {} ({} keys repaired meanwhile)", latency(&during), after - before);
+}
