@@ -277,3 +277,86 @@ impl AntiEntropyClient {
 fn invalid(node: &NodeId, what: String) -> ReplicaError {
     ReplicaError::Remote { node: node.clone(), code: ErrorCode::Internal, message: format!("invalid answer: {what}") }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The service's checks and message bounds, called directly (no socket).
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::core::tictac::segment_of;
+
+    /// A partition of `keys` keys, all with version 7.
+    struct Fixed {
+        keys: usize,
+    }
+
+    #[async_trait]
+    impl TreeSource for Fixed {
+        async fn tree(&self, partition: Partition) -> Result<TicTacTree, TreeError> {
+            match partition {
+                3 => Err(TreeError::NotHeld(3)),
+                _ => Ok(TicTacTree::new()),
+            }
+        }
+
+        async fn segment_keys(
+            &self,
+            _partition: Partition,
+            segments: BTreeSet<Segment>,
+        ) -> Result<Vec<(ObjectKey, VersionHash)>, TreeError> {
+            let mut keys: Vec<_> = (0..self.keys)
+                .map(|i| ObjectKey::in_default_bucket(format!("k{i:06}")))
+                .filter(|k| segments.contains(&segment_of(k)))
+                .map(|k| (k, 7))
+                .collect();
+            keys.sort();
+            Ok(keys)
+        }
+    }
+
+    fn service(keys: usize) -> AntiEntropyService {
+        AntiEntropyService { source: Arc::new(Fixed { keys }), partitions: 8 }
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_invalid_arguments_with_a_reason() {
+        let s = service(0);
+        let e = s.branches(Request::new(pb::BranchesRequest { partition: 8 })).await.unwrap_err();
+        assert_eq!((e.code(), e.message().contains("does not exist")), (tonic::Code::InvalidArgument, true), "{e:?}");
+        let cases = [(vec![32], "out of range"), ((0..33).collect::<Vec<_>>(), "at most 32")];
+        for (branches, needle) in cases {
+            let e = s.leaves(Request::new(pb::LeavesRequest { partition: 1, branches })).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains(needle), "{e:?}");
+        }
+        for (segments, needle) in [(vec![1024], "out of range"), ((0..257).collect::<Vec<_>>(), "at most 256")] {
+            let request = pb::SegmentKeysRequest { partition: 1, segments };
+            let e = s.segment_keys(Request::new(request)).await.err().expect("refused");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains(needle), "{e:?}");
+        }
+        // A partition this node does not hold: not an internal error.
+        let e = s.branches(Request::new(pb::BranchesRequest { partition: 3 })).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Conflict.grpc_code(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_tree_and_long_key_lists_come_in_bounded_messages() {
+        let s = service(20_000);
+        let branches = s.branches(Request::new(pb::BranchesRequest { partition: 1 })).await.unwrap();
+        assert_eq!(branches.into_inner().branches.len(), BRANCHES);
+        let leaves = s.leaves(Request::new(pb::LeavesRequest { partition: 1, branches: vec![5, 5, 2] })).await;
+        let leaves = leaves.unwrap().into_inner().branches;
+        assert_eq!(leaves.iter().map(|b| b.branch).collect::<Vec<_>>(), vec![2, 5], "sorted, no repeats");
+        assert!(leaves.iter().all(|b| b.leaves.len() == SEGMENTS_PER_BRANCH));
+        let request = pb::SegmentKeysRequest { partition: 1, segments: (0..256).collect() };
+        let messages: Vec<_> = s.segment_keys(Request::new(request)).await.unwrap().into_inner().collect().await;
+        let sizes: Vec<usize> = messages.iter().map(|m| m.as_ref().unwrap().keys.len()).collect();
+        assert!(sizes.len() > 1 && sizes.iter().all(|&n| 0 < n && n <= KEYS_PER_MESSAGE_MAX), "{sizes:?}");
+        // About a quarter of the keys fall in a quarter of the segments.
+        let total: usize = sizes.iter().sum();
+        assert!((4000..6000).contains(&total), "{total}");
+    }
+}
