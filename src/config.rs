@@ -116,6 +116,27 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_SIBLINGS_MAX", value_name = "N")]
     pub siblings_max: Option<usize>,
 
+    /// How often this node compares one of its partitions with the other
+    /// replicas and repairs what differs (active anti-entropy), in
+    /// milliseconds; 0 disables it (and its hash trees) [default: 10000]
+    #[arg(long, env = "VINZCLORTHO_ANTI_ENTROPY_INTERVAL_MS", value_name = "MS")]
+    pub anti_entropy_interval_ms: Option<u64>,
+
+    /// Rebuild an anti-entropy hash tree from the store once it is this old,
+    /// in milliseconds [default: 3600000]
+    #[arg(long, env = "VINZCLORTHO_ANTI_ENTROPY_REBUILD_INTERVAL_MS", value_name = "MS")]
+    pub anti_entropy_rebuild_interval_ms: Option<u64>,
+
+    /// Keys anti-entropy repairs per second at most, so that repairing a
+    /// wiped node does not slow client requests [default: 1000]
+    #[arg(long, env = "VINZCLORTHO_ANTI_ENTROPY_REPAIRS_PER_SECOND", value_name = "N")]
+    pub anti_entropy_repairs_per_second: Option<u32>,
+
+    /// Repair stale replicas found by reads (read repair); false leaves
+    /// repairs to anti-entropy and handoff [default: true]
+    #[arg(long, env = "VINZCLORTHO_READ_REPAIR", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub read_repair: Option<bool>,
+
     /// OTLP/gRPC collector to export traces to (e.g. http://127.0.0.1:4317);
     /// OTEL_EXPORTER_OTLP_ENDPOINT works too [default: none, no export]
     #[arg(long, env = "VINZCLORTHO_OTLP_ENDPOINT", value_name = "URL")]
@@ -154,6 +175,11 @@ pub struct Config {
     pub siblings: SiblingLimits,
     pub log_format: LogFormat,
     pub otlp_endpoint: Option<String>,
+    /// Zero: anti-entropy is off.
+    pub anti_entropy_interval: Duration,
+    pub anti_entropy_rebuild_interval: Duration,
+    pub anti_entropy_repairs_per_second: u32,
+    pub read_repair: bool,
 }
 
 impl Config {
@@ -207,6 +233,14 @@ impl NodeArgs {
             max_value_bytes: self.max_value_bytes.or(lower.max_value_bytes),
             siblings_warn: self.siblings_warn.or(lower.siblings_warn),
             siblings_max: self.siblings_max.or(lower.siblings_max),
+            anti_entropy_interval_ms: self.anti_entropy_interval_ms.or(lower.anti_entropy_interval_ms),
+            anti_entropy_rebuild_interval_ms: self
+                .anti_entropy_rebuild_interval_ms
+                .or(lower.anti_entropy_rebuild_interval_ms),
+            anti_entropy_repairs_per_second: self
+                .anti_entropy_repairs_per_second
+                .or(lower.anti_entropy_repairs_per_second),
+            read_repair: self.read_repair.or(lower.read_repair),
             log_format: self.log_format.or(lower.log_format),
             otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
             config: self.config,
@@ -279,6 +313,15 @@ impl NodeArgs {
         if max_key_bytes == 0 {
             return Err(invalid("--max-key-bytes must be at least 1".into()));
         }
+        let rebuild_ms = self.anti_entropy_rebuild_interval_ms.unwrap_or(3_600_000);
+        let repairs_per_second = self.anti_entropy_repairs_per_second.unwrap_or(1000);
+        if rebuild_ms == 0 || repairs_per_second == 0 {
+            return Err(invalid(
+                "--anti-entropy-rebuild-interval-ms and --anti-entropy-repairs-per-second must be above 0 \
+                 (--anti-entropy-interval-ms 0 turns anti-entropy off)"
+                    .into(),
+            ));
+        }
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| Path::new("vinzclortho-data").join(format!("{}_{port}", host.replace(':', "_"))));
@@ -302,6 +345,10 @@ impl NodeArgs {
             siblings,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             otlp_endpoint: self.otlp_endpoint,
+            anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms.unwrap_or(10_000)),
+            anti_entropy_rebuild_interval: Duration::from_millis(rebuild_ms),
+            anti_entropy_repairs_per_second: repairs_per_second,
+            read_repair: self.read_repair.unwrap_or(true),
         })
     }
 }
@@ -356,6 +403,26 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.address, DEFAULT_ADDRESS);
         assert_eq!(c.partitions, None);
+        assert_eq!(c.anti_entropy_interval, Duration::from_secs(10));
+        assert!(c.read_repair);
+    }
+
+    #[test]
+    fn anti_entropy_and_read_repair_switches() {
+        let c = parse(&["--anti-entropy-interval-ms", "0", "--read-repair=false"]).unwrap();
+        assert!(c.anti_entropy_interval.is_zero(), "0 turns anti-entropy off");
+        assert!(!c.read_repair);
+        let c = parse(&["--read-repair", "--anti-entropy-repairs-per-second", "5"]).unwrap();
+        assert!(c.read_repair);
+        assert_eq!(c.anti_entropy_repairs_per_second, 5);
+        let err = parse(&["--anti-entropy-repairs-per-second", "0"]).unwrap_err().to_string();
+        assert!(err.contains("above 0"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "anti_entropy_interval_ms = 2000\nread_repair = false\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.anti_entropy_interval, Duration::from_secs(2));
+        assert!(!c.read_repair);
     }
 
     #[test]

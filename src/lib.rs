@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! * [`core`]: pure logic, no I/O: keys, version vectors and siblings
-//!   (`vclock`, `object`), the context token, the ring, quorum accounting.
+//!   (`vclock`, `object`), the context token, the ring, quorum accounting,
+//!   anti-entropy's hash trees (`tictac`).
 //! * [`storage`]: the `Store` trait, RocksDB and in-memory engines, the
 //!   versioned on-disk format.
 //! * [`replica`]: what a node does with a key it holds (Riak's vnode), and
@@ -19,7 +20,8 @@
 //!   `rpc::peers::Connector`) is passed in as a `node::Host`, so the
 //!   deterministic simulator (`tests/sim.rs`) runs the same nodes.
 //! * [`watched`]: a watched value whose waiters wake in order.
-//! * [`services`]: background workers (gossip, handoff, hinted handoff).
+//! * [`services`]: background workers (gossip, handoff, hinted handoff,
+//!   anti-entropy).
 //! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
 //! * [`bench`]: `vinzclortho bench`, the load generator and its checks.
 //! * [`admin_cli`]: `vinzclortho admin`, the operator's CLI (an HTTP client

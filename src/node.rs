@@ -31,11 +31,12 @@ use crate::core::key::NodeId;
 use crate::core::membership::{ClusterState, Member};
 use crate::env::Env;
 use crate::membership::{self, Membership, MembershipError};
-use crate::replica::Replica;
+use crate::replica::{Replica, WriteObserver};
 use crate::rpc::identity::Caller;
 use crate::rpc::membership::MembershipService;
 use crate::rpc::peers::{Connector, Peers};
 use crate::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
+use crate::services::anti_entropy::{self, AntiEntropy, AntiEntropyWorker, LocalTrees};
 use crate::services::gossip::GossipWorker;
 use crate::services::handoff::{HandoffWorker, Progress};
 use crate::storage::meta::{self, MetaError};
@@ -92,6 +93,8 @@ pub struct App {
     pub hints: crate::services::hints::HintCounts,
     /// How long a client request (and a hint delivery) may take.
     pub request_timeout: Duration,
+    /// `None` when anti-entropy is off (`--anti-entropy-interval-ms 0`).
+    pub anti_entropy: Option<Arc<AntiEntropy>>,
     pub env: Env,
 }
 
@@ -245,9 +248,13 @@ pub fn build(
         config.failure_timeout.as_millis() as u64,
         env.clock.clone(),
     )?);
+    let anti_entropy =
+        (!config.anti_entropy_interval.is_zero()).then(|| Arc::new(AntiEntropy::new(&anti_entropy_settings(config))));
+    let observer = anti_entropy.as_ref().map(|ae| Arc::clone(&ae.trees) as Arc<dyn WriteObserver>);
     let replica = Arc::new(
         Replica::new(Arc::clone(&store), config.siblings)
             .with_blocking_writes(config.sync_writes && config.storage == StorageKind::Rocksdb)
+            .with_observer(observer)
             .with_env(env),
     );
     let peers = peers_for(config, host, &Caller::member(node.clone(), membership.cluster_id()));
@@ -261,7 +268,8 @@ pub fn build(
             Arc::clone(&replicas),
             settings,
         )
-        .with_env(env),
+        .with_env(env)
+        .with_read_repair(config.read_repair),
     );
     let hints = crate::services::hints::HintCounts::default();
     let transfers = Progress::default();
@@ -282,6 +290,7 @@ pub fn build(
         store,
         transfers: Arc::clone(&transfers),
         hints: Arc::clone(&hints),
+        anti_entropy: anti_entropy.clone(),
         metrics,
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions },
@@ -299,8 +308,17 @@ pub fn build(
         replicas,
         hints,
         request_timeout: config.request_timeout,
+        anti_entropy,
         env: env.clone(),
     })
+}
+
+fn anti_entropy_settings(config: &Config) -> anti_entropy::Settings {
+    anti_entropy::Settings {
+        interval: config.anti_entropy_interval,
+        rebuild_after: config.anti_entropy_rebuild_interval,
+        repairs_per_second: config.anti_entropy_repairs_per_second,
+    }
 }
 
 /// Binds the HTTP and cluster addresses from the config.
@@ -417,7 +435,7 @@ pub async fn start(
 }
 
 /// The node's gRPC services: replica and transfer (fenced by the ring),
-/// membership, health and reflection. The health reporter starts SERVING;
+/// membership, anti-entropy (when on), health and reflection. The health reporter starts SERVING;
 /// `stop` ends open replica call streams.
 pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (RoutesBuilder, HealthReporter) {
     let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
@@ -426,10 +444,19 @@ pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (Rout
         crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), max_message_bytes, stop);
     let membership = MembershipService::new(Arc::clone(&app.membership), app.secret.clone());
     routes.add_service(crate::rpc::membership::server(membership, app.api.info.partitions));
+    if let Some(ae) = &app.anti_entropy {
+        let trees = LocalTrees::new(Arc::clone(ae), Arc::clone(&app.replica), Arc::clone(&app.membership));
+        routes.add_service(crate::rpc::anti_entropy::server(
+            Arc::new(trees),
+            app.api.info.partitions,
+            max_message_bytes,
+        ));
+    }
     (routes, health)
 }
 
-/// Starts the background workers (gossip, handoff, hints) until `cancel` fires.
+/// Starts the background workers (gossip, handoff, hints, anti-entropy)
+/// until `cancel` fires.
 pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
     let gossip = GossipWorker::new(
         Arc::clone(&app.membership),
@@ -450,11 +477,22 @@ pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> 
         Arc::clone(&app.hints),
         app.request_timeout,
     );
-    vec![
+    let mut workers = vec![
         crate::services::spawn(gossip, cancel.clone(), &app.env),
         crate::services::spawn(handoff, cancel.clone(), &app.env),
         crate::services::spawn(hints, cancel.clone(), &app.env),
-    ]
+    ];
+    if let Some(ae) = &app.anti_entropy {
+        let worker = AntiEntropyWorker::new(
+            Arc::clone(ae),
+            Arc::clone(&app.membership),
+            Arc::clone(&app.replica),
+            Arc::clone(&app.peers),
+            anti_entropy_settings(config),
+        );
+        workers.push(crate::services::spawn(worker, cancel.clone(), &app.env));
+    }
+    workers
 }
 
 /// Runs a node on `listeners` until `shutdown` resolves.

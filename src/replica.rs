@@ -71,8 +71,21 @@ impl Default for SiblingLimits {
     }
 }
 
+/// Told of every change to a stored object: anti-entropy keeps its hash
+/// trees this way, by deltas, never by rescanning on the write path.
+pub trait WriteObserver: Send + Sync + 'static {
+    /// `key` of `partition` went from `old` to `new` (an empty object is an
+    /// absent key). Called once the store write returned (durable), still
+    /// under the key's lock: one key's changes come in the order they were
+    /// stored, and none is stored but not yet told while the lock is free
+    /// ([`Replica::with_key_locked`]).
+    fn changed(&self, partition: Partition, key: &ObjectKey, old: &Object, new: &Object);
+}
+
 pub struct Replica {
     store: Arc<dyn Store>,
+    /// Told of every stored change (anti-entropy), if anyone listens.
+    observer: Option<Arc<dyn WriteObserver>>,
     /// The actor of each partition for this run (see the module comment).
     /// Read and replaced only under a key's stripe lock of that partition,
     /// or, to retire one, before a removal under the removed key's lock.
@@ -92,7 +105,15 @@ pub struct Replica {
 impl Replica {
     pub fn new(store: Arc<dyn Store>, limits: SiblingLimits) -> Replica {
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Replica { store, actors: Mutex::new(HashMap::new()), limits, writes_block: false, env: Env::real(), stripes }
+        Replica {
+            store,
+            observer: None,
+            actors: Mutex::new(HashMap::new()),
+            limits,
+            writes_block: false,
+            env: Env::real(),
+            stripes,
+        }
     }
 
     /// Sends writes to tokio's blocking pool (for stores that fsync each write).
@@ -106,6 +127,27 @@ impl Replica {
     pub fn with_env(mut self, env: &Env) -> Replica {
         self.env = env.clone();
         self
+    }
+
+    /// Tells `observer` of every change this replica stores.
+    pub fn with_observer(mut self, observer: Option<Arc<dyn WriteObserver>>) -> Replica {
+        self.observer = observer;
+        self
+    }
+
+    /// Runs `f` holding `key`'s lock: no write to the key is under way, and
+    /// every stored change to it has been told to the observer. Anti-entropy
+    /// reads a key this way while it rebuilds a tree. Blocking (a writer
+    /// may hold the lock across an fsync): call it from blocking work.
+    pub fn with_key_locked<T>(&self, key: &ObjectKey, f: impl FnOnce(&dyn Store) -> T) -> T {
+        let _guard = self.stripe(key).lock().expect("key lock");
+        f(&*self.store)
+    }
+
+    fn observe(&self, partition: Partition, key: &ObjectKey, old: &Object, new: &Object) {
+        if let Some(observer) = &self.observer {
+            observer.changed(partition, key, old, new);
+        }
     }
 
     /// This replica's outside world: where its blocking work runs
@@ -141,6 +183,7 @@ impl Replica {
             let _guard = this.stripe(&key).lock().expect("key lock");
             let mut object = this.store.get(partition, &key)?.unwrap_or_default();
             let actor = this.stamping_actor(partition, &object, &context);
+            let old = this.observer.as_ref().map(|_| object.clone());
             let before = object.clock().clone();
             let dot = object
                 .update(actor, &context, mutation)
@@ -165,6 +208,9 @@ impl Replica {
                 return Ok(object);
             }
             this.store.put(partition, &key, &object)?;
+            if let Some(old) = old {
+                this.observe(partition, &key, &old, &object);
+            }
             Ok(object)
         })
         .await
@@ -185,6 +231,7 @@ impl Replica {
             let merged = current.merge(&incoming);
             if merged != current {
                 this.store.put(partition, &key, &merged)?;
+                this.observe(partition, &key, &current, &merged);
             }
             Ok(merged)
         })
@@ -223,14 +270,21 @@ impl Replica {
             stripes.dedup();
             let _guards: Vec<_> = stripes.iter().map(|&i| this.stripes[i].lock().expect("key lock")).collect();
             let mut changed = Vec::new();
+            let mut olds = Vec::new();
             for (key, object) in incoming {
                 let current = this.store.get(partition, &key)?.unwrap_or_default();
                 let merged = current.merge(&object);
                 if merged != current {
                     changed.push((key, merged));
+                    if this.observer.is_some() {
+                        olds.push(current);
+                    }
                 }
             }
             this.store.put_many(partition, &changed)?;
+            for ((key, new), old) in changed.iter().zip(&olds) {
+                this.observe(partition, key, old, new);
+            }
             Ok(changed.len())
         })
         .await
@@ -254,6 +308,7 @@ impl Replica {
                     // The actor's history of this key leaves with it.
                     this.retire_actor(partition);
                     this.store.remove(partition, &key)?;
+                    this.observe(partition, &key, &current, &Object::new());
                     Ok(true)
                 }
                 _ => Ok(false),

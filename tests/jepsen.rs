@@ -2,7 +2,8 @@
 //! a history, a seeded schedule of faults (partitions both ways and one way,
 //! packet loss, crashes with restarts, pauses longer than the failure
 //! detector's timeout, lost disks, full disks, power loss and restored
-//! snapshots) overlapping with membership changes (claims lowered and
+//! snapshots, and in five-node runs objects wiped from a node that keeps
+//! its identity) overlapping with membership changes (claims lowered and
 //! raised, joins while a node is down, two joins at once), then healing,
 //! convergence, and a checker (`jepsen/checker.rs`).
 //!
@@ -69,6 +70,10 @@ enum Fault {
     Crash(usize),
     /// SIGSTOP for longer than the failure timeout, then SIGCONT.
     Pause(usize),
+    /// kill -9, every object deleted but the node's identity kept, and
+    /// restarted at once: the node is the same member with an empty store,
+    /// which only anti-entropy (or read repair) refills.
+    WipedObjects(usize),
     /// kill -9, data directory deleted; the node comes back empty (a new
     /// node at the same address, replacing its old self) and rejoins.
     LostDisk(usize),
@@ -118,7 +123,7 @@ impl Fault {
     /// May make a replica forget acknowledged writes: its window lasts
     /// until the ring settled and read repair had a moment.
     fn loses_data(&self) -> bool {
-        matches!(self, Fault::LostDisk(_) | Fault::PowerLoss(_) | Fault::RestoreSnapshot(_))
+        matches!(self, Fault::LostDisk(_) | Fault::PowerLoss(_) | Fault::RestoreSnapshot(_) | Fault::WipedObjects(_))
     }
 
     /// The nodes it acts on (no two overlapping faults share one).
@@ -129,6 +134,7 @@ impl Fault {
             | Fault::Crash(i)
             | Fault::Pause(i)
             | Fault::LostDisk(i)
+            | Fault::WipedObjects(i)
             | Fault::DiskFull(i)
             | Fault::Slow { node: i, .. }
             | Fault::PowerLoss(i)
@@ -170,6 +176,10 @@ struct Run {
     subnet: u8,
     /// None: a random schedule from the seed.
     schedule: Option<Vec<Scheduled>>,
+    /// Keys written once before the faults and never again, so that only
+    /// repair (not the workload's next write) can bring them back to a
+    /// replica that lost them.
+    cold_keys: usize,
 }
 
 struct Outcome {
@@ -242,6 +252,9 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
             }
         } else {
             let choice = if network { rng.random_range(0..11) } else { rng.random_range(3..10) };
+            // Five-node runs also wipe a node's objects (an extra draw, so
+            // the schedules of smaller runs replay as before).
+            let choice = if nodes >= 5 && rng.random_ratio(1, 12) { 11 } else { choice };
             match choice {
                 0 => (Fault::Isolate(node), length),
                 1 => (Fault::OneWay { to: vec![node], from: vec![other] }, length),
@@ -256,6 +269,7 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
                 7 => (Fault::KillTwo(node, other), length),
                 8 => (Fault::PowerLoss(node), ms(rng, 500..1000)),
                 9 => (Fault::RestoreSnapshot(node), length),
+                11 => (Fault::WipedObjects(node), length),
                 _ => (Fault::DiskFull(node), length),
             }
         };
@@ -316,6 +330,7 @@ impl Cluster {
             Fault::Crash(i) => self.nodes[*i].kill9(),
             Fault::Pause(i) => self.nodes[*i].pause(),
             Fault::LostDisk(i) => self.nodes[*i].lose_disk(),
+            Fault::WipedObjects(i) => self.nodes[*i].wipe_objects(),
             Fault::KillTwo(a, b) => {
                 self.nodes[*a].kill9();
                 self.nodes[*b].kill9();
@@ -362,7 +377,8 @@ impl Cluster {
                     set_claim(&self.nodes[i], claim);
                 }
             }
-            Fault::TwoJoins(..) => {}
+            // Back at once; the window lasts while anti-entropy refills it.
+            Fault::TwoJoins(..) | Fault::WipedObjects(_) => {}
             Fault::PowerLoss(i) | Fault::RestoreSnapshot(i) => {
                 let from = self.snapshot_dir(position);
                 self.nodes[*i].restore(&from);
@@ -636,6 +652,10 @@ fn run(config: Run) -> Outcome {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.http.clone()).collect();
+    let mut cold = Client::new(config.clients, config.seed, addresses.clone(), started);
+    for i in 0..config.cold_keys {
+        cold.blind_write(&format!("cold{i}"));
+    }
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
             let (stop, addresses) = (stop.clone(), addresses.clone());
@@ -666,7 +686,7 @@ fn run(config: Run) -> Outcome {
     }
     windows.wait_until(config.length, &cluster.nodes);
     stop.store(true, Ordering::Relaxed);
-    let mut ops: Vec<history::Op> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let mut ops: Vec<history::Op> = clients.into_iter().flat_map(|c| c.join().unwrap()).chain(cold.ops).collect();
     ops.sort_by_key(|op| op.start);
 
     // Heal everything, then wait for membership and for every replica.
@@ -778,6 +798,7 @@ fn jepsen_run() {
         env: vec![],
         subnet: 77,
         schedule: None,
+        cold_keys: 0,
     });
     assert!(outcome.report.acknowledged_writes > 50, "too few acknowledged writes to judge: {:?}", outcome.report);
     assert_correct(&outcome);
@@ -805,6 +826,7 @@ fn jepsen_run_membership() {
         env: vec![],
         subnet: 80,
         schedule: None,
+        cold_keys: 0,
     });
     assert!(outcome.report.acknowledged_writes > 50, "too few acknowledged writes to judge: {:?}", outcome.report);
     assert_correct(&outcome);
@@ -843,6 +865,7 @@ fn every_kind_of_fault_once() {
         env: vec![],
         subnet: 79,
         schedule: Some(schedule.collect()),
+        cold_keys: 0,
     });
     assert_correct(&outcome);
     // The partition was real: once the failure detector had time to notice
@@ -895,6 +918,44 @@ fn membership_and_data_loss_faults_once() {
         env: vec![],
         subnet: 81,
         schedule: Some(schedule),
+        cold_keys: 0,
+    });
+    assert!(outcome.report.acknowledged_writes > 50, "too few acknowledged writes to judge: {:?}", outcome.report);
+    assert_correct(&outcome);
+}
+
+/// "Wiped disk repaired by anti-entropy only": five nodes with N=3, read
+/// repair off on every node (`--read-repair=false`, so neither the
+/// workload's reads nor the final r=all convergence reads repair
+/// anything), and two nodes in turn losing every object while keeping
+/// their identity; anti-entropy alone must bring every replica back: no
+/// acknowledged write lost, convergence. The workload rewrites its few keys
+/// all the time (each write carries the whole object to every replica), so
+/// 300 cold keys written once before the faults are what only anti-entropy
+/// can restore (with it off, this run does not converge). Runs only when `JEPSEN_SECONDS`
+/// is set, as the other five-node run (the short suite stays short):
+/// `JEPSEN_SECONDS=30 cargo test --release --test jepsen -- --nocapture wiped_disk`.
+#[test]
+fn wiped_disk_repaired_by_anti_entropy_only() {
+    if std::env::var("JEPSEN_SECONDS").is_err() {
+        println!("jepsen: wiped_disk_repaired_by_anti_entropy_only runs only with JEPSEN_SECONDS set");
+        return;
+    }
+    let schedule = vec![
+        Scheduled { fault: Fault::WipedObjects(1), start: at(4000), length: at(8000) },
+        Scheduled { fault: Fault::Crash(0), start: at(6000), length: at(2000) },
+        Scheduled { fault: Fault::WipedObjects(3), start: at(14_000), length: at(8000) },
+    ];
+    let outcome = run(Run {
+        seed: 103,
+        nodes: 5,
+        spares: 0,
+        clients: 6,
+        length: at(26_000),
+        env: vec![("VINZCLORTHO_READ_REPAIR", "false"), ("VINZCLORTHO_ANTI_ENTROPY_INTERVAL_MS", "500")],
+        subnet: 84,
+        schedule: Some(schedule),
+        cold_keys: 300,
     });
     assert!(outcome.report.acknowledged_writes > 50, "too few acknowledged writes to judge: {:?}", outcome.report);
     assert_correct(&outcome);
@@ -917,6 +978,7 @@ fn a_build_that_acknowledges_before_its_quorum_is_caught() {
             start: Duration::from_secs(4),
             length: Duration::from_secs(3),
         }]),
+        cold_keys: 0,
     });
     assert!(!outcome.report.valid(), "the checker accepted a broken build: {:?}", outcome.report);
 }
@@ -942,6 +1004,7 @@ fn a_build_that_reuses_actors_after_a_power_loss_is_caught() {
         env: vec![("VINZCLORTHO_FAULT", "reuse-actor")],
         subnet: 82,
         schedule: Some(schedule),
+        cold_keys: 0,
     });
     assert!(!outcome.report.lost.is_empty(), "the checker found no lost write: {:?}", outcome.report);
 }
@@ -975,6 +1038,7 @@ fn a_build_that_switches_the_ring_before_the_data_moved_is_caught() {
         env: vec![("VINZCLORTHO_FAULT", "switch-before-data-moved")],
         subnet: 83,
         schedule: Some(schedule),
+        cold_keys: 0,
     });
     if !outcome.network.starts_with("network namespaces") {
         println!("jepsen: this canary needs the one-way cut, which needs network namespaces (root); not judged");

@@ -66,6 +66,8 @@ pub struct Status {
     /// the hint worker's last pass).
     hints: std::collections::BTreeMap<String, u64>,
     storage: StorageStatus,
+    /// Exchanges, keys repaired, trees; null when anti-entropy is off.
+    anti_entropy: Option<crate::services::anti_entropy::Status>,
 }
 
 #[derive(Serialize)]
@@ -124,6 +126,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         transfers,
         hints,
         storage: StorageStatus { engine: api.store.engine(), stats },
+        anti_entropy: api.anti_entropy.as_ref().map(|ae| ae.status()),
     }))
 }
 

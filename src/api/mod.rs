@@ -61,6 +61,8 @@ pub struct Api {
     pub transfers: Progress,
     /// Hints queued here per target node (the hint worker's last count).
     pub hints: crate::services::hints::HintCounts,
+    /// Anti-entropy's progress; `None` when it is off.
+    pub anti_entropy: Option<Arc<crate::services::anti_entropy::AntiEntropy>>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: Limits,

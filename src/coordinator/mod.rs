@@ -193,6 +193,9 @@ pub struct Coordinator {
     settings: CoordinatorSettings,
     /// Spawns the calls of a request (their metrics are this node's).
     env: Env,
+    /// False (`--read-repair=false`): reads repair nothing, so tests can
+    /// show that anti-entropy alone repairs.
+    read_repair: bool,
 }
 
 impl Coordinator {
@@ -201,7 +204,13 @@ impl Coordinator {
         replicas: Arc<dyn ReplicaClient>,
         settings: CoordinatorSettings,
     ) -> Coordinator {
-        Coordinator { topology, replicas, settings, env: Env::real() }
+        Coordinator { topology, replicas, settings, env: Env::real(), read_repair: true }
+    }
+
+    /// Whether reads repair the replicas they found stale (default: yes).
+    pub fn with_read_repair(mut self, read_repair: bool) -> Coordinator {
+        self.read_repair = read_repair;
+        self
     }
 
     /// Spawns its tasks through `env` (the node's metrics recorder).
@@ -327,7 +336,9 @@ impl Coordinator {
             timeout: self.settings.timeout,
             fallbacks: sloppy.snapshot(),
         };
-        self.env.spawn(read_repair(Arc::clone(&self.replicas), repair, key.clone(), read, rx).in_current_span());
+        if self.read_repair {
+            self.env.spawn(read_repair(Arc::clone(&self.replicas), repair, key.clone(), read, rx).in_current_span());
+        }
         Ok(Reply { object: merged, fallbacks })
     }
 

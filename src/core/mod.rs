@@ -12,4 +12,5 @@ pub mod membership;
 pub mod object;
 pub mod quorum;
 pub mod ring;
+pub mod tictac;
 pub mod vclock;

@@ -30,6 +30,11 @@ impl Replica {
             let merged = current.merge(&incoming);
             let changed = (merged != current).then_some(&merged);
             this.store.put_hinted(partition, &key, changed, &target)?;
+            // Anti-entropy's tree of the partition must see every stored
+            // change, or its next XOR update would start from a wrong base.
+            if changed.is_some() {
+                this.observe(partition, &key, &current, &merged);
+            }
             Ok(merged)
         })
         .await

@@ -22,9 +22,15 @@ pub mod generated {
                 tonic::include_proto!("vinzclortho.transfer.v1");
             }
         }
+        pub mod antientropy {
+            pub mod v1 {
+                tonic::include_proto!("vinzclortho.antientropy.v1");
+            }
+        }
     }
 }
 
+pub use generated::vinzclortho::antientropy::v1 as antientropy_pb;
 pub use generated::vinzclortho::membership::v1 as membership_pb;
 pub use generated::vinzclortho::replica::v1 as pb;
 pub use generated::vinzclortho::transfer::v1 as transfer_pb;
@@ -32,6 +38,7 @@ pub use generated::vinzclortho::transfer::v1 as transfer_pb;
 /// Serialized descriptors of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinzclortho_descriptor");
 
+pub mod anti_entropy;
 pub mod call_stream;
 pub mod convert;
 pub mod identity;

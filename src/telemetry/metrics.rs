@@ -79,6 +79,16 @@ pub const REPLICA_CALLS_DROPPED_TOTAL: &str = "vinzclortho_replica_calls_dropped
 /// The `reason` label values of [`REPLICA_CALLS_DROPPED_TOTAL`].
 pub const REPLICA_CALLS_DROPPED_REASONS: [&str; 2] = ["expired", "stale_ring"];
 /// Always 1; labels `version`, `node_id` and `address` identify the node.
+/// Anti-entropy exchanges with a peer. Labels: `outcome` (ok, failed).
+pub const ANTI_ENTROPY_EXCHANGES_TOTAL: &str = "vinzclortho_anti_entropy_exchanges_total";
+/// Time an anti-entropy exchange with one peer took, repairs included.
+pub const ANTI_ENTROPY_EXCHANGE_DURATION_SECONDS: &str = "vinzclortho_anti_entropy_exchange_duration_seconds";
+/// Keys anti-entropy found different between two replicas and merged both ways.
+pub const ANTI_ENTROPY_KEYS_REPAIRED_TOTAL: &str = "vinzclortho_anti_entropy_keys_repaired_total";
+/// Anti-entropy trees built from the store (at start, and periodic rebuilds).
+pub const ANTI_ENTROPY_TREE_BUILDS_TOTAL: &str = "vinzclortho_anti_entropy_tree_builds_total";
+/// Time to build one partition's anti-entropy tree from the store.
+pub const ANTI_ENTROPY_TREE_BUILD_DURATION_SECONDS: &str = "vinzclortho_anti_entropy_tree_build_duration_seconds";
 pub const BUILD_INFO: &str = "vinzclortho_build_info";
 
 /// 100 µs to 10 s: loopback replica calls to a stuck quorum.
@@ -158,6 +168,19 @@ fn describe() {
         REPLICA_CALLS_DROPPED_TOTAL,
         "Replica calls not run: past their caller's deadline, or planned on an older ring."
     );
+    describe_counter!(ANTI_ENTROPY_EXCHANGES_TOTAL, "Anti-entropy exchanges with a peer, by outcome.");
+    describe_histogram!(
+        ANTI_ENTROPY_EXCHANGE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time of anti-entropy exchanges with one peer, repairs included."
+    );
+    describe_counter!(ANTI_ENTROPY_KEYS_REPAIRED_TOTAL, "Keys anti-entropy found different and merged both ways.");
+    describe_counter!(ANTI_ENTROPY_TREE_BUILDS_TOTAL, "Anti-entropy trees built from the store.");
+    describe_histogram!(
+        ANTI_ENTROPY_TREE_BUILD_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to build one partition's anti-entropy tree from the store."
+    );
     describe_gauge!(BUILD_INFO, "Build and node identity; always 1.");
 }
 
@@ -185,6 +208,11 @@ fn zero() {
     for outcome in ["ok", "failed"] {
         counter!(HINTS_DELIVERED_TOTAL, "outcome" => outcome).increment(0);
     }
+    for outcome in ["ok", "failed"] {
+        counter!(ANTI_ENTROPY_EXCHANGES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    counter!(ANTI_ENTROPY_KEYS_REPAIRED_TOTAL).increment(0);
+    counter!(ANTI_ENTROPY_TREE_BUILDS_TOTAL).increment(0);
     for outcome in ["ok", "failed", "refused"] {
         counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
     }
@@ -250,6 +278,21 @@ pub fn hints_queued(target: &str, count: u64) {
 pub fn hints_delivered(ok: u64, failed: u64) {
     counter!(HINTS_DELIVERED_TOTAL, "outcome" => "ok").increment(ok);
     counter!(HINTS_DELIVERED_TOTAL, "outcome" => "failed").increment(failed);
+}
+
+/// One anti-entropy exchange with a peer ended.
+pub fn anti_entropy_exchange(ok: bool, seconds: f64) {
+    counter!(ANTI_ENTROPY_EXCHANGES_TOTAL, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    histogram!(ANTI_ENTROPY_EXCHANGE_DURATION_SECONDS).record(seconds);
+}
+
+pub fn anti_entropy_key_repaired() {
+    counter!(ANTI_ENTROPY_KEYS_REPAIRED_TOTAL).increment(1);
+}
+
+pub fn anti_entropy_tree_built(seconds: f64) {
+    counter!(ANTI_ENTROPY_TREE_BUILDS_TOTAL).increment(1);
+    histogram!(ANTI_ENTROPY_TREE_BUILD_DURATION_SECONDS).record(seconds);
 }
 
 pub fn gossip_round(outcome: &'static str) {

@@ -12,6 +12,9 @@ use crate::common::{BIN, send_signal, spawn_ready};
 pub const NODE_FLAGS: &[&str] =
     &["-p", "16", "--gossip-interval-ms", "200", "--failure-timeout-ms", "2000", "--request-timeout-ms", "2000"];
 
+/// NODE_FLAGS' `-p`.
+const PARTITIONS: u32 = 16;
+
 pub struct Node {
     pub index: usize,
     pub http: String,
@@ -123,6 +126,25 @@ impl Node {
     pub fn lose_disk(&mut self) {
         self.kill9();
         self.empty_data_dir();
+    }
+
+    /// The node's objects are lost but it keeps its identity (node id,
+    /// cluster state): killed, every object of every partition deleted
+    /// from its store, restarted at once. Only anti-entropy (or read
+    /// repair) brings the objects back: it has no handoff to wait for.
+    pub fn wipe_objects(&mut self) {
+        use vinzclortho::storage::{RocksOptions, RocksStore, Store};
+        self.kill9();
+        {
+            let store = RocksStore::open(&self.data_dir, &RocksOptions { sync_writes: true }).expect("open the store");
+            for p in 0..PARTITIONS {
+                let keys: Vec<_> = store.scan_partition(p).expect("scan").map(|e| e.expect("entry").0).collect();
+                for key in &keys {
+                    store.remove(p, key).expect("remove an object");
+                }
+            }
+        }
+        self.spawn(None);
     }
 
     /// Empties the data directory (it may be a mount point, so its

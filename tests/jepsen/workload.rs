@@ -131,6 +131,12 @@ impl Client {
         read
     }
 
+    /// One blind write of a fresh value to `key`, recorded like the others
+    /// (a run's cold keys: written once, before the faults, never again).
+    pub fn blind_write(&mut self, key: &str) {
+        self.write_after(key, None, Vec::new(), false);
+    }
+
     fn write_after(&mut self, key: &str, context: Option<String>, seen: Vec<String>, after_delete: bool) {
         self.seq += 1;
         let value = format!("c{}-{}", self.id, self.seq);
