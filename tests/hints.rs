@@ -269,8 +269,7 @@ fn a_merge_carries_its_hint_and_a_bad_one_is_refused() {
     // Another bucket: another key (its own partition), which nobody holds.
     let other = ObjectKey::new("t".to_owned(), "b".to_owned(), "wire".to_owned());
     let want = vinzclortho::core::ring::partition_of(&other, 16);
-    let report: Value =
-        client().get(node.url("/admin/replicas/wire?type=t&bucket=b")).send().unwrap().json().unwrap();
+    let report: Value = client().get(node.url("/admin/replicas/wire?type=t&bucket=b")).send().unwrap().json().unwrap();
     assert_eq!(report["partition"].as_u64(), Some(u64::from(want)), "{report}");
     let mine = entry(&report, &node.http);
     assert_eq!((mine["answered"].as_bool(), mine["context"].as_str()), (Some(true), Some("")), "{report}");
