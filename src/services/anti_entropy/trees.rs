@@ -161,11 +161,11 @@ impl Trees {
             return Ok(tree);
         }
         let started = Instant::now();
-        let (this, replica_) = (Arc::clone(self), Arc::clone(replica));
+        let (this, owner) = (Arc::clone(self), Arc::clone(replica));
         let built = replica
             .env()
             .blocking
-            .run(move || this.build(&replica_, partition))
+            .run(move || this.build(&owner, partition))
             .await
             .map_err(|e| StorageError::Io(e.to_string()))?;
         let tree = built.inspect_err(|_| self.abandon(partition))?;
