@@ -1207,7 +1207,7 @@ struct FixedRing {
 impl FixedRing {
     fn at(epoch: u64) -> Arc<dyn Topology> {
         let ring = Arc::new(vinzclortho::core::ring::Ring::single(8, NodeId::new("node-1")).unwrap());
-        let view = RingView { epoch, current: ring, target: None, n_val: 3, r: 2, w: 2 };
+        let view = RingView { epoch, ring_hash: 42, current: ring, target: None, n_val: 3, r: 2, w: 2 };
         Arc::new(FixedRing { view: Arc::new(view), local: NodeId::new("node-1") })
     }
 }
@@ -1239,7 +1239,8 @@ async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
     let server = TestServer::start_fenced("node-1", replica(1, SiblingLimits::default()), Some(FixedRing::at(5))).await;
     let client = client(peers(1000, 5000), &server.node, &server.address);
     let k = key("fenced");
-    let planned_on = |epoch| CallContext { deadline: tokio::time::Instant::now() + WAIT, ring_epoch: epoch };
+    let planned_on =
+        |epoch| CallContext { deadline: tokio::time::Instant::now() + WAIT, ring_epoch: epoch, ring_hash: 42 };
     let refused =
         bounded("stale write", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("a"), planned_on(3)))
             .await
@@ -1272,7 +1273,16 @@ async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
         .await
         .unwrap();
     }
-    assert_eq!(values(&server.replica.get(P, k).await.unwrap()).len(), 3);
+    assert_eq!(values(&server.replica.get(P, k.clone()).await.unwrap()).len(), 3);
+    // Planned on another ring of this epoch (two claimants raced): refused
+    // like an older one, and nothing is written.
+    let other_ring = CallContext { ring_hash: 43, ..planned_on(5) };
+    let refused =
+        bounded("other ring", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("c"), other_ring))
+            .await
+            .unwrap_err();
+    assert!(matches!(refused, ReplicaError::StaleRing { epoch: 5, .. }), "{refused:?}");
+    assert_eq!(values(&server.replica.get(P, k).await.unwrap()).len(), 3, "a refused write changed the key");
 }
 
 /// Issue 10, calls that outlive their caller: a call that reaches a replica

@@ -93,6 +93,8 @@ impl HasErrorCode for CoordinatorError {
 struct Plan {
     /// The ring epoch it was made on; replicas on a newer ring refuse it.
     epoch: u64,
+    /// Which ring of that epoch (`RingView::ring_hash`).
+    ring_hash: u64,
     partition: Partition,
     /// The key's preference list (current ring).
     nodes: Vec<NodeId>,
@@ -141,7 +143,7 @@ impl Coordinator {
     /// One read on the ring as this node sees it now.
     async fn get_once(&self, key: &ObjectKey, r: QuorumParam, deadline: Instant) -> Result<Object, Attempt> {
         let plan = self.plan(key, r, Op::Read)?;
-        let call = CallContext { deadline, ring_epoch: plan.epoch };
+        let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
         let mut read = ReadQuorum::new(plan.needed, plan.nodes.len());
@@ -190,7 +192,12 @@ impl Coordinator {
         if !merged.siblings().is_empty() {
             metrics::read_siblings(merged.siblings().len());
         }
-        let repair = Repair { partition: plan.partition, ring_epoch: plan.epoch, timeout: self.settings.timeout };
+        let repair = Repair {
+            partition: plan.partition,
+            ring_epoch: plan.epoch,
+            ring_hash: plan.ring_hash,
+            timeout: self.settings.timeout,
+        };
         self.env.spawn(read_repair(Arc::clone(&self.replicas), repair, key.clone(), read, rx).in_current_span());
         Ok(merged)
     }
@@ -251,7 +258,7 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<(), Attempt> {
         let partition = plan.partition;
-        let call = CallContext { deadline, ring_epoch: plan.epoch };
+        let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
         let all = quorum.nodes();
         let (tx, mut rx) = mpsc::channel(all.len().max(1));
         let others: Vec<NodeId> = all.into_iter().filter(|n| !quorum.answered(n)).collect();
@@ -359,7 +366,7 @@ impl Coordinator {
             // exactly that under packet loss). A replica that fails fast, or
             // is known down, hands over at once; one that is silent until the
             // deadline drops the call when it finally reads it.
-            let call = CallContext { deadline, ring_epoch: plan.epoch };
+            let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
             let stamped = self.replicas.coordinate(node, plan.partition, key, context, mutation, call);
             match timeout_at(deadline, stamped).await {
                 Ok(Ok(object)) => {
@@ -437,7 +444,7 @@ impl Coordinator {
         // A cluster smaller than N keeps the key on every node it has and
         // counts the quorum over those (flagged as under-replicated).
         let needed = needed.min(nodes.len());
-        Ok(Plan { epoch: view.epoch, partition, nodes, needed, target })
+        Ok(Plan { epoch: view.epoch, ring_hash: view.ring_hash, partition, nodes, needed, target })
     }
 }
 
@@ -471,6 +478,7 @@ enum Op {
 struct Repair {
     partition: Partition,
     ring_epoch: u64,
+    ring_hash: u64,
     timeout: std::time::Duration,
 }
 
@@ -487,7 +495,11 @@ async fn read_repair(
     let merged = read.merged();
     for node in read.repairs(&merged) {
         tracing::debug!(%node, key = ?key.key, "read repair");
-        let call = CallContext { deadline: Instant::now() + repair.timeout, ring_epoch: repair.ring_epoch };
+        let call = CallContext {
+            deadline: Instant::now() + repair.timeout,
+            ring_epoch: repair.ring_epoch,
+            ring_hash: repair.ring_hash,
+        };
         let repaired = replicas.merge(&node, repair.partition, &key, &merged, call).await;
         metrics::read_repair(repaired.is_ok());
         if let Err(e) = repaired {

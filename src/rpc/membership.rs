@@ -29,7 +29,8 @@ use super::status::error_status;
 use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
 use crate::core::membership::{
-    ClusterState, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member, PROTOCOL_VERSION, RingState,
+    Change, ClusterState, Departure, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member,
+    PROTOCOL_VERSION, RingState, StagedPlan,
 };
 use crate::core::ring::{MAX_PARTITIONS, Ring};
 use crate::membership::Membership;
@@ -80,7 +81,16 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
     let transfers_done = delimited(p * varint_bytes(u64::from(partitions.saturating_sub(1))));
     let member = id + 2 * address + U32_FIELD + 3 * U64_FIELD + transfers_done + BOOL_FIELD;
     let ring = 2 * U64_FIELD + id + 2 * p * id;
-    FIXED64_FIELD + 4 * U32_FIELD + MAX_MEMBERS * delimited(member) + delimited(ring) + MAX_REMOVED * id
+    let staged = 2 * id + U32_FIELD;
+    let plan = U64_FIELD + id + MAX_MEMBERS * delimited(staged) + BOOL_FIELD;
+    let departure = 2 * id + BOOL_FIELD + U32_FIELD;
+    FIXED64_FIELD
+        + 4 * U32_FIELD
+        + MAX_MEMBERS * delimited(member)
+        + delimited(ring)
+        + MAX_REMOVED * id
+        + delimited(plan)
+        + (MAX_MEMBERS + MAX_REMOVED) * delimited(departure)
 }
 
 /// The largest legal membership message of a cluster of `partitions`: a
@@ -251,6 +261,17 @@ pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
         w: s.w as u32,
         members: s.members.values().map(member_to_pb).collect(),
         removed: s.removed.iter().map(|n| n.to_string()).collect(),
+        plan: Some(plan_to_pb(&s.plan)),
+        departures: s
+            .departures
+            .iter()
+            .map(|(node, d)| pb::Departure {
+                node: node.to_string(),
+                done: d.done,
+                by: d.by.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+                claim: d.claim,
+            })
+            .collect(),
         ring: Some(pb::Ring {
             epoch: s.ring.epoch,
             author: s.ring.author.to_string(),
@@ -271,7 +292,25 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
             p.removed.len()
         )));
     }
-    let ids = ring.owners.iter().chain(&ring.target).chain(&p.removed).chain([&ring.author]);
+    let plan = p.plan.unwrap_or_default();
+    if plan.changes.len() > MAX_MEMBERS || p.departures.len() > MAX_MEMBERS + MAX_REMOVED {
+        return Err(bad(format!(
+            "{} staged changes and {} departures; at most {MAX_MEMBERS} and {}",
+            plan.changes.len(),
+            p.departures.len(),
+            MAX_MEMBERS + MAX_REMOVED
+        )));
+    }
+    let staged_ids = plan.changes.iter().flat_map(|c| [&c.node, &c.by]);
+    let departure_ids = p.departures.iter().flat_map(|d| [&d.node, &d.by]);
+    let ids = ring
+        .owners
+        .iter()
+        .chain(&ring.target)
+        .chain(&p.removed)
+        .chain([&ring.author, &plan.author])
+        .chain(staged_ids)
+        .chain(departure_ids);
     if let Some(id) = ids.into_iter().find(|id| id.len() > MAX_NODE_ID_BYTES) {
         return Err(bad(format!("a node id of {} bytes; at most {MAX_NODE_ID_BYTES}", id.len())));
     }
@@ -308,7 +347,51 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
             target,
             target_epoch: ring.target_epoch,
         },
+        plan: plan_from_pb(plan)?,
+        departures: p
+            .departures
+            .into_iter()
+            .map(|d| {
+                let by = (!d.by.is_empty()).then(|| NodeId::new(d.by));
+                (NodeId::new(d.node), Departure { done: d.done, by, claim: d.claim })
+            })
+            .collect(),
     })
+}
+
+fn plan_to_pb(plan: &StagedPlan) -> pb::Plan {
+    let changes = plan
+        .changes
+        .iter()
+        .map(|(node, change)| {
+            let (kind, by) = match change {
+                Change::Leave => (pb::staged::Kind::Leave, String::new()),
+                Change::Remove => (pb::staged::Kind::Remove, String::new()),
+                Change::Replace { by } => (pb::staged::Kind::Replace, by.to_string()),
+            };
+            pb::Staged { node: node.to_string(), kind: kind as i32, by }
+        })
+        .collect();
+    pb::Plan { version: plan.version, author: plan.author.to_string(), changes, commit: plan.commit }
+}
+
+fn plan_from_pb(plan: pb::Plan) -> Result<StagedPlan, Status> {
+    let mut changes = BTreeMap::new();
+    for staged in plan.changes {
+        let change = match pb::staged::Kind::try_from(staged.kind) {
+            Ok(pb::staged::Kind::Leave) => Change::Leave,
+            Ok(pb::staged::Kind::Remove) => Change::Remove,
+            Ok(pb::staged::Kind::Replace) if !staged.by.is_empty() => Change::Replace { by: NodeId::new(staged.by) },
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "cluster state: a bad staged change for {}",
+                    staged.node
+                )));
+            }
+        };
+        changes.insert(NodeId::new(staged.node), change);
+    }
+    Ok(StagedPlan { version: plan.version, author: NodeId::new(plan.author), changes, commit: plan.commit })
 }
 
 pub fn member_to_pb(m: &Member) -> pb::Member {
@@ -384,6 +467,14 @@ mod tests {
         let mut bad = state_to_pb(&s);
         bad.ring = None;
         assert!(state_from_pb(bad).is_err());
+
+        // Staged changes and departures travel too.
+        s.stage(&NodeId::new("a"), &NodeId::new("b"), Change::Replace { by: NodeId::new("a") }).unwrap();
+        s.departures.insert(NodeId::new("c"), Departure { done: false, by: None, claim: 3 });
+        assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
+        let mut bad = state_to_pb(&s);
+        bad.plan.as_mut().unwrap().changes[0].by.clear();
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "a replace by nobody");
     }
 
     /// A state with every field at its bound: the largest legal one.
@@ -410,6 +501,16 @@ mod tests {
         s.ring.target = Some(Ring::from_owners((0..partitions as usize).rev().map(id).collect()).unwrap());
         s.ring.epoch = u64::MAX;
         s.ring.target_epoch = u64::MAX;
+        let heir = |i: usize| Change::Replace { by: id(i + 1) };
+        s.plan = StagedPlan {
+            version: u64::MAX,
+            author: id(0),
+            changes: (0..MAX_MEMBERS).map(|i| (id(i), heir(i))).collect(),
+            commit: true,
+        };
+        s.departures = (0..MAX_MEMBERS + MAX_REMOVED)
+            .map(|i| (id(i), Departure { done: true, by: Some(id(i + 1)), claim: u32::MAX }))
+            .collect();
         s
     }
 
