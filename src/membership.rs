@@ -665,7 +665,7 @@ impl Membership {
         let staged = {
             let mut inner = self.inner.write().expect("membership lock");
             inner.state.request_commit(&self.local)?;
-            inner.state.plan.changes.clone().into_iter().collect()
+            inner.state.plan.staged().into_iter().collect()
         };
         self.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(staged)
@@ -963,7 +963,7 @@ mod tests {
         let error = a.stage(&node("b"), Change::Remove).unwrap_err();
         assert!(matches!(error, MembershipError::RemoveLiveNode { .. }), "{error}");
         assert_eq!(error.code(), ErrorCode::Conflict);
-        assert!(a.snapshot().plan.changes.is_empty());
+        assert!(a.snapshot().plan.staged().is_empty());
     }
 
     #[test]

@@ -42,9 +42,13 @@ fn plan(node: &NodeProc) -> Value {
     client().get(node.url("/admin/plan")).send().unwrap().json().unwrap()
 }
 
-/// Commits through `node`: 200 once the claimant applied the plan (202 if it
-/// has not yet: then wait until the plan is empty).
-fn commit(node: &NodeProc) {
+/// Commits through `node` once gossip has shown it the `staged` changes:
+/// 200 once the claimant applied them (202 if it has not yet: then wait
+/// until the plan is empty).
+fn commit(node: &NodeProc, staged: usize) {
+    wait_for("the staged changes to reach the committing node", Duration::from_secs(30), || {
+        (plan(node)["staged"].as_array()?.len() == staged).then_some(())
+    });
     let (code, body) = post(node, "/admin/commit", "");
     assert!(code == StatusCode::OK || code == StatusCode::ACCEPTED, "{code} {body}");
     wait_for("the commit to be applied", CHANGE, || {
@@ -179,8 +183,10 @@ fn a_plan_shows_its_changes_moves_nothing_before_commit_and_can_be_cleared() {
     assert_eq!(after, 16, "every partition has an owner after: {shown}");
     assert!(shown["partitions_moving"].as_u64().unwrap() > 0, "{shown}");
     assert!(shown["copies_to_send"].as_u64() >= shown["partitions_moving"].as_u64(), "{shown}");
-    // A second leave of the same node replaces the first; leaving a node
-    // that is staged to go as the heir of a replacement is refused.
+    // A node staged to go cannot be the heir of a replacement.
+    wait_for("the staged leave on node 1", Duration::from_secs(30), || {
+        (plan(c.node(1))["staged"].as_array()?.len() == 1).then_some(())
+    });
     let heir = format!("{{\"old\": \"{}\", \"new\": \"{leaver}\"}}", node_id(c.node(3)));
     let (code, text) = post(c.node(1), "/admin/replace", &heir);
     assert_eq!(code, StatusCode::CONFLICT, "{text}");
@@ -257,7 +263,7 @@ fn a_node_leaves_under_load_and_no_acknowledged_write_is_lost() {
 
     let (code, text) = post(c.node(4), "/admin/leave", "");
     assert_eq!(code, StatusCode::OK, "{text}");
-    commit(c.node(1));
+    commit(c.node(1), 1);
     let left = wait_for("node 4 to have left", CHANGE, || {
         let s = status(c.node(4))?;
         (s["state"] == "left").then_some(s)
@@ -319,7 +325,7 @@ fn a_dead_node_force_removed_is_refilled_and_refused_if_it_comes_back() {
     });
     let (code, text) = post(c.node(1), "/admin/force-remove", &dead);
     assert_eq!(code, StatusCode::OK, "{text}");
-    commit(c.node(2));
+    commit(c.node(2), 1);
     c.wait_converged(CHANGE);
     for node in c.running() {
         assert!(!members(node).contains_key(&http), "node 3 still a member of {}", node.http);
@@ -377,7 +383,7 @@ fn a_node_that_joined_with_claim_zero_replaces_a_dead_one_exactly() {
             _ => assert_eq!(before, after, "{shown}"),
         }
     }
-    commit(c.node(3));
+    commit(c.node(3), 1);
     c.wait_converged(CHANGE);
     let claims_after = members(c.node(0));
     assert!(!claims_after.contains_key(&http), "{claims_after:?}");
@@ -473,7 +479,7 @@ fn measure_leave() {
     let threads = load(&c, keys, &stop);
     let started = std::time::Instant::now();
     assert_eq!(post(c.node(4), "/admin/leave", "").0, StatusCode::OK);
-    commit(c.node(0));
+    commit(c.node(0), 1);
     wait_for("the leave", CHANGE, || (status(c.node(4))?["state"] == "left").then_some(()));
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);

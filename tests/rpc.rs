@@ -1293,7 +1293,7 @@ async fn a_call_found_past_its_deadline_is_not_applied() {
     let server = TestServer::start("node-1", replica(1, SiblingLimits::default())).await;
     let k = key("late");
     let now_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let long_ago = pb::Caller { deadline_unix_ms: now_unix_ms - 5_000, timeout_ms: 3_000, ring_epoch: 0 };
+    let long_ago = pb::Caller { deadline_unix_ms: now_unix_ms - 5_000, timeout_ms: 3_000, ..Default::default() };
     let write = |caller: pb::Caller| pb::CoordinateRequest {
         caller: Some(caller),
         partition: P,
@@ -1322,7 +1322,7 @@ async fn a_call_found_past_its_deadline_is_not_applied() {
     }
     assert!(server.replica.get(P, k.clone()).await.unwrap().is_empty(), "a late write was applied");
     // In time: applied.
-    let in_time = pb::Caller { deadline_unix_ms: now_unix_ms + 10_000, timeout_ms: 10_000, ring_epoch: 0 };
+    let in_time = pb::Caller { deadline_unix_ms: now_unix_ms + 10_000, timeout_ms: 10_000, ..Default::default() };
     bounded("unary in time", raw.coordinate(write(in_time))).await.unwrap();
     assert_eq!(values(&server.replica.get(P, k).await.unwrap()), ["late"]);
 }

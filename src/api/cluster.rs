@@ -159,11 +159,11 @@ pub async fn plan(State(api): State<AppState>) -> Result<Json<PlanView>, ApiErro
     let address = |n: &NodeId| api.membership.http_address(n);
     let staged = snapshot
         .plan
-        .changes
-        .iter()
+        .staged()
+        .into_iter()
         .map(|(node, change)| StagedView {
             node: node.to_string(),
-            address: address(node),
+            address: address(&node),
             action: match change {
                 Change::Leave => "leave",
                 Change::Remove => "force-remove",
@@ -208,7 +208,7 @@ pub async fn plan(State(api): State<AppState>) -> Result<Json<PlanView>, ApiErro
         objects_per_partition(&api, &snapshot.before, snapshot.n_val).await * u64::from(copies_to_send);
     Ok(Json(PlanView {
         staged,
-        commit_requested: snapshot.plan.commit,
+        commit_requested: snapshot.plan.commit_pending(),
         ring_epoch: snapshot.epoch,
         moving: snapshot.moving,
         ownership,

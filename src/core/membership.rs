@@ -148,34 +148,81 @@ pub enum Change {
     Replace { by: NodeId },
 }
 
-/// The staged changes: `Leave`, `Remove` and `Replace` wait here until an
-/// operator commits them, as Riak's `cluster plan` / `cluster commit`.
-///
-/// Any node edits it (staging, clearing, asking for a commit), so it is a
-/// last-writer-wins register: each edit stamps `(version + 1, editor)`, and
-/// views merge by the larger stamp. One editor stamps one version once, so
-/// the merge is a semilattice join. Two operators editing at once through
-/// two nodes: one edit wins, the other is lost (the plan shown afterwards
-/// says which); staging is an operator's tool, not a data path.
+/// One member's staged change, stamped by its last edit; `None` once it
+/// was unstaged (a clear) or applied (a commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StagedPlan {
+pub struct Staged {
     pub version: u64,
     pub author: NodeId,
-    pub changes: BTreeMap<NodeId, Change>,
-    /// An operator asked for a commit: the claimant applies `changes`, all
-    /// in one ring change, and clears the plan.
-    pub commit: bool,
+    pub change: Option<Change>,
 }
 
-impl StagedPlan {
+impl Staged {
     fn stamp(&self) -> (u64, &NodeId) {
         (self.version, &self.author)
     }
 }
 
+/// The staged changes: `Leave`, `Remove` and `Replace` wait here until an
+/// operator commits them, as Riak's `cluster plan` / `cluster commit`.
+///
+/// Any node edits it (staging, clearing, asking for a commit), so each part
+/// is a last-writer-wins register stamped `(version, editor)`, where the
+/// version is a Lamport clock over the whole plan: one register per member
+/// (its staged change), one for the last commit request and one for the
+/// last request the claimant applied. Views merge register by register,
+/// keeping the larger stamp: a semilattice join, and changes staged through
+/// different nodes at the same time (a leave on the leaving node, a removal
+/// on another) are both kept. Only two edits of the same member's change at
+/// once race, and one of them wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedPlan {
+    pub changes: BTreeMap<NodeId, Staged>,
+    /// The last commit request; version 0: none.
+    pub commit: (u64, NodeId),
+    /// The last commit request the claimant applied.
+    pub applied: (u64, NodeId),
+}
+
 impl Default for StagedPlan {
     fn default() -> StagedPlan {
-        StagedPlan { version: 0, author: NodeId::new(""), changes: BTreeMap::new(), commit: false }
+        StagedPlan { changes: BTreeMap::new(), commit: (0, NodeId::new("")), applied: (0, NodeId::new("")) }
+    }
+}
+
+impl StagedPlan {
+    /// The changes staged now.
+    pub fn staged(&self) -> BTreeMap<NodeId, Change> {
+        self.changes.iter().filter_map(|(n, s)| Some((n.clone(), s.change.clone()?))).collect()
+    }
+
+    /// A commit was asked for that the claimant has not applied yet.
+    pub fn commit_pending(&self) -> bool {
+        self.commit > self.applied
+    }
+
+    /// The next version: above every stamp this view has seen.
+    fn next_version(&self) -> u64 {
+        let entries = self.changes.values().map(|s| s.version);
+        entries.chain([self.commit.0, self.applied.0]).max().unwrap_or(0) + 1
+    }
+
+    /// Keeps the larger stamp of each register; true if anything changed.
+    fn merge(&mut self, other: &StagedPlan) -> bool {
+        let mut changed = false;
+        for (node, theirs) in &other.changes {
+            if self.changes.get(node).is_none_or(|ours| ours.stamp() < theirs.stamp()) {
+                self.changes.insert(node.clone(), theirs.clone());
+                changed = true;
+            }
+        }
+        for (ours, theirs) in [(&mut self.commit, &other.commit), (&mut self.applied, &other.applied)] {
+            if *theirs > *ours {
+                *ours = theirs.clone();
+                changed = true;
+            }
+        }
+        changed
     }
 }
 
@@ -307,8 +354,7 @@ impl ClusterState {
             changes.ring = true;
             changes.any = true;
         }
-        if other.plan.stamp() > self.plan.stamp() {
-            self.plan = other.plan.clone();
+        if self.plan.merge(&other.plan) {
             changes.members = true;
             changes.any = true;
         }
@@ -444,7 +490,8 @@ impl ClusterState {
         }
         // Members that would still hold data once every staged change and
         // this one are applied.
-        let going = |n: &NodeId| n == node || self.departing(n) || self.plan.changes.contains_key(n);
+        let staged = self.plan.staged();
+        let going = |n: &NodeId| n == node || self.departing(n) || staged.contains_key(n);
         let staying = self.members.keys().filter(|n| !going(n)).count();
         match &change {
             Change::Leave | Change::Remove if staying == 0 => {
@@ -462,7 +509,7 @@ impl ClusterState {
                     return bad("leaving, being removed or replaced itself");
                 }
                 let heir = |c: &Change| matches!(c, Change::Replace { by: b } if b == by);
-                if self.plan.changes.iter().any(|(n, c)| n != node && heir(c))
+                if staged.iter().any(|(n, c)| n != node && heir(c))
                     || self.departures.values().any(|d| !d.done && d.by.as_ref() == Some(by))
                 {
                     return bad("already taking over another node");
@@ -470,49 +517,59 @@ impl ClusterState {
             }
             _ => {}
         }
-        let removals = self.plan.changes.values().filter(|c| **c != Change::Leave).count() + 1;
+        let removals = staged.values().filter(|c| **c != Change::Leave).count() + 1;
         if self.removed.len() + removals > MAX_REMOVED {
             return Err(PlanError::TooManyRemoved { node: node.clone(), max: MAX_REMOVED });
         }
-        self.edit_plan(me, |plan| {
-            plan.changes.insert(node.clone(), change);
-        });
+        let version = self.plan.next_version();
+        self.plan.changes.insert(node.clone(), Staged { version, author: me.clone(), change: Some(change) });
         Ok(())
     }
 
     /// Drops every staged change, as `me`.
     pub fn clear_plan(&mut self, me: &NodeId) {
-        self.edit_plan(me, |plan| {
-            plan.changes.clear();
-            plan.commit = false;
-        });
+        self.unstage(me, |_| true);
+    }
+
+    /// Unstages the changes `which` picks, each with a new stamp.
+    fn unstage(&mut self, me: &NodeId, which: impl Fn(&Staged) -> bool) {
+        let version = self.plan.next_version();
+        for staged in self.plan.changes.values_mut().filter(|s| s.change.is_some() && which(s)) {
+            *staged = Staged { version, author: me.clone(), change: None };
+        }
     }
 
     /// Asks the claimant to apply the staged changes, as `me`.
     pub fn request_commit(&mut self, me: &NodeId) -> Result<(), PlanError> {
-        if self.plan.changes.is_empty() {
+        if self.plan.staged().is_empty() {
             return Err(PlanError::NothingStaged);
         }
-        self.edit_plan(me, |plan| plan.commit = true);
+        self.plan.commit = (self.plan.next_version(), me.clone());
         Ok(())
     }
 
-    fn edit_plan(&mut self, me: &NodeId, change: impl FnOnce(&mut StagedPlan)) {
-        self.plan.version += 1;
-        self.plan.author = me.clone();
-        change(&mut self.plan);
-    }
-
-    /// The claimant's half of a commit: every staged change becomes a
-    /// cluster-level fact at once (a removal drops the member for good, a
-    /// leave or replacement is recorded in `departures`), and the plan is
-    /// cleared; the caller then plans the one ring change that follows.
-    /// Changes no longer possible (a member gone meanwhile) are dropped.
+    /// The claimant's half of a commit: every change staged before the
+    /// commit request becomes a cluster-level fact at once (a removal drops
+    /// the member for good, a leave or replacement is recorded in
+    /// `departures`) and is unstaged; the caller then plans the one ring
+    /// change that follows. Changes no longer possible (a member gone
+    /// meanwhile) are dropped. Changes staged after the request wait for
+    /// the next one.
     fn apply_plan(&mut self, me: &NodeId) -> bool {
-        if !self.plan.commit {
+        if !self.plan.commit_pending() {
             return false;
         }
-        let staged = std::mem::take(&mut self.plan.changes);
+        let request = self.plan.commit.clone();
+        let before = |s: &Staged| (s.version, &s.author) <= (request.0, &request.1);
+        let staged: Vec<(NodeId, Change)> = self
+            .plan
+            .changes
+            .iter()
+            .filter(|(_, s)| before(s))
+            .filter_map(|(n, s)| Some((n.clone(), s.change.clone()?)))
+            .collect();
+        self.unstage(me, before);
+        self.plan.applied = request;
         for (node, change) in staged {
             let Some(claim) = self.members.get(&node).map(|m| m.wanted_claim) else { continue };
             match change {
@@ -526,7 +583,6 @@ impl ClusterState {
                 Change::Replace { .. } => {}
             }
         }
-        self.edit_plan(me, |plan| plan.commit = false);
         true
     }
 
@@ -560,7 +616,7 @@ impl ClusterState {
     /// (current) and after. Nothing moves until the commit.
     pub fn preview(&self, me: &NodeId) -> Result<(Ring, Ring), RingError> {
         let mut next = self.clone();
-        next.plan.commit = true;
+        next.plan.commit = (next.plan.next_version(), me.clone());
         next.apply_plan(me);
         let after = next.desired_ring(&mut Planner::default())?;
         Ok((self.ring.current.clone(), after))
@@ -1136,7 +1192,7 @@ mod tests {
         assert!(partitions >= of_c && copies >= partitions, "{partitions} {copies}");
         s.request_commit(&node("e")).unwrap();
         assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()));
-        assert!(s.plan.changes.is_empty() && !s.plan.commit, "the commit clears the plan");
+        assert!(s.plan.staged().is_empty() && !s.plan.commit_pending(), "the commit clears the plan");
         assert_eq!(s.ring.epoch, before.epoch + 1, "one ring change for the commit");
         assert!(s.departing(&node("c")));
         // c is a holder that leaves: it sends first.
@@ -1223,7 +1279,7 @@ mod tests {
         let mut one = cluster(&["a"], 8);
         assert!(matches!(one.stage(&node("a"), &node("a"), Change::Leave), Err(PlanError::LastMember { .. })));
         s.clear_plan(&node("b"));
-        assert!(s.plan.changes.is_empty());
+        assert!(s.plan.staged().is_empty());
         assert_eq!(s.request_commit(&node("a")), Err(PlanError::NothingStaged));
         let before = s.ring.clone();
         settle(&mut s);
@@ -1236,15 +1292,24 @@ mod tests {
 
     #[test]
     fn plans_and_departures_merge_by_their_stamps() {
-        let base = cluster(&["a", "b", "c"], 8);
+        let base = cluster(&["a", "b", "c", "d"], 8);
         let (mut x, mut y) = (base.clone(), base.clone());
         x.stage(&node("a"), &node("c"), Change::Leave).unwrap();
         y.stage(&node("b"), &node("c"), Change::Remove).unwrap();
+        y.stage(&node("b"), &node("d"), Change::Leave).unwrap();
         let (mut xy, mut yx) = (x.clone(), y.clone());
         xy.merge(&y);
         yx.merge(&x);
-        assert_eq!(xy, yx, "one edit wins, the same everywhere");
-        assert_eq!(xy.plan.changes[&node("c")], Change::Remove, "(1, b) beats (1, a)");
+        assert_eq!(xy, yx, "the same everywhere");
+        assert_eq!(xy.plan.staged()[&node("c")], Change::Remove, "one edit of c wins: (1, b) beats (1, a)");
+        assert_eq!(xy.plan.staged()[&node("d")], Change::Leave, "changes of different members are all kept");
+        // A clear through one node and a staging through another, at once:
+        // the staging of a member the clear had not seen survives it.
+        let (mut cleared, mut staged) = (xy.clone(), xy.clone());
+        cleared.clear_plan(&node("a"));
+        staged.stage(&node("b"), &node("a"), Change::Leave).unwrap();
+        cleared.merge(&staged);
+        assert_eq!(cleared.plan.staged().into_keys().collect::<Vec<_>>(), vec![node("a")]);
         x.departures.insert(node("c"), Departure { done: false, by: None, claim: 8 });
         y.departures.insert(node("c"), Departure { done: true, by: None, claim: 8 });
         x.merge(&y);

@@ -30,7 +30,7 @@ use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
 use crate::core::membership::{
     Change, ClusterState, Departure, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member,
-    PROTOCOL_VERSION, RingState, StagedPlan,
+    PROTOCOL_VERSION, RingState, Staged, StagedPlan,
 };
 use crate::core::ring::{MAX_PARTITIONS, Ring};
 use crate::membership::Membership;
@@ -81,8 +81,8 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
     let transfers_done = delimited(p * varint_bytes(u64::from(partitions.saturating_sub(1))));
     let member = id + 2 * address + U32_FIELD + 3 * U64_FIELD + transfers_done + BOOL_FIELD;
     let ring = 2 * U64_FIELD + id + 2 * p * id;
-    let staged = 2 * id + U32_FIELD;
-    let plan = U64_FIELD + id + MAX_MEMBERS * delimited(staged) + BOOL_FIELD;
+    let staged = 3 * id + U32_FIELD + U64_FIELD + BOOL_FIELD;
+    let plan = (MAX_MEMBERS + MAX_REMOVED) * delimited(staged) + 2 * (U64_FIELD + id);
     let departure = 2 * id + BOOL_FIELD + U32_FIELD;
     FIXED64_FIELD
         + 4 * U32_FIELD
@@ -293,22 +293,22 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         )));
     }
     let plan = p.plan.unwrap_or_default();
-    if plan.changes.len() > MAX_MEMBERS || p.departures.len() > MAX_MEMBERS + MAX_REMOVED {
+    if plan.changes.len() > MAX_MEMBERS + MAX_REMOVED || p.departures.len() > MAX_MEMBERS + MAX_REMOVED {
         return Err(bad(format!(
-            "{} staged changes and {} departures; at most {MAX_MEMBERS} and {}",
+            "{} staged changes and {} departures; at most {} each",
             plan.changes.len(),
             p.departures.len(),
             MAX_MEMBERS + MAX_REMOVED
         )));
     }
-    let staged_ids = plan.changes.iter().flat_map(|c| [&c.node, &c.by]);
+    let staged_ids = plan.changes.iter().flat_map(|c| [&c.node, &c.by, &c.author]);
     let departure_ids = p.departures.iter().flat_map(|d| [&d.node, &d.by]);
     let ids = ring
         .owners
         .iter()
         .chain(&ring.target)
         .chain(&p.removed)
-        .chain([&ring.author, &plan.author])
+        .chain([&ring.author, &plan.commit_author, &plan.applied_author])
         .chain(staged_ids)
         .chain(departure_ids);
     if let Some(id) = ids.into_iter().find(|id| id.len() > MAX_NODE_ID_BYTES) {
@@ -363,35 +363,53 @@ fn plan_to_pb(plan: &StagedPlan) -> pb::Plan {
     let changes = plan
         .changes
         .iter()
-        .map(|(node, change)| {
-            let (kind, by) = match change {
-                Change::Leave => (pb::staged::Kind::Leave, String::new()),
-                Change::Remove => (pb::staged::Kind::Remove, String::new()),
-                Change::Replace { by } => (pb::staged::Kind::Replace, by.to_string()),
+        .map(|(node, staged)| {
+            let (kind, by) = match &staged.change {
+                None | Some(Change::Leave) => (pb::staged::Kind::Leave, String::new()),
+                Some(Change::Remove) => (pb::staged::Kind::Remove, String::new()),
+                Some(Change::Replace { by }) => (pb::staged::Kind::Replace, by.to_string()),
             };
-            pb::Staged { node: node.to_string(), kind: kind as i32, by }
+            pb::Staged {
+                node: node.to_string(),
+                kind: kind as i32,
+                by,
+                version: staged.version,
+                author: staged.author.to_string(),
+                staged: staged.change.is_some(),
+            }
         })
         .collect();
-    pb::Plan { version: plan.version, author: plan.author.to_string(), changes, commit: plan.commit }
+    pb::Plan {
+        changes,
+        commit_version: plan.commit.0,
+        commit_author: plan.commit.1.to_string(),
+        applied_version: plan.applied.0,
+        applied_author: plan.applied.1.to_string(),
+    }
 }
 
 fn plan_from_pb(plan: pb::Plan) -> Result<StagedPlan, Status> {
     let mut changes = BTreeMap::new();
     for staged in plan.changes {
-        let change = match pb::staged::Kind::try_from(staged.kind) {
-            Ok(pb::staged::Kind::Leave) => Change::Leave,
-            Ok(pb::staged::Kind::Remove) => Change::Remove,
-            Ok(pb::staged::Kind::Replace) if !staged.by.is_empty() => Change::Replace { by: NodeId::new(staged.by) },
+        let change = match (staged.staged, pb::staged::Kind::try_from(staged.kind)) {
+            (false, _) => None,
+            (true, Ok(pb::staged::Kind::Leave)) => Some(Change::Leave),
+            (true, Ok(pb::staged::Kind::Remove)) => Some(Change::Remove),
+            (true, Ok(pb::staged::Kind::Replace)) if !staged.by.is_empty() => {
+                Some(Change::Replace { by: NodeId::new(staged.by) })
+            }
             _ => {
-                return Err(Status::invalid_argument(format!(
-                    "cluster state: a bad staged change for {}",
-                    staged.node
-                )));
+                return Err(Status::invalid_argument(format!("cluster state: a bad staged change for {}", staged.node)));
             }
         };
-        changes.insert(NodeId::new(staged.node), change);
+        let entry = Staged { version: staged.version, author: NodeId::new(staged.author), change };
+        changes.insert(NodeId::new(staged.node), entry);
     }
-    Ok(StagedPlan { version: plan.version, author: NodeId::new(plan.author), changes, commit: plan.commit })
+    Ok(StagedPlan {
+        changes,
+        commit: (plan.commit_version, NodeId::new(plan.commit_author)),
+        applied: (plan.applied_version, NodeId::new(plan.applied_author)),
+    })
 }
 
 pub fn member_to_pb(m: &Member) -> pb::Member {
@@ -501,12 +519,12 @@ mod tests {
         s.ring.target = Some(Ring::from_owners((0..partitions as usize).rev().map(id).collect()).unwrap());
         s.ring.epoch = u64::MAX;
         s.ring.target_epoch = u64::MAX;
-        let heir = |i: usize| Change::Replace { by: id(i + 1) };
+        let heir =
+            |i: usize| Staged { version: u64::MAX, author: id(i), change: Some(Change::Replace { by: id(i + 1) }) };
         s.plan = StagedPlan {
-            version: u64::MAX,
-            author: id(0),
-            changes: (0..MAX_MEMBERS).map(|i| (id(i), heir(i))).collect(),
-            commit: true,
+            changes: (0..MAX_MEMBERS + MAX_REMOVED).map(|i| (id(i), heir(i))).collect(),
+            commit: (u64::MAX, id(0)),
+            applied: (u64::MAX, id(1)),
         };
         s.departures = (0..MAX_MEMBERS + MAX_REMOVED)
             .map(|i| (id(i), Departure { done: true, by: Some(id(i + 1)), claim: u32::MAX }))
