@@ -490,7 +490,7 @@ impl Membership {
         // A state not saved is saved with the next change; after a restart
         // gossip brings back what the disk missed.
         if let Some(view) = view {
-            tracing::info!(epoch = view.epoch, moving = view.target.is_some(), "ring changed");
+            tracing::info!(epoch = view.epoch, ring = %format!("{:016x}", view.ring_hash), moving = view.target.is_some(), "ring changed");
             self.ring.replace(Arc::new(view));
         }
         if let Some(state) = save {

@@ -399,7 +399,10 @@ fn plan_from_pb(plan: pb::Plan) -> Result<StagedPlan, Status> {
                 Some(Change::Replace { by: NodeId::new(staged.by) })
             }
             _ => {
-                return Err(Status::invalid_argument(format!("cluster state: a bad staged change for {}", staged.node)));
+                return Err(Status::invalid_argument(format!(
+                    "cluster state: a bad staged change for {}",
+                    staged.node
+                )));
             }
         };
         let entry = Staged { version: staged.version, author: NodeId::new(staged.author), change };
