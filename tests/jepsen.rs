@@ -99,8 +99,8 @@ enum Fault {
     /// The same with a longer window (seconds of writes forgotten): a data
     /// directory restored from an older copy.
     RestoreSnapshot(usize),
-    /// Leave under load: the node stages its leave (`POST /admin/leave`),
-    /// another commits it; it hands everything over and stays out.
+    /// Leave under load: the node stages its leave (`POST /admin/leave`)
+    /// and commits it; it hands everything over and stays out.
     Leave(usize),
     /// Node dead for good, force-removed: kill -9, then once another member
     /// sees it down, `POST /admin/force-remove` and a commit. It stays dead.
@@ -233,11 +233,16 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
     // Nodes that left or were force-removed: no fault acts on them after.
     let mut departed: BTreeSet<usize> = BTreeSet::new();
     for (start, length, membership) in lanes {
-        let busy: BTreeSet<usize> = out
+        let overlapping: Vec<&Scheduled> = out
             .iter()
             .filter(|s| s.start < start + length + SETTLE_MARGIN && start < s.start + s.length + SETTLE_MARGIN)
-            .flat_map(|s| s.fault.nodes())
             .collect();
+        let busy: BTreeSet<usize> = overlapping.iter().flat_map(|s| s.fault.nodes()).collect();
+        // A node dead for good loses what only it held, as a lost disk does:
+        // the two never overlap, or a write acknowledged by W=2 could lose
+        // both copies legitimately.
+        let data_loss_near = overlapping.iter().any(|s| s.fault.loses_data());
+        let removal_near = overlapping.iter().any(|s| matches!(s.fault, Fault::ForceRemove(_)));
         let mut free: Vec<usize> = (0..nodes).filter(|n| !busy.contains(n) && !departed.contains(n)).collect();
         if free.len() < 2 {
             continue;
@@ -256,7 +261,7 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
                     departed.insert(node);
                     (Fault::Leave(node), length)
                 }
-                11 if can_depart => {
+                11 if can_depart && !data_loss_near => {
                     departed.insert(node);
                     (Fault::ForceRemove(node), length)
                 }
@@ -274,6 +279,7 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
             }
         } else {
             let choice = if network { rng.random_range(0..11) } else { rng.random_range(3..10) };
+            let choice = if removal_near && matches!(choice, 5 | 8 | 9) { 3 } else { choice };
             match choice {
                 0 => (Fault::Isolate(node), length),
                 1 => (Fault::OneWay { to: vec![node], from: vec![other] }, length),
@@ -380,9 +386,10 @@ impl Cluster {
             }
             Fault::Leave(i) => {
                 self.gone.insert(*i);
+                // Committed through the leaving node: it knows its staged leave
+                // at once, others only once gossip brought it.
                 let staged = post_admin(&self.nodes[*i], "/admin/leave", "");
-                let other = self.members().into_iter().find(|n| n.running() && !n.paused).map(|n| n.index);
-                let committed = other.and_then(|o| post_admin(&self.nodes[o], "/admin/commit", ""));
+                let committed = post_admin(&self.nodes[*i], "/admin/commit", "");
                 println!("jepsen: node {i} leaves: staged {staged:?}, committed {committed:?}");
             }
             Fault::ForceRemove(i) => {
