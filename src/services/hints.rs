@@ -116,7 +116,7 @@ impl HintsWorker {
         let deadline = Instant::now() + self.timeout;
         // Unfenced (epoch 0), like a repair: the merge is idempotent and the
         // targets were chosen on this node's newest ring.
-        let call = CallContext { deadline, ring_epoch: 0 };
+        let call = CallContext::until(deadline);
         for target in &targets {
             let merged = self.replicas.merge(target, hint.partition, &hint.key, &object, call);
             match tokio::time::timeout_at(deadline, merged).await {
