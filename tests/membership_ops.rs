@@ -1,6 +1,7 @@
 //! Changing the cluster with real processes over TCP (5 nodes, N=3): a plan
 //! shown before anything moves and cleared, a leave under load, a dead node
-//! force-removed, a dead node replaced by one that joined. Copies are
+//! force-removed, a dead node replaced by one that joined, and large
+//! partitions handed off under load while one node leaves and another joins. Copies are
 //! checked replica by replica over the replica gRPC service, bypassing
 //! quorums.
 //!
@@ -394,6 +395,160 @@ fn a_node_that_joined_with_claim_zero_replaces_a_dead_one_exactly() {
         }
     }
     assert_on_every_holder(&c, c.node(0), &written);
+}
+
+/// riak_test's handoff scenario: partitions with thousands of objects each
+/// are handed off under load while one node leaves and another joins at the
+/// same time. No request fails, and afterwards every acknowledged write is
+/// readable and on all N holders of the new ring.
+#[test]
+fn large_partitions_hand_off_under_load_while_one_node_leaves_and_another_joins() {
+    let _serial = serial();
+    // 8 partitions, so each holds ~1,500 of the 12,000 preloaded objects
+    // (1 KiB each): a partition moves in several transfer batches (256
+    // objects each), under load.
+    let mut c = Cluster::start_with(74, 5, &["--gossip-interval-ms", "100", "--failure-timeout-ms", "1500", "-p", "8"]);
+    let leaver = node_id(c.node(4));
+    let through: Vec<String> = (0..4).map(|i| c.node(i).http.clone()).collect();
+    let http_put = |node: &str, key: &str, value: &str| -> StatusCode {
+        match client().put(format!("http://{node}/store/{key}")).body(value.to_owned()).send() {
+            Ok(r) => r.status(),
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    };
+    let filler = "x".repeat(1000);
+    let preloaded: BTreeMap<String, String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (node, filler) = (through[t].clone(), &filler);
+                s.spawn(move || {
+                    (0..3000)
+                        .map(|i| {
+                            let (key, value) = (format!("big-{t}-{i}"), format!("{t}-{i}-{filler}"));
+                            assert_eq!(http_put(&node, &key, &value), StatusCode::OK, "{key}");
+                            (key, value)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+
+    // Writers (new keys and overwrites of preloaded ones, each key written by
+    // one thread only, so its last acknowledged value is known) and readers
+    // through nodes 0-3 for the whole change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::new(Mutex::new(preloaded.clone()));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut threads = Vec::new();
+    for t in 0..4usize {
+        let (stop, acked, failures, node) =
+            (Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&failures), through[t].clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let overwrite = i % 2 == 0;
+                let key = if overwrite { format!("big-{t}-{}", (i * 7) % 3000) } else { format!("new-{t}-{i}") };
+                let value = format!("w-{t}-{i}");
+                // An overwrite reads first and sends the context: a blind
+                // write would be a sibling of the value, not its successor.
+                let mut put = client().put(format!("http://{node}/store/{key}")).body(value.clone());
+                if overwrite {
+                    match client().get(format!("http://{node}/store/{key}")).send() {
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            if let Some(context) = r.headers().get("x-vinzclortho-context") {
+                                put = put.header("x-vinzclortho-context", context.clone());
+                            }
+                        }
+                        Ok(r) => failures.lock().unwrap().push(format!("get {key} via {node}: {}", r.status())),
+                        Err(e) => failures.lock().unwrap().push(format!("get {key} via {node}: {e}")),
+                    }
+                }
+                let code = put.send().map(|r| r.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                match code {
+                    StatusCode::OK => {
+                        acked.lock().unwrap().insert(key, value);
+                    }
+                    other => failures.lock().unwrap().push(format!("put {key} via {node}: {other}")),
+                }
+                i += 1;
+            }
+        }));
+    }
+    let reads = Arc::new(AtomicUsize::new(0));
+    for t in 0..2usize {
+        let (stop, failures, reads, node) =
+            (Arc::clone(&stop), Arc::clone(&failures), Arc::clone(&reads), through[t + 2].clone());
+        let preloaded = preloaded.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // Keys of writers 2 and 3 that nobody overwrites (odd i).
+                let key = format!("big-{}-{}", 2 + t, (i * 14 + 1) % 3000 | 1);
+                match client().get(format!("http://{node}/store/{key}")).send() {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        let body = r.text().unwrap_or_default();
+                        if body != preloaded[&key] {
+                            failures.lock().unwrap().push(format!("get {key} via {node}: {body:.40}"));
+                        }
+                    }
+                    Ok(r) => failures.lock().unwrap().push(format!("get {key} via {node}: {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("get {key} via {node}: {e}")),
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+
+    // The leave is staged and committed while the new node's join moves
+    // partitions to it.
+    let (code, text) = post(c.node(4), "/admin/leave", "");
+    assert_eq!(code, StatusCode::OK, "{text}");
+    let joiner = c.add();
+    commit(c.node(1), 1);
+    wait_for("node 4 to have left", CHANGE * 2, || (status(c.node(4))?["state"] == "left").then_some(()));
+    let remaining: Vec<usize> = vec![0, 1, 2, 3, joiner];
+    for &i in &remaining {
+        wait_for("the ring to settle without node 4", CHANGE, || {
+            let s = status(c.node(i))?;
+            let m = members(c.node(i));
+            let settled = s["ring"]["moving"] == false
+                && m.len() == 5
+                && !m.contains_key(&c.node(4).http)
+                && m.get(&c.node(joiner).http).is_some_and(|(_, claim)| *claim > 0)
+                && m.values().map(|(_, claim)| claim).sum::<u64>() == 8;
+            settled.then_some(())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failures during the change, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    let p = plan(c.node(0));
+    let departure = p["departures"].as_array().unwrap().iter().find(|d| d["node"] == leaver.as_str()).cloned();
+    assert_eq!(departure.unwrap()["state"], "left", "{p}");
+
+    // Every acknowledged write, through the remaining nodes; a sample of
+    // them replica by replica on all three holders of the new ring.
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > preloaded.len(), "the writers wrote nothing new");
+    for (i, (key, value)) in acked.iter().enumerate() {
+        let (code, body) = get(c.node(remaining[i % 5]), key);
+        assert_eq!((code, body.as_str()), (StatusCode::OK, value.as_str()), "{key}");
+    }
+    let sample: BTreeMap<String, String> = acked.into_iter().step_by(97).collect();
+    c.nodes[4].take().unwrap().signal_and_wait("TERM", Duration::from_secs(30)).expect("the left node exits");
+    assert_on_every_holder(&c, c.node(0), &sample);
 }
 
 /// The sum of a counter over every running node's `/metrics` (lines whose
