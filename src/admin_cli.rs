@@ -72,8 +72,31 @@ pub enum AdminCommand {
         #[arg(long)]
         bucket: Option<String>,
     },
-    /// Exit 0 once every member is up and nothing is moving or
-    /// under-replicated, as seen from the node; 1 at the timeout.
+    /// Stage the leave of the node asked (`--node`): once committed it hands
+    /// every partition to the others, then owns nothing and can be stopped.
+    Leave,
+    /// Stage the removal of a dead member that will not come back (ask any
+    /// other node); its partitions are refilled from the surviving copies.
+    ForceRemove {
+        /// The dead member's id (`admin members` shows it).
+        node_id: String,
+    },
+    /// Stage the replacement of member OLD by NEW, a member already (joined
+    /// with claim 0): NEW takes over exactly OLD's partitions.
+    Replace { old: String, new: String },
+    /// The staged changes and what committing them would move; `plan clear`
+    /// drops them.
+    Plan {
+        #[command(subcommand)]
+        command: Option<PlanCommand>,
+    },
+    /// Apply every staged change as one ring change (the claimant does);
+    /// exit 0 once applied, 1 if it was not within the node's wait (the
+    /// commit stays requested).
+    Commit,
+    /// Exit 0 once every member is up, nothing is moving or
+    /// under-replicated and no hinted write waits, as every member sees
+    /// itself; 1 at the timeout.
     WaitHealthy {
         /// Seconds to wait.
         #[arg(long, default_value_t = 60)]
@@ -87,6 +110,12 @@ pub enum ClaimCommand {
     Get,
     /// Ask for this many partitions (a weight; partitions move after their data).
     Set { partitions: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Drop every staged change.
+    Clear,
 }
 
 /// Why a command failed, and so its exit code.
@@ -158,11 +187,43 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
             let replicas = node.json(Method::GET, &path, None).await?;
             print(json, &replicas, replicas_table);
         }
+        AdminCommand::Leave => {
+            let plan = node.json(Method::POST, "/admin/leave", None).await?;
+            print(json, &plan, plan_table);
+        }
+        AdminCommand::ForceRemove { node_id } => {
+            let plan = node.json(Method::POST, "/admin/force-remove", Some(node_id.clone())).await?;
+            print(json, &plan, plan_table);
+        }
+        AdminCommand::Replace { old, new } => {
+            let body = serde_json::json!({"old": old, "new": new}).to_string();
+            let plan = node.json(Method::POST, "/admin/replace", Some(body)).await?;
+            print(json, &plan, plan_table);
+        }
+        AdminCommand::Plan { command: None } => {
+            let plan = node.json(Method::GET, "/admin/plan", None).await?;
+            print(json, &plan, plan_table);
+        }
+        AdminCommand::Plan { command: Some(PlanCommand::Clear) } => {
+            let plan = node.json(Method::DELETE, "/admin/plan", None).await?;
+            print(json, &plan, plan_table);
+        }
+        AdminCommand::Commit => {
+            let (status, plan) = node.json_with_status(Method::POST, "/admin/commit", None).await?;
+            print(json, &plan, plan_table);
+            if status == StatusCode::ACCEPTED {
+                return Err(Failure::Cluster(
+                    "commit requested, not applied yet: the claimant applies it once it sees a majority \
+                     of the members up (`admin plan` shows when the staged changes are gone)"
+                        .into(),
+                ));
+            }
+        }
         AdminCommand::WaitHealthy { timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(*timeout);
             loop {
                 let why = match node.json(Method::GET, "/admin/status", None).await {
-                    Ok(status) => match unhealthy(&status) {
+                    Ok(status) => match unhealthy(&status).or(members_unhealthy(node, &status).await) {
                         None => {
                             if json {
                                 println!("{}", serde_json::json!({"healthy": true}));
@@ -183,6 +244,31 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// What the other members say of themselves, once the asked node looks
+/// healthy: each holds its own hints (and knows its own state), so each
+/// is asked; one that does not answer is not healthy either.
+async fn members_unhealthy(node: &Node, status: &Value) -> Option<String> {
+    let others = status["members"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| m["address"].as_str())
+        .filter(|a| Node::new(a, node.timeout).base != node.base)
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    for address in others {
+        let peer = Node::new(&address, node.timeout);
+        match peer.json(Method::GET, "/admin/status", None).await {
+            Ok(theirs) => {
+                if let Some(why) = unhealthy(&theirs) {
+                    return Some(format!("{address}: {why}"));
+                }
+            }
+            Err(Failure::Cluster(why) | Failure::Usage(why)) => return Some(format!("{address}: {why}")),
+        }
+    }
+    None
 }
 
 /// Every member's transfers, from each member's own `/admin/status`: a node
@@ -484,6 +570,49 @@ fn replicas_table(r: &Value) -> String {
     out
 }
 
+/// `/admin/plan`'s answer: staged changes, ownership before and after, what
+/// would move, and departures under way.
+fn plan_table(p: &Value) -> String {
+    let mut out = String::new();
+    let staged: Vec<Vec<String>> = p["staged"]
+        .as_array()
+        .map(|s| {
+            s.iter().map(|c| vec![text(&c["action"]), text(&c["node"]), text(&c["address"]), text(&c["by"])]).collect()
+        })
+        .unwrap_or_default();
+    if staged.is_empty() {
+        out.push_str("no staged changes\n");
+    } else {
+        out.push_str(&table(&["ACTION", "NODE", "ADDRESS", "BY"], staged));
+        out.push_str(&format!(
+            "committing moves {} partitions: {} copies to send (about {} objects){}\n",
+            text(&p["partitions_moving"]),
+            text(&p["copies_to_send"]),
+            text(&p["objects_to_move_estimate"]),
+            if p["commit_requested"] == true { "; commit requested" } else { "" },
+        ));
+    }
+    out.push_str(&format!(
+        "ring epoch {}{}\n",
+        text(&p["ring_epoch"]),
+        if p["moving"] == true { ", a move is running" } else { "" }
+    ));
+    let ownership: Vec<Vec<String>> = p["ownership"]
+        .as_array()
+        .map(|o| {
+            o.iter()
+                .map(|n| vec![text(&n["address"]), text(&n["node"]), text(&n["before"]), text(&n["after"])])
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["ADDRESS", "ID", "OWNS", "AFTER"], ownership));
+    if let Some(departures) = p["departures"].as_array().filter(|d| !d.is_empty()) {
+        let rows = departures.iter().map(|d| vec![text(&d["node"]), text(&d["state"]), text(&d["by"])]).collect();
+        out.push_str(&table(&["DEPARTING", "STATE", "BY"], rows));
+    }
+    out
+}
+
 fn list(v: &Value) -> String {
     v.as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| text(v))
 }
@@ -565,9 +694,27 @@ impl Node {
     }
 
     async fn json(&self, method: Method, path: &str, body: Option<String>) -> Result<Value, Failure> {
-        let text = self.text(method, path, body).await?;
-        serde_json::from_str(&text)
-            .map_err(|e| Failure::Cluster(format!("the node's answer is not JSON ({e}): {text}")))
+        Ok(self.json_with_status(method, path, body).await?.1)
+    }
+
+    /// [`Node::json`], with the (successful) status, where 200 and 202 differ.
+    async fn json_with_status(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(StatusCode, Value), Failure> {
+        let (status, body) = self.call(method, path, body).await?;
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        if status == StatusCode::BAD_REQUEST {
+            return Err(Failure::Usage(format!("{status}: {text}")));
+        }
+        if !status.is_success() {
+            return Err(Failure::Cluster(format!("{status}: {text}")));
+        }
+        let value = serde_json::from_str(&text)
+            .map_err(|e| Failure::Cluster(format!("the node's answer is not JSON ({e}): {text}")))?;
+        Ok((status, value))
     }
 }
 

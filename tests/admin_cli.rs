@@ -136,3 +136,70 @@ fn admin_commands_show_the_cluster_and_exit_codes_say_how_it_went() {
         other["replicas"].as_array().unwrap().iter().all(|c| c["siblings"].as_array().is_none_or(|s| s.is_empty()))
     );
 }
+
+/// leave, force-remove, replace, plan, plan clear and commit: the staged
+/// plan through the CLI, refusals with their exit codes, and a leave
+/// committed through it that ends with the node owning nothing and every
+/// key still readable.
+#[test]
+fn admin_commands_stage_show_clear_and_commit_cluster_changes() {
+    let cluster = Cluster::start(65, 4);
+    let (first, leaver) = (cluster.node(0).http.clone(), cluster.node(3).http.clone());
+    let id = |node: &str| json(&admin(node, &["status", "--json"]))["node_id"].as_str().unwrap().to_owned();
+    let (first_id, leaver_id) = (id(&first), id(&leaver));
+    let http = common::client();
+    for i in 0..50 {
+        let put = http.put(format!("http://{first}/store/cli-leave-{i}")).body(format!("v{i}")).send().unwrap();
+        assert!(put.status().is_success(), "{}", put.status());
+    }
+
+    assert!(stdout(&admin(&first, &["plan"])).starts_with("no staged changes"));
+    // Refusals: an unknown node and a commit with nothing staged are the
+    // cluster saying no (1); removing the node asked, or replacing a node by
+    // itself, is a bad request (2).
+    let unknown = admin(&first, &["force-remove", "no-such-node"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("not a member"), "{}", stderr(&unknown));
+    let itself = admin(&first, &["force-remove", &first_id]);
+    assert_eq!(itself.status.code(), Some(2), "{}", stderr(&itself));
+    let by_itself = admin(&first, &["replace", &leaver_id, &leaver_id]);
+    assert_eq!(by_itself.status.code(), Some(2), "{}", stderr(&by_itself));
+    let nothing = admin(&first, &["commit"]);
+    assert_eq!(nothing.status.code(), Some(1), "{}", stderr(&nothing));
+    assert!(stderr(&nothing).contains("nothing is staged"), "{}", stderr(&nothing));
+
+    // Staged on the leaving node, shown (table and JSON) on another, cleared.
+    let staged = json(&admin(&leaver, &["leave", "--json"]));
+    assert_eq!(staged["staged"][0]["action"], "leave", "{staged}");
+    let shown = wait_for("the staged leave on node 0", Duration::from_secs(30), || {
+        let table = stdout(&admin(&first, &["plan"]));
+        (table.contains("ACTION") && table.contains(&leaver_id)).then_some(table)
+    });
+    assert!(shown.contains("leave") && shown.contains("copies to send") && shown.contains("AFTER"), "{shown}");
+    let cleared = json(&admin(&first, &["plan", "clear", "--json"]));
+    assert!(cleared["staged"].as_array().unwrap().is_empty(), "{cleared}");
+    wait_for("the cleared plan on the leaving node", Duration::from_secs(30), || {
+        json(&admin(&leaver, &["plan", "--json"]))["staged"].as_array()?.is_empty().then_some(())
+    });
+
+    // Staged again and committed through the CLI: the node hands everything
+    // over and says it left; every key stays readable.
+    json(&admin(&leaver, &["leave", "--json"]));
+    let committed = admin(&leaver, &["commit"]);
+    // 0 once the claimant applied it; 1 if not within the node's wait (it
+    // stays requested and applies later).
+    assert!(matches!(committed.status.code(), Some(0 | 1)), "{}{}", stdout(&committed), stderr(&committed));
+    wait_for("the leave to finish", Duration::from_secs(120), || {
+        let plan = json(&admin(&first, &["plan", "--json"]));
+        let left =
+            plan["departures"].as_array()?.iter().any(|d| d["node"] == leaver_id.as_str() && d["state"] == "left");
+        let owns =
+            plan["ownership"].as_array()?.iter().find(|o| o["node"] == leaver_id.as_str()).map(|o| o["before"].clone());
+        (left && owns.is_none_or(|b| b == 0)).then_some(())
+    });
+    for i in 0..50 {
+        let got = http.get(format!("http://{first}/store/cli-leave-{i}?r=3")).send().unwrap();
+        assert!(got.status().is_success(), "cli-leave-{i}: {}", got.status());
+        assert_eq!(got.text().unwrap(), format!("v{i}"));
+    }
+}
