@@ -1000,6 +1000,38 @@ fn membership_and_data_loss_faults_once() {
     assert_correct(&outcome);
 }
 
+/// "Leave under load" and "node dead for good, force-removed" in a fixed
+/// 5-node schedule, overlapping other faults and membership changes: a
+/// node stages and commits its leave while two spares join (a node leaving
+/// and others joining at once), a pause and a crash land during the moves,
+/// then another node is killed for good and force-removed, and a partition
+/// follows. Six members remain: no acknowledged write lost, no
+/// resurrection, convergence on the remaining nodes.
+#[test]
+fn leave_and_force_remove_under_faults() {
+    let schedule = vec![
+        Scheduled { fault: Fault::Leave(4), start: at(2000), length: at(8000) },
+        Scheduled { fault: Fault::TwoJoins(5, 6), start: at(3000), length: at(6000) },
+        Scheduled { fault: Fault::Pause(1), start: at(5000), length: at(2500) },
+        Scheduled { fault: Fault::Crash(0), start: at(9000), length: at(2000) },
+        Scheduled { fault: Fault::ForceRemove(3), start: at(13_000), length: at(8000) },
+        Scheduled { fault: Fault::Isolate(2), start: at(22_000), length: at(3000) },
+    ];
+    let outcome = run(Run {
+        seed: 104,
+        nodes: 5,
+        spares: 2,
+        clients: 6,
+        length: at(28_000),
+        env: vec![],
+        subnet: 85,
+        schedule: Some(schedule),
+        cold_keys: 100,
+    });
+    assert!(outcome.report.acknowledged_writes > 50, "too few acknowledged writes to judge: {:?}", outcome.report);
+    assert_correct(&outcome);
+}
+
 /// "Wiped disk repaired by anti-entropy only": five nodes with N=3, read
 /// repair off on every node (`--read-repair=false`, so neither the
 /// workload's reads nor the final r=all convergence reads repair
