@@ -232,7 +232,13 @@ pub async fn watch(watcher: Arc<Watcher>, stop: Arc<AtomicBool>) {
 /// Hints on every disk, as "node i: count" for the nonzero ones; empty once
 /// every fallback delivered what it held for others.
 pub fn hints_left(cluster: &Cluster) -> Vec<String> {
+    // A node dead for good (force-removed, never started again) keeps its
+    // hints on a disk nobody reads, as it keeps its objects: what it held
+    // is lost with it, not waiting for delivery (the nemesis spaces a
+    // removal from power losses, so W copies remain elsewhere).
+    let running = cluster.running_nodes();
     (0..cluster.size())
+        .filter(|i| !cluster.is_gone(*i) || running.contains(i))
         .filter_map(|i| {
             let count = cluster.disk(i).contents().hints(None, usize::MAX).map(|h| h.len()).unwrap_or(0);
             (count > 0).then(|| format!("node {i}: {count}"))
