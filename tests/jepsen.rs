@@ -344,7 +344,12 @@ impl Cluster {
 
     /// A live member's cluster address to join through, other than `not`.
     fn seed(&self, not: &[usize]) -> String {
-        let live = self.nodes.iter().find(|n| n.running() && !n.paused && !not.contains(&n.index));
+        // Not a node that left: it still runs, but answers no internal call
+        // (a joiner through it is refused and gives up).
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.running() && !n.paused && !not.contains(&n.index) && !self.gone.contains(&n.index));
         live.expect("a live member to join through").cluster.clone()
     }
 
