@@ -442,9 +442,8 @@ fn large_partitions_hand_off_under_load_while_one_node_leaves_and_another_joins(
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::new(Mutex::new(preloaded.clone()));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut threads = Vec::new();
-    for t in 0..4usize {
-        let (stop, acked, failures, node) =
-            (Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&failures), through[t].clone());
+    for (t, node) in through.iter().cloned().enumerate() {
+        let (stop, acked, failures) = (Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&failures));
         threads.push(std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -485,7 +484,7 @@ fn large_partitions_hand_off_under_load_while_one_node_leaves_and_another_joins(
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 // Keys of writers 2 and 3 that nobody overwrites (odd i).
-                let key = format!("big-{}-{}", 2 + t, (i * 14 + 1) % 3000 | 1);
+                let key = format!("big-{}-{}", 2 + t, ((i * 14 + 1) % 3000) | 1);
                 match client().get(format!("http://{node}/store/{key}")).send() {
                     Ok(r) if r.status() == StatusCode::OK => {
                         let body = r.text().unwrap_or_default();
