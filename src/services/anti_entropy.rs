@@ -23,7 +23,7 @@
 
 mod trees;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -206,7 +206,15 @@ pub struct AntiEntropyWorker {
     /// The partition to consider next (round robin).
     next: Partition,
     pace: Pace,
+    /// When each peer's failed exchange was last logged as a warning: a
+    /// peer that keeps failing (down for long, or running with
+    /// anti-entropy off, which answers UNIMPLEMENTED) is warned about once
+    /// a minute, not once per partition per interval.
+    warned: HashMap<NodeId, Instant>,
 }
+
+/// How often the same peer's failed exchanges are logged as warnings.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl AntiEntropyWorker {
     pub fn new(
@@ -225,6 +233,7 @@ impl AntiEntropyWorker {
             replica,
             peers,
             pace: Pace::new(settings.repairs_per_second),
+            warned: HashMap::new(),
             settings,
             next: 0,
         }
@@ -327,7 +336,13 @@ impl Worker for AntiEntropyWorker {
                 }
                 Err(e) => {
                     self.anti_entropy.exchanges_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(partition, %peer, error = %e, "anti-entropy exchange failed; the partition comes round again");
+                    let now = Instant::now();
+                    if self.warned.get(peer).is_none_or(|at| now.duration_since(*at) >= WARN_EVERY) {
+                        self.warned.insert(peer.clone(), now);
+                        tracing::warn!(partition, %peer, error = %e, "anti-entropy exchange failed; the partition comes round again (further failures with this peer are logged at debug for a minute)");
+                    } else {
+                        tracing::debug!(partition, %peer, error = %e, "anti-entropy exchange failed");
+                    }
                 }
             }
         }
