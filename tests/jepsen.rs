@@ -332,6 +332,9 @@ struct Cluster {
     claims: BTreeMap<usize, Vec<u64>>,
     /// Slots that left or were force-removed: no longer members.
     gone: BTreeSet<usize>,
+    /// The same, shared with the clients: they stop sending to a node once
+    /// it leaves or is killed for good, as a load balancer would drop it.
+    departed: Arc<std::sync::Mutex<BTreeSet<usize>>>,
 }
 
 impl Cluster {
@@ -406,6 +409,7 @@ impl Cluster {
             }
             Fault::Leave(i) => {
                 self.gone.insert(*i);
+                self.departed.lock().unwrap().insert(*i);
                 // Committed through the leaving node: it knows its staged leave
                 // at once, others only once gossip brought it.
                 let staged = post_admin(&self.nodes[*i], "/admin/leave", "");
@@ -414,6 +418,7 @@ impl Cluster {
             }
             Fault::ForceRemove(i) => {
                 self.gone.insert(*i);
+                self.departed.lock().unwrap().insert(*i);
                 let id = status(&self.nodes[*i]).and_then(|s| Some(s["node_id"].as_str()?.to_owned()));
                 self.nodes[*i].kill9();
                 let Some(id) = id else { return println!("jepsen: node {i} has no id to force-remove") };
@@ -713,8 +718,17 @@ fn run(config: Run) -> Outcome {
     net.set_proxy_ports(proxy.addresses.iter().map(|a| a.rsplit_once(':').unwrap().1.parse().unwrap()).collect());
     let dir = tempfile::tempdir().unwrap();
     let env = config.env.clone();
-    let mut cluster =
-        Cluster { net, proxy, nodes: Vec::new(), listen, dir, env, claims: BTreeMap::new(), gone: BTreeSet::new() };
+    let mut cluster = Cluster {
+        net,
+        proxy,
+        nodes: Vec::new(),
+        listen,
+        dir,
+        env,
+        claims: BTreeMap::new(),
+        gone: BTreeSet::new(),
+        departed: Arc::default(),
+    };
     for i in 0..config.nodes {
         let seed = cluster.nodes.first().map(|n| n.cluster.clone());
         cluster.start_node(i, seed.as_deref());
@@ -733,14 +747,14 @@ fn run(config: Run) -> Outcome {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.http.clone()).collect();
-    let mut cold = Client::new(config.clients, config.seed, addresses.clone(), started);
+    let mut cold = Client::new(config.clients, config.seed, addresses.clone(), started, Arc::clone(&cluster.departed));
     for i in 0..config.cold_keys {
         cold.blind_write(&format!("cold{i}"));
     }
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
-            let (stop, addresses) = (stop.clone(), addresses.clone());
-            let mut client = Client::new(c, config.seed, addresses, started);
+            let (stop, addresses, departed) = (stop.clone(), addresses.clone(), Arc::clone(&cluster.departed));
+            let mut client = Client::new(c, config.seed, addresses, started, departed);
             std::thread::spawn(move || {
                 client.run(stop);
                 client.ops

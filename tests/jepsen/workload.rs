@@ -2,8 +2,9 @@
 //! they sent and saw. Values are unique tokens, so every value read can be
 //! traced to the write that produced it.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -22,6 +23,8 @@ pub struct Client {
     rng: StdRng,
     http: reqwest::blocking::Client,
     nodes: Vec<String>,
+    /// Nodes that left or were killed for good: not sent to any more.
+    departed: Arc<Mutex<BTreeSet<usize>>>,
     started: Instant,
     seq: u64,
     pub ops: Vec<Op>,
@@ -41,7 +44,13 @@ impl Read {
 }
 
 impl Client {
-    pub fn new(id: usize, seed: u64, nodes: Vec<String>, started: Instant) -> Client {
+    pub fn new(
+        id: usize,
+        seed: u64,
+        nodes: Vec<String>,
+        started: Instant,
+        departed: Arc<Mutex<BTreeSet<usize>>>,
+    ) -> Client {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(4))
             .connect_timeout(Duration::from_secs(2))
@@ -52,6 +61,7 @@ impl Client {
             rng: StdRng::seed_from_u64(seed ^ (id as u64) << 32),
             http,
             nodes,
+            departed,
             started,
             seq: 0,
             ops: Vec::new(),
@@ -77,7 +87,12 @@ impl Client {
     }
 
     fn node(&mut self) -> usize {
-        self.rng.random_range(0..self.nodes.len())
+        let departed = self.departed.lock().unwrap().clone();
+        let serving: Vec<usize> = (0..self.nodes.len()).filter(|n| !departed.contains(n)).collect();
+        if serving.is_empty() {
+            return self.rng.random_range(0..self.nodes.len());
+        }
+        serving[self.rng.random_range(0..serving.len())]
     }
 
     fn now(&self) -> Duration {
