@@ -464,12 +464,16 @@ fn large_partitions_hand_off_under_load_while_one_node_leaves_and_another_joins(
                         Err(e) => failures.lock().unwrap().push(format!("get {key} via {node}: {e}")),
                     }
                 }
-                let code = put.send().map(|r| r.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                match code {
-                    StatusCode::OK => {
+                match put.send() {
+                    Ok(r) if r.status() == StatusCode::OK => {
                         acked.lock().unwrap().insert(key, value);
                     }
-                    other => failures.lock().unwrap().push(format!("put {key} via {node}: {other}")),
+                    Ok(r) => {
+                        let status = r.status();
+                        let why = r.text().unwrap_or_default();
+                        failures.lock().unwrap().push(format!("put {key} via {node}: {status} {why}"));
+                    }
+                    Err(e) => failures.lock().unwrap().push(format!("put {key} via {node}: {e}")),
                 }
                 i += 1;
             }
