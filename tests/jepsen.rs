@@ -606,6 +606,9 @@ fn epoch(nodes: &[&Node]) -> u64 {
     running.filter_map(|n| status(n)?["ring"]["epoch"].as_u64()).max().unwrap_or(0)
 }
 
+/// The longest a data-losing fault waits for an earlier one's refill.
+const REFILL_WAIT: Duration = Duration::from_secs(60);
+
 /// A membership change must have moved the ring past the epoch it started
 /// at before a settled ring counts as its end; one that moves nothing (a
 /// claim the planner answers with the same ring) ends at the first settled
@@ -684,6 +687,30 @@ impl Windows<'_> {
             .partition(|s| s.epoch.is_none_or(|e| epoch > e) || now > s.window.start + NO_MOVE_AFTER);
         self.settling = waiting;
         self.closed.extend(done.into_iter().map(|s| FaultWindow { end: now + SETTLE_MARGIN, ..s.window }));
+    }
+
+    /// A data-losing fault was healed but the ring has not settled since:
+    /// its replica is not refilled yet.
+    fn refilling(&self) -> bool {
+        self.settling.iter().any(|s| s.window.loses_data)
+    }
+
+    /// Before a fault that loses data (or a removal for good): waits, up to
+    /// [`REFILL_WAIT`], until no earlier data-losing fault is still being
+    /// refilled. The schedule spaces them on its own estimate of how long a
+    /// refill takes; on a loaded machine it can take longer, and two
+    /// overlapping losses can legitimately lose a write acknowledged by
+    /// W=2 (or, in a 3-node cluster, leave a move without the live senders
+    /// it needs). Returns how long it waited.
+    fn wait_refilled(&mut self, nodes: &[&Node]) -> Duration {
+        let since = self.started.elapsed();
+        while self.refilling() && self.started.elapsed() < since + REFILL_WAIT {
+            if let Some(epoch) = settled(nodes) {
+                self.settled(epoch);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        self.started.elapsed() - since
     }
 
     /// Polls until `until` (since the start), closing settled windows.
@@ -770,6 +797,16 @@ fn run(config: Run) -> Outcome {
         Windows { schedule: &schedule, started, open: BTreeMap::new(), settling: Vec::new(), closed: Vec::new() };
     for (at, apply, position) in events {
         windows.wait_until(at, &cluster.members());
+        let fault = &schedule[position].fault;
+        if apply && (fault.loses_data() || matches!(fault, Fault::ForceRemove(_))) {
+            let waited = windows.wait_refilled(&cluster.members());
+            if !waited.is_zero() {
+                println!(
+                    "jepsen: {fault:?} waited {:.1}s for an earlier data loss to be refilled",
+                    waited.as_secs_f64()
+                );
+            }
+        }
         let before = epoch(&cluster.members());
         if apply {
             windows.applying(position, before);
