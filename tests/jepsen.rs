@@ -800,7 +800,7 @@ fn run(config: Run) -> Outcome {
         let fault = &schedule[position].fault;
         if apply && (fault.loses_data() || matches!(fault, Fault::ForceRemove(_))) {
             let waited = windows.wait_refilled(&cluster.members());
-            if !waited.is_zero() {
+            if waited > Duration::from_millis(100) {
                 println!(
                     "jepsen: {fault:?} waited {:.1}s for an earlier data loss to be refilled",
                     waited.as_secs_f64()
