@@ -57,6 +57,7 @@
 pub mod admin_cli;
 pub mod api;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
