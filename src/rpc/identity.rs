@@ -358,10 +358,7 @@ where
             Ok(()) => Either::Right(self.inner.call(request)),
             Err(refusal) => {
                 let from = request.headers().get(FROM_NODE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-                let remote = request
-                    .extensions()
-                    .get::<tonic::transport::server::TcpConnectInfo>()
-                    .and_then(|info| info.remote_addr());
+                let remote = super::tls::remote_addr(request.extensions());
                 tracing::warn!(
                     reason = refusal.reason(),
                     method = %path,
