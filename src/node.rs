@@ -257,6 +257,13 @@ pub fn build(
         config.failure_timeout.as_millis() as u64,
         env.clock.clone(),
     )?);
+    // With certificates, this node's id is bound to its certificate's name
+    // (if the cluster has none for it yet: a new cluster, or a joiner the
+    // seed has bound already), and a certificate of another name than the
+    // bound one is refused here rather than by every peer.
+    if let Some(name) = host.tls.as_ref().and_then(|tls| tls.name()) {
+        membership.bind_local_certificate(&name)?;
+    }
     let anti_entropy =
         (!config.anti_entropy_interval.is_zero()).then(|| Arc::new(AntiEntropy::new(&anti_entropy_settings(config))));
     let observer = anti_entropy.as_ref().map(|ae| Arc::clone(&ae.trees) as Arc<dyn WriteObserver>);
