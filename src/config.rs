@@ -372,9 +372,13 @@ impl NodeArgs {
                 "--insecure-cluster asks for a plaintext cluster port, --tls-* for mutual TLS: give one of them".into(),
             ));
         }
-        if tls.is_none() && !insecure_cluster && !is_loopback(&cluster_address) {
+        // The advertised address counts too: a loopback port behind a proxy
+        // that others dial is as exposed as the proxy.
+        let exposed =
+            [Some(&cluster_address), self.cluster_advertise.as_ref()].into_iter().flatten().find(|a| !is_loopback(a));
+        if let Some(exposed) = exposed.filter(|_| tls.is_none() && !insecure_cluster) {
             return Err(invalid(format!(
-                "the cluster address {cluster_address} is not loopback: anyone who reaches it could act as a member. \
+                "the cluster address {exposed} is not loopback: anyone who reaches it could act as a member. \
                  Give the node certificates (--tls-ca, --tls-cert, --tls-key; `vinzclortho certs` makes them), \
                  or --insecure-cluster to run without them anyway"
             )));
@@ -508,6 +512,8 @@ mod tests {
             assert!(err.contains("is not loopback") && err.contains("--insecure-cluster"), "{address}: {err}");
             assert!(parse(&["-a", address, "--insecure-cluster"]).is_ok(), "{address}");
         }
+        let err = parse(&["-a", "127.0.0.5:8880", "--cluster-advertise", "10.1.2.3:9880"]).unwrap_err().to_string();
+        assert!(err.contains("10.1.2.3:9880 is not loopback"), "{err}");
         let tls = ["--tls-ca", "ca.pem", "--tls-cert", "n1.pem", "--tls-key", "n1.key"];
         let c = parse(&[&["-a", "10.1.2.3:8880"][..], &tls[..]].concat()).unwrap();
         let expected = TlsPaths { ca: "ca.pem".into(), cert: "n1.pem".into(), key: "n1.key".into() };

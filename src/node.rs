@@ -526,7 +526,10 @@ const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
 /// logged as the risk it is.
 pub fn cluster_tls(config: &Config) -> Result<Option<Arc<ClusterTls>>, NodeError> {
     let Some(paths) = &config.tls else {
-        if config.insecure_cluster && !crate::config::is_loopback(&config.cluster_address) {
+        let advertised = config.cluster_advertise.as_deref().unwrap_or(&config.cluster_address);
+        if config.insecure_cluster
+            && !(crate::config::is_loopback(&config.cluster_address) && crate::config::is_loopback(advertised))
+        {
             tracing::warn!(
                 cluster_address = %config.cluster_address,
                 "--insecure-cluster: the cluster port is plaintext on an address that is not loopback; anyone who \
