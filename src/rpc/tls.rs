@@ -305,7 +305,13 @@ pub fn incoming(listener: TcpListener, tls: Arc<ClusterTls>) -> Incoming {
 }
 
 fn handshake_refused(remote: SocketAddr, reason: &'static str, error: &str) {
-    tracing::warn!(%remote, reason, error, "cluster port: refused a TLS handshake");
+    if reason == "closed" {
+        // A connection closed before it said anything: a TCP health check
+        // or port scan, every few seconds perhaps. Counted, not a warning.
+        tracing::debug!(%remote, reason, error, "cluster port: connection closed before a TLS handshake");
+    } else {
+        tracing::warn!(%remote, reason, error, "cluster port: refused a TLS handshake");
+    }
     metrics::tls_handshake_failed(reason);
 }
 
@@ -365,5 +371,127 @@ impl tower::Service<http::Uri> for TlsConnect {
             let stream = TlsConnector::from(config).connect(name, stream).await?;
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A CA in `dir` (ca.pem, and its key kept in memory only).
+    struct Ca {
+        dir: tempfile::TempDir,
+        key: rcgen::KeyPair,
+        params: rcgen::CertificateParams,
+    }
+
+    impl Ca {
+        fn new() -> Ca {
+            let dir = tempfile::tempdir().unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::default();
+            params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+            std::fs::write(dir.path().join("ca.pem"), params.self_signed(&key).unwrap().pem()).unwrap();
+            Ca { dir, key, params }
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Writes `name`.pem and `name`.key (0600), a new pair each time.
+        fn node(&self, name: &str) {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            let key_path = self.path().join(format!("{name}.key"));
+            std::fs::write(&key_path, key.serialize_pem()).unwrap();
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(self.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+        }
+    }
+
+    fn certs_dir() -> Ca {
+        let ca = Ca::new();
+        ca.node("n1");
+        ca
+    }
+
+    fn files(dir: &Path, name: &str) -> TlsFiles {
+        TlsFiles { ca: dir.join("ca.pem"), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
+    }
+
+    #[test]
+    fn loads_a_pair_of_the_ca_and_names_it() {
+        let dir = certs_dir();
+        let tls = ClusterTls::load(files(dir.path(), "n1")).unwrap();
+        assert_eq!(tls.name().as_deref(), Some("n1"));
+        assert_eq!(tls.server_config().alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(!tls.reload_if_changed().unwrap(), "nothing changed");
+    }
+
+    #[test]
+    fn a_world_readable_key_a_missing_file_or_a_key_of_another_certificate_is_refused() {
+        let dir = certs_dir();
+        dir.node("n2");
+        let key = dir.path().join("n1.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let err = ClusterTls::load(files(dir.path(), "n1")).unwrap_err();
+        assert!(matches!(err, TlsError::KeyReadable { mode: 0o604, .. }), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        ClusterTls::load(files(dir.path(), "n1")).expect("readable by the group only is allowed");
+
+        let mut mismatched = files(dir.path(), "n1");
+        mismatched.key = dir.path().join("n2.key");
+        let err = ClusterTls::load(mismatched).unwrap_err().to_string();
+        assert!(err.contains("do not go together"), "{err}");
+        let err = ClusterTls::load(files(dir.path(), "missing")).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_file_is_reloaded_and_a_bad_change_keeps_the_certificates_in_use() {
+        let dir = certs_dir();
+        let tls = ClusterTls::load(files(dir.path(), "n1")).unwrap();
+        let before = tls.server_config();
+        // A rotation: the same name, a new pair.
+        dir.node("n1");
+        assert!(tls.reload_if_changed().unwrap());
+        assert!(!Arc::ptr_eq(&before, &tls.server_config()), "new connections get the new certificate");
+        // Half a rotation: a certificate whose key is not there yet.
+        let in_use = tls.server_config();
+        std::fs::write(dir.path().join("n1.pem"), b"not a certificate").unwrap();
+        assert!(tls.reload_if_changed().is_err());
+        assert!(Arc::ptr_eq(&in_use, &tls.server_config()), "the certificates in use stay");
+        dir.node("n1");
+        assert!(tls.reload_if_changed().unwrap(), "the next poll loads the completed rotation");
+    }
+
+    #[test]
+    fn handshake_errors_map_to_their_reasons() {
+        use rustls::{CertificateError, Error};
+        let wrap = |e: Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let cases = [
+            (wrap(Error::NoCertificatesPresented), "no_certificate"),
+            (wrap(Error::InvalidCertificate(CertificateError::Expired)), "expired"),
+            (wrap(Error::InvalidCertificate(CertificateError::UnknownIssuer)), "unknown_ca"),
+            (wrap(Error::InvalidCertificate(CertificateError::BadSignature)), "unknown_ca"),
+            (wrap(Error::InvalidCertificate(CertificateError::NotValidForName)), "bad_certificate"),
+            (wrap(Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)), "not_tls"),
+            (wrap(Error::AlertReceived(rustls::AlertDescription::BadCertificate)), "peer_refused"),
+            (io::Error::from(io::ErrorKind::UnexpectedEof), "closed"),
+            (io::Error::from(io::ErrorKind::ConnectionReset), "other"),
+        ];
+        for (error, reason) in cases {
+            assert_eq!(failure_reason(&error), reason, "{error}");
+            assert!(metrics::TLS_HANDSHAKE_FAILURE_REASONS.contains(&reason), "{reason} is registered");
+        }
     }
 }
