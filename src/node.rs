@@ -578,8 +578,12 @@ pub async fn run(
     ));
     let mut workers = spawn_workers(&config, &app, &cancel);
     if let Some(tls) = tls {
-        let reload =
-            crate::services::certificates::CertificateWorker::new(tls, Arc::clone(&app.peers), CERTIFICATE_POLL);
+        let reload = crate::services::certificates::CertificateWorker::new(
+            tls,
+            Arc::clone(&app.peers),
+            Arc::clone(&app.membership),
+            CERTIFICATE_POLL,
+        );
         workers.push(crate::services::spawn(reload, cancel.clone(), &app.env));
     }
     health.set_service_status("", ServingStatus::Serving).await;

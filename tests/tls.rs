@@ -470,4 +470,22 @@ fn a_rotated_certificate_is_used_without_a_restart_and_a_foreign_one_is_refused_
     // The others still serve: a write through n0 is read back on n2.
     put(n0, "still", "served");
     assert_eq!(wait_for("n2 to serve", CONVERGE, || get(&cluster.nodes[2], "still")), "served");
+
+    // n2 rotated to a certificate of the right CA but another name: its id
+    // stays bound to "n2", so n0 refuses its calls, and n2 says why.
+    let n2 = &cluster.nodes[2];
+    let renamed_dir = cluster.dir.path().join("renamed");
+    std::fs::create_dir_all(&renamed_dir).unwrap();
+    for file in ["ca.pem", "ca.key"] {
+        std::fs::copy(d.join(file), renamed_dir.join(file)).unwrap();
+    }
+    certs(&["node", "--dir", renamed_dir.to_str().unwrap(), "--name", "renamed", "--host", &cluster.ip(2)]);
+    let refused_before = counter(n0, "vinzclortho_rpc_refused_total", "wrong_certificate");
+    std::fs::copy(renamed_dir.join("renamed.key"), d.join("n2.key")).unwrap();
+    std::fs::copy(renamed_dir.join("renamed.pem"), d.join("n2.pem")).unwrap();
+    wait_for("n0 to refuse n2's renamed certificate", CONVERGE, || {
+        (counter(n0, "vinzclortho_rpc_refused_total", "wrong_certificate") > refused_before).then_some(())
+    });
+    let log = std::fs::read_to_string(&n2.stderr_path).unwrap();
+    assert!(log.contains("this node's id is bound to"), "n2 says its certificate has the wrong name:\n{log}");
 }

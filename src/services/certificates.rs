@@ -13,18 +13,25 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Worker, WorkerState};
+use crate::membership::Membership;
 use crate::rpc::peers::Peers;
 use crate::rpc::tls::ClusterTls;
 
 pub struct CertificateWorker {
     tls: Arc<ClusterTls>,
     peers: Arc<Peers>,
+    membership: Arc<Membership>,
     interval: Duration,
 }
 
 impl CertificateWorker {
-    pub fn new(tls: Arc<ClusterTls>, peers: Arc<Peers>, interval: Duration) -> CertificateWorker {
-        CertificateWorker { tls, peers, interval }
+    pub fn new(
+        tls: Arc<ClusterTls>,
+        peers: Arc<Peers>,
+        membership: Arc<Membership>,
+        interval: Duration,
+    ) -> CertificateWorker {
+        CertificateWorker { tls, peers, membership, interval }
     }
 }
 
@@ -39,11 +46,25 @@ impl Worker for CertificateWorker {
         match self.tls.reload_if_changed() {
             Ok(true) => {
                 self.peers.forget_all();
+                let name = self.tls.name().unwrap_or_default();
                 tracing::info!(
                     cert = %files.cert.display(),
-                    name = self.tls.name().as_deref().unwrap_or(""),
+                    name,
                     "cluster TLS certificates reloaded; new connections use them"
                 );
+                // The cluster bound this node's id to one name for good: a
+                // certificate of another name is refused by every peer.
+                if let Some(bound) = self.membership.certificate_name(self.membership.local())
+                    && bound != name
+                {
+                    tracing::error!(
+                        cert = %files.cert.display(),
+                        name,
+                        bound,
+                        "the new certificate is named {name:?}, but this node's id is bound to {bound:?}: its peers \
+                         will refuse its calls; issue it a certificate named {bound:?}"
+                    );
+                }
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cluster TLS files changed but do not load; keeping the ones in use"),
