@@ -8,6 +8,8 @@
 //! listener, the identity the server answers for and the shutdown signal are
 //! passed in, so tests bind port 0 and name their servers. Every call passes
 //! the identity check (`identity::IdentityLayer`) before its service runs.
+//! With certificates ([`serve_with_tls`]) only connections that completed a
+//! mutual TLS handshake with a certificate of the cluster CA get that far.
 
 use std::future::Future;
 use std::sync::Arc;
