@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::admin_cli::AdminArgs;
 use crate::bench::BenchArgs;
+use crate::certs::CertsArgs;
 use crate::config::NodeArgs;
 use crate::devcluster::DevClusterArgs;
 
@@ -43,6 +44,9 @@ pub enum Command {
     /// Ask a running cluster about itself and change it, through any node's
     /// HTTP API: status, members, ring, claims, preference lists.
     Admin(AdminArgs),
+    /// Create the cluster's CA and node certificates for mutual TLS between
+    /// nodes (--tls-ca, --tls-cert, --tls-key).
+    Certs(CertsArgs),
 }
 
 #[cfg(test)]

@@ -146,6 +146,29 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// The cluster CA's certificate (PEM, from `vinzclortho certs init`):
+    /// turns on mutual TLS on the cluster port, with --tls-cert and
+    /// --tls-key. Peers must present a certificate it signed [default: none,
+    /// plaintext, allowed only on loopback or with --insecure-cluster]
+    #[arg(long, env = "VINZCLORTHO_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This node's certificate (PEM, from `vinzclortho certs node`), signed
+    /// by --tls-ca; reloaded when the file changes
+    #[arg(long, env = "VINZCLORTHO_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This node's private key (PEM); must not be world-readable (chmod
+    /// 600); reloaded when the file changes
+    #[arg(long, env = "VINZCLORTHO_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow a plaintext cluster port on an address that is not loopback:
+    /// anyone who reaches the port can then act as a member. Logs a warning
+    /// [default: false]
+    #[arg(long, env = "VINZCLORTHO_INSECURE_CLUSTER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub insecure_cluster: Option<bool>,
+
     /// TOML file with any of these options (keys use underscores)
     #[arg(short = 'c', long, env = "VINZCLORTHO_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -180,6 +203,18 @@ pub struct Config {
     pub anti_entropy_rebuild_interval: Duration,
     pub anti_entropy_repairs_per_second: u32,
     pub read_repair: bool,
+    /// Mutual TLS on the cluster port; `None`: plaintext.
+    pub tls: Option<TlsPaths>,
+    /// Plaintext on a cluster address that is not loopback, on purpose.
+    pub insecure_cluster: bool,
+}
+
+/// The certificate files of mutual TLS between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -243,6 +278,10 @@ impl NodeArgs {
             read_repair: self.read_repair.or(lower.read_repair),
             log_format: self.log_format.or(lower.log_format),
             otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
+            tls_ca: self.tls_ca.or(lower.tls_ca),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            insecure_cluster: self.insecure_cluster.or(lower.insecure_cluster),
             config: self.config,
         }
     }
@@ -322,6 +361,28 @@ impl NodeArgs {
                     .into(),
             ));
         }
+        let tls = match (self.tls_ca, self.tls_cert, self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsPaths { ca, cert, key }),
+            (None, None, None) => None,
+            _ => return Err(invalid("--tls-ca, --tls-cert and --tls-key go together: give all three or none".into())),
+        };
+        let insecure_cluster = self.insecure_cluster.unwrap_or(false);
+        if tls.is_some() && insecure_cluster {
+            return Err(invalid(
+                "--insecure-cluster asks for a plaintext cluster port, --tls-* for mutual TLS: give one of them".into(),
+            ));
+        }
+        // The advertised address counts too: a loopback port behind a proxy
+        // that others dial is as exposed as the proxy.
+        let exposed =
+            [Some(&cluster_address), self.cluster_advertise.as_ref()].into_iter().flatten().find(|a| !is_loopback(a));
+        if let Some(exposed) = exposed.filter(|_| tls.is_none() && !insecure_cluster) {
+            return Err(invalid(format!(
+                "the cluster address {exposed} is not loopback: anyone who reaches it could act as a member. \
+                 Give the node certificates (--tls-ca, --tls-cert, --tls-key; `vinzclortho certs` makes them), \
+                 or --insecure-cluster to run without them anyway"
+            )));
+        }
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| Path::new("vinzclortho-data").join(format!("{}_{port}", host.replace(':', "_"))));
@@ -349,6 +410,8 @@ impl NodeArgs {
             anti_entropy_rebuild_interval: Duration::from_millis(rebuild_ms),
             anti_entropy_repairs_per_second: repairs_per_second,
             read_repair: self.read_repair.unwrap_or(true),
+            tls,
+            insecure_cluster,
         })
     }
 }
@@ -367,6 +430,18 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     }
     let port = port.parse::<u16>().map_err(|_| format!("{port:?} is not a port number"))?;
     Ok((host, port))
+}
+
+/// Whether a `host:port` only listens on loopback (127.0.0.0/8, ::1,
+/// localhost). Any other name may resolve to a shared interface; 0.0.0.0
+/// is every interface.
+pub fn is_loopback(address: &str) -> bool {
+    let Ok((host, _)) = split_host_port(address) else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 fn join_host_port(host: &str, port: u16) -> String {
@@ -393,7 +468,7 @@ mod tests {
 
     #[test]
     fn defaults_and_seed_compatible_flags() {
-        let c = parse(&["-a", "mymachine:8880", "-p", "1024"]).unwrap();
+        let c = parse(&["-a", "mymachine:8880", "-p", "1024", "--insecure-cluster"]).unwrap();
         assert_eq!(c.address, "mymachine:8880");
         assert_eq!(c.cluster_address, "mymachine:9880");
         assert_eq!(c.partitions, Some(1024));
@@ -423,6 +498,40 @@ mod tests {
         let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(c.anti_entropy_interval, Duration::from_secs(2));
         assert!(!c.read_repair);
+    }
+
+    #[test]
+    fn a_cluster_port_off_loopback_needs_certificates_or_insecure_cluster() {
+        let c = parse(&["-a", "127.0.0.5:8880"]).unwrap();
+        assert_eq!((c.tls.clone(), c.insecure_cluster), (None, false));
+        for address in ["[::1]:8880", "localhost:8880"] {
+            assert!(parse(&["-a", address]).is_ok(), "{address}");
+        }
+        for address in ["10.1.2.3:8880", "0.0.0.0:8880", "node1.example:8880"] {
+            let err = parse(&["-a", address]).unwrap_err().to_string();
+            assert!(err.contains("is not loopback") && err.contains("--insecure-cluster"), "{address}: {err}");
+            assert!(parse(&["-a", address, "--insecure-cluster"]).is_ok(), "{address}");
+        }
+        let err = parse(&["-a", "127.0.0.5:8880", "--cluster-advertise", "10.1.2.3:9880"]).unwrap_err().to_string();
+        assert!(err.contains("10.1.2.3:9880 is not loopback"), "{err}");
+        let tls = ["--tls-ca", "ca.pem", "--tls-cert", "n1.pem", "--tls-key", "n1.key"];
+        let c = parse(&[&["-a", "10.1.2.3:8880"][..], &tls[..]].concat()).unwrap();
+        let expected = TlsPaths { ca: "ca.pem".into(), cert: "n1.pem".into(), key: "n1.key".into() };
+        assert_eq!(c.tls, Some(expected.clone()));
+        let err = parse(&[&tls[..], &["--insecure-cluster"][..]].concat()).unwrap_err().to_string();
+        assert!(err.contains("give one of them"), "{err}");
+        // The config file takes the same keys; a partial set is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "tls_ca = \"ca.pem\"\ntls_cert = \"n1.pem\"\ntls_key = \"n1.key\"\n").unwrap();
+        assert_eq!(parse(&["--config", path.to_str().unwrap()]).unwrap().tls, Some(expected));
+        std::fs::write(&path, "tls_ca = \"ca.pem\"\n").unwrap();
+        let err = parse(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(err.contains("go together"), "{err}");
+        // The three may come from different places (flag, environment, file).
+        std::fs::write(&path, "tls_cert = \"n1.pem\"\ntls_key = \"n1.key\"\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap(), "--tls-ca", "ca.pem"]).unwrap();
+        assert_eq!(c.tls.map(|t| t.ca), Some("ca.pem".into()));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! * [`core`]: pure logic, no I/O: keys, version vectors and siblings
 //!   (`vclock`, `object`), the context token, the ring, quorum accounting,
-//!   anti-entropy's hash trees (`tictac`).
+//!   anti-entropy's hash trees (`tictac`), a certificate's name (`x509`).
 //! * [`storage`]: the `Store` trait, RocksDB and in-memory engines, the
 //!   versioned on-disk format.
 //! * [`replica`]: what a node does with a key it holds (Riak's vnode), and
@@ -13,7 +13,8 @@
 //!   decision, through the `ReplicaClient` trait.
 //! * [`membership`]: the members and the ring as this node sees them.
 //! * [`api`]: the HTTP edge (axum).
-//! * [`rpc`]: the gRPC edge (tonic); protobuf types live only there.
+//! * [`rpc`]: the gRPC edge (tonic); protobuf types live only there; mutual
+//!   TLS between nodes (`rpc::tls`).
 //! * [`config`], [`telemetry`], [`error`]: settings, logging, error codes.
 //! * [`node`]: the composition root. What a node takes from outside (clock,
 //!   randomness, blocking work: [`env`]; how peers are reached:
@@ -21,11 +22,12 @@
 //!   deterministic simulator (`tests/sim.rs`) runs the same nodes.
 //! * [`watched`]: a watched value whose waiters wake in order.
 //! * [`services`]: background workers (gossip, handoff, hinted handoff,
-//!   anti-entropy).
+//!   anti-entropy, certificate reloads).
 //! * [`devcluster`]: `vinzclortho dev-cluster`, a local multi-process cluster.
 //! * [`bench`]: `vinzclortho bench`, the load generator and its checks.
 //! * [`admin_cli`]: `vinzclortho admin`, the operator's CLI (an HTTP client
 //!   of `/admin/...`).
+//! * [`certs`]: `vinzclortho certs`, the cluster CA and node certificates.
 //! * [`cli`]: the command line: the node's flags and the tools' subcommands.
 //!
 //! Dependencies point one way, down this list's layers: `core` uses no other
@@ -57,6 +59,7 @@
 pub mod admin_cli;
 pub mod api;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod coordinator;

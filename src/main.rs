@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::Bench(args)) => return vinzclortho::bench::main(args).await,
         Some(Command::Admin(args)) => return vinzclortho::admin_cli::main(args).await,
+        Some(Command::Certs(args)) => return vinzclortho::certs::main(args),
         None => cli.node,
     };
     let config = match args.resolve() {

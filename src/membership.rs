@@ -25,7 +25,8 @@ use crate::coordinator::{AddressBook, RingView, Topology};
 use crate::core::duplicate::{Duplicate, DuplicateDetector};
 use crate::core::key::NodeId;
 use crate::core::membership::{
-    Change, Changes, ClaimantGate, ClusterState, FailureDetector, MAX_MEMBERS, MAX_REMOVED, Member, PlanError, Transfer,
+    CertificateMismatch, Change, Changes, ClaimantGate, ClusterState, FailureDetector, MAX_MEMBERS, MAX_REMOVED,
+    Member, PlanError, Transfer,
 };
 use crate::core::ring::{Planner, Ring, RingError};
 use crate::env::Clock;
@@ -38,6 +39,24 @@ const STATE_FORMAT_V1: u8 = 1;
 /// V2 adds the staged plan and the departures (leave, force-remove,
 /// replace); a V1 state is read as one with neither.
 const STATE_FORMAT_V2: u8 = 2;
+/// V3 adds the certificate names bound to node ids (mutual TLS); a V2 state
+/// is read as one with none.
+const STATE_FORMAT_V3: u8 = 3;
+
+/// The cluster state as format V2 stored it.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct StateV2 {
+    cluster_id: u64,
+    n_val: usize,
+    r: usize,
+    w: usize,
+    members: std::collections::BTreeMap<NodeId, Member>,
+    removed: std::collections::BTreeSet<NodeId>,
+    ring: crate::core::membership::RingState,
+    plan: crate::core::membership::StagedPlan,
+    departures: std::collections::BTreeMap<NodeId, crate::core::membership::Departure>,
+}
 
 /// The cluster state as format V1 stored it.
 #[derive(serde::Deserialize)]
@@ -99,6 +118,11 @@ pub enum MembershipError {
     #[error("{0}")]
     Plan(#[from] PlanError),
     #[error(
+        "{0}: a certificate cannot act for another node; give the node a certificate with the name it was bound \
+         to (`vinzclortho certs node --name ...`)"
+    )]
+    Certificate(CertificateMismatch),
+    #[error(
         "node {node} is up as this node sees it: force-remove is for a dead node that will not come back; stop it first, or stage a leave on it"
     )]
     RemoveLiveNode { node: NodeId },
@@ -121,7 +145,8 @@ impl HasErrorCode for MembershipError {
             | MembershipError::JoinAsSelf { .. }
             | MembershipError::TooManyMembers { .. }
             | MembershipError::TooManyRemoved { .. }
-            | MembershipError::AddressOfSeed { .. } => ErrorCode::Conflict,
+            | MembershipError::AddressOfSeed { .. }
+            | MembershipError::Certificate(_) => ErrorCode::Conflict,
             MembershipError::Storage(e) => e.code(),
         }
     }
@@ -140,6 +165,8 @@ pub struct MemberView {
     /// Partitions it asked for (a weight; see `core::ring::Claim`).
     pub wanted_claim: u32,
     pub leaving: bool,
+    /// The certificate name its id is bound to (mutual TLS), if any.
+    pub certificate: Option<String>,
 }
 
 /// Why a node stopped serving; it never serves again in this process.
@@ -182,8 +209,24 @@ pub struct Membership {
 pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageError> {
     let Some(raw) = store.get_meta(META_CLUSTER_STATE)? else { return Ok(None) };
     match raw.split_first() {
-        Some((&STATE_FORMAT_V2, body)) => postcard::from_bytes(body)
+        Some((&STATE_FORMAT_V3, body)) => postcard::from_bytes(body)
             .map(Some)
+            .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
+        Some((&STATE_FORMAT_V2, body)) => postcard::from_bytes::<StateV2>(body)
+            .map(|v2| {
+                Some(ClusterState {
+                    cluster_id: v2.cluster_id,
+                    n_val: v2.n_val,
+                    r: v2.r,
+                    w: v2.w,
+                    members: v2.members,
+                    removed: v2.removed,
+                    ring: v2.ring,
+                    plan: v2.plan,
+                    departures: v2.departures,
+                    certificate_names: Default::default(),
+                })
+            })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
         Some((&STATE_FORMAT_V1, body)) => postcard::from_bytes::<StateV1>(body)
             .map(|v1| {
@@ -197,6 +240,7 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
                     ring: v1.ring,
                     plan: Default::default(),
                     departures: Default::default(),
+                    certificate_names: Default::default(),
                 })
             })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
@@ -205,7 +249,7 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
 }
 
 fn save_state(store: &dyn Store, state: &ClusterState) -> Result<(), StorageError> {
-    let mut raw = vec![STATE_FORMAT_V2];
+    let mut raw = vec![STATE_FORMAT_V3];
     raw.extend(postcard::to_allocvec(state).expect("cluster state serializes"));
     store.put_meta(META_CLUSTER_STATE, &raw)
 }
@@ -390,11 +434,31 @@ impl Membership {
     /// joiner should start from.
     /// A wanted claim above the partition count means "the default": an
     /// equal share, like every member that never set one.
-    pub fn admit(&self, mut member: Member) -> Result<ClusterState, MembershipError> {
+    pub fn admit(&self, member: Member) -> Result<ClusterState, MembershipError> {
+        self.admit_with_certificate(member, None)
+    }
+
+    /// [`Membership::admit`] for a joiner that presented the certificate
+    /// named `certificate` (mutual TLS): its id is bound to that name, and a
+    /// member already bound to another name is refused.
+    pub fn admit_with_certificate(
+        &self,
+        mut member: Member,
+        certificate: Option<&str>,
+    ) -> Result<ClusterState, MembershipError> {
         {
             let mut inner = self.inner.write().expect("membership lock");
             if inner.state.removed.contains(&member.node) {
                 return Err(removed_error(&inner.state, member.node));
+            }
+            if let (Some(presented), Some(bound)) = (certificate, inner.state.certificate_names.get(&member.node))
+                && presented != bound
+            {
+                return Err(MembershipError::Certificate(CertificateMismatch {
+                    node: member.node,
+                    bound: bound.clone(),
+                    presented: presented.to_owned(),
+                }));
             }
             // We run under this id, so the joiner is another process with a
             // copy of our data directory: admitting it would hand our record
@@ -444,12 +508,38 @@ impl Membership {
                 .members
                 .get(&member.node)
                 .is_none_or(|m| (member.generation, member.version) > (m.generation, m.version));
+            let node = member.node.clone();
             if newer {
                 inner.state.members.insert(member.node.clone(), member);
+            }
+            if let Some(name) = certificate {
+                // Checked above; a name too long to record is not recorded.
+                let _ = inner.state.bind_certificate(&node, name);
             }
         }
         self.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(self.snapshot())
+    }
+
+    /// Binds this node's id to the name of the certificate it runs with, if
+    /// the cluster has no name for it yet (a new cluster, or one that ran
+    /// without certificates); refuses a certificate of another name than
+    /// the one bound (its peers would refuse every call it makes).
+    pub fn bind_local_certificate(&self, name: &str) -> Result<(), MembershipError> {
+        let bound = {
+            let mut inner = self.inner.write().expect("membership lock");
+            inner.state.bind_certificate(&self.local, name).map_err(MembershipError::Certificate)?
+        };
+        if bound {
+            tracing::info!(node = %self.local, certificate = name, "this node's id is bound to its certificate name");
+            self.after_change(Changes { members: true, ring: false, any: true })?;
+        }
+        Ok(())
+    }
+
+    /// The certificate name `node` is bound to, if any.
+    pub fn certificate_name(&self, node: &NodeId) -> Option<String> {
+        self.inner.read().expect("membership lock").state.certificate_names.get(node).cloned()
     }
 
     /// Observes, runs the claimant step, publishes and persists as needed.
@@ -564,6 +654,7 @@ impl Membership {
                 claim: ring.claimed_by(&m.node),
                 wanted_claim: m.wanted_claim,
                 leaving: m.leaving,
+                certificate: inner.state.certificate_names.get(&m.node).cloned(),
             })
             .collect()
     }
@@ -954,6 +1045,46 @@ mod tests {
         raw.extend(postcard::to_allocvec(&v1).unwrap());
         store.put_meta(META_CLUSTER_STATE, &raw).unwrap();
         assert_eq!(load_state(&*store).unwrap().unwrap(), state);
+    }
+
+    #[test]
+    fn a_state_saved_in_format_v2_still_loads() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let state = cluster();
+        let v2 = StateV2 {
+            cluster_id: state.cluster_id,
+            n_val: state.n_val,
+            r: state.r,
+            w: state.w,
+            members: state.members.clone(),
+            removed: state.removed.clone(),
+            ring: state.ring.clone(),
+            plan: state.plan.clone(),
+            departures: state.departures.clone(),
+        };
+        let mut raw = vec![STATE_FORMAT_V2];
+        raw.extend(postcard::to_allocvec(&v2).unwrap());
+        store.put_meta(META_CLUSTER_STATE, &raw).unwrap();
+        assert_eq!(load_state(&*store).unwrap().unwrap(), state);
+    }
+
+    #[test]
+    fn a_joiner_is_bound_to_its_certificate_and_cannot_come_back_with_another() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = open("a", cluster(), &store).unwrap();
+        a.bind_local_certificate("node-a").unwrap();
+        a.bind_local_certificate("node-a").unwrap();
+        assert!(matches!(a.bind_local_certificate("other"), Err(MembershipError::Certificate(_))));
+        a.admit_with_certificate(member("c"), Some("node-c")).unwrap();
+        assert_eq!(a.certificate_name(&node("c")).as_deref(), Some("node-c"));
+        assert_eq!(a.certificate_name(&node("a")).as_deref(), Some("node-a"));
+        let error = a.admit_with_certificate(member("c"), Some("intruder")).unwrap_err();
+        assert!(matches!(error, MembershipError::Certificate(_)), "{error}");
+        assert_eq!(error.code(), ErrorCode::Conflict);
+        assert!(error.to_string().contains("node-c") && error.to_string().contains("intruder"), "{error}");
+        // The bindings are persisted with the state.
+        let saved = load_state(&*store).unwrap().unwrap();
+        assert_eq!(saved.certificate_names.get(&node("c")).map(String::as_str), Some("node-c"));
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::rpc::identity::Caller;
 use crate::rpc::membership::MembershipService;
 use crate::rpc::peers::{Connector, Peers};
 use crate::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
+use crate::rpc::tls::{ClusterTls, TlsError, TlsFiles};
 use crate::services::anti_entropy::{self, AntiEntropy, AntiEntropyWorker, LocalTrees};
 use crate::services::gossip::GossipWorker;
 use crate::services::handoff::{HandoffWorker, Progress};
@@ -56,6 +57,8 @@ pub enum NodeError {
     Join { seed: String, reason: String },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// What a node takes from outside, chosen by whoever starts it: the real
@@ -69,6 +72,9 @@ pub struct Host {
     /// Renders this node's `/metrics` when it records into a recorder of its
     /// own (`env.recorder`); `None`: the process-wide recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The cluster port's certificates (`--tls-*`): every peer connection,
+    /// accepted or dialled, is mutual TLS with them. `None`: plaintext.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 impl Host {
@@ -125,7 +131,10 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
 
 fn peers_for(config: &Config, host: &Host, caller: &Caller) -> Arc<Peers> {
     let connect_timeout = config.request_timeout.min(Duration::from_secs(1));
-    let peers = Peers::new(caller, connect_timeout, config.request_timeout);
+    let mut peers = Peers::new(caller, connect_timeout, config.request_timeout);
+    if let Some(tls) = &host.tls {
+        peers = peers.with_tls(Arc::clone(tls));
+    }
     Arc::new(match &host.connector {
         Some(connector) => peers.with_connector(Arc::clone(connector)),
         None => peers,
@@ -248,6 +257,13 @@ pub fn build(
         config.failure_timeout.as_millis() as u64,
         env.clock.clone(),
     )?);
+    // With certificates, this node's id is bound to its certificate's name
+    // (if the cluster has none for it yet: a new cluster, or a joiner the
+    // seed has bound already), and a certificate of another name than the
+    // bound one is refused here rather than by every peer.
+    if let Some(name) = host.tls.as_ref().and_then(|tls| tls.name()) {
+        membership.bind_local_certificate(&name)?;
+    }
     let anti_entropy =
         (!config.anti_entropy_interval.is_zero()).then(|| Arc::new(AntiEntropy::new(&anti_entropy_settings(config))));
     let observer = anti_entropy.as_ref().map(|ae| Arc::clone(&ae.trees) as Arc<dyn WriteObserver>);
@@ -502,6 +518,37 @@ pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> 
     workers
 }
 
+/// How often the certificate files are checked for a rotation.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
+
+/// The cluster port's certificates, when the config names them; a plaintext
+/// port off loopback (`--insecure-cluster`, config checks the rest) is
+/// logged as the risk it is.
+pub fn cluster_tls(config: &Config) -> Result<Option<Arc<ClusterTls>>, NodeError> {
+    let Some(paths) = &config.tls else {
+        let advertised = config.cluster_advertise.as_deref().unwrap_or(&config.cluster_address);
+        if config.insecure_cluster
+            && !(crate::config::is_loopback(&config.cluster_address) && crate::config::is_loopback(advertised))
+        {
+            tracing::warn!(
+                cluster_address = %config.cluster_address,
+                "--insecure-cluster: the cluster port is plaintext on an address that is not loopback; anyone who \
+                 reaches it can act as a member (read and overwrite data, change the ring)"
+            );
+        }
+        return Ok(None);
+    };
+    let files = TlsFiles { ca: paths.ca.clone(), cert: paths.cert.clone(), key: paths.key.clone() };
+    let tls = ClusterTls::load(files)?;
+    tracing::info!(
+        ca = %paths.ca.display(),
+        cert = %paths.cert.display(),
+        name = tls.name().as_deref().unwrap_or(""),
+        "cluster port: mutual TLS"
+    );
+    Ok(Some(Arc::new(tls)))
+}
+
 /// Runs a node on `listeners` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -512,8 +559,9 @@ pub async fn run(
     let address = listeners.http_address(&config);
     let cluster_address =
         config.cluster_advertise.clone().unwrap_or_else(|| advertised(&config.cluster_address, cluster_bound));
+    let tls = cluster_tls(&config)?;
     let store = open_store(&config)?;
-    let host = Host::real();
+    let host = Host { tls: tls.clone(), ..Host::real() };
     let app = start(&config, &host, address.clone(), cluster_address.clone(), store).await?;
     let node = app.membership.local().clone();
     let cancel = CancellationToken::new();
@@ -521,13 +569,23 @@ pub async fn run(
     let (routes, health) = grpc_routes(&config, &app, cancel.clone());
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;
-    let grpc = tokio::spawn(crate::rpc::server::serve(
+    let grpc = tokio::spawn(crate::rpc::server::serve_with_tls(
         listeners.cluster,
         routes,
         app.membership.clone(),
+        tls.clone(),
         cancel.clone().cancelled_owned(),
     ));
-    let workers = spawn_workers(&config, &app, &cancel);
+    let mut workers = spawn_workers(&config, &app, &cancel);
+    if let Some(tls) = tls {
+        let reload = crate::services::certificates::CertificateWorker::new(
+            tls,
+            Arc::clone(&app.peers),
+            Arc::clone(&app.membership),
+            CERTIFICATE_POLL,
+        );
+        workers.push(crate::services::spawn(reload, cancel.clone(), &app.env));
+    }
     health.set_service_status("", ServingStatus::Serving).await;
 
     tracing::info!(

@@ -89,15 +89,17 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("devcluster", &["env", "config", "node"]),
     // The operator's CLI: a client of a node's HTTP API, nothing more.
     ("admin_cli", &["env"]),
+    // `vinzclortho certs`: the cluster CA and node certificates, files only.
+    ("certs", &["core", "env"]),
     // The command line: the server's flags and one subcommand per tool.
-    ("cli", &["env", "config", "bench", "devcluster", "admin_cli"]),
+    ("cli", &["env", "config", "bench", "devcluster", "admin_cli", "certs"]),
     // The binary: parse the command line, run the server or a tool.
-    ("main", &["env", "cli", "config", "telemetry", "node", "bench", "devcluster", "admin_cli"]),
+    ("main", &["env", "cli", "config", "telemetry", "node", "bench", "devcluster", "admin_cli", "certs"]),
 ];
 
 /// The tools the binary runs beside the server, and what runs them; every
 /// other module is part of the server.
-const TOOLS: &[&str] = &["bench", "devcluster", "admin_cli", "cli", "main"];
+const TOOLS: &[&str] = &["bench", "devcluster", "admin_cli", "certs", "cli", "main"];
 
 fn allowed(from: &str) -> &'static [&'static str] {
     LAYERS.iter().find(|(m, _)| *m == from).map(|(_, deps)| *deps).unwrap_or(&[])

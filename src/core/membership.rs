@@ -68,6 +68,9 @@ pub const MAX_REMOVED: usize = 4 * MAX_MEMBERS;
 pub const MAX_NODE_ID_BYTES: usize = 64;
 /// An address: a DNS name (at most 253 bytes), a port, maybe a scheme.
 pub const MAX_ADDRESS_BYTES: usize = 300;
+/// A certificate name (a subject common name, at most 64 characters by
+/// RFC 5280's upper bound, in UTF-8), with room to spare.
+pub const MAX_CERTIFICATE_NAME_BYTES: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -256,6 +259,20 @@ pub struct ClusterState {
     pub plan: StagedPlan,
     /// Committed leaves and replacements, in progress or done.
     pub departures: BTreeMap<NodeId, Departure>,
+    /// With mutual TLS between nodes: the certificate name each member
+    /// presents, recorded when it joins (or when it first runs with a
+    /// certificate) and never changed, so that a certificate can never act
+    /// for another node (`rpc::identity`). Only members have one.
+    pub certificate_names: BTreeMap<NodeId, String>,
+}
+
+/// A node id is bound to another certificate name than the one presented.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node {node} uses the certificate named {bound:?}, not {presented:?}")]
+pub struct CertificateMismatch {
+    pub node: NodeId,
+    pub bound: String,
+    pub presented: String,
 }
 
 /// Why a change cannot be staged or committed.
@@ -322,7 +339,27 @@ impl ClusterState {
             ring: RingState { epoch: 1, author, current: ring, target: None, target_epoch: 0 },
             plan: StagedPlan::default(),
             departures: BTreeMap::new(),
+            certificate_names: BTreeMap::new(),
         })
+    }
+
+    /// Records that member `node` presents the certificate named `name`,
+    /// unless it has a name already: the same one is fine (`Ok(false)`,
+    /// nothing changed), another is refused. `Ok(true)`: recorded. Only a
+    /// member can be bound, with a name of at most
+    /// [`MAX_CERTIFICATE_NAME_BYTES`] (longer ones are not recorded).
+    pub fn bind_certificate(&mut self, node: &NodeId, name: &str) -> Result<bool, CertificateMismatch> {
+        match self.certificate_names.get(node) {
+            Some(bound) if bound == name => Ok(false),
+            Some(bound) => {
+                Err(CertificateMismatch { node: node.clone(), bound: bound.clone(), presented: name.to_owned() })
+            }
+            None if !self.members.contains_key(node) || name.len() > MAX_CERTIFICATE_NAME_BYTES => Ok(false),
+            None => {
+                self.certificate_names.insert(node.clone(), name.to_owned());
+                Ok(true)
+            }
+        }
     }
 
     pub fn partitions(&self) -> u32 {
@@ -361,6 +398,16 @@ impl ClusterState {
         for (node, theirs) in &other.departures {
             if self.departures.get(node).is_none_or(|ours| ours < theirs) {
                 self.departures.insert(node.clone(), theirs.clone());
+                changes.members = true;
+                changes.any = true;
+            }
+        }
+        // Bindings are set once; two views can only disagree if a node was
+        // bound twice concurrently (joined through two seeds with two
+        // certificates): the smaller name wins everywhere, so views agree.
+        for (node, theirs) in other.certificate_names.iter().filter(|(n, _)| self.members.contains_key(*n)) {
+            if self.certificate_names.get(node).is_none_or(|ours| theirs < ours) {
+                self.certificate_names.insert(node.clone(), theirs.clone());
                 changes.members = true;
                 changes.any = true;
             }
@@ -739,6 +786,7 @@ impl ClusterState {
     /// Grow-only, so every view learns it whatever the gossip order.
     pub fn remove_member(&mut self, node: &NodeId) {
         self.members.remove(node);
+        self.certificate_names.remove(node);
         self.removed.insert(node.clone());
     }
 
@@ -1316,6 +1364,29 @@ mod tests {
         assert!(x.departures[&node("c")].done, "a departure only moves forward");
     }
 
+    #[test]
+    fn a_certificate_name_is_bound_once_and_spreads_by_merge() {
+        let mut x = cluster(&["a", "b"], 8);
+        let y = x.clone();
+        assert_eq!(x.bind_certificate(&node("a"), "node-a"), Ok(true));
+        assert_eq!(x.bind_certificate(&node("a"), "node-a"), Ok(false), "the same name again changes nothing");
+        let err = x.bind_certificate(&node("a"), "intruder").unwrap_err();
+        assert_eq!((err.bound.as_str(), err.presented.as_str()), ("node-a", "intruder"));
+        assert_eq!(x.bind_certificate(&node("zz"), "stranger"), Ok(false), "only members are bound");
+        assert_eq!(x.bind_certificate(&node("b"), &"n".repeat(MAX_CERTIFICATE_NAME_BYTES + 1)), Ok(false));
+        assert!(!x.certificate_names.contains_key(&node("zz")) && !x.certificate_names.contains_key(&node("b")));
+
+        let mut z = y.clone();
+        let changes = z.merge(&x);
+        assert!(changes.members && changes.any, "a new binding is a change to persist");
+        assert_eq!(z.certificate_names.get(&node("a")).map(String::as_str), Some("node-a"));
+        assert_eq!(z.merge(&x), Changes::default());
+        // A removed member's binding goes with it and does not come back.
+        z.remove_member(&node("a"));
+        z.merge(&x);
+        assert!(!z.certificate_names.contains_key(&node("a")));
+    }
+
     use proptest::prelude::*;
 
     /// Random views of one cluster: heartbeats, claim changes, ring steps,
@@ -1331,6 +1402,10 @@ mod tests {
                 match op {
                     0 => views[i].update_member(&me, |_| {}),
                     1 => views[i].update_member(&me, |m| m.wanted_claim = claim),
+                    // Concurrent, conflicting bindings: merge must still agree.
+                    2 => {
+                        let _ = views[i].bind_certificate(&other, &format!("cert-{}", (claim + i as u32) % 2));
+                    }
                     3 => {
                         let _ = views[i].stage(&me, &other, Change::Leave);
                     }

@@ -14,3 +14,4 @@ pub mod quorum;
 pub mod ring;
 pub mod tictac;
 pub mod vclock;
+pub mod x509;

@@ -29,6 +29,15 @@
 //! A node that was removed from the cluster, or that found another live
 //! process under its id, answers for nobody: it refuses every call but the
 //! open and read-only ones.
+//!
+//! Over mutual TLS (`tls`) the caller's certificate is checked too
+//! ([`check_certificate`]): the cluster binds each node id to the name of
+//! the certificate it joined with (`ClusterState::certificate_names`), and a
+//! call whose `vc-from-node` is bound to another name than the presented
+//! certificate's is refused (`wrong_certificate`): a certificate can never
+//! act for another node. An id with no binding yet (a cluster that ran
+//! without certificates, until the node's own binding has spread by gossip)
+//! is accepted from any certificate of the cluster CA.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -87,6 +96,10 @@ pub trait LocalIdentity: Send + Sync + 'static {
     fn duplicate_of(&self) -> Option<String> {
         None
     }
+    /// The certificate name `node` is bound to, if any.
+    fn certificate_name(&self, _node: &NodeId) -> Option<String> {
+        None
+    }
 }
 
 /// A fixed identity, never removed: for servers in tests and tools.
@@ -125,6 +138,10 @@ impl LocalIdentity for Membership {
 
     fn duplicate_of(&self) -> Option<String> {
         Membership::duplicate_of(self).map(|other| other.address)
+    }
+
+    fn certificate_name(&self, node: &NodeId) -> Option<String> {
+        Membership::certificate_name(self, node)
     }
 }
 
@@ -178,6 +195,11 @@ pub enum Refusal {
          this one answers no internal calls"
     )]
     Duplicate { node: NodeId, address: String },
+    #[error(
+        "the call claims to come from node {node} (vc-from-node), which uses the certificate named {bound:?}; \
+         this one is named {presented:?}: a certificate cannot act for another node"
+    )]
+    WrongCertificate { node: String, bound: String, presented: String },
 }
 
 impl Refusal {
@@ -190,6 +212,7 @@ impl Refusal {
             Refusal::MissingIdentity { .. } => "missing_identity",
             Refusal::Removed { .. } => "removed",
             Refusal::Duplicate { .. } => "duplicate",
+            Refusal::WrongCertificate { .. } => "wrong_certificate",
         }
     }
 
@@ -244,6 +267,29 @@ pub fn check(policy: Policy, headers: &HeaderMap, local: &dyn LocalIdentity) -> 
         }
     }
     Ok(())
+}
+
+/// Checks the certificate a call came with against the name the cluster
+/// bound its `vc-from-node` to. `presented`: `None` over plaintext (nothing
+/// to check), else the name of the peer's certificate (`""` if it has
+/// none). Open and read-only methods take any certificate of the CA.
+pub fn check_certificate(
+    policy: Policy,
+    headers: &HeaderMap,
+    presented: Option<&str>,
+    local: &dyn LocalIdentity,
+) -> Result<(), Refusal> {
+    let Some(presented) = presented else { return Ok(()) };
+    if matches!(policy, Policy::Open | Policy::ReadOnly) {
+        return Ok(());
+    }
+    let Some(from) = headers.get(FROM_NODE_HEADER).and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    match local.certificate_name(&NodeId::new(from)) {
+        Some(bound) if bound != presented => {
+            Err(Refusal::WrongCertificate { node: from.to_owned(), bound, presented: presented.to_owned() })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The headers one caller stamps on every call, made once.
@@ -354,14 +400,16 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        match check(policy(path), request.headers(), &*self.local) {
+        let policy = policy(path);
+        let presented = super::tls::over_tls(request.extensions())
+            .then(|| super::tls::peer_certificate_name(request.extensions()).unwrap_or_default());
+        let checked = check(policy, request.headers(), &*self.local)
+            .and_then(|()| check_certificate(policy, request.headers(), presented.as_deref(), &*self.local));
+        match checked {
             Ok(()) => Either::Right(self.inner.call(request)),
             Err(refusal) => {
                 let from = request.headers().get(FROM_NODE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-                let remote = request
-                    .extensions()
-                    .get::<tonic::transport::server::TcpConnectInfo>()
-                    .and_then(|info| info.remote_addr());
+                let remote = super::tls::remote_addr(request.extensions());
                 tracing::warn!(
                     reason = refusal.reason(),
                     method = %path,
@@ -536,10 +584,55 @@ mod tests {
             Refusal::MissingIdentity { missing: String::new(), node: node.clone(), cluster: String::new() },
             Refusal::Removed { node: node.clone() },
             Refusal::Duplicate { node, address: String::new() },
+            Refusal::WrongCertificate { node: String::new(), bound: String::new(), presented: String::new() },
         ];
         for refusal in refusals {
             assert!(metrics::RPC_REFUSED_REASONS.contains(&refusal.reason()), "{refusal:?}");
         }
+    }
+
+    struct Bound(Identity);
+
+    impl LocalIdentity for Bound {
+        fn node(&self) -> &NodeId {
+            &self.0.node
+        }
+        fn cluster_id(&self) -> u64 {
+            self.0.cluster_id
+        }
+        fn removed(&self) -> bool {
+            false
+        }
+        fn certificate_name(&self, node: &NodeId) -> Option<String> {
+            (node.as_str() == "00000000000000bb").then(|| "node-b".to_owned())
+        }
+    }
+
+    #[test]
+    fn a_certificate_acts_only_for_the_node_it_is_bound_to() {
+        let bound = Bound(me());
+        let right = headers(&RIGHT); // from 00000000000000bb
+        let unbound_from = headers(&[RIGHT[0], RIGHT[1], (FROM_NODE_HEADER, "00000000000000cc")]);
+        let cases = [
+            (Policy::Member, &right, Some("node-b"), None),
+            (Policy::Member, &right, Some("intruder"), Some("wrong_certificate")),
+            (Policy::Member, &right, Some(""), Some("wrong_certificate")),
+            (Policy::Join, &right, Some("intruder"), Some("wrong_certificate")),
+            // Plaintext: no certificate to check (the port is loopback or
+            // --insecure-cluster).
+            (Policy::Member, &right, None, None),
+            // Not bound yet: any certificate of the CA.
+            (Policy::Member, &unbound_from, Some("intruder"), None),
+            (Policy::ReadOnly, &right, Some("intruder"), None),
+            (Policy::Open, &right, Some("intruder"), None),
+        ];
+        for (policy, sent, presented, expected) in cases {
+            let got = check_certificate(policy, sent, presented, &bound).err();
+            assert_eq!(got.as_ref().map(Refusal::reason), expected, "{policy:?} {presented:?}: {got:?}");
+        }
+        let refusal = check_certificate(Policy::Member, &right, Some("intruder"), &bound).unwrap_err();
+        assert!(refusal.to_string().contains("node-b") && refusal.to_string().contains("intruder"), "{refusal}");
+        assert!(is_refusal(&refusal.to_status()));
     }
 
     #[test]

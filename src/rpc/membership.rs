@@ -29,8 +29,8 @@ use super::status::error_status;
 use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
 use crate::core::membership::{
-    Change, ClusterState, Departure, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member,
-    PROTOCOL_VERSION, RingState, Staged, StagedPlan,
+    Change, ClusterState, Departure, MAX_ADDRESS_BYTES, MAX_CERTIFICATE_NAME_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES,
+    MAX_REMOVED, Member, PROTOCOL_VERSION, RingState, Staged, StagedPlan,
 };
 use crate::core::ring::{MAX_PARTITIONS, Ring};
 use crate::membership::Membership;
@@ -84,6 +84,7 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
     let staged = 3 * id + U32_FIELD + U64_FIELD + BOOL_FIELD;
     let plan = (MAX_MEMBERS + MAX_REMOVED) * delimited(staged) + 2 * (U64_FIELD + id);
     let departure = 2 * id + BOOL_FIELD + U32_FIELD;
+    let certificate_name = id + delimited(MAX_CERTIFICATE_NAME_BYTES);
     FIXED64_FIELD
         + 4 * U32_FIELD
         + MAX_MEMBERS * delimited(member)
@@ -91,6 +92,7 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
         + MAX_REMOVED * id
         + delimited(plan)
         + (MAX_MEMBERS + MAX_REMOVED) * delimited(departure)
+        + MAX_MEMBERS * delimited(certificate_name)
 }
 
 /// The largest legal membership message of a cluster of `partitions`: a
@@ -194,6 +196,8 @@ impl pb::membership_server::Membership for MembershipService {
         // The joiner names itself (`vc-from-node`, see `join`); older
         // releases send nothing.
         let from = request.metadata().get(FROM_NODE_HEADER).map(|v| v.to_str().unwrap_or("<not text>").to_owned());
+        // Over mutual TLS, the joiner's id is bound to its certificate's name.
+        let certificate = request.peer_certs().and_then(|certs| super::tls::certificate_name(certs.first()?));
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
         let member = member_from_pb(request.member.ok_or_else(|| Status::invalid_argument("join without a member"))?)?;
@@ -203,8 +207,15 @@ impl pb::membership_server::Membership for MembershipService {
                 member.node
             )));
         }
-        tracing::info!(node = %member.node, address = %member.address, cluster_address = %member.cluster_address, "node joins");
-        let state = self.membership.admit(member).map_err(|e| error_status(&e))?;
+        tracing::info!(
+            node = %member.node,
+            address = %member.address,
+            cluster_address = %member.cluster_address,
+            certificate = certificate.as_deref().unwrap_or(""),
+            "node joins"
+        );
+        let state =
+            self.membership.admit_with_certificate(member, certificate.as_deref()).map_err(|e| error_status(&e))?;
         let cluster_secret = self.secret.as_bytes().to_vec().into();
         Ok(Response::new(pb::JoinResponse { state: Some(state_to_pb(&state)), cluster_secret }))
     }
@@ -272,6 +283,7 @@ pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
                 claim: d.claim,
             })
             .collect(),
+        certificate_names: s.certificate_names.iter().map(|(node, name)| (node.to_string(), name.clone())).collect(),
         ring: Some(pb::Ring {
             epoch: s.ring.epoch,
             author: s.ring.author.to_string(),
@@ -301,6 +313,12 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
             MAX_MEMBERS + MAX_REMOVED
         )));
     }
+    if p.certificate_names.len() > MAX_MEMBERS {
+        return Err(bad(format!("{} certificate names; at most {MAX_MEMBERS}", p.certificate_names.len())));
+    }
+    if let Some(name) = p.certificate_names.values().find(|name| name.len() > MAX_CERTIFICATE_NAME_BYTES) {
+        return Err(bad(format!("a certificate name of {} bytes; at most {MAX_CERTIFICATE_NAME_BYTES}", name.len())));
+    }
     let staged_ids = plan.changes.iter().flat_map(|c| [&c.node, &c.by, &c.author]);
     let departure_ids = p.departures.iter().flat_map(|d| [&d.node, &d.by]);
     let ids = ring
@@ -310,7 +328,8 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         .chain(&p.removed)
         .chain([&ring.author, &plan.commit_author, &plan.applied_author])
         .chain(staged_ids)
-        .chain(departure_ids);
+        .chain(departure_ids)
+        .chain(p.certificate_names.keys());
     if let Some(id) = ids.into_iter().find(|id| id.len() > MAX_NODE_ID_BYTES) {
         return Err(bad(format!("a node id of {} bytes; at most {MAX_NODE_ID_BYTES}", id.len())));
     }
@@ -338,7 +357,6 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         n_val,
         r,
         w,
-        members,
         removed: p.removed.into_iter().map(NodeId::new).collect(),
         ring: RingState {
             epoch: ring.epoch,
@@ -356,6 +374,14 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
                 (NodeId::new(d.node), Departure { done: d.done, by, claim: d.claim })
             })
             .collect(),
+        // Members only, as `ClusterState::bind_certificate` keeps them.
+        certificate_names: p
+            .certificate_names
+            .into_iter()
+            .map(|(node, name)| (NodeId::new(node), name))
+            .filter(|(node, _)| members.contains_key(node))
+            .collect(),
+        members,
     })
 }
 
@@ -532,6 +558,7 @@ mod tests {
         s.departures = (0..MAX_MEMBERS + MAX_REMOVED)
             .map(|i| (id(i), Departure { done: true, by: Some(id(i + 1)), claim: u32::MAX }))
             .collect();
+        s.certificate_names = (0..MAX_MEMBERS).map(|i| (id(i), "c".repeat(MAX_CERTIFICATE_NAME_BYTES))).collect();
         s
     }
 
@@ -587,5 +614,17 @@ mod tests {
         let mut bad = state_to_pb(&s);
         bad.members[0].transfers_done = vec![8];
         assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let mut bad = state_to_pb(&s);
+        bad.certificate_names.insert("a".into(), long(MAX_CERTIFICATE_NAME_BYTES + 1));
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let mut bad = state_to_pb(&s);
+        bad.certificate_names = (0..=MAX_MEMBERS).map(|i| (format!("n{i}"), "c".into())).collect();
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        // A binding of a node that is no member is dropped, not kept.
+        let mut stray = state_to_pb(&s);
+        stray.certificate_names.insert("a".into(), "node-a".into());
+        stray.certificate_names.insert("zz".into(), "stranger".into());
+        let names = state_from_pb(stray).unwrap().certificate_names;
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), vec![(NodeId::new("a"), "node-a".to_owned())]);
     }
 }

@@ -49,4 +49,5 @@ pub mod replica_client;
 pub mod replica_server;
 pub mod server;
 pub mod status;
+pub mod tls;
 pub mod transfer;

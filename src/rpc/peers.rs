@@ -21,7 +21,10 @@
 //! reads and writes behind their data.
 //!
 //! How a connection is opened is the [`Connector`]'s business: TCP with the
-//! rules above in a running node, the simulated network under the
+//! rules above in a running node (mutual TLS on it when the node has
+//! certificates, `tls`: then every channel, the joiner's first call,
+//! transfers and anti-entropy included, presents this node's certificate
+//! and checks the peer's, and there is no plaintext fallback), the simulated network under the
 //! deterministic simulator (`tests/sim.rs`), which carries the same gRPC
 //! messages to the same servers.
 
@@ -34,6 +37,7 @@ use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
 use super::identity::{Caller, CallerHeaders, Identified, to_node_value};
+use super::tls::{ClusterTls, TlsConnect};
 use crate::core::key::NodeId;
 
 /// How often an HTTP/2 ping checks an idle or busy connection.
@@ -114,10 +118,12 @@ pub enum PeerError {
     InvalidNodeId(String),
 }
 
-/// tonic over TCP, with the connection rules of the module comment.
+/// tonic over TCP, with the connection rules of the module comment; over
+/// mutual TLS when `tls` is set.
 pub struct TcpConnector {
     connect_timeout: Duration,
     request_timeout: Duration,
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl Connector for TcpConnector {
@@ -127,8 +133,15 @@ impl Connector for TcpConnector {
             Purpose::Unary => endpoint.timeout(self.request_timeout),
             Purpose::Transfer => endpoint,
         };
-        // Lazy: never blocks, and a down peer only costs when called.
-        Ok(connection(endpoint.connect_lazy()))
+        // Lazy: never blocks, and a down peer only costs when called. With
+        // TLS, our connector dials and handshakes (tonic's own TLS config
+        // would freeze the certificates for the channel's life); the
+        // endpoint's connect timeout still bounds it, and the `http://` URI
+        // only tells hyper where to dial.
+        Ok(connection(match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(TlsConnect::new(Arc::clone(tls))),
+            None => endpoint.connect_lazy(),
+        }))
     }
 }
 
@@ -175,10 +188,17 @@ impl Peers {
             connect_timeout,
             request_timeout,
             transfer_idle_timeout: TRANSFER_IDLE_TIMEOUT_DEFAULT,
-            connector: Arc::new(TcpConnector { connect_timeout, request_timeout }),
+            connector: Arc::new(TcpConnector { connect_timeout, request_timeout, tls: None }),
             unary: Mutex::default(),
             transfer: Mutex::default(),
         }
+    }
+
+    /// Connects over mutual TLS with `tls`'s current certificates.
+    pub fn with_tls(mut self, tls: Arc<ClusterTls>) -> Peers {
+        let (connect_timeout, request_timeout) = (self.connect_timeout, self.request_timeout);
+        self.connector = Arc::new(TcpConnector { connect_timeout, request_timeout, tls: Some(tls) });
+        self
     }
 
     /// Connects through `connector` instead of TCP (the simulator's network).
@@ -245,6 +265,14 @@ impl Peers {
     pub fn forget(&self, cluster_address: &str) {
         self.unary.lock().expect("peers lock").remove(cluster_address);
         self.transfer.lock().expect("peers lock").remove(cluster_address);
+    }
+
+    /// Drops every pooled connection: the next call to each peer opens a new
+    /// one (after a certificate rotation, so that it presents the new
+    /// certificate). Calls in flight finish on the old connections.
+    pub fn forget_all(&self) {
+        self.unary.lock().expect("peers lock").clear();
+        self.transfer.lock().expect("peers lock").clear();
     }
 
     fn pooled(

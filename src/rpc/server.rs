@@ -8,6 +8,8 @@
 //! listener, the identity the server answers for and the shutdown signal are
 //! passed in, so tests bind port 0 and name their servers. Every call passes
 //! the identity check (`identity::IdentityLayer`) before its service runs.
+//! With certificates ([`serve_with_tls`]) only connections that completed a
+//! mutual TLS handshake with a certificate of the cluster CA get that far.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use super::observe::ObserveLayer;
 use super::pb::replica_server::ReplicaServer;
 use super::peers::{Connection, ConnectionError};
 use super::replica_server::ReplicaService;
+use super::tls::ClusterTls;
 use super::transfer::TransferService;
 use super::transfer_pb::transfer_server::TransferServer;
 use crate::coordinator::Topology;
@@ -96,16 +99,34 @@ pub async fn serve(
     local: Arc<dyn LocalIdentity>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    // With an incoming stream the builder's TCP settings do not apply; the
-    // stream sets them on each accepted socket.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE_INTERVAL));
-    Server::builder()
+    serve_with_tls(listener, routes, local, None, shutdown).await
+}
+
+/// [`serve`], over mutual TLS when `tls` is given: only connections whose
+/// handshake presented a certificate of the cluster CA reach a service
+/// (`tls::incoming`); without it, plaintext.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    routes: RoutesBuilder,
+    local: Arc<dyn LocalIdentity>,
+    tls: Option<Arc<ClusterTls>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let router = Server::builder()
         // Outermost first: a refused call is still traced and counted.
         .layer(ObserveLayer)
         .layer(IdentityLayer::new(local))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_routes(routes.routes());
+    match tls {
+        Some(tls) => router.serve_with_incoming_shutdown(super::tls::incoming(listener, tls), shutdown).await,
+        None => {
+            // With an incoming stream the builder's TCP settings do not apply;
+            // the stream sets them on each accepted socket.
+            let incoming =
+                TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE_INTERVAL));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    }
 }

@@ -1,10 +1,11 @@
 //! Background work, off the request path: gossip, data movement, hinted
-//! handoff and anti-entropy. Each
+//! handoff, anti-entropy and certificate reloads. Each
 //! service is a [`Worker`]: `work` does one unit and says whether more is
 //! waiting, `wait_for_work` sleeps until there may be some. [`spawn`] runs
 //! it until the node's one cancellation token fires.
 
 pub mod anti_entropy;
+pub mod certificates;
 pub mod gossip;
 pub mod handoff;
 pub mod hints;

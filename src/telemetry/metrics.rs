@@ -71,7 +71,24 @@ pub const GRPC_SERVER_DURATION_SECONDS: &str = "vinzclortho_grpc_server_duration
 /// (wrong_cluster, wrong_node, missing_identity, removed, duplicate).
 pub const RPC_REFUSED_TOTAL: &str = "vinzclortho_rpc_refused_total";
 /// The `reason` label values of [`RPC_REFUSED_TOTAL`].
-pub const RPC_REFUSED_REASONS: [&str; 5] = ["wrong_cluster", "wrong_node", "missing_identity", "removed", "duplicate"];
+pub const RPC_REFUSED_REASONS: [&str; 6] =
+    ["wrong_cluster", "wrong_node", "missing_identity", "removed", "duplicate", "wrong_certificate"];
+/// TLS handshakes refused on the cluster port, before any call: label
+/// `reason` (no_certificate, unknown_ca, expired, bad_certificate, not_tls,
+/// peer_refused, closed, timeout, other).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "vinzclortho_tls_handshake_failures_total";
+/// The `reason` label values of [`TLS_HANDSHAKE_FAILURES_TOTAL`].
+pub const TLS_HANDSHAKE_FAILURE_REASONS: [&str; 9] = [
+    "no_certificate",
+    "unknown_ca",
+    "expired",
+    "bad_certificate",
+    "not_tls",
+    "peer_refused",
+    "closed",
+    "timeout",
+    "other",
+];
 /// Replica calls this node did not run, though their identity was right:
 /// `reason` expired (found past the caller's deadline, e.g. after a pause) or
 /// stale_ring (planned on a ring older than this node's).
@@ -164,6 +181,7 @@ fn describe() {
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
     describe_counter!(RPC_REFUSED_TOTAL, "Internal gRPC calls refused for a wrong or missing identity, by reason.");
+    describe_counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes refused on the cluster port, by reason.");
     describe_counter!(
         REPLICA_CALLS_DROPPED_TOTAL,
         "Replica calls not run: past their caller's deadline, or planned on an older ring."
@@ -219,6 +237,9 @@ fn zero() {
     // A refusal is rare and alarming: a panel should show 0 until then.
     for reason in RPC_REFUSED_REASONS {
         counter!(RPC_REFUSED_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in TLS_HANDSHAKE_FAILURE_REASONS {
+        counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(0);
     }
     for reason in REPLICA_CALLS_DROPPED_REASONS {
         counter!(REPLICA_CALLS_DROPPED_TOTAL, "reason" => reason).increment(0);
@@ -320,6 +341,11 @@ pub fn replica_call_dropped(reason: &'static str) {
 
 pub fn rpc_refused(reason: &'static str) {
     counter!(RPC_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts a refused TLS handshake on the cluster port.
+pub fn tls_handshake_failed(reason: &'static str) {
+    counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Gauges that describe state rather than events, set just before a scrape.

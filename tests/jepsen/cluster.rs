@@ -9,8 +9,19 @@ use super::net::Network;
 use crate::common::{BIN, send_signal, spawn_ready};
 
 /// Short timeouts so that faults are noticed within a few seconds.
-pub const NODE_FLAGS: &[&str] =
-    &["-p", "16", "--gossip-interval-ms", "200", "--failure-timeout-ms", "2000", "--request-timeout-ms", "2000"];
+/// `--insecure-cluster`: in network namespaces the nodes listen on 198.18.x
+/// addresses (not loopback), on a private bridge of the test's own.
+pub const NODE_FLAGS: &[&str] = &[
+    "-p",
+    "16",
+    "--gossip-interval-ms",
+    "200",
+    "--failure-timeout-ms",
+    "2000",
+    "--request-timeout-ms",
+    "2000",
+    "--insecure-cluster",
+];
 
 /// NODE_FLAGS' `-p`.
 const PARTITIONS: u32 = 16;

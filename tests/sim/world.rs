@@ -207,7 +207,8 @@ impl Cluster {
             incarnation,
             request_timeout: self.config.request_timeout,
         };
-        let host = Host { env: env.clone(), connector: Some(Arc::new(connector)), metrics: Some(metrics.clone()) };
+        let host =
+            Host { env: env.clone(), connector: Some(Arc::new(connector)), metrics: Some(metrics.clone()), tls: None };
         let mut config = self.config.clone();
         config.address = http.clone();
         config.cluster_address = cluster.clone();
