@@ -34,6 +34,7 @@
 
 mod call;
 mod hints;
+mod reap;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -181,9 +182,11 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            let mut object = this.store.get(partition, &key)?.unwrap_or_default();
+            // A reaped key starts from its reaped tombstone (`replica::reap`).
+            let (stored, mut object) = this.base(partition, &key)?;
+            let base = object.clone();
             let actor = this.stamping_actor(partition, &object, &context);
-            let old = this.observer.as_ref().map(|_| object.clone());
+            let old = this.observer.as_ref().map(|_| stored.clone());
             let before = object.clock().clone();
             let dot = object
                 .update(actor, &context, mutation)
@@ -203,8 +206,9 @@ impl Replica {
             if count > this.limits.warn {
                 tracing::warn!(key = ?key.key, siblings = count, "key has many siblings; clients should resolve them");
             }
-            if object.is_empty() {
-                // A delete of a key nobody wrote: nothing to remember.
+            if object.is_empty() || (stored.is_empty() && object == base) {
+                // A delete of a key nobody wrote, or of one already reaped
+                // with nothing new: nothing to remember.
                 return Ok(object);
             }
             this.store.put(partition, &key, &object)?;
@@ -227,12 +231,15 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            let current = this.store.get(partition, &key)?.unwrap_or_default();
-            let merged = current.merge(&incoming);
-            if merged != current {
-                this.store.put(partition, &key, &merged)?;
-                this.observe(partition, &key, &current, &merged);
+            // Onto the reaped tombstone if the key was reaped: a stale copy
+            // is dropped, not resurrected (`replica::reap`).
+            let (current, base) = this.base(partition, &key)?;
+            let merged = base.merge(&incoming);
+            if merged == base {
+                return Ok(current);
             }
+            this.store.put(partition, &key, &merged)?;
+            this.observe(partition, &key, &current, &merged);
             Ok(merged)
         })
         .await
@@ -272,9 +279,9 @@ impl Replica {
             let mut changed = Vec::new();
             let mut olds = Vec::new();
             for (key, object) in incoming {
-                let current = this.store.get(partition, &key)?.unwrap_or_default();
-                let merged = current.merge(&object);
-                if merged != current {
+                let (current, base) = this.base(partition, &key)?;
+                let merged = base.merge(&object);
+                if merged != base {
                     changed.push((key, merged));
                     if this.observer.is_some() {
                         olds.push(current);

@@ -64,4 +64,20 @@ pub trait ReplicaClient: Send + Sync + 'static {
         let _ = target;
         self.merge(node, partition, key, object, call).await
     }
+
+    /// Has `node` reap `key` if it still holds exactly the tombstone with
+    /// `clock` (`replica::reap`); true if it did. The tombstone reaper's
+    /// call; a client that cannot carry it (a scripted one in tests) never
+    /// reaps.
+    async fn reap(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let _ = (node, partition, key, clock, call);
+        Ok(false)
+    }
 }

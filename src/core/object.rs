@@ -176,6 +176,24 @@ impl Object {
         Object { clock: self.clock.clone().merged(&other.clock), siblings }
     }
 
+    /// A tombstone with `clock`: what a replica that reaped the key's
+    /// tombstone still knows of it (`replica::reap`).
+    pub fn tombstone(clock: VersionVector) -> Object {
+        Object { clock, siblings: Vec::new() }
+    }
+
+    /// What to store when `incoming` arrives for a key whose tombstone with
+    /// clock `reaped` was reaped: `incoming` merged onto that tombstone, or
+    /// `None` when the delete had covered everything in it (a stale copy, to
+    /// be dropped, not resurrected). Something the delete did not cover (a
+    /// concurrent write, a later delete) is kept, with the reaped clock
+    /// included so that the old dots stay superseded.
+    pub fn onto_reaped(reaped: &VersionVector, incoming: &Object) -> Option<Object> {
+        let tombstone = Object::tombstone(reaped.clone());
+        let merged = tombstone.merge(incoming);
+        (merged != tombstone).then_some(merged)
+    }
+
     /// True when `self` already contains everything in `other`, so sending
     /// `other` to this replica would change nothing.
     pub fn contains(&self, other: &Object) -> bool {
@@ -195,6 +213,31 @@ mod tests {
 
     fn content(v: &str) -> Content {
         Content { value: Bytes::from(v.to_owned()), content_type: "text/plain".into(), last_modified_ms: 0 }
+    }
+
+    #[test]
+    fn a_reaped_tombstone_drops_stale_copies_and_keeps_concurrent_writes() {
+        let mut old = Object::new();
+        old.update(1, &VersionVector::new(), Mutation::Put(content("old"))).unwrap();
+        let mut deleted = old.clone();
+        deleted.update(2, &old.clock().clone(), Mutation::Delete).unwrap();
+        let reaped = deleted.clock().clone();
+        // The pre-delete value, the tombstone itself, nothing at all: dropped.
+        assert_eq!(Object::onto_reaped(&reaped, &old), None);
+        assert_eq!(Object::onto_reaped(&reaped, &deleted), None);
+        assert_eq!(Object::onto_reaped(&reaped, &Object::new()), None);
+        // A write the delete never saw (another actor, blind): kept, and the
+        // old value stays deleted.
+        let mut concurrent = Object::new();
+        concurrent.update(3, &VersionVector::new(), Mutation::Put(content("new"))).unwrap();
+        let mut with_old = old.merge(&concurrent);
+        let kept = Object::onto_reaped(&reaped, &with_old).unwrap();
+        assert_eq!(values(&kept), vec!["new"]);
+        assert!(kept.clock().covers(old.siblings()[0].dot));
+        // A write on top of the delete's context: kept too.
+        with_old.update(4, &reaped, Mutation::Put(content("after"))).unwrap();
+        let kept = Object::onto_reaped(&reaped, &with_old).unwrap();
+        assert_eq!(values(&kept), vec!["new", "after"]);
     }
 
     fn values(o: &Object) -> Vec<String> {

@@ -26,15 +26,17 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            let current = this.store.get(partition, &key)?.unwrap_or_default();
-            let merged = current.merge(&incoming);
-            let changed = (merged != current).then_some(&merged);
+            // Onto the reaped tombstone if the key was reaped (`replica::reap`).
+            let (current, base) = this.base(partition, &key)?;
+            let merged = base.merge(&incoming);
+            let changed = (merged != base).then_some(&merged);
             this.store.put_hinted(partition, &key, changed, &target)?;
             // Anti-entropy's tree of the partition must see every stored
             // change, or its next XOR update would start from a wrong base.
-            if changed.is_some() {
-                this.observe(partition, &key, &current, &merged);
+            if changed.is_none() {
+                return Ok(current);
             }
+            this.observe(partition, &key, &current, &merged);
             Ok(merged)
         })
         .await

@@ -147,6 +147,7 @@ fn call_len(call: &Call) -> usize {
         Call::Get(m) => m.encoded_len(),
         Call::Coordinate(m) => m.encoded_len(),
         Call::Merge(m) => m.encoded_len(),
+        Call::Reap(m) => m.encoded_len(),
     }
 }
 
@@ -185,6 +186,7 @@ async fn unary(
                 CallResult::Coordinate(client.coordinate(request(m, request_timeout)).await?.into_inner())
             }
             Call::Merge(m) => CallResult::Merge(client.merge(request(m, request_timeout)).await?.into_inner()),
+            Call::Reap(m) => CallResult::Reap(client.reap(request(m, request_timeout)).await?.into_inner()),
         })
     };
     match tokio::time::timeout(deadline, exchange).await {
@@ -270,6 +272,26 @@ impl ReplicaClient for GrpcReplicaClient {
         call: CallContext,
     ) -> Result<(), ReplicaError> {
         self.send_merge(node, partition, key, object, Some(target), call).await
+    }
+
+    async fn reap(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let message = pb::ReapRequest {
+            partition,
+            key: Some(key_to_pb(key)),
+            clock: clock_to_pb(clock),
+            caller: Some(caller(&call, self.env.now_ms())),
+        };
+        match self.call(node, "Replica/Reap", Call::Reap(message), call).await? {
+            CallResult::Reap(response) => Ok(response.reaped),
+            _ => Err(unexpected(node, "Replica/Reap")),
+        }
     }
 }
 
@@ -375,6 +397,20 @@ impl ReplicaClient for RoutedReplicas {
                 replica.merge_hinted(partition, key.clone(), object.clone(), target.clone()).await.map(|_| ())
             }
             None => self.remote.merge_hinted(node, partition, key, object, target, call).await,
+        }
+    }
+
+    async fn reap(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        match self.local(node) {
+            Some(replica) => replica.reap(partition, key.clone(), clock.clone()).await,
+            None => self.remote.reap(node, partition, key, clock, call).await,
         }
     }
 }

@@ -180,6 +180,22 @@ async fn merge(
     Ok(pb::MergeResponse {})
 }
 
+async fn reap(
+    replica: &Arc<Replica>,
+    admission: &Admission,
+    request: pb::ReapRequest,
+) -> Result<pb::ReapResponse, Status> {
+    let received = Instant::now();
+    let pb::ReapRequest { partition, key, clock, caller } = request;
+    admission.check(caller.as_ref(), received)?;
+    let key = key_from_pb(required(key, "key")?);
+    if clock.is_empty() {
+        return Err(Status::invalid_argument("reap without a clock: only a tombstone is reaped"));
+    }
+    let reaped = replica.reap(partition, key, clock_from_pb(&clock)).await?;
+    Ok(pb::ReapResponse { reaped })
+}
+
 /// One call from a stream: its own span (a child of the caller's, when
 /// traces are exported) and the same per-method metrics as a unary call.
 async fn serve_call(replica: Arc<Replica>, admission: Admission, request: pb::CallRequest) -> pb::CallResponse {
@@ -188,6 +204,7 @@ async fn serve_call(replica: Arc<Replica>, admission: Admission, request: pb::Ca
         Some(Call::Get(_)) => "Replica/Get",
         Some(Call::Coordinate(_)) => "Replica/Coordinate",
         Some(Call::Merge(_)) => "Replica/Merge",
+        Some(Call::Reap(_)) => "Replica/Reap",
         None => "Replica/Calls",
     };
     let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.server", otel.kind = "server", rpc.method = method);
@@ -206,6 +223,7 @@ async fn serve_call(replica: Arc<Replica>, admission: Admission, request: pb::Ca
             }),
             Some(Call::Coordinate(r)) => coordinate(&replica, &admission, r).await.map(CallResult::Coordinate),
             Some(Call::Merge(r)) => merge(&replica, &admission, r).await.map(CallResult::Merge),
+            Some(Call::Reap(r)) => reap(&replica, &admission, r).await.map(CallResult::Reap),
             None => Err(Status::invalid_argument("call request without a call")),
         }
     }
@@ -284,6 +302,10 @@ impl ReplicaRpc for ReplicaService {
 
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::MergeResponse>, Status> {
         merge(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn reap(&self, request: Request<pb::ReapRequest>) -> Result<Response<pb::ReapResponse>, Status> {
+        reap(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
     }
 
     type CallsStream = CallStream;

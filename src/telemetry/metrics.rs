@@ -46,6 +46,8 @@ pub const HINTS_QUEUED: &str = "vinzclortho_hints_queued";
 /// Hints delivered to their target (and deleted), or whose delivery failed
 /// (kept, retried). Label: `outcome` (ok, failed).
 pub const HINTS_DELIVERED_TOTAL: &str = "vinzclortho_hints_delivered_total";
+/// Keys whose tombstone this node's reaper removed from every primary.
+pub const TOMBSTONES_REAPED_TOTAL: &str = "vinzclortho_tombstones_reaped_total";
 /// Transfers of the current move not yet done by a live sender, cluster-wide as this node sees it.
 pub const PARTITION_TRANSFERS_PENDING: &str = "vinzclortho_partition_transfers_pending";
 /// Members as this node's failure detector sees them. Label: `status` (up, down).
@@ -153,6 +155,7 @@ fn describe() {
     describe_counter!(HANDOFF_DROPPED_OBJECTS_TOTAL, "Objects deleted after their partition was handed over.");
     describe_gauge!(HINTS_QUEUED, "Hints held here for delivery, by target node.");
     describe_counter!(HINTS_DELIVERED_TOTAL, "Hint deliveries by outcome.");
+    describe_counter!(TOMBSTONES_REAPED_TOTAL, "Keys whose tombstone was reaped from every primary by this node.");
     describe_gauge!(PARTITION_TRANSFERS_PENDING, "Transfers of the current move not yet done.");
     describe_gauge!(MEMBERS, "Cluster members by status, as this node sees them.");
     describe_gauge!(CLAIMED_PARTITIONS, "Partitions this node owns.");
@@ -212,6 +215,7 @@ fn zero() {
         counter!(ANTI_ENTROPY_EXCHANGES_TOTAL, "outcome" => outcome).increment(0);
     }
     counter!(ANTI_ENTROPY_KEYS_REPAIRED_TOTAL).increment(0);
+    counter!(TOMBSTONES_REAPED_TOTAL).increment(0);
     counter!(ANTI_ENTROPY_TREE_BUILDS_TOTAL).increment(0);
     for outcome in ["ok", "failed", "refused"] {
         counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
@@ -278,6 +282,10 @@ pub fn hints_queued(target: &str, count: u64) {
 pub fn hints_delivered(ok: u64, failed: u64) {
     counter!(HINTS_DELIVERED_TOTAL, "outcome" => "ok").increment(ok);
     counter!(HINTS_DELIVERED_TOTAL, "outcome" => "failed").increment(failed);
+}
+
+pub fn tombstones_reaped(keys: u64) {
+    counter!(TOMBSTONES_REAPED_TOTAL).increment(keys);
 }
 
 /// One anti-entropy exchange with a peer ended.

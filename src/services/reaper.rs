@@ -1,0 +1,300 @@
+//! Tombstone reaping: a deleted key's tombstone is removed once every
+//! primary replica holds it and the grace (`--tombstone-grace-ms`) has
+//! passed, without the key ever coming back.
+//!
+//! Who reaps. Each partition is reaped by one node: its first primary in the
+//! current ring, and only while the partition is not moving (a move's
+//! target ring has other holders, and transfers would need the records).
+//! The worker walks its partitions one at a time, scans each for
+//! tombstones (on the blocking pool), and for each tombstone that has been
+//! the key's state for at least the grace:
+//! 1. asks every primary for its copy (all must be up and answer), and goes
+//!    on only if each holds exactly that tombstone (same clock, no
+//!    siblings);
+//! 2. tells each primary to reap it (`Replica/Reap`), which it does only if
+//!    the stored object is still exactly that tombstone, under the key's
+//!    lock, leaving a reap record of its clock behind (`replica::reap`).
+//!
+//! The age of a tombstone. Objects carry no deletion time (the on-disk and
+//! wire formats are unchanged), so the grace is counted from when this
+//! worker first saw the tombstone, with the same clock, in a scan. That
+//! over-estimates nothing: a restart, a ring change that makes this node
+//! first primary, or a new delete of the key (a new clock) starts the count
+//! again, so a tombstone is always at least the grace old when reaped, often
+//! older. The count is kept in memory for at most
+//! [`TRACKED_PER_PARTITION`] tombstones per partition; the others wait for
+//! a later pass.
+//!
+//! Why the grace, when reap records already drop stale copies: it lets
+//! what is in flight for the key settle first (hints, repairs, a client
+//! that read the key's context before the delete), while the record still
+//! protects what arrives later. A write that lands between step 1 and 2 on
+//! one primary makes that primary refuse the reap; the ones that reaped
+//! merge the write onto their record (causality kept), and the next pass
+//! finds no tombstone to reap.
+//!
+//! Pacing: one partition per `work` call, a yield between partitions, one
+//! key at a time, and a rest of [`pass_interval`] between passes over all
+//! partitions. Reap records past the retention (`--reaped-retention-ms`)
+//! are expired at the start of each pass ([`Replica::expire_reaped`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{Worker, WorkerState};
+use crate::coordinator::{ReplicaClient, Topology};
+use crate::core::key::{NodeId, ObjectKey};
+use crate::core::object::Object;
+use crate::core::ring::Partition;
+use crate::core::vclock::VersionVector;
+use crate::replica::{CallContext, Replica, ReplicaError};
+use crate::telemetry::metrics;
+
+/// Tombstones of one partition whose age is tracked at once.
+pub const TRACKED_PER_PARTITION: usize = 10_000;
+/// Reap records expired per store call.
+const EXPIRE_PAGE: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How old a tombstone must be; zero never reaps (no worker runs).
+    pub grace: Duration,
+    /// How long reap records are kept.
+    pub retention: Duration,
+    /// How long one replica call may take.
+    pub timeout: Duration,
+}
+
+/// How long the worker rests between passes: a quarter of the grace, so a
+/// tombstone is reaped within about 1.25 graces, between 100 ms (tests) and
+/// a minute.
+pub fn pass_interval(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// The reaper's counts, shared with `/admin/status`.
+#[derive(Debug, Default)]
+pub struct Reaper {
+    keys_reaped: AtomicU64,
+    waiting: AtomicU64,
+    records_expired: AtomicU64,
+}
+
+/// What `/admin/status` shows of the reaper.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// Keys whose tombstone this node reaped from every primary.
+    pub keys_reaped: u64,
+    /// Tombstones of this node's partitions still within their grace, as
+    /// of the last scan of each.
+    pub tombstones_waiting: u64,
+    /// Reap records dropped after the retention.
+    pub records_expired: u64,
+}
+
+impl Reaper {
+    pub fn status(&self) -> Status {
+        Status {
+            keys_reaped: self.keys_reaped.load(Ordering::Relaxed),
+            tombstones_waiting: self.waiting.load(Ordering::Relaxed),
+            records_expired: self.records_expired.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct ReaperWorker {
+    reaper: Arc<Reaper>,
+    topology: Arc<dyn Topology>,
+    replica: Arc<Replica>,
+    replicas: Arc<dyn ReplicaClient>,
+    settings: Settings,
+    /// The partition the next `work` call looks at.
+    next: Partition,
+    /// Per partition: tombstone key -> (its clock, when first seen, Unix ms).
+    seen: HashMap<Partition, HashMap<ObjectKey, (VersionVector, u64)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReapError {
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("scan failed: {0}")]
+    Scan(String),
+}
+
+impl ReaperWorker {
+    pub fn new(
+        reaper: Arc<Reaper>,
+        topology: Arc<dyn Topology>,
+        replica: Arc<Replica>,
+        replicas: Arc<dyn ReplicaClient>,
+        settings: Settings,
+    ) -> ReaperWorker {
+        ReaperWorker { reaper, topology, replica, replicas, settings, next: 0, seen: HashMap::new() }
+    }
+
+    /// The primaries of `partition` if this node reaps it: it is the first
+    /// of them and the partition is not moving.
+    fn primaries(&self, partition: Partition) -> Option<Vec<NodeId>> {
+        let view = self.topology.view();
+        let holders = view.current.holders(partition, view.n_val);
+        if holders.first() != Some(self.topology.local()) || holders.len() < view.n_val {
+            return None;
+        }
+        if let Some(target) = &view.target
+            && target.holders(partition, view.n_val) != holders
+        {
+            return None;
+        }
+        Some(holders)
+    }
+
+    /// The tombstones of `partition` (at most [`TRACKED_PER_PARTITION`]),
+    /// read on the blocking pool.
+    async fn tombstones(&self, partition: Partition) -> Result<Vec<(ObjectKey, VersionVector)>, ReapError> {
+        let store = Arc::clone(self.replica.store());
+        let scan = move || -> Result<Vec<(ObjectKey, VersionVector)>, crate::storage::StorageError> {
+            let mut out = Vec::new();
+            for row in store.scan_partition(partition)? {
+                let (key, object) = row?;
+                if object.is_tombstone() {
+                    out.push((key, object.clock().clone()));
+                    if out.len() == TRACKED_PER_PARTITION {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let env = self.replica.env().clone();
+        env.blocking.run(scan).await.map_err(|e| ReapError::Scan(e.to_string()))?.map_err(ReapError::from)
+    }
+
+    /// One partition: track its tombstones' ages, reap the old enough ones.
+    /// Returns how many keys were reaped.
+    async fn partition(&mut self, partition: Partition) -> Result<u64, ReapError> {
+        let Some(primaries) = self.primaries(partition) else {
+            self.seen.remove(&partition);
+            return Ok(0);
+        };
+        let now = self.replica.env().now_ms();
+        let found = self.tombstones(partition).await?;
+        let before = self.seen.remove(&partition).unwrap_or_default();
+        let mut tracked = HashMap::with_capacity(found.len());
+        let grace_ms = self.settings.grace.as_millis() as u64;
+        let mut due = Vec::new();
+        for (key, clock) in found {
+            let first_seen = match before.get(&key) {
+                Some((seen_clock, at)) if *seen_clock == clock => *at,
+                _ => now,
+            };
+            if now.saturating_sub(first_seen) >= grace_ms {
+                due.push((key.clone(), clock.clone()));
+            }
+            tracked.insert(key, (clock, first_seen));
+        }
+        let mut reaped = 0;
+        for (key, clock) in due {
+            if !primaries.iter().all(|p| self.topology.is_up(p)) {
+                break;
+            }
+            match self.reap(partition, &key, &clock, &primaries).await {
+                Ok(true) => {
+                    tracked.remove(&key);
+                    reaped += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(partition, error = %e, "tombstone not reaped; will retry"),
+            }
+        }
+        self.seen.insert(partition, tracked);
+        Ok(reaped)
+    }
+
+    /// Reaps one key from every primary if each holds exactly the tombstone
+    /// with `clock`; true once every primary reaped it.
+    async fn reap(
+        &self,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        primaries: &[NodeId],
+    ) -> Result<bool, ReapError> {
+        let tombstone = Object::tombstone(clock.clone());
+        // Unfenced (epoch 0): the reap itself checks the stored object, and
+        // a replica that is no longer a holder has nothing to reap.
+        let call = || CallContext { deadline: Instant::now() + self.settings.timeout, ring_epoch: 0 };
+        for node in primaries {
+            if self.replicas.get(node, partition, key, call()).await? != tombstone {
+                return Ok(false);
+            }
+        }
+        let mut all = true;
+        for node in primaries {
+            all &= self.replicas.reap(node, partition, key, clock, call()).await?;
+        }
+        Ok(all)
+    }
+
+    async fn expire(&self) -> Result<(), ReapError> {
+        let now = self.replica.env().now_ms();
+        let before = now.saturating_sub(self.settings.retention.as_millis() as u64);
+        loop {
+            let expired = self.replica.expire_reaped(before, EXPIRE_PAGE).await?;
+            self.reaper.records_expired.fetch_add(expired as u64, Ordering::Relaxed);
+            if expired < EXPIRE_PAGE {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for ReaperWorker {
+    fn name(&self) -> &'static str {
+        "reaper"
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        let partitions = self.topology.view().current.partitions();
+        if self.next >= partitions {
+            self.next = 0;
+        }
+        if self.next == 0
+            && let Err(e) = self.expire().await
+        {
+            tracing::warn!(error = %e, "expiring reap records failed; will retry");
+        }
+        let partition = self.next;
+        match self.partition(partition).await {
+            Ok(0) => {}
+            Ok(keys) => {
+                self.reaper.keys_reaped.fetch_add(keys, Ordering::Relaxed);
+                metrics::tombstones_reaped(keys);
+                tracing::info!(partition, keys, "tombstones reaped");
+            }
+            Err(e) => tracing::warn!(partition, error = %e, "reaping a partition failed; will retry"),
+        }
+        self.next = partition + 1;
+        if self.next < partitions {
+            // Client requests first: most partitions cost no await at all.
+            tokio::task::yield_now().await;
+            return WorkerState::Busy;
+        }
+        let waiting: usize = self.seen.values().map(HashMap::len).sum();
+        self.reaper.waiting.store(waiting as u64, Ordering::Relaxed);
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(pass_interval(self.settings.grace)).await;
+    }
+}
