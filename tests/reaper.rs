@@ -1,0 +1,201 @@
+//! Tombstone reaping with real node processes (5 nodes, N=3, a 1.5 s
+//! grace): a deleted key's tombstone leaves every primary once all of them
+//! hold it and the grace has passed, never while a primary is down; and a
+//! reaped key does not come back when its pre-delete copy arrives late, by
+//! a direct merge or by hinted handoff. A write after the reap is a fresh
+//! value. Each replica's copy is read with `/admin/replicas/{key}` (no
+//! quorum, no repair) and the raw copy with the Replica gRPC Get.
+//!
+//! One cluster at a time (a lock): five processes each, on two cores.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, FAST, NodeProc, client, status, wait_for};
+use reqwest::StatusCode;
+use serde_json::Value;
+use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::object::Object;
+use vinzclortho::rpc::convert::{key_to_pb, object_from_pb, object_to_pb};
+use vinzclortho::rpc::pb;
+use vinzclortho::rpc::pb::replica_client::ReplicaClient;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const CTX: &str = "x-vinzclortho-context";
+const GRACE: Duration = Duration::from_millis(1500);
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn args() -> Vec<&'static str> {
+    let mut args = FAST.to_vec();
+    args.extend_from_slice(&["--tombstone-grace-ms", "1500", "--reaped-retention-ms", "600000"]);
+    args
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// The key's partition and its primaries' HTTP addresses, in preference-list order.
+fn preflist(node: &NodeProc, key: &str) -> (u32, Vec<String>) {
+    let p: Value = client().get(node.url(&format!("/admin/preflist/{key}"))).send().unwrap().json().unwrap();
+    let holders = p["preflist"].as_array().unwrap().iter().map(|e| e["node"].as_str().unwrap().to_owned()).collect();
+    (p["partition"].as_u64().unwrap() as u32, holders)
+}
+
+fn index_of(c: &Cluster, http: &str) -> usize {
+    c.nodes.iter().position(|n| n.as_ref().is_some_and(|n| n.http == http)).unwrap()
+}
+
+/// What each primary holds per `/admin/replicas`: `None` if it did not
+/// answer, else its siblings as (deleted) flags; absent is an empty list.
+fn copies(via: &NodeProc, key: &str) -> Vec<(String, Option<Vec<bool>>)> {
+    let report: Value = client().get(via.url(&format!("/admin/replicas/{key}"))).send().unwrap().json().unwrap();
+    report["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["primary"] == true)
+        .map(|r| {
+            let siblings = (r["answered"] == true)
+                .then(|| r["siblings"].as_array().unwrap().iter().map(|s| s["deleted"].as_bool().unwrap()).collect());
+            (r["node"].as_str().unwrap().to_owned(), siblings)
+        })
+        .collect()
+}
+
+fn absent_on_every_primary(via: &NodeProc, key: &str) -> bool {
+    let copies = copies(via, key);
+    copies.len() == 3 && copies.iter().all(|(_, s)| s.as_deref() == Some(&[]))
+}
+
+/// The object `node` itself holds (Replica gRPC Get: no quorum, no repair).
+fn copy_on(node: &NodeProc, partition: u32, key: &str) -> Object {
+    let request = node.member_request(pb::GetRequest {
+        caller: None,
+        partition,
+        key: Some(key_to_pb(&ObjectKey::in_default_bucket(key.to_owned()))),
+    });
+    runtime().block_on(async {
+        let mut c = ReplicaClient::connect(format!("http://{}", node.cluster)).await.unwrap();
+        object_from_pb(c.get(request).await.unwrap().into_inner().object.unwrap_or_default()).unwrap()
+    })
+}
+
+/// Sends `object` to `node` alone with a Replica/Merge call, as a late
+/// replica, a transfer or a fallback (`hint_target` set) would.
+fn merge_into(node: &NodeProc, partition: u32, key: &str, object: &Object, hint_target: &str) {
+    let request = node.member_request(pb::MergeRequest {
+        caller: None,
+        partition,
+        key: Some(key_to_pb(&ObjectKey::in_default_bucket(key.to_owned()))),
+        object: Some(object_to_pb(object)),
+        hint_target: hint_target.to_owned(),
+        ..Default::default()
+    });
+    runtime().block_on(async {
+        let mut c = ReplicaClient::connect(format!("http://{}", node.cluster)).await.unwrap();
+        c.merge(request).await.unwrap();
+    });
+}
+
+fn get(node: &NodeProc, key: &str) -> reqwest::blocking::Response {
+    client().get(node.url(&format!("/store/{key}"))).send().unwrap()
+}
+
+fn put(node: &NodeProc, key: &str, value: &str) {
+    let r = client().put(node.url(&format!("/store/{key}"))).body(value.to_owned()).send().unwrap();
+    assert!(r.status().is_success(), "PUT {key}: {}", r.status());
+}
+
+fn delete(node: &NodeProc, key: &str) {
+    let ctx = get(node, key).headers()[CTX].to_str().unwrap().to_owned();
+    let r = client().delete(node.url(&format!("/store/{key}"))).header(CTX, ctx).send().unwrap();
+    assert!(r.status().is_success(), "DELETE {key}: {}", r.status());
+}
+
+fn keys_reaped(c: &Cluster) -> u64 {
+    c.running().map(|n| status(n).unwrap()["reaper"]["keys_reaped"].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn a_tombstone_is_reaped_from_every_primary_only_once_all_hold_it_and_never_comes_back() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut c = Cluster::start_with(71, 5, &args());
+    let key = "doomed";
+    put(c.node(0), key, "v1");
+    let (partition, primaries) = preflist(c.node(0), key);
+    assert_eq!(primaries.len(), 3);
+    let first = index_of(&c, &primaries[0]);
+    let old = copy_on(c.node(first), partition, key);
+    assert!(!old.siblings().is_empty(), "the first primary holds v1");
+
+    // A primary other than the reaping one is down while the key is
+    // deleted: the tombstone must outlive the grace on the others.
+    let away = index_of(&c, &primaries[1]);
+    let (away_http, away_cluster) = c.kill9(away);
+    let via = (0..5).find(|&i| i != away && i != first).unwrap();
+    wait_for("the primary to be seen down", DEADLINE, || {
+        let s = status(c.node(via))?;
+        let members = s["members"].as_array()?;
+        members.iter().any(|m| m["address"] == away_http.as_str() && m["status"] == "down").then_some(())
+    });
+    delete(c.node(via), key);
+    std::thread::sleep(GRACE * 3);
+    let held: Vec<_> = copies(c.node(via), key).into_iter().filter(|(_, s)| s.is_some()).collect();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held.iter().all(|(_, s)| s.as_deref() == Some(&[true])), "reaped while a primary was down: {held:?}");
+    assert_eq!(keys_reaped(&c), 0);
+
+    // Back: the hint brings it the tombstone, then the reaper takes the
+    // tombstone from all three.
+    c.restart(away, &away_http, &away_cluster);
+    wait_for("the tombstone to be reaped from every primary", DEADLINE, || {
+        absent_on_every_primary(c.node(via), key).then_some(())
+    });
+    assert_eq!(keys_reaped(&c), 1);
+    assert_eq!(get(c.node(via), key).status(), StatusCode::NOT_FOUND);
+
+    // The pre-delete copy, merged straight into every primary (a replica
+    // or transfer that missed the delete): dropped, not resurrected.
+    for p in &primaries {
+        merge_into(c.node(index_of(&c, p)), partition, key, &old, "");
+    }
+    assert!(absent_on_every_primary(c.node(via), key), "{:?}", copies(c.node(via), key));
+    assert_eq!(get(c.node(via), key).status(), StatusCode::NOT_FOUND);
+
+    // The same copy held by a fallback with a hint for the first primary:
+    // delivered after the reap, and dropped there too.
+    let fallback = (0..5).find(|&i| !primaries.contains(&c.node(i).http)).unwrap();
+    let target_id = status(c.node(first)).unwrap()["node_id"].as_str().unwrap().to_owned();
+    merge_into(c.node(fallback), partition, key, &old, &target_id);
+    assert!(!copy_on(c.node(fallback), partition, key).is_empty());
+    // Once delivered, the fallback drops its copy (it holds no part of the key).
+    wait_for("the hint to be delivered", DEADLINE, || {
+        copy_on(c.node(fallback), partition, key).is_empty().then_some(())
+    });
+    assert!(copy_on(c.node(first), partition, key).is_empty(), "the hinted old copy came back");
+    assert!(absent_on_every_primary(c.node(via), key), "{:?}", copies(c.node(via), key));
+    assert_eq!(get(c.node(via), key).status(), StatusCode::NOT_FOUND);
+
+    // A write after the reap, with no context: a fresh value, alone.
+    put(c.node(via), key, "v2");
+    let r = get(c.node(via), key);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().unwrap(), "v2");
+    let stored = wait_for("v2 on the first primary", DEADLINE, || {
+        Some(copy_on(c.node(first), partition, key)).filter(|o| !o.is_empty())
+    });
+    assert_eq!(stored.siblings().len(), 1);
+    // It supersedes the old dots instead of reusing them.
+    assert!(stored.clock().covers(old.siblings()[0].dot));
+    assert!(!old.clock().covers(stored.siblings()[0].dot));
+    eprintln!("reaper test took {:?}", started.elapsed());
+}
