@@ -90,6 +90,8 @@ fn copy_on(node: &NodeProc, partition: u32, key: &str) -> Object {
 
 /// Sends `object` to `node` alone with a Replica/Merge call, as a late
 /// replica, a transfer or a fallback (`hint_target` set) would.
+// `..Default::default()` keeps this compiling when the message gains fields.
+#[allow(clippy::needless_update)]
 fn merge_into(node: &NodeProc, partition: u32, key: &str, object: &Object, hint_target: &str) {
     let request = node.member_request(pb::MergeRequest {
         caller: None,
@@ -198,4 +200,47 @@ fn a_tombstone_is_reaped_from_every_primary_only_once_all_hold_it_and_never_come
     assert!(stored.clock().covers(old.siblings()[0].dot));
     assert!(!old.clock().covers(stored.siblings()[0].dot));
     eprintln!("reaper test took {:?}", started.elapsed());
+}
+
+/// `Replica/Reap` refuses what it cannot act on with INVALID_ARGUMENT, and
+/// reaps nothing but the exact tombstone it is told of.
+#[test]
+fn reap_calls_are_checked_and_reap_only_the_exact_tombstone() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&dir.path().join("node"), &["-a", "127.0.0.72:0", "--cluster-address", "127.0.0.72:0"]);
+    let key = "one";
+    put(&node, key, "v1");
+    let (partition, _) = preflist(&node, key);
+    let live = copy_on(&node, partition, key);
+    let reap = |key: Option<&str>, clock: &vinzclortho::core::vclock::VersionVector| {
+        #[allow(clippy::needless_update)]
+        let request = node.member_request(pb::ReapRequest {
+            partition,
+            key: key.map(|k| key_to_pb(&ObjectKey::in_default_bucket(k.to_owned()))),
+            clock: vinzclortho::rpc::convert::clock_to_pb(clock),
+            caller: None,
+            ..Default::default()
+        });
+        runtime().block_on(async {
+            let mut c = ReplicaClient::connect(format!("http://{}", node.cluster)).await.unwrap();
+            c.reap(request).await.map(|r| r.into_inner().reaped)
+        })
+    };
+    let no_clock = reap(Some(key), &Default::default()).unwrap_err();
+    assert_eq!(no_clock.code(), tonic::Code::InvalidArgument, "{no_clock:?}");
+    let no_key = reap(None, live.clock()).unwrap_err();
+    assert_eq!(no_key.code(), tonic::Code::InvalidArgument, "{no_key:?}");
+    // A live value is not a tombstone: kept.
+    assert!(!reap(Some(key), live.clock()).unwrap());
+    assert_eq!(get(&node, key).status(), StatusCode::OK);
+    delete(&node, key);
+    let tombstone = copy_on(&node, partition, key);
+    assert!(tombstone.is_tombstone());
+    // Another clock than the stored one (a write landed since): kept.
+    let other = tombstone.clock().clone().merged(&vinzclortho::core::vclock::VersionVector::from_entries([(7, 1)]));
+    assert!(!reap(Some(key), &other).unwrap());
+    assert!(copy_on(&node, partition, key).is_tombstone());
+    assert!(reap(Some(key), tombstone.clock()).unwrap());
+    assert!(copy_on(&node, partition, key).is_empty());
 }

@@ -465,6 +465,13 @@ impl pb::replica_server::Replica for WrappedPeer {
         self.count();
         self.inner.merge(r).await
     }
+    async fn reap(
+        &self,
+        r: tonic::Request<pb::ReapRequest>,
+    ) -> Result<tonic::Response<pb::ReapResponse>, tonic::Status> {
+        self.count();
+        self.inner.reap(r).await
+    }
     type CallsStream = <vinzclortho::rpc::replica_server::ReplicaService as pb::replica_server::Replica>::CallsStream;
     async fn calls(
         &self,
