@@ -28,7 +28,10 @@
 //! actor. After the retention, a copy older than the delete can come back
 //! if some node still holds one: a node that was away longer than the
 //! retention must be wiped or force-removed, not brought back (README,
-//! "Tombstones"), like Cassandra's gc_grace_seconds.
+//! "Tombstones"), like Cassandra's gc_grace_seconds. Records stay on the
+//! replica that reaped: they do not move with a partition (transfers ship
+//! objects only), so a partition's new holders after a ring change do not
+//! know of earlier reaps.
 
 use std::sync::Arc;
 
