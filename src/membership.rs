@@ -24,7 +24,9 @@ use std::sync::{Arc, RwLock};
 use crate::coordinator::{AddressBook, RingView, Topology};
 use crate::core::duplicate::{Duplicate, DuplicateDetector};
 use crate::core::key::NodeId;
-use crate::core::membership::{Changes, ClusterState, FailureDetector, MAX_MEMBERS, MAX_REMOVED, Member, Transfer};
+use crate::core::membership::{
+    Change, Changes, ClaimantGate, ClusterState, FailureDetector, MAX_MEMBERS, MAX_REMOVED, Member, PlanError, Transfer,
+};
 use crate::core::ring::{Planner, Ring, RingError};
 use crate::env::Clock;
 use crate::error::{ErrorCode, HasErrorCode};
@@ -33,6 +35,22 @@ use crate::watched::Watched;
 
 const META_CLUSTER_STATE: &str = "cluster_state";
 const STATE_FORMAT_V1: u8 = 1;
+/// V2 adds the staged plan and the departures (leave, force-remove,
+/// replace); a V1 state is read as one with neither.
+const STATE_FORMAT_V2: u8 = 2;
+
+/// The cluster state as format V1 stored it.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct StateV1 {
+    cluster_id: u64,
+    n_val: usize,
+    r: usize,
+    w: usize,
+    members: std::collections::BTreeMap<NodeId, Member>,
+    removed: std::collections::BTreeSet<NodeId>,
+    ring: crate::core::membership::RingState,
+}
 
 /// How long, in failure timeouts, the evidence of a second live process is
 /// kept (`core::duplicate`). Each round of the two processes' re-assertions
@@ -53,7 +71,8 @@ pub enum MembershipError {
     WrongCluster { ours: u64, theirs: u64 },
     #[error(
         "node {node} was removed from the cluster: another node replaced it (one that joined at its \
-         address without its data), so it serves no data; wipe its data directory to rejoin as a new node"
+         address without its data, or named in POST /admin/replace), or an operator force-removed it, so it \
+         serves no data; wipe its data directory to rejoin as a new node"
     )]
     Removed { node: NodeId },
     #[error(
@@ -72,6 +91,17 @@ pub enum MembershipError {
     TooManyRemoved { node: NodeId, max: usize },
     #[error("node {node} claims address {address}, which is this node's ({local})")]
     AddressOfSeed { node: NodeId, address: String, local: NodeId },
+    #[error(
+        "node {node} left the cluster: it owns no partitions and serves no data; it can be shut down (to rejoin, \
+         wipe its data directory and join as a new node)"
+    )]
+    Left { node: NodeId },
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error(
+        "node {node} is up as this node sees it: force-remove is for a dead node that will not come back; stop it first, or stage a leave on it"
+    )]
+    RemoveLiveNode { node: NodeId },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -80,6 +110,10 @@ impl HasErrorCode for MembershipError {
     fn code(&self) -> ErrorCode {
         match self {
             MembershipError::ClaimOutOfRange { .. } | MembershipError::Ring(_) => ErrorCode::BadRequest,
+            MembershipError::Plan(PlanError::UnknownMember(_)) => ErrorCode::NotFound,
+            MembershipError::Plan(PlanError::ReplaceBySelf(_) | PlanError::RemoveSelf(_)) => ErrorCode::BadRequest,
+            MembershipError::Plan(_) | MembershipError::RemoveLiveNode { .. } => ErrorCode::Conflict,
+            MembershipError::Left { .. } => ErrorCode::Unavailable,
             MembershipError::NoClaims
             | MembershipError::WrongCluster { .. }
             | MembershipError::Removed { .. }
@@ -115,11 +149,16 @@ pub enum Stopped {
     Removed,
     /// Another live process runs under its id.
     Duplicate(Duplicate),
+    /// It left the cluster (a committed leave finished): it owns nothing,
+    /// serves no data, and keeps answering `/admin/status` until shut down.
+    Left,
 }
 
 struct Inner {
     state: ClusterState,
     detector: FailureDetector,
+    /// When this node may act as claimant (`core::membership::ClaimantGate`).
+    gate: ClaimantGate,
     planner: Planner,
     duplicate: DuplicateDetector,
     /// The last save failed: save again at the next change of any kind.
@@ -143,15 +182,30 @@ pub struct Membership {
 pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageError> {
     let Some(raw) = store.get_meta(META_CLUSTER_STATE)? else { return Ok(None) };
     match raw.split_first() {
-        Some((&STATE_FORMAT_V1, body)) => postcard::from_bytes(body)
+        Some((&STATE_FORMAT_V2, body)) => postcard::from_bytes(body)
             .map(Some)
+            .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
+        Some((&STATE_FORMAT_V1, body)) => postcard::from_bytes::<StateV1>(body)
+            .map(|v1| {
+                Some(ClusterState {
+                    cluster_id: v1.cluster_id,
+                    n_val: v1.n_val,
+                    r: v1.r,
+                    w: v1.w,
+                    members: v1.members,
+                    removed: v1.removed,
+                    ring: v1.ring,
+                    plan: Default::default(),
+                    departures: Default::default(),
+                })
+            })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
         _ => Err(StorageError::Corrupt("stored cluster state has an unknown format".into())),
     }
 }
 
 fn save_state(store: &dyn Store, state: &ClusterState) -> Result<(), StorageError> {
-    let mut raw = vec![STATE_FORMAT_V1];
+    let mut raw = vec![STATE_FORMAT_V2];
     raw.extend(postcard::to_allocvec(state).expect("cluster state serializes"));
     store.put_meta(META_CLUSTER_STATE, &raw)
 }
@@ -169,7 +223,7 @@ impl Membership {
         let local = me.node.clone();
         // Rejoining under a removed id would make a member nobody listens to.
         if state.removed.contains(&local) {
-            return Err(MembershipError::Removed { node: local });
+            return Err(removed_error(&state, local));
         }
         // Our own record is ours: replace whatever the cluster remembered,
         // with a generation above it so every peer takes the new one.
@@ -181,12 +235,13 @@ impl Membership {
         state.members.insert(local.clone(), me);
         let mut detector = FailureDetector::new(failure_timeout_ms);
         detector.observe(&state, clock());
+        let gate = ClaimantGate::new(failure_timeout_ms, clock(), state.members.len() == 1);
         let ring = Arc::new(Watched::new(Arc::new(view_of(&state))));
         let membership = Membership {
             local,
             store,
             clock,
-            inner: RwLock::new(Inner { state, detector, planner: Planner::default(), duplicate, unsaved: false }),
+            inner: RwLock::new(Inner { state, detector, gate, planner: Planner::default(), duplicate, unsaved: false }),
             ring,
             stopped: Arc::new(Watched::new(None)),
             gossip_hint: Arc::new(Watched::new(None)),
@@ -231,9 +286,15 @@ impl Membership {
         self.stopped.get()
     }
 
-    /// True once this node learnt that the cluster removed it.
+    /// True once this node learnt that the cluster removed it (replaced,
+    /// force-removed, or left).
     pub fn removed(&self) -> bool {
-        self.stopped.with(|s| matches!(s, Some(Stopped::Removed)))
+        self.stopped.with(|s| matches!(s, Some(Stopped::Removed | Stopped::Left)))
+    }
+
+    /// True once this node's leave finished.
+    pub fn left(&self) -> bool {
+        self.stopped.with(|s| matches!(s, Some(Stopped::Left)))
     }
 
     /// The other process running under this node's id, once found.
@@ -244,11 +305,12 @@ impl Membership {
         })
     }
 
-    /// Completes once this node stops serving (removed, or a duplicate).
+    /// Completes once this node must exit (removed, or a duplicate). A node
+    /// that left keeps running, owning nothing, until it is shut down.
     pub fn wait_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
         let stopped = Arc::clone(&self.stopped);
         async move {
-            stopped.wait_for(Option::is_some).await;
+            stopped.wait_for(|s| s.as_ref().is_some_and(|why| *why != Stopped::Left)).await;
         }
     }
 
@@ -260,6 +322,7 @@ impl Membership {
     fn error_of(&self, why: &Stopped) -> MembershipError {
         match why {
             Stopped::Removed => MembershipError::Removed { node: self.local.clone() },
+            Stopped::Left => MembershipError::Left { node: self.local.clone() },
             Stopped::Duplicate(other) => MembershipError::Duplicate {
                 node: self.local.clone(),
                 address: other.address.clone(),
@@ -298,6 +361,9 @@ impl Membership {
             }
             let mine = inner.state.members.get(&self.local).cloned();
             let changes = inner.state.merge(theirs);
+            if changes.ring && inner.state.ring.author != self.local {
+                inner.gate.other_ring(now);
+            }
             // Only this node writes its record. A peer holding a "newer" one
             // (an incarnation from before a clock step back) must not
             // replace it: re-assert ours above theirs. Unless it comes from
@@ -328,7 +394,7 @@ impl Membership {
         {
             let mut inner = self.inner.write().expect("membership lock");
             if inner.state.removed.contains(&member.node) {
-                return Err(MembershipError::Removed { node: member.node });
+                return Err(removed_error(&inner.state, member.node));
             }
             // We run under this id, so the joiner is another process with a
             // copy of our data directory: admitting it would hand our record
@@ -391,9 +457,10 @@ impl Membership {
         let now = (self.clock)();
         let (view, save, stopped) = {
             let mut inner = self.inner.write().expect("membership lock");
-            let Inner { state, detector, planner, duplicate, unsaved } = &mut *inner;
+            let Inner { state, detector, gate, planner, duplicate, unsaved } = &mut *inner;
+            let left = state.departures.get(&self.local).is_some_and(|d| d.done && d.by.is_none());
             let stopped = if state.removed.contains(&self.local) {
-                Some(Stopped::Removed)
+                Some(if left { Stopped::Left } else { Stopped::Removed })
             } else {
                 duplicate.verdict().cloned().map(Stopped::Duplicate)
             };
@@ -401,7 +468,8 @@ impl Membership {
             let local = self.local.clone();
             let up = |n: &NodeId| n == &local || detector.is_up(n, now);
             // A stopped node plans nothing: its id is no longer (only) its.
-            if stopped.is_none() && state.plan_ring(&self.local, up, planner) {
+            let eligible = stopped.is_none() && state.eligible_claimant(&self.local, up);
+            if gate.may_plan(eligible, now) && state.plan_ring(&self.local, up, planner) {
                 changes.ring = true;
             }
             #[cfg(feature = "fault-injection")]
@@ -422,7 +490,7 @@ impl Membership {
         // A state not saved is saved with the next change; after a restart
         // gossip brings back what the disk missed.
         if let Some(view) = view {
-            tracing::info!(epoch = view.epoch, moving = view.target.is_some(), "ring changed");
+            tracing::info!(epoch = view.epoch, ring = %format!("{:016x}", view.ring_hash), moving = view.target.is_some(), "ring changed");
             self.ring.replace(Arc::new(view));
         }
         if let Some(state) = save {
@@ -442,6 +510,7 @@ impl Membership {
                 MembershipError::Removed { .. } => {
                     tracing::error!(node = %self.local, %error, "this node was removed from the cluster")
                 }
+                MembershipError::Left { .. } => tracing::info!(node = %self.local, "this node left the cluster"),
                 _ => tracing::error!(node = %self.local, %error, "another process runs under this node's id"),
             }
         }
@@ -541,6 +610,94 @@ impl Membership {
     }
 }
 
+/// The staged plan and what committing it would do, for `/admin/plan`.
+#[derive(Debug, Clone)]
+pub struct PlanSnapshot {
+    pub plan: crate::core::membership::StagedPlan,
+    pub departures: std::collections::BTreeMap<NodeId, crate::core::membership::Departure>,
+    /// The ring now, and the one the claimant would aim for after a commit.
+    pub before: Ring,
+    pub after: Result<Ring, RingError>,
+    pub n_val: usize,
+    pub epoch: u64,
+    pub moving: bool,
+}
+
+/// Leave, force-remove, replace: staged, shown, committed, cleared (the
+/// rules are `core::membership::ClusterState::stage` and its neighbours).
+impl Membership {
+    /// Stages `change` for `node`. Force-removing a member this node sees up
+    /// is refused: it is for a dead node that will not come back.
+    pub fn stage(&self, node: &NodeId, change: Change) -> Result<(), MembershipError> {
+        if let Some(error) = self.stop_error() {
+            return Err(error);
+        }
+        let now = (self.clock)();
+        {
+            let mut inner = self.inner.write().expect("membership lock");
+            if change == Change::Remove
+                && node != &self.local
+                && inner.state.members.contains_key(node)
+                && inner.detector.is_up(node, now)
+            {
+                return Err(MembershipError::RemoveLiveNode { node: node.clone() });
+            }
+            inner.state.stage(&self.local, node, change)?;
+        }
+        self.after_change(Changes { members: true, ring: false, any: true })
+    }
+
+    /// Drops every staged change.
+    pub fn clear_plan(&self) -> Result<(), MembershipError> {
+        if let Some(error) = self.stop_error() {
+            return Err(error);
+        }
+        self.inner.write().expect("membership lock").state.clear_plan(&self.local);
+        self.after_change(Changes { members: true, ring: false, any: true })
+    }
+
+    /// Asks the claimant to commit the staged changes; returns them, for
+    /// [`Membership::committed`].
+    pub fn request_commit(&self) -> Result<Vec<(NodeId, Change)>, MembershipError> {
+        if let Some(error) = self.stop_error() {
+            return Err(error);
+        }
+        let staged = {
+            let mut inner = self.inner.write().expect("membership lock");
+            inner.state.request_commit(&self.local)?;
+            inner.state.plan.staged().into_iter().collect()
+        };
+        self.after_change(Changes { members: true, ring: false, any: true })?;
+        Ok(staged)
+    }
+
+    /// True once the claimant applied every one of `changes` (as this node
+    /// has heard by gossip).
+    pub fn committed(&self, changes: &[(NodeId, Change)]) -> bool {
+        let inner = self.inner.read().expect("membership lock");
+        let state = &inner.state;
+        changes.iter().all(|(node, change)| match change {
+            Change::Remove => state.removed.contains(node),
+            Change::Leave | Change::Replace { .. } => state.departures.contains_key(node),
+        })
+    }
+
+    pub fn plan(&self) -> PlanSnapshot {
+        let inner = self.inner.read().expect("membership lock");
+        let state = &inner.state;
+        let preview = state.preview(&self.local);
+        PlanSnapshot {
+            plan: state.plan.clone(),
+            departures: state.departures.clone(),
+            before: state.ring.current.clone(),
+            after: preview.map(|(_, after)| after),
+            n_val: state.n_val,
+            epoch: state.ring.epoch,
+            moving: state.ring.target.is_some(),
+        }
+    }
+}
+
 impl Membership {
     /// A member's HTTP address, for people: ids are for machines.
     pub fn http_address(&self, node: &NodeId) -> String {
@@ -611,9 +768,18 @@ impl AddressBook for Membership {
     }
 }
 
+/// Why a removed id may not come back: it left, or it was removed.
+fn removed_error(state: &ClusterState, node: NodeId) -> MembershipError {
+    match state.departures.get(&node) {
+        Some(d) if d.done && d.by.is_none() => MembershipError::Left { node },
+        _ => MembershipError::Removed { node },
+    }
+}
+
 fn view_of(state: &ClusterState) -> RingView {
     RingView {
         epoch: state.ring.epoch,
+        ring_hash: state.ring.hash(),
         current: Arc::new(state.ring.current.clone()),
         target: state.ring.target.clone().map(Arc::new),
         n_val: state.n_val,
@@ -753,6 +919,51 @@ mod tests {
         let remembered = load_state(&*store).unwrap().unwrap();
         let error = open("c", remembered, &store).err().expect("a removed node must not start");
         assert!(error.to_string().contains("wipe its data directory"), "{error}");
+    }
+
+    #[test]
+    fn a_node_whose_leave_finished_says_it_left_and_does_not_start_again() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let c = open("c", cluster(), &store).unwrap();
+        let mut theirs = c.snapshot();
+        theirs.departures.insert(node("c"), crate::core::membership::Departure { done: true, by: None, claim: 8 });
+        theirs.remove_member(&node("c"));
+        c.merge(&theirs).unwrap();
+        assert!(c.left() && c.removed());
+        assert_eq!(c.stopped(), Some(Stopped::Left));
+        assert!(matches!(c.stop_error(), Some(MembershipError::Left { .. })));
+        assert!(matches!(c.stage(&node("a"), Change::Leave), Err(MembershipError::Left { .. })));
+        let error = open("c", load_state(&*store).unwrap().unwrap(), &store).err().expect("a left node must not start");
+        assert!(error.to_string().contains("left the cluster"), "{error}");
+    }
+
+    #[test]
+    fn a_state_saved_in_format_v1_still_loads() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let state = cluster();
+        let v1 = StateV1 {
+            cluster_id: state.cluster_id,
+            n_val: state.n_val,
+            r: state.r,
+            w: state.w,
+            members: state.members.clone(),
+            removed: state.removed.clone(),
+            ring: state.ring.clone(),
+        };
+        let mut raw = vec![STATE_FORMAT_V1];
+        raw.extend(postcard::to_allocvec(&v1).unwrap());
+        store.put_meta(META_CLUSTER_STATE, &raw).unwrap();
+        assert_eq!(load_state(&*store).unwrap().unwrap(), state);
+    }
+
+    #[test]
+    fn force_removing_a_member_seen_up_is_refused() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = open("a", cluster(), &store).unwrap();
+        let error = a.stage(&node("b"), Change::Remove).unwrap_err();
+        assert!(matches!(error, MembershipError::RemoveLiveNode { .. }), "{error}");
+        assert_eq!(error.code(), ErrorCode::Conflict);
+        assert!(a.snapshot().plan.staged().is_empty());
     }
 
     #[test]

@@ -377,12 +377,19 @@ async fn join(
     }
 }
 
-/// Whether the seed itself answered (a refusal), rather than nobody.
+/// Whether the seed itself answered (a refusal), rather than nobody. A seed
+/// that is no member any more (it left, was removed, or is a duplicate)
+/// speaks for no cluster: as good as nobody, so a restarting node falls back
+/// on what its data directory remembers (the simulator found nodes that
+/// could not restart after their seed left).
 fn answered(status: &tonic::Status) -> bool {
-    !matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-    )
+    let refused_for = status.metadata().get(crate::rpc::identity::REFUSED_HEADER).and_then(|v| v.to_str().ok());
+    let seed_gone = matches!(refused_for, Some("removed" | "duplicate"));
+    !seed_gone
+        && !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        )
 }
 
 fn describe_join_error(status: &tonic::Status) -> String {
@@ -571,7 +578,10 @@ pub async fn run(
     // are idempotent, so a cut transfer is simply repeated later.
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     served.map_err(|e| NodeError::Serve(e.to_string()))?;
-    if let Some(error) = app.membership.stop_error() {
+    // A node that left was asked to go: its shutdown is a clean one.
+    if let Some(error) = app.membership.stop_error()
+        && !app.membership.left()
+    {
         return Err(error.into());
     }
     tracing::info!(%node, "node stopped");

@@ -39,7 +39,7 @@ struct Scripted {
 
 impl Scripted {
     fn new(local: &str, current: Arc<Ring>, target: Option<Arc<Ring>>) -> Arc<Scripted> {
-        let view = RingView { epoch: 1, current, target, n_val: 3, r: 2, w: 2 };
+        let view = RingView { epoch: 1, ring_hash: 0, current, target, n_val: 3, r: 2, w: 2 };
         Arc::new(Scripted { local: n(local), view: Mutex::new(Arc::new(view)), down: Mutex::new(HashSet::new()) })
     }
 

@@ -4,7 +4,9 @@
 //! detector's timeout, lost disks, full disks, power loss and restored
 //! snapshots, and in five-node runs objects wiped from a node that keeps
 //! its identity) overlapping with membership changes (claims lowered and
-//! raised, joins while a node is down, two joins at once), then healing,
+//! raised, joins while a node is down, two joins at once, and in runs of 5
+//! nodes or more a leave under load and a node dead for good, force-removed:
+//! staged and committed through `/admin/plan`), then healing,
 //! convergence, and a checker (`jepsen/checker.rs`).
 //!
 //! Short run (part of the test suite): `cargo test --test jepsen`: a random
@@ -102,6 +104,12 @@ enum Fault {
     /// The same with a longer window (seconds of writes forgotten): a data
     /// directory restored from an older copy.
     RestoreSnapshot(usize),
+    /// Leave under load: the node stages its leave (`POST /admin/leave`)
+    /// and commits it; it hands everything over and stays out.
+    Leave(usize),
+    /// Node dead for good, force-removed: kill -9, then once another member
+    /// sees it down, `POST /admin/force-remove` and a commit. It stays dead.
+    ForceRemove(usize),
 }
 
 impl Fault {
@@ -112,7 +120,14 @@ impl Fault {
 
     /// Applying it changes who holds what (claims, joins).
     fn moves_on_apply(&self) -> bool {
-        matches!(self, Fault::Claim(_) | Fault::JoinWhileDown { .. } | Fault::TwoJoins(..))
+        matches!(
+            self,
+            Fault::Claim(_)
+                | Fault::JoinWhileDown { .. }
+                | Fault::TwoJoins(..)
+                | Fault::Leave(_)
+                | Fault::ForceRemove(_)
+        )
     }
 
     /// Healing it changes who holds what (claims back, a replacement).
@@ -138,7 +153,9 @@ impl Fault {
             | Fault::DiskFull(i)
             | Fault::Slow { node: i, .. }
             | Fault::PowerLoss(i)
-            | Fault::RestoreSnapshot(i) => vec![*i],
+            | Fault::RestoreSnapshot(i)
+            | Fault::Leave(i)
+            | Fault::ForceRemove(i) => vec![*i],
             Fault::OneWay { to, from } => to.iter().chain(from).copied().collect(),
             Fault::KillTwo(a, b) => vec![*a, *b],
             Fault::Claim(claims) => claims.iter().map(|c| c.0).collect(),
@@ -150,7 +167,9 @@ impl Fault {
     /// Nodes out of reach while it lasts (for availability figures).
     fn minority(&self) -> Vec<usize> {
         match *self {
-            Fault::Isolate(i) | Fault::Crash(i) | Fault::Pause(i) | Fault::LostDisk(i) => vec![i],
+            Fault::Isolate(i) | Fault::Crash(i) | Fault::Pause(i) | Fault::LostDisk(i) | Fault::ForceRemove(i) => {
+                vec![i]
+            }
             Fault::KillTwo(a, b) => vec![a, b],
             Fault::JoinWhileDown { down, .. } => vec![down],
             _ => vec![],
@@ -221,13 +240,20 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
     lanes.sort_by_key(|l| l.0);
     let mut out: Vec<Scheduled> = Vec::new();
     let mut next_spare = nodes;
+    // Nodes that left or were force-removed: no fault acts on them after.
+    let mut departed: BTreeSet<usize> = BTreeSet::new();
     for (start, length, membership) in lanes {
-        let busy: BTreeSet<usize> = out
+        let overlapping: Vec<&Scheduled> = out
             .iter()
             .filter(|s| s.start < start + length + SETTLE_MARGIN && start < s.start + s.length + SETTLE_MARGIN)
-            .flat_map(|s| s.fault.nodes())
             .collect();
-        let mut free: Vec<usize> = (0..nodes).filter(|n| !busy.contains(n)).collect();
+        let busy: BTreeSet<usize> = overlapping.iter().flat_map(|s| s.fault.nodes()).collect();
+        // A node dead for good loses what only it held, as a lost disk does:
+        // the two never overlap, or a write acknowledged by W=2 could lose
+        // both copies legitimately.
+        let data_loss_near = overlapping.iter().any(|s| s.fault.loses_data());
+        let removal_near = overlapping.iter().any(|s| matches!(s.fault, Fault::ForceRemove(_)));
+        let mut free: Vec<usize> = (0..nodes).filter(|n| !busy.contains(n) && !departed.contains(n)).collect();
         if free.len() < 2 {
             continue;
         }
@@ -237,7 +263,18 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
         let (node, other) = (free[0], free[1]);
         let (fault, length) = if membership {
             let spares_left = nodes + spares - next_spare;
-            match rng.random_range(0..10) {
+            // A leave or a removal keeps at least four members (N=3 plus one
+            // that can be down).
+            let can_depart = next_spare - departed.len() > 4;
+            match rng.random_range(0..12) {
+                10 if can_depart => {
+                    departed.insert(node);
+                    (Fault::Leave(node), length)
+                }
+                11 if can_depart && !data_loss_near => {
+                    departed.insert(node);
+                    (Fault::ForceRemove(node), length)
+                }
                 0..2 if spares_left >= 1 => {
                     next_spare += 1;
                     (Fault::JoinWhileDown { down: node, joiner: next_spare - 1 }, length)
@@ -255,6 +292,7 @@ fn random_schedule(rng: &mut StdRng, nodes: usize, spares: usize, length: Durati
             // Five-node runs also wipe a node's objects (an extra draw, so
             // the schedules of smaller runs replay as before).
             let choice = if nodes >= 5 && rng.random_ratio(1, 12) { 11 } else { choice };
+            let choice = if removal_near && matches!(choice, 5 | 8 | 9 | 11) { 3 } else { choice };
             match choice {
                 0 => (Fault::Isolate(node), length),
                 1 => (Fault::OneWay { to: vec![node], from: vec![other] }, length),
@@ -292,6 +330,8 @@ struct Cluster {
     env: Vec<(&'static str, &'static str)>,
     /// What a `Claim` fault replaced, by schedule position, for its heal.
     claims: BTreeMap<usize, Vec<u64>>,
+    /// Slots that left or were force-removed: no longer members.
+    gone: BTreeSet<usize>,
 }
 
 impl Cluster {
@@ -306,6 +346,11 @@ impl Cluster {
     fn seed(&self, not: &[usize]) -> String {
         let live = self.nodes.iter().find(|n| n.running() && !n.paused && !not.contains(&n.index));
         live.expect("a live member to join through").cluster.clone()
+    }
+
+    /// The nodes that are (or will be again) members.
+    fn members(&self) -> Vec<&Node> {
+        self.nodes.iter().filter(|n| !self.gone.contains(&n.index)).collect()
     }
 
     fn snapshot_dir(&self, position: usize) -> std::path::PathBuf {
@@ -354,6 +399,30 @@ impl Cluster {
                 let to = self.snapshot_dir(position);
                 self.nodes[*i].snapshot(&to);
             }
+            Fault::Leave(i) => {
+                self.gone.insert(*i);
+                // Committed through the leaving node: it knows its staged leave
+                // at once, others only once gossip brought it.
+                let staged = post_admin(&self.nodes[*i], "/admin/leave", "");
+                let committed = post_admin(&self.nodes[*i], "/admin/commit", "");
+                println!("jepsen: node {i} leaves: staged {staged:?}, committed {committed:?}");
+            }
+            Fault::ForceRemove(i) => {
+                self.gone.insert(*i);
+                let id = status(&self.nodes[*i]).and_then(|s| Some(s["node_id"].as_str()?.to_owned()));
+                self.nodes[*i].kill9();
+                let Some(id) = id else { return println!("jepsen: node {i} has no id to force-remove") };
+                // Refused while the node asked still sees it up (for a
+                // failure timeout); any live member will do.
+                let done = wait_for("a member to force-remove the dead node", Duration::from_secs(30), || {
+                    let live = self.members().into_iter().filter(|n| n.running() && !n.paused);
+                    live.into_iter().find_map(|n| {
+                        post_admin(n, "/admin/force-remove", &id)?;
+                        post_admin(n, "/admin/commit", "")
+                    })
+                });
+                println!("jepsen: node {i} ({id}) force-removed: {done:?}");
+            }
         }
     }
 
@@ -377,8 +446,7 @@ impl Cluster {
                     set_claim(&self.nodes[i], claim);
                 }
             }
-            // Back at once; the window lasts while anti-entropy refills it.
-            Fault::TwoJoins(..) | Fault::WipedObjects(_) => {}
+            Fault::TwoJoins(..) | Fault::WipedObjects(_) | Fault::Leave(_) | Fault::ForceRemove(_) => {}
             Fault::PowerLoss(i) | Fault::RestoreSnapshot(i) => {
                 let from = self.snapshot_dir(position);
                 self.nodes[*i].restore(&from);
@@ -405,6 +473,13 @@ fn set_claim(node: &Node, claim: u64) -> u64 {
     old
 }
 
+/// POSTs `body` to an admin `path`; the answer's status if it succeeded.
+fn post_admin(node: &Node, path: &str, body: &str) -> Option<u16> {
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let response = http.post(node.url(path)).body(body.to_owned()).send().ok()?;
+    response.status().is_success().then_some(response.status().as_u16())
+}
+
 fn status(node: &Node) -> Option<serde_json::Value> {
     common::status_at(&node.http, Duration::from_secs(3))
 }
@@ -419,7 +494,7 @@ fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
     found
 }
 
-fn all_up(nodes: &[Node]) -> bool {
+fn all_up(nodes: &[&Node]) -> bool {
     nodes.iter().all(|n| {
         status(n).is_some_and(|s| {
             let members = s["members"].as_array().cloned().unwrap_or_default();
@@ -466,16 +541,16 @@ fn replica_values(
 
 /// Reads every key with r=all (read repair fixes stale replicas) until all
 /// replicas of every key hold the same values; returns the final state.
-fn converge(nodes: &[Node], keys: &BTreeSet<String>, timeout: Duration) -> Option<BTreeMap<String, Vec<String>>> {
+fn converge(nodes: &[&Node], keys: &BTreeSet<String>, timeout: Duration) -> Option<BTreeMap<String, Vec<String>>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    let by_http: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.http.as_str(), n)).collect();
+    let by_http: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.http.as_str(), *n)).collect();
     let mut round = 0;
     wait_for("every replica of every key to converge", timeout, || {
         round += 1;
         let mut state = BTreeMap::new();
         for key in keys {
-            let node = &nodes[round % nodes.len()];
+            let node = nodes[round % nodes.len()];
             let _ = http.get(node.url(&format!("/store/{key}?r=all"))).send();
             let preflist: serde_json::Value =
                 http.get(node.url(&format!("/admin/preflist/{key}"))).send().ok()?.json().ok()?;
@@ -499,7 +574,7 @@ fn converge(nodes: &[Node], keys: &BTreeSet<String>, timeout: Duration) -> Optio
 
 /// The ring's epoch if every started node runs, sees every other as an up
 /// member, and has the ring at that one epoch, not moving.
-fn settled(nodes: &[Node]) -> Option<u64> {
+fn settled(nodes: &[&Node]) -> Option<u64> {
     if nodes.iter().any(|n| !n.running() || n.paused) {
         return None;
     }
@@ -516,7 +591,7 @@ fn settled(nodes: &[Node]) -> Option<u64> {
 }
 
 /// The highest ring epoch the running nodes report.
-fn epoch(nodes: &[Node]) -> u64 {
+fn epoch(nodes: &[&Node]) -> u64 {
     let running = nodes.iter().filter(|n| n.running() && !n.paused);
     running.filter_map(|n| status(n)?["ring"]["epoch"].as_u64()).max().unwrap_or(0)
 }
@@ -604,7 +679,7 @@ impl Windows<'_> {
     /// Polls until `until` (since the start), closing settled windows.
     /// The schedule is the experiment's clock: waiting for the next event
     /// is the point here, not a way to wait for a condition.
-    fn wait_until(&mut self, until: Duration, nodes: &[Node]) {
+    fn wait_until(&mut self, until: Duration, nodes: &[&Node]) {
         loop {
             if !self.settling.is_empty()
                 && let Some(epoch) = settled(nodes)
@@ -633,12 +708,13 @@ fn run(config: Run) -> Outcome {
     net.set_proxy_ports(proxy.addresses.iter().map(|a| a.rsplit_once(':').unwrap().1.parse().unwrap()).collect());
     let dir = tempfile::tempdir().unwrap();
     let env = config.env.clone();
-    let mut cluster = Cluster { net, proxy, nodes: Vec::new(), listen, dir, env, claims: BTreeMap::new() };
+    let mut cluster =
+        Cluster { net, proxy, nodes: Vec::new(), listen, dir, env, claims: BTreeMap::new(), gone: BTreeSet::new() };
     for i in 0..config.nodes {
         let seed = cluster.nodes.first().map(|n| n.cluster.clone());
         cluster.start_node(i, seed.as_deref());
     }
-    wait_for("the cluster to form", Duration::from_secs(60), || all_up(&cluster.nodes).then_some(()))
+    wait_for("the cluster to form", Duration::from_secs(60), || all_up(&cluster.members()).then_some(()))
         .expect("the cluster formed");
     let network = cluster.net.supports_network_faults();
     let schedule = config
@@ -674,8 +750,8 @@ fn run(config: Run) -> Outcome {
     let mut windows =
         Windows { schedule: &schedule, started, open: BTreeMap::new(), settling: Vec::new(), closed: Vec::new() };
     for (at, apply, position) in events {
-        windows.wait_until(at, &cluster.nodes);
-        let before = epoch(&cluster.nodes);
+        windows.wait_until(at, &cluster.members());
+        let before = epoch(&cluster.members());
         if apply {
             windows.applying(position, before);
             cluster.apply(position, &schedule[position].fault);
@@ -684,7 +760,7 @@ fn run(config: Run) -> Outcome {
             cluster.heal(position, &schedule[position].fault);
         }
     }
-    windows.wait_until(config.length, &cluster.nodes);
+    windows.wait_until(config.length, &cluster.members());
     stop.store(true, Ordering::Relaxed);
     let mut ops: Vec<history::Op> = clients.into_iter().flat_map(|c| c.join().unwrap()).chain(cold.ops).collect();
     ops.sort_by_key(|op| op.start);
@@ -696,20 +772,20 @@ fn run(config: Run) -> Outcome {
         if n.paused {
             n.resume();
         }
-        if !n.running() {
+        if !n.running() && !cluster.gone.contains(&n.index) {
             n.restart();
         }
     }
     let healed = Instant::now();
     let full_members =
-        wait_for("all members up after healing", Duration::from_secs(60), || all_up(&cluster.nodes).then_some(()))
+        wait_for("all members up after healing", Duration::from_secs(60), || all_up(&cluster.members()).then_some(()))
             .is_some();
     // What has not settled by now ends here: the checks after convergence
     // hold whatever it was.
     let end = started.elapsed() + SETTLE_MARGIN;
     windows.closed.extend(windows.settling.drain(..).map(|s| FaultWindow { end, ..s.window }));
     let keys: BTreeSet<String> = ops.iter().map(|op| op.key.clone()).collect();
-    let final_state = converge(&cluster.nodes, &keys, Duration::from_secs(60));
+    let final_state = converge(&cluster.members(), &keys, Duration::from_secs(60));
     let converged_after = final_state.as_ref().map(|_| healed.elapsed());
     let mut faults = windows.closed;
     faults.sort_by_key(|f| f.start);

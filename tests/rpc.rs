@@ -1224,7 +1224,7 @@ struct FixedRing {
 impl FixedRing {
     fn at(epoch: u64) -> Arc<dyn Topology> {
         let ring = Arc::new(vinzclortho::core::ring::Ring::single(8, NodeId::new("node-1")).unwrap());
-        let view = RingView { epoch, current: ring, target: None, n_val: 3, r: 2, w: 2 };
+        let view = RingView { epoch, ring_hash: 42, current: ring, target: None, n_val: 3, r: 2, w: 2 };
         Arc::new(FixedRing { view: Arc::new(view), local: NodeId::new("node-1") })
     }
 }
@@ -1256,7 +1256,8 @@ async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
     let server = TestServer::start_fenced("node-1", replica(1, SiblingLimits::default()), Some(FixedRing::at(5))).await;
     let client = client(peers(1000, 5000), &server.node, &server.address);
     let k = key("fenced");
-    let planned_on = |epoch| CallContext { deadline: tokio::time::Instant::now() + WAIT, ring_epoch: epoch };
+    let planned_on =
+        |epoch| CallContext { deadline: tokio::time::Instant::now() + WAIT, ring_epoch: epoch, ring_hash: 42 };
     let refused =
         bounded("stale write", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("a"), planned_on(3)))
             .await
@@ -1289,7 +1290,16 @@ async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
         .await
         .unwrap();
     }
-    assert_eq!(values(&server.replica.get(P, k).await.unwrap()).len(), 3);
+    assert_eq!(values(&server.replica.get(P, k.clone()).await.unwrap()).len(), 3);
+    // Planned on another ring of this epoch (two claimants raced): refused
+    // like an older one, and nothing is written.
+    let other_ring = CallContext { ring_hash: 43, ..planned_on(5) };
+    let refused =
+        bounded("other ring", client.coordinate(&server.node, P, &k, &VersionVector::new(), &put("c"), other_ring))
+            .await
+            .unwrap_err();
+    assert!(matches!(refused, ReplicaError::StaleRing { epoch: 5, .. }), "{refused:?}");
+    assert_eq!(values(&server.replica.get(P, k).await.unwrap()).len(), 3, "a refused write changed the key");
 }
 
 /// Issue 10, calls that outlive their caller: a call that reaches a replica
@@ -1300,7 +1310,7 @@ async fn a_call_found_past_its_deadline_is_not_applied() {
     let server = TestServer::start("node-1", replica(1, SiblingLimits::default())).await;
     let k = key("late");
     let now_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let long_ago = pb::Caller { deadline_unix_ms: now_unix_ms - 5_000, timeout_ms: 3_000, ring_epoch: 0 };
+    let long_ago = pb::Caller { deadline_unix_ms: now_unix_ms - 5_000, timeout_ms: 3_000, ..Default::default() };
     let write = |caller: pb::Caller| pb::CoordinateRequest {
         caller: Some(caller),
         partition: P,
@@ -1329,7 +1339,7 @@ async fn a_call_found_past_its_deadline_is_not_applied() {
     }
     assert!(server.replica.get(P, k.clone()).await.unwrap().is_empty(), "a late write was applied");
     // In time: applied.
-    let in_time = pb::Caller { deadline_unix_ms: now_unix_ms + 10_000, timeout_ms: 10_000, ring_epoch: 0 };
+    let in_time = pb::Caller { deadline_unix_ms: now_unix_ms + 10_000, timeout_ms: 10_000, ..Default::default() };
     bounded("unary in time", raw.coordinate(write(in_time))).await.unwrap();
     assert_eq!(values(&server.replica.get(P, k).await.unwrap()), ["late"]);
 }

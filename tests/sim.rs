@@ -64,7 +64,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
-use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::key::{NodeId, ObjectKey};
+use vinzclortho::core::membership::Change;
 
 use checker::Report;
 use history::{FaultWindow, History, Op};
@@ -83,11 +84,14 @@ pub struct Options {
     pub seconds: u64,
     /// A deliberate bug of the `fault-injection` feature, switched on.
     pub fault: Option<String>,
+    /// Leaves and force-removals among the faults (`SIM_DEPARTURES=0`: none,
+    /// which replays seeds recorded before they existed).
+    pub departures: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { nodes: 4, max_nodes: 6, partitions: 32, clients: 4, seconds: 12, fault: None }
+        Options { nodes: 4, max_nodes: 6, partitions: 32, clients: 4, seconds: 12, fault: None, departures: true }
     }
 }
 
@@ -108,11 +112,15 @@ impl Options {
             o.clients = v as usize;
         }
         o.fault = std::env::var("SIM_FAULT").ok().filter(|f| !f.is_empty());
+        o.departures = num("SIM_DEPARTURES") != Some(0);
         o
     }
 
     fn replay_command(&self, seed: u64) -> String {
-        let fault = self.fault.as_deref().map(|f| format!("SIM_FAULT={f} ")).unwrap_or_default();
+        let mut fault = self.fault.as_deref().map(|f| format!("SIM_FAULT={f} ")).unwrap_or_default();
+        if !self.departures {
+            fault.push_str("SIM_DEPARTURES=0 ");
+        }
         format!(
             "{fault}SIM_SEED={seed} SIM_NODES={} SIM_MAX_NODES={} SIM_SECONDS={} SIM_CLIENTS={} \
              cargo test --test sim -- --nocapture sim_replay",
@@ -285,6 +293,7 @@ async fn simulate(seed: u64, options: &Options) -> Outcome {
         StdRng::seed_from_u64(master.random()),
         until,
         options.max_nodes,
+        options.departures,
     ));
     let clients: Vec<_> = (0..options.clients)
         .map(|id| {
@@ -372,9 +381,13 @@ async fn heal(cluster: &Arc<Cluster>, record: &Record) {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     for i in 0..cluster.size() {
-        while !cluster.running(i) && Instant::now() < deadline {
+        while !cluster.running(i) && !cluster.is_gone(i) && Instant::now() < deadline {
             match cluster.start(i).await {
                 Ok(()) => record.event(format!("node {i} started after healing")),
+                Err(e) if e.contains("left the cluster") => {
+                    record.event(format!("node {i} left while down: {e}"));
+                    cluster.set_gone(i);
+                }
                 Err(e) => {
                     record.event(format!("node {i} failed to start after healing: {e}"));
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -382,18 +395,54 @@ async fn heal(cluster: &Arc<Cluster>, record: &Record) {
             }
         }
     }
+    // A node dead for good whose force-removal the run ended before: it is
+    // removed now, through any member that sees it down.
+    let dead: Vec<NodeId> = (0..cluster.size())
+        .filter(|i| cluster.is_gone(*i) && !cluster.running(*i))
+        .filter_map(|i| cluster.nodes.lock().unwrap()[i].id.clone())
+        .collect();
+    for id in dead {
+        let member = |j: usize| cluster.with_app(j, |app| app.membership.snapshot().members.contains_key(&id));
+        while cluster.running_nodes().into_iter().any(|j| member(j) == Some(true)) && Instant::now() < deadline {
+            for j in cluster.running_nodes() {
+                let done = cluster.with_app(j, |app| {
+                    app.membership.stage(&id, Change::Remove).is_ok() && app.membership.request_commit().is_ok()
+                });
+                if done == Some(true) {
+                    record.event(format!("force-remove of {id} staged and committed through node {j} after healing"));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// The ring epoch once every node runs, sees every other up, and all agree
 /// on one ring with nothing moving.
 fn settled(cluster: &Cluster) -> Option<u64> {
-    let n = cluster.size();
+    // A node that left (or learnt it was removed) is no member any more.
+    for i in 0..cluster.size() {
+        if cluster.with_app(i, |app| app.membership.stopped().is_some()) == Some(true) {
+            cluster.set_gone(i);
+        }
+    }
+    let n = cluster.members();
     let mut epochs = BTreeSet::new();
-    for i in 0..n {
+    for i in (0..cluster.size()).filter(|i| !cluster.is_gone(*i)) {
         let (epoch, ok) = cluster.with_app(i, |app| {
             let members = app.membership.members();
             let view = app.membership.view();
-            (view.epoch, members.len() == n && members.iter().all(|m| m.status == "up") && view.target.is_none())
+            // The ring is what the claims ask for, so the claimant has nothing
+            // left to plan (a new claimant waits a failure timeout first).
+            let state = app.membership.snapshot();
+            let placed = state
+                .desired_ring(&mut vinzclortho::core::ring::Planner::default())
+                .is_ok_and(|desired| desired == state.ring.current);
+            (
+                view.epoch,
+                members.len() == n && members.iter().all(|m| m.status == "up") && placed && view.target.is_none(),
+            )
         })?;
         if !ok {
             return None;

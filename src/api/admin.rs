@@ -43,7 +43,9 @@ pub struct Status {
     cluster_id: String,
     /// "serving"; "removed" once the cluster removed this node (another node
     /// replaced it); "duplicate" once it found another live process under
-    /// its id. Either way it serves no data and is shutting down.
+    /// its id. Either way it serves no data and is shutting down. "left"
+    /// once a committed leave finished: it owns nothing, serves no data,
+    /// and can be shut down.
     state: &'static str,
     /// True once the cluster removed this node.
     removed: bool,
@@ -109,6 +111,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
             None => "serving",
             Some(Stopped::Removed) => "removed",
             Some(Stopped::Duplicate(_)) => "duplicate",
+            Some(Stopped::Left) => "left",
         },
         removed: api.membership.removed(),
         duplicate_of: api.membership.duplicate_of().map(|other| other.address),

@@ -8,10 +8,12 @@
 //! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`,
 //!   `/admin/preflist/{key}`
 //! * `replicas`: `/admin/replicas/{key}`, every replica's own copy of a key
+//! * `cluster`: leave, force-remove, replace, and the plan that commits them
 //! * `metrics`: `/metrics` for Prometheus
 //! * `error`: how every module error becomes a status code and a message
 
 mod admin;
+mod cluster;
 mod error;
 mod metrics;
 mod multipart;
@@ -85,7 +87,17 @@ async fn serving(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     match api.membership.stop_error() {
-        Some(error) => ApiError::new(crate::error::ErrorCode::Unavailable, error.to_string()).into_response(),
+        Some(error) => {
+            // Counted like any refused request: a node that left keeps
+            // running, and its 503s are requests it answered.
+            let op = match *request.method() {
+                http::Method::GET | http::Method::HEAD => "get",
+                http::Method::DELETE => "delete",
+                _ => "put",
+            };
+            crate::telemetry::metrics::request_refused("store", op, "unavailable");
+            ApiError::new(crate::error::ErrorCode::Unavailable, error.to_string()).into_response()
+        }
         None => next.run(request).await,
     }
 }
@@ -99,6 +111,11 @@ pub fn router(api: AppState) -> Router {
         .route("/admin/ring", get(admin::ring))
         .route("/admin/preflist/{*key}", get(admin::preflist))
         .route("/admin/replicas/{*key}", get(replicas::replicas))
+        .route("/admin/leave", axum::routing::post(cluster::leave))
+        .route("/admin/force-remove", axum::routing::post(cluster::force_remove))
+        .route("/admin/replace", axum::routing::post(cluster::replace))
+        .route("/admin/plan", get(cluster::plan).delete(cluster::clear))
+        .route("/admin/commit", axum::routing::post(cluster::commit))
         .route(
             "/store/{*key}",
             get(store::get_value)

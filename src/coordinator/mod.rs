@@ -112,6 +112,8 @@ impl HasErrorCode for CoordinatorError {
 struct Plan {
     /// The ring epoch it was made on; replicas on a newer ring refuse it.
     epoch: u64,
+    /// Which ring of that epoch (`RingView::ring_hash`).
+    ring_hash: u64,
     partition: Partition,
     /// The key's preference list (current ring).
     nodes: Vec<NodeId>,
@@ -261,7 +263,7 @@ impl Coordinator {
     /// for each primary that is down or fails, the next fallback.
     async fn get_once(&self, key: &ObjectKey, options: ReadOptions, deadline: Instant) -> Result<Reply, Attempt> {
         let plan = self.plan(key, options.r, options.pr, Op::Read)?;
-        let call = CallContext { deadline, ring_epoch: plan.epoch };
+        let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
         let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries);
@@ -333,6 +335,7 @@ impl Coordinator {
         let repair = Repair {
             partition: plan.partition,
             ring_epoch: plan.epoch,
+            ring_hash: plan.ring_hash,
             timeout: self.settings.timeout,
             fallbacks: sloppy.snapshot(),
         };
@@ -457,7 +460,7 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<usize, Attempt> {
         let partition = plan.partition;
-        let call = CallContext { deadline, ring_epoch: plan.epoch };
+        let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
         let all = quorum.nodes();
         let (tx, mut rx) = mpsc::channel(all.len().max(1));
         let mut in_flight = 0usize;
@@ -574,7 +577,7 @@ impl Coordinator {
         let fallbacks = view.current.fallbacks(partition, view.n_val).into_iter().map(|e| e.node);
         let nodes: Vec<(NodeId, bool)> =
             primaries.into_iter().map(|n| (n, true)).chain(fallbacks.map(|n| (n, false))).collect();
-        let call = CallContext { deadline: Instant::now() + self.settings.timeout, ring_epoch: 0 };
+        let call = CallContext::until(Instant::now() + self.settings.timeout);
         let asks = nodes.into_iter().map(|(node, primary)| {
             let replicas = Arc::clone(&self.replicas);
             let up = self.topology.is_up(&node);
@@ -652,7 +655,7 @@ impl Coordinator {
             // exactly that under packet loss). A replica that fails fast, or
             // is known down, hands over at once; one that is silent until the
             // deadline drops the call when it finally reads it.
-            let call = CallContext { deadline, ring_epoch: plan.epoch };
+            let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
             let stamped = self.replicas.coordinate(&node, plan.partition, key, context, mutation, call);
             let slot = stands_for.clone().unwrap_or_else(|| node.clone());
             match timeout_at(deadline, stamped).await {
@@ -752,6 +755,7 @@ impl Coordinator {
         let primaries = primaries_needed.min(nodes.len());
         Ok(Plan {
             epoch: view.epoch,
+            ring_hash: view.ring_hash,
             partition,
             nodes,
             needed,
@@ -809,6 +813,7 @@ enum Op {
 struct Repair {
     partition: Partition,
     ring_epoch: u64,
+    ring_hash: u64,
     timeout: std::time::Duration,
     /// Which late answers come from fallbacks (never repaired).
     fallbacks: Fallbacks,
@@ -831,7 +836,11 @@ async fn read_repair(
     let merged = read.merged();
     for node in read.repairs(&merged) {
         tracing::debug!(%node, key = ?key.key, "read repair");
-        let call = CallContext { deadline: Instant::now() + repair.timeout, ring_epoch: repair.ring_epoch };
+        let call = CallContext {
+            deadline: Instant::now() + repair.timeout,
+            ring_epoch: repair.ring_epoch,
+            ring_hash: repair.ring_hash,
+        };
         let repaired = replicas.merge(&node, repair.partition, &key, &merged, call).await;
         metrics::read_repair(repaired.is_ok());
         if let Err(e) = repaired {

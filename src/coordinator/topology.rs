@@ -15,6 +15,9 @@ use crate::core::ring::Ring;
 #[derive(Debug, Clone)]
 pub struct RingView {
     pub epoch: u64,
+    /// Names this ring among rings of the same epoch (a hash of its author,
+    /// `core::membership::RingState::hash`); 0: not known (tests, tools).
+    pub ring_hash: u64,
     pub current: Arc<Ring>,
     /// The ring data is moving to, while a move is in progress.
     pub target: Option<Arc<Ring>>,
@@ -24,14 +27,20 @@ pub struct RingView {
 }
 
 impl RingView {
-    /// Whether a replica with this view serves a call planned on a ring of
-    /// `epoch` (0: unfenced, for tools and repair). A coordinator behind this
+    /// Whether a replica with this view serves a call planned on the ring
+    /// `(epoch, ring_hash)` (epoch 0: unfenced, for tools and repair; hash
+    /// 0: a caller that names the epoch only). A coordinator behind this
     /// view's last ring change (a target set, or a switch) may count holders
     /// that no longer hold the key, or not know that a write needs the new
     /// holders too: an acknowledgement it got from us could then be one the
-    /// next ring does not have. It must catch up first.
-    pub fn serves(&self, epoch: u64) -> bool {
-        epoch == 0 || epoch >= self.epoch
+    /// next ring does not have. It must catch up first. The same holds for a
+    /// coordinator on *another* ring of this epoch (two claimants that raced;
+    /// gossip keeps one of them): its holders may be the wrong ones, so it is
+    /// refused too, until gossip settles which ring is the cluster's.
+    pub fn serves(&self, epoch: u64, ring_hash: u64) -> bool {
+        epoch == 0
+            || epoch > self.epoch
+            || (epoch == self.epoch && (ring_hash == 0 || self.ring_hash == 0 || ring_hash == self.ring_hash))
     }
 }
 
@@ -59,4 +68,25 @@ pub trait Topology: Send + Sync + 'static {
     /// Waits until this node's ring is at least at `epoch` (learnt from
     /// `from`, which has it), or until `until`; true if it got there.
     async fn catch_up(&self, from: &NodeId, epoch: u64, until: Instant) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(epoch: u64, ring_hash: u64) -> RingView {
+        let current = Arc::new(Ring::single(8, NodeId::new("a")).unwrap());
+        RingView { epoch, ring_hash, current, target: None, n_val: 3, r: 2, w: 2 }
+    }
+
+    #[test]
+    fn a_call_is_served_only_on_this_ring_or_a_newer_one() {
+        let v = view(5, 77);
+        assert!(v.serves(5, 77), "the same ring");
+        assert!(v.serves(6, 12), "a newer ring");
+        assert!(!v.serves(4, 77), "an older ring");
+        assert!(!v.serves(5, 78), "another ring of the same epoch (two claimants raced)");
+        assert!(v.serves(0, 0), "unfenced");
+        assert!(v.serves(5, 0), "a caller that names the epoch only (older peers, tools)");
+    }
 }

@@ -123,6 +123,122 @@ impl RingState {
     fn stamp(&self) -> (u64, &NodeId) {
         (self.epoch, &self.author)
     }
+
+    /// Names this ring among rings of its epoch: a hash of its author (one
+    /// author stamps one ring per epoch, so `(epoch, hash)` names a ring).
+    /// Replica calls carry it, so that a replica refuses a call planned on
+    /// another claimant's ring of the same epoch. Never 0, which means "not
+    /// named" on the wire.
+    pub fn hash(&self) -> u64 {
+        let digest: [u8; 20] = Sha1::digest(self.author.as_str().as_bytes()).into();
+        u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")).max(1)
+    }
+}
+
+/// A change staged for the next commit, keyed by the member it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Change {
+    /// The member hands every partition to the others, then leaves.
+    Leave,
+    /// A dead member is dropped for good; its partitions are reassigned and
+    /// refilled from the surviving replicas.
+    Remove,
+    /// Another member (`by`, already joined) takes over exactly its
+    /// partitions.
+    Replace { by: NodeId },
+}
+
+/// One member's staged change, stamped by its last edit; `None` once it
+/// was unstaged (a clear) or applied (a commit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    pub version: u64,
+    pub author: NodeId,
+    pub change: Option<Change>,
+}
+
+impl Staged {
+    fn stamp(&self) -> (u64, &NodeId) {
+        (self.version, &self.author)
+    }
+}
+
+/// The staged changes: `Leave`, `Remove` and `Replace` wait here until an
+/// operator commits them, as Riak's `cluster plan` / `cluster commit`.
+///
+/// Any node edits it (staging, clearing, asking for a commit), so each part
+/// is a last-writer-wins register stamped `(version, editor)`, where the
+/// version is a Lamport clock over the whole plan: one register per member
+/// (its staged change), one for the last commit request and one for the
+/// last request the claimant applied. Views merge register by register,
+/// keeping the larger stamp: a semilattice join, and changes staged through
+/// different nodes at the same time (a leave on the leaving node, a removal
+/// on another) are both kept. Only two edits of the same member's change at
+/// once race, and one of them wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedPlan {
+    pub changes: BTreeMap<NodeId, Staged>,
+    /// The last commit request; version 0: none.
+    pub commit: (u64, NodeId),
+    /// The last commit request the claimant applied.
+    pub applied: (u64, NodeId),
+}
+
+impl Default for StagedPlan {
+    fn default() -> StagedPlan {
+        StagedPlan { changes: BTreeMap::new(), commit: (0, NodeId::new("")), applied: (0, NodeId::new("")) }
+    }
+}
+
+impl StagedPlan {
+    /// The changes staged now.
+    pub fn staged(&self) -> BTreeMap<NodeId, Change> {
+        self.changes.iter().filter_map(|(n, s)| Some((n.clone(), s.change.clone()?))).collect()
+    }
+
+    /// A commit was asked for that the claimant has not applied yet.
+    pub fn commit_pending(&self) -> bool {
+        self.commit > self.applied
+    }
+
+    /// The next version: above every stamp this view has seen.
+    fn next_version(&self) -> u64 {
+        let entries = self.changes.values().map(|s| s.version);
+        entries.chain([self.commit.0, self.applied.0]).max().unwrap_or(0) + 1
+    }
+
+    /// Keeps the larger stamp of each register; true if anything changed.
+    fn merge(&mut self, other: &StagedPlan) -> bool {
+        let mut changed = false;
+        for (node, theirs) in &other.changes {
+            if self.changes.get(node).is_none_or(|ours| ours.stamp() < theirs.stamp()) {
+                self.changes.insert(node.clone(), theirs.clone());
+                changed = true;
+            }
+        }
+        for (ours, theirs) in [(&mut self.commit, &other.commit), (&mut self.applied, &other.applied)] {
+            if *theirs > *ours {
+                *ours = theirs.clone();
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// A committed leave or replacement: a cluster-level fact the claimant's
+/// planner reads (member records are self-owned, so committing cannot edit
+/// the departing member's record). Views merge per member by the larger
+/// value (`done` first), so a departure only moves forward.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Departure {
+    /// The member owns nothing any more and was removed from the members.
+    pub done: bool,
+    /// The member that takes over its partitions; None for a leave.
+    pub by: Option<NodeId>,
+    /// Its wanted claim when the change was committed: a replacement claims
+    /// at least this much afterwards (it may have joined with claim 0).
+    pub claim: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,9 +248,35 @@ pub struct ClusterState {
     pub r: usize,
     pub w: usize,
     pub members: BTreeMap<NodeId, Member>,
-    /// Members removed for good (replaced); never readmitted.
+    /// Members removed for good (replaced, force-removed, or left); never
+    /// readmitted.
     pub removed: BTreeSet<NodeId>,
     pub ring: RingState,
+    /// Changes staged for the next commit.
+    pub plan: StagedPlan,
+    /// Committed leaves and replacements, in progress or done.
+    pub departures: BTreeMap<NodeId, Departure>,
+}
+
+/// Why a change cannot be staged or committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("node {0} is not a member of this cluster")]
+    UnknownMember(NodeId),
+    #[error("node {0} is already leaving or being replaced")]
+    AlreadyDeparting(NodeId),
+    #[error("node {node} cannot {what}: no other member would be left to hold the data")]
+    LastMember { node: NodeId, what: &'static str },
+    #[error("node {0} cannot force-remove itself; use POST /admin/leave on it instead")]
+    RemoveSelf(NodeId),
+    #[error("node {0} cannot replace itself")]
+    ReplaceBySelf(NodeId),
+    #[error("node {by} cannot take over {old}'s partitions: {by} is {why}")]
+    BadReplacement { old: NodeId, by: NodeId, why: &'static str },
+    #[error("the cluster has removed {max} nodes, the most it can remember; removing {node} would forget one")]
+    TooManyRemoved { node: NodeId, max: usize },
+    #[error("nothing is staged; stage a leave, force-remove or replace first")]
+    NothingStaged,
 }
 
 /// What a merge changed, so the caller knows what to persist or announce.
@@ -178,6 +320,8 @@ impl ClusterState {
             members,
             removed: BTreeSet::new(),
             ring: RingState { epoch: 1, author, current: ring, target: None, target_epoch: 0 },
+            plan: StagedPlan::default(),
+            departures: BTreeMap::new(),
         })
     }
 
@@ -210,6 +354,17 @@ impl ClusterState {
             changes.ring = true;
             changes.any = true;
         }
+        if self.plan.merge(&other.plan) {
+            changes.members = true;
+            changes.any = true;
+        }
+        for (node, theirs) in &other.departures {
+            if self.departures.get(node).is_none_or(|ours| ours < theirs) {
+                self.departures.insert(node.clone(), theirs.clone());
+                changes.members = true;
+                changes.any = true;
+            }
+        }
         changes
     }
 
@@ -223,14 +378,61 @@ impl ClusterState {
 
     /// The smallest member name that is up and not leaving.
     pub fn claimant(&self, is_up: impl Fn(&NodeId) -> bool) -> Option<&NodeId> {
-        self.members.values().filter(|m| !m.leaving && is_up(&m.node)).map(|m| &m.node).next()
+        self.members
+            .values()
+            .filter(|m| !m.leaving && !self.departing(&m.node) && is_up(&m.node))
+            .map(|m| &m.node)
+            .next()
     }
 
+    /// True while a committed leave or replacement of `node` runs.
+    pub fn departing(&self, node: &NodeId) -> bool {
+        self.departures.get(node).is_some_and(|d| !d.done)
+    }
+
+    /// What the planner gives each member: departing members nothing, a
+    /// replacement at least what the member it replaced asked for.
     fn claims(&self) -> Vec<Claim> {
         self.members
             .values()
-            .map(|m| Claim { node: m.node.clone(), wanted: if m.leaving { 0 } else { m.wanted_claim } })
+            .map(|m| {
+                let inherited =
+                    self.departures.values().filter(|d| d.by.as_ref() == Some(&m.node)).map(|d| d.claim).max();
+                let wanted =
+                    if m.leaving || self.departing(&m.node) { 0 } else { m.wanted_claim.max(inherited.unwrap_or(0)) };
+                Claim { node: m.node.clone(), wanted }
+            })
             .collect()
+    }
+
+    /// The ring the claimant aims for. A replacement in progress moves
+    /// exactly the replaced members' partitions, to their replacements (and
+    /// rebalances only if leaves were committed with it); otherwise claims
+    /// are honoured from the current ring, departing members claiming 0.
+    pub fn desired_ring(&self, planner: &mut Planner) -> Result<Ring, RingError> {
+        let heirs: BTreeMap<&NodeId, &NodeId> = self
+            .departures
+            .iter()
+            .filter(|(old, d)| !d.done && self.members.contains_key(*old))
+            .filter_map(|(old, d)| d.by.as_ref().filter(|by| self.members.contains_key(*by)).map(|by| (old, by)))
+            .collect();
+        if heirs.is_empty() {
+            return planner.rebalance(&self.ring.current, &self.claims(), self.n_val);
+        }
+        let owners = self.ring.current.owners().iter().map(|o| (*heirs.get(o).unwrap_or(&o)).clone()).collect();
+        let substituted = Ring::from_owners(owners)?;
+        let leaves = self.departures.iter().any(|(n, d)| !d.done && d.by.is_none() && self.members.contains_key(n));
+        if leaves { planner.rebalance(&substituted, &self.claims(), self.n_val) } else { Ok(substituted) }
+    }
+
+    /// True when `me` may act as claimant on this view: it is the smallest
+    /// member up, and it sees a majority of the members up.
+    pub fn eligible_claimant(&self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool) -> bool {
+        if self.claimant(&is_up) != Some(me) {
+            return false;
+        }
+        let up = self.members.keys().filter(|n| is_up(n)).count();
+        up * 2 > self.members.len()
     }
 
     /// The claimant's step, run by every node after gossip but effective only
@@ -245,13 +447,11 @@ impl ClusterState {
     /// rings would both be served, and a write could be acknowledged on
     /// holders the ring that wins does not have (found by the simulator).
     pub fn plan_ring(&mut self, me: &NodeId, is_up: impl Fn(&NodeId) -> bool, planner: &mut Planner) -> bool {
-        if self.claimant(&is_up) != Some(me) {
+        if !self.eligible_claimant(me, &is_up) {
             return false;
         }
-        let up = self.members.keys().filter(|n| is_up(n)).count();
-        if up * 2 <= self.members.len() {
-            return false;
-        }
+        let finished = self.finish_departures();
+        let committed = self.apply_plan(me);
         if let Some(target) = &self.ring.target
             && self.move_complete()
         {
@@ -262,20 +462,164 @@ impl ClusterState {
             });
             return true;
         }
-        let desired = match planner.rebalance(&self.ring.current, &self.claims(), self.n_val) {
+        let desired = match self.desired_ring(planner) {
             Ok(ring) => ring,
             // Every claim is 0: keep the ring rather than strand the data.
-            Err(_) => return false,
+            Err(_) => return finished || committed,
         };
         let wanted = (desired != self.ring.current).then_some(desired);
         if wanted == self.ring.target {
-            return false;
+            return finished || committed;
         }
         self.bump_ring(me, |ring| {
             ring.target = wanted;
             ring.target_epoch = ring.epoch;
         });
         true
+    }
+
+    /// Stages `change` for `node`, as `me`. Checks what can be checked now;
+    /// the claimant checks again when it commits. Staging again for the same
+    /// node replaces its change.
+    pub fn stage(&mut self, me: &NodeId, node: &NodeId, change: Change) -> Result<(), PlanError> {
+        if !self.members.contains_key(node) {
+            return Err(PlanError::UnknownMember(node.clone()));
+        }
+        if self.departing(node) {
+            return Err(PlanError::AlreadyDeparting(node.clone()));
+        }
+        // Members that would still hold data once every staged change and
+        // this one are applied.
+        let staged = self.plan.staged();
+        let going = |n: &NodeId| n == node || self.departing(n) || staged.contains_key(n);
+        let staying = self.members.keys().filter(|n| !going(n)).count();
+        match &change {
+            Change::Leave | Change::Remove if staying == 0 => {
+                let what = if change == Change::Leave { "leave" } else { "be removed" };
+                return Err(PlanError::LastMember { node: node.clone(), what });
+            }
+            Change::Remove if node == me => return Err(PlanError::RemoveSelf(node.clone())),
+            Change::Replace { by } if by == node => return Err(PlanError::ReplaceBySelf(node.clone())),
+            Change::Replace { by } => {
+                let bad = |why| Err(PlanError::BadReplacement { old: node.clone(), by: by.clone(), why });
+                if !self.members.contains_key(by) {
+                    return bad("not a member (start it with -j first)");
+                }
+                if going(by) {
+                    return bad("leaving, being removed or replaced itself");
+                }
+                let heir = |c: &Change| matches!(c, Change::Replace { by: b } if b == by);
+                if staged.iter().any(|(n, c)| n != node && heir(c))
+                    || self.departures.values().any(|d| !d.done && d.by.as_ref() == Some(by))
+                {
+                    return bad("already taking over another node");
+                }
+            }
+            _ => {}
+        }
+        let removals = staged.values().filter(|c| **c != Change::Leave).count() + 1;
+        if self.removed.len() + removals > MAX_REMOVED {
+            return Err(PlanError::TooManyRemoved { node: node.clone(), max: MAX_REMOVED });
+        }
+        let version = self.plan.next_version();
+        self.plan.changes.insert(node.clone(), Staged { version, author: me.clone(), change: Some(change) });
+        Ok(())
+    }
+
+    /// Drops every staged change, as `me`.
+    pub fn clear_plan(&mut self, me: &NodeId) {
+        self.unstage(me, |_| true);
+    }
+
+    /// Unstages the changes `which` picks, each with a new stamp.
+    fn unstage(&mut self, me: &NodeId, which: impl Fn(&Staged) -> bool) {
+        let version = self.plan.next_version();
+        for staged in self.plan.changes.values_mut().filter(|s| s.change.is_some() && which(s)) {
+            *staged = Staged { version, author: me.clone(), change: None };
+        }
+    }
+
+    /// Asks the claimant to apply the staged changes, as `me`.
+    pub fn request_commit(&mut self, me: &NodeId) -> Result<(), PlanError> {
+        if self.plan.staged().is_empty() {
+            return Err(PlanError::NothingStaged);
+        }
+        self.plan.commit = (self.plan.next_version(), me.clone());
+        Ok(())
+    }
+
+    /// The claimant's half of a commit: every change staged before the
+    /// commit request becomes a cluster-level fact at once (a removal drops
+    /// the member for good, a leave or replacement is recorded in
+    /// `departures`) and is unstaged; the caller then plans the one ring
+    /// change that follows. Changes no longer possible (a member gone
+    /// meanwhile) are dropped. Changes staged after the request wait for
+    /// the next one.
+    fn apply_plan(&mut self, me: &NodeId) -> bool {
+        if !self.plan.commit_pending() {
+            return false;
+        }
+        let request = self.plan.commit.clone();
+        let before = |s: &Staged| (s.version, &s.author) <= (request.0, &request.1);
+        let staged: Vec<(NodeId, Change)> = self
+            .plan
+            .changes
+            .iter()
+            .filter(|(_, s)| before(s))
+            .filter_map(|(n, s)| Some((n.clone(), s.change.clone()?)))
+            .collect();
+        self.unstage(me, before);
+        self.plan.applied = request;
+        for (node, change) in staged {
+            let Some(claim) = self.members.get(&node).map(|m| m.wanted_claim) else { continue };
+            match change {
+                Change::Remove => self.remove_member(&node),
+                Change::Leave => {
+                    self.departures.insert(node, Departure { done: false, by: None, claim });
+                }
+                Change::Replace { by } if self.members.contains_key(&by) => {
+                    self.departures.insert(node, Departure { done: false, by: Some(by), claim });
+                }
+                Change::Replace { .. } => {}
+            }
+        }
+        true
+    }
+
+    /// The claimant marks a departure done once the ring gives the member
+    /// nothing (current and target), and removes the member for good: it no
+    /// longer counts towards a majority, and if it comes back it is refused.
+    fn finish_departures(&mut self) -> bool {
+        let owns = |ring: &Ring, n: &NodeId| ring.claimed_by(n) > 0;
+        let finished: Vec<NodeId> = self
+            .departures
+            .iter()
+            .filter(|(_, d)| !d.done)
+            .filter(|(n, _)| {
+                !self.members.contains_key(*n)
+                    || (!owns(&self.ring.current, n) && self.ring.target.as_ref().is_none_or(|t| !owns(t, n)))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in &finished {
+            if let Some(d) = self.departures.get_mut(node) {
+                d.done = true;
+            }
+            if self.members.contains_key(node) {
+                self.remove_member(node);
+            }
+        }
+        !finished.is_empty()
+    }
+
+    /// What committing the staged changes now would aim for: the ring before
+    /// (current) and after. Nothing moves until the commit.
+    pub fn preview(&self, me: &NodeId) -> Result<(Ring, Ring), RingError> {
+        let mut next = self.clone();
+        next.plan.commit = (next.plan.next_version(), me.clone());
+        next.apply_plan(me);
+        let after = next.desired_ring(&mut Planner::default())?;
+        Ok((self.ring.current.clone(), after))
     }
 
     /// Makes the target current at once, whatever was sent: the bug the
@@ -418,9 +762,68 @@ impl ClusterState {
     }
 }
 
+/// What moving from ring `before` to `after` costs, for `n` replicas: the
+/// partitions whose holders change, and the copies to send (one per
+/// partition and holder that is new to it).
+pub fn moves(before: &Ring, after: &Ring, n: usize) -> (u32, u32) {
+    let (mut partitions, mut copies) = (0, 0);
+    for p in 0..before.partitions() {
+        let old = before.holders(p, n);
+        let new = after.holders(p, n).into_iter().filter(|h| !old.contains(h)).count() as u32;
+        partitions += u32::from(new > 0);
+        copies += new;
+    }
+    (partitions, copies)
+}
+
 /// True when two records of one member differ only in their version.
 fn same_but_version(a: &Member, b: &Member) -> bool {
     Member { version: 0, ..a.clone() } == Member { version: 0, ..b.clone() }
+}
+
+/// Holds a node back from acting as claimant until its view has settled.
+///
+/// The claimant is the smallest member a node sees up, and failure detectors
+/// disagree for a while after a partition heals: the smallest member, back
+/// from the minority side, sees a majority and plans at once, while the
+/// majority's claimant has not yet heard it is back and plans too; both
+/// publish a ring at one epoch (the simulator's seed 2000156). So a node acts
+/// only once it has been the claimant, seeing a majority, for `settle_ms`
+/// (a failure timeout: by then the previous claimant has seen it up and
+/// stepped back, since the gossip that showed it the majority carried its
+/// heartbeat the other way), and no sooner than `settle_ms` after it last
+/// learnt a ring another member made (a claimant still acting).
+#[derive(Debug, Clone)]
+pub struct ClaimantGate {
+    settle_ms: u64,
+    eligible_since: Option<u64>,
+    other_ring_at: Option<u64>,
+    /// Alone at start, and the claimant ever since: no wait.
+    alone: bool,
+}
+
+impl ClaimantGate {
+    /// A node alone in its cluster has no other claimant to wait for.
+    pub fn new(settle_ms: u64, now_ms: u64, alone: bool) -> ClaimantGate {
+        ClaimantGate { settle_ms, eligible_since: alone.then_some(now_ms), other_ring_at: None, alone }
+    }
+
+    /// This node learnt a ring another member made.
+    pub fn other_ring(&mut self, now_ms: u64) {
+        self.other_ring_at = Some(now_ms);
+    }
+
+    /// Whether a node that is (or is not) `eligible` now may plan.
+    pub fn may_plan(&mut self, eligible: bool, now_ms: u64) -> bool {
+        if !eligible {
+            self.eligible_since = None;
+            self.alone = false;
+            return false;
+        }
+        let since = *self.eligible_since.get_or_insert(now_ms);
+        let settled = |at: u64| now_ms.saturating_sub(at) >= self.settle_ms;
+        (self.alone || settled(since)) && self.other_ring_at.is_none_or(settled)
+    }
 }
 
 /// Accrual-free failure detector: a member is up while its record's
@@ -585,6 +988,38 @@ mod tests {
         assert!(!pair.plan_ring(&node("b"), |n| n != &node("a"), &mut Planner::default()));
     }
 
+    /// Right after a heal the smallest member, back from the minority side,
+    /// sees a majority before the majority's claimant has heard it is back:
+    /// both would plan at one epoch. The gate makes the newcomer wait a
+    /// failure timeout, and wait again after each ring the other publishes.
+    #[test]
+    fn a_new_claimant_waits_until_the_old_one_has_stepped_back() {
+        let mut gate = ClaimantGate::new(1000, 0, false);
+        assert!(!gate.may_plan(false, 0));
+        assert!(!gate.may_plan(true, 100), "just became the claimant");
+        assert!(!gate.may_plan(true, 900));
+        gate.other_ring(1000);
+        assert!(!gate.may_plan(true, 1500), "another claimant is still acting");
+        assert!(gate.may_plan(true, 2000));
+        assert!(!gate.may_plan(false, 2100), "not the claimant any more");
+        assert!(!gate.may_plan(true, 2200), "the wait starts again");
+        assert!(gate.may_plan(true, 3200));
+        let mut alone = ClaimantGate::new(1000, 50, true);
+        assert!(alone.may_plan(true, 50), "a cluster of one has no other claimant");
+    }
+
+    #[test]
+    fn rings_of_one_epoch_by_two_authors_have_different_hashes() {
+        let s = cluster(&["a", "b"], 8);
+        let mut other = s.ring.clone();
+        other.author = node("b");
+        assert_ne!(s.ring.hash(), other.hash());
+        assert_ne!(s.ring.hash(), 0);
+        let mut later = s.ring.clone();
+        later.epoch += 1;
+        assert_eq!(later.hash(), s.ring.hash(), "the epoch is fenced on its own");
+    }
+
     #[test]
     fn a_move_waits_for_enough_senders_and_a_sender_that_died_after_sending_counts() {
         // N=3, W=2: each moving partition needs 2 of its 3 holders to send.
@@ -724,19 +1159,188 @@ mod tests {
         assert_eq!(s.members[&node("b")].cluster_address, "new:c");
     }
 
+    /// Commits as an operator would: stage, ask for a commit, then the
+    /// claimant's steps with every transfer done, until the ring settles.
+    fn commit(s: &mut ClusterState, changes: &[(&str, Change)]) {
+        for (n, change) in changes {
+            s.stage(&node("b"), &node(n), change.clone()).unwrap();
+        }
+        s.request_commit(&node("b")).unwrap();
+    }
+
+    fn owned(s: &ClusterState, n: &str) -> u32 {
+        s.ring.current.claimed_by(&node(n))
+    }
+
+    #[test]
+    fn a_staged_leave_moves_nothing_until_committed_then_the_leaver_hands_everything_over() {
+        let mut s = cluster(&["a", "b", "c", "d", "e"], 32);
+        settle(&mut s);
+        let before = s.ring.clone();
+        s.stage(&node("c"), &node("c"), Change::Leave).unwrap();
+        settle(&mut s);
+        assert_eq!(s.ring, before, "staged only: nothing moves");
+        let (now, after) = s.preview(&node("a")).unwrap();
+        assert_eq!(now, before.current);
+        assert_eq!(after.claimed_by(&node("c")), 0, "the plan shows c owning nothing");
+        // c's partitions change owner, and few others (swaps that keep
+        // replicas spread).
+        let moved = (0..32).filter(|p| now.owner(*p) != after.owner(*p)).count() as u32;
+        let of_c = now.claimed_by(&node("c"));
+        assert!((of_c..=2 * of_c).contains(&moved), "{moved} moved for {of_c} of c's");
+        let (partitions, copies) = moves(&now, &after, 3);
+        assert!(partitions >= of_c && copies >= partitions, "{partitions} {copies}");
+        s.request_commit(&node("e")).unwrap();
+        assert!(s.plan_ring(&node("a"), all_up, &mut Planner::default()));
+        assert!(s.plan.staged().is_empty() && !s.plan.commit_pending(), "the commit clears the plan");
+        assert_eq!(s.ring.epoch, before.epoch + 1, "one ring change for the commit");
+        assert!(s.departing(&node("c")));
+        // c is a holder that leaves: it sends first.
+        let transfers = s.transfers(all_up);
+        let from_c = transfers.iter().filter(|t| t.from == node("c")).count();
+        let from_c_needed = (0..32).filter(|p| s.ring.current.holders(*p, 3).contains(&node("c"))).count();
+        assert_eq!(from_c, from_c_needed, "c sends every partition it holds");
+        settle(&mut s);
+        assert_eq!(owned(&s, "c"), 0);
+        assert!(!s.members.contains_key(&node("c")) && s.removed.contains(&node("c")));
+        assert_eq!(s.departures[&node("c")], Departure { done: true, by: None, claim: 32 });
+        for n in ["a", "b", "d", "e"] {
+            assert_eq!(owned(&s, n), 8);
+        }
+    }
+
+    #[test]
+    fn a_force_removed_dead_node_is_refilled_by_the_survivors() {
+        let mut s = cluster(&["a", "b", "c", "d", "e"], 32);
+        settle(&mut s);
+        let up = |n: &NodeId| n != &node("d");
+        assert_eq!(s.stage(&node("b"), &node("b"), Change::Remove), Err(PlanError::RemoveSelf(node("b"))));
+        commit(&mut s, &[("d", Change::Remove)]);
+        assert!(s.plan_ring(&node("a"), up, &mut Planner::default()));
+        assert!(s.removed.contains(&node("d")) && !s.members.contains_key(&node("d")));
+        // N - W + 1 = 2 senders per partition, none of them d, and enough.
+        let transfers = s.pending_transfers(up);
+        assert!(!transfers.is_empty());
+        assert!(transfers.iter().all(|t| t.from != node("d") && !t.to.contains(&node("d"))), "{transfers:?}");
+        for t in transfers {
+            s.mark_transfer_done(&t.from, &t);
+        }
+        assert!(s.move_complete(), "two live holders of every partition sent it");
+        assert!(s.plan_ring(&node("a"), up, &mut Planner::default()));
+        assert_eq!(owned(&s, "d"), 0);
+        // A stale view that still has d cannot bring it back.
+        let mut stale = cluster(&["a", "b", "c", "d", "e"], 32);
+        stale.members.get_mut(&node("d")).unwrap().version = 99;
+        s.merge(&stale);
+        assert!(!s.members.contains_key(&node("d")));
+    }
+
+    #[test]
+    fn a_replacement_takes_over_exactly_the_old_nodes_partitions() {
+        let mut s = cluster(&["a", "b", "c", "d"], 32);
+        settle(&mut s);
+        // f joins with claim 0, to be c's replacement; nothing moves for it.
+        s.members.insert(node("f"), member("f", 0));
+        settle(&mut s);
+        assert_eq!(owned(&s, "f"), 0);
+        let before = s.ring.current.clone();
+        commit(&mut s, &[("c", Change::Replace { by: node("f") })]);
+        let up = |n: &NodeId| n != &node("c");
+        assert!(s.plan_ring(&node("a"), up, &mut Planner::default()));
+        let target = s.ring.target.clone().unwrap();
+        for p in 0..32 {
+            let expected = if before.owner(p) == &node("c") { node("f") } else { before.owner(p).clone() };
+            assert_eq!(target.owner(p), &expected, "partition {p}");
+        }
+        for t in s.pending_transfers(up) {
+            s.mark_transfer_done(&t.from, &t);
+        }
+        assert!(s.plan_ring(&node("a"), up, &mut Planner::default()), "switch");
+        assert!(s.plan_ring(&node("a"), up, &mut Planner::default()), "c is done and removed");
+        assert!(!s.members.contains_key(&node("c")));
+        assert_eq!(s.ring.current, target);
+        // f inherited c's claim: the ring stays as it is.
+        assert!(!s.plan_ring(&node("a"), up, &mut Planner::default()), "stable");
+        assert_eq!(owned(&s, "f"), 8);
+    }
+
+    #[test]
+    fn bad_stagings_and_commits_are_refused_and_a_plan_can_be_cleared() {
+        let mut s = cluster(&["a", "b"], 8);
+        settle(&mut s);
+        assert_eq!(s.request_commit(&node("a")), Err(PlanError::NothingStaged));
+        assert_eq!(s.stage(&node("a"), &node("zz"), Change::Leave), Err(PlanError::UnknownMember(node("zz"))));
+        let by_self = Change::Replace { by: node("a") };
+        assert_eq!(s.stage(&node("a"), &node("a"), by_self), Err(PlanError::ReplaceBySelf(node("a"))));
+        let stranger = Change::Replace { by: node("zz") };
+        assert!(matches!(s.stage(&node("a"), &node("a"), stranger), Err(PlanError::BadReplacement { .. })));
+        s.stage(&node("a"), &node("a"), Change::Leave).unwrap();
+        assert!(matches!(s.stage(&node("b"), &node("b"), Change::Leave), Err(PlanError::LastMember { .. })));
+        let mut one = cluster(&["a"], 8);
+        assert!(matches!(one.stage(&node("a"), &node("a"), Change::Leave), Err(PlanError::LastMember { .. })));
+        s.clear_plan(&node("b"));
+        assert!(s.plan.staged().is_empty());
+        assert_eq!(s.request_commit(&node("a")), Err(PlanError::NothingStaged));
+        let before = s.ring.clone();
+        settle(&mut s);
+        assert_eq!(s.ring, before, "a cleared plan moves nothing");
+        s.stage(&node("a"), &node("b"), Change::Leave).unwrap();
+        s.request_commit(&node("a")).unwrap();
+        settle(&mut s);
+        assert!(matches!(s.stage(&node("a"), &node("a"), Change::Leave), Err(PlanError::LastMember { .. })));
+    }
+
+    #[test]
+    fn plans_and_departures_merge_by_their_stamps() {
+        let base = cluster(&["a", "b", "c", "d"], 8);
+        let (mut x, mut y) = (base.clone(), base.clone());
+        x.stage(&node("a"), &node("c"), Change::Leave).unwrap();
+        y.stage(&node("b"), &node("c"), Change::Remove).unwrap();
+        y.stage(&node("b"), &node("d"), Change::Leave).unwrap();
+        let (mut xy, mut yx) = (x.clone(), y.clone());
+        xy.merge(&y);
+        yx.merge(&x);
+        assert_eq!(xy, yx, "the same everywhere");
+        assert_eq!(xy.plan.staged()[&node("c")], Change::Remove, "one edit of c wins: (1, b) beats (1, a)");
+        assert_eq!(xy.plan.staged()[&node("d")], Change::Leave, "changes of different members are all kept");
+        // A clear through one node and a staging through another, at once:
+        // the staging of a member the clear had not seen survives it.
+        let (mut cleared, mut staged) = (xy.clone(), xy.clone());
+        cleared.clear_plan(&node("a"));
+        staged.stage(&node("b"), &node("a"), Change::Leave).unwrap();
+        cleared.merge(&staged);
+        assert_eq!(cleared.plan.staged().into_keys().collect::<Vec<_>>(), vec![node("a")]);
+        x.departures.insert(node("c"), Departure { done: false, by: None, claim: 8 });
+        y.departures.insert(node("c"), Departure { done: true, by: None, claim: 8 });
+        x.merge(&y);
+        assert!(x.departures[&node("c")].done, "a departure only moves forward");
+    }
+
     use proptest::prelude::*;
 
-    /// Random views of one cluster: heartbeats, claim changes, ring steps.
+    /// Random views of one cluster: heartbeats, claim changes, ring steps,
+    /// staged changes, clears and commits.
     fn arb_views() -> impl Strategy<Value = Vec<ClusterState>> {
-        proptest::collection::vec((0usize..3, 0u8..3, 0u32..9), 0..30).prop_map(|ops| {
+        proptest::collection::vec((0usize..3, 0u8..7, 0u32..9), 0..30).prop_map(|ops| {
             let base = cluster(&["a", "b", "c"], 8);
             let mut views = vec![base.clone(), base.clone(), base];
             let names = ["a", "b", "c"];
             for (i, op, claim) in ops {
                 let me = node(names[i]);
+                let other = node(names[claim as usize % 3]);
                 match op {
                     0 => views[i].update_member(&me, |_| {}),
                     1 => views[i].update_member(&me, |m| m.wanted_claim = claim),
+                    3 => {
+                        let _ = views[i].stage(&me, &other, Change::Leave);
+                    }
+                    4 => {
+                        let _ = views[i].stage(&me, &other, Change::Remove);
+                    }
+                    5 => views[i].clear_plan(&me),
+                    6 => {
+                        let _ = views[i].request_commit(&me);
+                    }
                     _ => {
                         let other = views[(i + 1) % 3].clone();
                         views[i].merge(&other);

@@ -63,11 +63,13 @@ pub struct CallContext {
     /// The ring epoch the call was planned on; a replica whose ring is newer
     /// refuses it ([`ReplicaError::StaleRing`]). 0: no fence.
     pub ring_epoch: u64,
+    /// Which ring of that epoch (`RingView::ring_hash`); 0: the epoch alone.
+    pub ring_hash: u64,
 }
 
 impl CallContext {
     /// No fence, the given deadline (read repair after the answer, tools).
     pub fn until(deadline: Instant) -> CallContext {
-        CallContext { deadline, ring_epoch: 0 }
+        CallContext { deadline, ring_epoch: 0, ring_hash: 0 }
     }
 }

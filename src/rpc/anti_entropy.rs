@@ -68,7 +68,7 @@ pub trait TreeSource: Send + Sync + 'static {
     /// The partition's tree, built from the store first if missing or stale.
     async fn tree(&self, partition: Partition) -> Result<TicTacTree, TreeError>;
     /// Every key stored in `segments` of the partition, with its version
-    /// hash, in key order (read from the store, not from the tree).
+    /// hash, sorted by `ObjectKey` (read from the store, not the tree).
     async fn segment_keys(
         &self,
         partition: Partition,
@@ -241,7 +241,7 @@ impl AntiEntropyClient {
     }
 
     /// The peer's keys of `segments` (at most [`SEGMENTS_PER_REQUEST_MAX`])
-    /// with their version hashes, in key order.
+    /// with their version hashes, sorted by `ObjectKey`.
     pub async fn segment_keys(
         &self,
         node: &NodeId,

@@ -29,7 +29,8 @@ use super::status::error_status;
 use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
 use crate::core::membership::{
-    ClusterState, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member, PROTOCOL_VERSION, RingState,
+    Change, ClusterState, Departure, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_NODE_ID_BYTES, MAX_REMOVED, Member,
+    PROTOCOL_VERSION, RingState, Staged, StagedPlan,
 };
 use crate::core::ring::{MAX_PARTITIONS, Ring};
 use crate::membership::Membership;
@@ -80,7 +81,16 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
     let transfers_done = delimited(p * varint_bytes(u64::from(partitions.saturating_sub(1))));
     let member = id + 2 * address + U32_FIELD + 3 * U64_FIELD + transfers_done + BOOL_FIELD;
     let ring = 2 * U64_FIELD + id + 2 * p * id;
-    FIXED64_FIELD + 4 * U32_FIELD + MAX_MEMBERS * delimited(member) + delimited(ring) + MAX_REMOVED * id
+    let staged = 3 * id + U32_FIELD + U64_FIELD + BOOL_FIELD;
+    let plan = (MAX_MEMBERS + MAX_REMOVED) * delimited(staged) + 2 * (U64_FIELD + id);
+    let departure = 2 * id + BOOL_FIELD + U32_FIELD;
+    FIXED64_FIELD
+        + 4 * U32_FIELD
+        + MAX_MEMBERS * delimited(member)
+        + delimited(ring)
+        + MAX_REMOVED * id
+        + delimited(plan)
+        + (MAX_MEMBERS + MAX_REMOVED) * delimited(departure)
 }
 
 /// The largest legal membership message of a cluster of `partitions`: a
@@ -251,6 +261,17 @@ pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
         w: s.w as u32,
         members: s.members.values().map(member_to_pb).collect(),
         removed: s.removed.iter().map(|n| n.to_string()).collect(),
+        plan: Some(plan_to_pb(&s.plan)),
+        departures: s
+            .departures
+            .iter()
+            .map(|(node, d)| pb::Departure {
+                node: node.to_string(),
+                done: d.done,
+                by: d.by.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+                claim: d.claim,
+            })
+            .collect(),
         ring: Some(pb::Ring {
             epoch: s.ring.epoch,
             author: s.ring.author.to_string(),
@@ -271,7 +292,25 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
             p.removed.len()
         )));
     }
-    let ids = ring.owners.iter().chain(&ring.target).chain(&p.removed).chain([&ring.author]);
+    let plan = p.plan.unwrap_or_default();
+    if plan.changes.len() > MAX_MEMBERS + MAX_REMOVED || p.departures.len() > MAX_MEMBERS + MAX_REMOVED {
+        return Err(bad(format!(
+            "{} staged changes and {} departures; at most {} each",
+            plan.changes.len(),
+            p.departures.len(),
+            MAX_MEMBERS + MAX_REMOVED
+        )));
+    }
+    let staged_ids = plan.changes.iter().flat_map(|c| [&c.node, &c.by, &c.author]);
+    let departure_ids = p.departures.iter().flat_map(|d| [&d.node, &d.by]);
+    let ids = ring
+        .owners
+        .iter()
+        .chain(&ring.target)
+        .chain(&p.removed)
+        .chain([&ring.author, &plan.commit_author, &plan.applied_author])
+        .chain(staged_ids)
+        .chain(departure_ids);
     if let Some(id) = ids.into_iter().find(|id| id.len() > MAX_NODE_ID_BYTES) {
         return Err(bad(format!("a node id of {} bytes; at most {MAX_NODE_ID_BYTES}", id.len())));
     }
@@ -308,6 +347,71 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
             target,
             target_epoch: ring.target_epoch,
         },
+        plan: plan_from_pb(plan)?,
+        departures: p
+            .departures
+            .into_iter()
+            .map(|d| {
+                let by = (!d.by.is_empty()).then(|| NodeId::new(d.by));
+                (NodeId::new(d.node), Departure { done: d.done, by, claim: d.claim })
+            })
+            .collect(),
+    })
+}
+
+fn plan_to_pb(plan: &StagedPlan) -> pb::Plan {
+    let changes = plan
+        .changes
+        .iter()
+        .map(|(node, staged)| {
+            let (kind, by) = match &staged.change {
+                None | Some(Change::Leave) => (pb::staged::Kind::Leave, String::new()),
+                Some(Change::Remove) => (pb::staged::Kind::Remove, String::new()),
+                Some(Change::Replace { by }) => (pb::staged::Kind::Replace, by.to_string()),
+            };
+            pb::Staged {
+                node: node.to_string(),
+                kind: kind as i32,
+                by,
+                version: staged.version,
+                author: staged.author.to_string(),
+                staged: staged.change.is_some(),
+            }
+        })
+        .collect();
+    pb::Plan {
+        changes,
+        commit_version: plan.commit.0,
+        commit_author: plan.commit.1.to_string(),
+        applied_version: plan.applied.0,
+        applied_author: plan.applied.1.to_string(),
+    }
+}
+
+fn plan_from_pb(plan: pb::Plan) -> Result<StagedPlan, Status> {
+    let mut changes = BTreeMap::new();
+    for staged in plan.changes {
+        let change = match (staged.staged, pb::staged::Kind::try_from(staged.kind)) {
+            (false, _) => None,
+            (true, Ok(pb::staged::Kind::Leave)) => Some(Change::Leave),
+            (true, Ok(pb::staged::Kind::Remove)) => Some(Change::Remove),
+            (true, Ok(pb::staged::Kind::Replace)) if !staged.by.is_empty() => {
+                Some(Change::Replace { by: NodeId::new(staged.by) })
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "cluster state: a bad staged change for {}",
+                    staged.node
+                )));
+            }
+        };
+        let entry = Staged { version: staged.version, author: NodeId::new(staged.author), change };
+        changes.insert(NodeId::new(staged.node), entry);
+    }
+    Ok(StagedPlan {
+        changes,
+        commit: (plan.commit_version, NodeId::new(plan.commit_author)),
+        applied: (plan.applied_version, NodeId::new(plan.applied_author)),
     })
 }
 
@@ -384,6 +488,14 @@ mod tests {
         let mut bad = state_to_pb(&s);
         bad.ring = None;
         assert!(state_from_pb(bad).is_err());
+
+        // Staged changes and departures travel too.
+        s.stage(&NodeId::new("a"), &NodeId::new("b"), Change::Replace { by: NodeId::new("a") }).unwrap();
+        s.departures.insert(NodeId::new("c"), Departure { done: false, by: None, claim: 3 });
+        assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
+        let mut bad = state_to_pb(&s);
+        bad.plan.as_mut().unwrap().changes[0].by.clear();
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "a replace by nobody");
     }
 
     /// A state with every field at its bound: the largest legal one.
@@ -410,6 +522,16 @@ mod tests {
         s.ring.target = Some(Ring::from_owners((0..partitions as usize).rev().map(id).collect()).unwrap());
         s.ring.epoch = u64::MAX;
         s.ring.target_epoch = u64::MAX;
+        let heir =
+            |i: usize| Staged { version: u64::MAX, author: id(i), change: Some(Change::Replace { by: id(i + 1) }) };
+        s.plan = StagedPlan {
+            changes: (0..MAX_MEMBERS + MAX_REMOVED).map(|i| (id(i), heir(i))).collect(),
+            commit: (u64::MAX, id(0)),
+            applied: (u64::MAX, id(1)),
+        };
+        s.departures = (0..MAX_MEMBERS + MAX_REMOVED)
+            .map(|i| (id(i), Departure { done: true, by: Some(id(i + 1)), claim: u32::MAX }))
+            .collect();
         s
     }
 

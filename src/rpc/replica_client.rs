@@ -152,13 +152,14 @@ fn call_len(call: &Call) -> usize {
 }
 
 /// What a call tells the replica about its caller: the deadline, relative
-/// and on the wall clock, and the ring epoch it was planned on.
+/// and on the wall clock, and the ring (epoch and hash) it was planned on.
 fn caller(context: &CallContext, now_unix_ms: u64) -> pb::Caller {
     let left = context.deadline.saturating_duration_since(Instant::now());
     pb::Caller {
         timeout_ms: (left.as_millis() as u64).max(1),
         deadline_unix_ms: now_unix_ms + left.as_millis() as u64,
         ring_epoch: context.ring_epoch,
+        ring_hash: context.ring_hash,
     }
 }
 

@@ -15,9 +15,10 @@
 //!   The wall-clock deadline catches what queued during the pause (allowing
 //!   [`CLOCK_SKEW_ALLOWANCE`] of clock difference between nodes), the
 //!   relative one what queued here.
-//! * its ring epoch: a coordinator behind this node's ring may count holders
-//!   that no longer hold the key ([`RingView::serves`]); it is refused with
-//!   ABORTED and this node's epoch, catches up and tries again.
+//! * its ring (epoch and hash): a coordinator behind this node's ring, or on
+//!   another ring of the same epoch, may count holders that no longer hold
+//!   the key ([`RingView::serves`]); it is refused with ABORTED and this
+//!   node's epoch, catches up and tries again.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -72,7 +73,7 @@ impl Admission {
         }
         if let Some(ring) = &self.ring {
             let view: Arc<RingView> = ring.view();
-            if !view.serves(caller.ring_epoch) {
+            if !view.serves(caller.ring_epoch, caller.ring_hash) {
                 metrics::replica_call_dropped("stale_ring");
                 return Err(stale_ring(&view));
             }
@@ -83,8 +84,9 @@ impl Admission {
 
 fn stale_ring(view: &RingView) -> Status {
     let mut status = Status::aborted(format!(
-        "the call was planned on an older ring; this node's ring epoch is {}: catch up and retry",
-        view.epoch
+        "the call was planned on an older ring, or another ring of the same epoch; this node's ring epoch is {} \
+         (ring {:016x}): catch up and retry",
+        view.epoch, view.ring_hash
     ));
     if let Ok(value) = view.epoch.to_string().parse() {
         status.metadata_mut().insert(RING_EPOCH_HEADER, value);

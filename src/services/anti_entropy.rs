@@ -245,7 +245,7 @@ impl AntiEntropyWorker {
 
     /// Compares `partition` with `peer` and repairs what differs; returns
     /// the keys repaired.
-    async fn exchange(&mut self, partition: Partition, peer: &NodeId, epoch: u64) -> Result<u64, ExchangeError> {
+    async fn exchange(&mut self, partition: Partition, peer: &NodeId, ring: (u64, u64)) -> Result<u64, ExchangeError> {
         let address = self.membership.cluster_address(peer).ok_or_else(|| ExchangeError::NoAddress(peer.clone()))?;
         let mine = self.anti_entropy.trees.tree(&self.replica, partition).await?;
         let theirs = self.trees_client.branches(peer, &address, partition).await?;
@@ -263,7 +263,7 @@ impl AntiEntropyWorker {
             let ours = Trees::segment_keys(&self.replica, partition, chunk.iter().copied().collect()).await?;
             let theirs = self.trees_client.segment_keys(peer, &address, partition, chunk).await?;
             for key in tictac::differing_keys(&ours, &theirs) {
-                self.repair(partition, peer, key, epoch).await?;
+                self.repair(partition, peer, key, ring).await?;
                 repaired += 1;
                 self.anti_entropy.keys_repaired.fetch_add(1, Ordering::Relaxed);
                 metrics::anti_entropy_key_repaired();
@@ -283,12 +283,12 @@ impl AntiEntropyWorker {
         partition: Partition,
         peer: &NodeId,
         key: ObjectKey,
-        epoch: u64,
+        (ring_epoch, ring_hash): (u64, u64),
     ) -> Result<(), ReplicaError> {
         self.pace.wait().await;
         // Fenced by the ring: a peer on a newer ring refuses, and the
         // exchange stops until this node catches up.
-        let call = || CallContext { deadline: Instant::now() + self.peers.unary_deadline(), ring_epoch: epoch };
+        let call = || CallContext { deadline: Instant::now() + self.peers.unary_deadline(), ring_epoch, ring_hash };
         let theirs = self.replicas.get(peer, partition, &key, call()).await?;
         let merged = self.replica.merge(partition, key.clone(), theirs.clone()).await?;
         if merged != theirs {
@@ -309,12 +309,13 @@ impl Worker for AntiEntropyWorker {
         let membership = Arc::clone(&self.membership);
         self.anti_entropy.trees.retain(|p| settled_holders(&membership, p).is_some());
         let Some((partition, holders)) = self.pick() else { return WorkerState::Idle };
-        let epoch = self.membership.view().epoch;
+        let view = self.membership.view();
+        let ring = (view.epoch, view.ring_hash);
         let me = self.membership.local().clone();
         let peers: Vec<NodeId> = holders.into_iter().filter(|n| *n != me && self.membership.is_up(n)).collect();
         for peer in &peers {
             let started = Instant::now();
-            let outcome = self.exchange(partition, peer, epoch).await;
+            let outcome = self.exchange(partition, peer, ring).await;
             metrics::anti_entropy_exchange(outcome.is_ok(), started.elapsed().as_secs_f64());
             match outcome {
                 Ok(repaired) => {

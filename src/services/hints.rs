@@ -116,7 +116,7 @@ impl HintsWorker {
         let deadline = Instant::now() + self.timeout;
         // Unfenced (epoch 0), like a repair: the merge is idempotent and the
         // targets were chosen on this node's newest ring.
-        let call = CallContext { deadline, ring_epoch: 0 };
+        let call = CallContext::until(deadline);
         for target in &targets {
             let merged = self.replicas.merge(target, hint.partition, &hint.key, &object, call);
             match tokio::time::timeout_at(deadline, merged).await {
@@ -195,9 +195,16 @@ impl HintsWorker {
         Ok((delivered, failed))
     }
 
+    /// Sets the gauge for every target with hints, and to 0 for every other
+    /// member of the ring: a panel then shows a target's queue drain to 0
+    /// instead of a series that was never there.
     fn publish(&mut self, counts: BTreeMap<NodeId, u64>) {
         let mut published = Vec::new();
-        for (node, count) in &counts {
+        let local = self.topology.local().clone();
+        let others = self.topology.view().current.members().into_iter().filter(|n| *n != local);
+        let mut all: BTreeMap<NodeId, u64> = others.map(|n| (n, 0)).collect();
+        all.extend(counts.iter().map(|(n, c)| (n.clone(), *c)));
+        for (node, count) in &all {
             let address = self.topology.http_address(node);
             metrics::hints_queued(&address, *count);
             published.push(address);

@@ -230,7 +230,7 @@ impl ReaperWorker {
         let tombstone = Object::tombstone(clock.clone());
         // Unfenced (epoch 0): the reap itself checks the stored object, and
         // a replica that is no longer a holder has nothing to reap.
-        let call = || CallContext { deadline: Instant::now() + self.settings.timeout, ring_epoch: 0 };
+        let call = || CallContext::until(Instant::now() + self.settings.timeout);
         for node in primaries {
             if self.replicas.get(node, partition, key, call()).await? != tombstone {
                 return Ok(false);

@@ -4,8 +4,11 @@
 //! Network: partitions (both ways; the minority is random), one-way cuts,
 //! lossy and slow weather. Nodes: process crashes, power losses (the disk
 //! drops what was not synced), pauses (traffic both ways waits), disk
-//! errors, clock skew. Membership: joins (up to the run's node limit) and
-//! claim changes. Every fault is recorded as a window for the checker.
+//! errors, clock skew. Membership: joins (up to the run's node limit), claim
+//! changes, leaves (staged and committed at once) and a node dead for good
+//! (crashed, then force-removed once the others see it down), each keeping
+//! at least four members. Every fault is recorded as a window for the
+//! checker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +23,8 @@ use super::Record;
 use super::history::FaultWindow;
 use super::net::Weather;
 use super::world::Cluster;
+use vinzclortho::core::key::NodeId;
+use vinzclortho::core::membership::Change;
 
 /// At most this many faults at once.
 const MAX_ACTIVE: usize = 3;
@@ -42,6 +47,15 @@ enum Undo {
     Membership {
         epoch: u64,
         since: Instant,
+        /// A leave: a member departs.
+        departs: bool,
+    },
+    /// A crashed node that never comes back: force-remove it (through a
+    /// node that sees it down) and commit, then end like `Membership`.
+    ForceRemove {
+        id: NodeId,
+        epoch: u64,
+        since: Instant,
     },
 }
 
@@ -51,11 +65,26 @@ struct Active {
     window: usize,
 }
 
+impl Active {
+    /// A leave or force-remove still running: the node still counts as a
+    /// member until it is gone.
+    fn departs(&self) -> bool {
+        matches!(self.undo, Undo::ForceRemove { .. } | Undo::Membership { departs: true, .. })
+    }
+}
+
 fn ms(rng: &mut StdRng, range: std::ops::Range<u64>) -> Duration {
     Duration::from_millis(rng.random_range(range))
 }
 
-pub async fn run(cluster: Arc<Cluster>, record: Arc<Record>, mut rng: StdRng, until: Instant, max_nodes: usize) {
+pub async fn run(
+    cluster: Arc<Cluster>,
+    record: Arc<Record>,
+    mut rng: StdRng,
+    until: Instant,
+    max_nodes: usize,
+    departures: bool,
+) {
     let mut active: Vec<Active> = Vec::new();
     let mut last_power_loss: Option<Instant> = None;
     while Instant::now() < until {
@@ -63,9 +92,15 @@ pub async fn run(cluster: Arc<Cluster>, record: Arc<Record>, mut rng: StdRng, un
         if active.len() < MAX_ACTIVE && rng.random_bool(0.6) {
             let weather_on = active.iter().any(|a| matches!(a.undo, Undo::Weather));
             let power_ok = last_power_loss.is_none_or(|t| t.elapsed() >= POWER_LOSS_SPACING)
-                && !active.iter().any(|a| matches!(a.undo, Undo::Restart(_)));
-            if let Some(a) = start(&cluster, &record, &mut rng, max_nodes, weather_on, power_ok).await {
-                if record.faults.lock().unwrap()[a.window].loses_data {
+                && !active.iter().any(|a| matches!(a.undo, Undo::Restart(_) | Undo::ForceRemove { .. }));
+            // Members left once every leave and removal under way is done.
+            let staying = cluster.members() - active.iter().filter(|a| a.departs()).count();
+            let can_depart = departures && staying > 4;
+            if let Some(a) = start(&cluster, &record, &mut rng, max_nodes, weather_on, power_ok, can_depart).await {
+                // A node dead for good loses what only it held, as a power
+                // loss does: the two are spaced the same way, so no write
+                // acknowledged by W nodes loses both copies legitimately.
+                if record.faults.lock().unwrap()[a.window].loses_data || matches!(a.undo, Undo::ForceRemove { .. }) {
                     last_power_loss = Some(Instant::now());
                 }
                 active.push(a);
@@ -98,8 +133,16 @@ async fn finish(cluster: &Arc<Cluster>, record: &Record, undo: &Undo, all: bool)
     match undo {
         Undo::Links(links) => links.iter().for_each(|(a, b)| cluster.net.uncut(a, b)),
         Undo::Weather => cluster.net.set_weather(Weather::CALM),
+        // A node force-removed is never started again.
+        Undo::Restart(i) if cluster.is_gone(*i) => {}
         Undo::Restart(i) => {
             if let Err(e) = cluster.start(*i).await {
+                // It left while it was down: it refuses to start, as it should.
+                if e.contains("left the cluster") {
+                    cluster.set_gone(*i);
+                    record.event(format!("node {i} left while down: {e}"));
+                    return true;
+                }
                 record.event(format!("node {i} failed to restart: {e}; trying again later"));
                 return all;
             }
@@ -108,20 +151,49 @@ async fn finish(cluster: &Arc<Cluster>, record: &Record, undo: &Undo, all: bool)
         Undo::Resume(address) => cluster.net.resume(address),
         Undo::DiskErrors(i) => cluster.disk(*i).set_error_rate(0),
         Undo::Skew(i) => cluster.set_skew(*i, 0),
-        Undo::Membership { epoch, since } => {
-            // Open to the end of the run when the run ends first.
+        Undo::Membership { epoch, since, .. } => return membership_over(cluster, *epoch, *since, all).await,
+        Undo::ForceRemove { id, epoch, since } => {
             if all {
                 return true;
             }
-            let settled = super::settled(cluster);
-            let moved = settled.is_some_and(|e| e > *epoch);
-            let quiet = settled.is_some() && since.elapsed() > Duration::from_secs(5);
-            if !(moved || quiet) {
+            let removed = cluster
+                .running_nodes()
+                .into_iter()
+                .any(|j| cluster.with_app(j, |app| app.membership.snapshot().removed.contains(id)) == Some(true));
+            if !removed {
+                // Staged and committed through the first node that sees it
+                // down (staging a removal of a node seen up is refused).
+                for j in cluster.running_nodes() {
+                    let done = cluster.with_app(j, |app| {
+                        app.membership.stage(id, Change::Remove).is_ok() && app.membership.request_commit().is_ok()
+                    });
+                    if done == Some(true) {
+                        record.event(format!("force-remove of {id} staged and committed through node {j}"));
+                        break;
+                    }
+                }
                 return false;
             }
-            tokio::time::sleep(SWEEP_ALLOWANCE).await;
+            return membership_over(cluster, *epoch, *since, all).await;
         }
     }
+    true
+}
+
+/// A membership change is over once the ring settled past `epoch`, or
+/// settled and nothing moved for a while (plus the sweep that follows).
+/// Open to the end of the run when the run ends first.
+async fn membership_over(cluster: &Arc<Cluster>, epoch: u64, since: Instant, all: bool) -> bool {
+    if all {
+        return true;
+    }
+    let settled = super::settled(cluster);
+    let moved = settled.is_some_and(|e| e > epoch);
+    let quiet = settled.is_some() && since.elapsed() > Duration::from_secs(5);
+    if !(moved || quiet) {
+        return false;
+    }
+    tokio::time::sleep(SWEEP_ALLOWANCE).await;
     true
 }
 
@@ -132,6 +204,7 @@ async fn start(
     max_nodes: usize,
     weather_on: bool,
     power_ok: bool,
+    can_depart: bool,
 ) -> Option<Active> {
     let running = cluster.running_nodes();
     let n = cluster.size();
@@ -147,7 +220,15 @@ async fn start(
         membership: false,
         minority: vec![],
     };
-    let (duration, undo) = match rng.random_range(0..100) {
+    // Without a departure possible, its draws are claim changes, as they
+    // were before departures existed (so older seeds replay the same).
+    let roll = match rng.random_range(0..100) {
+        r @ 84..88 if can_depart => r,
+        r @ 88..91 if can_depart && power_ok => r,
+        84..91 => 91,
+        r => r,
+    };
+    let (duration, undo) = match roll {
         0..10 => {
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(rng);
@@ -234,9 +315,35 @@ async fn start(
                 record.event(format!("node {i} could not join yet: {e}"));
                 // It stays down; healing starts it.
             }
-            (Duration::ZERO, Undo::Membership { epoch, since: Instant::now() })
+            (Duration::ZERO, Undo::Membership { epoch, since: Instant::now(), departs: false })
         }
-        84..100 => {
+        84..88 => {
+            let i = pick(rng);
+            let epoch = cluster.latest_view().map(|v| v.epoch).unwrap_or(0);
+            let staged = cluster.with_app(i, |app| {
+                let me = app.membership.local().clone();
+                app.membership.stage(&me, Change::Leave).and_then(|()| app.membership.request_commit().map(|_| ()))
+            })?;
+            let outcome = match staged {
+                Ok(()) => "committed".to_owned(),
+                Err(e) => format!("refused: {e}"),
+            };
+            window.name = format!("node {i} leaves ({outcome})");
+            window.membership = true;
+            (Duration::ZERO, Undo::Membership { epoch, since: Instant::now(), departs: true })
+        }
+        88..91 => {
+            let i = pick(rng);
+            let id = cluster.with_app(i, |app| app.membership.local().clone())?;
+            let epoch = cluster.latest_view().map(|v| v.epoch).unwrap_or(0);
+            cluster.crash(i, false);
+            cluster.set_gone(i);
+            window.name = format!("node {i} dead for good, force-removed");
+            window.membership = true;
+            // The others see it down after a failure timeout (2 s).
+            (Duration::from_millis(2_500), Undo::ForceRemove { id, epoch, since: Instant::now() })
+        }
+        91..100 => {
             let i = pick(rng);
             let partitions = cluster.latest_view().map(|v| v.current.partitions()).unwrap_or(1);
             let wanted = rng.random_range(1..=u64::from(partitions));
@@ -244,7 +351,7 @@ async fn start(
             let result = cluster.with_app(i, |app| app.membership.set_claim(wanted))?;
             window.name = format!("node {i} claims {wanted} ({})", if result.is_ok() { "accepted" } else { "refused" });
             window.membership = true;
-            (Duration::ZERO, Undo::Membership { epoch, since: Instant::now() })
+            (Duration::ZERO, Undo::Membership { epoch, since: Instant::now(), departs: false })
         }
         _ => return None,
     };

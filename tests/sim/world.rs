@@ -57,6 +57,9 @@ pub struct Cluster {
     rng: Arc<Mutex<StdRng>>,
     pub nodes: Mutex<Vec<SimNode>>,
     next_incarnation: Mutex<u64>,
+    /// Nodes that left the cluster or were force-removed: never started
+    /// again, and no longer expected among the members.
+    gone: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 impl Cluster {
@@ -77,6 +80,7 @@ impl Cluster {
             rng,
             nodes: Mutex::new(Vec::new()),
             next_incarnation: Mutex::new(0),
+            gone: Mutex::default(),
         })
     }
 
@@ -104,9 +108,25 @@ impl Cluster {
         self.nodes.lock().unwrap()[i].running.is_some()
     }
 
+    /// Running nodes that are still members (not gone).
     pub fn running_nodes(&self) -> Vec<usize> {
         let nodes = self.nodes.lock().unwrap();
-        (0..nodes.len()).filter(|&i| nodes[i].running.is_some()).collect()
+        let gone = self.gone.lock().unwrap();
+        (0..nodes.len()).filter(|&i| nodes[i].running.is_some() && !gone.contains(&i)).collect()
+    }
+
+    /// Node `i` left the cluster or was force-removed, for good.
+    pub fn set_gone(&self, i: usize) {
+        self.gone.lock().unwrap().insert(i);
+    }
+
+    pub fn is_gone(&self, i: usize) -> bool {
+        self.gone.lock().unwrap().contains(&i)
+    }
+
+    /// Nodes that are, or will be again, members.
+    pub fn members(&self) -> usize {
+        self.size() - self.gone.lock().unwrap().len()
     }
 
     pub fn cluster_address(&self, i: usize) -> String {

@@ -5,7 +5,9 @@
 //!
 //! A build scans the partition (on the blocking pool) while writes go on,
 //! and must end with exactly the tree of the store, with no snapshot to read
-//! from. The scan is only used to enumerate keys, in key order: each key it
+//! from. The scan is only used to enumerate keys, in the store's key order
+//! (that of the encoded keys, `storage::codec::encode_key`, which is not
+//! `ObjectKey`'s: parts are length-prefixed): each key it
 //! yields is read again under the key's lock ([`Replica::with_key_locked`]),
 //! and the observer is told of every change under that same lock, so each
 //! key's hash enters the new tree at one precise point among its writes.
@@ -36,6 +38,7 @@ use crate::core::ring::Partition;
 use crate::core::tictac::{Change, Segment, TicTacTree, VersionHash, segment_of, version_hash};
 use crate::replica::{Replica, WriteObserver};
 use crate::storage::StorageError;
+use crate::storage::codec::encode_key;
 use crate::telemetry::metrics;
 
 /// Every partition tree of this node.
@@ -72,17 +75,18 @@ enum Cursor {
     /// Nothing added yet.
     #[default]
     Start,
-    /// The last key the scan added.
-    At(ObjectKey),
+    /// The last key the scan added, encoded as the store orders it.
+    At(Vec<u8>),
     /// The scan is over: every key not pending is in the tree.
     End,
 }
 
 impl Cursor {
-    fn passed(&self, key: &ObjectKey) -> bool {
+    /// Whether the scan has passed `key` of `partition` (scan order).
+    fn passed(&self, partition: Partition, key: &ObjectKey) -> bool {
         match self {
             Cursor::Start => false,
-            Cursor::At(last) => key <= last,
+            Cursor::At(last) => encode_key(partition, key) <= *last,
             Cursor::End => true,
         }
     }
@@ -102,7 +106,7 @@ impl WriteObserver for Trees {
         if let Some(build) = &mut slot.build {
             if build.pending.contains(key) {
                 // Read at the end of the build, with this write in it.
-            } else if build.cursor.passed(key) {
+            } else if build.cursor.passed(partition, key) {
                 build.tree.apply(change);
             } else {
                 build.pending.insert(key.clone());
@@ -161,11 +165,11 @@ impl Trees {
             return Ok(tree);
         }
         let started = Instant::now();
-        let (this, replica_) = (Arc::clone(self), Arc::clone(replica));
+        let (this, owner) = (Arc::clone(self), Arc::clone(replica));
         let built = replica
             .env()
             .blocking
-            .run(move || this.build(&replica_, partition))
+            .run(move || this.build(&owner, partition))
             .await
             .map_err(|e| StorageError::Io(e.to_string()))?;
         let tree = built.inspect_err(|_| self.abandon(partition))?;
@@ -219,7 +223,7 @@ impl Trees {
                     build.tree.apply(change);
                 }
                 if scanned {
-                    build.cursor = Cursor::At(key.clone());
+                    build.cursor = Cursor::At(encode_key(partition, &key));
                 }
             })
         })
@@ -232,7 +236,8 @@ impl Trees {
     }
 
     /// Every key stored in `segments` of `partition` with its version hash,
-    /// in key order: a scan of the partition on the blocking pool.
+    /// sorted by `ObjectKey` (what `tictac::differing_keys` compares; the
+    /// scan's order is the store's): a scan on the blocking pool.
     pub async fn segment_keys(
         replica: &Arc<Replica>,
         partition: Partition,
@@ -247,6 +252,7 @@ impl Trees {
                     keys.push((key, version_hash(&object)));
                 }
             }
+            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             Ok(keys)
         };
         replica.env().blocking.run(scan).await.map_err(|e| StorageError::Io(e.to_string()))?
@@ -293,8 +299,12 @@ mod tests {
         tree
     }
 
+    /// Keys in bucket types of different lengths: the store scans in the
+    /// order of its encoded keys (length-prefixed parts), not in
+    /// `ObjectKey`'s order, and a build must not mistake one for the other.
     fn key(i: u32) -> ObjectKey {
-        ObjectKey::in_default_bucket(format!("k{i:03}"))
+        let bucket_type = ["b", "aa", "c"][(i % 3) as usize];
+        ObjectKey::new(bucket_type, "default", format!("k{i:03}"))
     }
 
     #[tokio::test]
@@ -314,6 +324,18 @@ mod tests {
         assert!(replica.remove_if_unchanged(P, key(1), v).await.unwrap());
         assert_eq!(trees.tree(&replica, P).await.unwrap(), store_tree(&replica));
         assert_eq!(trees.builds(), 1, "a fresh tree is used, not rebuilt");
+    }
+
+    #[tokio::test]
+    async fn segment_keys_come_sorted_as_the_walk_compares_them() {
+        let (_, replica) = setup();
+        for i in 0..60 {
+            replica.coordinate(P, key(i), VersionVector::new(), put("a")).await.unwrap();
+        }
+        let every: BTreeSet<Segment> = (0..crate::core::tictac::SEGMENTS as u32).collect();
+        let keys = Trees::segment_keys(&replica, P, every).await.unwrap();
+        assert_eq!(keys.len(), 60);
+        assert!(keys.windows(2).all(|w| w[0].0 < w[1].0), "not in ObjectKey order");
     }
 
     #[test]
