@@ -189,6 +189,13 @@ fn reap_removes_the_object_and_keeps_its_record(s: &dyn Store) {
     assert_eq!(s.reaped_before(20, 10).unwrap(), vec![(5, k.clone())]);
     assert_eq!(s.reaped_before(31, 10).unwrap(), vec![(5, k.clone()), (7, other.clone())]);
     assert_eq!(s.reaped_before(31, 1).unwrap().len(), 1);
+    // A partition's records, for transfers: that partition's only.
+    let third = ObjectKey::in_default_bucket("gone too");
+    s.reap(5, &third, &new).unwrap();
+    assert_eq!(s.reaped_in(5).unwrap(), vec![(k.clone(), old.clone()), (third.clone(), new.clone())]);
+    assert_eq!(s.reaped_in(7).unwrap(), vec![(other.clone(), new.clone())]);
+    assert_eq!(s.reaped_in(6).unwrap(), vec![]);
+    s.remove_reaped(5, &third).unwrap();
     s.remove_reaped(5, &k).unwrap();
     s.remove_reaped(5, &k).unwrap();
     assert_eq!(s.reaped(5, &k).unwrap(), None);

@@ -28,10 +28,13 @@
 //! actor. After the retention, a copy older than the delete can come back
 //! if some node still holds one: a node that was away longer than the
 //! retention must be wiped or force-removed, not brought back (README,
-//! "Tombstones"), like Cassandra's gc_grace_seconds. Records stay on the
-//! replica that reaped: they do not move with a partition (transfers ship
-//! objects only), so a partition's new holders after a ring change do not
-//! know of earlier reaps.
+//! "Tombstones"), like Cassandra's gc_grace_seconds.
+//!
+//! Records are part of a partition's state: a partition transfer (a move
+//! to new holders, the sweep after a ring change) ships them before the
+//! objects ([`Store::reaped_in`]), and the receiver keeps them as its own
+//! ([`Replica::merge_reaped`]), so a stale copy that reaches the
+//! partition's new holders after a ring change is dropped there too.
 
 use std::sync::Arc;
 
@@ -41,6 +44,8 @@ use crate::core::object::Object;
 use crate::core::ring::Partition;
 use crate::core::vclock::VersionVector;
 use crate::storage::{Reaped, StorageError};
+#[cfg(doc)]
+use crate::storage::Store;
 
 impl Replica {
     /// What a write onto `key` starts from, under the key's lock: the stored
@@ -80,6 +85,51 @@ impl Replica {
             this.store.reap(partition, &key, &reaped)?;
             this.observe(partition, &key, &current, &Object::new());
             Ok(true)
+        })
+        .await
+    }
+
+    /// Takes the reap records of a partition transfer (the sender's records
+    /// of keys it reaped): each is kept as if this replica had reaped the
+    /// key. A key absent here gets the record (joined with one already kept:
+    /// the union of both clocks, the later time); a key held here gets the
+    /// reaped tombstone merged into its object, which drops what the delete
+    /// covered and keeps what it did not (a write after the reap already
+    /// includes the reaped clock). Returns how many keys changed.
+    pub async fn merge_reaped(
+        self: &Arc<Self>,
+        partition: Partition,
+        records: Vec<(ObjectKey, Reaped)>,
+    ) -> Result<usize, ReplicaError> {
+        let this = Arc::clone(self);
+        self.write(move || {
+            let mut changed = 0;
+            for (key, incoming) in records {
+                let _guard = this.stripe(&key).lock().expect("key lock");
+                if let Some(stored) = this.store.get(partition, &key)? {
+                    let merged = stored.merge(&Object::tombstone(incoming.clock));
+                    if merged != stored {
+                        this.store.put(partition, &key, &merged)?;
+                        this.observe(partition, &key, &stored, &merged);
+                        changed += 1;
+                    }
+                    continue;
+                }
+                let kept = this.store.reaped(partition, &key)?;
+                let record = match &kept {
+                    Some(kept) => Reaped {
+                        clock: kept.clock.clone().merged(&incoming.clock),
+                        reaped_at_ms: kept.reaped_at_ms.max(incoming.reaped_at_ms),
+                    },
+                    None => incoming,
+                };
+                if kept.as_ref() != Some(&record) {
+                    // The key is absent: `Store::reap` only adds the record.
+                    this.store.reap(partition, &key, &record)?;
+                    changed += 1;
+                }
+            }
+            Ok(changed)
         })
         .await
     }
@@ -211,6 +261,30 @@ mod tests {
         assert!(!v1.clock().covers(v2.siblings()[0].dot));
         let on_b = b.merge(P, key(), v2).await.unwrap();
         assert_eq!(values(&on_b), BTreeSet::from(["v2".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn transferred_records_join_what_is_kept() {
+        let (a, b) = (replica(), replica());
+        let (v1, tomb) = deleted(&a).await;
+        assert!(a.reap(P, key(), tomb.clock().clone()).await.unwrap());
+        let record = a.store().reaped(P, &key()).unwrap().unwrap();
+        // Absent on b: b keeps the record as its own, and drops v1 after.
+        assert_eq!(b.merge_reaped(P, vec![(key(), record.clone())]).await.unwrap(), 1);
+        assert_eq!(b.store().reaped(P, &key()).unwrap(), Some(record.clone()));
+        assert!(b.merge(P, key(), v1.clone()).await.unwrap().is_empty());
+        // The same record again changes nothing; another one joins it.
+        assert_eq!(b.merge_reaped(P, vec![(key(), record.clone())]).await.unwrap(), 0);
+        let other = Reaped { clock: VersionVector::from_entries([(99, 2)]), reaped_at_ms: record.reaped_at_ms + 5 };
+        assert_eq!(b.merge_reaped(P, vec![(key(), other.clone())]).await.unwrap(), 1);
+        let joined = b.store().reaped(P, &key()).unwrap().unwrap();
+        assert_eq!(joined.clock, record.clock.clone().merged(&other.clock));
+        assert_eq!(joined.reaped_at_ms, other.reaped_at_ms);
+        // A key held live: the reaped tombstone is merged into its object.
+        let c = replica();
+        c.merge(P, key(), v1.clone()).await.unwrap();
+        assert_eq!(c.merge_reaped(P, vec![(key(), record.clone())]).await.unwrap(), 1);
+        assert_eq!(c.store().get(P, &key()).unwrap(), Some(Object::tombstone(record.clock)));
     }
 
     #[tokio::test]

@@ -142,6 +142,16 @@ impl Store for MemoryStore {
         records.get(&encode_key(partition, key)).map(|raw| decode_reaped(raw)).transpose()
     }
 
+    fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        let prefix = partition_prefix(partition);
+        let records = self.reaped.lock().expect("memory store lock");
+        records
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| Ok((decode_key(k)?.1, decode_reaped(v)?)))
+            .collect()
+    }
+
     fn reaped_before(&self, before_ms: u64, limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {
         let records = self.reaped.lock().expect("memory store lock");
         let mut out = Vec::new();

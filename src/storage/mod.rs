@@ -157,6 +157,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Every reap record of one partition, in key order: what a partition
+    /// transfer ships with the objects (records are few: tombstones reaped
+    /// within the retention).
+    fn reaped_in(&self, _partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        Ok(Vec::new())
+    }
+
     /// Up to `limit` reap records whose `reaped_at_ms` is below `before_ms`,
     /// in (partition, key) order: what is due to expire.
     fn reaped_before(&self, _before_ms: u64, _limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {

@@ -342,6 +342,21 @@ impl Store for RocksStore {
         })
     }
 
+    fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        let prefix = partition_prefix(partition);
+        self.with_db(|db| {
+            let mut out = Vec::new();
+            for row in db.iterator_cf(cf(db, REAPED), IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = row.map_err(map_err)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                out.push((decode_key(&k)?.1, decode_reaped(&v)?));
+            }
+            Ok(out)
+        })
+    }
+
     fn reaped_before(&self, before_ms: u64, limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {
         // One iteration over the whole family: records are few (tombstones
         // reaped within the retention) and small.
