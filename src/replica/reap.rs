@@ -63,7 +63,9 @@ impl Replica {
     }
 
     /// Removes `key` if it still holds exactly the tombstone with `clock`,
-    /// keeping a reap record of it; true if it was reaped. A write that
+    /// keeping a reap record of it; true if it was reaped, or had been
+    /// already (absent, with a record of exactly that clock: the reaper
+    /// asks again after a call of an earlier pass was lost). A write that
     /// landed since, or a copy whose hints are not delivered yet, keeps it.
     pub async fn reap(
         self: &Arc<Self>,
@@ -74,7 +76,9 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            let Some(current) = this.store.get(partition, &key)? else { return Ok(false) };
+            let Some(current) = this.store.get(partition, &key)? else {
+                return Ok(this.store.reaped(partition, &key)?.is_some_and(|r| r.clock == clock));
+            };
             if !current.is_tombstone()
                 || current.clock() != &clock
                 || !this.store.hints_for(partition, &key)?.is_empty()
@@ -214,8 +218,10 @@ mod tests {
         assert!(a.reap(P, key(), tomb.clock().clone()).await.unwrap());
         assert_eq!(a.store().get(P, &key()).unwrap(), None);
         assert_eq!(a.store().reaped(P, &key()).unwrap().unwrap().clock, *tomb.clock());
-        // Absent now: nothing more to reap.
-        assert!(!a.reap(P, key(), tomb.clock().clone()).await.unwrap());
+        // Absent now: reaped already, for that clock only.
+        assert!(a.reap(P, key(), tomb.clock().clone()).await.unwrap());
+        assert!(!a.reap(P, key(), VersionVector::from_entries([(7, 1)])).await.unwrap());
+        assert!(!a.reap(P, ObjectKey::in_default_bucket("never"), tomb.clock().clone()).await.unwrap());
     }
 
     #[tokio::test]

@@ -4,16 +4,25 @@
 //!
 //! Who reaps. Each partition is reaped by one node: its first primary in the
 //! current ring, and only while the partition is not moving (a move's
-//! target ring has other holders, and transfers would need the records).
+//! target ring has other holders, and a reap made after a transfer had
+//! shipped the partition's reap records would not reach them).
 //! The worker walks its partitions one at a time, scans each for
 //! tombstones (on the blocking pool), and for each tombstone that has been
 //! the key's state for at least the grace:
 //! 1. asks every primary for its copy (all must be up and answer), and goes
 //!    on only if each holds exactly that tombstone (same clock, no
-//!    siblings);
-//! 2. tells each primary to reap it (`Replica/Reap`), which it does only if
-//!    the stored object is still exactly that tombstone, under the key's
-//!    lock, leaving a reap record of its clock behind (`replica::reap`).
+//!    siblings), or nothing (it may have reaped it in an earlier pass);
+//! 2. tells each other primary to reap it (`Replica/Reap`), which it does
+//!    only if the stored object is still exactly that tombstone, under the
+//!    key's lock, leaving a reap record of its clock behind
+//!    (`replica::reap`), and which answers yes as well if it had reaped it
+//!    already (a record of exactly that clock); a primary with nothing and
+//!    no record answers no;
+//! 3. reaps it here last, once every other primary said yes. This node
+//!    finds tombstones by scanning its own objects, so while its tombstone
+//!    is here the key is retried in the next pass: a call lost in step 2
+//!    leaves no primary holding the tombstone for good (it would never be
+//!    reaped, and anti-entropy would repair it at every exchange).
 //!
 //! The age of a tombstone. Objects carry no deletion time (the on-disk and
 //! wire formats are unchanged), so the grace is counted from when this
@@ -219,7 +228,8 @@ impl ReaperWorker {
     }
 
     /// Reaps one key from every primary if each holds exactly the tombstone
-    /// with `clock`; true once every primary reaped it.
+    /// with `clock` (or reaped it already); true once every primary has.
+    /// This node (the first of `primaries`) reaps last.
     async fn reap(
         &self,
         partition: Partition,
@@ -232,15 +242,18 @@ impl ReaperWorker {
         // a replica that is no longer a holder has nothing to reap.
         let call = || CallContext::until(Instant::now() + self.settings.timeout);
         for node in primaries {
-            if self.replicas.get(node, partition, key, call()).await? != tombstone {
+            let copy = self.replicas.get(node, partition, key, call()).await?;
+            if copy != tombstone && !copy.is_empty() {
                 return Ok(false);
             }
         }
-        let mut all = true;
-        for node in primaries {
-            all &= self.replicas.reap(node, partition, key, clock, call()).await?;
+        let (me, others) = primaries.split_first().expect("a partition has primaries");
+        for node in others {
+            if !self.replicas.reap(node, partition, key, clock, call()).await? {
+                return Ok(false);
+            }
         }
-        Ok(all)
+        Ok(self.replicas.reap(me, partition, key, clock, call()).await?)
     }
 
     async fn expire(&self) -> Result<(), ReapError> {
@@ -296,5 +309,128 @@ impl Worker for ReaperWorker {
 
     async fn wait_for_work(&mut self) {
         tokio::time::sleep(pass_interval(self.settings.grace)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::coordinator::RingView;
+    use crate::core::object::{Content, Mutation};
+    use crate::core::ring::Ring;
+    use crate::replica::SiblingLimits;
+    use crate::storage::MemoryStore;
+
+    const P: Partition = 0;
+
+    fn node(name: &str) -> NodeId {
+        NodeId::new(name)
+    }
+
+    /// Three in-process replicas; a reap call to `lose_reap_to` fails once.
+    struct Local {
+        replicas: HashMap<NodeId, Arc<Replica>>,
+        lose_reap_to: Mutex<Option<NodeId>>,
+    }
+
+    #[async_trait]
+    impl ReplicaClient for Local {
+        async fn get(&self, n: &NodeId, p: Partition, k: &ObjectKey, _: CallContext) -> Result<Object, ReplicaError> {
+            self.replicas[n].get(p, k.clone()).await
+        }
+
+        async fn coordinate(
+            &self,
+            n: &NodeId,
+            p: Partition,
+            k: &ObjectKey,
+            context: &VersionVector,
+            mutation: &Mutation,
+            _: CallContext,
+        ) -> Result<Object, ReplicaError> {
+            self.replicas[n].coordinate(p, k.clone(), context.clone(), mutation.clone()).await
+        }
+
+        async fn merge(&self, n: &NodeId, p: Partition, k: &ObjectKey, o: &Object, _: CallContext) -> Result<(), ReplicaError> {
+            self.replicas[n].merge(p, k.clone(), o.clone()).await.map(|_| ())
+        }
+
+        async fn reap(
+            &self,
+            n: &NodeId,
+            p: Partition,
+            k: &ObjectKey,
+            clock: &VersionVector,
+            _: CallContext,
+        ) -> Result<bool, ReplicaError> {
+            if self.lose_reap_to.lock().unwrap().take_if(|lost| lost == n).is_some() {
+                return Err(ReplicaError::Unreachable { node: n.clone(), reason: "lost".into(), maybe_applied: false });
+            }
+            self.replicas[n].reap(p, k.clone(), clock.clone()).await
+        }
+    }
+
+    struct Fixed(Arc<RingView>, NodeId);
+
+    #[async_trait]
+    impl Topology for Fixed {
+        fn view(&self) -> Arc<RingView> {
+            Arc::clone(&self.0)
+        }
+        fn local(&self) -> &NodeId {
+            &self.1
+        }
+        fn is_up(&self, _: &NodeId) -> bool {
+            true
+        }
+        fn http_address(&self, node: &NodeId) -> String {
+            node.to_string()
+        }
+        async fn catch_up(&self, _: &NodeId, _: u64, _: Instant) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reap_call_lost_midway_is_retried_until_every_primary_reaped() {
+        let names = [node("a"), node("b"), node("c")];
+        let owners = (0..8).map(|i| names[i % 3].clone()).collect();
+        let ring = Arc::new(Ring::from_owners(owners).unwrap());
+        assert_eq!(ring.holders(P, 3), names);
+        let view = Arc::new(RingView { epoch: 1, ring_hash: 0, current: ring, target: None, n_val: 3, r: 2, w: 2 });
+        let replicas: HashMap<NodeId, Arc<Replica>> = names
+            .iter()
+            .map(|n| (n.clone(), Arc::new(Replica::new(Arc::new(MemoryStore::new()), SiblingLimits::default()))))
+            .collect();
+        let client = Arc::new(Local { replicas: replicas.clone(), lose_reap_to: Mutex::new(Some(node("c"))) });
+
+        let key = ObjectKey::in_default_bucket("k");
+        let put = Mutation::Put(Content { value: "v1".into(), content_type: "text/plain".into(), last_modified_ms: 0 });
+        let v1 = replicas[&names[0]].coordinate(P, key.clone(), VersionVector::new(), put).await.unwrap();
+        let tomb = replicas[&names[0]].coordinate(P, key.clone(), v1.clock().clone(), Mutation::Delete).await.unwrap();
+        for n in &names[1..] {
+            replicas[n].merge(P, key.clone(), tomb.clone()).await.unwrap();
+        }
+
+        let settings = Settings { grace: Duration::ZERO, retention: Duration::from_secs(3600), timeout: Duration::from_secs(1) };
+        let mut worker = ReaperWorker::new(
+            Arc::default(),
+            Arc::new(Fixed(view, node("a"))),
+            Arc::clone(&replicas[&names[0]]),
+            client,
+            settings,
+        );
+        // The first pass loses its call to c; the next ones must finish the
+        // job, though b has reaped already.
+        for _ in 0..3 {
+            let _ = worker.partition(P).await;
+        }
+        for n in &names {
+            let store = replicas[n].store();
+            assert_eq!(store.get(P, &key).unwrap(), None, "{n} still holds the tombstone");
+            assert_eq!(store.reaped(P, &key).unwrap().map(|r| r.clock), Some(tomb.clock().clone()), "{n}");
+        }
     }
 }
