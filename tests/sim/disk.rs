@@ -223,6 +223,11 @@ impl Store for SimStore {
         self.disk.live.reaped(partition, key)
     }
 
+    fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        self.check()?;
+        self.disk.live.reaped_in(partition)
+    }
+
     fn reaped_before(&self, before_ms: u64, limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {
         self.check()?;
         self.disk.live.reaped_before(before_ms, limit)

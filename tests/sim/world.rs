@@ -73,6 +73,10 @@ impl Cluster {
         config.request_timeout = Duration::from_secs(2);
         config.gossip_interval = Duration::from_millis(200);
         config.failure_timeout = Duration::from_secs(2);
+        // Reaping within a run's minutes, under its faults (the default
+        // grace of a day would never reap).
+        config.tombstone_grace = Duration::from_secs(3);
+        config.reaped_retention = Duration::from_secs(3600);
         Arc::new(Cluster {
             net,
             t0: Instant::now(),
