@@ -144,12 +144,19 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_TOMBSTONE_GRACE_MS", value_name = "MS")]
     pub tombstone_grace_ms: Option<u64>,
 
-    /// How long a node remembers the clock of a tombstone it reaped, in
-    /// milliseconds, so that a stale copy arriving later is dropped; a node
-    /// away for longer must be wiped or force-removed, not brought back
-    /// [default: 604800000, seven days]
+    /// How long a node remembers the clock of a tombstone it reaped (and
+    /// the clock entries it pruned), in milliseconds, so that a stale copy
+    /// arriving later is dropped; a node away for longer must be wiped or
+    /// force-removed, not brought back [default: 604800000, seven days]
     #[arg(long, env = "VINZCLORTHO_REAPED_RETENTION_MS", value_name = "MS")]
     pub reaped_retention_ms: Option<u64>,
+
+    /// Clock hygiene: a key whose version vector has more entries than this
+    /// gets its oldest entries (of actors that dot no current value) moved
+    /// into a history record, kept for --reaped-retention-ms; 0 never
+    /// prunes [default: 8]
+    #[arg(long, env = "VINZCLORTHO_MAX_CLOCK_ENTRIES", value_name = "N")]
+    pub max_clock_entries: Option<usize>,
 
     /// OTLP/gRPC collector to export traces to (e.g. http://127.0.0.1:4317);
     /// OTEL_EXPORTER_OTLP_ENDPOINT works too [default: none, no export]
@@ -197,6 +204,8 @@ pub struct Config {
     /// Zero: tombstones are never reaped.
     pub tombstone_grace: Duration,
     pub reaped_retention: Duration,
+    /// Zero: clocks are never pruned.
+    pub max_clock_entries: usize,
 }
 
 impl Config {
@@ -260,6 +269,7 @@ impl NodeArgs {
             read_repair: self.read_repair.or(lower.read_repair),
             tombstone_grace_ms: self.tombstone_grace_ms.or(lower.tombstone_grace_ms),
             reaped_retention_ms: self.reaped_retention_ms.or(lower.reaped_retention_ms),
+            max_clock_entries: self.max_clock_entries.or(lower.max_clock_entries),
             log_format: self.log_format.or(lower.log_format),
             otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
             config: self.config,
@@ -378,6 +388,7 @@ impl NodeArgs {
             read_repair: self.read_repair.unwrap_or(true),
             tombstone_grace: Duration::from_millis(grace_ms),
             reaped_retention: Duration::from_millis(retention_ms),
+            max_clock_entries: self.max_clock_entries.unwrap_or(DEFAULT_MAX_CLOCK_ENTRIES),
         })
     }
 }
@@ -388,6 +399,8 @@ impl NodeArgs {
 const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 24 * 3600 * 1000;
 /// A week: how long a node may be away and still come back with its data.
 const DEFAULT_REAPED_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Room for the N primaries' current actors and a few restarts' worth.
+const DEFAULT_MAX_CLOCK_ENTRIES: usize = 8;
 
 fn read_file(path: &Path) -> Result<NodeArgs, ConfigError> {
     let file_err = |reason: String| ConfigError::File { path: path.to_owned(), reason };
@@ -454,6 +467,8 @@ mod tests {
         assert_eq!((c.tombstone_grace, c.reaped_retention), (Duration::from_secs(2), Duration::from_secs(60)));
         let err = parse(&["--tombstone-grace-ms", "5000", "--reaped-retention-ms", "5000"]).unwrap_err().to_string();
         assert!(err.contains("must be above --tombstone-grace-ms"), "{err}");
+        assert_eq!(parse(&[]).unwrap().max_clock_entries, 8);
+        assert_eq!(parse(&["--max-clock-entries", "0"]).unwrap().max_clock_entries, 0, "0 never prunes");
     }
 
     #[test]

@@ -274,7 +274,9 @@ pub fn build(
         .with_read_repair(config.read_repair),
     );
     let hints = crate::services::hints::HintCounts::default();
-    let reaper = (!config.tombstone_grace.is_zero()).then(|| Arc::new(crate::services::reaper::Reaper::default()));
+    // One worker reaps tombstones and prunes clocks: it runs if either is on.
+    let reaper = (!config.tombstone_grace.is_zero() || config.max_clock_entries > 0)
+        .then(|| Arc::new(crate::services::reaper::Reaper::default()));
     let transfers = Progress::default();
     let metrics = match &host.metrics {
         Some(handle) => handle.clone(),
@@ -508,6 +510,7 @@ pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> 
         let settings = crate::services::reaper::Settings {
             grace: config.tombstone_grace,
             retention: config.reaped_retention,
+            max_clock_entries: config.max_clock_entries,
             timeout: app.request_timeout,
         };
         let worker = crate::services::reaper::ReaperWorker::new(

@@ -182,11 +182,12 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            // A reaped key starts from its reaped tombstone (`replica::reap`).
-            let (stored, mut object) = this.base(partition, &key)?;
-            let base = object.clone();
+            // From the key's effective state: a reaped key from its reaped
+            // tombstone, a pruned clock with its history (`replica::reap`),
+            // so the actor's counter is the true one.
+            let base = this.base(partition, &key)?;
+            let mut object = base.effective.clone();
             let actor = this.stamping_actor(partition, &object, &context);
-            let old = this.observer.as_ref().map(|_| stored.clone());
             let before = object.clock().clone();
             let dot = object
                 .update(actor, &context, mutation)
@@ -206,15 +207,14 @@ impl Replica {
             if count > this.limits.warn {
                 tracing::warn!(key = ?key.key, siblings = count, "key has many siblings; clients should resolve them");
             }
-            if object.is_empty() || (stored.is_empty() && object == base) {
+            if object.is_empty() || (base.stored.is_empty() && object == base.effective) {
                 // A delete of a key nobody wrote, or of one already reaped
                 // with nothing new: nothing to remember.
                 return Ok(object);
             }
+            let object = base.to_store(&object);
             this.store.put(partition, &key, &object)?;
-            if let Some(old) = old {
-                this.observe(partition, &key, &old, &object);
-            }
+            this.observe(partition, &key, &base.stored, &object);
             Ok(object)
         })
         .await
@@ -231,15 +231,16 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            // Onto the reaped tombstone if the key was reaped: a stale copy
-            // is dropped, not resurrected (`replica::reap`).
-            let (current, base) = this.base(partition, &key)?;
-            let merged = base.merge(&incoming);
-            if merged == base {
-                return Ok(current);
+            // Onto the key's history if it has one (a reaped tombstone,
+            // pruned clock entries): a stale copy is dropped, not
+            // resurrected (`replica::reap`).
+            let base = this.base(partition, &key)?;
+            let merged = base.to_store(&base.effective.merge(&incoming));
+            if merged == base.stored {
+                return Ok(base.stored);
             }
             this.store.put(partition, &key, &merged)?;
-            this.observe(partition, &key, &current, &merged);
+            this.observe(partition, &key, &base.stored, &merged);
             Ok(merged)
         })
         .await
@@ -279,12 +280,12 @@ impl Replica {
             let mut changed = Vec::new();
             let mut olds = Vec::new();
             for (key, object) in incoming {
-                let (current, base) = this.base(partition, &key)?;
-                let merged = base.merge(&object);
-                if merged != base {
+                let base = this.base(partition, &key)?;
+                let merged = base.to_store(&base.effective.merge(&object));
+                if merged != base.stored {
                     changed.push((key, merged));
                     if this.observer.is_some() {
-                        olds.push(current);
+                        olds.push(base.stored);
                     }
                 }
             }

@@ -473,6 +473,13 @@ impl pb::replica_server::Replica for WrappedPeer {
         self.count();
         self.inner.reap(r).await
     }
+    async fn prune(
+        &self,
+        r: tonic::Request<pb::PruneRequest>,
+    ) -> Result<tonic::Response<pb::PruneResponse>, tonic::Status> {
+        self.count();
+        self.inner.prune(r).await
+    }
     type CallsStream = <vinzclortho::rpc::replica_server::ReplicaService as pb::replica_server::Replica>::CallsStream;
     async fn calls(
         &self,
@@ -658,7 +665,9 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
 
     let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
     let merged =
-        bounded("push", push_partition(&peers, &node, &server.address, P, TransferKind::Move, Vec::new(), scan)).await.unwrap();
+        bounded("push", push_partition(&peers, &node, &server.address, P, TransferKind::Move, Vec::new(), scan))
+            .await
+            .unwrap();
     assert_eq!(merged, 1000);
     assert_same_partition(&source, &server.replica, P).await;
     assert!(server.replica.get(P + 1, key("other0")).await.unwrap().is_empty(), "only the named partition moves");
@@ -667,9 +676,10 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     // not overwrite, and changes nothing else.
     let own = server.replica.coordinate(P, key("k0001"), VersionVector::new(), put("target's own")).await.unwrap();
     let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
-    let merged = bounded("push again", push_partition(&peers, &node, &server.address, P, TransferKind::Move, Vec::new(), scan))
-        .await
-        .unwrap();
+    let merged =
+        bounded("push again", push_partition(&peers, &node, &server.address, P, TransferKind::Move, Vec::new(), scan))
+            .await
+            .unwrap();
     assert_eq!(merged, 1000);
     let k1 = server.replica.get(P, key("k0001")).await.unwrap();
     assert_eq!(k1, own, "the target's concurrent write survives");
@@ -709,9 +719,12 @@ async fn a_transfer_outlasts_the_request_timeout_while_our_disk_is_slow() {
         }
     });
     let started = Instant::now();
-    let merged = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, Vec::new(), rx))
-        .await
-        .unwrap();
+    let merged = bounded(
+        "push",
+        push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, Vec::new(), rx),
+    )
+    .await
+    .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1200));
     assert_eq!(merged, 20);
     producer.await.unwrap();
@@ -726,9 +739,12 @@ async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
     let source = populated_source().await;
     let started = Instant::now();
     let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
-    let error = bounded("push", push_partition(&peers, &NodeId::new("silent"), &address, P, TransferKind::Move, Vec::new(), scan))
-        .await
-        .unwrap_err();
+    let error = bounded(
+        "push",
+        push_partition(&peers, &NodeId::new("silent"), &address, P, TransferKind::Move, Vec::new(), scan),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
@@ -743,9 +759,12 @@ async fn a_scan_error_cancels_the_transfer() {
     tx.send(Ok((key("before"), object))).await.unwrap();
     tx.send(Err(StorageError::Corrupt("bad record".into()))).await.unwrap();
     // The sender stays open: only the error may end this transfer.
-    let error = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, Vec::new(), rx))
-        .await
-        .unwrap_err();
+    let error = bounded(
+        "push",
+        push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, Vec::new(), rx),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, ReplicaError::Storage(StorageError::Corrupt(_))), "{error:?}");
     drop(tx);
 }
@@ -781,15 +800,18 @@ async fn reap_records_move_with_the_partition_and_stale_copies_stay_dead_there()
     assert_eq!(reaped.len(), 2);
     let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
     let node = NodeId::new("target");
-    let merged =
-        bounded("push", push_partition(&peers(1000, 2000), &node, &server.address, P, TransferKind::Move, reaped, scan))
-            .await
-            .unwrap();
+    let merged = bounded(
+        "push",
+        push_partition(&peers(1000, 2000), &node, &server.address, P, TransferKind::Move, reaped, scan),
+    )
+    .await
+    .unwrap();
     assert_eq!(merged, 998, "objects only: the two reaped keys travel as records");
     let target = &server.replica;
     assert_eq!(target.store().reaped(P, &gone).unwrap(), source.store().reaped(P, &gone).unwrap());
     let late_there = target.get(P, late.clone()).await.unwrap();
-    assert!(late_there.is_tombstone(), "the record deleted the copy it covered: {late_there:?}");
+    assert!(late_there.is_empty(), "the record deleted the copy it covered: {late_there:?}");
+    assert!(target.store().reaped(P, &late).unwrap().is_some());
 
     // A replica that missed the delete comes back and repairs the new
     // holder with its pre-delete copy: it stays deleted there.
@@ -1016,9 +1038,12 @@ async fn a_call_meant_for_another_node_is_refused_and_counted() {
     let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(1);
     tx.send(Ok((k.clone(), object))).await.unwrap();
     drop(tx);
-    let error = bounded("push", push_partition(&peers(1000, 5000), &old, &server.address, P, TransferKind::Move, Vec::new(), rx))
-        .await
-        .unwrap_err();
+    let error = bounded(
+        "push",
+        push_partition(&peers(1000, 5000), &old, &server.address, P, TransferKind::Move, Vec::new(), rx),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
 
     assert!(server.replica.get(P, k).await.unwrap().is_empty(), "nothing was stored for the old node");

@@ -196,6 +196,15 @@ fn reap_removes_the_object_and_keeps_its_record(s: &dyn Store) {
     assert_eq!(s.reaped_in(7).unwrap(), vec![(other.clone(), new.clone())]);
     assert_eq!(s.reaped_in(6).unwrap(), vec![]);
     s.remove_reaped(5, &third).unwrap();
+    // A history record beside a live object: the object stays.
+    s.put(5, &third, &object(&["c"])).unwrap();
+    s.put_reaped(5, &third, &old).unwrap();
+    assert_eq!(s.get(5, &third).unwrap(), Some(object(&["c"])));
+    assert_eq!(s.reaped(5, &third).unwrap(), Some(old.clone()));
+    s.put_reaped(5, &third, &new).unwrap();
+    assert_eq!(s.reaped(5, &third).unwrap(), Some(new.clone()));
+    s.remove_reaped(5, &third).unwrap();
+    s.remove(5, &third).unwrap();
     s.remove_reaped(5, &k).unwrap();
     s.remove_reaped(5, &k).unwrap();
     assert_eq!(s.reaped(5, &k).unwrap(), None);

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
-use crate::core::vclock::VersionVector;
+use crate::core::vclock::{ActorId, VersionVector};
 use crate::replica::{CallContext, ReplicaError};
 
 /// Where to reach a node's gRPC server; the membership implements it.
@@ -78,6 +78,23 @@ pub trait ReplicaClient: Send + Sync + 'static {
         call: CallContext,
     ) -> Result<bool, ReplicaError> {
         let _ = (node, partition, key, clock, call);
+        Ok(false)
+    }
+
+    /// Has `node` move the entries of `actors` from `key`'s clock into its
+    /// history record if its clock is still exactly `clock`
+    /// (`Replica::prune`); true if it did, or had. A client that cannot
+    /// carry it never prunes.
+    async fn prune(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        actors: &[ActorId],
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let _ = (node, partition, key, clock, actors, call);
         Ok(false)
     }
 }

@@ -26,17 +26,17 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            // Onto the reaped tombstone if the key was reaped (`replica::reap`).
-            let (current, base) = this.base(partition, &key)?;
-            let merged = base.merge(&incoming);
-            let changed = (merged != base).then_some(&merged);
+            // Onto the key's history if it has one (`replica::reap`).
+            let base = this.base(partition, &key)?;
+            let merged = base.to_store(&base.effective.merge(&incoming));
+            let changed = (merged != base.stored).then_some(&merged);
             this.store.put_hinted(partition, &key, changed, &target)?;
             // Anti-entropy's tree of the partition must see every stored
             // change, or its next XOR update would start from a wrong base.
             if changed.is_none() {
-                return Ok(current);
+                return Ok(base.stored);
             }
-            this.observe(partition, &key, &current, &merged);
+            this.observe(partition, &key, &base.stored, &merged);
             Ok(merged)
         })
         .await

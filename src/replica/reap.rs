@@ -28,7 +28,7 @@
 //! actor. After the retention, a copy older than the delete can come back
 //! if some node still holds one: a node that was away longer than the
 //! retention must be wiped or force-removed, not brought back (README,
-//! "Tombstones"), like Cassandra's gc_grace_seconds.
+//! "Tombstones and clock hygiene"), like Cassandra's gc_grace_seconds.
 //!
 //! Records are part of a partition's state: a partition transfer (a move
 //! to new holders, the sweep after a ring change) ships them before the
@@ -42,24 +42,46 @@ use super::{Replica, ReplicaError};
 use crate::core::key::ObjectKey;
 use crate::core::object::Object;
 use crate::core::ring::Partition;
-use crate::core::vclock::VersionVector;
-use crate::storage::{Reaped, StorageError};
+use crate::core::vclock::{ActorId, VersionVector};
 #[cfg(doc)]
 use crate::storage::Store;
+use crate::storage::{Reaped, StorageError};
+
+/// What a write onto a key starts from (read under the key's lock).
+pub(super) struct Base {
+    /// What is stored (empty when the key is absent).
+    pub stored: Object,
+    /// The key's effective state, every write's starting point: the stored
+    /// object with the key's history record put back into its clock (the
+    /// reaped tombstone itself when the key is absent).
+    pub effective: Object,
+    /// The key's record, if one is kept.
+    pub history: Option<Reaped>,
+}
+
+impl Base {
+    /// What to store for `merged` (a state built on `effective`): without
+    /// the entries the record holds, so that a pruned clock stays pruned.
+    pub fn to_store(&self, merged: &Object) -> Object {
+        match &self.history {
+            Some(history) => merged.without_history(&history.clock),
+            None => merged.clone(),
+        }
+    }
+}
 
 impl Replica {
     /// What a write onto `key` starts from, under the key's lock: the stored
-    /// object, else the reaped tombstone if a reap record is kept, else
-    /// nothing. Returns (what is stored, the base to merge onto).
-    pub(super) fn base(&self, partition: Partition, key: &ObjectKey) -> Result<(Object, Object), StorageError> {
-        if let Some(stored) = self.store.get(partition, key)? {
-            return Ok((stored.clone(), stored));
-        }
-        let base = match self.store.reaped(partition, key)? {
-            Some(reaped) => Object::tombstone(reaped.clock),
-            None => Object::new(),
+    /// object with the key's record (reaped tombstone or pruned clock
+    /// entries) put back, so that a stale copy the record covers is dropped.
+    pub(super) fn base(&self, partition: Partition, key: &ObjectKey) -> Result<Base, StorageError> {
+        let stored = self.store.get(partition, key)?.unwrap_or_default();
+        let history = self.store.reaped(partition, key)?;
+        let effective = match &history {
+            Some(history) => stored.with_history(&history.clock),
+            None => stored.clone(),
         };
-        Ok((Object::new(), base))
+        Ok(Base { stored, effective, history })
     }
 
     /// Removes `key` if it still holds exactly the tombstone with `clock`,
@@ -76,8 +98,9 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
+            let history = this.store.reaped(partition, &key)?;
             let Some(current) = this.store.get(partition, &key)? else {
-                return Ok(this.store.reaped(partition, &key)?.is_some_and(|r| r.clock == clock));
+                return Ok(history.is_some_and(|r| r.clock.descends(&clock)));
             };
             if !current.is_tombstone()
                 || current.clock() != &clock
@@ -85,6 +108,9 @@ impl Replica {
             {
                 return Ok(false);
             }
+            // The record keeps what the key's history held (pruned entries)
+            // too: the whole effective clock of the tombstone.
+            let clock = history.map_or(clock.clone(), |h| h.clock.merged(&clock));
             let reaped = Reaped { clock, reaped_at_ms: this.env.now_ms() };
             this.store.reap(partition, &key, &reaped)?;
             this.observe(partition, &key, &current, &Object::new());
@@ -110,30 +136,89 @@ impl Replica {
             let mut changed = 0;
             for (key, incoming) in records {
                 let _guard = this.stripe(&key).lock().expect("key lock");
-                if let Some(stored) = this.store.get(partition, &key)? {
-                    let merged = stored.merge(&Object::tombstone(incoming.clock));
-                    if merged != stored {
-                        this.store.put(partition, &key, &merged)?;
-                        this.observe(partition, &key, &stored, &merged);
-                        changed += 1;
-                    }
-                    continue;
-                }
-                let kept = this.store.reaped(partition, &key)?;
-                let record = match &kept {
+                let base = this.base(partition, &key)?;
+                let record = match &base.history {
                     Some(kept) => Reaped {
                         clock: kept.clock.clone().merged(&incoming.clock),
                         reaped_at_ms: kept.reaped_at_ms.max(incoming.reaped_at_ms),
                     },
                     None => incoming,
                 };
-                if kept.as_ref() != Some(&record) {
-                    // The key is absent: `Store::reap` only adds the record.
-                    this.store.reap(partition, &key, &record)?;
-                    changed += 1;
+                if base.history.as_ref() == Some(&record) {
+                    continue;
                 }
+                // What the record covers leaves the object (a value the
+                // delete superseded, entries pruned elsewhere).
+                let effective = base.effective.with_history(&record.clock);
+                let object = effective.without_history(&record.clock);
+                this.store_with_history(partition, &key, &base.stored, &object, &record)?;
+                changed += 1;
             }
             Ok(changed)
+        })
+        .await
+    }
+
+    /// Stores `record` for `key`, then `object` (`stored` before): the record
+    /// first, so that a crash between the two leaves the old object with
+    /// the new record, whose effective state is the same.
+    fn store_with_history(
+        &self,
+        partition: Partition,
+        key: &ObjectKey,
+        stored: &Object,
+        object: &Object,
+        record: &Reaped,
+    ) -> Result<(), StorageError> {
+        if object.is_empty() {
+            self.store.reap(partition, key, record)?;
+        } else {
+            self.store.put_reaped(partition, key, record)?;
+            if object != stored {
+                self.store.put(partition, key, object)?;
+            }
+        }
+        if object != stored {
+            self.observe(partition, key, stored, object);
+        }
+        Ok(())
+    }
+
+    /// Prunes `key`'s clock (clock hygiene, `services::reaper`): moves the
+    /// entries of `actors` from the stored clock into the key's history
+    /// record, if the stored clock is still exactly `expected`, none of
+    /// them dots a sibling, and no hint is pending for the key. True if
+    /// pruned, or pruned already (the clock is `expected` without those
+    /// entries and the history holds them: a repeated call). Every merge
+    /// and write starts from object and history together ([`Replica::base`]),
+    /// so a stale copy the removed entries covered is still dropped.
+    pub async fn prune(
+        self: &Arc<Self>,
+        partition: Partition,
+        key: ObjectKey,
+        expected: VersionVector,
+        actors: Vec<ActorId>,
+    ) -> Result<bool, ReplicaError> {
+        let this = Arc::clone(self);
+        self.write(move || {
+            let _guard = this.stripe(&key).lock().expect("key lock");
+            let base = this.base(partition, &key)?;
+            if base.stored.is_empty() || actors.is_empty() {
+                return Ok(false);
+            }
+            let history = base.history.as_ref().map(|h| h.clock.clone()).unwrap_or_default();
+            if base.stored.clock() != &expected {
+                let rest = VersionVector::from_entries(expected.iter().filter(|(a, _)| !actors.contains(a)));
+                let done = base.stored.clock() == &rest && actors.iter().all(|&a| history.get(a) >= expected.get(a));
+                return Ok(done);
+            }
+            if !this.store.hints_for(partition, &key)?.is_empty() {
+                return Ok(false);
+            }
+            let Some((pruned, removed)) = base.stored.pruned(&actors) else { return Ok(false) };
+            let record = Reaped { clock: history.merged(&removed), reaped_at_ms: this.env.now_ms() };
+            this.store_with_history(partition, &key, &base.stored, &pruned, &record)?;
+            Ok(true)
         })
         .await
     }
@@ -250,7 +335,11 @@ mod tests {
         assert!(a.reap(P, key(), tomb.clock().clone()).await.unwrap());
         let stored = a.merge(P, key(), concurrent).await.unwrap();
         assert_eq!(values(&stored), BTreeSet::from(["v2".to_owned()]));
-        assert!(stored.clock().covers(v1.siblings()[0].dot));
+        // The old clock stays in the key's record beside v2, not in v2's
+        // clock: v1 arriving late is still dropped.
+        let history = a.store().reaped(P, &key()).unwrap().unwrap();
+        assert!(stored.with_history(&history.clock).clock().covers(v1.siblings()[0].dot));
+        assert_eq!(a.merge(P, key(), v1).await.unwrap(), stored);
     }
 
     #[tokio::test]
@@ -286,11 +375,122 @@ mod tests {
         let joined = b.store().reaped(P, &key()).unwrap().unwrap();
         assert_eq!(joined.clock, record.clock.clone().merged(&other.clock));
         assert_eq!(joined.reaped_at_ms, other.reaped_at_ms);
-        // A key held live: the reaped tombstone is merged into its object.
+        // A key held live with the value the delete covered: it goes, the
+        // record stays, as if this replica had reaped it.
         let c = replica();
         c.merge(P, key(), v1.clone()).await.unwrap();
         assert_eq!(c.merge_reaped(P, vec![(key(), record.clone())]).await.unwrap(), 1);
-        assert_eq!(c.store().get(P, &key()).unwrap(), Some(Object::tombstone(record.clock)));
+        assert_eq!(c.store().get(P, &key()).unwrap(), None);
+        assert_eq!(c.store().reaped(P, &key()).unwrap(), Some(record));
+    }
+
+    /// Three replicas of a key whose clock went through `actors` (each a
+    /// coordinator run that wrote once), all holding the same object, and
+    /// the stale copy of the first value.
+    async fn grown(actors: usize) -> (Vec<Arc<Replica>>, Object, Object) {
+        let replicas: Vec<_> = (0..actors + 1).map(|_| replica()).collect();
+        let mut object = Object::new();
+        let mut stale = Object::new();
+        for (i, r) in replicas[..actors].iter().enumerate() {
+            r.merge(P, key(), object.clone()).await.unwrap();
+            object = r.coordinate(P, key(), object.clock().clone(), put(&format!("v{i}"))).await.unwrap();
+            if i == 0 {
+                stale = object.clone();
+            }
+        }
+        let holders: Vec<_> = (0..3).map(|_| replica()).collect();
+        for h in &holders {
+            h.merge(P, key(), object.clone()).await.unwrap();
+        }
+        (holders, object, stale)
+    }
+
+    fn oldest(object: &Object, keep: usize) -> Vec<ActorId> {
+        let mut entries: Vec<_> =
+            object.clock().iter().filter(|(a, _)| object.siblings().iter().all(|s| s.dot.actor != *a)).collect();
+        entries.sort_by_key(|&(a, n)| (n, a));
+        entries.iter().take(object.clock().len().saturating_sub(keep)).map(|&(a, _)| a).collect()
+    }
+
+    #[tokio::test]
+    async fn a_pruned_key_drops_stale_copies_on_every_path_and_takes_old_contexts() {
+        let (holders, object, stale) = grown(12).await;
+        assert_eq!(object.clock().len(), 12);
+        let drop = oldest(&object, 4);
+        assert_eq!(drop.len(), 8);
+        for h in &holders {
+            assert!(h.prune(P, key(), object.clock().clone(), drop.clone()).await.unwrap());
+            // A repeated call: pruned already.
+            assert!(h.prune(P, key(), object.clock().clone(), drop.clone()).await.unwrap());
+        }
+        let pruned = holders[0].get(P, key()).await.unwrap();
+        assert_eq!(pruned.clock().len(), 4);
+        assert_eq!(pruned.siblings(), object.siblings());
+        // The stale first value, by read repair, transfer, hint: dropped,
+        // never a sibling.
+        let a = &holders[0];
+        assert_eq!(a.merge(P, key(), stale.clone()).await.unwrap(), pruned);
+        assert_eq!(a.merge_many(P, vec![(key(), stale.clone())]).await.unwrap(), 0);
+        assert_eq!(a.merge_hinted(P, key(), stale.clone(), NodeId::new("n9")).await.unwrap(), pruned);
+        // The unpruned object itself changes nothing either.
+        assert_eq!(a.merge(P, key(), object.clone()).await.unwrap(), pruned);
+        // A client PUT with the old (unpruned) context supersedes, and the
+        // clock stays pruned.
+        let b = &holders[1];
+        let next = b.coordinate(P, key(), object.clock().clone(), put("next")).await.unwrap();
+        assert_eq!(values(&next), BTreeSet::from(["next".to_owned()]));
+        assert!(next.clock().len() <= 5, "{:?}", next.clock());
+        // ...and so does one with the pruned context; the new value reaches
+        // a replica that still held the stale one as a sibling-free win.
+        let c = &holders[2];
+        let later = c.coordinate(P, key(), pruned.clock().clone(), put("later")).await.unwrap();
+        assert_eq!(values(&later), BTreeSet::from(["later".to_owned()]));
+        let on_a = a.merge(P, key(), later.clone()).await.unwrap();
+        let on_a = a.merge(P, key(), next.clone()).await.unwrap_or(on_a);
+        assert_eq!(values(&on_a), BTreeSet::from(["later".to_owned(), "next".to_owned()]), "two concurrent writes");
+        assert_eq!(a.merge(P, key(), stale).await.unwrap(), on_a);
+    }
+
+    #[tokio::test]
+    async fn a_prune_is_refused_for_another_clock_a_sibling_dot_or_a_pending_hint() {
+        let (holders, object, _) = grown(6).await;
+        let a = &holders[0];
+        let sibling_actor = object.siblings()[0].dot.actor;
+        assert!(!a.prune(P, key(), object.clock().clone(), vec![sibling_actor]).await.unwrap());
+        let drop = oldest(&object, 2);
+        let other = object.clock().clone().merged(&VersionVector::from_entries([(7, 1)]));
+        assert!(!a.prune(P, key(), other, drop.clone()).await.unwrap());
+        a.store().put_hinted(P, &key(), None, &NodeId::new("n9")).unwrap();
+        assert!(!a.prune(P, key(), object.clock().clone(), drop.clone()).await.unwrap());
+        assert_eq!(a.get(P, key()).await.unwrap(), object);
+        assert!(!a.prune(P, ObjectKey::in_default_bucket("none"), object.clock().clone(), drop).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_pruned_key_moves_with_its_history_and_is_reaped_whole() {
+        let (holders, object, stale) = grown(6).await;
+        let drop = oldest(&object, 2);
+        let a = &holders[0];
+        assert!(a.prune(P, key(), object.clock().clone(), drop).await.unwrap());
+        // A transfer to a new holder: its records, then its objects.
+        let new = replica();
+        new.merge_reaped(P, a.store().reaped_in(P).unwrap()).await.unwrap();
+        new.merge_many(P, vec![(key(), a.get(P, key()).await.unwrap())]).await.unwrap();
+        assert_eq!(new.get(P, key()).await.unwrap(), a.get(P, key()).await.unwrap());
+        assert_eq!(new.merge(P, key(), stale.clone()).await.unwrap().clock().len(), 2);
+        // A new holder that already had the unpruned object: pruned too.
+        let had = replica();
+        had.merge(P, key(), object.clone()).await.unwrap();
+        had.merge_reaped(P, a.store().reaped_in(P).unwrap()).await.unwrap();
+        assert_eq!(had.get(P, key()).await.unwrap(), a.get(P, key()).await.unwrap());
+        // Deleted and reaped: the record holds the whole clock.
+        let pruned = a.get(P, key()).await.unwrap();
+        let tomb = a.coordinate(P, key(), pruned.clock().clone(), Mutation::Delete).await.unwrap();
+        assert!(a.reap(P, key(), tomb.clock().clone()).await.unwrap());
+        assert!(a.reap(P, key(), tomb.clock().clone()).await.unwrap(), "repeated: reaped already");
+        for old in [&stale, &object, &pruned] {
+            assert!(a.merge(P, key(), old.clone()).await.unwrap().is_empty());
+        }
     }
 
     #[tokio::test]

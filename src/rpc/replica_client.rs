@@ -30,7 +30,7 @@ use crate::coordinator::{AddressBook, ReplicaClient};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
-use crate::core::vclock::VersionVector;
+use crate::core::vclock::{ActorId, VersionVector};
 use crate::env::Env;
 use crate::error::ErrorCode;
 use crate::replica::{CallContext, Replica, ReplicaError};
@@ -148,6 +148,7 @@ fn call_len(call: &Call) -> usize {
         Call::Coordinate(m) => m.encoded_len(),
         Call::Merge(m) => m.encoded_len(),
         Call::Reap(m) => m.encoded_len(),
+        Call::Prune(m) => m.encoded_len(),
     }
 }
 
@@ -188,6 +189,7 @@ async fn unary(
             }
             Call::Merge(m) => CallResult::Merge(client.merge(request(m, request_timeout)).await?.into_inner()),
             Call::Reap(m) => CallResult::Reap(client.reap(request(m, request_timeout)).await?.into_inner()),
+            Call::Prune(m) => CallResult::Prune(client.prune(request(m, request_timeout)).await?.into_inner()),
         })
     };
     match tokio::time::timeout(deadline, exchange).await {
@@ -292,6 +294,28 @@ impl ReplicaClient for GrpcReplicaClient {
         match self.call(node, "Replica/Reap", Call::Reap(message), call).await? {
             CallResult::Reap(response) => Ok(response.reaped),
             _ => Err(unexpected(node, "Replica/Reap")),
+        }
+    }
+
+    async fn prune(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        actors: &[ActorId],
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let message = pb::PruneRequest {
+            partition,
+            key: Some(key_to_pb(key)),
+            clock: clock_to_pb(clock),
+            actors: actors.to_vec(),
+            caller: Some(caller(&call, self.env.now_ms())),
+        };
+        match self.call(node, "Replica/Prune", Call::Prune(message), call).await? {
+            CallResult::Prune(response) => Ok(response.pruned),
+            _ => Err(unexpected(node, "Replica/Prune")),
         }
     }
 }
@@ -412,6 +436,21 @@ impl ReplicaClient for RoutedReplicas {
         match self.local(node) {
             Some(replica) => replica.reap(partition, key.clone(), clock.clone()).await,
             None => self.remote.reap(node, partition, key, clock, call).await,
+        }
+    }
+
+    async fn prune(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        actors: &[ActorId],
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        match self.local(node) {
+            Some(replica) => replica.prune(partition, key.clone(), clock.clone(), actors.to_vec()).await,
+            None => self.remote.prune(node, partition, key, clock, actors, call).await,
         }
     }
 }

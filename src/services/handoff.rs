@@ -43,9 +43,9 @@ use crate::core::object::Object;
 use crate::core::ring::Partition;
 use crate::membership::Membership;
 use crate::replica::Replica;
-use crate::storage::Reaped;
 use crate::rpc::peers::Peers;
 use crate::rpc::transfer::{TransferKind, push_partition, spawn_scan};
+use crate::storage::Reaped;
 use crate::telemetry::metrics;
 
 /// Objects the sweep holds in memory at once (one batch of a partition).
@@ -120,7 +120,13 @@ impl HandoffWorker {
     async fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, HandoffError> {
         let store = Arc::clone(self.replica.store());
         let read = move || store.reaped_in(partition);
-        self.replica.env().blocking.run(read).await.map_err(|e| HandoffError(e.to_string()))?.map_err(|e| HandoffError(e.to_string()))
+        self.replica
+            .env()
+            .blocking
+            .run(read)
+            .await
+            .map_err(|e| HandoffError(e.to_string()))?
+            .map_err(|e| HandoffError(e.to_string()))
     }
 
     /// Streams `partition` (its reap records, then its objects) to each of

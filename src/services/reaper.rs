@@ -42,6 +42,26 @@
 //! merge the write onto their record (causality kept), and the next pass
 //! finds no tombstone to reap.
 //!
+//! Clock hygiene, on the same pass. A live key whose clock has more than
+//! `--max-clock-entries` entries (actors are per node run and partition,
+//! so clocks grow with every restart of a coordinator) is pruned: the
+//! entries of actors that dot no current sibling, smallest counter first,
+//! down to the limit, move from the clock into the key's history record,
+//! the record a reap leaves (`replica::reap`). Pruning is reaping of clock
+//! entries: every merge and write starts from object and history
+//! together, so a stale copy the removed entries covered is dropped as
+//! after a reap, never kept as a sibling of the newer value. As for a reap,
+//! every primary must be up and hold exactly the same object (or hold it
+//! pruned already, from an earlier pass whose call was lost); each is sent
+//! `Replica/Prune(key, that clock, the actors)`, which applies it under the
+//! key's lock only if the stored clock is still that one and no hint is
+//! pending for the key; the others first, this node last. An actor that is
+//! still some primary's current one may be pruned: its next write takes
+//! its counter from the history (no dot is issued twice) and puts the
+//! entry back, so a clock holds at most the limit plus the writers since
+//! the last pass. History records expire after the same retention as reap
+//! records.
+//!
 //! Pacing: one partition per `work` call, a yield between partitions, one
 //! key at a time, and a rest of [`pass_interval`] between passes over all
 //! partitions. Reap records past the retention (`--reaped-retention-ms`)
@@ -60,7 +80,7 @@ use crate::coordinator::{ReplicaClient, Topology};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
-use crate::core::vclock::VersionVector;
+use crate::core::vclock::{ActorId, VersionVector};
 use crate::replica::{CallContext, Replica, ReplicaError};
 use crate::telemetry::metrics;
 
@@ -68,21 +88,28 @@ use crate::telemetry::metrics;
 pub const TRACKED_PER_PARTITION: usize = 10_000;
 /// Reap records expired per store call.
 const EXPIRE_PAGE: usize = 1024;
+/// Keys of one partition pruned per pass at most; the rest wait for the next.
+pub const PRUNED_PER_PASS: usize = 1000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// How old a tombstone must be; zero never reaps (no worker runs).
+    /// How old a tombstone must be; zero never reaps.
     pub grace: Duration,
-    /// How long reap records are kept.
+    /// How long reap records (and history records) are kept.
     pub retention: Duration,
+    /// Clocks with more entries are pruned down to this; zero never prunes.
+    pub max_clock_entries: usize,
     /// How long one replica call may take.
     pub timeout: Duration,
 }
 
 /// How long the worker rests between passes: a quarter of the grace, so a
 /// tombstone is reaped within about 1.25 graces, between 100 ms (tests) and
-/// a minute.
+/// a minute; a minute when it only prunes.
 pub fn pass_interval(grace: Duration) -> Duration {
+    if grace.is_zero() {
+        return Duration::from_secs(60);
+    }
     (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
 
@@ -92,6 +119,8 @@ pub struct Reaper {
     keys_reaped: AtomicU64,
     waiting: AtomicU64,
     records_expired: AtomicU64,
+    keys_pruned: AtomicU64,
+    entries_pruned: AtomicU64,
 }
 
 /// What `/admin/status` shows of the reaper.
@@ -102,8 +131,12 @@ pub struct Status {
     /// Tombstones of this node's partitions still within their grace, as
     /// of the last scan of each.
     pub tombstones_waiting: u64,
-    /// Reap records dropped after the retention.
+    /// Reap and history records dropped after the retention.
     pub records_expired: u64,
+    /// Keys whose clock this node pruned on every primary.
+    pub keys_pruned: u64,
+    /// Clock entries those prunes moved into history records.
+    pub clock_entries_pruned: u64,
 }
 
 impl Reaper {
@@ -112,6 +145,8 @@ impl Reaper {
             keys_reaped: self.keys_reaped.load(Ordering::Relaxed),
             tombstones_waiting: self.waiting.load(Ordering::Relaxed),
             records_expired: self.records_expired.load(Ordering::Relaxed),
+            keys_pruned: self.keys_pruned.load(Ordering::Relaxed),
+            clock_entries_pruned: self.entries_pruned.load(Ordering::Relaxed),
         }
     }
 }
@@ -166,18 +201,25 @@ impl ReaperWorker {
     }
 
     /// The tombstones of `partition` (at most [`TRACKED_PER_PARTITION`]),
-    /// read on the blocking pool.
-    async fn tombstones(&self, partition: Partition) -> Result<Vec<(ObjectKey, VersionVector)>, ReapError> {
+    /// and its live keys whose clock is above the limit (at most
+    /// [`PRUNED_PER_PASS`]), read on the blocking pool.
+    async fn tombstones(&self, partition: Partition) -> Result<Scanned, ReapError> {
         let store = Arc::clone(self.replica.store());
-        let scan = move || -> Result<Vec<(ObjectKey, VersionVector)>, crate::storage::StorageError> {
-            let mut out = Vec::new();
+        let reap = !self.settings.grace.is_zero();
+        let limit = self.settings.max_clock_entries;
+        let scan = move || -> Result<Scanned, crate::storage::StorageError> {
+            let mut out = Scanned::default();
             for row in store.scan_partition(partition)? {
                 let (key, object) = row?;
                 if object.is_tombstone() {
-                    out.push((key, object.clock().clone()));
-                    if out.len() == TRACKED_PER_PARTITION {
-                        break;
+                    if reap && out.tombstones.len() < TRACKED_PER_PARTITION {
+                        out.tombstones.push((key, object.clock().clone()));
                     }
+                } else if limit > 0 && object.clock().len() > limit && out.grown.len() < PRUNED_PER_PASS {
+                    out.grown.push((key, object));
+                }
+                if out.tombstones.len() == TRACKED_PER_PARTITION && out.grown.len() == PRUNED_PER_PASS {
+                    break;
                 }
             }
             Ok(out)
@@ -186,15 +228,35 @@ impl ReaperWorker {
         env.blocking.run(scan).await.map_err(|e| ReapError::Scan(e.to_string()))?.map_err(ReapError::from)
     }
 
-    /// One partition: track its tombstones' ages, reap the old enough ones.
-    /// Returns how many keys were reaped.
+    /// One partition: track its tombstones' ages, reap the old enough ones,
+    /// prune the clocks above the limit. Returns how many keys were reaped.
     async fn partition(&mut self, partition: Partition) -> Result<u64, ReapError> {
         let Some(primaries) = self.primaries(partition) else {
             self.seen.remove(&partition);
             return Ok(0);
         };
         let now = self.replica.env().now_ms();
-        let found = self.tombstones(partition).await?;
+        let Scanned { tombstones: found, grown } = self.tombstones(partition).await?;
+        let (mut keys_pruned, mut entries_pruned) = (0, 0);
+        for (key, object) in grown {
+            if !primaries.iter().all(|p| self.topology.is_up(p)) {
+                break;
+            }
+            match self.prune(partition, &key, &object, &primaries).await {
+                Ok(0) => {}
+                Ok(entries) => {
+                    keys_pruned += 1;
+                    entries_pruned += entries;
+                }
+                Err(e) => tracing::debug!(partition, error = %e, "clock not pruned; will retry"),
+            }
+        }
+        if keys_pruned > 0 {
+            self.reaper.keys_pruned.fetch_add(keys_pruned, Ordering::Relaxed);
+            self.reaper.entries_pruned.fetch_add(entries_pruned, Ordering::Relaxed);
+            metrics::clock_entries_pruned(entries_pruned);
+            tracing::info!(partition, keys = keys_pruned, entries = entries_pruned, "clocks pruned");
+        }
         let before = self.seen.remove(&partition).unwrap_or_default();
         let mut tracked = HashMap::with_capacity(found.len());
         let grace_ms = self.settings.grace.as_millis() as u64;
@@ -256,6 +318,38 @@ impl ReaperWorker {
         Ok(self.replicas.reap(me, partition, key, clock, call()).await?)
     }
 
+    /// Prunes `key`'s clock (`object` as this node holds it) on every
+    /// primary if each holds that very object, or holds it pruned already;
+    /// returns how many entries went (0: not pruned). This node (the first
+    /// of `primaries`) prunes last.
+    async fn prune(
+        &self,
+        partition: Partition,
+        key: &ObjectKey,
+        object: &Object,
+        primaries: &[NodeId],
+    ) -> Result<u64, ReapError> {
+        let actors = prunable(object, self.settings.max_clock_entries);
+        let Some((pruned, _)) = object.pruned(&actors) else { return Ok(0) };
+        if actors.is_empty() {
+            return Ok(0);
+        }
+        let call = || CallContext::until(Instant::now() + self.settings.timeout);
+        for node in primaries {
+            let copy = self.replicas.get(node, partition, key, call()).await?;
+            if &copy != object && copy != pruned {
+                return Ok(0);
+            }
+        }
+        let (me, others) = primaries.split_first().expect("a partition has primaries");
+        for node in others.iter().chain([me]) {
+            if !self.replicas.prune(node, partition, key, object.clock(), &actors, call()).await? {
+                return Ok(0);
+            }
+        }
+        Ok(actors.len() as u64)
+    }
+
     async fn expire(&self) -> Result<(), ReapError> {
         let now = self.replica.env().now_ms();
         let before = now.saturating_sub(self.settings.retention.as_millis() as u64);
@@ -268,6 +362,31 @@ impl ReaperWorker {
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// What a partition scan found.
+#[derive(Default)]
+struct Scanned {
+    /// Tombstones and their clocks.
+    tombstones: Vec<(ObjectKey, VersionVector)>,
+    /// Live keys whose clock is above the limit.
+    grown: Vec<(ObjectKey, Object)>,
+}
+
+/// The actors to prune from `object`'s clock to bring it down to `limit`
+/// entries: those that dot no sibling (a sibling's dot stays covered by
+/// the object's own clock), smallest counter first (the oldest writes,
+/// most likely of runs that ended). Fewer when siblings hold more.
+pub fn prunable(object: &Object, limit: usize) -> Vec<ActorId> {
+    let excess = object.clock().len().saturating_sub(limit);
+    let mut candidates: Vec<(u64, ActorId)> = object
+        .clock()
+        .iter()
+        .filter(|&(actor, _)| object.siblings().iter().all(|s| s.dot.actor != actor))
+        .map(|(actor, counter)| (counter, actor))
+        .collect();
+    candidates.sort_unstable();
+    candidates.into_iter().take(excess).map(|(_, actor)| actor).collect()
 }
 
 #[async_trait]
@@ -353,7 +472,14 @@ mod tests {
             self.replicas[n].coordinate(p, k.clone(), context.clone(), mutation.clone()).await
         }
 
-        async fn merge(&self, n: &NodeId, p: Partition, k: &ObjectKey, o: &Object, _: CallContext) -> Result<(), ReplicaError> {
+        async fn merge(
+            &self,
+            n: &NodeId,
+            p: Partition,
+            k: &ObjectKey,
+            o: &Object,
+            _: CallContext,
+        ) -> Result<(), ReplicaError> {
             self.replicas[n].merge(p, k.clone(), o.clone()).await.map(|_| ())
         }
 
@@ -393,6 +519,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pruning_takes_the_oldest_entries_that_dot_no_sibling_down_to_the_limit() {
+        let mut o = Object::new();
+        let put = |v: &str| {
+            Mutation::Put(Content { value: v.to_owned().into(), content_type: "t".into(), last_modified_ms: 0 })
+        };
+        // Actor 9 wrote three times, 5 twice, 7 and 8 once; 8 wrote last.
+        for actor in [9, 9, 5, 9, 5, 7, 8] {
+            let context = o.clock().clone();
+            o.update(actor, &context, put("v")).unwrap();
+        }
+        // A blind write by 7: two siblings, of 7 and 8.
+        o.update(7, &VersionVector::new(), put("w")).unwrap();
+        assert_eq!(o.clock().len(), 4);
+        assert_eq!(prunable(&o, 4), Vec::<ActorId>::new());
+        assert_eq!(prunable(&o, 3), vec![5]);
+        // Never 7 or 8: they dot the siblings, whatever the limit.
+        assert_eq!(prunable(&o, 0), vec![5, 9]);
+    }
+
     #[tokio::test]
     async fn a_reap_call_lost_midway_is_retried_until_every_primary_reaped() {
         let names = [node("a"), node("b"), node("c")];
@@ -414,7 +560,13 @@ mod tests {
             replicas[n].merge(P, key.clone(), tomb.clone()).await.unwrap();
         }
 
-        let settings = Settings { grace: Duration::ZERO, retention: Duration::from_secs(3600), timeout: Duration::from_secs(1) };
+        let settings = Settings {
+            // The shortest grace (zero turns reaping off): passes 2 ms apart.
+            grace: Duration::from_millis(1),
+            retention: Duration::from_secs(3600),
+            max_clock_entries: 0,
+            timeout: Duration::from_secs(1),
+        };
         let mut worker = ReaperWorker::new(
             Arc::default(),
             Arc::new(Fixed(view, node("a"))),
@@ -424,8 +576,10 @@ mod tests {
         );
         // The first pass loses its call to c; the next ones must finish the
         // job, though b has reaped already.
-        for _ in 0..3 {
+        for _ in 0..4 {
             let _ = worker.partition(P).await;
+            // Real time for the grace to pass (the replicas' clock is the wall clock).
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         for n in &names {
             let store = replicas[n].store();

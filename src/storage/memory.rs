@@ -137,6 +137,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn put_reaped(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        self.reaped.lock().expect("memory store lock").insert(encode_key(partition, key), encode_reaped(reaped));
+        Ok(())
+    }
+
     fn reaped(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
         let records = self.reaped.lock().expect("memory store lock");
         records.get(&encode_key(partition, key)).map(|raw| decode_reaped(raw)).transpose()

@@ -152,6 +152,13 @@ pub trait Store: Send + Sync + 'static {
         Err(StorageError::Io(format!("the {} store does not reap tombstones", self.engine())))
     }
 
+    /// Stores (replaces) the key's record and leaves its object alone: a
+    /// history record beside a live object (clock pruning), or a record a
+    /// transfer brought. Durable when it returns.
+    fn put_reaped(&self, _partition: Partition, _key: &ObjectKey, _reaped: &Reaped) -> Result<(), StorageError> {
+        Err(StorageError::Io(format!("the {} store does not reap tombstones", self.engine())))
+    }
+
     /// The record of a reaped tombstone of this key, if one is kept.
     fn reaped(&self, _partition: Partition, _key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
         Ok(None)

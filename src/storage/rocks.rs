@@ -335,6 +335,11 @@ impl Store for RocksStore {
         })
     }
 
+    fn put_reaped(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        let (raw, value) = (encode_key(partition, key), encode_reaped(reaped));
+        self.with_db(|db| db.put_cf_opt(cf(db, REAPED), raw, value, &self.write).map_err(map_err))
+    }
+
     fn reaped(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
         self.with_db(|db| {
             let raw = db.get_pinned_cf(cf(db, REAPED), encode_key(partition, key)).map_err(map_err)?;

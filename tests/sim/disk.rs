@@ -218,6 +218,12 @@ impl Store for SimStore {
         self.disk.live.reap(partition, key, reaped)
     }
 
+    fn put_reaped(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.remember_reaped(partition, key);
+        self.disk.live.put_reaped(partition, key, reaped)
+    }
+
     fn reaped(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
         self.check()?;
         self.disk.live.reaped(partition, key)

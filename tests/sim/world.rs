@@ -77,6 +77,9 @@ impl Cluster {
         // grace of a day would never reap).
         config.tombstone_grace = Duration::from_secs(3);
         config.reaped_retention = Duration::from_secs(3600);
+        // Clock hygiene under the same faults: restarts give clocks a new
+        // entry per node run, and a small limit prunes them often.
+        config.max_clock_entries = 3;
         Arc::new(Cluster {
             net,
             t0: Instant::now(),
