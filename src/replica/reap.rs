@@ -188,8 +188,7 @@ impl Replica {
     /// entries of `actors` from the stored clock into the key's history
     /// record, if the stored clock is still exactly `expected`, none of
     /// them dots a sibling, and no hint is pending for the key. True if
-    /// pruned, or pruned already (the clock is `expected` without those
-    /// entries and the history holds them: a repeated call). Every merge
+    /// pruned, or if none of them is in the clock. Every merge
     /// and write starts from object and history together ([`Replica::base`]),
     /// so a stale copy the removed entries covered is still dropped.
     pub async fn prune(
@@ -207,15 +206,14 @@ impl Replica {
                 return Ok(false);
             }
             let history = base.history.as_ref().map(|h| h.clock.clone()).unwrap_or_default();
-            if base.stored.clock() != &expected {
-                let rest = VersionVector::from_entries(expected.iter().filter(|(a, _)| !actors.contains(a)));
-                let done = base.stored.clock() == &rest && actors.iter().all(|&a| history.get(a) >= expected.get(a));
-                return Ok(done);
-            }
-            if !this.store.hints_for(partition, &key)?.is_empty() {
+            if base.stored.clock() != &expected || !this.store.hints_for(partition, &key)?.is_empty() {
                 return Ok(false);
             }
             let Some((pruned, removed)) = base.stored.pruned(&actors) else { return Ok(false) };
+            if removed.is_empty() {
+                // None of them is in this clock (pruned here already).
+                return Ok(true);
+            }
             let record = Reaped { clock: history.merged(&removed), reaped_at_ms: this.env.now_ms() };
             this.store_with_history(partition, &key, &base.stored, &pruned, &record)?;
             Ok(true)
@@ -420,8 +418,11 @@ mod tests {
         assert_eq!(drop.len(), 8);
         for h in &holders {
             assert!(h.prune(P, key(), object.clock().clone(), drop.clone()).await.unwrap());
-            // A repeated call: pruned already.
-            assert!(h.prune(P, key(), object.clock().clone(), drop.clone()).await.unwrap());
+            // A repeated call: the clock is not the expected one any more;
+            // with the pruned clock, nothing is left to move.
+            assert!(!h.prune(P, key(), object.clock().clone(), drop.clone()).await.unwrap());
+            let now = h.get(P, key()).await.unwrap();
+            assert!(h.prune(P, key(), now.clock().clone(), drop.clone()).await.unwrap());
         }
         let pruned = holders[0].get(P, key()).await.unwrap();
         assert_eq!(pruned.clock().len(), 4);

@@ -51,11 +51,12 @@
 //! entries: every merge and write starts from object and history
 //! together, so a stale copy the removed entries covered is dropped as
 //! after a reap, never kept as a sibling of the newer value. As for a reap,
-//! every primary must be up and hold exactly the same object (or hold it
-//! pruned already, from an earlier pass whose call was lost); each is sent
-//! `Replica/Prune(key, that clock, the actors)`, which applies it under the
-//! key's lock only if the stored clock is still that one and no hint is
-//! pending for the key; the others first, this node last. An actor that is
+//! every primary must be up and hold the same values (siblings; clocks may
+//! differ after a prune that reached some of them only, see
+//! [`actors_to_prune`]); each is sent `Replica/Prune(key, its own clock,
+//! the actors)`, which applies it under the key's lock only if the stored
+//! clock is still that one and no hint is pending for the key; the others
+//! first, this node last. An actor that is
 //! still some primary's current one may be pruned: its next write takes
 //! its counter from the history (no dot is issued twice) and puts the
 //! entry back, so a clock holds at most the limit plus the writers since
@@ -319,9 +320,15 @@ impl ReaperWorker {
     }
 
     /// Prunes `key`'s clock (`object` as this node holds it) on every
-    /// primary if each holds that very object, or holds it pruned already;
-    /// returns how many entries went (0: not pruned). This node (the first
-    /// of `primaries`) prunes last.
+    /// primary if each holds the same values; returns how many actors'
+    /// entries went (0: not pruned). Clocks may differ where an earlier
+    /// prune reached some primaries only (a lost call, a write stamped by
+    /// one that missed it): the actors are chosen on the union of the
+    /// copies' clocks, plus every actor whose entry differs between copies,
+    /// so that every primary ends with the same clock; each is told its own
+    /// clock as the expected one. This node (the first of `primaries`)
+    /// prunes last, so a call lost on the way leaves it above the limit and
+    /// the key is tried again next pass.
     async fn prune(
         &self,
         partition: Partition,
@@ -329,21 +336,24 @@ impl ReaperWorker {
         object: &Object,
         primaries: &[NodeId],
     ) -> Result<u64, ReapError> {
-        let actors = prunable(object, self.settings.max_clock_entries);
-        let Some((pruned, _)) = object.pruned(&actors) else { return Ok(0) };
+        let call = || CallContext::until(Instant::now() + self.settings.timeout);
+        let mut copies = Vec::with_capacity(primaries.len());
+        for node in primaries {
+            let copy = self.replicas.get(node, partition, key, call()).await?;
+            // Another value on some primary (a write in flight, a stale
+            // copy): a pruned clock sent there would not cover it.
+            if copy.siblings() != object.siblings() {
+                return Ok(0);
+            }
+            copies.push(copy);
+        }
+        let actors = actors_to_prune(&copies, self.settings.max_clock_entries);
         if actors.is_empty() {
             return Ok(0);
         }
-        let call = || CallContext::until(Instant::now() + self.settings.timeout);
-        for node in primaries {
-            let copy = self.replicas.get(node, partition, key, call()).await?;
-            if &copy != object && copy != pruned {
-                return Ok(0);
-            }
-        }
-        let (me, others) = primaries.split_first().expect("a partition has primaries");
-        for node in others.iter().chain([me]) {
-            if !self.replicas.prune(node, partition, key, object.clock(), &actors, call()).await? {
+        let order = (1..primaries.len()).chain([0]);
+        for i in order {
+            if !self.replicas.prune(&primaries[i], partition, key, copies[i].clock(), &actors, call()).await? {
                 return Ok(0);
             }
         }
@@ -387,6 +397,25 @@ pub fn prunable(object: &Object, limit: usize) -> Vec<ActorId> {
         .collect();
     candidates.sort_unstable();
     candidates.into_iter().take(excess).map(|(_, actor)| actor).collect()
+}
+
+/// What to prune from `copies` (the primaries' objects of one key, with
+/// the same siblings): down to `limit` entries of the union of their
+/// clocks ([`prunable`]), and every actor (dotting no sibling) whose entry
+/// differs between copies, so that every copy ends with the same clock.
+pub fn actors_to_prune(copies: &[Object], limit: usize) -> Vec<ActorId> {
+    let Some(first) = copies.first() else { return Vec::new() };
+    let union = copies.iter().fold(VersionVector::new(), |u, c| u.merged(c.clock()));
+    let Ok(joined) = Object::from_parts(union.clone(), first.siblings().to_vec()) else { return Vec::new() };
+    let mut actors = prunable(&joined, limit);
+    for (actor, counter) in union.iter() {
+        let differs = copies.iter().any(|c| c.clock().get(actor) != counter);
+        let dots = first.siblings().iter().any(|s| s.dot.actor == actor);
+        if differs && !dots && !actors.contains(&actor) {
+            actors.push(actor);
+        }
+    }
+    actors
 }
 
 #[async_trait]
@@ -537,6 +566,31 @@ mod tests {
         assert_eq!(prunable(&o, 3), vec![5]);
         // Never 7 or 8: they dot the siblings, whatever the limit.
         assert_eq!(prunable(&o, 0), vec![5, 9]);
+    }
+
+    #[test]
+    fn a_prune_that_reached_some_primaries_only_converges() {
+        let mut full = Object::new();
+        let put = |v: &str| {
+            Mutation::Put(Content { value: v.to_owned().into(), content_type: "t".into(), last_modified_ms: 0 })
+        };
+        for actor in [1, 2, 3, 4, 5] {
+            let context = full.clock().clone();
+            full.update(actor, &context, put("v")).unwrap();
+        }
+        // One primary pruned actors 1 and 2 earlier; the others missed it.
+        let (partly, _) = full.pruned(&[1, 2]).unwrap();
+        let copies = [full.clone(), partly.clone(), full.clone()];
+        let mut actors = actors_to_prune(&copies, 2);
+        actors.sort_unstable();
+        assert_eq!(actors, vec![1, 2, 3]);
+        let ends: Vec<_> = copies.iter().map(|c| c.pruned(&actors).unwrap().0).collect();
+        assert!(ends.iter().all(|e| e == &ends[0] && e.clock().len() == 2), "{ends:?}");
+        // Within the limit but apart: still brought together.
+        let (two, _) = full.pruned(&[1, 2, 3]).unwrap();
+        let (one, _) = full.pruned(&[1, 2]).unwrap();
+        assert_eq!(actors_to_prune(&[two.clone(), one], 5), vec![3]);
+        assert!(actors_to_prune(&[two.clone(), two], 5).is_empty());
     }
 
     #[tokio::test]
