@@ -28,6 +28,19 @@ pub trait ReplicaClient: Send + Sync + 'static {
         call: CallContext,
     ) -> Result<Object, ReplicaError>;
 
+    /// The node's effective object for `key`: its stored one with the key's
+    /// history record put back into the clock (`replica::reap`). A client
+    /// that cannot ask for it gets the stored object.
+    async fn get_with_history(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        self.get(node, partition, key, call).await
+    }
+
     /// Has `node` stamp a client write with a fresh dot; returns the new object.
     async fn coordinate(
         &self,

@@ -224,12 +224,17 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
-        let message =
-            pb::GetRequest { partition, key: Some(key_to_pb(key)), caller: Some(caller(&call, self.env.now_ms())) };
-        match self.call(node, "Replica/Get", Call::Get(message), call).await? {
-            CallResult::Get(response) => object_from_response(node, response.object),
-            _ => Err(unexpected(node, "Replica/Get")),
-        }
+        self.send_get(node, partition, key, false, call).await
+    }
+
+    async fn get_with_history(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        self.send_get(node, partition, key, true, call).await
     }
 
     async fn coordinate(
@@ -321,6 +326,26 @@ impl ReplicaClient for GrpcReplicaClient {
 }
 
 impl GrpcReplicaClient {
+    async fn send_get(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        with_history: bool,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        let message = pb::GetRequest {
+            partition,
+            key: Some(key_to_pb(key)),
+            with_history,
+            caller: Some(caller(&call, self.env.now_ms())),
+        };
+        match self.call(node, "Replica/Get", Call::Get(message), call).await? {
+            CallResult::Get(response) => object_from_response(node, response.object),
+            _ => Err(unexpected(node, "Replica/Get")),
+        }
+    }
+
     async fn send_merge(
         &self,
         node: &NodeId,
@@ -374,6 +399,19 @@ impl ReplicaClient for RoutedReplicas {
         match self.local(node) {
             Some(replica) => replica.get(partition, key.clone()).await,
             None => self.remote.get(node, partition, key, call).await,
+        }
+    }
+
+    async fn get_with_history(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        match self.local(node) {
+            Some(replica) => replica.effective(partition, key.clone()).await,
+            None => self.remote.get_with_history(node, partition, key, call).await,
         }
     }
 

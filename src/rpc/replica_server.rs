@@ -137,10 +137,13 @@ async fn get(
     request: pb::GetRequest,
 ) -> Result<pb::GetResponse, Status> {
     let received = Instant::now();
-    let pb::GetRequest { partition, key, caller } = request;
+    let pb::GetRequest { partition, key, with_history, caller } = request;
     admission.check(caller.as_ref(), received)?;
     let key = key_from_pb(required(key, "key")?);
-    let object = replica.get(partition, key).await?;
+    let object = match with_history {
+        true => replica.effective(partition, key).await?,
+        false => replica.get(partition, key).await?,
+    };
     Ok(pb::GetResponse { object: Some(object_to_pb(&object)) })
 }
 
