@@ -846,12 +846,14 @@ async fn read_repair(
     // The replies are stored objects, whose clocks may be pruned (clock
     // hygiene, `replica::reap`): a primary that lacks a key's history (it
     // lost a prune to a power loss) and holds a value the others
-    // superseded would keep it for good if only sent those. So a repair
-    // sends the join of the primaries' effective objects (with their
-    // histories), to every one that holds less.
+    // superseded would keep it for good if only sent those; it shows as a
+    // sibling. So a repair of siblings sends the join of the primaries'
+    // effective objects (with their histories), to every one that holds
+    // less (the extra reads only then: they cost a round trip each).
     let mut full = merged.clone();
     let mut effective = Vec::new();
-    for node in read.primaries_answered() {
+    let siblings = merged.siblings().len() > 1;
+    for node in read.primaries_answered().into_iter().filter(|_| siblings) {
         if let Ok(object) = replicas.get_with_history(&node, repair.partition, &key, call()).await {
             full = full.merge(&object);
             effective.push((node, object));
