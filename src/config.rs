@@ -137,6 +137,27 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_READ_REPAIR", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub read_repair: Option<bool>,
 
+    /// How long a tombstone (a deleted key) is kept after every primary
+    /// holds it before it is reaped, in milliseconds; 0 never reaps. The
+    /// grace covers writes, hints and repairs still in flight for the key
+    /// and clients holding its context [default: 86400000, one day]
+    #[arg(long, env = "VINZCLORTHO_TOMBSTONE_GRACE_MS", value_name = "MS")]
+    pub tombstone_grace_ms: Option<u64>,
+
+    /// How long a node remembers the clock of a tombstone it reaped (and
+    /// the clock entries it pruned), in milliseconds, so that a stale copy
+    /// arriving later is dropped; a node away for longer must be wiped or
+    /// force-removed, not brought back [default: 604800000, seven days]
+    #[arg(long, env = "VINZCLORTHO_REAPED_RETENTION_MS", value_name = "MS")]
+    pub reaped_retention_ms: Option<u64>,
+
+    /// Clock hygiene: a key whose version vector has more entries than this
+    /// gets its oldest entries (of actors that dot no current value) moved
+    /// into a history record, kept for --reaped-retention-ms; 0 never
+    /// prunes [default: 8]
+    #[arg(long, env = "VINZCLORTHO_MAX_CLOCK_ENTRIES", value_name = "N")]
+    pub max_clock_entries: Option<usize>,
+
     /// OTLP/gRPC collector to export traces to (e.g. http://127.0.0.1:4317);
     /// OTEL_EXPORTER_OTLP_ENDPOINT works too [default: none, no export]
     #[arg(long, env = "VINZCLORTHO_OTLP_ENDPOINT", value_name = "URL")]
@@ -203,6 +224,11 @@ pub struct Config {
     pub anti_entropy_rebuild_interval: Duration,
     pub anti_entropy_repairs_per_second: u32,
     pub read_repair: bool,
+    /// Zero: tombstones are never reaped.
+    pub tombstone_grace: Duration,
+    pub reaped_retention: Duration,
+    /// Zero: clocks are never pruned.
+    pub max_clock_entries: usize,
     /// Mutual TLS on the cluster port; `None`: plaintext.
     pub tls: Option<TlsPaths>,
     /// Plaintext on a cluster address that is not loopback, on purpose.
@@ -276,6 +302,9 @@ impl NodeArgs {
                 .anti_entropy_repairs_per_second
                 .or(lower.anti_entropy_repairs_per_second),
             read_repair: self.read_repair.or(lower.read_repair),
+            tombstone_grace_ms: self.tombstone_grace_ms.or(lower.tombstone_grace_ms),
+            reaped_retention_ms: self.reaped_retention_ms.or(lower.reaped_retention_ms),
+            max_clock_entries: self.max_clock_entries.or(lower.max_clock_entries),
             log_format: self.log_format.or(lower.log_format),
             otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
             tls_ca: self.tls_ca.or(lower.tls_ca),
@@ -361,6 +390,14 @@ impl NodeArgs {
                     .into(),
             ));
         }
+        let grace_ms = self.tombstone_grace_ms.unwrap_or(DEFAULT_TOMBSTONE_GRACE_MS);
+        let retention_ms = self.reaped_retention_ms.unwrap_or(DEFAULT_REAPED_RETENTION_MS);
+        if grace_ms > 0 && retention_ms <= grace_ms {
+            return Err(invalid(format!(
+                "--reaped-retention-ms ({retention_ms}) must be above --tombstone-grace-ms ({grace_ms}) \
+                 (--tombstone-grace-ms 0 turns reaping off)"
+            )));
+        }
         let tls = match (self.tls_ca, self.tls_cert, self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => Some(TlsPaths { ca, cert, key }),
             (None, None, None) => None,
@@ -410,11 +447,23 @@ impl NodeArgs {
             anti_entropy_rebuild_interval: Duration::from_millis(rebuild_ms),
             anti_entropy_repairs_per_second: repairs_per_second,
             read_repair: self.read_repair.unwrap_or(true),
+            tombstone_grace: Duration::from_millis(grace_ms),
+            reaped_retention: Duration::from_millis(retention_ms),
+            max_clock_entries: self.max_clock_entries.unwrap_or(DEFAULT_MAX_CLOCK_ENTRIES),
             tls,
             insecure_cluster,
         })
     }
 }
+
+/// A day: long enough for a failed node to be noticed and repaired (its
+/// hints delivered, anti-entropy run) and for clients holding the deleted
+/// key's context to have used it, short enough that deletes free space.
+const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 24 * 3600 * 1000;
+/// A week: how long a node may be away and still come back with its data.
+const DEFAULT_REAPED_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Room for the N primaries' current actors and a few restarts' worth.
+const DEFAULT_MAX_CLOCK_ENTRIES: usize = 8;
 
 fn read_file(path: &Path) -> Result<NodeArgs, ConfigError> {
     let file_err = |reason: String| ConfigError::File { path: path.to_owned(), reason };
@@ -480,6 +529,21 @@ mod tests {
         assert_eq!(c.partitions, None);
         assert_eq!(c.anti_entropy_interval, Duration::from_secs(10));
         assert!(c.read_repair);
+    }
+
+    #[test]
+    fn tombstone_grace_and_reaped_retention() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.tombstone_grace, Duration::from_secs(86_400));
+        assert_eq!(c.reaped_retention, Duration::from_secs(7 * 86_400));
+        let c = parse(&["--tombstone-grace-ms", "0"]).unwrap();
+        assert!(c.tombstone_grace.is_zero(), "0 never reaps");
+        let c = parse(&["--tombstone-grace-ms", "2000", "--reaped-retention-ms", "60000"]).unwrap();
+        assert_eq!((c.tombstone_grace, c.reaped_retention), (Duration::from_secs(2), Duration::from_secs(60)));
+        let err = parse(&["--tombstone-grace-ms", "5000", "--reaped-retention-ms", "5000"]).unwrap_err().to_string();
+        assert!(err.contains("must be above --tombstone-grace-ms"), "{err}");
+        assert_eq!(parse(&[]).unwrap().max_clock_entries, 8);
+        assert_eq!(parse(&["--max-clock-entries", "0"]).unwrap().max_clock_entries, 0, "0 never prunes");
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct App {
     pub request_timeout: Duration,
     /// `None` when anti-entropy is off (`--anti-entropy-interval-ms 0`).
     pub anti_entropy: Option<Arc<AntiEntropy>>,
+    /// `None` when tombstones are never reaped (`--tombstone-grace-ms 0`).
+    pub reaper: Option<Arc<crate::services::reaper::Reaper>>,
     pub env: Env,
 }
 
@@ -288,6 +290,9 @@ pub fn build(
         .with_read_repair(config.read_repair),
     );
     let hints = crate::services::hints::HintCounts::default();
+    // One worker reaps tombstones and prunes clocks: it runs if either is on.
+    let reaper = (!config.tombstone_grace.is_zero() || config.max_clock_entries > 0)
+        .then(|| Arc::new(crate::services::reaper::Reaper::default()));
     let transfers = Progress::default();
     let metrics = match &host.metrics {
         Some(handle) => handle.clone(),
@@ -307,6 +312,7 @@ pub fn build(
         transfers: Arc::clone(&transfers),
         hints: Arc::clone(&hints),
         anti_entropy: anti_entropy.clone(),
+        reaper: reaper.clone(),
         metrics,
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions },
@@ -325,6 +331,7 @@ pub fn build(
         hints,
         request_timeout: config.request_timeout,
         anti_entropy,
+        reaper,
         env: env.clone(),
     })
 }
@@ -478,8 +485,8 @@ pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (Rout
     (routes, health)
 }
 
-/// Starts the background workers (gossip, handoff, hints, anti-entropy)
-/// until `cancel` fires.
+/// Starts the background workers (gossip, handoff, hints, anti-entropy, the
+/// tombstone reaper) until `cancel` fires.
 pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
     let gossip = GossipWorker::new(
         Arc::clone(&app.membership),
@@ -512,6 +519,22 @@ pub fn spawn_workers(config: &Config, app: &App, cancel: &CancellationToken) -> 
             Arc::clone(&app.replica),
             Arc::clone(&app.peers),
             anti_entropy_settings(config),
+        );
+        workers.push(crate::services::spawn(worker, cancel.clone(), &app.env));
+    }
+    if let Some(reaper) = &app.reaper {
+        let settings = crate::services::reaper::Settings {
+            grace: config.tombstone_grace,
+            retention: config.reaped_retention,
+            max_clock_entries: config.max_clock_entries,
+            timeout: app.request_timeout,
+        };
+        let worker = crate::services::reaper::ReaperWorker::new(
+            Arc::clone(reaper),
+            Arc::clone(&app.membership) as Arc<dyn crate::coordinator::Topology>,
+            Arc::clone(&app.replica),
+            Arc::clone(&app.replicas),
+            settings,
         );
         workers.push(crate::services::spawn(worker, cancel.clone(), &app.env));
     }

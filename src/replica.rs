@@ -34,6 +34,7 @@
 
 mod call;
 mod hints;
+mod reap;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -181,9 +182,12 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            let mut object = this.store.get(partition, &key)?.unwrap_or_default();
+            // From the key's effective state: a reaped key from its reaped
+            // tombstone, a pruned clock with its history (`replica::reap`),
+            // so the actor's counter is the true one.
+            let base = this.base(partition, &key)?;
+            let mut object = base.effective.clone();
             let actor = this.stamping_actor(partition, &object, &context);
-            let old = this.observer.as_ref().map(|_| object.clone());
             let before = object.clock().clone();
             let dot = object
                 .update(actor, &context, mutation)
@@ -203,14 +207,14 @@ impl Replica {
             if count > this.limits.warn {
                 tracing::warn!(key = ?key.key, siblings = count, "key has many siblings; clients should resolve them");
             }
-            if object.is_empty() {
-                // A delete of a key nobody wrote: nothing to remember.
+            if object.is_empty() || (base.stored.is_empty() && object == base.effective) {
+                // A delete of a key nobody wrote, or of one already reaped
+                // with nothing new: nothing to remember.
                 return Ok(object);
             }
+            let object = base.to_store(&object);
             this.store.put(partition, &key, &object)?;
-            if let Some(old) = old {
-                this.observe(partition, &key, &old, &object);
-            }
+            this.observe(partition, &key, &base.stored, &object);
             Ok(object)
         })
         .await
@@ -227,12 +231,16 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            let current = this.store.get(partition, &key)?.unwrap_or_default();
-            let merged = current.merge(&incoming);
-            if merged != current {
-                this.store.put(partition, &key, &merged)?;
-                this.observe(partition, &key, &current, &merged);
+            // Onto the key's history if it has one (a reaped tombstone,
+            // pruned clock entries): a stale copy is dropped, not
+            // resurrected (`replica::reap`).
+            let base = this.base(partition, &key)?;
+            let merged = base.to_store(&base.effective.merge(&incoming));
+            if merged == base.stored {
+                return Ok(base.stored);
             }
+            this.store.put(partition, &key, &merged)?;
+            this.observe(partition, &key, &base.stored, &merged);
             Ok(merged)
         })
         .await
@@ -272,12 +280,12 @@ impl Replica {
             let mut changed = Vec::new();
             let mut olds = Vec::new();
             for (key, object) in incoming {
-                let current = this.store.get(partition, &key)?.unwrap_or_default();
-                let merged = current.merge(&object);
-                if merged != current {
+                let base = this.base(partition, &key)?;
+                let merged = base.to_store(&base.effective.merge(&object));
+                if merged != base.stored {
                     changed.push((key, merged));
                     if this.observer.is_some() {
-                        olds.push(current);
+                        olds.push(base.stored);
                     }
                 }
             }

@@ -64,6 +64,7 @@ fn preflist(node: &NodeProc, key: &str) -> (u32, Vec<String>) {
 /// Replica gRPC Get (no quorum, no repair); `None` if the node did not answer.
 fn copy_on(node: &NodeProc, partition: u32, key: &str) -> Option<Object> {
     let request = node.member_request(pb::GetRequest {
+        with_history: false,
         caller: None,
         partition,
         key: Some(key_to_pb(&ObjectKey::in_default_bucket(key.to_owned()))),

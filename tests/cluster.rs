@@ -34,6 +34,7 @@ fn get_text(url: &str) -> (StatusCode, String) {
 /// The object one replica holds, read over gRPC (bypassing quorums).
 fn replica_values(node: &common::NodeProc, key: &str, partition: u32) -> Vec<String> {
     let req = node.member_request(pb::GetRequest {
+        with_history: false,
         caller: None,
         partition,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(

@@ -528,6 +528,7 @@ fn replica_values(
         let connect = ReplicaClient::connect(format!("http://{cluster_address}"));
         let mut client = tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?;
         let request = pb::GetRequest {
+            with_history: false,
             caller: None,
             partition,
             key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(

@@ -75,6 +75,7 @@ fn get(node: &NodeProc, key: &str) -> (StatusCode, String) {
 /// The values one replica holds for `key`, read over gRPC.
 fn replica_values(node: &NodeProc, key: &str, partition: u32) -> Vec<String> {
     let req = node.member_request(pb::GetRequest {
+        with_history: false,
         caller: None,
         partition,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(

@@ -30,6 +30,7 @@ use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::env::Env;
 use vinzclortho::error::{ErrorCode, HasErrorCode};
 use vinzclortho::replica::{CallContext, Replica, ReplicaError, SiblingLimits};
+use vinzclortho::rpc::convert::key_to_pb;
 use vinzclortho::rpc::identity::{Caller, CallerHeaders, Identified, Identity, to_node_value};
 use vinzclortho::rpc::peers::{PeerChannel, Peers, connection};
 use vinzclortho::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
@@ -290,7 +291,9 @@ async fn malformed_requests_are_invalid_arguments() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid object"), "{}", status.message());
 
-    let status = bounded("get", raw.get(pb::GetRequest { caller: None, partition: P, key: None })).await.unwrap_err();
+    let status = bounded("get", raw.get(pb::GetRequest { with_history: false, caller: None, partition: P, key: None }))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // Nothing was stored by the refused merge.
     assert!(server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap().is_empty());
@@ -316,7 +319,9 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
     let no_mutation =
         pb::CoordinateRequest { caller: None, partition: P, key: key.clone(), context: vec![], mutation: None };
     tx.send(call(8, Some(Call::Coordinate(no_mutation)))).await.unwrap();
-    tx.send(call(9, Some(Call::Get(pb::GetRequest { caller: None, partition: P, key: None })))).await.unwrap();
+    tx.send(call(9, Some(Call::Get(pb::GetRequest { with_history: false, caller: None, partition: P, key: None }))))
+        .await
+        .unwrap();
     let write = pb::CoordinateRequest {
         caller: None,
         partition: P,
@@ -329,7 +334,9 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
         })),
     };
     tx.send(call(10, Some(Call::Coordinate(write)))).await.unwrap();
-    tx.send(call(11, Some(Call::Get(pb::GetRequest { caller: None, partition: P, key })))).await.unwrap();
+    tx.send(call(11, Some(Call::Get(pb::GetRequest { with_history: false, caller: None, partition: P, key }))))
+        .await
+        .unwrap();
     drop(tx); // closing our side ends the stream once all are answered
     let mut by_id = HashMap::new();
     while let Some(answer) = bounded("answer", answers.message()).await.unwrap() {
@@ -464,6 +471,20 @@ impl pb::replica_server::Replica for WrappedPeer {
     ) -> Result<tonic::Response<pb::MergeResponse>, tonic::Status> {
         self.count();
         self.inner.merge(r).await
+    }
+    async fn reap(
+        &self,
+        r: tonic::Request<pb::ReapRequest>,
+    ) -> Result<tonic::Response<pb::ReapResponse>, tonic::Status> {
+        self.count();
+        self.inner.reap(r).await
+    }
+    async fn prune(
+        &self,
+        r: tonic::Request<pb::PruneRequest>,
+    ) -> Result<tonic::Response<pb::PruneResponse>, tonic::Status> {
+        self.count();
+        self.inner.prune(r).await
     }
     type CallsStream = <vinzclortho::rpc::replica_server::ReplicaService as pb::replica_server::Replica>::CallsStream;
     async fn calls(
@@ -650,7 +671,9 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
 
     let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
     let merged =
-        bounded("push", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan)).await.unwrap();
+        bounded("push", push_partition(&peers, &node, &server.address, P, TransferKind::Move, Vec::new(), scan))
+            .await
+            .unwrap();
     assert_eq!(merged, 1000);
     assert_same_partition(&source, &server.replica, P).await;
     assert!(server.replica.get(P + 1, key("other0")).await.unwrap().is_empty(), "only the named partition moves");
@@ -659,9 +682,10 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     // not overwrite, and changes nothing else.
     let own = server.replica.coordinate(P, key("k0001"), VersionVector::new(), put("target's own")).await.unwrap();
     let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
-    let merged = bounded("push again", push_partition(&peers, &node, &server.address, P, TransferKind::Move, scan))
-        .await
-        .unwrap();
+    let merged =
+        bounded("push again", push_partition(&peers, &node, &server.address, P, TransferKind::Move, Vec::new(), scan))
+            .await
+            .unwrap();
     assert_eq!(merged, 1000);
     let k1 = server.replica.get(P, key("k0001")).await.unwrap();
     assert_eq!(k1, own, "the target's concurrent write survives");
@@ -672,7 +696,7 @@ async fn push_partition_lands_every_object_and_is_idempotent() {
     // An empty partition is a transfer of nothing, not an error.
     let scan = spawn_scan(Arc::clone(source.store()), 9, &Env::real());
     assert_eq!(
-        bounded("push empty", push_partition(&peers, &node, &server.address, 9, TransferKind::Move, scan))
+        bounded("push empty", push_partition(&peers, &node, &server.address, 9, TransferKind::Move, Vec::new(), scan))
             .await
             .unwrap(),
         0
@@ -701,9 +725,12 @@ async fn a_transfer_outlasts_the_request_timeout_while_our_disk_is_slow() {
         }
     });
     let started = Instant::now();
-    let merged = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, rx))
-        .await
-        .unwrap();
+    let merged = bounded(
+        "push",
+        push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, Vec::new(), rx),
+    )
+    .await
+    .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1200));
     assert_eq!(merged, 20);
     producer.await.unwrap();
@@ -718,9 +745,12 @@ async fn a_transfer_to_a_silent_peer_fails_after_the_idle_timeout() {
     let source = populated_source().await;
     let started = Instant::now();
     let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
-    let error = bounded("push", push_partition(&peers, &NodeId::new("silent"), &address, P, TransferKind::Move, scan))
-        .await
-        .unwrap_err();
+    let error = bounded(
+        "push",
+        push_partition(&peers, &NodeId::new("silent"), &address, P, TransferKind::Move, Vec::new(), scan),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
@@ -735,25 +765,88 @@ async fn a_scan_error_cancels_the_transfer() {
     tx.send(Ok((key("before"), object))).await.unwrap();
     tx.send(Err(StorageError::Corrupt("bad record".into()))).await.unwrap();
     // The sender stays open: only the error may end this transfer.
-    let error = bounded("push", push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, rx))
-        .await
-        .unwrap_err();
+    let error = bounded(
+        "push",
+        push_partition(&peers, &NodeId::new("t"), &server.address, P, TransferKind::Move, Vec::new(), rx),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, ReplicaError::Storage(StorageError::Corrupt(_))), "{error:?}");
     drop(tx);
 }
 
 fn push_request(partition: Partition, entries: Vec<transfer_pb::Entry>) -> transfer_pb::PushRequest {
-    transfer_pb::PushRequest { partition, entries }
+    transfer_pb::PushRequest { partition, entries, reaped: Vec::new() }
+}
+
+fn reaped_request(entry: transfer_pb::ReapedEntry) -> transfer_pb::PushRequest {
+    transfer_pb::PushRequest { partition: 1, entries: Vec::new(), reaped: vec![entry] }
+}
+
+/// The gap reap records had: they stayed on the replicas that reaped, so a
+/// partition's new holders after a ring change took a late pre-delete copy
+/// of a reaped key as new. They move with the partition now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reap_records_move_with_the_partition_and_stale_copies_stay_dead_there() {
+    let source = populated_source().await;
+    let (gone, late) = (key("k0001"), key("k0002"));
+    let mut stale = Vec::new();
+    for k in [&gone, &late] {
+        let v1 = source.get(P, k.clone()).await.unwrap();
+        let tomb = source.coordinate(P, k.clone(), v1.clock().clone(), Mutation::Delete).await.unwrap();
+        assert!(source.reap(P, k.clone(), tomb.clock().clone()).await.unwrap());
+        stale.push(v1);
+    }
+    // The new holder already got `late`'s pre-delete copy (a hint, a
+    // coordinator on the old ring) before the partition moves to it.
+    let server = TestServer::start("target", replica(42, SiblingLimits::default())).await;
+    server.replica.merge(P, late.clone(), stale[1].clone()).await.unwrap();
+
+    let reaped = source.store().reaped_in(P).unwrap();
+    assert_eq!(reaped.len(), 2);
+    let scan = spawn_scan(Arc::clone(source.store()), P, &Env::real());
+    let node = NodeId::new("target");
+    let merged = bounded(
+        "push",
+        push_partition(&peers(1000, 2000), &node, &server.address, P, TransferKind::Move, reaped, scan),
+    )
+    .await
+    .unwrap();
+    assert_eq!(merged, 998, "objects only: the two reaped keys travel as records");
+    let target = &server.replica;
+    assert_eq!(target.store().reaped(P, &gone).unwrap(), source.store().reaped(P, &gone).unwrap());
+    let late_there = target.get(P, late.clone()).await.unwrap();
+    assert!(late_there.is_empty(), "the record deleted the copy it covered: {late_there:?}");
+    assert!(target.store().reaped(P, &late).unwrap().is_some());
+
+    // A replica that missed the delete comes back and repairs the new
+    // holder with its pre-delete copy: it stays deleted there.
+    for (k, old) in [&gone, &late].into_iter().zip(&stale) {
+        target.merge(P, k.clone(), old.clone()).await.unwrap();
+        assert!(values(&target.get(P, k.clone()).await.unwrap()).is_empty(), "{k:?} came back");
+    }
+    assert_eq!(target.merge_many(P, vec![(gone.clone(), stale[0].clone())]).await.unwrap(), 0);
+    assert!(target.get(P, gone.clone()).await.unwrap().is_empty());
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_transfer_streams_are_invalid_arguments() {
     let server = TestServer::start("node-1", replica(42, SiblingLimits::default())).await;
     let mut raw = transfer_pb::transfer_client::TransferClient::new(server.member_channel().await);
-    let cases: [(&str, Vec<transfer_pb::PushRequest>); 3] = [
+    let cases: [(&str, Vec<transfer_pb::PushRequest>); 5] = [
         ("empty transfer", vec![]),
         ("changed to partition", vec![push_request(1, vec![]), push_request(2, vec![])]),
         ("entry.key", vec![push_request(1, vec![transfer_pb::Entry { key: None, object: None }])]),
+        ("reaped.key", vec![reaped_request(transfer_pb::ReapedEntry { key: None, clock: vec![], reaped_at_ms: 1 })]),
+        (
+            "reap record without a clock",
+            vec![reaped_request(transfer_pb::ReapedEntry {
+                key: Some(key_to_pb(&key("k"))),
+                clock: vec![pb::ClockEntry { actor: 7, counter: 0 }],
+                reaped_at_ms: 1,
+            })],
+        ),
     ];
     for (expected, messages) in cases {
         let status = bounded("push", raw.push(futures::stream::iter(messages))).await.unwrap_err();
@@ -933,7 +1026,12 @@ async fn a_call_meant_for_another_node_is_refused_and_counted() {
 
     // Unary, raw.
     let mut raw = pb::replica_client::ReplicaClient::new(server.channel_as(&caller(), &old).await);
-    let get = pb::GetRequest { caller: None, partition: P, key: Some(vinzclortho::rpc::convert::key_to_pb(&k)) };
+    let get = pb::GetRequest {
+        with_history: false,
+        caller: None,
+        partition: P,
+        key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
+    };
     let status = bounded("get", raw.get(get)).await.unwrap_err();
     assert_refused(&status, &["new", "\"old\"", "vc-to-node"]);
 
@@ -951,9 +1049,12 @@ async fn a_call_meant_for_another_node_is_refused_and_counted() {
     let (tx, rx) = mpsc::channel::<Result<Entry, StorageError>>(1);
     tx.send(Ok((k.clone(), object))).await.unwrap();
     drop(tx);
-    let error = bounded("push", push_partition(&peers(1000, 5000), &old, &server.address, P, TransferKind::Move, rx))
-        .await
-        .unwrap_err();
+    let error = bounded(
+        "push",
+        push_partition(&peers(1000, 5000), &old, &server.address, P, TransferKind::Move, Vec::new(), rx),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, ReplicaError::Unreachable { .. }), "{error:?}");
 
     assert!(server.replica.get(P, k).await.unwrap().is_empty(), "nothing was stored for the old node");
@@ -1265,6 +1366,7 @@ async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
     let status = bounded(
         "unary",
         raw.get(pb::GetRequest {
+            with_history: false,
             caller: Some(stale),
             partition: P,
             key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),

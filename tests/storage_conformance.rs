@@ -7,7 +7,7 @@ use tempfile::TempDir;
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::vclock::VersionVector;
-use vinzclortho::storage::{Hint, MemoryStore, RocksOptions, RocksStore, Store};
+use vinzclortho::storage::{Hint, MemoryStore, Reaped, RocksOptions, RocksStore, Store};
 
 /// A store plus whatever must outlive it (RocksDB's directory).
 struct Harness {
@@ -170,6 +170,47 @@ fn stats_count_objects(s: &dyn Store) {
     assert!(stats.bytes > 0);
 }
 
+fn reap_removes_the_object_and_keeps_its_record(s: &dyn Store) {
+    let k = ObjectKey::in_default_bucket("gone");
+    let other = ObjectKey::in_default_bucket("kept");
+    s.put(5, &k, &object(&["a"])).unwrap();
+    s.put(5, &other, &object(&["b"])).unwrap();
+    let old = Reaped { clock: VersionVector::from_entries([(42, 1)]), reaped_at_ms: 10 };
+    s.reap(5, &k, &old).unwrap();
+    assert_eq!(s.get(5, &k).unwrap(), None);
+    assert_eq!(s.reaped(5, &k).unwrap(), Some(old.clone()));
+    // Records are per partition and key, and never show up in scans.
+    assert_eq!(s.reaped(6, &k).unwrap(), None);
+    assert_eq!(s.reaped(5, &other).unwrap(), None);
+    assert_eq!(scan(s, 5), vec![(other.clone(), object(&["b"]))]);
+    let new = Reaped { clock: VersionVector::from_entries([(42, 2)]), reaped_at_ms: 30 };
+    s.reap(7, &other, &new).unwrap();
+    // Due to expire: only records reaped before the bound, up to the limit.
+    assert_eq!(s.reaped_before(20, 10).unwrap(), vec![(5, k.clone())]);
+    assert_eq!(s.reaped_before(31, 10).unwrap(), vec![(5, k.clone()), (7, other.clone())]);
+    assert_eq!(s.reaped_before(31, 1).unwrap().len(), 1);
+    // A partition's records, for transfers: that partition's only.
+    let third = ObjectKey::in_default_bucket("gone too");
+    s.reap(5, &third, &new).unwrap();
+    assert_eq!(s.reaped_in(5).unwrap(), vec![(k.clone(), old.clone()), (third.clone(), new.clone())]);
+    assert_eq!(s.reaped_in(7).unwrap(), vec![(other.clone(), new.clone())]);
+    assert_eq!(s.reaped_in(6).unwrap(), vec![]);
+    s.remove_reaped(5, &third).unwrap();
+    // A history record beside a live object: the object stays.
+    s.put(5, &third, &object(&["c"])).unwrap();
+    s.put_reaped(5, &third, &old).unwrap();
+    assert_eq!(s.get(5, &third).unwrap(), Some(object(&["c"])));
+    assert_eq!(s.reaped(5, &third).unwrap(), Some(old.clone()));
+    s.put_reaped(5, &third, &new).unwrap();
+    assert_eq!(s.reaped(5, &third).unwrap(), Some(new.clone()));
+    s.remove_reaped(5, &third).unwrap();
+    s.remove(5, &third).unwrap();
+    s.remove_reaped(5, &k).unwrap();
+    s.remove_reaped(5, &k).unwrap();
+    assert_eq!(s.reaped(5, &k).unwrap(), None);
+    assert_eq!(s.reaped_before(31, 10).unwrap(), vec![(7, other)]);
+}
+
 fn hint(partition: u32, key: &str, target: &str) -> Hint {
     Hint { partition, key: ObjectKey::in_default_bucket(key.to_owned()), target: NodeId::new(target) }
 }
@@ -255,6 +296,7 @@ macro_rules! all_cases {
             put_many_writes_every_object_of_the_batch,
             stats_count_objects,
             hints_are_stored_with_their_object_and_listed_per_key,
+            reap_removes_the_object_and_keeps_its_record,
             hints_are_paged_in_order,
         );
     };

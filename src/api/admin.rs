@@ -70,6 +70,8 @@ pub struct Status {
     storage: StorageStatus,
     /// Exchanges, keys repaired, trees; null when anti-entropy is off.
     anti_entropy: Option<crate::services::anti_entropy::Status>,
+    /// Tombstones reaped and waiting; null when reaping is off.
+    reaper: Option<crate::services::reaper::Status>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +132,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         hints,
         storage: StorageStatus { engine: api.store.engine(), stats },
         anti_entropy: api.anti_entropy.as_ref().map(|ae| ae.status()),
+        reaper: api.reaper.as_ref().map(|r| r.status()),
     }))
 }
 

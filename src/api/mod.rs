@@ -65,6 +65,8 @@ pub struct Api {
     pub hints: crate::services::hints::HintCounts,
     /// Anti-entropy's progress; `None` when it is off.
     pub anti_entropy: Option<Arc<crate::services::anti_entropy::AntiEntropy>>,
+    /// The tombstone reaper's counts; `None` when reaping is off.
+    pub reaper: Option<Arc<crate::services::reaper::Reaper>>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: Limits,

@@ -834,14 +834,39 @@ async fn read_repair(
         };
     }
     let merged = read.merged();
-    for node in read.repairs(&merged) {
+    let call = || CallContext {
+        deadline: Instant::now() + repair.timeout,
+        ring_epoch: repair.ring_epoch,
+        ring_hash: repair.ring_hash,
+    };
+    let mut targets = read.repairs(&merged);
+    if targets.is_empty() {
+        return;
+    }
+    // The replies are stored objects, whose clocks may be pruned (clock
+    // hygiene, `replica::reap`): a primary that lacks a key's history (it
+    // lost a prune to a power loss) and holds a value the others
+    // superseded would keep it for good if only sent those; it shows as a
+    // sibling. So a repair of siblings sends the join of the primaries'
+    // effective objects (with their histories), to every one that holds
+    // less (the extra reads only then: they cost a round trip each).
+    let mut full = merged.clone();
+    let mut effective = Vec::new();
+    let siblings = merged.siblings().len() > 1;
+    for node in read.primaries_answered().into_iter().filter(|_| siblings) {
+        if let Ok(object) = replicas.get_with_history(&node, repair.partition, &key, call()).await {
+            full = full.merge(&object);
+            effective.push((node, object));
+        }
+    }
+    for (node, object) in &effective {
+        if object != &full && !targets.contains(node) {
+            targets.push(node.clone());
+        }
+    }
+    for node in targets {
         tracing::debug!(%node, key = ?key.key, "read repair");
-        let call = CallContext {
-            deadline: Instant::now() + repair.timeout,
-            ring_epoch: repair.ring_epoch,
-            ring_hash: repair.ring_hash,
-        };
-        let repaired = replicas.merge(&node, repair.partition, &key, &merged, call).await;
+        let repaired = replicas.merge(&node, repair.partition, &key, &full, call()).await;
         metrics::read_repair(repaired.is_ok());
         if let Err(e) = repaired {
             tracing::warn!(%node, error = %e, "read repair failed");

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
-use crate::core::vclock::VersionVector;
+use crate::core::vclock::{ActorId, VersionVector};
 use crate::replica::{CallContext, ReplicaError};
 
 /// Where to reach a node's gRPC server; the membership implements it.
@@ -27,6 +27,19 @@ pub trait ReplicaClient: Send + Sync + 'static {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError>;
+
+    /// The node's effective object for `key`: its stored one with the key's
+    /// history record put back into the clock (`replica::reap`). A client
+    /// that cannot ask for it gets the stored object.
+    async fn get_with_history(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        self.get(node, partition, key, call).await
+    }
 
     /// Has `node` stamp a client write with a fresh dot; returns the new object.
     async fn coordinate(
@@ -63,5 +76,38 @@ pub trait ReplicaClient: Send + Sync + 'static {
     ) -> Result<(), ReplicaError> {
         let _ = target;
         self.merge(node, partition, key, object, call).await
+    }
+
+    /// Has `node` reap `key` if it still holds exactly the tombstone with
+    /// `clock` (`replica::reap`); true if it did. The tombstone reaper's
+    /// call; a client that cannot carry it (a scripted one in tests) never
+    /// reaps.
+    async fn reap(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let _ = (node, partition, key, clock, call);
+        Ok(false)
+    }
+
+    /// Has `node` move the entries of `actors` from `key`'s clock into its
+    /// history record if its clock is still exactly `clock`
+    /// (`Replica::prune`); true if it did, or had. A client that cannot
+    /// carry it never prunes.
+    async fn prune(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        actors: &[ActorId],
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let _ = (node, partition, key, clock, actors, call);
+        Ok(false)
     }
 }

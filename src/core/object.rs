@@ -176,6 +176,57 @@ impl Object {
         Object { clock: self.clock.clone().merged(&other.clock), siblings }
     }
 
+    /// A tombstone with `clock`: what a replica that reaped the key's
+    /// tombstone still knows of it (`replica::reap`).
+    pub fn tombstone(clock: VersionVector) -> Object {
+        Object { clock, siblings: Vec::new() }
+    }
+
+    /// What to store when `incoming` arrives for a key whose tombstone with
+    /// clock `reaped` was reaped: `incoming` merged onto that tombstone, or
+    /// `None` when the delete had covered everything in it (a stale copy, to
+    /// be dropped, not resurrected). Something the delete did not cover (a
+    /// concurrent write, a later delete) is kept, with the reaped clock
+    /// included so that the old dots stay superseded.
+    pub fn onto_reaped(reaped: &VersionVector, incoming: &Object) -> Option<Object> {
+        let tombstone = Object::tombstone(reaped.clone());
+        let merged = tombstone.merge(incoming);
+        (merged != tombstone).then_some(merged)
+    }
+
+    /// This object with `history` put back into its clock: the key's
+    /// effective state when clock entries (or a whole tombstone's clock)
+    /// were reaped into a history record (`replica::reap`). A sibling the
+    /// history covers was superseded before the entries went, and is
+    /// dropped.
+    pub fn with_history(&self, history: &VersionVector) -> Object {
+        self.merge(&Object::tombstone(history.clone()))
+    }
+
+    /// This object without the clock entries `history` covers: what is
+    /// stored beside the history, so that a clock stays pruned after the
+    /// writes and merges that start from [`Object::with_history`]. An entry
+    /// of an actor that dots a sibling always stays (no such sibling is
+    /// covered by the history once `with_history` ran, so none is stripped
+    /// in practice; this keeps the sibling invariant whatever the input).
+    pub fn without_history(&self, history: &VersionVector) -> Object {
+        let dots = |actor: ActorId| self.siblings.iter().any(|s| s.dot.actor == actor);
+        let clock = VersionVector::from_entries(self.clock.iter().filter(|&(a, n)| n > history.get(a) || dots(a)));
+        Object { clock, siblings: self.siblings.clone() }
+    }
+
+    /// Splits the entries of `actors` off the clock: (the pruned object,
+    /// the entries removed). `None` if one of them dots a sibling: a
+    /// sibling's dot must stay covered by the object's own clock.
+    pub fn pruned(&self, actors: &[ActorId]) -> Option<(Object, VersionVector)> {
+        if self.siblings.iter().any(|s| actors.contains(&s.dot.actor)) {
+            return None;
+        }
+        let (removed, kept): (Vec<_>, Vec<_>) = self.clock.iter().partition(|(a, _)| actors.contains(a));
+        let pruned = Object { clock: VersionVector::from_entries(kept), siblings: self.siblings.clone() };
+        Some((pruned, VersionVector::from_entries(removed)))
+    }
+
     /// True when `self` already contains everything in `other`, so sending
     /// `other` to this replica would change nothing.
     pub fn contains(&self, other: &Object) -> bool {
@@ -195,6 +246,31 @@ mod tests {
 
     fn content(v: &str) -> Content {
         Content { value: Bytes::from(v.to_owned()), content_type: "text/plain".into(), last_modified_ms: 0 }
+    }
+
+    #[test]
+    fn a_reaped_tombstone_drops_stale_copies_and_keeps_concurrent_writes() {
+        let mut old = Object::new();
+        old.update(1, &VersionVector::new(), Mutation::Put(content("old"))).unwrap();
+        let mut deleted = old.clone();
+        deleted.update(2, &old.clock().clone(), Mutation::Delete).unwrap();
+        let reaped = deleted.clock().clone();
+        // The pre-delete value, the tombstone itself, nothing at all: dropped.
+        assert_eq!(Object::onto_reaped(&reaped, &old), None);
+        assert_eq!(Object::onto_reaped(&reaped, &deleted), None);
+        assert_eq!(Object::onto_reaped(&reaped, &Object::new()), None);
+        // A write the delete never saw (another actor, blind): kept, and the
+        // old value stays deleted.
+        let mut concurrent = Object::new();
+        concurrent.update(3, &VersionVector::new(), Mutation::Put(content("new"))).unwrap();
+        let mut with_old = old.merge(&concurrent);
+        let kept = Object::onto_reaped(&reaped, &with_old).unwrap();
+        assert_eq!(values(&kept), vec!["new"]);
+        assert!(kept.clock().covers(old.siblings()[0].dot));
+        // A write on top of the delete's context: kept too.
+        with_old.update(4, &reaped, Mutation::Put(content("after"))).unwrap();
+        let kept = Object::onto_reaped(&reaped, &with_old).unwrap();
+        assert_eq!(values(&kept), vec!["new", "after"]);
     }
 
     fn values(o: &Object) -> Vec<String> {
@@ -357,5 +433,43 @@ mod tests {
                 prop_assert!(Object::from_parts(o.clock().clone(), o.siblings().to_vec()).is_ok());
             }
         }
+    }
+
+    #[test]
+    fn a_naive_prune_makes_an_older_value_a_sibling_and_the_history_stops_it() {
+        let (a, b, c) = (1, 2, 3);
+        let mut o = Object::new();
+        for actor in [a, a, b, b, b] {
+            let context = o.clock().clone();
+            o.update(actor, &context, Mutation::Put(content("old"))).unwrap();
+        }
+        // S: a's third write. Y: two more by a, then c's, each seeing all.
+        let mut stale = o.clone();
+        stale.update(a, &o.clock().clone(), Mutation::Put(content("S"))).unwrap();
+        let mut y = stale.clone();
+        for (actor, v) in [(a, "a4"), (a, "a5"), (c, "Y")] {
+            let context = y.clock().clone();
+            y.update(actor, &context, Mutation::Put(content(v))).unwrap();
+        }
+        assert_eq!(y.clock(), &VersionVector::from_entries([(a, 5), (b, 3), (c, 1)]));
+        assert_eq!(y.merge(&stale), y, "unpruned, S is superseded");
+        // c dots Y's value: it cannot be pruned.
+        assert!(y.pruned(&[c]).is_none());
+        let (pruned, history) = y.pruned(&[a]).unwrap();
+        assert_eq!(pruned.clock(), &VersionVector::from_entries([(b, 3), (c, 1)]));
+        // Naively (the entries simply dropped), S is not covered any more
+        // and comes back as a sibling of the newer Y.
+        assert_eq!(pruned.merge(&stale).siblings().len(), 2, "the naive prune's hole");
+        // With the history, S is dropped and nothing changes.
+        let effective = pruned.with_history(&history);
+        assert_eq!(effective, y);
+        assert_eq!(effective.merge(&stale).without_history(&history), pruned);
+        // A write on top keeps the clock pruned; an old context still
+        // supersedes Y.
+        let mut next = effective.clone();
+        next.update(b, y.clock(), Mutation::Put(content("Z"))).unwrap();
+        let stored = next.without_history(&history);
+        assert_eq!(stored.clock(), &VersionVector::from_entries([(b, 4), (c, 1)]));
+        assert_eq!(stored.siblings().len(), 1);
     }
 }

@@ -479,6 +479,11 @@ impl ReadQuorum {
         }
         self.replies.iter().filter(|(_, o, fallback)| !fallback && o != merged).map(|(n, _, _)| n.clone()).collect()
     }
+
+    /// The primaries that answered.
+    pub fn primaries_answered(&self) -> Vec<NodeId> {
+        self.replies.iter().filter(|(_, _, fallback)| !fallback).map(|(n, _, _)| n.clone()).collect()
+    }
 }
 
 #[cfg(test)]

@@ -26,15 +26,17 @@ impl Replica {
         let this = Arc::clone(self);
         self.write(move || {
             let _guard = this.stripe(&key).lock().expect("key lock");
-            let current = this.store.get(partition, &key)?.unwrap_or_default();
-            let merged = current.merge(&incoming);
-            let changed = (merged != current).then_some(&merged);
+            // Onto the key's history if it has one (`replica::reap`).
+            let base = this.base(partition, &key)?;
+            let merged = base.to_store(&base.effective.merge(&incoming));
+            let changed = (merged != base.stored).then_some(&merged);
             this.store.put_hinted(partition, &key, changed, &target)?;
             // Anti-entropy's tree of the partition must see every stored
             // change, or its next XOR update would start from a wrong base.
-            if changed.is_some() {
-                this.observe(partition, &key, &current, &merged);
+            if changed.is_none() {
+                return Ok(base.stored);
             }
+            this.observe(partition, &key, &base.stored, &merged);
             Ok(merged)
         })
         .await

@@ -14,6 +14,7 @@ use super::{pb, transfer_pb};
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Mutation, Object, Sibling};
 use crate::core::vclock::{Dot, VersionVector};
+use crate::storage::Reaped;
 
 /// Unwraps a message field proto3 makes optional but we require.
 pub fn required<T>(field: Option<T>, name: &str) -> Result<T, Status> {
@@ -113,6 +114,24 @@ pub fn entry_from_pb(entry: transfer_pb::Entry) -> Result<(ObjectKey, Object), S
     let key = key_from_pb(required(entry.key, "entry.key")?);
     let object = object_from_pb(required(entry.object, "entry.object")?)?;
     Ok((key, object))
+}
+
+pub fn reaped_to_pb(key: &ObjectKey, reaped: &Reaped) -> transfer_pb::ReapedEntry {
+    transfer_pb::ReapedEntry {
+        key: Some(key_to_pb(key)),
+        clock: clock_to_pb(&reaped.clock),
+        reaped_at_ms: reaped.reaped_at_ms,
+    }
+}
+
+/// A reap record without a clock would protect nothing: refused.
+pub fn reaped_from_pb(entry: transfer_pb::ReapedEntry) -> Result<(ObjectKey, Reaped), Status> {
+    let key = key_from_pb(required(entry.key, "reaped.key")?);
+    let clock = clock_from_pb(&entry.clock);
+    if clock.is_empty() {
+        return Err(Status::invalid_argument("reap record without a clock"));
+    }
+    Ok((key, Reaped { clock, reaped_at_ms: entry.reaped_at_ms }))
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::coordinator::{AddressBook, ReplicaClient};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::ring::Partition;
-use crate::core::vclock::VersionVector;
+use crate::core::vclock::{ActorId, VersionVector};
 use crate::env::Env;
 use crate::error::ErrorCode;
 use crate::replica::{CallContext, Replica, ReplicaError};
@@ -147,6 +147,8 @@ fn call_len(call: &Call) -> usize {
         Call::Get(m) => m.encoded_len(),
         Call::Coordinate(m) => m.encoded_len(),
         Call::Merge(m) => m.encoded_len(),
+        Call::Reap(m) => m.encoded_len(),
+        Call::Prune(m) => m.encoded_len(),
     }
 }
 
@@ -186,6 +188,8 @@ async fn unary(
                 CallResult::Coordinate(client.coordinate(request(m, request_timeout)).await?.into_inner())
             }
             Call::Merge(m) => CallResult::Merge(client.merge(request(m, request_timeout)).await?.into_inner()),
+            Call::Reap(m) => CallResult::Reap(client.reap(request(m, request_timeout)).await?.into_inner()),
+            Call::Prune(m) => CallResult::Prune(client.prune(request(m, request_timeout)).await?.into_inner()),
         })
     };
     match tokio::time::timeout(deadline, exchange).await {
@@ -220,12 +224,17 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
-        let message =
-            pb::GetRequest { partition, key: Some(key_to_pb(key)), caller: Some(caller(&call, self.env.now_ms())) };
-        match self.call(node, "Replica/Get", Call::Get(message), call).await? {
-            CallResult::Get(response) => object_from_response(node, response.object),
-            _ => Err(unexpected(node, "Replica/Get")),
-        }
+        self.send_get(node, partition, key, false, call).await
+    }
+
+    async fn get_with_history(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        self.send_get(node, partition, key, true, call).await
     }
 
     async fn coordinate(
@@ -272,9 +281,71 @@ impl ReplicaClient for GrpcReplicaClient {
     ) -> Result<(), ReplicaError> {
         self.send_merge(node, partition, key, object, Some(target), call).await
     }
+
+    async fn reap(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let message = pb::ReapRequest {
+            partition,
+            key: Some(key_to_pb(key)),
+            clock: clock_to_pb(clock),
+            caller: Some(caller(&call, self.env.now_ms())),
+        };
+        match self.call(node, "Replica/Reap", Call::Reap(message), call).await? {
+            CallResult::Reap(response) => Ok(response.reaped),
+            _ => Err(unexpected(node, "Replica/Reap")),
+        }
+    }
+
+    async fn prune(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        actors: &[ActorId],
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        let message = pb::PruneRequest {
+            partition,
+            key: Some(key_to_pb(key)),
+            clock: clock_to_pb(clock),
+            actors: actors.to_vec(),
+            caller: Some(caller(&call, self.env.now_ms())),
+        };
+        match self.call(node, "Replica/Prune", Call::Prune(message), call).await? {
+            CallResult::Prune(response) => Ok(response.pruned),
+            _ => Err(unexpected(node, "Replica/Prune")),
+        }
+    }
 }
 
 impl GrpcReplicaClient {
+    async fn send_get(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        with_history: bool,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        let message = pb::GetRequest {
+            partition,
+            key: Some(key_to_pb(key)),
+            with_history,
+            caller: Some(caller(&call, self.env.now_ms())),
+        };
+        match self.call(node, "Replica/Get", Call::Get(message), call).await? {
+            CallResult::Get(response) => object_from_response(node, response.object),
+            _ => Err(unexpected(node, "Replica/Get")),
+        }
+    }
+
     async fn send_merge(
         &self,
         node: &NodeId,
@@ -331,6 +402,19 @@ impl ReplicaClient for RoutedReplicas {
         }
     }
 
+    async fn get_with_history(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+    ) -> Result<Object, ReplicaError> {
+        match self.local(node) {
+            Some(replica) => replica.effective(partition, key.clone()).await,
+            None => self.remote.get_with_history(node, partition, key, call).await,
+        }
+    }
+
     async fn coordinate(
         &self,
         node: &NodeId,
@@ -376,6 +460,35 @@ impl ReplicaClient for RoutedReplicas {
                 replica.merge_hinted(partition, key.clone(), object.clone(), target.clone()).await.map(|_| ())
             }
             None => self.remote.merge_hinted(node, partition, key, object, target, call).await,
+        }
+    }
+
+    async fn reap(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        match self.local(node) {
+            Some(replica) => replica.reap(partition, key.clone(), clock.clone()).await,
+            None => self.remote.reap(node, partition, key, clock, call).await,
+        }
+    }
+
+    async fn prune(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        clock: &VersionVector,
+        actors: &[ActorId],
+        call: CallContext,
+    ) -> Result<bool, ReplicaError> {
+        match self.local(node) {
+            Some(replica) => replica.prune(partition, key.clone(), clock.clone(), actors.to_vec()).await,
+            None => self.remote.prune(node, partition, key, clock, actors, call).await,
         }
     }
 }

@@ -137,10 +137,13 @@ async fn get(
     request: pb::GetRequest,
 ) -> Result<pb::GetResponse, Status> {
     let received = Instant::now();
-    let pb::GetRequest { partition, key, caller } = request;
+    let pb::GetRequest { partition, key, with_history, caller } = request;
     admission.check(caller.as_ref(), received)?;
     let key = key_from_pb(required(key, "key")?);
-    let object = replica.get(partition, key).await?;
+    let object = match with_history {
+        true => replica.effective(partition, key).await?,
+        false => replica.get(partition, key).await?,
+    };
     Ok(pb::GetResponse { object: Some(object_to_pb(&object)) })
 }
 
@@ -182,6 +185,49 @@ async fn merge(
     Ok(pb::MergeResponse {})
 }
 
+async fn reap(
+    replica: &Arc<Replica>,
+    admission: &Admission,
+    request: pb::ReapRequest,
+) -> Result<pb::ReapResponse, Status> {
+    let received = Instant::now();
+    let pb::ReapRequest { partition, key, clock, caller } = request;
+    admission.check(caller.as_ref(), received)?;
+    let key = key_from_pb(required(key, "key")?);
+    if clock.is_empty() {
+        return Err(Status::invalid_argument("reap without a clock: only a tombstone is reaped"));
+    }
+    let reaped = replica.reap(partition, key, clock_from_pb(&clock)).await?;
+    Ok(pb::ReapResponse { reaped })
+}
+
+/// At most this many actors in one Prune call (a clock's entries are far
+/// fewer; a larger list is a bad peer).
+const PRUNE_ACTORS_MAX: usize = 1024;
+
+async fn prune(
+    replica: &Arc<Replica>,
+    admission: &Admission,
+    request: pb::PruneRequest,
+) -> Result<pb::PruneResponse, Status> {
+    let received = Instant::now();
+    let pb::PruneRequest { partition, key, clock, actors, caller } = request;
+    admission.check(caller.as_ref(), received)?;
+    let key = key_from_pb(required(key, "key")?);
+    let clock = clock_from_pb(&clock);
+    if clock.is_empty() || actors.is_empty() {
+        return Err(Status::invalid_argument("prune without a clock or without actors: nothing to prune"));
+    }
+    if actors.len() > PRUNE_ACTORS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "prune of {} actors, above the limit of {PRUNE_ACTORS_MAX}",
+            actors.len()
+        )));
+    }
+    let pruned = replica.prune(partition, key, clock, actors).await?;
+    Ok(pb::PruneResponse { pruned })
+}
+
 /// One call from a stream: its own span (a child of the caller's, when
 /// traces are exported) and the same per-method metrics as a unary call.
 async fn serve_call(replica: Arc<Replica>, admission: Admission, request: pb::CallRequest) -> pb::CallResponse {
@@ -190,6 +236,8 @@ async fn serve_call(replica: Arc<Replica>, admission: Admission, request: pb::Ca
         Some(Call::Get(_)) => "Replica/Get",
         Some(Call::Coordinate(_)) => "Replica/Coordinate",
         Some(Call::Merge(_)) => "Replica/Merge",
+        Some(Call::Reap(_)) => "Replica/Reap",
+        Some(Call::Prune(_)) => "Replica/Prune",
         None => "Replica/Calls",
     };
     let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.server", otel.kind = "server", rpc.method = method);
@@ -208,6 +256,8 @@ async fn serve_call(replica: Arc<Replica>, admission: Admission, request: pb::Ca
             }),
             Some(Call::Coordinate(r)) => coordinate(&replica, &admission, r).await.map(CallResult::Coordinate),
             Some(Call::Merge(r)) => merge(&replica, &admission, r).await.map(CallResult::Merge),
+            Some(Call::Reap(r)) => reap(&replica, &admission, r).await.map(CallResult::Reap),
+            Some(Call::Prune(r)) => prune(&replica, &admission, r).await.map(CallResult::Prune),
             None => Err(Status::invalid_argument("call request without a call")),
         }
     }
@@ -286,6 +336,14 @@ impl ReplicaRpc for ReplicaService {
 
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::MergeResponse>, Status> {
         merge(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn reap(&self, request: Request<pb::ReapRequest>) -> Result<Response<pb::ReapResponse>, Status> {
+        reap(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn prune(&self, request: Request<pb::PruneRequest>) -> Result<Response<pb::PruneResponse>, Status> {
+        prune(&self.replica, &self.admission, request.into_inner()).await.map(Response::new)
     }
 
     type CallsStream = CallStream;

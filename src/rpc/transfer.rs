@@ -1,8 +1,9 @@
 //! Partition transfer: streaming every object of a partition to another node,
-//! which merges each one into its replica. Ownership handoff and hinted
-//! handoff use it to move data when the ring changes or a node comes back.
-//! Merges are idempotent, so a transfer that failed halfway is simply pushed
-//! again.
+//! which merges each one into its replica, and before them the partition's
+//! reap records (`replica::reap`), which the receiver keeps as its own.
+//! Ownership handoff and hinted handoff use it to move data when the ring
+//! changes or a node comes back. Merges are idempotent, so a transfer that
+//! failed halfway is simply pushed again.
 //!
 //! The sending side is fed through a bounded channel rather than an
 //! iterator: a RocksDB scan borrows the store and blocks, so it runs on the
@@ -24,18 +25,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{entry_from_pb, entry_to_pb};
+use super::convert::{entry_from_pb, entry_to_pb, reaped_from_pb, reaped_to_pb};
 use super::peers::{MAX_MESSAGE_BYTES, Peers};
 use super::status::replica_error_from_status;
 use super::transfer_pb::transfer_client::TransferClient;
 use super::transfer_pb::transfer_server::Transfer;
-use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse};
-use crate::core::key::NodeId;
+use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse, ReapedEntry};
+use crate::core::key::{NodeId, ObjectKey};
 use crate::core::ring::Partition;
 use crate::env::{Blocking, Env};
 use crate::error::HasErrorCode;
 use crate::replica::{Replica, ReplicaError};
-use crate::storage::{Entry, StorageError, Store};
+use crate::storage::{Entry, Reaped, StorageError, Store};
 use crate::telemetry::metrics;
 
 /// At most this many objects per message...
@@ -56,10 +57,16 @@ impl TransferService {
         TransferService { replica }
     }
 
-    async fn merge_batch(&self, partition: Partition, entries: Vec<PbEntry>) -> Result<u64, Status> {
+    /// Merges one message: its reap records first (a stale object is then
+    /// dropped onto them), then its objects. Returns the objects merged.
+    async fn merge_batch(&self, partition: Partition, message: PushRequest) -> Result<u64, Status> {
         // Validate the whole batch before merging any of it.
-        let entries = entries.into_iter().map(entry_from_pb).collect::<Result<Vec<_>, Status>>()?;
+        let reaped = message.reaped.into_iter().map(reaped_from_pb).collect::<Result<Vec<_>, Status>>()?;
+        let entries = message.entries.into_iter().map(entry_from_pb).collect::<Result<Vec<_>, Status>>()?;
         let count = entries.len() as u64;
+        if !reaped.is_empty() {
+            self.replica.merge_reaped(partition, reaped).await?;
+        }
         self.replica.merge_many(partition, entries).await?;
         Ok(count)
     }
@@ -74,7 +81,7 @@ impl Transfer for TransferService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty transfer: the first message must name the partition"))?;
         let partition = first.partition;
-        let mut merged = self.merge_batch(partition, first.entries).await?;
+        let mut merged = self.merge_batch(partition, first).await?;
         while let Some(message) = messages.message().await? {
             if message.partition != partition {
                 return Err(Status::invalid_argument(format!(
@@ -82,7 +89,7 @@ impl Transfer for TransferService {
                     message.partition
                 )));
             }
-            merged += self.merge_batch(partition, message.entries).await?;
+            merged += self.merge_batch(partition, message).await?;
         }
         tracing::info!(partition, merged, "received partition transfer");
         Ok(Response::new(PushResponse { merged }))
@@ -150,17 +157,19 @@ impl TransferKind {
     }
 }
 
-/// Streams every entry received on `entries` to `node` (at
-/// `cluster_address`) as partition `partition`, and returns how many objects
-/// it merged. The transfer is complete only when this returns `Ok`: the
-/// sender must close the channel after the last entry; a `StorageError`
-/// received from it cancels the transfer and is returned.
+/// Streams the partition's reap records `reaped` (`Store::reaped_in`), then
+/// every entry received on `entries`, to `node` (at `cluster_address`) as
+/// partition `partition`, and returns how many objects it merged. The
+/// transfer is complete only when this returns `Ok`: the sender must close
+/// the channel after the last entry; a `StorageError` received from it
+/// cancels the transfer and is returned.
 pub async fn push_partition(
     peers: &Peers,
     node: &NodeId,
     cluster_address: &str,
     partition: Partition,
     kind: TransferKind,
+    reaped: Vec<(ObjectKey, Reaped)>,
     entries: mpsc::Receiver<Result<Entry, StorageError>>,
 ) -> Result<u64, ReplicaError> {
     let started = Instant::now();
@@ -174,8 +183,15 @@ pub async fn push_partition(
         let progress = Arc::new(Progress::default());
         progress.waiting();
         let (failed_tx, failed_rx) = oneshot::channel();
-        let outgoing =
-            Outgoing { partition, kind, entries, first: true, progress: Arc::clone(&progress), failed: Some(failed_tx) };
+        let outgoing = Outgoing {
+            partition,
+            kind,
+            reaped: reaped.into_iter(),
+            entries,
+            first: true,
+            progress: Arc::clone(&progress),
+            failed: Some(failed_tx),
+        };
         let idle = peers.transfer_idle_timeout();
         // Returning drops the call, which resets the HTTP/2 stream: the
         // receiver sees the transfer cancelled, never a clean end.
@@ -206,6 +222,8 @@ pub async fn push_partition(
 struct Outgoing {
     partition: Partition,
     kind: TransferKind,
+    /// Reap records still to send: they go first, before any object.
+    reaped: std::vec::IntoIter<(ObjectKey, Reaped)>,
     entries: mpsc::Receiver<Result<Entry, StorageError>>,
     /// The first message is sent even when there are no entries: it names
     /// the partition.
@@ -219,6 +237,14 @@ impl Outgoing {
         futures::stream::unfold(self, |mut this| async move {
             // The transport asks for more: the peer is keeping up.
             this.progress.busy();
+            let reaped: Vec<ReapedEntry> =
+                this.reaped.by_ref().take(BATCH_ENTRIES_MAX).map(|(key, r)| reaped_to_pb(&key, &r)).collect();
+            if !reaped.is_empty() {
+                this.first = false;
+                let request = PushRequest { partition: this.partition, entries: Vec::new(), reaped };
+                metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
+                return Some((request, this));
+            }
             let entries = match next_batch(&mut this.entries).await {
                 Ok(entries) => entries,
                 Err(error) => {
@@ -235,7 +261,7 @@ impl Outgoing {
                 return None;
             }
             this.first = false;
-            let request = PushRequest { partition: this.partition, entries };
+            let request = PushRequest { partition: this.partition, entries, reaped: Vec::new() };
             metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
             Some((request, this))
         })

@@ -298,10 +298,15 @@ impl AntiEntropyWorker {
         // Fenced by the ring: a peer on a newer ring refuses, and the
         // exchange stops until this node catches up.
         let call = || CallContext { deadline: Instant::now() + self.peers.unary_deadline(), ring_epoch, ring_hash };
-        let theirs = self.replicas.get(peer, partition, &key, call()).await?;
-        let merged = self.replica.merge(partition, key.clone(), theirs.clone()).await?;
-        if merged != theirs {
-            self.replicas.merge(peer, partition, &key, &merged, call()).await?;
+        // Effective objects both ways (with each side's history of pruned
+        // clock entries): a side that lacks the history (a prune lost to a
+        // power loss) and holds a value it superseded learns so; stored
+        // objects alone would leave it a sibling there for good.
+        let theirs = self.replicas.get_with_history(peer, partition, &key, call()).await?;
+        self.replica.merge(partition, key.clone(), theirs.clone()).await?;
+        let ours = self.replica.effective(partition, key.clone()).await?;
+        if ours != theirs {
+            self.replicas.merge(peer, partition, &key, &ours, call()).await?;
         }
         tracing::debug!(partition, %peer, key = ?key.key, "anti-entropy repaired a key");
         Ok(())

@@ -13,6 +13,9 @@
 //!    copy that still has hints (this node took it as a fallback) is never
 //!    deleted here: it leaves once `services::hints` delivered it.
 //!
+//! Both ship the partition's reap records with its objects
+//! (`replica::reap`): they are part of its state.
+//!
 //! Merges are idempotent, so repeating a transfer after a failure or a crash
 //! is always safe.
 //!
@@ -42,6 +45,7 @@ use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::peers::Peers;
 use crate::rpc::transfer::{TransferKind, push_partition, spawn_scan};
+use crate::storage::Reaped;
 use crate::telemetry::metrics;
 
 /// Objects the sweep holds in memory at once (one batch of a partition).
@@ -111,14 +115,30 @@ impl HandoffWorker {
         self.progress.lock().expect("progress lock").insert(partition, entry);
     }
 
-    /// Streams `partition` to each of `to`; returns the objects sent.
+    /// The partition's reap records (read on the blocking pool): they move
+    /// with its objects, or a stale copy could come back on the new holders.
+    async fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, HandoffError> {
+        let store = Arc::clone(self.replica.store());
+        let read = move || store.reaped_in(partition);
+        self.replica
+            .env()
+            .blocking
+            .run(read)
+            .await
+            .map_err(|e| HandoffError(e.to_string()))?
+            .map_err(|e| HandoffError(e.to_string()))
+    }
+
+    /// Streams `partition` (its reap records, then its objects) to each of
+    /// `to`; returns the objects sent.
     async fn send(&self, partition: Partition, to: &[NodeId]) -> Result<u64, HandoffError> {
         let mut sent = 0;
+        let reaped = self.reaped_in(partition).await?;
         for node in to {
             let address =
                 self.membership.cluster_address(node).ok_or_else(|| HandoffError(format!("no address for {node}")))?;
             let entries = spawn_scan(Arc::clone(self.replica.store()), partition, self.replica.env());
-            sent += push_partition(&self.peers, node, &address, partition, TransferKind::Move, entries)
+            sent += push_partition(&self.peers, node, &address, partition, TransferKind::Move, reaped.clone(), entries)
                 .await
                 .map_err(|e| HandoffError(format!("to {node}: {e}")))?;
         }
@@ -202,9 +222,13 @@ impl HandoffWorker {
     async fn sweep_partition(&self, p: Partition, holders: &[NodeId]) -> Result<u64, HandoffError> {
         let mut scan = spawn_scan(Arc::clone(self.replica.store()), p, self.replica.env());
         let mut dropped = 0;
+        // The reap records go with the first batch (they stay here until
+        // they expire: harmless, and still true).
+        let mut reaped = Some(self.reaped_in(p).await?);
         loop {
             let batch = next_batch(&mut scan).await?;
-            if batch.is_empty() {
+            let records = reaped.take().unwrap_or_default();
+            if batch.is_empty() && records.is_empty() {
                 break;
             }
             for node in holders {
@@ -212,12 +236,13 @@ impl HandoffWorker {
                     .membership
                     .cluster_address(node)
                     .ok_or_else(|| HandoffError(format!("no address for {node}")))?;
-                let (tx, rx) = mpsc::channel(batch.len());
+                let (tx, rx) = mpsc::channel(batch.len().max(1));
                 for entry in &batch {
                     let _ = tx.try_send(Ok(entry.clone()));
                 }
                 drop(tx);
-                let pushed = push_partition(&self.peers, node, &address, p, TransferKind::Sweep, rx).await;
+                let pushed =
+                    push_partition(&self.peers, node, &address, p, TransferKind::Sweep, records.clone(), rx).await;
                 metrics::partition_transfer("sweep", pushed.is_ok(), *pushed.as_ref().unwrap_or(&0));
                 pushed.map_err(|e| HandoffError(format!("partition {p} to {node}: {e}")))?;
             }

@@ -1,5 +1,5 @@
 //! Background work, off the request path: gossip, data movement, hinted
-//! handoff, anti-entropy and certificate reloads. Each
+//! handoff, anti-entropy, tombstone reaping and certificate reloads. Each
 //! service is a [`Worker`]: `work` does one unit and says whether more is
 //! waiting, `wait_for_work` sleeps until there may be some. [`spawn`] runs
 //! it until the node's one cancellation token fires.
@@ -9,6 +9,7 @@ pub mod certificates;
 pub mod gossip;
 pub mod handoff;
 pub mod hints;
+pub mod reaper;
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;

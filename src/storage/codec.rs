@@ -12,6 +12,9 @@
 //! A hint key starts with the object key's fields, each length-prefixed, so
 //! the hints of one key are one contiguous range ([`hint_prefix`]).
 //!
+//! Reap records (`Store::reap`): the object's key format, in a space of
+//! their own. Value: format version (u8) | postcard-encoded `ReapedV1`.
+//!
 //! The partition prefix makes a partition one contiguous range. The record
 //! types here are separate from the in-memory `Object` so that a refactor of
 //! the core cannot silently change what is on disk; a new format gets a new
@@ -20,7 +23,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Hint, StorageError};
+use super::{Hint, Reaped, StorageError};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Content, Object, Sibling};
 use crate::core::ring::Partition;
@@ -41,6 +44,32 @@ struct SiblingV1 {
     content_type: String,
     last_modified_ms: u64,
     value: Bytes,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReapedV1 {
+    clock: Vec<(u64, u64)>,
+    reaped_at_ms: u64,
+}
+
+pub fn encode_reaped(reaped: &Reaped) -> Vec<u8> {
+    let record = ReapedV1 { clock: reaped.clock.iter().collect(), reaped_at_ms: reaped.reaped_at_ms };
+    let mut out = vec![FORMAT_V1];
+    postcard::to_io(&record, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn decode_reaped(raw: &[u8]) -> Result<Reaped, StorageError> {
+    let (&version, body) = raw.split_first().ok_or_else(|| StorageError::Corrupt("empty reap record".into()))?;
+    if version != FORMAT_V1 {
+        return Err(StorageError::UnsupportedVersion { found: version, supported: FORMAT_V1 });
+    }
+    let (record, rest): (ReapedV1, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| StorageError::Corrupt(format!("reap record v1: {e}")))?;
+    if !rest.is_empty() {
+        return Err(StorageError::Corrupt(format!("reap record v1 has {} trailing bytes", rest.len())));
+    }
+    Ok(Reaped { clock: VersionVector::from_entries(record.clock), reaped_at_ms: record.reaped_at_ms })
 }
 
 pub fn encode_key(partition: Partition, key: &ObjectKey) -> Vec<u8> {
@@ -218,6 +247,17 @@ mod tests {
         let raw = encode_object(&o);
         assert_eq!(raw[0], FORMAT_V1);
         assert_eq!(decode_object(&raw).unwrap(), o);
+    }
+
+    #[test]
+    fn reap_records_round_trip_with_version_byte() {
+        let reaped = Reaped { clock: VersionVector::from_entries([(3, 4), (9, 1)]), reaped_at_ms: 77 };
+        let raw = encode_reaped(&reaped);
+        assert_eq!(raw[0], FORMAT_V1);
+        assert_eq!(decode_reaped(&raw).unwrap(), reaped);
+        assert!(matches!(decode_reaped(&[2]), Err(StorageError::UnsupportedVersion { found: 2, .. })));
+        assert!(decode_reaped(&[]).is_err());
+        assert!(decode_reaped(&raw[..raw.len() - 1]).is_err());
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::codec::{
-    check_hint_value, decode_hint_key, decode_key, decode_object, encode_hint_key, encode_hint_value, encode_key,
-    encode_object, hint_prefix, partition_prefix,
+    check_hint_value, decode_hint_key, decode_key, decode_object, decode_reaped, encode_hint_key, encode_hint_value,
+    encode_key, encode_object, encode_reaped, hint_prefix, partition_prefix,
 };
-use super::{Entry, Hint, StorageError, Store, StoreStats};
+use super::{Entry, Hint, Reaped, StorageError, Store, StoreStats};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
@@ -19,6 +19,7 @@ pub struct MemoryStore {
     objects: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
     hints: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    reaped: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -122,6 +123,56 @@ impl Store for MemoryStore {
 
     fn remove_hint(&self, hint: &Hint) -> Result<(), StorageError> {
         self.hints.lock().expect("memory store lock").remove(&encode_hint_key(hint));
+        Ok(())
+    }
+
+    fn reap(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        // Both locks, objects first (as put_hinted), so a reader never sees
+        // the object gone without its record.
+        let raw = encode_key(partition, key);
+        let mut objects = self.objects.lock().expect("memory store lock");
+        let mut records = self.reaped.lock().expect("memory store lock");
+        objects.remove(&raw);
+        records.insert(raw, encode_reaped(reaped));
+        Ok(())
+    }
+
+    fn put_reaped(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        self.reaped.lock().expect("memory store lock").insert(encode_key(partition, key), encode_reaped(reaped));
+        Ok(())
+    }
+
+    fn reaped(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
+        let records = self.reaped.lock().expect("memory store lock");
+        records.get(&encode_key(partition, key)).map(|raw| decode_reaped(raw)).transpose()
+    }
+
+    fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        let prefix = partition_prefix(partition);
+        let records = self.reaped.lock().expect("memory store lock");
+        records
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| Ok((decode_key(k)?.1, decode_reaped(v)?)))
+            .collect()
+    }
+
+    fn reaped_before(&self, before_ms: u64, limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {
+        let records = self.reaped.lock().expect("memory store lock");
+        let mut out = Vec::new();
+        for (k, v) in records.iter() {
+            if out.len() == limit {
+                break;
+            }
+            if decode_reaped(v)?.reaped_at_ms < before_ms {
+                out.push(decode_key(k)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_reaped(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
+        self.reaped.lock().expect("memory store lock").remove(&encode_key(partition, key));
         Ok(())
     }
 

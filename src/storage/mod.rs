@@ -62,6 +62,17 @@ pub struct Hint {
     pub target: NodeId,
 }
 
+/// What a replica keeps of a tombstone it reaped (removed once every
+/// primary held it, `services::reaper`): its clock, so that a stale copy of
+/// the key arriving later is recognised as already deleted and dropped
+/// (`replica::reap`), and when, so that the record can expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    pub clock: crate::core::vclock::VersionVector,
+    /// The reaping replica's wall clock, in Unix ms.
+    pub reaped_at_ms: u64,
+}
+
 /// Counts for status pages and metrics; RocksDB's are estimates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
@@ -128,6 +139,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops one hint (absent: nothing happens). Durable when it returns.
     fn remove_hint(&self, _hint: &Hint) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    // Reaped tombstones (`replica::reap`). Every engine implements these
+    // (the conformance suite checks both); the defaults describe a store
+    // that never reaps, for test wrappers.
+
+    /// Removes the key's object and stores `reaped` for it, in one write
+    /// (all or none, durable together).
+    fn reap(&self, _partition: Partition, _key: &ObjectKey, _reaped: &Reaped) -> Result<(), StorageError> {
+        Err(StorageError::Io(format!("the {} store does not reap tombstones", self.engine())))
+    }
+
+    /// Stores (replaces) the key's record and leaves its object alone: a
+    /// history record beside a live object (clock pruning), or a record a
+    /// transfer brought. Durable when it returns.
+    fn put_reaped(&self, _partition: Partition, _key: &ObjectKey, _reaped: &Reaped) -> Result<(), StorageError> {
+        Err(StorageError::Io(format!("the {} store does not reap tombstones", self.engine())))
+    }
+
+    /// The record of a reaped tombstone of this key, if one is kept.
+    fn reaped(&self, _partition: Partition, _key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
+        Ok(None)
+    }
+
+    /// Every reap record of one partition, in key order: what a partition
+    /// transfer ships with the objects (records are few: tombstones reaped
+    /// within the retention).
+    fn reaped_in(&self, _partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Up to `limit` reap records whose `reaped_at_ms` is below `before_ms`,
+    /// in (partition, key) order: what is due to expire.
+    fn reaped_before(&self, _before_ms: u64, _limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Drops a reap record (absent: nothing happens).
+    fn remove_reaped(&self, _partition: Partition, _key: &ObjectKey) -> Result<(), StorageError> {
         Ok(())
     }
 

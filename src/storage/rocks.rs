@@ -35,10 +35,10 @@ use rocksdb::{
 };
 
 use super::codec::{
-    check_hint_value, decode_hint_key, decode_key, decode_object, encode_hint_key, encode_hint_value, encode_key,
-    encode_object, hint_prefix, partition_prefix,
+    check_hint_value, decode_hint_key, decode_key, decode_object, decode_reaped, encode_hint_key, encode_hint_value,
+    encode_key, encode_object, encode_reaped, hint_prefix, partition_prefix,
 };
-use super::{Entry, Hint, StorageError, Store, StoreStats, space};
+use super::{Entry, Hint, Reaped, StorageError, Store, StoreStats, space};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
@@ -49,6 +49,10 @@ const META: &str = "meta";
 /// its own, so object scans never meet hints; a data directory from before
 /// hints gets it created, empty, when opened.
 const HINTS: &str = "hints";
+/// Reap records of reaped tombstones (see `codec`). A family of its own,
+/// like hints: object scans (handoff, anti-entropy) never meet them, and a
+/// data directory from before reaping gets it created, empty, when opened.
+const REAPED: &str = "reaped";
 /// A page of hints is read in one iteration, at most this many.
 const HINT_PAGE_MAX: usize = 4096;
 
@@ -194,6 +198,7 @@ fn open_db(path: &Path) -> Result<rocksdb::DB, rocksdb::Error> {
         ColumnFamilyDescriptor::new(OBJECTS, objects),
         ColumnFamilyDescriptor::new(META, Options::default()),
         ColumnFamilyDescriptor::new(HINTS, Options::default()),
+        ColumnFamilyDescriptor::new(REAPED, Options::default()),
     ];
     rocksdb::DB::open_cf_descriptors(&db_opts, path, families)
 }
@@ -318,6 +323,66 @@ impl Store for RocksStore {
     fn remove_hint(&self, hint: &Hint) -> Result<(), StorageError> {
         let key = encode_hint_key(hint);
         self.with_db(|db| db.delete_cf_opt(cf(db, HINTS), key, &self.write).map_err(map_err))
+    }
+
+    fn reap(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        let (raw, value) = (encode_key(partition, key), encode_reaped(reaped));
+        self.with_db(|db| {
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(cf(db, OBJECTS), &raw);
+            batch.put_cf(cf(db, REAPED), &raw, value);
+            db.write_opt(batch, &self.write).map_err(map_err)
+        })
+    }
+
+    fn put_reaped(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        let (raw, value) = (encode_key(partition, key), encode_reaped(reaped));
+        self.with_db(|db| db.put_cf_opt(cf(db, REAPED), raw, value, &self.write).map_err(map_err))
+    }
+
+    fn reaped(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
+        self.with_db(|db| {
+            let raw = db.get_pinned_cf(cf(db, REAPED), encode_key(partition, key)).map_err(map_err)?;
+            raw.map(|r| decode_reaped(&r)).transpose()
+        })
+    }
+
+    fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        let prefix = partition_prefix(partition);
+        self.with_db(|db| {
+            let mut out = Vec::new();
+            for row in db.iterator_cf(cf(db, REAPED), IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = row.map_err(map_err)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                out.push((decode_key(&k)?.1, decode_reaped(&v)?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn reaped_before(&self, before_ms: u64, limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {
+        // One iteration over the whole family: records are few (tombstones
+        // reaped within the retention) and small.
+        self.with_db(|db| {
+            let mut out = Vec::new();
+            for row in db.iterator_cf(cf(db, REAPED), IteratorMode::Start) {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, v) = row.map_err(map_err)?;
+                if decode_reaped(&v)?.reaped_at_ms < before_ms {
+                    out.push(decode_key(&k)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn remove_reaped(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
+        let raw = encode_key(partition, key);
+        self.with_db(|db| db.delete_cf_opt(cf(db, REAPED), raw, &self.write).map_err(map_err))
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -46,6 +46,10 @@ pub const HINTS_QUEUED: &str = "vinzclortho_hints_queued";
 /// Hints delivered to their target (and deleted), or whose delivery failed
 /// (kept, retried). Label: `outcome` (ok, failed).
 pub const HINTS_DELIVERED_TOTAL: &str = "vinzclortho_hints_delivered_total";
+/// Keys whose tombstone this node's reaper removed from every primary.
+pub const TOMBSTONES_REAPED_TOTAL: &str = "vinzclortho_tombstones_reaped_total";
+/// Clock entries this node's reaper moved from keys' clocks into their history records (on every primary).
+pub const CLOCK_ENTRIES_PRUNED_TOTAL: &str = "vinzclortho_clock_entries_pruned_total";
 /// Transfers of the current move not yet done by a live sender, cluster-wide as this node sees it.
 pub const PARTITION_TRANSFERS_PENDING: &str = "vinzclortho_partition_transfers_pending";
 /// Members as this node's failure detector sees them. Label: `status` (up, down).
@@ -170,6 +174,11 @@ fn describe() {
     describe_counter!(HANDOFF_DROPPED_OBJECTS_TOTAL, "Objects deleted after their partition was handed over.");
     describe_gauge!(HINTS_QUEUED, "Hints held here for delivery, by target node.");
     describe_counter!(HINTS_DELIVERED_TOTAL, "Hint deliveries by outcome.");
+    describe_counter!(TOMBSTONES_REAPED_TOTAL, "Keys whose tombstone was reaped from every primary by this node.");
+    describe_counter!(
+        CLOCK_ENTRIES_PRUNED_TOTAL,
+        "Clock entries this node's reaper moved from keys' clocks into their history records on every primary."
+    );
     describe_gauge!(PARTITION_TRANSFERS_PENDING, "Transfers of the current move not yet done.");
     describe_gauge!(MEMBERS, "Cluster members by status, as this node sees them.");
     describe_gauge!(CLAIMED_PARTITIONS, "Partitions this node owns.");
@@ -230,6 +239,8 @@ fn zero() {
         counter!(ANTI_ENTROPY_EXCHANGES_TOTAL, "outcome" => outcome).increment(0);
     }
     counter!(ANTI_ENTROPY_KEYS_REPAIRED_TOTAL).increment(0);
+    counter!(TOMBSTONES_REAPED_TOTAL).increment(0);
+    counter!(CLOCK_ENTRIES_PRUNED_TOTAL).increment(0);
     counter!(ANTI_ENTROPY_TREE_BUILDS_TOTAL).increment(0);
     for outcome in ["ok", "failed", "refused"] {
         counter!(GOSSIP_ROUNDS_TOTAL, "outcome" => outcome).increment(0);
@@ -299,6 +310,15 @@ pub fn hints_queued(target: &str, count: u64) {
 pub fn hints_delivered(ok: u64, failed: u64) {
     counter!(HINTS_DELIVERED_TOTAL, "outcome" => "ok").increment(ok);
     counter!(HINTS_DELIVERED_TOTAL, "outcome" => "failed").increment(failed);
+}
+
+pub fn tombstones_reaped(keys: u64) {
+    counter!(TOMBSTONES_REAPED_TOTAL).increment(keys);
+}
+
+/// The reaper pruned this many clock entries (of one partition's keys).
+pub fn clock_entries_pruned(entries: u64) {
+    counter!(CLOCK_ENTRIES_PRUNED_TOTAL).increment(entries);
 }
 
 /// One anti-entropy exchange with a peer ended.

@@ -17,13 +17,14 @@ use rand::rngs::StdRng;
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::Object;
 use vinzclortho::core::ring::Partition;
-use vinzclortho::storage::{Entry, Hint, MemoryStore, StorageError, Store, StoreStats};
+use vinzclortho::storage::{Entry, Hint, MemoryStore, Reaped, StorageError, Store, StoreStats};
 
 /// What a power loss undoes: the previous state of one object, or of one
 /// hint (whether it existed).
 enum Undo {
     Object { partition: Partition, key: ObjectKey, previous: Option<Object> },
     Hint { hint: Hint, existed: bool },
+    Reaped { partition: Partition, key: ObjectKey, previous: Option<Reaped> },
 }
 
 pub struct Disk {
@@ -64,6 +65,19 @@ impl Disk {
                     self.live.put_hinted(hint.partition, &hint.key, None, &hint.target)
                 }
                 Undo::Hint { hint, existed: false } => self.live.remove_hint(&hint),
+                Undo::Reaped { partition, key, previous } => {
+                    // The object's own undo comes next (it was remembered
+                    // first): here only the record goes back.
+                    let object = self.live.get(partition, &key).expect("the memory store does not fail");
+                    let restored = match previous {
+                        Some(record) => self.live.reap(partition, &key, &record),
+                        None => self.live.remove_reaped(partition, &key),
+                    };
+                    if let Some(object) = object {
+                        self.live.put(partition, &key, &object).expect("the memory store does not fail");
+                    }
+                    restored
+                }
             };
             restored.expect("the memory store does not fail");
         }
@@ -90,6 +104,11 @@ impl Disk {
     fn remember(&self, partition: Partition, key: &ObjectKey) {
         let previous = self.live.get(partition, key).expect("the memory store does not fail");
         self.unsynced.lock().unwrap().push(Undo::Object { partition, key: key.clone(), previous });
+    }
+
+    fn remember_reaped(&self, partition: Partition, key: &ObjectKey) {
+        let previous = self.live.reaped(partition, key).expect("the memory store does not fail");
+        self.unsynced.lock().unwrap().push(Undo::Reaped { partition, key: key.clone(), previous });
     }
 
     fn remember_hint(&self, hint: Hint) {
@@ -190,6 +209,40 @@ impl Store for SimStore {
         self.check()?;
         self.disk.remember_hint(hint.clone());
         self.disk.live.remove_hint(hint)
+    }
+
+    fn reap(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.remember(partition, key);
+        self.disk.remember_reaped(partition, key);
+        self.disk.live.reap(partition, key, reaped)
+    }
+
+    fn put_reaped(&self, partition: Partition, key: &ObjectKey, reaped: &Reaped) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.remember_reaped(partition, key);
+        self.disk.live.put_reaped(partition, key, reaped)
+    }
+
+    fn reaped(&self, partition: Partition, key: &ObjectKey) -> Result<Option<Reaped>, StorageError> {
+        self.check()?;
+        self.disk.live.reaped(partition, key)
+    }
+
+    fn reaped_in(&self, partition: Partition) -> Result<Vec<(ObjectKey, Reaped)>, StorageError> {
+        self.check()?;
+        self.disk.live.reaped_in(partition)
+    }
+
+    fn reaped_before(&self, before_ms: u64, limit: usize) -> Result<Vec<(Partition, ObjectKey)>, StorageError> {
+        self.check()?;
+        self.disk.live.reaped_before(before_ms, limit)
+    }
+
+    fn remove_reaped(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
+        self.check()?;
+        self.disk.remember_reaped(partition, key);
+        self.disk.live.remove_reaped(partition, key)
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -4,7 +4,8 @@
 //!   counter) for two different values (Riak's KV-679 is exactly this);
 //! * every acknowledged write is covered (its dot within the stored clock:
 //!   the value or something that superseded it) on at least W disks among
-//!   its key's holders in the cluster's latest ring, unless a power loss
+//!   its key's holders in the cluster's latest ring (a key's record covers
+//!   what its reaped tombstone or its pruned clock entries did), unless a power loss
 //!   may have taken it since. A ring switch before the data moved breaks
 //!   this at once. Under sloppy quorum a fallback's copy stands in for a
 //!   holder while it still carries a hint for the key: a covering copy on a
@@ -34,6 +35,15 @@ use vinzclortho::storage::Store;
 use super::Record;
 use super::history::{Kind, Outcome};
 use super::world::Cluster;
+
+/// Whether `store` covers `dot` of `key`: its object's clock does, or the
+/// key's record does (a reaped tombstone's clock, or clock entries pruned
+/// into its history): a stale copy of what it covers is dropped there
+/// (`replica::reap`).
+fn covers(store: &dyn Store, p: u32, key: &ObjectKey, dot: Dot) -> bool {
+    store.get(p, key).ok().flatten().is_some_and(|o| o.clock().covers(dot))
+        || store.reaped(p, key).ok().flatten().is_some_and(|r| r.clock.covers(dot))
+}
 
 /// How often the disks are looked at.
 const EVERY: Duration = Duration::from_millis(100);
@@ -164,10 +174,7 @@ impl Watcher {
             let covering: Vec<(usize, bool)> = holders
                 .iter()
                 .filter_map(|h| self.cluster.index_of(h))
-                .map(|i| {
-                    let object = self.cluster.disk(i).contents().get(p, &key).ok().flatten();
-                    (i, object.is_some_and(|o| o.clock().covers(dot)))
-                })
+                .map(|i| (i, covers(self.cluster.disk(i).contents(), p, &key, dot)))
                 .collect();
             let mut covered_by: Vec<String> =
                 covering.iter().filter(|(_, c)| *c).map(|(i, _)| holders_name(&holders, *i, &self.cluster)).collect();
@@ -175,8 +182,7 @@ impl Watcher {
             for i in (0..self.cluster.size()).filter(|i| !covering.iter().any(|(h, _)| h == i)) {
                 let disk = self.cluster.disk(i);
                 let contents = disk.contents();
-                let covers = contents.get(p, &key).ok().flatten().is_some_and(|o| o.clock().covers(dot));
-                if !covers {
+                if !covers(contents, p, &key, dot) {
                     continue;
                 }
                 let targets = contents.hints_for(p, &key).unwrap_or_default();

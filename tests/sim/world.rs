@@ -73,6 +73,14 @@ impl Cluster {
         config.request_timeout = Duration::from_secs(2);
         config.gossip_interval = Duration::from_millis(200);
         config.failure_timeout = Duration::from_secs(2);
+        // Reaping within a run's minutes, under its faults (the default
+        // grace of a day would never reap).
+        config.tombstone_grace = Duration::from_secs(3);
+        config.reaped_retention = Duration::from_secs(3600);
+        // Clock hygiene under the same faults: restarts give clocks a new
+        // entry per node run, and a small limit prunes them often
+        // (`SIM_MAX_CLOCK=0` turns it off, to tell its failures apart).
+        config.max_clock_entries = std::env::var("SIM_MAX_CLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
         Arc::new(Cluster {
             net,
             t0: Instant::now(),
