@@ -846,22 +846,22 @@ async fn read_repair(
     // The replies are stored objects, whose clocks may be pruned (clock
     // hygiene, `replica::reap`): a primary that lacks a key's history (it
     // lost a prune to a power loss) and holds a value the others
-    // superseded would keep it for good if only sent those; it shows as a
-    // sibling. So a repair of siblings sends the join of the primaries'
-    // effective objects (with their histories), to every one that holds
-    // less (the extra reads only then: they cost a round trip each).
+    // superseded would keep it for good if only sent those. The primaries
+    // to repair (those that answered with less) are the ones that may hold
+    // a history that covers such a value: their effective objects (with
+    // the history) join the repair, and it goes to every primary whose
+    // reply holds less than that join.
     let mut full = merged.clone();
-    let mut effective = Vec::new();
-    let siblings = merged.siblings().len() > 1;
-    for node in read.primaries_answered().into_iter().filter(|_| siblings) {
-        if let Ok(object) = replicas.get_with_history(&node, repair.partition, &key, call()).await {
+    for node in &targets {
+        if let Ok(object) = replicas.get_with_history(node, repair.partition, &key, call()).await {
             full = full.merge(&object);
-            effective.push((node, object));
         }
     }
-    for (node, object) in &effective {
-        if object != &full && !targets.contains(node) {
-            targets.push(node.clone());
+    if full != merged {
+        for node in read.primaries_answered() {
+            if !targets.contains(&node) {
+                targets.push(node);
+            }
         }
     }
     for node in targets {
