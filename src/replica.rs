@@ -393,23 +393,23 @@ mod tests {
 
     const P: Partition = 3;
 
-    fn replica_on(store: Arc<dyn Store>) -> Arc<Replica> {
+    pub(super) fn replica_on(store: Arc<dyn Store>) -> Arc<Replica> {
         Arc::new(Replica::new(store, SiblingLimits::default()))
     }
 
-    fn replica() -> Arc<Replica> {
+    pub(super) fn replica() -> Arc<Replica> {
         replica_on(Arc::new(MemoryStore::new()))
     }
 
-    fn key() -> ObjectKey {
+    pub(super) fn key() -> ObjectKey {
         ObjectKey::in_default_bucket("k")
     }
 
-    fn put(v: &str) -> Mutation {
+    pub(super) fn put(v: &str) -> Mutation {
         Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
     }
 
-    fn values(o: &Object) -> BTreeSet<String> {
+    pub(super) fn values(o: &Object) -> BTreeSet<String> {
         o.siblings().iter().map(|s| String::from_utf8(s.content.value.to_vec()).unwrap()).collect()
     }
 

@@ -263,27 +263,11 @@ mod tests {
 
     use super::*;
     use crate::core::key::NodeId;
-    use crate::core::object::{Content, Mutation};
-    use crate::replica::SiblingLimits;
-    use crate::storage::MemoryStore;
+    use crate::core::object::Mutation;
+    // The replica tests' helpers: an in-memory replica, one key, a put.
+    use crate::replica::tests::{key, put, replica, values};
 
     const P: Partition = 5;
-
-    fn replica() -> Arc<Replica> {
-        Arc::new(Replica::new(Arc::new(MemoryStore::new()), SiblingLimits::default()))
-    }
-
-    fn key() -> ObjectKey {
-        ObjectKey::in_default_bucket("k")
-    }
-
-    fn put(v: &str) -> Mutation {
-        Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
-    }
-
-    fn values(o: &Object) -> BTreeSet<String> {
-        o.siblings().iter().map(|s| String::from_utf8(s.content.value.to_vec()).unwrap()).collect()
-    }
 
     /// A replica holding `v1`'s tombstone, and `v1` itself.
     async fn deleted(a: &Arc<Replica>) -> (Object, Object) {
