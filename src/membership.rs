@@ -569,9 +569,6 @@ impl Membership {
             let save = (changes.members || changes.ring || *unsaved).then(|| state.clone());
             (changes.ring.then(|| view_of(state)), save, stopped)
         };
-        if let Some(why) = stopped {
-            self.mark_stopped(why);
-        }
         // The state in memory is what this node now acts on: publish it even
         // if it cannot be saved. Publishing only after a successful save left
         // a node whose disk failed once on its old ring for good (the merged
@@ -582,6 +579,14 @@ impl Membership {
         if let Some(view) = view {
             tracing::info!(epoch = view.epoch, ring = %format!("{:016x}", view.ring_hash), moving = view.target.is_some(), "ring changed");
             self.ring.replace(Arc::new(view));
+        }
+        // Stopped only after the ring that stopped us is published: whoever
+        // sees "left" (GET /admin/status reads `stopped` first) then also sees
+        // the ring that gives this node nothing. Marked the other way round,
+        // a status between the two said "left" with the old ring's claim
+        // (CI saw it).
+        if let Some(why) = stopped {
+            self.mark_stopped(why);
         }
         if let Some(state) = save {
             let saved = save_state(&*self.store, &state);

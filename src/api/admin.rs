@@ -91,7 +91,11 @@ pub struct StorageStatus {
 }
 
 pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiError> {
+    // `stopped` before the ring: a node publishes the ring that stops it
+    // before it marks itself stopped, so a "left" here comes with that ring.
+    let stopped = api.membership.stopped();
     let view = api.membership.view();
+    let claim = view.current.claimed_by(api.membership.local());
     let store = api.store.clone();
     let stats = api
         .env
@@ -107,7 +111,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         node_id: api.membership.local().to_string(),
         cluster_address: api.info.cluster_address.clone(),
         cluster_id: format!("{:016x}", api.membership.cluster_id()),
-        state: match api.membership.stopped() {
+        state: match stopped {
             None => "serving",
             Some(Stopped::Removed) => "removed",
             Some(Stopped::Duplicate(_)) => "duplicate",
@@ -121,7 +125,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         r: view.r,
         w: view.w,
         under_replicated: view.current.members().len() < view.n_val,
-        claim: api.membership.claim(),
+        claim,
         members: api.membership.members(),
         ring: RingStatus {
             epoch: view.epoch,
