@@ -20,11 +20,17 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tonic::transport::Endpoint;
+use vinzclortho::rpc::membership_pb as m;
+use vinzclortho::rpc::membership_pb::membership_client::MembershipClient;
 use vinzclortho::rpc::pb;
 use vinzclortho::rpc::pb::replica_client::ReplicaClient;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-const FAST: &[&str] = &["--gossip-interval-ms", "100", "--failure-timeout-ms", "1500", "-p", "16"];
+/// Values are capped at 4 KiB so that the cluster port's message limit
+/// (sized from the largest legal object) is a few MiB, and a message above
+/// it is cheap to send.
+const FAST: &[&str] =
+    &["--gossip-interval-ms", "100", "--failure-timeout-ms", "1500", "-p", "16", "--max-value-bytes", "4096"];
 
 /// `vinzclortho certs ...`, which must succeed.
 fn certs(args: &[&str]) {
@@ -348,6 +354,59 @@ fn a_three_node_cluster_serves_over_mutual_tls_and_refuses_strangers_during_the_
     // n0's certificate reaches the service (and the call is checked there).
     let member = Dial(client_config(&ca, Some((&d.join("n0.pem"), &d.join("n0.key")))));
     let endpoint = Endpoint::from_shared(format!("http://{}", n2.cluster)).unwrap();
+
+    // Behind the door, a member is still not trusted with everything: a
+    // message above the largest legal one is refused before it is decoded,
+    // and gossip carrying another cluster's state (replayed, or forged with
+    // a ring epoch that would win every merge and n1 in the removed set) is
+    // refused whichever cluster id its headers name.
+    let n0_id = status(n0).unwrap()["node_id"].as_str().unwrap().to_owned();
+    let mut oversized = hostile_merge(n2, "k0", &n0_id);
+    oversized.get_mut().object.as_mut().unwrap().siblings[0].value = vec![b'x'; 16 << 20].into();
+    let status_oversized = runtime.block_on(refused_call(&n2.cluster, Some(member.clone()), oversized));
+    assert!(
+        matches!(status_oversized.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted),
+        "an oversized merge from a member: {status_oversized:?}"
+    );
+    let s2 = status(n2).unwrap();
+    let (cluster_id, n2_id) = (s2["cluster_id"].as_str().unwrap().to_owned(), s2["node_id"].as_str().unwrap());
+    let epoch_before = s2["ring"]["epoch"].as_u64().unwrap();
+    let state = runtime.block_on(async {
+        let channel = endpoint.clone().connect_with_connector_lazy(member.clone());
+        let mut client = MembershipClient::new(channel);
+        let request = member_request(m::GetStateRequest {}, &cluster_id, n2_id, &n0_id);
+        tokio::time::timeout(Duration::from_secs(10), client.get_state(request)).await.expect("in time")
+    });
+    let mut foreign_state = state.expect("a member may read the state").into_inner().state.unwrap();
+    foreign_state.cluster_id ^= 1;
+    foreign_state.ring.as_mut().unwrap().epoch = u64::MAX;
+    foreign_state.removed.push(n1_id.clone());
+    let foreign_cluster = format!("{:016x}", foreign_state.cluster_id);
+    for (who, header_cluster) in [
+        ("gossip of another cluster under this cluster's id", cluster_id.as_str()),
+        ("gossip of another cluster under its own id", foreign_cluster.as_str()),
+    ] {
+        let gossip = m::GossipRequest {
+            protocol_version: vinzclortho::core::membership::PROTOCOL_VERSION,
+            from: n0_id.clone(),
+            state: Some(foreign_state.clone()),
+        };
+        let refused = runtime.block_on(async {
+            let channel = endpoint.clone().connect_with_connector_lazy(member.clone());
+            let mut client = MembershipClient::new(channel);
+            let request = member_request(gossip, header_cluster, n2_id, &n0_id);
+            tokio::time::timeout(Duration::from_secs(10), client.gossip(request)).await.expect("in time")
+        });
+        let status = refused.expect_err(who);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{who}: {status:?}");
+        assert!(status.message().contains("cluster"), "{who}: the refusal says why: {status:?}");
+    }
+    for node in [n0, n1, n2] {
+        assert_eq!(get(node, "k0").as_deref(), Some("v0"), "after the hostile member calls");
+        assert_eq!(member_ids(node), members_before, "after the hostile member calls");
+        let epoch = status(node).unwrap()["ring"]["epoch"].as_u64().unwrap();
+        assert!(epoch < u64::MAX && epoch <= epoch_before + 1, "the ring did not take the forged epoch: {epoch}");
+    }
     let health = runtime.block_on(async {
         let channel = endpoint.connect_with_connector_lazy(member);
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
