@@ -1478,3 +1478,38 @@ async fn an_oversized_message_is_refused_and_changes_nothing() {
     assert_eq!(replica.get(P, k).await.unwrap().siblings().len(), 1);
     task.abort();
 }
+
+/// Issue 13, limits on every stream: the cluster port tells each connection
+/// how many streams it may open at once. Without the setting (tonic's
+/// default) a peer could open streams without bound, each buffering up to
+/// the largest legal message.
+#[tokio::test]
+async fn the_cluster_port_caps_the_streams_of_a_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (routes, _health) = server::routes(
+        replica(1, SiblingLimits::default()),
+        None,
+        MAX_MESSAGE_BYTES,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let identity = Arc::new(Identity { node: NodeId::new("node-1"), cluster_id: CLUSTER });
+    let task = tokio::spawn(server::serve(listener, routes, identity, std::future::pending()));
+    let tcp = bounded("connect", tokio::net::TcpStream::connect(address)).await.unwrap();
+    let (_send, mut connection) = bounded("handshake", h2::client::handshake(tcp)).await.unwrap();
+    // Until the server's SETTINGS arrive, h2 assumes no limit.
+    let limit = bounded("the server's SETTINGS", async {
+        loop {
+            tokio::select! {
+                ended = &mut connection => panic!("the connection ended: {ended:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            if connection.max_concurrent_send_streams() != usize::MAX {
+                break connection.max_concurrent_send_streams();
+            }
+        }
+    })
+    .await;
+    assert_eq!(limit, server::MAX_STREAMS_PER_CONNECTION as usize);
+    task.abort();
+}

@@ -40,6 +40,13 @@ use crate::replica::Replica;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Streams one connection may have open at once. tonic sets no limit, so a
+/// peer could open streams without bound, each buffering up to the largest
+/// legal message. A node needs few: one `Replica/Calls` stream per peer,
+/// unary calls when a peer lacks it, transfers, anti-entropy, gossip; a
+/// client at the limit waits for a stream to end instead of failing.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
 /// The node's services. The health reporter starts with the whole server
 /// (`""`) SERVING, as tonic-health does; the node sets NOT_SERVING when it
 /// stops taking work. `stop` ends the long-lived replica call streams (cancel
@@ -118,6 +125,7 @@ pub async fn serve_with_tls(
         .layer(IdentityLayer::new(local))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_routes(routes.routes());
     match tls {
         Some(tls) => router.serve_with_incoming_shutdown(super::tls::incoming(listener, tls), shutdown).await,
