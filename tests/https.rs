@@ -83,7 +83,13 @@ struct Answer {
 /// One request over a fresh TLS connection to `address` (HOST:PORT), the
 /// node's certificate checked against `config`'s CA and the host; bounded
 /// in time. An error says what failed (connect, handshake, exchange).
-fn https(address: &str, config: &Arc<rustls::ClientConfig>, method: &str, path: &str, body: &str) -> Result<Answer, String> {
+fn https(
+    address: &str,
+    config: &Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<Answer, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let exchange = async {
         let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
@@ -214,6 +220,9 @@ fn a_rotated_certificate_is_served_without_a_restart() {
     });
     let log = std::fs::read_to_string(&node.stderr_path).unwrap();
     assert!(log.contains("HTTP TLS certificate reloaded"), "{log}");
+    // Graceful shutdown works on the TLS port as on a plain one.
+    let exit = node.signal_and_wait("TERM", Duration::from_secs(20)).expect("the node stops on SIGTERM");
+    assert!(exit.success(), "{exit}");
 }
 
 fn admin(node: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -249,9 +258,9 @@ fn the_admin_cli_and_bench_speak_https_to_a_cluster_with_cacert() {
         nodes
             .iter()
             .all(|n| {
-                status(n, &ours).and_then(|s| {
-                    Some(s["members"].as_array()?.iter().filter(|m| m["status"] == "up").count() == 3)
-                }) == Some(true)
+                status(n, &ours)
+                    .and_then(|s| Some(s["members"].as_array()?.iter().filter(|m| m["status"] == "up").count() == 3))
+                    == Some(true)
             })
             .then_some(())
     });

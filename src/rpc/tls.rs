@@ -592,6 +592,33 @@ mod tests {
     }
 
     #[test]
+    fn the_http_certificate_loads_without_a_ca_reloads_and_refuses_a_readable_key() {
+        let dir = certs_dir();
+        let http = |name: &str| HttpTlsFiles {
+            cert: dir.path().join(format!("{name}.pem")),
+            key: dir.path().join(format!("{name}.key")),
+        };
+        let tls = HttpTls::load(http("n1")).unwrap();
+        assert_eq!(tls.server_config().alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(!tls.reload_if_changed().unwrap(), "nothing changed");
+        let before = tls.server_config();
+        dir.node("n1");
+        assert!(tls.reload_if_changed().unwrap());
+        assert!(!Arc::ptr_eq(&before, &tls.server_config()), "new connections get the new certificate");
+        // A rotation whose key came out world-readable.
+        dir.node("n1");
+        let key = dir.path().join("n1.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let in_use = tls.server_config();
+        assert!(matches!(tls.reload_if_changed(), Err(TlsError::KeyReadable { .. })));
+        assert!(Arc::ptr_eq(&in_use, &tls.server_config()), "the certificate in use stays");
+        let err = HttpTls::load(http("n1")).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        let err = HttpTls::load(http("missing")).unwrap_err().to_string();
+        assert!(err.contains("missing.key") && err.contains("No such file"), "{err}");
+    }
+
+    #[test]
     fn handshake_errors_map_to_their_reasons() {
         use rustls::{CertificateError, Error};
         let wrap = |e: Error| io::Error::new(io::ErrorKind::InvalidData, e);
