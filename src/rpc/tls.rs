@@ -21,6 +21,11 @@
 //! runs for it. The certificate's name (its subject common name) reaches the
 //! identity check through tonic's `TlsConnectInfo` request extension
 //! ([`peer_certificate_name`]).
+//!
+//! The HTTP port's certificate ([`HttpTls`], `--http-tls-cert`) is loaded,
+//! checked and reloaded the same way, without a CA: HTTP clients present no
+//! certificate. Its connections go through the same accept loop
+//! ([`accept`]), counted in `vinzclortho_http_tls_handshake_failures_total`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -156,8 +161,8 @@ fn bad(path: &Path, reason: String) -> TlsError {
     TlsError::File { path: path.to_owned(), reason }
 }
 
-/// A private key file, refused if others than its owner and group may read
-/// it: anyone on the host could then act as this node.
+/// A private key file, refused if users other than its owner and group
+/// may read (or write) it: anyone on the host could then act as this node.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let mode = std::fs::metadata(path).map_err(|e| bad(path, e.to_string()))?.mode();
     if mode & 0o007 != 0 {
@@ -239,9 +244,10 @@ pub struct HttpTlsFiles {
 }
 
 /// TLS on the HTTP port: a server configuration that asks clients for no
-/// certificate (they authenticate the node; tokens authenticate them),
-/// replaced when the files change, like [`ClusterTls`]. It offers HTTP/2
-/// and HTTP/1.1 by ALPN.
+/// certificate (TLS here lets clients check the node and keeps the traffic
+/// private; who a client is, is the HTTP layer's business), replaced when
+/// the files change, like [`ClusterTls`]. It offers HTTP/2 and HTTP/1.1 by
+/// ALPN.
 pub struct HttpTls {
     files: HttpTlsFiles,
     loaded: RwLock<(Arc<ServerConfig>, [Stamp; 2])>,
