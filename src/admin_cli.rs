@@ -9,6 +9,7 @@
 //!   for a bad command line; also a node that rejects the request as
 //!   malformed, 400).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,14 +20,22 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::http_client::{ClientTls, Connector};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The node to ask: its HTTP address (any member will do).
+    /// The node to ask: its HTTP address (any member will do); `https://HOST:PORT` for a node
+    /// with an HTTP certificate.
     #[arg(long, default_value = "127.0.0.1:8880", env = "VINZCLORTHO_ADMIN_NODE", global = true)]
     pub node: String,
+    /// The CA that signed the nodes' HTTP certificates (PEM): speak HTTPS to
+    /// every node, checking its certificate against this CA [default: plain
+    /// HTTP, unless --node says https://]
+    #[arg(long, value_name = "FILE", env = "VINZCLORTHO_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
     /// Print the node's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -128,7 +137,14 @@ enum Failure {
 }
 
 pub async fn main(args: AdminArgs) -> ExitCode {
-    let client = Node::new(&args.node, Duration::from_secs(args.request_timeout.max(1)));
+    let tls = match ClientTls::from_flags(args.cacert.as_deref(), [args.node.as_str()]) {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("vinzclortho admin: --cacert: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = Node::new(&args.node, &tls, Duration::from_secs(args.request_timeout.max(1)));
     match run(&client, &args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Cluster(message)) => {
@@ -254,11 +270,11 @@ async fn members_unhealthy(node: &Node, status: &Value) -> Option<String> {
         .as_array()?
         .iter()
         .filter_map(|m| m["address"].as_str())
-        .filter(|a| Node::new(a, node.timeout).base != node.base)
+        .filter(|a| node.peer(a).base != node.base)
         .map(str::to_owned)
         .collect::<Vec<_>>();
     for address in others {
-        let peer = Node::new(&address, node.timeout);
+        let peer = node.peer(&address);
         match peer.json(Method::GET, "/admin/status", None).await {
             Ok(theirs) => {
                 if let Some(why) = unhealthy(&theirs) {
@@ -280,7 +296,7 @@ async fn transfers(node: &Node, sample: Duration) -> Result<Value, Failure> {
         .as_array()
         .map(|ms| ms.iter().filter_map(|m| m["address"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    let peers: Vec<Node> = members.iter().map(|m| Node::new(m, node.timeout)).collect();
+    let peers: Vec<Node> = members.iter().map(|m| node.peer(m)).collect();
     let snapshot = || async {
         let mut all = Vec::new();
         for peer in &peers {
@@ -432,6 +448,7 @@ fn status_table(s: &Value) -> String {
     let rows = [
         ("node", text(&s["node"])),
         ("node id", text(&s["node_id"])),
+        ("https", text(&s["http_tls"])),
         ("cluster", text(&s["cluster_id"])),
         ("state", text(&s["state"])),
         ("version", text(&s["version"])),
@@ -646,18 +663,21 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 /// One node's HTTP API.
 struct Node {
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
+    tls: ClientTls,
     timeout: Duration,
 }
 
 impl Node {
-    fn new(address: &str, timeout: Duration) -> Node {
-        let base = if address.contains("://") {
-            address.trim_end_matches('/').to_owned()
-        } else {
-            format!("http://{address}")
-        };
-        Node { base, http: Client::builder(TokioExecutor::new()).build_http(), timeout }
+    fn new(address: &str, tls: &ClientTls, timeout: Duration) -> Node {
+        let http = Client::builder(TokioExecutor::new()).build(tls.connector(HttpConnector::new()));
+        Node { base: tls.base_url(address), http, tls: tls.clone(), timeout }
+    }
+
+    /// Another member, at the HTTP address the cluster lists for it: asked
+    /// the way this one is (HTTPS when the CLI speaks it), on the same pool.
+    fn peer(&self, address: &str) -> Node {
+        Node { base: self.tls.base_url(address), http: self.http.clone(), tls: self.tls.clone(), timeout: self.timeout }
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<String>) -> Result<(StatusCode, Bytes), Failure> {
@@ -668,8 +688,14 @@ impl Node {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| Failure::Usage(format!("bad node address {:?}: {e}", self.base)))?;
         let exchange = async {
-            let response =
-                self.http.request(request).await.map_err(|e| Failure::Cluster(format!("{uri}: {}", chain(&e))))?;
+            let response = self.http.request(request).await.map_err(|e| {
+                let mut why = chain(&e);
+                // What a TLS port answers a plain request: an alert, no HTTP.
+                if !self.base.starts_with("https://") && why.contains("invalid HTTP version") {
+                    why.push_str(" (does the node speak HTTPS? give --cacert FILE)");
+                }
+                Failure::Cluster(format!("{uri}: {why}"))
+            })?;
             let (parts, body) = response.into_parts();
             let body = body.collect().await.map_err(|e| Failure::Cluster(format!("{uri}: {e}")))?.to_bytes();
             Ok((parts.status, body))

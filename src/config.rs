@@ -184,6 +184,19 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// This node's certificate for the HTTP port (PEM, chain first): with
+    /// --http-tls-key, the HTTP port speaks HTTPS only (no plaintext on it).
+    /// Clients check it against the CA that signed it (`--cacert` of the
+    /// admin CLI and bench). Reloaded when the file changes [default: none,
+    /// plain HTTP]
+    #[arg(long, env = "VINZCLORTHO_HTTP_TLS_CERT", value_name = "FILE")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// The private key of --http-tls-cert (PEM); must not be world-readable
+    /// (chmod 600); reloaded when the file changes
+    #[arg(long, env = "VINZCLORTHO_HTTP_TLS_KEY", value_name = "FILE")]
+    pub http_tls_key: Option<PathBuf>,
+
     /// Allow a plaintext cluster port on an address that is not loopback:
     /// anyone who reaches the port can then act as a member. Logs a warning
     /// [default: false]
@@ -233,6 +246,16 @@ pub struct Config {
     pub tls: Option<TlsPaths>,
     /// Plaintext on a cluster address that is not loopback, on purpose.
     pub insecure_cluster: bool,
+    /// HTTPS on the HTTP port; `None`: plain HTTP.
+    pub http_tls: Option<HttpTlsPaths>,
+}
+
+/// The certificate files of the HTTP port (no CA: clients are not asked
+/// for certificates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The certificate files of mutual TLS between nodes.
@@ -311,6 +334,8 @@ impl NodeArgs {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             insecure_cluster: self.insecure_cluster.or(lower.insecure_cluster),
+            http_tls_cert: self.http_tls_cert.or(lower.http_tls_cert),
+            http_tls_key: self.http_tls_key.or(lower.http_tls_key),
             config: self.config,
         }
     }
@@ -420,6 +445,11 @@ impl NodeArgs {
                  or --insecure-cluster to run without them anyway"
             )));
         }
+        let http_tls = match (self.http_tls_cert, self.http_tls_key) {
+            (Some(cert), Some(key)) => Some(HttpTlsPaths { cert, key }),
+            (None, None) => None,
+            _ => return Err(invalid("--http-tls-cert and --http-tls-key go together: give both or neither".into())),
+        };
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| Path::new("vinzclortho-data").join(format!("{}_{port}", host.replace(':', "_"))));
@@ -452,6 +482,7 @@ impl NodeArgs {
             max_clock_entries: self.max_clock_entries.unwrap_or(DEFAULT_MAX_CLOCK_ENTRIES),
             tls,
             insecure_cluster,
+            http_tls,
         })
     }
 }
@@ -596,6 +627,24 @@ mod tests {
         std::fs::write(&path, "tls_cert = \"n1.pem\"\ntls_key = \"n1.key\"\n").unwrap();
         let c = parse(&["--config", path.to_str().unwrap(), "--tls-ca", "ca.pem"]).unwrap();
         assert_eq!(c.tls.map(|t| t.ca), Some("ca.pem".into()));
+    }
+
+    #[test]
+    fn https_takes_a_certificate_and_its_key_from_flags_or_the_file() {
+        assert_eq!(parse(&[]).unwrap().http_tls, None);
+        let c = parse(&["--http-tls-cert", "web.pem", "--http-tls-key", "web.key"]).unwrap();
+        let expected = HttpTlsPaths { cert: "web.pem".into(), key: "web.key".into() };
+        assert_eq!(c.http_tls, Some(expected.clone()));
+        for half in [&["--http-tls-cert", "web.pem"][..], &["--http-tls-key", "web.key"][..]] {
+            let err = parse(half).unwrap_err().to_string();
+            assert!(err.contains("--http-tls-cert and --http-tls-key go together"), "{half:?}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "http_tls_cert = \"web.pem\"\nhttp_tls_key = \"web.key\"\n").unwrap();
+        assert_eq!(parse(&["--config", path.to_str().unwrap()]).unwrap().http_tls, Some(expected));
+        // Independent of the cluster port's certificates.
+        assert_eq!(parse(&["--config", path.to_str().unwrap()]).unwrap().tls, None);
     }
 
     #[test]

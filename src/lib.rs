@@ -12,7 +12,8 @@
 //! * [`coordinator`]: one client operation -> replica calls -> a quorum
 //!   decision, through the `ReplicaClient` trait.
 //! * [`membership`]: the members and the ring as this node sees them.
-//! * [`api`]: the HTTP edge (axum).
+//! * [`api`]: the HTTP edge (axum); [`https`] serves it, over TLS when the
+//!   node has an HTTP certificate.
 //! * [`rpc`]: the gRPC edge (tonic); protobuf types live only there; mutual
 //!   TLS between nodes (`rpc::tls`).
 //! * [`config`], [`telemetry`], [`error`]: settings, logging, error codes.
@@ -28,6 +29,7 @@
 //! * [`admin_cli`]: `vinzclortho admin`, the operator's CLI (an HTTP client
 //!   of `/admin/...`).
 //! * [`certs`]: `vinzclortho certs`, the cluster CA and node certificates.
+//! * [`http_client`]: the tools' HTTP client (plain or HTTPS with `--cacert`).
 //! * [`cli`]: the command line: the node's flags and the tools' subcommands.
 //!
 //! Dependencies point one way, down this list's layers: `core` uses no other
@@ -69,6 +71,8 @@ pub mod env;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod http_client;
+pub mod https;
 pub mod membership;
 pub mod node;
 pub mod replica;

@@ -36,7 +36,7 @@ use crate::rpc::identity::Caller;
 use crate::rpc::membership::MembershipService;
 use crate::rpc::peers::{Connector, Peers};
 use crate::rpc::replica_client::{GrpcReplicaClient, RoutedReplicas};
-use crate::rpc::tls::{ClusterTls, TlsError, TlsFiles};
+use crate::rpc::tls::{ClusterTls, HttpTls, HttpTlsFiles, TlsError, TlsFiles};
 use crate::services::anti_entropy::{self, AntiEntropy, AntiEntropyWorker, LocalTrees};
 use crate::services::gossip::GossipWorker;
 use crate::services::handoff::{HandoffWorker, Progress};
@@ -59,6 +59,8 @@ pub enum NodeError {
     Serve(String),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("HTTP port certificate: {0}")]
+    HttpTls(TlsError),
 }
 
 /// What a node takes from outside, chosen by whoever starts it: the real
@@ -315,7 +317,7 @@ pub fn build(
         reaper: reaper.clone(),
         metrics,
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
-        info: NodeInfo { cluster_address, partitions },
+        info: NodeInfo { cluster_address, partitions, http_tls: config.http_tls.is_some() },
         env: env.clone(),
     });
     let router = api::router(Arc::clone(&api));
@@ -572,6 +574,15 @@ pub fn cluster_tls(config: &Config) -> Result<Option<Arc<ClusterTls>>, NodeError
     Ok(Some(Arc::new(tls)))
 }
 
+/// The HTTP port's certificate, when the config names one.
+pub fn http_tls(config: &Config) -> Result<Option<Arc<HttpTls>>, NodeError> {
+    let Some(paths) = &config.http_tls else { return Ok(None) };
+    let tls =
+        HttpTls::load(HttpTlsFiles { cert: paths.cert.clone(), key: paths.key.clone() }).map_err(NodeError::HttpTls)?;
+    tracing::info!(cert = %paths.cert.display(), "HTTP port: HTTPS only");
+    Ok(Some(Arc::new(tls)))
+}
+
 /// Runs a node on `listeners` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -583,6 +594,7 @@ pub async fn run(
     let cluster_address =
         config.cluster_advertise.clone().unwrap_or_else(|| advertised(&config.cluster_address, cluster_bound));
     let tls = cluster_tls(&config)?;
+    let https = http_tls(&config)?;
     let store = open_store(&config)?;
     let host = Host { tls: tls.clone(), ..Host::real() };
     let app = start(&config, &host, address.clone(), cluster_address.clone(), store).await?;
@@ -600,13 +612,14 @@ pub async fn run(
         cancel.clone().cancelled_owned(),
     ));
     let mut workers = spawn_workers(&config, &app, &cancel);
+    let mut reload = crate::services::certificates::CertificateWorker::new(CERTIFICATE_POLL);
     if let Some(tls) = tls {
-        let reload = crate::services::certificates::CertificateWorker::new(
-            tls,
-            Arc::clone(&app.peers),
-            Arc::clone(&app.membership),
-            CERTIFICATE_POLL,
-        );
+        reload = reload.cluster(tls, Arc::clone(&app.peers), Arc::clone(&app.membership));
+    }
+    if let Some(https) = &https {
+        reload = reload.http(Arc::clone(https));
+    }
+    if reload.watches_anything() {
         workers.push(crate::services::spawn(reload, cancel.clone(), &app.env));
     }
     health.set_service_status("", ServingStatus::Serving).await;
@@ -621,7 +634,8 @@ pub async fn run(
         "node started"
     );
     // One line on stdout for scripts and tests that wait for readiness.
-    println!("vinzclortho listening on http://{address} cluster={cluster_address}");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    println!("vinzclortho listening on {scheme}://{address} cluster={cluster_address}");
     let stopped = app.membership.wait_stopped();
     let stop = async move {
         tokio::select! {
@@ -629,7 +643,7 @@ pub async fn run(
             () = stopped => {}
         }
     };
-    let served = axum::serve(listeners.http, app.router).with_graceful_shutdown(stop).await;
+    let served = crate::https::serve(listeners.http, https, app.router, stop).await;
     health.set_service_status("", ServingStatus::NotServing).await;
     cancel.cancel();
     for worker in workers {

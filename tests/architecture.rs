@@ -62,6 +62,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("services", &["core", "env", "error", "telemetry", "storage", "replica", "coordinator", "membership", "rpc"]),
     // The HTTP edge: parse, call the coordinator, answer.
     ("api", &["core", "env", "error", "telemetry", "storage", "coordinator", "membership", "services"]),
+    // Serves the HTTP edge, over TLS with the rpc layer's accept loop and
+    // certificates when the node has an HTTP certificate.
+    ("https", &["env", "telemetry", "rpc"]),
     // Settings, parsed and validated into the typed settings of the layers
     // they configure: above those layers, below the composition root.
     ("config", &["core", "env", "error", "telemetry", "replica"]),
@@ -81,14 +84,17 @@ const LAYERS: &[(&str, &[&str])] = &[
             "rpc",
             "services",
             "api",
+            "https",
             "config",
         ],
     ),
     // Tools the binary runs beside the server; nothing in the server uses them.
-    ("bench", &["env", "config", "coordinator"]),
+    // The tools' HTTP client: plain, or HTTPS checked against a CA file.
+    ("http_client", &["env"]),
+    ("bench", &["env", "config", "coordinator", "http_client"]),
     ("devcluster", &["env", "config", "node"]),
     // The operator's CLI: a client of a node's HTTP API, nothing more.
-    ("admin_cli", &["env"]),
+    ("admin_cli", &["env", "http_client"]),
     // `vinzclortho certs`: the cluster CA and node certificates, files only.
     ("certs", &["core", "env"]),
     // The command line: the server's flags and one subcommand per tool.
@@ -99,7 +105,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 /// The tools the binary runs beside the server, and what runs them; every
 /// other module is part of the server.
-const TOOLS: &[&str] = &["bench", "devcluster", "admin_cli", "certs", "cli", "main"];
+const TOOLS: &[&str] = &["http_client", "bench", "devcluster", "admin_cli", "certs", "cli", "main"];
 
 fn allowed(from: &str) -> &'static [&'static str] {
     LAYERS.iter().find(|(m, _)| *m == from).map(|(_, deps)| *deps).unwrap_or(&[])

@@ -118,6 +118,8 @@ fn help_documents_every_option_and_its_environment_variable() {
         "--config",
         "VINZCLORTHO_ADDRESS",
         "VINZCLORTHO_N_VAL",
+        "--http-tls-cert",
+        "VINZCLORTHO_HTTP_TLS_KEY",
         "serve",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

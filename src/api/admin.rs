@@ -38,6 +38,8 @@ pub async fn put_claim(State(api): State<AppState>, body: Bytes) -> Result<Strin
 pub struct Status {
     /// This node's HTTP address.
     node: String,
+    /// Whether that address speaks HTTPS only (`--http-tls-cert`).
+    http_tls: bool,
     node_id: String,
     cluster_address: String,
     cluster_id: String,
@@ -108,6 +110,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
     let hints = hints.iter().map(|(node, count)| (api.membership.http_address(node), *count)).collect();
     Ok(Json(Status {
         node: api.membership.http_address(api.membership.local()),
+        http_tls: api.info.http_tls,
         node_id: api.membership.local().to_string(),
         cluster_address: api.info.cluster_address.clone(),
         cluster_id: format!("{:016x}", api.membership.cluster_id()),

@@ -50,6 +50,8 @@ pub struct Limits {
 pub struct NodeInfo {
     pub cluster_address: String,
     pub partitions: u32,
+    /// Whether the HTTP port speaks HTTPS (`--http-tls-cert`).
+    pub http_tls: bool,
 }
 
 /// What every handler can reach.

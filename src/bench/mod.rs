@@ -40,6 +40,8 @@ use serde::Serialize;
 use runner::{Budget, Contexts, Counters, Plan, Worker, run_phase};
 use stats::{Latency, OpSummary, Recorder};
 use target::{Target, TargetKind};
+
+use crate::http_client::ClientTls;
 use workload::{Distribution, KeyChooser, Mix, Op};
 
 const DEFAULT_DURATION_S: f64 = 10.0;
@@ -50,9 +52,15 @@ const DEFAULT_DURATION_S: f64 = 10.0;
     vinzclortho bench --nodes 127.0.0.1:8880 --ops 100000 --distribution zipf --check --json\n  \
     vinzclortho bench --target etcd --nodes 127.0.0.1:2379 --duration 10")]
 pub struct BenchArgs {
-    /// Nodes to send requests to, spread round robin
+    /// Nodes to send requests to, spread round robin; `https://HOST:PORT`
+    /// for HTTPS (so is every HOST:PORT with --cacert)
     #[arg(long, required = true, value_delimiter = ',', value_name = "HOST:PORT,...", value_parser = parse_node)]
     pub nodes: Vec<String>,
+    /// The CA that signed the nodes' HTTP certificates (PEM): speak HTTPS,
+    /// checking each node's certificate against it [default: plain HTTP,
+    /// unless a node says https://]
+    #[arg(long, value_name = "FILE", env = "VINZCLORTHO_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
     /// What the nodes are
     #[arg(long, value_enum, default_value_t = TargetKind::Vinz)]
     pub target: TargetKind,
@@ -115,7 +123,8 @@ pub struct BenchArgs {
 }
 
 fn parse_node(s: &str) -> Result<String, String> {
-    crate::config::split_host_port(s).map(|_| s.to_owned())
+    let address = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    crate::config::split_host_port(address.trim_end_matches('/')).map(|_| s.to_owned())
 }
 
 fn parse_positive_secs(s: &str) -> Result<f64, String> {
@@ -318,9 +327,15 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
     // A fresh prefix per checked run: keys of earlier runs cannot confuse it.
     let key_prefix =
         if args.check { format!("{}{:08x}-", args.key_prefix, rand::random::<u32>()) } else { args.key_prefix.clone() };
+    let tls = ClientTls::from_flags(args.cacert.as_deref(), args.nodes.iter().map(String::as_str))
+        .map_err(|e| invalid(format!("--cacert: {e}")))?;
+    if args.target == TargetKind::Redis && (tls.https() || args.nodes.iter().any(|n| n.contains("://"))) {
+        return Err(invalid("--target redis takes HOST:PORT nodes and no --cacert (RESP without TLS)".into()));
+    }
     let target = Target::new(
         args.target,
         args.nodes.clone(),
+        &tls,
         args.r.clone(),
         args.w.clone(),
         Duration::from_millis(args.timeout_ms),

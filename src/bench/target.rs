@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::redis::RedisConn;
 use super::request::{Failure, Reply, Request};
 use super::workload::Op;
+use crate::http_client::{ClientTls, Connector};
 
 const CONTEXT_HEADER: &str = "x-vinzclortho-context";
 /// Key bytes sent as they are in a `/store/{key}` path.
@@ -53,7 +54,9 @@ impl fmt::Display for TargetKind {
 pub struct Target {
     pub kind: TargetKind,
     pub nodes: Arc<[String]>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// Each node's base URL (`http://HOST:PORT` or `https://HOST:PORT`).
+    bases: Arc<[String]>,
+    http: Client<Connector, Full<Bytes>>,
     r: Option<String>,
     w: Option<String>,
     timeout: Duration,
@@ -63,6 +66,7 @@ impl Target {
     pub fn new(
         kind: TargetKind,
         nodes: Vec<String>,
+        tls: &ClientTls,
         r: Option<String>,
         w: Option<String>,
         timeout: Duration,
@@ -73,8 +77,11 @@ impl Target {
         connector.set_connect_timeout(Some(timeout));
         // HTTP/1.1 keep-alive: one pooled connection per in-flight request
         // and node, reused for the whole run.
-        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Target { kind, nodes: nodes.into(), http, r, w, timeout }
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(tls.connector(connector));
+        let bases = nodes.iter().map(|n| tls.base_url(n)).collect();
+        Target { kind, nodes: nodes.into(), bases, http, r, w, timeout }
     }
 
     /// A worker's connection; worker i starts at node i and then goes round
@@ -88,7 +95,7 @@ impl Target {
         let mut conn = Conn { target: self.clone(), next: node, redis: None };
         match self.kind {
             TargetKind::Vinz => {
-                let uri = format!("http://{}/ping", self.nodes[node]);
+                let uri = format!("{}/ping", self.bases[node]);
                 let (status, _, body) = conn.http(Method::GET, &uri, None, Bytes::new()).await?;
                 ok_status(status, &body).map(drop)
             }
@@ -132,7 +139,7 @@ impl Conn {
                 (None, None) => String::new(),
             },
         };
-        let uri = format!("http://{}/store/{key}{query}", t.nodes[node]);
+        let uri = format!("{}/store/{key}{query}", t.bases[node]);
         let (method, body) = match req.op {
             Op::Read => (Method::GET, Bytes::new()),
             Op::Write => (Method::PUT, req.value.clone()),
@@ -160,7 +167,7 @@ impl Conn {
             Op::Write => ("put", format!(r#"{{"key":"{key}","value":"{}"}}"#, B64.encode(&req.value))),
             Op::Delete => ("deleterange", format!(r#"{{"key":"{key}"}}"#)),
         };
-        let uri = format!("http://{}/v3/kv/{path}", self.target.nodes[node]);
+        let uri = format!("{}/v3/kv/{path}", self.target.bases[node]);
         let (status, _, body) = self.http(Method::POST, &uri, None, Bytes::from(body)).await?;
         let body = ok_status(status, &body)?;
         if req.op != Op::Read {

@@ -21,6 +21,11 @@
 //! runs for it. The certificate's name (its subject common name) reaches the
 //! identity check through tonic's `TlsConnectInfo` request extension
 //! ([`peer_certificate_name`]).
+//!
+//! The HTTP port's certificate ([`HttpTls`], `--http-tls-cert`) is loaded,
+//! checked and reloaded the same way, without a CA: HTTP clients present no
+//! certificate. Its connections go through the same accept loop
+//! ([`accept`]), counted in `vinzclortho_http_tls_handshake_failures_total`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -148,17 +153,39 @@ fn stamps(files: &TlsFiles) -> [Stamp; 3] {
     [stamp(&files.ca), stamp(&files.cert), stamp(&files.key)]
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File { path: path.to_owned(), reason: e.to_string() })
+}
+
+fn bad(path: &Path, reason: String) -> TlsError {
+    TlsError::File { path: path.to_owned(), reason }
+}
+
+/// A private key file, refused if users other than its owner and group
+/// may read (or write) it: anyone on the host could then act as this node.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let mode = std::fs::metadata(path).map_err(|e| bad(path, e.to_string()))?.mode();
+    if mode & 0o007 != 0 {
+        return Err(TlsError::KeyReadable { path: path.to_owned(), mode: mode & 0o777 });
+    }
+    PrivateKeyDer::from_pem_slice(&read(path)?).map_err(|e| bad(path, format!("not a PEM private key: {e}")))
+}
+
+/// A certificate chain file, the leaf first.
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(path, format!("not a PEM certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad(path, "holds no certificate".into()));
+    }
+    Ok(chain)
+}
+
 fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     // Stamps first: a file replaced while we read it is read again next time.
     let stamps = stamps(files);
-    let read =
-        |path: &Path| std::fs::read(path).map_err(|e| TlsError::File { path: path.to_owned(), reason: e.to_string() });
-    let bad = |path: &Path, reason: String| TlsError::File { path: path.to_owned(), reason };
-    let mode = std::fs::metadata(&files.key).map_err(|e| bad(&files.key, e.to_string()))?.mode();
-    // World-readable (or writable): anyone on the host could act as this node.
-    if mode & 0o007 != 0 {
-        return Err(TlsError::KeyReadable { path: files.key.clone(), mode: mode & 0o777 });
-    }
+    let key = read_key(&files.key)?;
     let ca_pem = read(&files.ca)?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&ca_pem) {
@@ -168,15 +195,9 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     if roots.is_empty() {
         return Err(bad(&files.ca, "holds no certificate".into()));
     }
-    let chain = CertificateDer::pem_slice_iter(&read(&files.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&files.cert, format!("not a PEM certificate: {e}")))?;
-    let Some(leaf) = chain.first() else {
-        return Err(bad(&files.cert, "holds no certificate".into()));
-    };
+    let chain = read_chain(&files.cert)?;
+    let leaf = &chain[0];
     let name = certificate_name(leaf);
-    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
-        .map_err(|e| bad(&files.key, format!("not a PEM private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = Arc::new(roots);
     let config = |e: rustls::Error| TlsError::Config(e.to_string());
@@ -213,6 +234,75 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
         })?;
     client.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded { server: Arc::new(server), client: Arc::new(client), name, stamps })
+}
+
+/// The HTTP port's certificate files (`--http-tls-cert`, `--http-tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// TLS on the HTTP port: a server configuration that asks clients for no
+/// certificate (TLS here lets clients check the node and keeps the traffic
+/// private; who a client is, is the HTTP layer's business), replaced when
+/// the files change, like [`ClusterTls`]. It offers HTTP/2 and HTTP/1.1 by
+/// ALPN.
+pub struct HttpTls {
+    files: HttpTlsFiles,
+    loaded: RwLock<(Arc<ServerConfig>, [Stamp; 2])>,
+}
+
+impl std::fmt::Debug for HttpTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTls").field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+impl HttpTls {
+    /// Loads the files; fails on a missing or malformed file, a key that
+    /// does not match the certificate, or a key others can read.
+    pub fn load(files: HttpTlsFiles) -> Result<HttpTls, TlsError> {
+        let loaded = load_http(&files)?;
+        Ok(HttpTls { files, loaded: RwLock::new(loaded) })
+    }
+
+    /// The configuration for the next accepted connection.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.loaded.read().expect("tls lock").0)
+    }
+
+    pub fn files(&self) -> &HttpTlsFiles {
+        &self.files
+    }
+
+    /// As [`ClusterTls::reload_if_changed`]: `Ok(true)` when new files
+    /// loaded; on an error the configuration in use stays.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let stamps = [stamp(&self.files.cert), stamp(&self.files.key)];
+        if stamps == self.loaded.read().expect("tls lock").1 {
+            return Ok(false);
+        }
+        let loaded = load_http(&self.files)?;
+        *self.loaded.write().expect("tls lock") = loaded;
+        Ok(true)
+    }
+}
+
+fn load_http(files: &HttpTlsFiles) -> Result<(Arc<ServerConfig>, [Stamp; 2]), TlsError> {
+    let stamps = [stamp(&files.cert), stamp(&files.key)];
+    let key = read_key(&files.key)?;
+    let chain = read_chain(&files.cert)?;
+    let mut server = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            TlsError::Config(format!("{} and {} do not go together: {e}", files.cert.display(), files.key.display()))
+        })?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(server), stamps))
 }
 
 /// A certificate's name: its subject common name, if it has one.
@@ -268,6 +358,35 @@ pub fn failure_reason(error: &io::Error) -> &'static str {
 /// logged and counted here; the stream yields only good connections. It
 /// ends accepting when dropped (the server stopped).
 pub fn incoming(listener: TcpListener, tls: Arc<ClusterTls>) -> Incoming {
+    Incoming(accept(listener, Port::Cluster, move || tls.server_config()))
+}
+
+/// Which port a handshake failed on: its log line and metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Cluster,
+    Http,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Cluster => "cluster port",
+            Port::Http => "HTTP port",
+        }
+    }
+}
+
+/// The accept loop behind [`incoming`], for either port: every accepted
+/// connection is handshaken in a task of its own (bounded in time and in
+/// number), so a slow or hostile client never holds up the next accept;
+/// good connections come out of the channel, which stops the loop when it
+/// is dropped.
+pub fn accept(
+    listener: TcpListener,
+    port: Port,
+    config: impl Fn() -> Arc<ServerConfig> + Send + 'static,
+) -> mpsc::Receiver<tokio_rustls::server::TlsStream<TcpStream>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -280,39 +399,43 @@ pub fn incoming(listener: TcpListener, tls: Arc<ClusterTls>) -> Incoming {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, go on.
-                    tracing::warn!(error = %e, "cluster port: accept failed");
+                    tracing::warn!(error = %e, "{}: accept failed", port.name());
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else { break };
             set_socket_options(&stream);
-            let acceptor = TlsAcceptor::from(tls.server_config());
+            let acceptor = TlsAcceptor::from(config());
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok::<_, io::Error>(stream)).await;
+                        let _ = tx.send(stream).await;
                     }
-                    Ok(Err(e)) => handshake_refused(remote, failure_reason(&e), &e.to_string()),
-                    Err(_) => handshake_refused(remote, "timeout", "no handshake within 10 s"),
+                    Ok(Err(e)) => handshake_refused(port, remote, failure_reason(&e), &e.to_string()),
+                    Err(_) => handshake_refused(port, remote, "timeout", "no handshake within 10 s"),
                 }
             });
         }
     });
-    Incoming(rx)
+    rx
 }
 
-fn handshake_refused(remote: SocketAddr, reason: &'static str, error: &str) {
+fn handshake_refused(port: Port, remote: SocketAddr, reason: &'static str, error: &str) {
+    let port_name = port.name();
     if reason == "closed" {
         // A connection closed before it said anything: a TCP health check
         // or port scan, every few seconds perhaps. Counted, not a warning.
-        tracing::debug!(%remote, reason, error, "cluster port: connection closed before a TLS handshake");
+        tracing::debug!(%remote, reason, error, "{port_name}: connection closed before a TLS handshake");
     } else {
-        tracing::warn!(%remote, reason, error, "cluster port: refused a TLS handshake");
+        tracing::warn!(%remote, reason, error, "{port_name}: refused a TLS handshake");
     }
-    metrics::tls_handshake_failed(reason);
+    match port {
+        Port::Cluster => metrics::tls_handshake_failed(reason),
+        Port::Http => metrics::http_tls_handshake_failed(reason),
+    }
 }
 
 fn set_socket_options(stream: &TcpStream) {
@@ -322,13 +445,13 @@ fn set_socket_options(stream: &TcpStream) {
 }
 
 /// The stream [`incoming`] returns, for tonic's `serve_with_incoming`.
-pub struct Incoming(mpsc::Receiver<Result<tokio_rustls::server::TlsStream<TcpStream>, io::Error>>);
+pub struct Incoming(mpsc::Receiver<tokio_rustls::server::TlsStream<TcpStream>>);
 
 impl Stream for Incoming {
     type Item = Result<tokio_rustls::server::TlsStream<TcpStream>, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        self.0.poll_recv(cx).map(|stream| stream.map(Ok))
     }
 }
 
@@ -472,6 +595,33 @@ mod tests {
         assert!(Arc::ptr_eq(&in_use, &tls.server_config()), "the certificates in use stay");
         dir.node("n1");
         assert!(tls.reload_if_changed().unwrap(), "the next poll loads the completed rotation");
+    }
+
+    #[test]
+    fn the_http_certificate_loads_without_a_ca_reloads_and_refuses_a_readable_key() {
+        let dir = certs_dir();
+        let http = |name: &str| HttpTlsFiles {
+            cert: dir.path().join(format!("{name}.pem")),
+            key: dir.path().join(format!("{name}.key")),
+        };
+        let tls = HttpTls::load(http("n1")).unwrap();
+        assert_eq!(tls.server_config().alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(!tls.reload_if_changed().unwrap(), "nothing changed");
+        let before = tls.server_config();
+        dir.node("n1");
+        assert!(tls.reload_if_changed().unwrap());
+        assert!(!Arc::ptr_eq(&before, &tls.server_config()), "new connections get the new certificate");
+        // A rotation whose key came out world-readable.
+        dir.node("n1");
+        let key = dir.path().join("n1.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let in_use = tls.server_config();
+        assert!(matches!(tls.reload_if_changed(), Err(TlsError::KeyReadable { .. })));
+        assert!(Arc::ptr_eq(&in_use, &tls.server_config()), "the certificate in use stays");
+        let err = HttpTls::load(http("n1")).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        let err = HttpTls::load(http("missing")).unwrap_err().to_string();
+        assert!(err.contains("missing.key") && err.contains("No such file"), "{err}");
     }
 
     #[test]

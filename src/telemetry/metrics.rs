@@ -81,7 +81,13 @@ pub const RPC_REFUSED_REASONS: [&str; 6] =
 /// `reason` (no_certificate, unknown_ca, expired, bad_certificate, not_tls,
 /// peer_refused, closed, timeout, other).
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "vinzclortho_tls_handshake_failures_total";
-/// The `reason` label values of [`TLS_HANDSHAKE_FAILURES_TOTAL`].
+/// TLS handshakes refused on the HTTP port (`--http-tls-cert`): label
+/// `reason`, the values of [`TLS_HANDSHAKE_FAILURE_REASONS`] (a client that
+/// does not trust the node's certificate shows as peer_refused, a plaintext
+/// HTTP request as not_tls).
+pub const HTTP_TLS_HANDSHAKE_FAILURES_TOTAL: &str = "vinzclortho_http_tls_handshake_failures_total";
+/// The `reason` label values of [`TLS_HANDSHAKE_FAILURES_TOTAL`] and
+/// [`HTTP_TLS_HANDSHAKE_FAILURES_TOTAL`].
 pub const TLS_HANDSHAKE_FAILURE_REASONS: [&str; 9] = [
     "no_certificate",
     "unknown_ca",
@@ -191,6 +197,7 @@ fn describe() {
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
     describe_counter!(RPC_REFUSED_TOTAL, "Internal gRPC calls refused for a wrong or missing identity, by reason.");
     describe_counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes refused on the cluster port, by reason.");
+    describe_counter!(HTTP_TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes refused on the HTTP port, by reason.");
     describe_counter!(
         REPLICA_CALLS_DROPPED_TOTAL,
         "Replica calls not run: past their caller's deadline, or planned on an older ring."
@@ -251,6 +258,7 @@ fn zero() {
     }
     for reason in TLS_HANDSHAKE_FAILURE_REASONS {
         counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(0);
+        counter!(HTTP_TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(0);
     }
     for reason in REPLICA_CALLS_DROPPED_REASONS {
         counter!(REPLICA_CALLS_DROPPED_TOTAL, "reason" => reason).increment(0);
@@ -366,6 +374,11 @@ pub fn rpc_refused(reason: &'static str) {
 /// Counts a refused TLS handshake on the cluster port.
 pub fn tls_handshake_failed(reason: &'static str) {
     counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts a refused TLS handshake on the HTTP port.
+pub fn http_tls_handshake_failed(reason: &'static str) {
+    counter!(HTTP_TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Gauges that describe state rather than events, set just before a scrape.

@@ -16,7 +16,8 @@ use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vinzclortho");
-const READY_PREFIX: &str = "vinzclortho listening on http://";
+/// Followed by `http://` or, on a node with an HTTP certificate, `https://`.
+const READY_PREFIX: &str = "vinzclortho listening on ";
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct NodeProc {
@@ -121,7 +122,8 @@ pub fn spawn_ready(mut cmd: Command, log: &Path) -> Result<(Child, String, Strin
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(READY_PREFIX) {
+            let rest = line.strip_prefix(READY_PREFIX);
+            if let Some(rest) = rest.and_then(|r| r.strip_prefix("http://").or_else(|| r.strip_prefix("https://"))) {
                 let (http, cluster) = rest.trim().split_once(" cluster=").expect("ready line names both addresses");
                 let _ = tx.send((http.to_owned(), cluster.to_owned()));
             }
