@@ -190,6 +190,20 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_INSECURE_CLUSTER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub insecure_cluster: Option<bool>,
 
+    /// Client authentication: every HTTP request but /ping (and /metrics)
+    /// needs `Authorization: Bearer TOKEN` with a grant for what it does.
+    /// A cluster setting, fixed when the cluster is created: the node that
+    /// creates it writes the first admin token to DATA_DIR/admin.token;
+    /// every other node must be started with the same setting [default: false]
+    #[arg(long, env = "VINZCLORTHO_SECURITY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub security: Option<bool>,
+
+    /// File holding the token /metrics requires (as `Authorization: Bearer
+    /// TOKEN`), with or without --security; must not be world-readable
+    /// [default: none, /metrics is open]
+    #[arg(long, env = "VINZCLORTHO_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+
     /// TOML file with any of these options (keys use underscores)
     #[arg(short = 'c', long, env = "VINZCLORTHO_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -233,6 +247,11 @@ pub struct Config {
     pub tls: Option<TlsPaths>,
     /// Plaintext on a cluster address that is not loopback, on purpose.
     pub insecure_cluster: bool,
+    /// Client authentication (`--security`), for a new cluster; an existing
+    /// one must match it.
+    pub security: bool,
+    /// The file of the token `/metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// The certificate files of mutual TLS between nodes.
@@ -311,6 +330,8 @@ impl NodeArgs {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             insecure_cluster: self.insecure_cluster.or(lower.insecure_cluster),
+            security: self.security.or(lower.security),
+            metrics_token_file: self.metrics_token_file.or(lower.metrics_token_file),
             config: self.config,
         }
     }
@@ -452,6 +473,8 @@ impl NodeArgs {
             max_clock_entries: self.max_clock_entries.unwrap_or(DEFAULT_MAX_CLOCK_ENTRIES),
             tls,
             insecure_cluster,
+            security: self.security.unwrap_or(false),
+            metrics_token_file: self.metrics_token_file,
         })
     }
 }

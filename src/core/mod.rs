@@ -11,6 +11,7 @@ pub mod key;
 pub mod membership;
 pub mod object;
 pub mod quorum;
+pub mod security;
 pub mod ring;
 pub mod tictac;
 pub mod vclock;
