@@ -87,8 +87,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Tools the binary runs beside the server; nothing in the server uses them.
     ("bench", &["env", "config", "coordinator"]),
     ("devcluster", &["env", "config", "node"]),
-    // The operator's CLI: a client of a node's HTTP API, nothing more.
-    ("admin_cli", &["env"]),
+    // The operator's CLI: a client of a node's HTTP API; it parses token
+    // grants with the core's rules (core::security) before sending them.
+    ("admin_cli", &["core", "env"]),
     // `vinzclortho certs`: the cluster CA and node certificates, files only.
     ("certs", &["core", "env"]),
     // The command line: the server's flags and one subcommand per tool.
