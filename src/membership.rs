@@ -177,9 +177,9 @@ impl HasErrorCode for MembershipError {
             | MembershipError::Certificate(_) => ErrorCode::Conflict,
             MembershipError::SecurityMismatch { .. } => ErrorCode::Conflict,
             MembershipError::Token(TokenError::Unknown(_)) => ErrorCode::NotFound,
-            MembershipError::Token(
-                TokenError::BadName(_) | TokenError::BadGrant(_) | TokenError::TooManyGrants(_),
-            ) => ErrorCode::BadRequest,
+            MembershipError::Token(TokenError::BadName(_) | TokenError::BadGrant(_) | TokenError::TooManyGrants(_)) => {
+                ErrorCode::BadRequest
+            }
             MembershipError::Token(_) => ErrorCode::Conflict,
             MembershipError::Storage(e) => e.code(),
         }
@@ -605,9 +605,20 @@ impl Membership {
 
     /// May the holder of the token hashed `presented` do `permission` on
     /// `resource` now? (`core::security::authorize`.)
-    pub fn authorize(&self, presented: &[u8; 32], permission: Permission, resource: Resource<'_>) -> Result<String, Refusal> {
+    pub fn authorize(
+        &self,
+        presented: &[u8; 32],
+        permission: Permission,
+        resource: Resource<'_>,
+    ) -> Result<String, Refusal> {
         let now = (self.clock)();
-        security::authorize(&self.inner.read().expect("membership lock").state.tokens, presented, now, permission, resource)
+        security::authorize(
+            &self.inner.read().expect("membership lock").state.tokens,
+            presented,
+            now,
+            permission,
+            resource,
+        )
     }
 
     /// Every token record (hashes included: the caller shows what it may).

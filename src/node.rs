@@ -365,7 +365,8 @@ fn first_admin_token(config: &Config, env: &Env, state: &mut ClusterState) -> Re
 
     use crate::core::security;
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-    let failed = |e: std::io::Error| NodeError::Security(format!("cannot write the admin token to {}: {e}", path.display()));
+    let failed =
+        |e: std::io::Error| NodeError::Security(format!("cannot write the admin token to {}: {e}", path.display()));
     std::fs::create_dir_all(&config.data_dir).map_err(failed)?;
     let token = security::new_token(env.entropy.bytes::<{ security::TOKEN_RANDOM_BYTES }>());
     let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
@@ -457,7 +458,9 @@ async fn join(
     loop {
         let attempt = async {
             let channel = peers.seed_channel(seed).map_err(|e| (e.to_string(), false))?;
-            crate::rpc::membership::join_with_security(channel, me, config.security).await.map_err(|s| (describe_join_error(&s), answered(&s)))
+            crate::rpc::membership::join_with_security(channel, me, config.security)
+                .await
+                .map_err(|s| (describe_join_error(&s), answered(&s)))
         };
         let failed = |reason: String, answered: bool| JoinFailed {
             error: NodeError::Join { seed: seed.to_owned(), reason },

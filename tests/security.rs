@@ -41,10 +41,8 @@ fn refused(node: &NodeProc, reason: &str) -> u64 {
 }
 
 fn node_args(ip: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["-a", &format!("{ip}:0"), "--cluster-address", &format!("{ip}:0")]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["-a", &format!("{ip}:0"), "--cluster-address", &format!("{ip}:0")].iter().map(|s| s.to_string()).collect();
     args.extend(FAST.iter().map(|s| s.to_string()));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
@@ -119,6 +117,7 @@ fn a_secure_cluster_refuses_every_bad_credential_and_spreads_token_changes() {
     assert!(refused_joiner.contains("security"), "{refused_joiner}");
     let status: Value = send("GET", &n0.url("/admin/status"), Some(&admin), None).json().unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 3, "the refused joiner left no record");
+    assert_eq!(status["security"], true);
 
     // Data written with the admin token.
     let key = n0.url("/store/k");
@@ -227,11 +226,8 @@ fn a_secure_cluster_refuses_every_bad_credential_and_spreads_token_changes() {
 
     // A token made on node 0 works on nodes 1 and 2 once gossiped; a new
     // grant and a revocation spread the same way.
-    let app = create_token(
-        &n0,
-        &admin,
-        json!({"name": "app", "grants": [{"permissions": ["read"], "scope": "default"}]}),
-    );
+    let app =
+        create_token(&n0, &admin, json!({"name": "app", "grants": [{"permissions": ["read"], "scope": "default"}]}));
     for node in [&n1, &n2] {
         wait_for("the new token on every node", GOSSIP_DEADLINE, || {
             (send("GET", &node.url("/store/k"), Some(&app), None).status() == StatusCode::OK).then_some(())
@@ -307,6 +303,24 @@ fn a_secure_cluster_refuses_every_bad_credential_and_spreads_token_changes() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("403"), "{}", text(&out));
 
+    // The bench sends the token too (--token, VINZCLORTHO_TOKEN); in check
+    // mode any refused request fails the run.
+    let bench = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["bench", "--nodes", &n0.http, "--check", "--ops", "40", "-c", "2", "-q"]).args(extra);
+        cmd.env_remove("VINZCLORTHO_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run vinzclortho bench")
+    };
+    let out = bench(&["--token", &admin], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = bench(&[], &[("VINZCLORTHO_TOKEN", admin.as_str())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = bench(&[], &[]);
+    assert_ne!(out.status.code(), Some(0), "without a token every request is refused: {}", text(&out));
+
     // Restarting a member without --security is refused; with it, fine.
     let (http, cluster) = (n2.http.clone(), n2.cluster.clone());
     n2.kill9();
@@ -324,13 +338,16 @@ fn a_secure_cluster_refuses_every_bad_credential_and_spreads_token_changes() {
 fn a_node_with_security_cannot_join_a_cluster_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let plain = start(&dir.path().join("plain"), "127.0.152.1", &[]).unwrap();
-    let refused = start(&dir.path().join("secure"), "127.0.152.2", &["--security", "-j", &plain.cluster]).err().expect("the node must refuse to start");
+    let refused = start(&dir.path().join("secure"), "127.0.152.2", &["--security", "-j", &plain.cluster])
+        .err()
+        .expect("the node must refuse to start");
     assert!(refused.contains("security"), "{refused}");
     assert!(!dir.path().join("secure").join("admin.token").exists(), "a joiner never makes an admin token");
     // Security off: no credential needed.
     assert!(send("PUT", &plain.url("/store/k"), None, Some("v")).status().is_success());
     let status: Value = send("GET", &plain.url("/admin/status"), None, None).json().unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 1);
+    assert_eq!(status["security"], false);
 }
 
 #[test]
@@ -340,10 +357,14 @@ fn metrics_need_their_own_token_when_a_token_file_is_given() {
     std::fs::write(&file, "scrape-secret\n").unwrap();
     let path = file.to_str().unwrap().to_owned();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let world_readable = start(&dir.path().join("a"), "127.0.153.1", &["--metrics-token-file", &path]).err().expect("the node must refuse to start");
+    let world_readable = start(&dir.path().join("a"), "127.0.153.1", &["--metrics-token-file", &path])
+        .err()
+        .expect("the node must refuse to start");
     assert!(world_readable.contains("world-readable"), "{world_readable}");
     let missing = dir.path().join("missing").to_str().unwrap().to_owned();
-    let refused = start(&dir.path().join("b"), "127.0.153.1", &["--metrics-token-file", &missing]).err().expect("the node must refuse to start");
+    let refused = start(&dir.path().join("b"), "127.0.153.1", &["--metrics-token-file", &missing])
+        .err()
+        .expect("the node must refuse to start");
     assert!(refused.contains("metrics-token-file"), "{refused}");
 
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();

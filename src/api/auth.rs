@@ -64,10 +64,8 @@ pub(super) async fn guard(State(api): State<AppState>, request: Request, next: N
         Required::Nothing => Ok(()),
         Required::Metrics => match &api.metrics_token {
             None => Ok(()),
-            Some(expected) => security::presented(header).and_then(|hash| match hash == *expected {
-                true => Ok(()),
-                false => Err(Refusal::Unknown),
-            }),
+            Some(expected) => security::presented(header)
+                .and_then(|hash| if hash == *expected { Ok(()) } else { Err(Refusal::Unknown) }),
         },
         Required::Grant(..) if !api.membership.security() => Ok(()),
         Required::Grant(permission, resource) => {

@@ -103,8 +103,7 @@ fn record(api: &AppState, name: &str) -> Result<TokenRecord, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no token is named {name:?}")))
 }
 
-const CREATE_SHAPE: &str =
-    r#"{"name": "NAME", "grants": [{"permissions": ["read", "write"], "scope": "default/photos"}], "expires_in_s": 3600}"#;
+const CREATE_SHAPE: &str = r#"{"name": "NAME", "grants": [{"permissions": ["read", "write"], "scope": "default/photos"}], "expires_in_s": 3600}"#;
 
 /// `POST /admin/tokens`: 201 with the new token, which is never shown again.
 pub async fn create(State(api): State<AppState>, body: Body) -> Result<(StatusCode, Json<Created>), ApiError> {
@@ -144,8 +143,7 @@ pub async fn set_grants(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Json<TokenView>, ApiError> {
-    let body: GrantsBody =
-        parse(body, r#"{"grants": [{"permissions": ["read"], "scope": "*"}]}"#).await?;
+    let body: GrantsBody = parse(body, r#"{"grants": [{"permissions": ["read"], "scope": "*"}]}"#).await?;
     api.membership.set_token_grants(&name, grants(&body.grants)?)?;
     tracing::info!(%name, "client token grants replaced");
     Ok(Json(view(&record(&api, &name)?, api.env.now_ms())))

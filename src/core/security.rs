@@ -173,9 +173,8 @@ impl Grant {
         let scope = Scope::parse(scope)?;
         let mut set = BTreeSet::new();
         for name in permissions {
-            let p = Permission::parse(name).ok_or_else(|| {
-                format!("unknown permission {name:?}; expected read, write, delete, list or admin")
-            })?;
+            let p = Permission::parse(name)
+                .ok_or_else(|| format!("unknown permission {name:?}; expected read, write, delete, list or admin"))?;
             set.insert(p);
         }
         let grant = Grant { permissions: set, scope };
@@ -514,7 +513,10 @@ mod tests {
         assert!(!revoke(&mut t, &node("b"), "temp").unwrap(), "twice is once");
         let revoked = at(&t, 0).unwrap_err();
         assert!(revoked.unauthenticated() && revoked.reason() == "revoked");
-        assert_eq!(set_grants(&mut t, &node("a"), "temp", vec![grant("read:*")]), Err(TokenError::Revoked("temp".into())));
+        assert_eq!(
+            set_grants(&mut t, &node("a"), "temp", vec![grant("read:*")]),
+            Err(TokenError::Revoked("temp".into()))
+        );
         let again = create(&mut t, &node("a"), "temp", token_hash("new"), vec![], None);
         assert_eq!(again, Err(TokenError::Revoked("temp".into())));
     }

@@ -33,11 +33,11 @@ use crate::core::membership::{
     MAX_REMOVED, Member, PROTOCOL_VERSION, RingState, Staged, StagedPlan,
 };
 use crate::core::ring::{MAX_PARTITIONS, Ring};
+#[cfg(test)]
+use crate::core::security::Scope;
 use crate::core::security::{
     Grant, MAX_GRANTS, MAX_SCOPE_BYTES, MAX_TOKEN_NAME_BYTES, MAX_TOKENS, Permission, TokenRecord, Tokens,
 };
-#[cfg(test)]
-use crate::core::security::Scope;
 use crate::membership::Membership;
 use crate::telemetry::metrics;
 
@@ -280,8 +280,7 @@ pub async fn join_with_security(
     member: &Member,
     security: bool,
 ) -> Result<(ClusterState, ClusterSecret), Status> {
-    let request =
-        pb::JoinRequest { protocol_version: PROTOCOL_VERSION, member: Some(member_to_pb(member)), security };
+    let request = pb::JoinRequest { protocol_version: PROTOCOL_VERSION, member: Some(member_to_pb(member)), security };
     let reply = observed("Membership/Join", client(channel, MAX_PARTITIONS).join(request)).await?.into_inner();
     let secret = ClusterSecret::try_from_slice(&reply.cluster_secret).ok_or_else(|| {
         Status::failed_precondition("the member admitted us without the cluster secret; it runs an older release")
@@ -397,7 +396,7 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
     }
     let mut tokens = Tokens::new();
     for token in p.tokens {
-        let token = token_from_pb(token).map_err(|m| bad(m))?;
+        let token = token_from_pb(token).map_err(&bad)?;
         if tokens.insert(token.name.clone(), token).is_some() {
             return Err(bad("two tokens of one name".into()));
         }
@@ -463,8 +462,11 @@ fn token_from_pb(t: pb::Token) -> Result<TokenRecord, String> {
     if t.name.is_empty() || t.name.len() > MAX_TOKEN_NAME_BYTES {
         return Err(format!("a token name of {} bytes; 1 to {MAX_TOKEN_NAME_BYTES}", t.name.len()));
     }
-    let hash: [u8; 32] =
-        t.hash.as_ref().try_into().map_err(|_| format!("token {:?}: a hash of {} bytes, not 32", t.name, t.hash.len()))?;
+    let hash: [u8; 32] = t
+        .hash
+        .as_ref()
+        .try_into()
+        .map_err(|_| format!("token {:?}: a hash of {} bytes, not 32", t.name, t.hash.len()))?;
     if t.grants.len() > MAX_GRANTS {
         return Err(format!("token {:?}: {} grants; at most {MAX_GRANTS}", t.name, t.grants.len()));
     }
@@ -473,7 +475,10 @@ fn token_from_pb(t: pb::Token) -> Result<TokenRecord, String> {
         if g.permissions.len() > Permission::ALL.len() {
             return Err(format!("token {:?}: a grant of {} permissions", t.name, g.permissions.len()));
         }
-        grants.push(Grant::parse(g.permissions.iter().map(String::as_str), &g.scope).map_err(|e| format!("token {:?}: {e}", t.name))?);
+        grants.push(
+            Grant::parse(g.permissions.iter().map(String::as_str), &g.scope)
+                .map_err(|e| format!("token {:?}: {e}", t.name))?,
+        );
     }
     // (Scope::parse bounds each scope's length; Grant::parse refuses admin
     // beyond `*` and grants without a permission.)

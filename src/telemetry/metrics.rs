@@ -13,8 +13,9 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogra
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Client requests. Labels: `api` (store), `op` (get, put, delete),
-/// `outcome` (ok, not_found, bad_request, unauthorized, forbidden, conflict,
-/// too_large, unavailable, insufficient_storage, error).
+/// `outcome` (ok, not_found, bad_request, conflict, too_large, unavailable,
+/// insufficient_storage, error). Requests refused by client security are
+/// counted in [`HTTP_REFUSED_TOTAL`] instead: they reach no handler.
 pub const REQUESTS_TOTAL: &str = "vinzclortho_requests_total";
 /// Time the coordinator took to reach its quorum decision. Labels: `api`, `op`.
 pub const REQUEST_DURATION_SECONDS: &str = "vinzclortho_request_duration_seconds";
@@ -194,7 +195,10 @@ fn describe() {
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
     describe_counter!(RPC_REFUSED_TOTAL, "Internal gRPC calls refused for a wrong or missing identity, by reason.");
-    describe_counter!(HTTP_REFUSED_TOTAL, "HTTP requests refused for a missing, bad or insufficient credential, by reason.");
+    describe_counter!(
+        HTTP_REFUSED_TOTAL,
+        "HTTP requests refused for a missing, bad or insufficient credential, by reason."
+    );
     describe_counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes refused on the cluster port, by reason.");
     describe_counter!(
         REPLICA_CALLS_DROPPED_TOTAL,
