@@ -588,6 +588,23 @@ mod tests {
     }
 
     #[test]
+    fn security_and_the_metrics_token_file_from_flags_and_file() {
+        let c = parse(&[]).unwrap();
+        assert!(!c.security, "off by default: the dev cluster needs no setup");
+        assert_eq!(c.metrics_token_file, None);
+        let c = parse(&["--security", "--metrics-token-file", "/etc/m.token"]).unwrap();
+        assert!(c.security);
+        assert_eq!(c.metrics_token_file.as_deref(), Some(Path::new("/etc/m.token")));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "security = true\nmetrics_token_file = \"/m\"\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
+        assert!(c.security);
+        assert_eq!(c.metrics_token_file.as_deref(), Some(Path::new("/m")));
+        assert!(!parse(&["--config", path.to_str().unwrap(), "--security=false"]).unwrap().security, "flags win");
+    }
+
+    #[test]
     fn a_cluster_port_off_loopback_needs_certificates_or_insecure_cluster() {
         let c = parse(&["-a", "127.0.0.5:8880"]).unwrap();
         assert_eq!((c.tls.clone(), c.insecure_cluster), (None, false));

@@ -335,6 +335,7 @@ pub fn build(
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions },
         metrics_token,
+        security: membership.security(),
         env: env.clone(),
     });
     let router = api::router(Arc::clone(&api));

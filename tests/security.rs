@@ -321,16 +321,18 @@ fn a_secure_cluster_refuses_every_bad_credential_and_spreads_token_changes() {
     let out = bench(&[], &[]);
     assert_ne!(out.status.code(), Some(0), "without a token every request is refused: {}", text(&out));
 
-    // Restarting a member without --security is refused; with it, fine.
-    let (http, cluster) = (n2.http.clone(), n2.cluster.clone());
-    n2.kill9();
+    // Restarting the creator without --security is refused; with it, it
+    // comes back and leaves its admin.token as it was.
+    let (http, cluster) = (n0.http.clone(), n0.cluster.clone());
+    n0.kill9();
     let mut args = vec!["-a", &http, "--cluster-address", &cluster];
     args.extend_from_slice(FAST);
-    let refused_restart = NodeProc::try_start(&data(2), &args, &[]).err().expect("the node must refuse to start");
+    let refused_restart = NodeProc::try_start(&data(0), &args, &[]).err().expect("the node must refuse to start");
     assert!(refused_restart.contains("--security"), "{refused_restart}");
     args.push("--security");
-    let n2 = NodeProc::try_start(&data(2), &args, &[]).unwrap();
-    assert!(send("GET", &n2.url("/store/k"), Some(&admin), None).text().unwrap().contains("v1"));
+    let n0 = NodeProc::try_start(&data(0), &args, &[]).unwrap();
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), admin, "a restart writes no new token");
+    assert!(send("GET", &n0.url("/store/k"), Some(&admin), None).text().unwrap().contains("v1"));
     drop((n0, n1, n2));
 }
 

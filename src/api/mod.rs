@@ -78,6 +78,10 @@ pub struct Api {
     /// SHA-256 of the token `/metrics` requires (`--metrics-token-file`);
     /// `None`: `/metrics` is open.
     pub metrics_token: Option<[u8; 32]>,
+    /// Client security (`--security`): fixed when the cluster was created
+    /// (membership refuses any view that differs), so read once, off the
+    /// request path's locks.
+    pub security: bool,
     /// The clock for Last-Modified, randomness, the blocking pool.
     pub env: crate::env::Env,
 }
