@@ -261,11 +261,15 @@ pub enum TokenError {
     TooMany,
 }
 
-fn check_name(name: &str) -> Result<(), TokenError> {
-    let ok = !name.is_empty()
+/// A token name: 1 to [`MAX_TOKEN_NAME_BYTES`] letters, digits, `-`, `_`, `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= MAX_TOKEN_NAME_BYTES
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok { Ok(()) } else { Err(TokenError::BadName(name.to_owned())) }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn check_name(name: &str) -> Result<(), TokenError> {
+    if valid_name(name) { Ok(()) } else { Err(TokenError::BadName(name.to_owned())) }
 }
 
 fn check_grants(grants: &[Grant]) -> Result<(), TokenError> {

@@ -459,8 +459,11 @@ fn token_to_pb(t: &TokenRecord) -> pb::Token {
 /// is computed from. Its grants are checked as a client's are (a peer can
 /// send nothing an admin could not have made).
 fn token_from_pb(t: pb::Token) -> Result<TokenRecord, String> {
-    if t.name.is_empty() || t.name.len() > MAX_TOKEN_NAME_BYTES {
-        return Err(format!("a token name of {} bytes; 1 to {MAX_TOKEN_NAME_BYTES}", t.name.len()));
+    if !crate::core::security::valid_name(&t.name) {
+        return Err(format!(
+            "a token name of {} bytes, or not of letters, digits, '-', '_' and '.'; at most {MAX_TOKEN_NAME_BYTES}",
+            t.name.len()
+        ));
     }
     let hash: [u8; 32] = t
         .hash
@@ -698,9 +701,10 @@ mod tests {
         let grants = vec![Grant::parse_short("read,write:default/photos").unwrap()];
         crate::core::security::create(&mut s.tokens, &NodeId::new("a"), "photos", [3; 32], grants, Some(9)).unwrap();
         assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
-        let bad_tokens: [fn(&mut pb::Token); 5] = [
+        let bad_tokens: [fn(&mut pb::Token); 6] = [
             |t| t.hash = t.hash.slice(..31),
             |t| t.name = "n".repeat(MAX_TOKEN_NAME_BYTES + 1),
+            |t| t.name = "bad name".into(),
             |t| t.grants[0].permissions.push("root".into()),
             |t| t.grants[0].scope = "a/b/c".into(),
             |t| t.grants = vec![t.grants[0].clone(); MAX_GRANTS + 1],
