@@ -42,6 +42,10 @@ pub struct AdminArgs {
     /// How long one request to the node may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, global = true)]
     pub request_timeout: u64,
+    /// The bearer token sent with every request (a cluster with --security
+    /// needs one with the admin grant; the first is in DATA_DIR/admin.token).
+    #[arg(long, env = "VINZCLORTHO_TOKEN", hide_env_values = true, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -103,6 +107,12 @@ pub enum AdminCommand {
     /// exit 0 once applied, 1 if it was not within the node's wait (the
     /// commit stays requested).
     Commit,
+    /// Client tokens (a cluster with --security): create, list, revoke,
+    /// grant.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Exit 0 once every member is up, nothing is moving or
     /// under-replicated and no hinted write waits, as every member sees
     /// itself; 1 at the timeout.
@@ -119,6 +129,35 @@ pub enum ClaimCommand {
     Get,
     /// Ask for this many partitions (a weight; partitions move after their data).
     Set { partitions: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it: it is shown this once (the cluster
+    /// keeps only its hash).
+    Create {
+        /// Letters, digits, '-', '_' and '.'; a revoked name is never reused.
+        name: String,
+        /// PERMS:SCOPE, e.g. `read,write:default/photos`; permissions are
+        /// read, write, delete, list and admin (admin on `*` only); a scope
+        /// is `*`, a bucket type, or TYPE/BUCKET. Repeat for more grants.
+        #[arg(long = "grant", value_name = "PERMS:SCOPE", required = true)]
+        grants: Vec<String>,
+        /// The token expires this many seconds from now [default: never]
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<u64>,
+    },
+    /// Every token: grants, expiry, revoked (never the tokens themselves).
+    List,
+    /// Revoke a token for good, on every node within a few gossip rounds.
+    Revoke { name: String },
+    /// Replace a token's grants.
+    Grant {
+        name: String,
+        /// PERMS:SCOPE, as for `token create`. Repeat for more grants.
+        #[arg(long = "grant", value_name = "PERMS:SCOPE", required = true)]
+        grants: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +183,8 @@ pub async fn main(args: AdminArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = Node::new(&args.node, &tls, Duration::from_secs(args.request_timeout.max(1)));
+    let client =
+        Node::new(&args.node, &tls, Duration::from_secs(args.request_timeout.max(1))).with_token(args.token.clone());
     match run(&client, &args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Cluster(message)) => {
@@ -235,6 +275,7 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
                 ));
             }
         }
+        AdminCommand::Token { command } => token(node, json, command).await?,
         AdminCommand::WaitHealthy { timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(*timeout);
             loop {
@@ -285,6 +326,77 @@ async fn members_unhealthy(node: &Node, status: &Value) -> Option<String> {
         }
     }
     None
+}
+
+/// `admin token ...`: grants are checked here first (`PERMS:SCOPE`), so a
+/// typo is a usage error (exit 2) before anything is sent.
+async fn token(node: &Node, json: bool, command: &TokenCommand) -> Result<(), Failure> {
+    let grants = |texts: &[String]| -> Result<Value, Failure> {
+        let mut out = Vec::new();
+        for text in texts {
+            let grant = crate::core::security::Grant::parse_short(text).map_err(Failure::Usage)?;
+            let permissions: Vec<&str> = grant.permissions.iter().map(|p| p.name()).collect();
+            out.push(serde_json::json!({"permissions": permissions, "scope": grant.scope.to_string()}));
+        }
+        Ok(Value::Array(out))
+    };
+    let name_path = |name: &str| format!("/admin/tokens/{}", encode_key(name).replace('/', "%2F"));
+    match command {
+        TokenCommand::Create { name, grants: texts, expires_in } => {
+            let mut body = serde_json::json!({"name": name, "grants": grants(texts)?});
+            if let Some(s) = expires_in {
+                body["expires_in_s"] = Value::from(*s);
+            }
+            let created = node.json(Method::POST, "/admin/tokens", Some(body.to_string())).await?;
+            if json {
+                print(json, &created, tokens_table);
+            } else {
+                println!("{}", text(&created["token"]));
+                eprintln!("token {:?} created; it is shown only this once: store it now", text(&created["name"]));
+            }
+        }
+        TokenCommand::List => {
+            let tokens = node.json(Method::GET, "/admin/tokens", None).await?;
+            print(json, &tokens, tokens_table);
+        }
+        TokenCommand::Revoke { name } => {
+            let token = node.json(Method::DELETE, &name_path(name), None).await?;
+            print(json, &Value::Array(vec![token]), tokens_table);
+        }
+        TokenCommand::Grant { name, grants: texts } => {
+            let body = serde_json::json!({"grants": grants(texts)?});
+            let token = node.json(Method::PUT, &format!("{}/grants", name_path(name)), Some(body.to_string())).await?;
+            print(json, &Value::Array(vec![token]), tokens_table);
+        }
+    }
+    Ok(())
+}
+
+fn tokens_table(tokens: &Value) -> String {
+    let rows = tokens
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let grants: Vec<String> = t["grants"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|g| format!("{}:{}", list(&g["permissions"]).replace(", ", ","), text(&g["scope"])))
+                        .collect();
+                    let state = if t["revoked"] == true {
+                        "revoked"
+                    } else if t["expired"] == true {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    vec![text(&t["name"]), state.to_owned(), text(&t["expires_at_ms"]), grants.join(" ")]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["NAME", "STATE", "EXPIRES (MS)", "GRANTS"], rows)
 }
 
 /// Every member's transfers, from each member's own `/admin/status`: a node
@@ -666,27 +778,43 @@ struct Node {
     http: Client<Connector, Full<Bytes>>,
     tls: ClientTls,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` with every request.
+    token: Option<String>,
 }
 
 impl Node {
     fn new(address: &str, tls: &ClientTls, timeout: Duration) -> Node {
         let http = Client::builder(TokioExecutor::new()).build(tls.connector(HttpConnector::new()));
-        Node { base: tls.base_url(address), http, tls: tls.clone(), timeout }
+        Node { base: tls.base_url(address), http, tls: tls.clone(), timeout, token: None }
+    }
+
+    fn with_token(mut self, token: Option<String>) -> Node {
+        self.token = token;
+        self
     }
 
     /// Another member, at the HTTP address the cluster lists for it: asked
-    /// the way this one is (HTTPS when the CLI speaks it), on the same pool.
+    /// the way this one is (HTTPS when the CLI speaks it, with its token),
+    /// on the same pool.
     fn peer(&self, address: &str) -> Node {
-        Node { base: self.tls.base_url(address), http: self.http.clone(), tls: self.tls.clone(), timeout: self.timeout }
+        Node {
+            base: self.tls.base_url(address),
+            http: self.http.clone(),
+            tls: self.tls.clone(),
+            timeout: self.timeout,
+            token: self.token.clone(),
+        }
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<String>) -> Result<(StatusCode, Bytes), Failure> {
         let uri = format!("{}{path}", self.base);
-        let request = http::Request::builder()
-            .method(method)
-            .uri(&uri)
+        let mut request = http::Request::builder().method(method).uri(&uri);
+        if let Some(token) = &self.token {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()));
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| Failure::Usage(format!("bad node address {:?}: {e}", self.base)))?;
+            .map_err(|e| Failure::Usage(format!("cannot make a request to {uri} (bad --node or --token?): {e}")))?;
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
                 let mut why = chain(&e);

@@ -203,6 +203,20 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_INSECURE_CLUSTER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub insecure_cluster: Option<bool>,
 
+    /// Client authentication: every HTTP request but /ping (and /metrics)
+    /// needs `Authorization: Bearer TOKEN` with a grant for what it does.
+    /// A cluster setting, fixed when the cluster is created: the node that
+    /// creates it writes the first admin token to DATA_DIR/admin.token;
+    /// every other node must be started with the same setting [default: false]
+    #[arg(long, env = "VINZCLORTHO_SECURITY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub security: Option<bool>,
+
+    /// File holding the token /metrics requires (as `Authorization: Bearer
+    /// TOKEN`), with or without --security; must not be world-readable
+    /// [default: none, /metrics is open]
+    #[arg(long, env = "VINZCLORTHO_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+
     /// TOML file with any of these options (keys use underscores)
     #[arg(short = 'c', long, env = "VINZCLORTHO_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -248,6 +262,11 @@ pub struct Config {
     pub insecure_cluster: bool,
     /// HTTPS on the HTTP port; `None`: plain HTTP.
     pub http_tls: Option<HttpTlsPaths>,
+    /// Client authentication (`--security`), for a new cluster; an existing
+    /// one must match it.
+    pub security: bool,
+    /// The file of the token `/metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// The certificate files of the HTTP port (no CA: clients are not asked
@@ -336,6 +355,8 @@ impl NodeArgs {
             insecure_cluster: self.insecure_cluster.or(lower.insecure_cluster),
             http_tls_cert: self.http_tls_cert.or(lower.http_tls_cert),
             http_tls_key: self.http_tls_key.or(lower.http_tls_key),
+            security: self.security.or(lower.security),
+            metrics_token_file: self.metrics_token_file.or(lower.metrics_token_file),
             config: self.config,
         }
     }
@@ -483,6 +504,8 @@ impl NodeArgs {
             tls,
             insecure_cluster,
             http_tls,
+            security: self.security.unwrap_or(false),
+            metrics_token_file: self.metrics_token_file,
         })
     }
 }
@@ -593,6 +616,23 @@ mod tests {
         let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(c.anti_entropy_interval, Duration::from_secs(2));
         assert!(!c.read_repair);
+    }
+
+    #[test]
+    fn security_and_the_metrics_token_file_from_flags_and_file() {
+        let c = parse(&[]).unwrap();
+        assert!(!c.security, "off by default: the dev cluster needs no setup");
+        assert_eq!(c.metrics_token_file, None);
+        let c = parse(&["--security", "--metrics-token-file", "/etc/m.token"]).unwrap();
+        assert!(c.security);
+        assert_eq!(c.metrics_token_file.as_deref(), Some(Path::new("/etc/m.token")));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "security = true\nmetrics_token_file = \"/m\"\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
+        assert!(c.security);
+        assert_eq!(c.metrics_token_file.as_deref(), Some(Path::new("/m")));
+        assert!(!parse(&["--config", path.to_str().unwrap(), "--security=false"]).unwrap().security, "flags win");
     }
 
     #[test]

@@ -14,6 +14,11 @@ use http::StatusCode;
 pub enum ErrorCode {
     /// The request is malformed: bad parameter, bad context, bad body.
     BadRequest,
+    /// No usable credential: missing, malformed, unknown, expired or revoked
+    /// (client security, `core::security`).
+    Unauthorized,
+    /// A valid credential without the grant the request needs.
+    Forbidden,
     NotFound,
     /// The request conflicts with the key's or the cluster's state (too many
     /// siblings, a claim that would leave no owner).
@@ -30,8 +35,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
@@ -44,6 +51,8 @@ impl ErrorCode {
     pub fn http_status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -57,6 +66,8 @@ impl ErrorCode {
     pub fn grpc_code(self) -> tonic::Code {
         match self {
             ErrorCode::BadRequest => tonic::Code::InvalidArgument,
+            ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
+            ErrorCode::Forbidden => tonic::Code::PermissionDenied,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::Conflict => tonic::Code::FailedPrecondition,
             ErrorCode::PayloadTooLarge | ErrorCode::UriTooLong => tonic::Code::OutOfRange,

@@ -29,6 +29,7 @@ use crate::core::membership::{
     Member, PlanError, Transfer,
 };
 use crate::core::ring::{Planner, Ring, RingError};
+use crate::core::security::{self, Grant, Permission, Refusal, Resource, TokenError, TokenRecord};
 use crate::env::Clock;
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::storage::{StorageError, Store};
@@ -42,6 +43,25 @@ const STATE_FORMAT_V2: u8 = 2;
 /// V3 adds the certificate names bound to node ids (mutual TLS); a V2 state
 /// is read as one with none.
 const STATE_FORMAT_V3: u8 = 3;
+/// V4 adds client security (the flag and the token records); a V3 state is
+/// read as one without security.
+const STATE_FORMAT_V4: u8 = 4;
+
+/// The cluster state as format V3 stored it.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct StateV3 {
+    cluster_id: u64,
+    n_val: usize,
+    r: usize,
+    w: usize,
+    members: std::collections::BTreeMap<NodeId, Member>,
+    removed: std::collections::BTreeSet<NodeId>,
+    ring: crate::core::membership::RingState,
+    plan: crate::core::membership::StagedPlan,
+    departures: std::collections::BTreeMap<NodeId, crate::core::membership::Departure>,
+    certificate_names: std::collections::BTreeMap<NodeId, String>,
+}
 
 /// The cluster state as format V2 stored it.
 #[derive(serde::Deserialize)]
@@ -126,6 +146,14 @@ pub enum MembershipError {
         "node {node} is up as this node sees it: force-remove is for a dead node that will not come back; stop it first, or stage a leave on it"
     )]
     RemoveLiveNode { node: NodeId },
+    #[error(
+        "peer's cluster runs with client security {}, this node's with it {}; security is fixed when a cluster is created",
+        if *theirs { "on" } else { "off" },
+        if *ours { "on" } else { "off" }
+    )]
+    SecurityMismatch { ours: bool, theirs: bool },
+    #[error("{0}")]
+    Token(#[from] TokenError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -147,6 +175,12 @@ impl HasErrorCode for MembershipError {
             | MembershipError::TooManyRemoved { .. }
             | MembershipError::AddressOfSeed { .. }
             | MembershipError::Certificate(_) => ErrorCode::Conflict,
+            MembershipError::SecurityMismatch { .. } => ErrorCode::Conflict,
+            MembershipError::Token(TokenError::Unknown(_)) => ErrorCode::NotFound,
+            MembershipError::Token(TokenError::BadName(_) | TokenError::BadGrant(_) | TokenError::TooManyGrants(_)) => {
+                ErrorCode::BadRequest
+            }
+            MembershipError::Token(_) => ErrorCode::Conflict,
             MembershipError::Storage(e) => e.code(),
         }
     }
@@ -209,8 +243,26 @@ pub struct Membership {
 pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageError> {
     let Some(raw) = store.get_meta(META_CLUSTER_STATE)? else { return Ok(None) };
     match raw.split_first() {
-        Some((&STATE_FORMAT_V3, body)) => postcard::from_bytes(body)
+        Some((&STATE_FORMAT_V4, body)) => postcard::from_bytes(body)
             .map(Some)
+            .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
+        Some((&STATE_FORMAT_V3, body)) => postcard::from_bytes::<StateV3>(body)
+            .map(|v3| {
+                Some(ClusterState {
+                    cluster_id: v3.cluster_id,
+                    n_val: v3.n_val,
+                    r: v3.r,
+                    w: v3.w,
+                    members: v3.members,
+                    removed: v3.removed,
+                    ring: v3.ring,
+                    plan: v3.plan,
+                    departures: v3.departures,
+                    certificate_names: v3.certificate_names,
+                    security: false,
+                    tokens: Default::default(),
+                })
+            })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
         Some((&STATE_FORMAT_V2, body)) => postcard::from_bytes::<StateV2>(body)
             .map(|v2| {
@@ -225,6 +277,8 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
                     plan: v2.plan,
                     departures: v2.departures,
                     certificate_names: Default::default(),
+                    security: false,
+                    tokens: Default::default(),
                 })
             })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
@@ -241,6 +295,8 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
                     plan: Default::default(),
                     departures: Default::default(),
                     certificate_names: Default::default(),
+                    security: false,
+                    tokens: Default::default(),
                 })
             })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
@@ -249,7 +305,7 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
 }
 
 fn save_state(store: &dyn Store, state: &ClusterState) -> Result<(), StorageError> {
-    let mut raw = vec![STATE_FORMAT_V3];
+    let mut raw = vec![STATE_FORMAT_V4];
     raw.extend(postcard::to_allocvec(state).expect("cluster state serializes"));
     store.put_meta(META_CLUSTER_STATE, &raw)
 }
@@ -403,6 +459,11 @@ impl Membership {
             if theirs.cluster_id != ours {
                 return Err(MembershipError::WrongCluster { ours, theirs: theirs.cluster_id });
             }
+            // Fixed at creation: a view that says otherwise is not merged,
+            // so gossip can never switch security off.
+            if theirs.security != inner.state.security {
+                return Err(MembershipError::SecurityMismatch { ours: inner.state.security, theirs: theirs.security });
+            }
             let mine = inner.state.members.get(&self.local).cloned();
             let changes = inner.state.merge(theirs);
             if changes.ring && inner.state.ring.author != self.local {
@@ -535,6 +596,66 @@ impl Membership {
             self.after_change(Changes { members: true, ring: false, any: true })?;
         }
         Ok(())
+    }
+
+    /// Whether the cluster authenticates clients (fixed at creation).
+    pub fn security(&self) -> bool {
+        self.inner.read().expect("membership lock").state.security
+    }
+
+    /// May the holder of the token hashed `presented` do `permission` on
+    /// `resource` now? (`core::security::authorize`.)
+    pub fn authorize(
+        &self,
+        presented: &[u8; 32],
+        permission: Permission,
+        resource: Resource<'_>,
+    ) -> Result<String, Refusal> {
+        let now = (self.clock)();
+        security::authorize(
+            &self.inner.read().expect("membership lock").state.tokens,
+            presented,
+            now,
+            permission,
+            resource,
+        )
+    }
+
+    /// Every token record (hashes included: the caller shows what it may).
+    pub fn tokens(&self) -> Vec<TokenRecord> {
+        self.inner.read().expect("membership lock").state.tokens.values().cloned().collect()
+    }
+
+    /// Adds a token; gossip spreads it.
+    pub fn create_token(
+        &self,
+        name: &str,
+        hash: [u8; 32],
+        grants: Vec<Grant>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), MembershipError> {
+        self.edit_tokens(|tokens, me| security::create(tokens, me, name, hash, grants, expires_at_ms))
+    }
+
+    /// Revokes a token for good; gossip spreads it.
+    pub fn revoke_token(&self, name: &str) -> Result<(), MembershipError> {
+        self.edit_tokens(|tokens, me| security::revoke(tokens, me, name).map(drop))
+    }
+
+    /// Replaces a token's grants; gossip spreads them.
+    pub fn set_token_grants(&self, name: &str, grants: Vec<Grant>) -> Result<(), MembershipError> {
+        self.edit_tokens(|tokens, me| security::set_grants(tokens, me, name, grants))
+    }
+
+    fn edit_tokens(
+        &self,
+        edit: impl FnOnce(&mut security::Tokens, &NodeId) -> Result<(), TokenError>,
+    ) -> Result<(), MembershipError> {
+        {
+            let mut inner = self.inner.write().expect("membership lock");
+            edit(&mut inner.state.tokens, &self.local)?;
+        }
+        self.after_change(Changes { members: true, ring: false, any: true })
     }
 
     /// The certificate name `node` is bound to, if any.
@@ -1071,6 +1192,58 @@ mod tests {
         raw.extend(postcard::to_allocvec(&v2).unwrap());
         store.put_meta(META_CLUSTER_STATE, &raw).unwrap();
         assert_eq!(load_state(&*store).unwrap().unwrap(), state);
+    }
+
+    #[test]
+    fn a_state_saved_in_format_v3_still_loads_without_security() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mut state = cluster();
+        state.certificate_names.insert(node("a"), "node-a".into());
+        let v3 = StateV3 {
+            cluster_id: state.cluster_id,
+            n_val: state.n_val,
+            r: state.r,
+            w: state.w,
+            members: state.members.clone(),
+            removed: state.removed.clone(),
+            ring: state.ring.clone(),
+            plan: state.plan.clone(),
+            departures: state.departures.clone(),
+            certificate_names: state.certificate_names.clone(),
+        };
+        let mut raw = vec![STATE_FORMAT_V3];
+        raw.extend(postcard::to_allocvec(&v3).unwrap());
+        store.put_meta(META_CLUSTER_STATE, &raw).unwrap();
+        let loaded = load_state(&*store).unwrap().unwrap();
+        assert_eq!(loaded, state);
+        assert!(!loaded.security && loaded.tokens.is_empty());
+    }
+
+    #[test]
+    fn tokens_spread_by_merge_and_a_view_with_other_security_is_refused() {
+        let mut secured = cluster();
+        secured.security = true;
+        let (sa, sb): (Arc<dyn Store>, Arc<dyn Store>) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let a = open("a", secured.clone(), &sa).unwrap();
+        let b = open("b", secured, &sb).unwrap();
+        let grants = vec![Grant::parse_short("read:*").unwrap()];
+        a.create_token("reader", security::token_hash("tok"), grants, None).unwrap();
+        let bucket = Resource::Bucket { bucket_type: b"default", bucket: b"default" };
+        let hash = security::token_hash("tok");
+        assert_eq!(b.authorize(&hash, Permission::Read, bucket).unwrap_err(), Refusal::Unknown);
+        b.merge(&a.snapshot()).unwrap();
+        assert_eq!(b.authorize(&hash, Permission::Read, bucket).unwrap(), "reader");
+        assert!(load_state(&*sb).unwrap().unwrap().tokens.contains_key("reader"), "saved");
+        a.revoke_token("reader").unwrap();
+        b.merge(&a.snapshot()).unwrap();
+        assert_eq!(b.authorize(&hash, Permission::Read, bucket).unwrap_err().reason(), "revoked");
+        assert!(matches!(a.revoke_token("nobody"), Err(MembershipError::Token(TokenError::Unknown(_)))));
+
+        let plain = open("c", cluster(), &(Arc::new(MemoryStore::new()) as Arc<dyn Store>)).unwrap();
+        let refused = plain.merge(&a.snapshot()).unwrap_err();
+        assert!(matches!(refused, MembershipError::SecurityMismatch { ours: false, theirs: true }), "{refused}");
+        assert!(a.merge(&plain.snapshot()).is_err(), "nor the other way: gossip never turns security off");
+        assert!(a.security() && !plain.security());
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum NodeError {
     Tls(#[from] TlsError),
     #[error("HTTP port certificate: {0}")]
     HttpTls(TlsError),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// What a node takes from outside, chosen by whoever starts it: the real
@@ -215,6 +217,8 @@ pub fn build(
     joined: Option<Admission>,
 ) -> Result<App, NodeError> {
     let env = &host.env;
+    // Read first: a bad file stops the node before it changes anything.
+    let metrics_token = metrics_token(config.metrics_token_file.as_deref())?;
     let node = identity(&*store, env)?;
     let remembered = membership::load_state(&*store)?;
     let (joined, joined_secret) = match joined {
@@ -250,9 +254,23 @@ pub fn build(
     let wanted_claim = known.as_ref().and_then(|s| s.members.get(&node)).map(|m| m.wanted_claim).unwrap_or(partitions);
     let me = Member::new(node.clone(), address, cluster_address.clone(), wanted_claim, env.now_ms());
     let state = match known {
+        Some(state) if state.security != config.security => {
+            let (cluster, node) = if state.security { ("on", "without") } else { ("off", "with") };
+            return Err(NodeError::Security(format!(
+                "this node's cluster runs with client security {cluster} (fixed when it was created), and the node \
+                 was started {node} --security; start it with the cluster's setting"
+            )));
+        }
         Some(state) => state,
-        None => ClusterState::new(env.entropy.u64(), me.clone(), partitions, config.n_val, config.r, config.w)
-            .map_err(MembershipError::from)?,
+        None => {
+            let mut state =
+                ClusterState::new(env.entropy.u64(), me.clone(), partitions, config.n_val, config.r, config.w)
+                    .map_err(MembershipError::from)?;
+            if config.security {
+                first_admin_token(config, env, &mut state)?;
+            }
+            state
+        }
     };
     let membership = Arc::new(Membership::open(
         me,
@@ -318,6 +336,8 @@ pub fn build(
         metrics,
         limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
         info: NodeInfo { cluster_address, partitions, http_tls: config.http_tls.is_some() },
+        metrics_token,
+        security: membership.security(),
         env: env.clone(),
     });
     let router = api::router(Arc::clone(&api));
@@ -336,6 +356,69 @@ pub fn build(
         reaper,
         env: env.clone(),
     })
+}
+
+/// A new cluster with security on: its first admin token (every permission
+/// on `*`), whose hash goes into the state and which is written, once, to
+/// `DATA_DIR/admin.token` (mode 0600). An existing file is never
+/// overwritten: it may be the only copy of another cluster's token.
+fn first_admin_token(config: &Config, env: &Env, state: &mut ClusterState) -> Result<(), NodeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use crate::core::security;
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let failed =
+        |e: std::io::Error| NodeError::Security(format!("cannot write the admin token to {}: {e}", path.display()));
+    std::fs::create_dir_all(&config.data_dir).map_err(failed)?;
+    let token = security::new_token(env.entropy.bytes::<{ security::TOKEN_RANDOM_BYTES }>());
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(NodeError::Security(format!(
+                "{} exists, but this node is creating a new cluster: it would be overwritten. Move it away (it \
+                 belongs to the cluster this data directory held before) and start again",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    file.write_all(format!("{token}\n").as_bytes()).and_then(|()| file.sync_all()).map_err(failed)?;
+    let me = state.ring.author.clone();
+    security::create(
+        &mut state.tokens,
+        &me,
+        security::ADMIN_TOKEN_NAME,
+        security::token_hash(&token),
+        security::admin_grants(),
+        None,
+    )
+    .map_err(|e| NodeError::Security(e.to_string()))?;
+    state.security = true;
+    // The path, never the token.
+    tracing::info!(path = %path.display(), "client security on: the first admin token was written to this file");
+    Ok(())
+}
+
+/// The file a new cluster with security on writes its first admin token to.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The hash of the token in `--metrics-token-file`, read once at start: the
+/// file must exist, hold one word and not be world-readable.
+fn metrics_token(path: Option<&std::path::Path>) -> Result<Option<[u8; 32]>, NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = path else { return Ok(None) };
+    let bad = |why: String| NodeError::Security(format!("--metrics-token-file {}: {why}", path.display()));
+    let metadata = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if metadata.permissions().mode() & 0o004 != 0 {
+        return Err(bad("the file is world-readable; chmod 600 it".into()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("the file must hold one token: one word of visible ASCII".into()));
+    }
+    Ok(Some(crate::core::security::token_hash(token)))
 }
 
 fn anti_entropy_settings(config: &Config) -> anti_entropy::Settings {
@@ -378,7 +461,9 @@ async fn join(
     loop {
         let attempt = async {
             let channel = peers.seed_channel(seed).map_err(|e| (e.to_string(), false))?;
-            crate::rpc::membership::join(channel, me).await.map_err(|s| (describe_join_error(&s), answered(&s)))
+            crate::rpc::membership::join_with_security(channel, me, config.security)
+                .await
+                .map_err(|s| (describe_join_error(&s), answered(&s)))
         };
         let failed = |reason: String, answered: bool| JoinFailed {
             error: NodeError::Join { seed: seed.to_owned(), reason },

@@ -93,8 +93,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("http_client", &["env"]),
     ("bench", &["env", "config", "coordinator", "http_client"]),
     ("devcluster", &["env", "config", "node"]),
-    // The operator's CLI: a client of a node's HTTP API, nothing more.
-    ("admin_cli", &["env", "http_client"]),
+    // The operator's CLI: a client of a node's HTTP API; it parses token
+    // grants with the core's rules (core::security) before sending them.
+    ("admin_cli", &["core", "env", "http_client"]),
     // `vinzclortho certs`: the cluster CA and node certificates, files only.
     ("certs", &["core", "env"]),
     // The command line: the server's flags and one subcommand per tool.

@@ -31,6 +31,26 @@ fn app() -> Router {
     .router
 }
 
+/// A node of a new cluster with client security on (`--security`), and
+/// the admin token it wrote to its data directory.
+fn secure_app(dir: &std::path::Path) -> (Router, String) {
+    let dir = dir.to_str().unwrap();
+    let args = ["vinzclortho", "--storage", "memory", "--security", "--data-dir", dir];
+    let config = Cli::try_parse_from(args).unwrap().node.resolve().unwrap();
+    let app = node::build(
+        &config,
+        &node::Host::real(),
+        "127.0.0.1:8880".into(),
+        "127.0.0.1:9880".into(),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .unwrap()
+    .router;
+    let token = std::fs::read_to_string(config.data_dir.join("admin.token")).unwrap().trim().to_owned();
+    (app, token)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
@@ -125,6 +145,28 @@ proptest! {
         let (status, claim) = call(&rt, &app, "GET", "/admin/claim", &[], Vec::new()).unwrap();
         prop_assert_eq!(status, StatusCode::OK);
         prop_assert!(claim.trim().parse::<u32>().is_ok());
+    }
+
+    /// With security on, no Authorization header but the right one gets in:
+    /// whatever comes, 401, never a 5xx, and nothing changes.
+    #[test]
+    fn any_authorization_header_is_refused_with_401_and_changes_nothing(raw in proptest::collection::vec(any::<u8>(), 0..1200), word in "[!-~]{0,64}") {
+        let dir = tempfile::tempdir().unwrap();
+        let (rt, (app, admin)) = (runtime(), secure_app(dir.path()));
+        let bearer = |t: &str| ("authorization", format!("Bearer {t}").into_bytes());
+        assert_eq!(call(&rt, &app, "PUT", "/store/k", &[bearer(&admin)], b"first".to_vec()).unwrap().0, StatusCode::OK);
+        for value in [raw.clone(), format!("Bearer {word}").into_bytes(), format!("bearer {}", String::from_utf8_lossy(&raw)).into_bytes()] {
+            for (method, path) in [("GET", "/store/k"), ("PUT", "/store/k"), ("DELETE", "/store/k"), ("GET", "/admin/status"), ("POST", "/admin/tokens")] {
+                let answer = call(&rt, &app, method, path, &[("authorization", value.clone())], b"evil".to_vec());
+                assert_not_5xx(&format!("{method} {path}"), answer.clone());
+                if let Some((status, _)) = answer {
+                    prop_assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {}", method, path);
+                }
+            }
+        }
+        let (status, body) = call(&rt, &app, "GET", "/store/k", &[bearer(&admin)], Vec::new()).unwrap();
+        prop_assert_eq!((status, body.as_str()), (StatusCode::OK, "first"));
+        prop_assert_eq!(call(&rt, &app, "GET", "/ping", &[("authorization", raw)], Vec::new()).map(|a| a.0).unwrap_or(StatusCode::OK), StatusCode::OK);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Status {
     w: usize,
     /// Fewer members than N: each key is on every member, not on N nodes.
     under_replicated: bool,
+    /// Client authentication (`--security`), fixed when the cluster was created.
+    security: bool,
     claim: u32,
     members: Vec<MemberView>,
     ring: RingStatus,
@@ -128,6 +130,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
         r: view.r,
         w: view.w,
         under_replicated: view.current.members().len() < view.n_val,
+        security: api.membership.security(),
         claim,
         members: api.membership.members(),
         ring: RingStatus {

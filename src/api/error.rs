@@ -44,7 +44,12 @@ impl IntoResponse for ApiError {
         } else {
             format!("{}\n", self.message)
         };
-        (status, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        let mut response = (status, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+        // RFC 6750: a 401 names the scheme the client should use.
+        if self.code == ErrorCode::Unauthorized {
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 

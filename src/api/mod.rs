@@ -10,15 +10,19 @@
 //! * `replicas`: `/admin/replicas/{key}`, every replica's own copy of a key
 //! * `cluster`: leave, force-remove, replace, and the plan that commits them
 //! * `metrics`: `/metrics` for Prometheus
+//! * `auth`: client security, the permission each route needs
+//! * `tokens`: `/admin/tokens`, client tokens and their grants
 //! * `error`: how every module error becomes a status code and a message
 
 mod admin;
+mod auth;
 mod cluster;
 mod error;
 mod metrics;
 mod multipart;
 mod replicas;
 mod store;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -73,6 +77,13 @@ pub struct Api {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: Limits,
     pub info: NodeInfo,
+    /// SHA-256 of the token `/metrics` requires (`--metrics-token-file`);
+    /// `None`: `/metrics` is open.
+    pub metrics_token: Option<[u8; 32]>,
+    /// Client security (`--security`): fixed when the cluster was created
+    /// (membership refuses any view that differs), so read once, off the
+    /// request path's locks.
+    pub security: bool,
     /// The clock for Last-Modified, randomness, the blocking pool.
     pub env: crate::env::Env,
 }
@@ -118,6 +129,9 @@ pub fn router(api: AppState) -> Router {
         .route("/admin/replace", axum::routing::post(cluster::replace))
         .route("/admin/plan", get(cluster::plan).delete(cluster::clear))
         .route("/admin/commit", axum::routing::post(cluster::commit))
+        .route("/admin/tokens", get(tokens::list).post(tokens::create))
+        .route("/admin/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/admin/tokens/{name}/grants", axum::routing::put(tokens::set_grants))
         .route(
             "/store/{*key}",
             get(store::get_value)
@@ -130,6 +144,8 @@ pub fn router(api: AppState) -> Router {
         .route("/store/", axum::routing::any(store::missing_key))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Before any handler, on every route and the fallbacks.
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&api), auth::guard))
         // Bodies are size-checked by the handlers, which say what the limit is.
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(error::panic_response))

@@ -176,6 +176,9 @@ async fn timed<T>(
 pub(super) fn outcome_of(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::BadRequest | ErrorCode::UriTooLong => "bad_request",
+        // Refused by `api::auth` before any handler; listed for completeness.
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::Forbidden => "forbidden",
         ErrorCode::NotFound => "not_found",
         ErrorCode::Conflict => "conflict",
         ErrorCode::PayloadTooLarge => "too_large",

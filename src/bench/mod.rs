@@ -114,6 +114,10 @@ pub struct BenchArgs {
     /// Longest wait for one request, in milliseconds
     #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
+    /// Bearer token sent with every request to vinz (a cluster with
+    /// --security needs one with read, write and delete on default/default)
+    #[arg(long, env = "VINZCLORTHO_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Prefix of every key name
     #[arg(long, default_value = "bench-", value_name = "PREFIX")]
     pub key_prefix: String,
@@ -339,7 +343,9 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
         args.r.clone(),
         args.w.clone(),
         Duration::from_millis(args.timeout_ms),
-    );
+    )
+    .with_token(args.token.as_deref())
+    .map_err(BenchError::Invalid)?;
     Ok(Plan {
         target,
         mix: args.mix,

@@ -60,6 +60,8 @@ pub struct Target {
     r: Option<String>,
     w: Option<String>,
     timeout: Duration,
+    /// `Authorization: Bearer TOKEN` for vinz, when given.
+    authorization: Option<HeaderValue>,
 }
 
 impl Target {
@@ -81,7 +83,19 @@ impl Target {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(tls.connector(connector));
         let bases = nodes.iter().map(|n| tls.base_url(n)).collect();
-        Target { kind, nodes: nodes.into(), bases, http, r, w, timeout }
+        Target { kind, nodes: nodes.into(), bases, http, r, w, timeout, authorization: None }
+    }
+
+    /// Sends `token` as a bearer token with every request (`--token`).
+    pub fn with_token(mut self, token: Option<&str>) -> Result<Target, String> {
+        self.authorization = match token {
+            None => None,
+            Some(t) => Some(
+                HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+                    .map_err(|_| "--token: the token must be visible ASCII".to_owned())?,
+            ),
+        };
+        Ok(self)
     }
 
     /// A worker's connection; worker i starts at node i and then goes round
@@ -225,6 +239,9 @@ impl Conn {
         let mut request = http::Request::builder().method(method).uri(uri);
         if let Some(context) = context {
             request = request.header(CONTEXT_HEADER, context);
+        }
+        if let Some(authorization) = &self.target.authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization.clone());
         }
         if self.target.kind == TargetKind::Etcd {
             request = request.header(CONTENT_TYPE, "application/json");

@@ -49,6 +49,7 @@ use sha1::{Digest, Sha1};
 
 use super::key::NodeId;
 use super::ring::{Claim, Partition, Planner, Ring, RingError};
+use super::security::{self, Tokens};
 
 /// Bumped when nodes of different builds can no longer understand each
 /// other's gossip; peers refuse a different version with a clear message.
@@ -264,6 +265,12 @@ pub struct ClusterState {
     /// certificate) and never changed, so that a certificate can never act
     /// for another node (`rpc::identity`). Only members have one.
     pub certificate_names: BTreeMap<NodeId, String>,
+    /// Client authentication (`core::security`): fixed when the cluster is
+    /// created (`--security`); never changed by a merge (membership refuses
+    /// a peer whose view differs).
+    pub security: bool,
+    /// Client tokens by name, as hashes; merged per name.
+    pub tokens: Tokens,
 }
 
 /// A node id is bound to another certificate name than the one presented.
@@ -340,6 +347,8 @@ impl ClusterState {
             plan: StagedPlan::default(),
             departures: BTreeMap::new(),
             certificate_names: BTreeMap::new(),
+            security: false,
+            tokens: Tokens::new(),
         })
     }
 
@@ -411,6 +420,10 @@ impl ClusterState {
                 changes.members = true;
                 changes.any = true;
             }
+        }
+        if security::merge(&mut self.tokens, &other.tokens) {
+            changes.members = true;
+            changes.any = true;
         }
         changes
     }
@@ -1390,9 +1403,9 @@ mod tests {
     use proptest::prelude::*;
 
     /// Random views of one cluster: heartbeats, claim changes, ring steps,
-    /// staged changes, clears and commits.
+    /// staged changes, clears, commits, tokens and merges.
     fn arb_views() -> impl Strategy<Value = Vec<ClusterState>> {
-        proptest::collection::vec((0usize..3, 0u8..7, 0u32..9), 0..30).prop_map(|ops| {
+        proptest::collection::vec((0usize..3, 0u8..10, 0u32..9), 0..30).prop_map(|ops| {
             let base = cluster(&["a", "b", "c"], 8);
             let mut views = vec![base.clone(), base.clone(), base];
             let names = ["a", "b", "c"];
@@ -1415,6 +1428,14 @@ mod tests {
                     5 => views[i].clear_plan(&me),
                     6 => {
                         let _ = views[i].request_commit(&me);
+                    }
+                    // Tokens, by name t0..t2 (names reused across views).
+                    7 => {
+                        let name = format!("t{}", claim % 3);
+                        let _ = security::create(&mut views[i].tokens, &me, &name, [claim as u8; 32], vec![], None);
+                    }
+                    8 => {
+                        let _ = security::revoke(&mut views[i].tokens, &me, &format!("t{}", claim % 3));
                     }
                     _ => {
                         let other = views[(i + 1) % 3].clone();

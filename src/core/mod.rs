@@ -12,6 +12,7 @@ pub mod membership;
 pub mod object;
 pub mod quorum;
 pub mod ring;
+pub mod security;
 pub mod tictac;
 pub mod vclock;
 pub mod x509;

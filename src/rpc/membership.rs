@@ -33,6 +33,11 @@ use crate::core::membership::{
     MAX_REMOVED, Member, PROTOCOL_VERSION, RingState, Staged, StagedPlan,
 };
 use crate::core::ring::{MAX_PARTITIONS, Ring};
+#[cfg(test)]
+use crate::core::security::Scope;
+use crate::core::security::{
+    Grant, MAX_GRANTS, MAX_SCOPE_BYTES, MAX_TOKEN_NAME_BYTES, MAX_TOKENS, Permission, TokenRecord, Tokens,
+};
 use crate::membership::Membership;
 use crate::telemetry::metrics;
 
@@ -85,6 +90,14 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
     let plan = (MAX_MEMBERS + MAX_REMOVED) * delimited(staged) + 2 * (U64_FIELD + id);
     let departure = 2 * id + BOOL_FIELD + U32_FIELD;
     let certificate_name = id + delimited(MAX_CERTIFICATE_NAME_BYTES);
+    let longest_permission = Permission::ALL.iter().map(|p| p.name().len()).max().unwrap_or(0);
+    let grant = Permission::ALL.len() * delimited(longest_permission) + delimited(MAX_SCOPE_BYTES);
+    let token = delimited(MAX_TOKEN_NAME_BYTES)
+        + delimited(32)
+        + MAX_GRANTS * delimited(grant)
+        + 2 * U64_FIELD
+        + BOOL_FIELD
+        + id;
     FIXED64_FIELD
         + 4 * U32_FIELD
         + MAX_MEMBERS * delimited(member)
@@ -93,6 +106,8 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
         + delimited(plan)
         + (MAX_MEMBERS + MAX_REMOVED) * delimited(departure)
         + MAX_MEMBERS * delimited(certificate_name)
+        + BOOL_FIELD
+        + MAX_TOKENS * delimited(token)
 }
 
 /// The largest legal membership message of a cluster of `partitions`: a
@@ -201,6 +216,17 @@ impl pb::membership_server::Membership for MembershipService {
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
         let member = member_from_pb(request.member.ok_or_else(|| Status::invalid_argument("join without a member"))?)?;
+        // Security is fixed at creation: refused before the joiner becomes
+        // a member, so a node that then cannot start leaves no record.
+        let security = self.membership.security();
+        if request.security != security {
+            let (cluster, joiner) = if security { ("on", "without") } else { ("off", "with") };
+            return Err(Status::failed_precondition(format!(
+                "the cluster runs with client security {cluster} (fixed when it was created), and node {} was \
+                 started {joiner} --security; start it with the cluster's setting",
+                member.node
+            )));
+        }
         if let Some(from) = from.as_ref().filter(|from| *from != member.node.as_str()) {
             return Err(Status::invalid_argument(format!(
                 "join from node {from:?} (vc-from-node) for node {}: a node joins as itself",
@@ -244,7 +270,17 @@ pub async fn gossip(channel: PeerChannel, from: &NodeId, state: &ClusterState) -
 /// answer. The joiner does not know the cluster's partition count either, so
 /// it accepts an answer as large as any cluster's can be.
 pub async fn join(channel: PeerChannel, member: &Member) -> Result<(ClusterState, ClusterSecret), Status> {
-    let request = pb::JoinRequest { protocol_version: PROTOCOL_VERSION, member: Some(member_to_pb(member)) };
+    join_with_security(channel, member, false).await
+}
+
+/// [`join`] for a node started with `--security` set to `security`: a
+/// member of a cluster with the other setting refuses it.
+pub async fn join_with_security(
+    channel: PeerChannel,
+    member: &Member,
+    security: bool,
+) -> Result<(ClusterState, ClusterSecret), Status> {
+    let request = pb::JoinRequest { protocol_version: PROTOCOL_VERSION, member: Some(member_to_pb(member)), security };
     let reply = observed("Membership/Join", client(channel, MAX_PARTITIONS).join(request)).await?.into_inner();
     let secret = ClusterSecret::try_from_slice(&reply.cluster_secret).ok_or_else(|| {
         Status::failed_precondition("the member admitted us without the cluster secret; it runs an older release")
@@ -284,6 +320,8 @@ pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
             })
             .collect(),
         certificate_names: s.certificate_names.iter().map(|(node, name)| (node.to_string(), name.clone())).collect(),
+        security: s.security,
+        tokens: s.tokens.values().map(token_to_pb).collect(),
         ring: Some(pb::Ring {
             epoch: s.ring.epoch,
             author: s.ring.author.to_string(),
@@ -319,6 +357,9 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
     if let Some(name) = p.certificate_names.values().find(|name| name.len() > MAX_CERTIFICATE_NAME_BYTES) {
         return Err(bad(format!("a certificate name of {} bytes; at most {MAX_CERTIFICATE_NAME_BYTES}", name.len())));
     }
+    if p.tokens.len() > MAX_TOKENS {
+        return Err(bad(format!("{} tokens; at most {MAX_TOKENS}", p.tokens.len())));
+    }
     let staged_ids = plan.changes.iter().flat_map(|c| [&c.node, &c.by, &c.author]);
     let departure_ids = p.departures.iter().flat_map(|d| [&d.node, &d.by]);
     let ids = ring
@@ -329,7 +370,8 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         .chain([&ring.author, &plan.commit_author, &plan.applied_author])
         .chain(staged_ids)
         .chain(departure_ids)
-        .chain(p.certificate_names.keys());
+        .chain(p.certificate_names.keys())
+        .chain(p.tokens.iter().map(|t| &t.editor));
     if let Some(id) = ids.into_iter().find(|id| id.len() > MAX_NODE_ID_BYTES) {
         return Err(bad(format!("a node id of {} bytes; at most {MAX_NODE_ID_BYTES}", id.len())));
     }
@@ -351,6 +393,13 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         p.members.into_iter().map(|m| member_from_pb(m).map(|m| (m.node.clone(), m))).collect::<Result<_, _>>()?;
     if let Some(m) = members.values().find(|m| m.transfers_done.last().is_some_and(|d| *d >= p.partitions)) {
         return Err(bad(format!("member {} reports a partition beyond {}", m.node, p.partitions)));
+    }
+    let mut tokens = Tokens::new();
+    for token in p.tokens {
+        let token = token_from_pb(token).map_err(&bad)?;
+        if tokens.insert(token.name.clone(), token).is_some() {
+            return Err(bad("two tokens of one name".into()));
+        }
     }
     Ok(ClusterState {
         cluster_id: p.cluster_id,
@@ -382,6 +431,67 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
             .filter(|(node, _)| members.contains_key(node))
             .collect(),
         members,
+        security: p.security,
+        tokens,
+    })
+}
+
+fn token_to_pb(t: &TokenRecord) -> pb::Token {
+    pb::Token {
+        name: t.name.clone(),
+        hash: t.hash.to_vec().into(),
+        grants: t
+            .grants
+            .iter()
+            .map(|g| pb::Grant {
+                permissions: g.permissions.iter().map(|p| p.name().to_owned()).collect(),
+                scope: g.scope.to_string(),
+            })
+            .collect(),
+        expires_at_ms: t.expires_at_ms.unwrap_or(0),
+        revoked: t.revoked,
+        version: t.stamp.0,
+        editor: t.stamp.1.to_string(),
+    }
+}
+
+/// A token record from the wire, within the bounds the largest legal state
+/// is computed from. Its grants are checked as a client's are (a peer can
+/// send nothing an admin could not have made).
+fn token_from_pb(t: pb::Token) -> Result<TokenRecord, String> {
+    if !crate::core::security::valid_name(&t.name) {
+        return Err(format!(
+            "a token name of {} bytes, or not of letters, digits, '-', '_' and '.'; at most {MAX_TOKEN_NAME_BYTES}",
+            t.name.len()
+        ));
+    }
+    let hash: [u8; 32] = t
+        .hash
+        .as_ref()
+        .try_into()
+        .map_err(|_| format!("token {:?}: a hash of {} bytes, not 32", t.name, t.hash.len()))?;
+    if t.grants.len() > MAX_GRANTS {
+        return Err(format!("token {:?}: {} grants; at most {MAX_GRANTS}", t.name, t.grants.len()));
+    }
+    let mut grants = Vec::with_capacity(t.grants.len());
+    for g in &t.grants {
+        if g.permissions.len() > Permission::ALL.len() {
+            return Err(format!("token {:?}: a grant of {} permissions", t.name, g.permissions.len()));
+        }
+        grants.push(
+            Grant::parse(g.permissions.iter().map(String::as_str), &g.scope)
+                .map_err(|e| format!("token {:?}: {e}", t.name))?,
+        );
+    }
+    // (Scope::parse bounds each scope's length; Grant::parse refuses admin
+    // beyond `*` and grants without a permission.)
+    Ok(TokenRecord {
+        name: t.name,
+        hash,
+        grants,
+        expires_at_ms: (t.expires_at_ms != 0).then_some(t.expires_at_ms),
+        revoked: t.revoked,
+        stamp: (t.version, NodeId::new(t.editor)),
     })
 }
 
@@ -559,7 +669,54 @@ mod tests {
             .map(|i| (id(i), Departure { done: true, by: Some(id(i + 1)), claim: u32::MAX }))
             .collect();
         s.certificate_names = (0..MAX_MEMBERS).map(|i| (id(i), "c".repeat(MAX_CERTIFICATE_NAME_BYTES))).collect();
+        s.security = true;
+        // Admin is granted on `*` only, so the longest scope carries the rest.
+        let half = MAX_SCOPE_BYTES / 2;
+        let grant = Grant {
+            permissions: Permission::ALL.into_iter().filter(|p| *p != Permission::Admin).collect(),
+            scope: Scope::Bucket("t".repeat(half - 1), "b".repeat(half)),
+        };
+        s.tokens = (0..MAX_TOKENS)
+            .map(|i| {
+                let name = format!("{i:0>width$}", width = MAX_TOKEN_NAME_BYTES);
+                let record = TokenRecord {
+                    name: name.clone(),
+                    hash: [0xff; 32],
+                    grants: vec![grant.clone(); MAX_GRANTS],
+                    expires_at_ms: Some(u64::MAX),
+                    revoked: true,
+                    stamp: (u64::MAX, id(i)),
+                };
+                (name, record)
+            })
+            .collect();
         s
+    }
+
+    #[test]
+    fn tokens_travel_and_bad_ones_are_refused() {
+        let me = Member::new(NodeId::new("a"), "a:1".into(), "a:2".into(), 8, 5);
+        let mut s = ClusterState::new(42, me, 8, 3, 2, 2).unwrap();
+        s.security = true;
+        let grants = vec![Grant::parse_short("read,write:default/photos").unwrap()];
+        crate::core::security::create(&mut s.tokens, &NodeId::new("a"), "photos", [3; 32], grants, Some(9)).unwrap();
+        assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
+        let bad_tokens: [fn(&mut pb::Token); 6] = [
+            |t| t.hash = t.hash.slice(..31),
+            |t| t.name = "n".repeat(MAX_TOKEN_NAME_BYTES + 1),
+            |t| t.name = "bad name".into(),
+            |t| t.grants[0].permissions.push("root".into()),
+            |t| t.grants[0].scope = "a/b/c".into(),
+            |t| t.grants = vec![t.grants[0].clone(); MAX_GRANTS + 1],
+        ];
+        for spoil in bad_tokens {
+            let mut bad = state_to_pb(&s);
+            spoil(&mut bad.tokens[0]);
+            assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
+        let mut bad = state_to_pb(&s);
+        bad.tokens.push(bad.tokens[0].clone());
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "one name twice");
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub fn error_code_from_grpc(code: Code) -> ErrorCode {
         Code::OutOfRange => ErrorCode::PayloadTooLarge,
         Code::ResourceExhausted => ErrorCode::InsufficientStorage,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorCode::Unavailable,
+        // Client credentials are checked at the HTTP edge only; a peer
+        // refusing a node-to-node call is not the client's fault.
         Code::Ok
         | Code::Unknown
         | Code::PermissionDenied
@@ -237,9 +239,16 @@ mod tests {
     /// Every code survives the trip server -> wire -> client, except where
     /// gRPC has no distinct code (`UriTooLong`) and `Unavailable`, which a
     /// client cannot tell from a dead peer and reports as unreachable.
+    /// Client credentials (`Unauthorized`, `Forbidden`) are checked at the
+    /// HTTP edge and never cross between nodes: a peer that answers with
+    /// them is a server-side fault, not the client's.
     #[test]
     fn error_codes_round_trip_through_grpc() {
         for code in ErrorCode::ALL {
+            if matches!(code, ErrorCode::Unauthorized | ErrorCode::Forbidden) {
+                assert_eq!(error_code_from_grpc(code.grpc_code()), ErrorCode::Internal);
+                continue;
+            }
             let back = error_code_from_grpc(code.grpc_code());
             let expected = if code == ErrorCode::UriTooLong { ErrorCode::PayloadTooLarge } else { code };
             assert_eq!(back, expected, "{code:?}");

@@ -14,7 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, 
 
 /// Client requests. Labels: `api` (store), `op` (get, put, delete),
 /// `outcome` (ok, not_found, bad_request, conflict, too_large, unavailable,
-/// insufficient_storage, error).
+/// insufficient_storage, error). Requests refused by client security are
+/// counted in [`HTTP_REFUSED_TOTAL`] instead: they reach no handler.
 pub const REQUESTS_TOTAL: &str = "vinzclortho_requests_total";
 /// Time the coordinator took to reach its quorum decision. Labels: `api`, `op`.
 pub const REQUEST_DURATION_SECONDS: &str = "vinzclortho_request_duration_seconds";
@@ -77,6 +78,10 @@ pub const RPC_REFUSED_TOTAL: &str = "vinzclortho_rpc_refused_total";
 /// The `reason` label values of [`RPC_REFUSED_TOTAL`].
 pub const RPC_REFUSED_REASONS: [&str; 6] =
     ["wrong_cluster", "wrong_node", "missing_identity", "removed", "duplicate", "wrong_certificate"];
+/// HTTP requests refused by client security (`api::auth`) before any
+/// handler ran. Label: `reason` (missing, malformed, unknown, expired,
+/// revoked: answered 401; forbidden: 403).
+pub const HTTP_REFUSED_TOTAL: &str = "vinzclortho_http_refused_total";
 /// TLS handshakes refused on the cluster port, before any call: label
 /// `reason` (no_certificate, unknown_ca, expired, bad_certificate, not_tls,
 /// peer_refused, closed, timeout, other).
@@ -196,6 +201,10 @@ fn describe() {
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
     describe_counter!(RPC_REFUSED_TOTAL, "Internal gRPC calls refused for a wrong or missing identity, by reason.");
+    describe_counter!(
+        HTTP_REFUSED_TOTAL,
+        "HTTP requests refused for a missing, bad or insufficient credential, by reason."
+    );
     describe_counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes refused on the cluster port, by reason.");
     describe_counter!(HTTP_TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes refused on the HTTP port, by reason.");
     describe_counter!(
@@ -259,6 +268,9 @@ fn zero() {
     for reason in TLS_HANDSHAKE_FAILURE_REASONS {
         counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(0);
         counter!(HTTP_TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in crate::core::security::Refusal::REASONS {
+        counter!(HTTP_REFUSED_TOTAL, "reason" => reason).increment(0);
     }
     for reason in REPLICA_CALLS_DROPPED_REASONS {
         counter!(REPLICA_CALLS_DROPPED_TOTAL, "reason" => reason).increment(0);
@@ -369,6 +381,11 @@ pub fn replica_call_dropped(reason: &'static str) {
 
 pub fn rpc_refused(reason: &'static str) {
     counter!(RPC_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts an HTTP request refused by client security.
+pub fn http_refused(reason: &'static str) {
+    counter!(HTTP_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Counts a refused TLS handshake on the cluster port.
