@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::https::{Answer, request, trusting};
 use common::{BIN, FAST, NodeProc, poll, wait_for};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
@@ -57,32 +58,7 @@ fn start_https_node(data_dir: &Path, ip: &str, certs_dir: &Path, name: &str, ext
     NodeProc::start(data_dir, &args)
 }
 
-/// A client configuration that trusts `ca` alone.
-fn trusting(ca: &Path) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-/// What an HTTPS exchange gave: the status, the body and the certificate
-/// the node presented.
-struct Answer {
-    status: u16,
-    body: String,
-    leaf: CertificateDer<'static>,
-}
-
-/// One request over a fresh TLS connection to `address` (HOST:PORT), the
-/// node's certificate checked against `config`'s CA and the host; bounded
-/// in time. An error says what failed (connect, handshake, exchange).
+/// One request without extra headers ([`common::https::request`]).
 fn https(
     address: &str,
     config: &Arc<rustls::ClientConfig>,
@@ -90,31 +66,7 @@ fn https(
     path: &str,
     body: &str,
 ) -> Result<Answer, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let exchange = async {
-        let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
-        let host = address.rsplit_once(':').unwrap().0.to_owned();
-        let name = ServerName::try_from(host).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("http: {e}"))?;
-        tokio::spawn(conn);
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", address)
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        let response = sender.send_request(request).await.map_err(|e| format!("exchange: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-        Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned(), leaf })
-    };
-    runtime.block_on(async { tokio::time::timeout(REQUEST, exchange).await.unwrap_or(Err("timed out".into())) })
+    request(address, config, method, path, &[], body)
 }
 
 /// A GET over HTTP/2, chosen by ALPN (the client offers only h2): the
