@@ -81,8 +81,8 @@ fn the_production_setup_serves_its_owner_and_refuses_every_stranger() {
     // through every other.
     let healthy = admin(&nodes[0], &ca_file, Some(token), &["wait-healthy", "--timeout", "120"]);
     assert!(healthy.status.success(), "wait-healthy: {}", String::from_utf8_lossy(&healthy.stderr));
-    for i in 0..3 {
-        let put = call(&nodes[i], &ca, "PUT", &format!("/store/k{i}"), Some(token), &format!("v{i}"));
+    for (i, node) in nodes.iter().enumerate() {
+        let put = call(node, &ca, "PUT", &format!("/store/k{i}"), Some(token), &format!("v{i}"));
         assert_eq!(put.status, 200, "{}", put.body);
     }
     for i in 0..3 {
