@@ -23,6 +23,11 @@
 //! Every run prints its seed, network mode and schedule; re-running with the
 //! same seed replays the same schedule (timing still varies).
 //!
+//! The nodes talk mutual TLS (certificates made per run by `vinzclortho
+//! certs`, see `jepsen/tls.rs`), and each run checks once that a plaintext
+//! call to a node is refused at the handshake. `JEPSEN_TLS=0` runs them in
+//! plaintext (`--insecure-cluster`) instead, with any of the commands above.
+//!
 //! Fault windows, which the checker uses to excuse stale reads and
 //! resurrections, are described at [`Windows`].
 
@@ -37,6 +42,8 @@ mod history;
 mod net;
 #[path = "jepsen/proxy.rs"]
 mod proxy;
+#[path = "jepsen/tls.rs"]
+mod tls;
 #[path = "jepsen/workload.rs"]
 mod workload;
 
@@ -335,13 +342,19 @@ struct Cluster {
     /// The same, shared with the clients: they stop sending to a node once
     /// it leaves or is killed for good, as a load balancer would drop it.
     departed: Arc<std::sync::Mutex<BTreeSet<usize>>>,
+    /// The run's certificates; `None`: plaintext (`JEPSEN_TLS=0`).
+    certs: Option<tls::Certs>,
 }
 
 impl Cluster {
     fn start_node(&mut self, slot: usize, seed: Option<&str>) {
         assert_eq!(slot, self.nodes.len(), "spares join in slot order");
         let (listen, advertise) = (self.listen[slot].clone(), self.proxy.addresses[slot].clone());
-        let node = Node::start(&self.net, slot, self.dir.path(), listen, advertise, seed, &self.env);
+        let security = match &self.certs {
+            Some(certs) => certs.node_flags(slot),
+            None => cluster::PLAINTEXT_FLAGS.iter().map(|s| s.to_string()).collect(),
+        };
+        let node = Node::start(&self.net, slot, self.dir.path(), (listen, advertise), seed, &self.env, security);
         self.nodes.push(node);
     }
 
@@ -520,13 +533,19 @@ fn all_up(nodes: &[&Node]) -> bool {
 /// headers of `rpc::identity`: a call without them is refused).
 fn replica_values(
     rt: &tokio::runtime::Runtime,
+    certs: Option<&tls::Certs>,
     (cluster_address, node_id, cluster_id): (&str, &str, &str),
     key: &str,
     partition: u32,
 ) -> Option<Vec<String>> {
     rt.block_on(async {
-        let connect = ReplicaClient::connect(format!("http://{cluster_address}"));
-        let mut client = tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?;
+        let mut client = match certs {
+            Some(certs) => ReplicaClient::new(certs.channel(cluster_address)),
+            None => {
+                let connect = ReplicaClient::connect(format!("http://{cluster_address}"));
+                tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?
+            }
+        };
         let request = pb::GetRequest {
             with_history: false,
             caller: None,
@@ -552,7 +571,12 @@ fn replica_values(
 
 /// Reads every key with r=all (read repair fixes stale replicas) until all
 /// replicas of every key hold the same values; returns the final state.
-fn converge(nodes: &[&Node], keys: &BTreeSet<String>, timeout: Duration) -> Option<BTreeMap<String, Vec<String>>> {
+fn converge(
+    nodes: &[&Node],
+    certs: Option<&tls::Certs>,
+    keys: &BTreeSet<String>,
+    timeout: Duration,
+) -> Option<BTreeMap<String, Vec<String>>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let by_http: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.http.as_str(), *n)).collect();
@@ -571,7 +595,7 @@ fn converge(nodes: &[&Node], keys: &BTreeSet<String>, timeout: Duration) -> Opti
             for entry in preflist["preflist"].as_array()? {
                 let holder = by_http.get(entry["node"].as_str()?)?;
                 let to = (holder.cluster.as_str(), entry["node_id"].as_str()?, cluster_id.as_str());
-                let values = replica_values(&rt, to, key, partition)?;
+                let values = replica_values(&rt, certs, to, key, partition)?;
                 match &seen {
                     Some(first) if *first != values => return None,
                     _ => seen = Some(values),
@@ -738,7 +762,8 @@ fn run(config: Run) -> Outcome {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let slots = config.nodes + config.spares;
     let mut net = Network::new(slots, config.subnet);
-    println!("jepsen: seed {} on {}", config.seed, net.describe());
+    let security = if tls::enabled() { "mutual TLS between nodes" } else { "plaintext (JEPSEN_TLS=0)" };
+    println!("jepsen: seed {} on {}, {security}", config.seed, net.describe());
     // Every node listens on a fixed port of its own address and advertises
     // its proxy, through which all node-to-node traffic flows.
     let listen: Vec<String> = (0..slots).map(|i| format!("{}:9080", net.ip(i))).collect();
@@ -746,6 +771,11 @@ fn run(config: Run) -> Outcome {
     net.set_proxy_ports(proxy.addresses.iter().map(|a| a.rsplit_once(':').unwrap().1.parse().unwrap()).collect());
     let dir = tempfile::tempdir().unwrap();
     let env = config.env.clone();
+    // Outside every node's data directory: a lost disk keeps its certificate.
+    let certs = tls::enabled().then(|| {
+        let hosts: Vec<String> = (0..slots).map(|i| net.ip(i)).collect();
+        tls::Certs::create(&dir.path().join("certs"), &hosts, &net.proxy_ip())
+    });
     let mut cluster = Cluster {
         net,
         proxy,
@@ -756,6 +786,7 @@ fn run(config: Run) -> Outcome {
         claims: BTreeMap::new(),
         gone: BTreeSet::new(),
         departed: Arc::default(),
+        certs,
     };
     for i in 0..config.nodes {
         let seed = cluster.nodes.first().map(|n| n.cluster.clone());
@@ -763,6 +794,12 @@ fn run(config: Run) -> Outcome {
     }
     wait_for("the cluster to form", Duration::from_secs(60), || all_up(&cluster.members()).then_some(()))
         .expect("the cluster formed");
+    if cluster.certs.is_some() {
+        // Once per run: the cluster formed over TLS, and a stranger without
+        // it is turned away at the handshake (through the proxy, as peers
+        // come).
+        tls::assert_plaintext_refused(&cluster.nodes[0].cluster, &cluster.nodes[0].http);
+    }
     let network = cluster.net.supports_network_faults();
     let schedule = config
         .schedule
@@ -842,7 +879,7 @@ fn run(config: Run) -> Outcome {
     let end = started.elapsed() + SETTLE_MARGIN;
     windows.closed.extend(windows.settling.drain(..).map(|s| FaultWindow { end, ..s.window }));
     let keys: BTreeSet<String> = ops.iter().map(|op| op.key.clone()).collect();
-    let final_state = converge(&cluster.members(), &keys, Duration::from_secs(60));
+    let final_state = converge(&cluster.members(), cluster.certs.as_ref(), &keys, Duration::from_secs(60));
     let converged_after = final_state.as_ref().map(|_| healed.elapsed());
     let mut faults = windows.closed;
     faults.sort_by_key(|f| f.start);
@@ -852,7 +889,8 @@ fn run(config: Run) -> Outcome {
     let history = History { ops, faults, final_state: final_state.unwrap_or_default() };
     let report = checker::check(&history);
     print_report(&report, converged_after);
-    Outcome { full_members, history, report, converged_after, network: cluster.net.describe() }
+    let network = format!("{}, {security}", cluster.net.describe());
+    Outcome { full_members, history, report, converged_after, network }
 }
 
 fn print_report(r: &Report, converged_after: Option<Duration>) {

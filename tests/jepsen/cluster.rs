@@ -8,20 +8,17 @@ use std::process::{Child, Command};
 use super::net::Network;
 use crate::common::{BIN, send_signal, spawn_ready};
 
-/// Short timeouts so that faults are noticed within a few seconds.
-/// `--insecure-cluster`: in network namespaces the nodes listen on 198.18.x
-/// addresses (not loopback), on a private bridge of the test's own.
-pub const NODE_FLAGS: &[&str] = &[
-    "-p",
-    "16",
-    "--gossip-interval-ms",
-    "200",
-    "--failure-timeout-ms",
-    "2000",
-    "--request-timeout-ms",
-    "2000",
-    "--insecure-cluster",
-];
+/// Short timeouts so that faults are noticed within a few seconds. Each node
+/// also gets either its certificate (`tls`, the default) or, in plaintext,
+/// [`PLAINTEXT_FLAGS`].
+pub const NODE_FLAGS: &[&str] =
+    &["-p", "16", "--gossip-interval-ms", "200", "--failure-timeout-ms", "2000", "--request-timeout-ms", "2000"];
+
+/// In network namespaces the nodes listen on 198.18.x addresses (not
+/// loopback), where a node without certificates refuses to start unless
+/// told the cluster port may be plaintext (on a private bridge of the
+/// test's own).
+pub const PLAINTEXT_FLAGS: &[&str] = &["--insecure-cluster"];
 
 /// NODE_FLAGS' `-p`.
 const PARTITIONS: u32 = 16;
@@ -36,6 +33,8 @@ pub struct Node {
     data_dir: PathBuf,
     prefix: Vec<String>,
     env: Vec<(String, String)>,
+    /// Its certificate flags (`tls::Certs::node_flags`) or [`PLAINTEXT_FLAGS`].
+    security: Vec<String>,
     child: Option<Child>,
     pub paused: bool,
     /// The data directory is a tmpfs of ours (unmounted on drop).
@@ -45,14 +44,15 @@ pub struct Node {
 impl Node {
     /// Starts node `index` listening on `listen` and advertising `advertise`
     /// (its proxy); joins through `seed` (a cluster address) if given.
+    /// `security`: its certificate flags, or [`PLAINTEXT_FLAGS`].
     pub fn start(
         net: &Network,
         index: usize,
         dir: &std::path::Path,
-        listen: String,
-        advertise: String,
+        (listen, advertise): (String, String),
         seed: Option<&str>,
         env: &[(&str, &str)],
+        security: Vec<String>,
     ) -> Node {
         let ip = net.ip(index);
         let data_dir = dir.join(format!("node{index}"));
@@ -73,6 +73,7 @@ impl Node {
             mounted,
             prefix: net.exec_prefix(index),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            security,
             child: None,
             paused: false,
         };
@@ -88,6 +89,7 @@ impl Node {
                 .map(str::to_owned),
         );
         args.extend(NODE_FLAGS.iter().map(|s| s.to_string()));
+        args.extend(self.security.iter().cloned());
         args.push("--data-dir".into());
         args.push(self.data_dir.display().to_string());
         if let Some(seed) = seed {
