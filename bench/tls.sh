@@ -10,6 +10,7 @@
 #
 #   bench/tls.sh                          # 10 s per workload and cluster, one round
 #   bench/tls.sh --rounds 3 --duration 8  # the median of 3 rounds
+#   bench/tls.sh --full                   # "on" is the README's production set-up
 #
 # It builds the release binary (`cargo build --release --locked`) and copies
 # it aside, unless --bin names one to use instead; starts every node on
@@ -25,6 +26,10 @@
 #   --value-size BYTES   [VALUE_SIZE, 100]
 #   --rounds N           every workload N times, clusters alternating (the
 #                        first in each round changes too); the median is shown [ROUNDS, 1]
+#   --full               "on" also serves HTTPS to clients (--http-tls-cert) and
+#                        runs with --security, the generator sending --cacert and
+#                        the admin token: the whole production set-up against
+#                        plaintext, no tokens [FULL=1]
 #   --bin PATH           use this vinzclortho binary, no build (say which profile
 #                        it is when you quote the figures) [BIN]
 #   --out DIR            where results go [OUT]
@@ -38,12 +43,13 @@ CONCURRENCY="${CONCURRENCY:-64}"
 KEYS="${KEYS:-10000}"
 VALUE_SIZE="${VALUE_SIZE:-100}"
 ROUNDS="${ROUNDS:-1}"
+FULL="${FULL:-0}"
 BIN_GIVEN="${BIN:-}"
 OUT="${OUT:-}"
 PORT="${TLS_PORT:-18840}"
 SEED=42
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -51,6 +57,7 @@ while [ $# -gt 0 ]; do
         --keys) KEYS="$2"; shift 2 ;;
         --value-size) VALUE_SIZE="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
+        --full) FULL=1; shift ;;
         --bin) BIN_GIVEN="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -134,6 +141,17 @@ done
 
 # --- two clusters: off (plaintext cluster port) and on (mutual TLS) -----------
 declare -A NODES
+TOKEN=""
+# curl for a node of `mode`: over HTTPS with the admin token when on is the
+# full production set-up.
+ccurl() { # mode curl-args...
+    local mode="$1"; shift
+    if [ "$mode" = on ] && [ "$FULL" = 1 ]; then
+        curl --cacert "$CERTS/ca.pem" ${TOKEN:+-H "Authorization: Bearer $TOKEN"} "${@/#http:/https:}"
+    else
+        curl "$@"
+    fi
+}
 start_cluster() { # mode base
     local mode="$1" base="$2" list=()
     for i in 0 1 2; do
@@ -142,12 +160,18 @@ start_cluster() { # mode base
             --data-dir "$WORK/$mode/node$i")
         if [ "$mode" = on ]; then
             args+=(--tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/n$i.pem" --tls-key "$CERTS/n$i.key")
+            if [ "$FULL" = 1 ]; then
+                args+=(--http-tls-cert "$CERTS/n$i.pem" --http-tls-key "$CERTS/n$i.key" --security)
+            fi
         fi
         [ "$i" -gt 0 ] && args+=(-j "127.0.0.1:$((base + 1000))")
         "$BIN" "${args[@]}" >"$WORK/logs/$mode$i.log" 2>&1 &
         PIDS+=($!)
         list+=("$http")
-        wait_until "node $i of the $mode cluster" curl -sf "http://$http/ping"
+        wait_until "node $i of the $mode cluster" ccurl "$mode" -sf "http://$http/ping"
+        if [ "$mode" = on ] && [ "$FULL" = 1 ] && [ "$i" = 0 ]; then
+            TOKEN="$(cat "$WORK/on/node0/admin.token")"
+        fi
     done
     NODES[$mode]="$(IFS=,; echo "${list[*]}")"
 }
@@ -157,7 +181,7 @@ converged() { # mode
     local mode="$1" want_cert="false"
     [ "$mode" = on ] && want_cert="true"
     for http in ${NODES[$mode]//,/ }; do
-        curl -sf "http://$http/admin/status" | jq -e --argjson cert "$want_cert" '
+        ccurl "$mode" -sf "http://$http/admin/status" | jq -e --argjson cert "$want_cert" '
             ([.members[] | select(.status == "up" and .claim > 0 and ((.certificate != null) == $cert))] | length) == 3
             and .ring.moving == false' >/dev/null || return 1
     done
@@ -175,7 +199,15 @@ fi
 if curl -s --max-time 3 --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$((PORT + 1010))/"; then
     say "the TLS cluster answered a plaintext request on its cluster port"; exit 1
 fi
-say "off: ${NODES[off]} (plaintext cluster port); on: ${NODES[on]} (mutual TLS)"
+if [ "$FULL" = 1 ]; then
+    # HTTPS only, and nothing without the token.
+    curl -s --max-time 3 -o /dev/null "http://${NODES[on]%%,*}/ping" && { say "the full cluster answered plain HTTP"; exit 1; }
+    code="$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' --cacert "$CERTS/ca.pem" "https://${NODES[on]%%,*}/store/x")"
+    [ "$code" = 401 ] || { say "the full cluster answered $code without a token, not 401"; exit 1; }
+    say "off: ${NODES[off]} (plaintext, no tokens); on: ${NODES[on]} (mutual TLS, HTTPS, --security)"
+else
+    say "off: ${NODES[off]} (plaintext cluster port); on: ${NODES[on]} (mutual TLS)"
+fi
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -183,6 +215,7 @@ say "off: ${NODES[off]} (plaintext cluster port); on: ${NODES[on]} (mutual TLS)"
     echo "kernel: $(uname -sr)"
     echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running shares the cores)"
     echo "vinzclortho: $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $PROFILE"
+    [ "$FULL" = 1 ] && echo "on: mutual TLS between nodes, HTTPS for clients, --security with a bearer token"
     echo "per run: ${DURATION} s, ${CONCURRENCY} in flight, ${KEYS} keys, ${VALUE_SIZE}-byte values, preloaded; ${ROUNDS} round(s), median shown"
 } >"$OUT/machine.txt"
 
@@ -191,6 +224,7 @@ WORKLOADS=("50/50 uniform|read=50,write=50|uniform" "95/5 uniform|read=95,write=
     "50/50 zipf|read=50,write=50|zipf")
 bench_run() { # mode name args...
     local mode="$1" name="$2"; shift 2
+    if [ "$mode" = on ] && [ "$FULL" = 1 ]; then set -- "$@" --cacert "$CERTS/ca.pem" --token "$TOKEN"; fi
     timeout --kill-after=5 "$((DURATION + 120))" "$BIN" bench --nodes "${NODES[$mode]}" \
         -c "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --seed "$SEED" --json --quiet "$@" \
         >"$OUT/$name.json" 2>"$OUT/$name.err" || say "$name: exit $? ($(tail -n 1 "$OUT/$name.err"))"
