@@ -59,9 +59,15 @@ fn commit(node: &NodeProc, staged: usize) {
 }
 
 fn put(node: &NodeProc, key: &str, value: &str) -> StatusCode {
+    put_answer(node, key, value).0
+}
+
+/// The status and body of a PUT; a request that got no answer is a 503
+/// with the client's error as its text (so a failure says what happened).
+fn put_answer(node: &NodeProc, key: &str, value: &str) -> (StatusCode, String) {
     match client().put(node.url(&format!("/store/{key}"))).body(value.to_owned()).send() {
-        Ok(r) => r.status(),
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Ok(r) => (r.status(), r.text().unwrap_or_default()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("no answer: {e}")),
     }
 }
 
@@ -126,7 +132,8 @@ fn write_keys(node: &NodeProc, prefix: &str, n: usize) -> BTreeMap<String, Strin
     (0..n)
         .map(|i| {
             let (key, value) = (format!("{prefix}-{i}"), format!("value-{prefix}-{i}"));
-            assert_eq!(put(node, &key, &value), StatusCode::OK, "{key}");
+            let (status, text) = put_answer(node, &key, &value);
+            assert_eq!(status, StatusCode::OK, "{key} via {}: {text}", node.http);
             (key, value)
         })
         .collect()
