@@ -18,26 +18,13 @@ use vinzclortho::node;
 use vinzclortho::storage::MemoryStore;
 
 fn app() -> Router {
-    let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
-    node::build(
-        &config,
-        &node::Host::real(),
-        "127.0.0.1:8880".into(),
-        "127.0.0.1:9880".into(),
-        Arc::new(MemoryStore::new()),
-        None,
-    )
-    .unwrap()
-    .router
+    build(&["vinzclortho", "--storage", "memory"]).0
 }
 
-/// A node of a new cluster with client security on (`--security`), and
-/// the admin token it wrote to its data directory.
-fn secure_app(dir: &std::path::Path) -> (Router, String) {
-    let dir = dir.to_str().unwrap();
-    let args = ["vinzclortho", "--storage", "memory", "--security", "--data-dir", dir];
+/// A node built from `args`, with its resolved config.
+fn build(args: &[&str]) -> (Router, vinzclortho::config::Config) {
     let config = Cli::try_parse_from(args).unwrap().node.resolve().unwrap();
-    let app = node::build(
+    let router = node::build(
         &config,
         &node::Host::real(),
         "127.0.0.1:8880".into(),
@@ -47,6 +34,15 @@ fn secure_app(dir: &std::path::Path) -> (Router, String) {
     )
     .unwrap()
     .router;
+    (router, config)
+}
+
+/// A node of a new cluster with client security on (`--security`), and
+/// the admin token it wrote to its data directory.
+fn secure_app(dir: &std::path::Path) -> (Router, String) {
+    let dir = dir.to_str().unwrap();
+    let args = ["vinzclortho", "--storage", "memory", "--security", "--data-dir", dir];
+    let (app, config) = build(&args);
     let token = std::fs::read_to_string(config.data_dir.join("admin.token")).unwrap().trim().to_owned();
     (app, token)
 }
