@@ -232,7 +232,12 @@ fn coordinator(topology: Arc<Scripted>, nodes: Arc<Nodes>) -> Coordinator {
 }
 
 fn put(v: &str) -> Mutation {
-    Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
+    Mutation::Put(Content {
+        value: v.to_owned().into(),
+        content_type: "text/plain".into(),
+        last_modified_ms: 0,
+        meta: Default::default(),
+    })
 }
 
 fn values(o: &Object) -> BTreeSet<String> {

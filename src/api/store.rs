@@ -128,7 +128,7 @@ pub async fn put_value(
     let value = read_body(body, &headers, api.limits.max_value_bytes).await.inspect_err(|e| {
         metrics::request_refused("store", "put", outcome_of(e.code()));
     })?;
-    let content = Content { value, content_type, last_modified_ms: api.env.now_ms() };
+    let content = Content { value, content_type, last_modified_ms: api.env.now_ms(), meta: Default::default() };
     let reply = timed("put", api.coordinator.write(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
     let response = with_context(&api.contexts, &key, StatusCode::OK, &reply.object, Body::empty());
     Ok(with_fallbacks(response, reply.fallbacks))

@@ -705,8 +705,12 @@ mod tests {
 
     fn written(value: &str, actor: u64) -> Object {
         let mut o = Object::new();
-        let content =
-            Content { value: value.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 };
+        let content = Content {
+            value: value.to_owned().into(),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        };
         o.update(actor, &VersionVector::new(), Mutation::Put(content)).unwrap();
         o
     }
