@@ -9,6 +9,9 @@
 //!   without `--security`.
 //! * `/store/{key}`: GET and HEAD need read, PUT and POST write, DELETE
 //!   delete, on bucket `default/default` (the only bucket this API has).
+//! * Riak's object paths (`/types/T/buckets/B/keys/K`, `/buckets/B/keys/K`,
+//!   `/riak/B/K`, and POST to the bucket): the same, on bucket `T/B`, named
+//!   by the same decoding the handler uses (`api::riak::path`).
 //! * everything else (`/admin/*`, claim changes, tokens, and unknown paths):
 //!   admin, granted on `*`.
 //!
@@ -23,38 +26,70 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::Method;
 
+use bytes::Bytes;
+
 use super::AppState;
 use super::error::ApiError;
+use super::riak::path::object_path;
 use crate::core::key::DEFAULT_NAMESPACE;
 use crate::core::security::{self, Permission, Refusal, Resource};
 use crate::error::ErrorCode;
 use crate::telemetry::metrics;
 
 /// What a request needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Required {
     Nothing,
     /// The metrics token, if the node has one.
     Metrics,
-    Grant(Permission, Resource<'static>),
+    Grant(Permission, Target),
+}
+
+/// What a grant must cover: the whole cluster, or one bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Cluster,
+    Bucket(Bytes, Bytes),
+}
+
+impl Target {
+    fn resource(&self) -> Resource<'_> {
+        match self {
+            Target::Cluster => Resource::Cluster,
+            Target::Bucket(bucket_type, bucket) => Resource::Bucket { bucket_type, bucket },
+        }
+    }
+}
+
+/// The permission an object request's method needs.
+fn object_permission(method: &Method) -> Permission {
+    match *method {
+        Method::GET | Method::HEAD => Permission::Read,
+        Method::DELETE => Permission::Delete,
+        // PUT, POST, and methods the route refuses anyway.
+        _ => Permission::Write,
+    }
 }
 
 fn required(method: &Method, path: &str) -> Required {
-    const DEFAULT_BUCKET: Resource<'static> =
-        Resource::Bucket { bucket_type: DEFAULT_NAMESPACE.as_bytes(), bucket: DEFAULT_NAMESPACE.as_bytes() };
+    let default_bucket = || {
+        Target::Bucket(
+            Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()),
+            Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()),
+        )
+    };
     match path {
         "/ping" => Required::Nothing,
         "/metrics" => Required::Metrics,
         _ if path == "/store" || path.starts_with("/store/") => {
-            let permission = match *method {
-                Method::GET | Method::HEAD => Permission::Read,
-                Method::DELETE => Permission::Delete,
-                // PUT, POST, and methods the route refuses anyway.
-                _ => Permission::Write,
-            };
-            Required::Grant(permission, DEFAULT_BUCKET)
+            Required::Grant(object_permission(method), default_bucket())
         }
-        _ => Required::Grant(Permission::Admin, Resource::Cluster),
+        _ => match object_path(path) {
+            Some(object) => {
+                Required::Grant(object_permission(method), Target::Bucket(object.bucket_type, object.bucket))
+            }
+            None => Required::Grant(Permission::Admin, Target::Cluster),
+        },
     }
 }
 
@@ -68,9 +103,8 @@ pub(super) async fn guard(State(api): State<AppState>, request: Request, next: N
                 .and_then(|hash| if hash == *expected { Ok(()) } else { Err(Refusal::Unknown) }),
         },
         Required::Grant(..) if !api.security => Ok(()),
-        Required::Grant(permission, resource) => {
-            security::presented(header).and_then(|hash| api.membership.authorize(&hash, permission, resource).map(drop))
-        }
+        Required::Grant(permission, target) => security::presented(header)
+            .and_then(|hash| api.membership.authorize(&hash, permission, target.resource()).map(drop)),
     };
     match verdict {
         Ok(()) => next.run(request).await,
@@ -90,16 +124,29 @@ mod tests {
     #[test]
     fn routes_map_to_the_permission_they_need() {
         let store = |m: Method| required(&m, "/store/some/key");
-        let bucket = Resource::Bucket { bucket_type: b"default", bucket: b"default" };
-        assert_eq!(store(Method::GET), Required::Grant(Permission::Read, bucket));
-        assert_eq!(store(Method::HEAD), Required::Grant(Permission::Read, bucket));
-        assert_eq!(store(Method::PUT), Required::Grant(Permission::Write, bucket));
-        assert_eq!(store(Method::POST), Required::Grant(Permission::Write, bucket));
-        assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, bucket));
-        assert_eq!(required(&Method::PATCH, "/store"), Required::Grant(Permission::Write, bucket));
+        let bucket = |t: &'static str, b: &'static str| Target::Bucket(Bytes::from(t), Bytes::from(b));
+        let default = bucket("default", "default");
+        assert_eq!(store(Method::GET), Required::Grant(Permission::Read, default.clone()));
+        assert_eq!(store(Method::HEAD), Required::Grant(Permission::Read, default.clone()));
+        assert_eq!(store(Method::PUT), Required::Grant(Permission::Write, default.clone()));
+        assert_eq!(store(Method::POST), Required::Grant(Permission::Write, default.clone()));
+        assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, default.clone()));
+        assert_eq!(required(&Method::PATCH, "/store"), Required::Grant(Permission::Write, default));
         assert_eq!(required(&Method::GET, "/ping"), Required::Nothing);
         assert_eq!(required(&Method::GET, "/metrics"), Required::Metrics);
-        let admin = Required::Grant(Permission::Admin, Resource::Cluster);
+        // Riak's object paths: the bucket as the handler decodes it.
+        let riak = |m: Method, p: &str| required(&m, p);
+        assert_eq!(
+            riak(Method::GET, "/types/t/buckets/b%2Fc/keys/k"),
+            Required::Grant(Permission::Read, bucket("t", "b/c"))
+        );
+        assert_eq!(
+            riak(Method::PUT, "/buckets/b+c/keys/k"),
+            Required::Grant(Permission::Write, bucket("default", "b c"))
+        );
+        assert_eq!(riak(Method::POST, "/buckets/b/keys"), Required::Grant(Permission::Write, bucket("default", "b")));
+        assert_eq!(riak(Method::DELETE, "/riak/b/k"), Required::Grant(Permission::Delete, bucket("default", "b")));
+        let admin = Required::Grant(Permission::Admin, Target::Cluster);
         for path in ["/admin/status", "/admin/claim", "/admin/replicas/k", "/admin/tokens", "/storex", "/nowhere"] {
             assert_eq!(required(&Method::GET, path), admin, "{path}");
         }

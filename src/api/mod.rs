@@ -12,6 +12,7 @@
 //! * `metrics`: `/metrics` for Prometheus
 //! * `auth`: client security, the permission each route needs
 //! * `tokens`: `/admin/tokens`, client tokens and their grants
+//! * `riak`: Riak KV's HTTP API (objects, ...)
 //! * `error`: how every module error becomes a status code and a message
 
 mod admin;
@@ -21,6 +22,7 @@ mod error;
 mod metrics;
 mod multipart;
 mod replicas;
+mod riak;
 mod store;
 mod tokens;
 
@@ -140,6 +142,7 @@ pub fn router(api: AppState) -> Router {
                 .delete(store::delete_value)
                 .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)),
         )
+        .merge(riak::object_routes().route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)))
         .route("/store", axum::routing::any(store::missing_key))
         .route("/store/", axum::routing::any(store::missing_key))
         .fallback(error::no_route)

@@ -175,7 +175,9 @@ async fn timed<T>(
 
 pub(super) fn outcome_of(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::BadRequest | ErrorCode::UriTooLong => "bad_request",
+        ErrorCode::BadRequest | ErrorCode::UriTooLong | ErrorCode::UnsupportedMediaType => "bad_request",
+        ErrorCode::PreconditionFailed => "precondition_failed",
+        ErrorCode::NotImplemented => "not_implemented",
         // Refused by `api::auth` before any handler; listed for completeness.
         ErrorCode::Unauthorized => "unauthorized",
         ErrorCode::Forbidden => "forbidden",
@@ -223,7 +225,7 @@ fn context_header(seal: &ContextSeal, key: &ObjectKey, headers: &HeaderMap) -> R
 }
 
 /// Reads at most `max` bytes; refuses early when Content-Length says more.
-async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
     let too_large = |len: Option<u64>| {
         let size = len.map(|l| format!("{l} bytes")).unwrap_or_else(|| "larger".to_owned());
         ApiError::new(
