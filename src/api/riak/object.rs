@@ -75,7 +75,11 @@ struct Request {
 }
 
 fn request(api: &AppState, uri: &Uri, raw: &RawParams, key: Option<Bytes>) -> Result<Request, ApiError> {
-    let path = object_path(uri.path()).ok_or_else(|| ApiError::bad_request("not a Riak object path"))?;
+    // The routes only match object paths; what fails here has an empty
+    // name, which no Riak resource matches either.
+    let path = object_path(uri.path()).ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, format!("no such resource: {} (an empty name)", uri.path()))
+    })?;
     let key = match (key, &path.key) {
         (Some(chosen), _) => chosen,
         (None, Some(key)) => key.clone(),
