@@ -238,6 +238,37 @@ fn riak_objects_as_riak_clients_see_them() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.headers().get(VCLOCK).is_none());
 
+    // The service resources a Riak client reads first.
+    let r = riak.get(0, "/").header("accept", "application/json").send().unwrap();
+    let resources: serde_json::Value = r.json().unwrap();
+    for name in ["riak_kv_wm_buckets", "riak_kv_wm_bucket_type", "riak_kv_wm_counter", "riak_kv_wm_preflist"] {
+        assert!(resources[name].is_string(), "{name} in {resources}");
+    }
+    assert_eq!(resources["riak_kv_wm_stats"], "/stats");
+    let stats: serde_json::Value = riak.get(1, "/stats").send().unwrap().json().unwrap();
+    let version = stats["riak_kv_version"].as_str().unwrap();
+    assert!(version.split('.').next().unwrap().parse::<u32>().unwrap() >= 2, "{version}");
+    assert!(stats["node_gets_total"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["node_put_fsm_time_99"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["ring_members"].as_array().unwrap().len(), 4);
+    let r = riak.get(2, "/types/default/buckets/people/keys/fresh/preflist").send().unwrap();
+    let preflist: serde_json::Value = r.json().unwrap();
+    let entries = preflist["preflist"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    let nodes: std::collections::BTreeSet<&str> = entries.iter().map(|e| e["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 3, "three distinct nodes: {preflist}");
+    assert!(entries.iter().all(|e| e["primary"] == true));
+    for (method, path) in [
+        (reqwest::Method::POST, "/mapred"),
+        (reqwest::Method::GET, "/types/maps/buckets/b/datatypes/k"),
+        (reqwest::Method::GET, "/search/query/index"),
+        (reqwest::Method::GET, "/riak/people/fresh/_,_,_"),
+    ] {
+        let r = riak.http.request(method, riak.url(0, path)).send().unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert!(r.text().unwrap().contains("not supported"), "{path}");
+    }
+
     // Keys are bytes: %2F is part of the key, not a path separator, and a
     // key need not be UTF-8.
     for path in ["/buckets/b/keys/a%2Fb", "/buckets/b/keys/%FF%00"] {

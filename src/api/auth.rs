@@ -4,6 +4,10 @@
 //! gossiped tokens) whether its bearer token has it.
 //!
 //! * `/ping`: open, always (load balancers, readiness probes).
+//! * `/` and `/stats`: open, always: Riak's clients read both on every new
+//!   connection, before any request, to find paths and detect features.
+//!   They show what `/metrics` shows by default (members, request counts
+//!   and times), never data.
 //! * `/metrics`: open, unless the node has a metrics token
 //!   (`--metrics-token-file`): then exactly that bearer token, with or
 //!   without `--security`.
@@ -79,7 +83,7 @@ fn required(method: &Method, path: &str) -> Required {
         )
     };
     match path {
-        "/ping" => Required::Nothing,
+        "/ping" | "/" | "/stats" => Required::Nothing,
         "/metrics" => Required::Metrics,
         _ if path == "/store" || path.starts_with("/store/") => {
             Required::Grant(object_permission(method), default_bucket())
@@ -132,7 +136,9 @@ mod tests {
         assert_eq!(store(Method::POST), Required::Grant(Permission::Write, default.clone()));
         assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, default.clone()));
         assert_eq!(required(&Method::PATCH, "/store"), Required::Grant(Permission::Write, default));
-        assert_eq!(required(&Method::GET, "/ping"), Required::Nothing);
+        for open in ["/ping", "/", "/stats"] {
+            assert_eq!(required(&Method::GET, open), Required::Nothing, "{open}");
+        }
         assert_eq!(required(&Method::GET, "/metrics"), Required::Metrics);
         // Riak's object paths: the bucket as the handler decodes it.
         let riak = |m: Method, p: &str| required(&m, p);

@@ -142,6 +142,7 @@ pub fn router(api: AppState) -> Router {
                 .delete(store::delete_value)
                 .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)),
         )
+        .merge(riak::service_routes())
         .merge(riak::object_routes().route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)))
         .route("/store", axum::routing::any(store::missing_key))
         .route("/store/", axum::routing::any(store::missing_key))

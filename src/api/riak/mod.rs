@@ -9,14 +9,17 @@
 //! * `params`: Riak's query parameters (`r`, `w`, `returnbody`, ...)
 //! * `headers`: Riak's metadata headers, vtags and ETags, sibling bodies
 //! * `object`: `GET/HEAD/PUT/POST/DELETE` on an object, `POST` to a bucket
+//! * `service`: `GET /`, `GET /stats`, preflists, and 501 for what is not
+//!   here
 
 pub(super) mod headers;
 pub(super) mod object;
 pub(super) mod params;
 pub(crate) mod path;
+pub(super) mod service;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 use super::AppState;
 
@@ -31,4 +34,19 @@ pub(super) fn object_routes() -> Router<AppState> {
         .route("/types/{bucket_type}/buckets/{bucket}/keys", post(object::create_object))
         .route("/buckets/{bucket}/keys", post(object::create_object))
         .route("/riak/{bucket}", post(object::create_object))
+}
+
+/// Riak's service resources and the refusals of what is not supported.
+pub(super) fn service_routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(service::resources))
+        .route("/stats", get(service::stats))
+        .route("/types/{bucket_type}/buckets/{bucket}/keys/{key}/preflist", get(service::preflist))
+        .route("/buckets/{bucket}/keys/{key}/preflist", get(service::preflist))
+        .route("/mapred", any(service::not_supported))
+        .route("/search/{*rest}", any(service::not_supported))
+        .route("/solr/{*rest}", any(service::not_supported))
+        .route("/types/{bucket_type}/buckets/{bucket}/datatypes", any(service::not_supported))
+        .route("/types/{bucket_type}/buckets/{bucket}/datatypes/{*rest}", any(service::not_supported))
+        .route("/riak/{bucket}/{key}/{*walk}", any(service::not_supported))
 }
