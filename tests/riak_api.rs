@@ -269,6 +269,31 @@ fn riak_objects_as_riak_clients_see_them() {
         assert!(r.text().unwrap().contains("not supported"), "{path}");
     }
 
+    // Counters: concurrent increments through every node, none lost.
+    assert_eq!(riak.get(0, "/buckets/hits/counters/page").send().unwrap().status(), StatusCode::NOT_FOUND);
+    std::thread::scope(|s| {
+        for node in 0..4 {
+            let riak = &riak;
+            s.spawn(move || {
+                for i in 0..40 {
+                    let delta = if i % 4 == 3 { "-1" } else { "2" };
+                    let r = riak.http.post(riak.url(node, "/buckets/hits/counters/page")).body(delta).send().unwrap();
+                    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+                }
+            });
+        }
+    });
+    // Per node: 30 increments of 2, 10 of -1.
+    let expected = 4 * (30 * 2 - 10);
+    for node in 0..4 {
+        let r = riak.get(node, "/buckets/hits/counters/page").send().unwrap();
+        assert_eq!((r.status(), r.text().unwrap()), (StatusCode::OK, expected.to_string()), "node {node}");
+    }
+    let r = riak.http.post(riak.url(1, "/buckets/hits/counters/page?returnvalue=true")).body("5").send().unwrap();
+    assert_eq!((r.status(), r.text().unwrap()), (StatusCode::OK, (expected + 5).to_string()));
+    let r = riak.http.post(riak.url(1, "/buckets/hits/counters/page")).body("five").send().unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
     // Keys are bytes: %2F is part of the key, not a path separator, and a
     // key need not be UTF-8.
     for path in ["/buckets/b/keys/a%2Fb", "/buckets/b/keys/%FF%00"] {

@@ -15,7 +15,8 @@
 //!   delete, on bucket `default/default` (the only bucket this API has).
 //! * Riak's object paths (`/types/T/buckets/B/keys/K`, `/buckets/B/keys/K`,
 //!   `/riak/B/K`, and POST to the bucket): the same, on bucket `T/B`, named
-//!   by the same decoding the handler uses (`api::riak::path`).
+//!   by the same decoding the handler uses (`api::riak::path`); counters
+//!   (`/buckets/B/counters/K`) likewise (GET read, POST write).
 //! * everything else (`/admin/*`, claim changes, tokens, and unknown paths):
 //!   admin, granted on `*`.
 //!
@@ -34,7 +35,7 @@ use bytes::Bytes;
 
 use super::AppState;
 use super::error::ApiError;
-use super::riak::path::object_path;
+use super::riak::path::{counter_path, object_path};
 use crate::core::key::DEFAULT_NAMESPACE;
 use crate::core::security::{self, Permission, Refusal, Resource};
 use crate::error::ErrorCode;
@@ -88,7 +89,7 @@ fn required(method: &Method, path: &str) -> Required {
         _ if path == "/store" || path.starts_with("/store/") => {
             Required::Grant(object_permission(method), default_bucket())
         }
-        _ => match object_path(path) {
+        _ => match object_path(path).or_else(|| counter_path(path)) {
             Some(object) => {
                 Required::Grant(object_permission(method), Target::Bucket(object.bucket_type, object.bucket))
             }
@@ -152,6 +153,14 @@ mod tests {
         );
         assert_eq!(riak(Method::POST, "/buckets/b/keys"), Required::Grant(Permission::Write, bucket("default", "b")));
         assert_eq!(riak(Method::DELETE, "/riak/b/k"), Required::Grant(Permission::Delete, bucket("default", "b")));
+        assert_eq!(
+            riak(Method::POST, "/buckets/b/counters/c"),
+            Required::Grant(Permission::Write, bucket("default", "b"))
+        );
+        assert_eq!(
+            riak(Method::GET, "/types/t/buckets/b/counters/c"),
+            Required::Grant(Permission::Read, bucket("t", "b"))
+        );
         let admin = Required::Grant(Permission::Admin, Target::Cluster);
         for path in ["/admin/status", "/admin/claim", "/admin/replicas/k", "/admin/tokens", "/storex", "/nowhere"] {
             assert_eq!(required(&Method::GET, path), admin, "{path}");

@@ -106,6 +106,9 @@ pub fn mutation_to_pb(mutation: &Mutation) -> PbMutation {
     match mutation {
         Mutation::Put(content) => PbMutation::Put(content_to_pb(content)),
         Mutation::Replace(content) => PbMutation::Replace(content_to_pb(content)),
+        Mutation::Increment { delta, last_modified_ms } => {
+            PbMutation::Increment(pb::Increment { delta: *delta, last_modified_ms: *last_modified_ms })
+        }
         Mutation::Delete => PbMutation::Delete(pb::Delete {}),
     }
 }
@@ -115,6 +118,9 @@ pub fn mutation_from_pb(mutation: Option<PbMutation>) -> Result<Mutation, Status
     match required(mutation, "mutation")? {
         PbMutation::Put(put) => Ok(Mutation::Put(content_from_pb(put))),
         PbMutation::Replace(put) => Ok(Mutation::Replace(content_from_pb(put))),
+        PbMutation::Increment(pb::Increment { delta, last_modified_ms }) => {
+            Ok(Mutation::Increment { delta, last_modified_ms })
+        }
         PbMutation::Delete(pb::Delete {}) => Ok(Mutation::Delete),
     }
 }
@@ -265,9 +271,13 @@ mod tests {
         }
 
         #[test]
-        fn mutation_round_trips(content in proptest::option::of(arb_content()), replace: bool) {
-            let put = if replace { Mutation::Replace } else { Mutation::Put };
-            let mutation = content.map_or(Mutation::Delete, put);
+        fn mutation_round_trips(content in proptest::option::of(arb_content()), kind in 0u8..3, delta: i64) {
+            let mutation = match (content, kind) {
+                (None, _) => Mutation::Delete,
+                (Some(c), 0) => Mutation::Put(c),
+                (Some(c), 1) => Mutation::Replace(c),
+                (Some(c), _) => Mutation::Increment { delta, last_modified_ms: c.last_modified_ms },
+            };
             prop_assert_eq!(mutation_from_pb(Some(mutation_to_pb(&mutation))).unwrap(), mutation);
         }
 

@@ -9,9 +9,11 @@
 //! * `params`: Riak's query parameters (`r`, `w`, `returnbody`, ...)
 //! * `headers`: Riak's metadata headers, vtags and ETags, sibling bodies
 //! * `object`: `GET/HEAD/PUT/POST/DELETE` on an object, `POST` to a bucket
+//! * `counter`: Riak's 1.4 counters (`/buckets/B/counters/K`)
 //! * `service`: `GET /`, `GET /stats`, preflists, and 501 for what is not
 //!   here
 
+pub(super) mod counter;
 pub(super) mod headers;
 pub(super) mod object;
 pub(super) mod params;
@@ -34,6 +36,11 @@ pub(super) fn object_routes() -> Router<AppState> {
         .route("/types/{bucket_type}/buckets/{bucket}/keys", post(object::create_object))
         .route("/buckets/{bucket}/keys", post(object::create_object))
         .route("/riak/{bucket}", post(object::create_object))
+        .route(
+            "/types/{bucket_type}/buckets/{bucket}/counters/{key}",
+            get(counter::get_counter).post(counter::increment_counter),
+        )
+        .route("/buckets/{bucket}/counters/{key}", get(counter::get_counter).post(counter::increment_counter))
 }
 
 /// Riak's service resources and the refusals of what is not supported.

@@ -46,9 +46,9 @@ use crate::telemetry::metrics;
 /// How a bucket resolves concurrent values (its `allow_mult` and
 /// `last_write_wins` properties).
 #[derive(Debug, Clone, Copy)]
-struct Rules {
+pub(super) struct Rules {
     /// Siblings are kept and shown; else one value, the latest.
-    allow_mult: bool,
+    pub allow_mult: bool,
 }
 
 impl Rules {
@@ -67,17 +67,28 @@ impl Rules {
 }
 
 /// One request's object, parameters and bucket rules, checked.
-struct Request {
-    path: ObjectPath,
-    key: ObjectKey,
-    params: Params,
-    rules: Rules,
+pub(super) struct Request {
+    pub path: ObjectPath,
+    pub key: ObjectKey,
+    pub params: Params,
+    pub rules: Rules,
 }
 
 fn request(api: &AppState, uri: &Uri, raw: &RawParams, key: Option<Bytes>) -> Result<Request, ApiError> {
-    // The routes only match object paths; what fails here has an empty
+    checked_request(api, uri, object_path, raw, key)
+}
+
+/// A request on the path `parse` reads (an object's, a counter's).
+pub(super) fn checked_request(
+    api: &AppState,
+    uri: &Uri,
+    parse: fn(&str) -> Option<ObjectPath>,
+    raw: &RawParams,
+    key: Option<Bytes>,
+) -> Result<Request, ApiError> {
+    // The routes only match such paths; what fails here has an empty
     // name, which no Riak resource matches either.
-    let path = object_path(uri.path()).ok_or_else(|| {
+    let path = parse(uri.path()).ok_or_else(|| {
         ApiError::new(ErrorCode::NotFound, format!("no such resource: {} (an empty name)", uri.path()))
     })?;
     let key = match (key, &path.key) {
@@ -349,19 +360,19 @@ fn unix_seconds(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn header_value(s: &str) -> HeaderValue {
+pub(super) fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
 /// Validation before the coordinator: a refusal is counted (no latency).
-fn refused<T>(op: &'static str, validate: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+pub(super) fn refused<T>(op: &'static str, validate: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
     validate().inspect_err(|e| metrics::request_refused("riak", op, outcome_of(e.code())))
 }
 
 /// Runs one coordinator operation within the request's `timeout` (Riak's
 /// `timeout` parameter; the node's own bound applies anyway) and records
 /// its outcome and duration.
-async fn timed<T>(
+pub(super) async fn timed<T>(
     op: &'static str,
     params: &Params,
     operation: impl Future<Output = Result<T, CoordinatorError>>,

@@ -24,6 +24,8 @@ pub struct RawParams {
     basic_quorum: Option<String>,
     asis: Option<String>,
     returnbody: Option<String>,
+    /// Counters' `returnbody`.
+    returnvalue: Option<String>,
     timeout: Option<String>,
     vtag: Option<String>,
 }
@@ -42,6 +44,7 @@ pub struct Params {
     pub notfound_ok: Option<bool>,
     pub basic_quorum: Option<bool>,
     pub returnbody: bool,
+    pub returnvalue: bool,
     pub timeout: Option<Duration>,
     pub vtag: Option<String>,
 }
@@ -85,6 +88,7 @@ impl RawParams {
             notfound_ok: boolean("notfound_ok", &self.notfound_ok)?,
             basic_quorum: boolean("basic_quorum", &self.basic_quorum)?,
             returnbody: self.returnbody.as_deref() == Some("true"),
+            returnvalue: self.returnvalue.as_deref() == Some("true"),
             timeout,
             vtag: self.vtag.clone(),
         })

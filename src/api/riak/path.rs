@@ -69,6 +69,20 @@ pub fn object_path(path: &str) -> Option<ObjectPath> {
     Some(ObjectPath { scheme, bucket_type, bucket, key })
 }
 
+/// Parses a counter path, `/buckets/B/counters/K` or
+/// `/types/T/buckets/B/counters/K` (Riak's 1.4 counters).
+pub fn counter_path(path: &str) -> Option<ObjectPath> {
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let (scheme, bucket_type, bucket, key) = match segments.as_slice() {
+        ["types", t, "buckets", b, "counters", k] => (Scheme::Types, name(t)?, name(b)?, name(k)?),
+        ["buckets", b, "counters", k] => {
+            (Scheme::Buckets, Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()), name(b)?, name(k)?)
+        }
+        _ => return None,
+    };
+    Some(ObjectPath { scheme, bucket_type, bucket, key: Some(key) })
+}
+
 /// One decoded, non-empty path segment.
 pub fn name(segment: &str) -> Option<Bytes> {
     let decoded = unquote(segment);
@@ -140,6 +154,10 @@ mod tests {
         assert_eq!(object_path("/buckets/b/keys/k").unwrap().location(b"new key/1"), "/buckets/b/keys/new+key%2F1");
         assert_eq!(object_path("/types/t/buckets/b/keys").unwrap().location(b"k"), "/types/t/buckets/b/keys/k");
         assert_eq!(object_path("/riak/b").unwrap().location(b"k"), "/riak/b/k");
+        let c = counter_path("/types/t/buckets/b/counters/c+1").unwrap();
+        assert_eq!((&c.bucket_type[..], c.key.as_deref()), (&b"t"[..], Some(&b"c 1"[..])));
+        assert_eq!(counter_path("/buckets/b/counters/c").unwrap().bucket_type, "default");
+        assert_eq!(counter_path("/buckets/b/keys/c"), None);
     }
 
     #[test]
