@@ -56,4 +56,8 @@ pub(super) fn service_routes() -> Router<AppState> {
         .route("/types/{bucket_type}/buckets/{bucket}/datatypes", any(service::not_supported))
         .route("/types/{bucket_type}/buckets/{bucket}/datatypes/{*rest}", any(service::not_supported))
         .route("/riak/{bucket}/{key}/{*walk}", any(service::not_supported))
+        // Index entries are stored and returned with every value already;
+        // the queries come with the coverage machinery's next use.
+        .route("/buckets/{bucket}/index/{*rest}", any(service::not_supported))
+        .route("/types/{bucket_type}/buckets/{bucket}/index/{*rest}", any(service::not_supported))
 }

@@ -200,20 +200,19 @@ pub async fn preflist(State(api): State<AppState>, uri: Uri) -> Result<Json<Pref
 pub async fn not_supported(uri: Uri) -> ApiError {
     let path = uri.path();
     let what = if path.starts_with("/mapred") {
-        "MapReduce"
+        "MapReduce is not supported"
     } else if path.starts_with("/search") || path.starts_with("/solr") {
-        "Riak Search"
+        "Riak Search is not supported"
     } else if path.contains("/datatypes") {
-        "Riak data types (counters are at /buckets/BUCKET/counters/KEY)"
+        "Riak data types are not supported (counters are: /buckets/BUCKET/counters/KEY)"
+    } else if path.contains("/index/") {
+        "Secondary index (2i) queries are not supported yet (index entries are stored and returned with each value)"
     } else if path.starts_with("/riak/") {
-        "link walking"
+        "Link walking is not supported"
     } else {
-        "this Riak resource"
+        "This Riak resource is not supported"
     };
-    ApiError::new(
-        ErrorCode::NotImplemented,
-        format!("{what} is not supported by Vinz Clortho (see the README, Coming from Riak)"),
-    )
+    ApiError::new(ErrorCode::NotImplemented, format!("{what}; see the README, Coming from Riak"))
 }
 
 #[cfg(test)]
