@@ -475,7 +475,7 @@ async fn a_failing_primary_hands_its_slot_to_a_fallback_that_keeps_a_hint() {
     let read = c.read(&key(), ReadOptions { r: QuorumParam::All, ..ReadOptions::default() }).await.unwrap();
     assert_eq!((values(&read.object), read.fallbacks), (BTreeSet::from(["v".to_owned()]), 1));
     // pr=all refuses: a primary is missing, whatever the fallback says.
-    let strict = ReadOptions { r: QuorumParam::Default, pr: QuorumParam::All };
+    let strict = ReadOptions { r: QuorumParam::Default, pr: QuorumParam::All, ..ReadOptions::default() };
     let refused = unavailable(c.read(&key(), strict).await.map(|r| r.object));
     assert!(refused.contains("primaries"), "{refused}");
 }

@@ -238,6 +238,15 @@ fn riak_objects_as_riak_clients_see_them() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.headers().get(VCLOCK).is_none());
 
+    // notfound_ok=false: not-founds no longer count towards R, yet a key
+    // nobody has is a 404 (Riak's not-found), not a failed quorum.
+    for query in ["notfound_ok=false", "notfound_ok=false&basic_quorum=true", "notfound_ok=false&r=1"] {
+        let r = riak.get(1, &format!("/buckets/people/keys/nobody?{query}")).send().unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{query}");
+        let r = riak.get(1, &format!("/buckets/people/keys/fresh?{query}")).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{query}");
+    }
+
     // The service resources a Riak client reads first.
     let r = riak.get(0, "/").header("accept", "application/json").send().unwrap();
     let resources: serde_json::Value = r.json().unwrap();

@@ -69,7 +69,7 @@ impl Params {
     }
 
     fn read(&self) -> Result<ReadOptions, ApiError> {
-        Ok(ReadOptions { r: self.r()?, pr: quorum_param("pr", self.pr.as_deref())? })
+        Ok(ReadOptions { r: self.r()?, pr: quorum_param("pr", self.pr.as_deref())?, ..ReadOptions::default() })
     }
 
     fn write(&self) -> Result<WriteOptions, ApiError> {

@@ -266,7 +266,8 @@ impl Coordinator {
         let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
-        let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries);
+        let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries)
+            .with_notfound_rules(options.notfound_ok.unwrap_or(true), options.basic_quorum.unwrap_or(false));
         let mut sloppy = plan.sloppy();
         let mut in_flight = 0usize;
         for node in &plan.nodes {
@@ -323,6 +324,11 @@ impl Coordinator {
             };
         }
         drop(tx);
+        if read.not_found() {
+            // Riak's notfound_ok=false: enough replicas had nothing.
+            metrics::quorum("read", "not_found", read.quorum().ok().len());
+            return Ok(Reply { object: Object::new(), fallbacks: read.fallbacks() });
+        }
         if read.progress() != Progress::Met {
             return Err(Attempt::Failed(self.read_unavailable(&read)));
         }

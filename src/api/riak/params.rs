@@ -97,7 +97,7 @@ impl RawParams {
 
 impl Params {
     pub fn read(&self) -> ReadOptions {
-        ReadOptions { r: self.r, pr: self.pr }
+        ReadOptions { r: self.r, pr: self.pr, notfound_ok: self.notfound_ok, basic_quorum: self.basic_quorum }
     }
 
     /// A write waits for W acknowledgements. Every acknowledgement here is
@@ -113,7 +113,7 @@ impl Params {
     pub fn delete(&self) -> (ReadOptions, WriteOptions) {
         let mut write = self.write();
         write.w = largest([write.w, self.rw]);
-        (ReadOptions { r: largest([self.r, self.rw]), pr: self.pr }, write)
+        (ReadOptions { r: largest([self.r, self.rw]), ..self.read() }, write)
     }
 }
 
