@@ -8,6 +8,11 @@ through PYTHONPATH; nothing in the library's files is changed.
    (`from collections import Mapping`) still import them from `collections`.
 2. `collections.namedtuple(..., verbose=False)`: the `verbose` argument was
    removed in Python 3.7; riak.codecs passes it.
+3. `mimetypes` reads only Python's built-in table, not the machine's
+   /etc/mime.types: RiakBucket.new_from_file guesses the content type with
+   mimetypes, and KVFileTests expect README.md to have none (so
+   application/octet-stream), which Debian's mime-support breaks by mapping
+   .md to text/markdown. This keeps the guess the same on every machine.
 
 Nothing else is needed on 3.11: `cgi` (riak.codecs.http, riak.transports.http
 .stream) and `distutils` (riak.transports.feature_detect) still exist there,
@@ -16,6 +21,7 @@ shim and on 3.13 `cgi` is gone (the harness refuses Python >= 3.12).
 """
 import collections
 import collections.abc
+import mimetypes
 
 for _name in ("Callable", "Container", "Hashable", "Iterable", "Iterator",
               "Mapping", "MutableMapping", "MutableSequence", "MutableSet",
@@ -32,3 +38,5 @@ def _namedtuple_without_verbose(*args, verbose=False, **kwargs):
 
 if "verbose" not in _namedtuple.__code__.co_varnames:
     collections.namedtuple = _namedtuple_without_verbose
+
+mimetypes.knownfiles = []
