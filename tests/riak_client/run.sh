@@ -3,6 +3,7 @@
 # riak 2.7.0 from PyPI) against a fresh 3-node Vinz Clortho cluster.
 #
 #   tests/riak_client/run.sh [BINARY] [-- PYTEST_ARGS...]
+#   tests/riak_client/run.sh --stub [-- PYTEST_ARGS...]
 #
 # BINARY defaults to $VINZCLORTHO_BIN, else $CARGO_TARGET_DIR/debug/vinzclortho
 # (target/debug/vinzclortho). This script builds nothing. It starts three
@@ -12,6 +13,9 @@
 # in-scope tests over HTTP with pytest, prints a summary and stops every
 # process it started, by PID. Exit status: pytest's (non-zero on any failure),
 # or 2 when the set-up itself failed. See README.md beside this file.
+# `--stub` runs the same tests against spec_stub.py (EXPECTATIONS.md as a
+# one-node Python stand-in) instead of a cluster: a check of the harness and
+# of the spec, not of Vinz Clortho.
 #
 # Environment:
 #   RIAK_CLIENT_NET        first three octets of the node addresses [127.0.98]
@@ -28,7 +32,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
 BIN=${VINZCLORTHO_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/vinzclortho}
-if [[ $# -gt 0 && $1 != "--" ]]; then
+STUB=0
+if [[ ${1:-} == "--stub" ]]; then
+    STUB=1
+    shift
+elif [[ $# -gt 0 && $1 != "--" ]]; then
     BIN=$1
     shift
 fi
@@ -47,8 +55,10 @@ NODES=3
 log() { printf '[riak-client %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "SET-UP FAILED: $*"; exit 2; }
 
-[[ -x $BIN ]] || die "no vinzclortho binary at $BIN (give its path as the first argument or \$VINZCLORTHO_BIN)"
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+if [[ $STUB -eq 0 ]]; then
+    [[ -x $BIN ]] || die "no vinzclortho binary at $BIN (give its path as the first argument or \$VINZCLORTHO_BIN)"
+    BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+fi
 
 # ---------------------------------------------------------------- the venv
 # Rebuilt when the pins, the shims or the Python change (a stamp of all three).
@@ -142,17 +152,33 @@ bucket_type() {
     "${admin[@]}" bucket-type activate "$name" >>"$WORK/admin.log" 2>&1 || BTYPE_FAILURES+=("activate $name")
 }
 
+start_stub() {
+    local deadline=$((SECONDS + 20))
+    "$VENV/bin/python" "$HERE/spec_stub.py" "$NET.1" "$PORT" >"$WORK/stub.out" 2>"$WORK/stub.err" &
+    PIDS+=($!)
+    until grep -q '^stub listening on' "$WORK/stub.out" 2>/dev/null; do
+        kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$WORK/stub.err" >&2; die "the stub exited"; }
+        ((SECONDS < deadline)) || die "the stub is not listening after 20 s"
+        sleep 0.2
+    done
+    log "spec_stub.py: pid ${PIDS[-1]}, http://$NET.1:$PORT (not a cluster: checks the harness and the spec)"
+}
+
 setup_venv
 
-log "binary: $BIN"
-for i in $(seq 1 $NODES); do start_node "$i"; done
-"$BIN" admin --node "$NET.1:$PORT" wait-healthy --timeout 120 >"$WORK/wait-healthy.log" 2>&1 ||
-    { cat "$WORK/wait-healthy.log" >&2; die "the cluster is not healthy after 120 s"; }
-log "cluster of $NODES nodes healthy"
+if [[ $STUB -eq 1 ]]; then
+    start_stub
+else
+    log "binary: $BIN"
+    for i in $(seq 1 $NODES); do start_node "$i"; done
+    "$BIN" admin --node "$NET.1:$PORT" wait-healthy --timeout 120 >"$WORK/wait-healthy.log" 2>&1 ||
+        { cat "$WORK/wait-healthy.log" >&2; die "the cluster is not healthy after 120 s"; }
+    log "cluster of $NODES nodes healthy"
 
-bucket_type no_siblings '{"props": {"allow_mult": false}}'
-if [[ ${#BTYPE_FAILURES[@]} -gt 0 ]]; then
-    log "bucket-type commands failed: ${BTYPE_FAILURES[*]} (see $WORK/admin.log); running the tests anyway"
+    bucket_type no_siblings '{"props": {"allow_mult": false}}'
+    if [[ ${#BTYPE_FAILURES[@]} -gt 0 ]]; then
+        log "bucket-type commands failed: ${BTYPE_FAILURES[*]} (see $WORK/admin.log); running the tests anyway"
+    fi
 fi
 
 # ------------------------------------------------------------- the tests
@@ -171,6 +197,9 @@ DESELECT=(
     # Asserts that a cleared bucket has allow_mult=false: our default type
     # keeps siblings (allow_mult=true), the issue's one deliberate difference.
     riak/tests/test_kv.py::BucketPropsTest::test_clear_bucket_properties
+    # Its first query is `client.index(...).run()`: a MapReduce job
+    # (POST /mapred with an index input), and MapReduce is out of scope.
+    riak/tests/test_2i.py::TwoITests::test_set_indexes
 )
 DESELECT_ARGS=()
 if [[ ${RIAK_CLIENT_ALL:-0} != 1 ]]; then
@@ -189,14 +218,14 @@ set +e
             RUN_POOL=0 RUN_TIMESERIES=0 USE_TEST_SERVER=0 \
             timeout --kill-after=10 "$TEST_TIMEOUT" \
             "$VENV/bin/python" -m pytest -p no:cacheprovider -p riak_harness_plugin -o junit_family=xunit2 \
-            --junitxml="$WORK/junit.xml" -rfEs --tb=short \
+            --junitxml="$WORK/junit.xml" -rfEs --tb=short --disable-warnings \
             "${DESELECT_ARGS[@]}" "${TESTS[@]}" "${PYTEST_EXTRA[@]}"
 ) 2>&1 | tee "$WORK/pytest.log"
 RESULT=${PIPESTATUS[0]}
 set -e
 [[ $RESULT -eq 124 || $RESULT -eq 137 ]] && log "pytest did not finish within ${TEST_TIMEOUT} s"
 
-log "summary: pytest exit $RESULT after $((SECONDS - started)) s; node logs in $WORK"
+log "summary: pytest exit $RESULT after $((SECONDS - started)) s"
 [[ ${#BTYPE_FAILURES[@]} -gt 0 ]] && log "summary: bucket-type set-up failed: ${BTYPE_FAILURES[*]}"
 "$VENV/bin/python" - "$WORK/junit.xml" <<'EOF' || true
 import sys, xml.etree.ElementTree as ET
