@@ -96,10 +96,16 @@ setup_venv() {
 # ------------------------------------------------------------- the cluster
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/riak-client.XXXXXX")
 PIDS=()
+PYTEST_PID=
 RESULT=2
 
 stop_all() {
     local pid deadline
+    if [[ -n ${PYTEST_PID:-} ]] && kill -0 "$PYTEST_PID" 2>/dev/null; then
+        # `timeout` passes the signal on to pytest, and kills it 10 s later.
+        kill -TERM "$PYTEST_PID" 2>/dev/null || true
+        wait "$PYTEST_PID" 2>/dev/null || true
+    fi
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -208,10 +214,14 @@ fi
 
 log "running ${TESTS[*]} (timeout ${TEST_TIMEOUT} s)"
 started=$SECONDS
-set +e
+# pytest runs in the background and the script `wait`s for it, so that a
+# SIGTERM or SIGINT to this script is handled at once (stop_all ends pytest
+# by PID too) instead of after pytest finishes.
+exec {TEE_FD}> >(tee "$WORK/pytest.log")
+TEE_PID=$!
 (
-    cd "$VENV/src/riak-2.7.0" &&
-        env PYTHONPATH="$HERE/shims" PYTHONDONTWRITEBYTECODE=1 \
+    cd "$VENV/src/riak-2.7.0" || exit 2
+    exec env PYTHONPATH="$HERE/shims" PYTHONDONTWRITEBYTECODE=1 \
             RIAK_TEST_PROTOCOL=http RIAK_TEST_HOST="$NET.1" RIAK_TEST_HTTP_PORT="$PORT" \
             RUN_KV=1 RUN_BTYPES=1 RUN_INDEXES=1 RUN_CLIENT=1 RUN_RESOLVE=1 \
             RUN_DATATYPES=0 RUN_MAPREDUCE=0 RUN_SEARCH=0 RUN_YZ=0 RUN_SECURITY=0 \
@@ -220,9 +230,15 @@ set +e
             "$VENV/bin/python" -m pytest -p no:cacheprovider -p riak_harness_plugin -o junit_family=xunit2 \
             --junitxml="$WORK/junit.xml" -rfEs --tb=short --disable-warnings \
             "${DESELECT_ARGS[@]}" "${TESTS[@]}" "${PYTEST_EXTRA[@]}"
-) 2>&1 | tee "$WORK/pytest.log"
-RESULT=${PIPESTATUS[0]}
+) >&"$TEE_FD" 2>&1 &
+PYTEST_PID=$!
+set +e
+wait "$PYTEST_PID"
+RESULT=$?
 set -e
+PYTEST_PID=
+exec {TEE_FD}>&-
+wait "$TEE_PID" 2>/dev/null || true
 [[ $RESULT -eq 124 || $RESULT -eq 137 ]] && log "pytest did not finish within ${TEST_TIMEOUT} s"
 
 log "summary: pytest exit $RESULT after $((SECONDS - started)) s"
