@@ -155,7 +155,30 @@ bucket_type() {
         BTYPE_FAILURES+=("create $name")
         return
     fi
-    "${admin[@]}" bucket-type activate "$name" >>"$WORK/admin.log" 2>&1 || BTYPE_FAILURES+=("activate $name")
+    if ! "${admin[@]}" bucket-type activate "$name" >>"$WORK/admin.log" 2>&1; then
+        BTYPE_FAILURES+=("activate $name")
+        return
+    fi
+    # Activation travels by gossip: wait until every node serves the type
+    # (GET /types/NAME/props answers 200), as writes through node 1 land on
+    # the other two.
+    "$VENV/bin/python" - "$name" "$NET" "$PORT" "$NODES" <<'PYEOF' || BTYPE_FAILURES+=("$name not served by every node within 30 s")
+import sys, time, urllib.request
+name, net, port, nodes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+deadline = time.monotonic() + 30
+for i in range(1, nodes + 1):
+    url = "http://%s.%d:%s/types/%s/props" % (net, i, port, name)
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.2)
+PYEOF
 }
 
 start_stub() {
