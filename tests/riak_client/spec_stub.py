@@ -287,6 +287,8 @@ class H(BaseHTTPRequestHandler):
                     self.chunk(json.dumps({"error": "timeout"}))
                     return self.end_chunked()
                 self.chunk(json.dumps({"keys": keys[i:i + 100]}))
+            # Riak ends the stream with an empty list; the client drops it.
+            self.chunk(json.dumps({"keys": []}))
             return self.end_chunked()
         return self.send(200, json.dumps({"keys": keys}), "application/json")
 
