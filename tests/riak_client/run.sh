@@ -20,6 +20,7 @@
 # Environment:
 #   RIAK_CLIENT_NET        first three octets of the node addresses [127.0.98]
 #   RIAK_CLIENT_PORT       HTTP port of every node [8098]
+#   RIAK_CLIENT_NODE       the node (1-3) the client sends every request to [1]
 #   RIAK_CLIENT_TIMEOUT    seconds the pytest run may take [900]
 #   RIAK_CLIENT_STORAGE    storage engine of the nodes [rocksdb]
 #   RIAK_CLIENT_VENV       virtualenv directory [$HOME/.cache/vinzclortho/riak-venv]
@@ -51,6 +52,8 @@ STORAGE=${RIAK_CLIENT_STORAGE:-rocksdb}
 VENV=${RIAK_CLIENT_VENV:-$HOME/.cache/vinzclortho/riak-venv}
 PYTHON=${PYTHON:-python3}
 NODES=3
+CLIENT_NODE=${RIAK_CLIENT_NODE:-1}
+[[ $CLIENT_NODE =~ ^[1-3]$ ]] || { echo "RIAK_CLIENT_NODE must be 1, 2 or 3" >&2; exit 2; }
 
 log() { printf '[riak-client %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "SET-UP FAILED: $*"; exit 2; }
@@ -196,6 +199,7 @@ start_stub() {
 setup_venv
 
 if [[ $STUB -eq 1 ]]; then
+    CLIENT_NODE=1
     start_stub
 else
     log "binary: $BIN"
@@ -235,7 +239,7 @@ if [[ ${RIAK_CLIENT_ALL:-0} != 1 ]]; then
     for t in "${DESELECT[@]}"; do DESELECT_ARGS+=(--deselect "$t"); done
 fi
 
-log "running ${TESTS[*]} (timeout ${TEST_TIMEOUT} s)"
+log "running ${TESTS[*]} against $NET.$CLIENT_NODE:$PORT (timeout ${TEST_TIMEOUT} s)"
 started=$SECONDS
 # pytest runs in the background and the script `wait`s for it, so that a
 # SIGTERM or SIGINT to this script is handled at once (stop_all ends pytest
@@ -245,7 +249,7 @@ TEE_PID=$!
 (
     cd "$VENV/src/riak-2.7.0" || exit 2
     exec env PYTHONPATH="$HERE/shims" PYTHONDONTWRITEBYTECODE=1 \
-            RIAK_TEST_PROTOCOL=http RIAK_TEST_HOST="$NET.1" RIAK_TEST_HTTP_PORT="$PORT" \
+            RIAK_TEST_PROTOCOL=http RIAK_TEST_HOST="$NET.$CLIENT_NODE" RIAK_TEST_HTTP_PORT="$PORT" \
             RUN_KV=1 RUN_BTYPES=1 RUN_INDEXES=1 RUN_CLIENT=1 RUN_RESOLVE=1 \
             RUN_DATATYPES=0 RUN_MAPREDUCE=0 RUN_SEARCH=0 RUN_YZ=0 RUN_SECURITY=0 \
             RUN_POOL=0 RUN_TIMESERIES=0 USE_TEST_SERVER=0 \
