@@ -6,6 +6,7 @@
 //! functions, and `tests/core_is_pure.rs` fails if an import sneaks in.
 
 pub mod context;
+pub mod coverage;
 pub mod duplicate;
 pub mod key;
 pub mod membership;
