@@ -9,6 +9,10 @@
 //!   without `--security`.
 //! * `/store/{key}`: GET and HEAD need read, PUT and POST write, DELETE
 //!   delete, on bucket `default/default` (the only bucket this API has).
+//! * listings (`api::listing`): list, on the bucket for its keys
+//!   (`/buckets/B/keys`, `/types/T/buckets/B/keys`, `/riak/B`), on the
+//!   type for its buckets (`/buckets`, `/types/T/buckets`), whatever the
+//!   method (the routes answer GET and HEAD only).
 //! * everything else (`/admin/*`, claim changes, tokens, and unknown paths):
 //!   admin, granted on `*`.
 //!
@@ -31,17 +35,40 @@ use crate::error::ErrorCode;
 use crate::telemetry::metrics;
 
 /// What a request needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Required {
     Nothing,
     /// The metrics token, if the node has one.
     Metrics,
-    Grant(Permission, Resource<'static>),
+    Grant(Permission, Target),
+}
+
+/// What a grant is asked on, owned: names may come from the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Cluster,
+    Type(Vec<u8>),
+    Bucket(Vec<u8>, Vec<u8>),
+}
+
+impl Target {
+    fn resource(&self) -> Resource<'_> {
+        match self {
+            Target::Cluster => Resource::Cluster,
+            Target::Type(t) => Resource::Type { bucket_type: t },
+            Target::Bucket(t, b) => Resource::Bucket { bucket_type: t, bucket: b },
+        }
+    }
 }
 
 fn required(method: &Method, path: &str) -> Required {
-    const DEFAULT_BUCKET: Resource<'static> =
-        Resource::Bucket { bucket_type: DEFAULT_NAMESPACE.as_bytes(), bucket: DEFAULT_NAMESPACE.as_bytes() };
+    if let Some(listing) = super::listing::listing_target(path) {
+        let target = match listing {
+            super::listing::Listed::Buckets { bucket_type } => Target::Type(bucket_type),
+            super::listing::Listed::Keys { bucket_type, bucket } => Target::Bucket(bucket_type, bucket),
+        };
+        return Required::Grant(Permission::List, target);
+    }
     match path {
         "/ping" => Required::Nothing,
         "/metrics" => Required::Metrics,
@@ -52,9 +79,10 @@ fn required(method: &Method, path: &str) -> Required {
                 // PUT, POST, and methods the route refuses anyway.
                 _ => Permission::Write,
             };
-            Required::Grant(permission, DEFAULT_BUCKET)
+            let default = DEFAULT_NAMESPACE.as_bytes();
+            Required::Grant(permission, Target::Bucket(default.to_vec(), default.to_vec()))
         }
-        _ => Required::Grant(Permission::Admin, Resource::Cluster),
+        _ => Required::Grant(Permission::Admin, Target::Cluster),
     }
 }
 
@@ -68,9 +96,8 @@ pub(super) async fn guard(State(api): State<AppState>, request: Request, next: N
                 .and_then(|hash| if hash == *expected { Ok(()) } else { Err(Refusal::Unknown) }),
         },
         Required::Grant(..) if !api.security => Ok(()),
-        Required::Grant(permission, resource) => {
-            security::presented(header).and_then(|hash| api.membership.authorize(&hash, permission, resource).map(drop))
-        }
+        Required::Grant(permission, target) => security::presented(header)
+            .and_then(|hash| api.membership.authorize(&hash, permission, target.resource()).map(drop)),
     };
     match verdict {
         Ok(()) => next.run(request).await,
@@ -90,19 +117,37 @@ mod tests {
     #[test]
     fn routes_map_to_the_permission_they_need() {
         let store = |m: Method| required(&m, "/store/some/key");
-        let bucket = Resource::Bucket { bucket_type: b"default", bucket: b"default" };
-        assert_eq!(store(Method::GET), Required::Grant(Permission::Read, bucket));
-        assert_eq!(store(Method::HEAD), Required::Grant(Permission::Read, bucket));
-        assert_eq!(store(Method::PUT), Required::Grant(Permission::Write, bucket));
-        assert_eq!(store(Method::POST), Required::Grant(Permission::Write, bucket));
-        assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, bucket));
+        let bucket = Target::Bucket(b"default".to_vec(), b"default".to_vec());
+        assert_eq!(store(Method::GET), Required::Grant(Permission::Read, bucket.clone()));
+        assert_eq!(store(Method::HEAD), Required::Grant(Permission::Read, bucket.clone()));
+        assert_eq!(store(Method::PUT), Required::Grant(Permission::Write, bucket.clone()));
+        assert_eq!(store(Method::POST), Required::Grant(Permission::Write, bucket.clone()));
+        assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, bucket.clone()));
         assert_eq!(required(&Method::PATCH, "/store"), Required::Grant(Permission::Write, bucket));
         assert_eq!(required(&Method::GET, "/ping"), Required::Nothing);
         assert_eq!(required(&Method::GET, "/metrics"), Required::Metrics);
-        let admin = Required::Grant(Permission::Admin, Resource::Cluster);
+        let admin = Required::Grant(Permission::Admin, Target::Cluster);
         for path in ["/admin/status", "/admin/claim", "/admin/replicas/k", "/admin/tokens", "/storex", "/nowhere"] {
             assert_eq!(required(&Method::GET, path), admin, "{path}");
         }
         assert_eq!(required(&Method::PUT, "/admin/claim"), admin);
+    }
+
+    #[test]
+    fn listings_need_list_on_their_bucket_or_type() {
+        let list = |path: &str| required(&Method::GET, path);
+        let bucket = |t: &[u8], b: &[u8]| Required::Grant(Permission::List, Target::Bucket(t.to_vec(), b.to_vec()));
+        let of_type = |t: &[u8]| Required::Grant(Permission::List, Target::Type(t.to_vec()));
+        assert_eq!(list("/buckets"), of_type(b"default"));
+        assert_eq!(list("/types/maps/buckets"), of_type(b"maps"));
+        assert_eq!(list("/buckets/photos/keys"), bucket(b"default", b"photos"));
+        assert_eq!(list("/types/maps/buckets/photos/keys"), bucket(b"maps", b"photos"));
+        assert_eq!(list("/riak/photos"), bucket(b"default", b"photos"));
+        // Names are percent-decoded to bytes, as the handlers see them.
+        assert_eq!(list("/types/m%2Fx/buckets/%FF/keys"), bucket(b"m/x", b"\xff"));
+        // Other shapes are not listings (object routes, props): not List.
+        for path in ["/buckets/photos/keys/k", "/riak/photos/k", "/buckets/photos/props", "/types/maps"] {
+            assert!(!matches!(list(path), Required::Grant(Permission::List, _)), "{path}");
+        }
     }
 }

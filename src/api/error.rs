@@ -26,6 +26,11 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The message, as a client would see it unless the error is internal.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl<E: HasErrorCode> From<E> for ApiError {

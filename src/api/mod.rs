@@ -3,6 +3,8 @@
 //! distributed-systems logic of their own.
 //!
 //! * `store`: the original Vinz Clortho API, `/store/{key}`
+//! * `listing`: Riak's bucket and key listings, `/buckets?buckets=`,
+//!   `/buckets/{b}/keys?keys=` (and under `/types/{t}`, and `/riak/{b}`)
 //! * `multipart`: the `multipart/mixed` body of a key's siblings, and the
 //!   HTTP dates of Last-Modified
 //! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`,
@@ -18,6 +20,7 @@ mod admin;
 mod auth;
 mod cluster;
 mod error;
+mod listing;
 mod metrics;
 mod multipart;
 mod replicas;
@@ -63,6 +66,8 @@ pub struct Api {
     /// Seals the contexts this node hands out and opens the ones it gets.
     pub contexts: crate::core::context::ContextSeal,
     pub coordinator: Arc<Coordinator>,
+    /// Runs listings (keys of a bucket, buckets of a type) over a covering set.
+    pub coverage: Arc<crate::coordinator::coverage::Coverage>,
     pub membership: Arc<Membership>,
     pub store: Arc<dyn Store>,
     /// This node's outgoing partition transfers.
@@ -140,6 +145,11 @@ pub fn router(api: AppState) -> Router {
                 .delete(store::delete_value)
                 .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)),
         )
+        .route("/buckets", get(listing::buckets))
+        .route("/types/{bucket_type}/buckets", get(listing::buckets))
+        .route("/buckets/{bucket}/keys", get(listing::keys))
+        .route("/types/{bucket_type}/buckets/{bucket}/keys", get(listing::keys))
+        .route("/riak/{bucket}", get(listing::keys))
         .route("/store", axum::routing::any(store::missing_key))
         .route("/store/", axum::routing::any(store::missing_key))
         .fallback(error::no_route)

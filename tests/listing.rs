@@ -1,0 +1,190 @@
+//! Bucket and key listings (`api::listing`) on real clusters larger than N:
+//! complete and exactly once, tombstones hidden, streamed in JSON chunks,
+//! still complete with nodes down while every partition has a live holder
+//! (a clear 503 when one has none), and complete while a node joins.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, NodeProc, client, wait_for};
+
+/// Writes `keys` through `/store` on the cluster's nodes, from a few threads.
+fn write_keys(nodes: &[&NodeProc], keys: &[String]) {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (next, node) = (&next, nodes[t % nodes.len()]);
+            s.spawn(move || {
+                let http = client();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(key) = keys.get(i) else { return };
+                    let r = http.put(node.url(&format!("/store/{key}"))).body("v").send().unwrap();
+                    assert!(r.status().is_success(), "PUT {key}: {}", r.status());
+                }
+            });
+        }
+    });
+}
+
+fn delete_key(node: &NodeProc, key: &str) {
+    let http = client();
+    // A delete needs the key's context.
+    let r = http.get(node.url(&format!("/store/{key}"))).send().unwrap();
+    let context = r.headers()["x-vinzclortho-context"].to_str().unwrap().to_owned();
+    let r = http.delete(node.url(&format!("/store/{key}"))).header("x-vinzclortho-context", context).send().unwrap();
+    assert!(r.status().is_success(), "DELETE {key}: {}", r.status());
+}
+
+/// `GET path`: status, content type and body.
+fn get(node: &NodeProc, path: &str) -> (u16, String, String) {
+    let r = client().get(node.url(path)).timeout(Duration::from_secs(120)).send().unwrap();
+    let status = r.status().as_u16();
+    let content_type =
+        r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, content_type, r.text().unwrap())
+}
+
+/// The names of a `?keys=true` (or buckets) answer, which must be a 200.
+fn whole(node: &NodeProc, path: &str, field: &str) -> Vec<String> {
+    let (status, content_type, body) = get(node, path);
+    assert_eq!((status, content_type.as_str()), (200, "application/json"), "{path}: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json[field].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect()
+}
+
+/// The names of a `?keys=stream` answer, read as Riak's Python client reads
+/// it (split at each `}`); checks that it ends with an empty object.
+fn streamed(node: &NodeProc, path: &str, field: &str) -> Vec<String> {
+    let (status, content_type, body) = get(node, path);
+    assert_eq!((status, content_type.as_str()), (200, "application/json"), "{path}: {body}");
+    let mut names = Vec::new();
+    let mut objects = 0;
+    let mut last_empty = false;
+    for chunk in body.split_inclusive('}') {
+        let json: serde_json::Value = serde_json::from_str(chunk).unwrap_or_else(|e| panic!("{e}: {chunk}"));
+        let page = json[field].as_array().unwrap_or_else(|| panic!("no {field}: {chunk}"));
+        last_empty = page.is_empty();
+        names.extend(page.iter().map(|k| k.as_str().unwrap().to_owned()));
+        objects += 1;
+    }
+    assert!(last_empty && objects >= 1, "a stream ends with an empty object");
+    names
+}
+
+/// Exactly `want`, each once.
+fn assert_exactly(got: Vec<String>, want: &BTreeSet<String>, what: &str) {
+    let set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(set.len(), got.len(), "{what}: a name was listed twice");
+    let missing: Vec<_> = want.difference(&set).take(5).collect();
+    let extra: Vec<_> = set.difference(want).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?}");
+}
+
+#[test]
+fn listings_are_complete_exactly_once_and_survive_nodes_down() {
+    let mut cluster = Cluster::start(147, 5);
+    let nodes: Vec<&NodeProc> = cluster.running().collect();
+    let keys: Vec<String> = (0..20_000).map(|i| format!("key-{i:05}")).collect();
+    let started = Instant::now();
+    write_keys(&nodes, &keys);
+    eprintln!("wrote {} keys in {:?}", keys.len(), started.elapsed());
+    let deleted: Vec<String> = keys.iter().step_by(1000).cloned().collect();
+    for key in &deleted {
+        delete_key(nodes[1], key);
+    }
+    let want: BTreeSet<String> = keys.iter().filter(|k| !deleted.contains(k)).cloned().collect();
+
+    let n0 = cluster.node(0);
+    assert_exactly(whole(n0, "/buckets/default/keys?keys=true", "keys"), &want, "keys=true");
+    assert_exactly(streamed(n0, "/types/default/buckets/default/keys?keys=stream", "keys"), &want, "keys=stream");
+    assert_exactly(whole(cluster.node(3), "/riak/default?keys=true", "keys"), &want, "/riak keys=true");
+    let default: BTreeSet<String> = ["default".to_owned()].into();
+    assert_exactly(whole(n0, "/buckets?buckets=true", "buckets"), &default, "buckets=true");
+    assert_exactly(streamed(n0, "/types/default/buckets?buckets=stream", "buckets"), &default, "buckets=stream");
+    // Another bucket, another type: nothing stored there.
+    assert!(whole(n0, "/buckets/other/keys?keys=true", "keys").is_empty());
+    assert!(whole(n0, "/types/maps/buckets?buckets=true", "buckets").is_empty());
+
+    // Riak's answers to what is not a listing request.
+    assert_eq!(get(n0, "/buckets/default/keys"), (200, "application/json".into(), "{}".into()));
+    assert_eq!(get(n0, "/buckets/default/keys?keys=false").2, "{}");
+    let (status, _, body) = get(n0, "/buckets?buckets=yes");
+    assert!(status == 400 && body.contains("buckets=true"), "{status} {body}");
+    let (status, _, body) = get(n0, "/buckets/default/keys?keys=true&timeout=soon");
+    assert!(status == 400 && body.contains("Bad timeout value"), "{status} {body}");
+
+    // The holders of one partition, node 0 not among them.
+    let holders: Vec<usize> = (0..)
+        .find_map(|i| {
+            let preflist: serde_json::Value =
+                client().get(n0.url(&format!("/admin/preflist/probe{i}"))).send().unwrap().json().unwrap();
+            let holders: Vec<usize> = preflist["preflist"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (0..5).find(|&n| cluster.node(n).http == e["node"].as_str().unwrap()).unwrap())
+                .collect();
+            (!holders.contains(&0)).then_some(holders)
+        })
+        .unwrap();
+    assert_eq!(holders.len(), 3);
+    let seen_down = |cluster: &Cluster, count: usize| {
+        wait_for("nodes to be seen down", Duration::from_secs(30), || {
+            let s = common::status(cluster.node(0))?;
+            let down = s["members"].as_array()?.iter().filter(|m| m["status"] == "down").count();
+            (down == count).then_some(())
+        })
+    };
+
+    // Two of them down (N=3): every partition keeps a live holder, and a
+    // listing is complete before and after the failure detector saw it.
+    cluster.kill9(holders[0]);
+    cluster.kill9(holders[1]);
+    let n0 = cluster.node(0);
+    assert_exactly(whole(n0, "/buckets/default/keys?keys=true", "keys"), &want, "keys=true, 2 down, undetected");
+    seen_down(&cluster, 2);
+    assert_exactly(streamed(n0, "/buckets/default/keys?keys=stream", "keys"), &want, "keys=stream, 2 down");
+
+    // The third: that partition has no live holder, and the listing says so
+    // before sending anything.
+    cluster.kill9(holders[2]);
+    seen_down(&cluster, 3);
+    let n0 = cluster.node(0);
+    for path in ["/buckets/default/keys?keys=true", "/buckets/default/keys?keys=stream", "/buckets?buckets=true"] {
+        let (status, _, body) = get(n0, path);
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(body.contains("no live holder"), "{path}: {body}");
+    }
+}
+
+#[test]
+fn a_listing_during_a_join_misses_no_key() {
+    let mut cluster = Cluster::start(148, 4);
+    let nodes: Vec<&NodeProc> = cluster.running().collect();
+    let keys: Vec<String> = (0..3000).map(|i| format!("j{i:04}")).collect();
+    write_keys(&nodes, &keys);
+    let want: BTreeSet<String> = keys.iter().cloned().collect();
+    cluster.add();
+    // List until the move is over, from a node that was there before.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut listings = 0;
+    loop {
+        let n0 = cluster.node(0);
+        assert_exactly(streamed(n0, "/buckets/default/keys?keys=stream", "keys"), &want, "during the join");
+        listings += 1;
+        let s = common::status(n0).unwrap();
+        let members_up = s["members"].as_array().unwrap().iter().filter(|m| m["status"] == "up").count();
+        if listings >= 3 && s["ring"]["moving"] == false && members_up == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the join did not finish in time");
+    }
+    cluster.wait_converged(Duration::from_secs(120));
+    let newcomer = cluster.node(4);
+    assert_exactly(whole(newcomer, "/buckets/default/keys?keys=true", "keys"), &want, "after the join");
+    eprintln!("{listings} listings during the join");
+}
