@@ -373,3 +373,104 @@ impl CoverageClient for GrpcCoverage {
         answer.map_err(|status| replica_error_from_status(node, status))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The service's checks and message bounds, called directly (no socket).
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::coordinator::RingView;
+    use crate::core::key::ObjectKey;
+    use crate::core::object::{Content, Mutation, Object};
+    use crate::core::ring::Ring;
+    use crate::core::vclock::VersionVector;
+    use crate::storage::MemoryStore;
+
+    /// Node `a` alone holds every partition of an 8-partition ring, epoch 5.
+    struct Alone {
+        view: Arc<RingView>,
+        local: NodeId,
+    }
+
+    #[async_trait]
+    impl Topology for Alone {
+        fn view(&self) -> Arc<RingView> {
+            Arc::clone(&self.view)
+        }
+        fn local(&self) -> &NodeId {
+            &self.local
+        }
+        fn is_up(&self, _node: &NodeId) -> bool {
+            true
+        }
+        fn http_address(&self, node: &NodeId) -> String {
+            node.to_string()
+        }
+        async fn catch_up(&self, _from: &NodeId, _epoch: u64, _until: Instant) -> bool {
+            false
+        }
+    }
+
+    fn service(local: &str, keys: usize) -> CoverageService {
+        let store = MemoryStore::new();
+        let content = Content { value: Bytes::from("v"), content_type: "text/plain".into(), last_modified_ms: 0 };
+        let mut object = Object::new();
+        object.update(1, &VersionVector::new(), Mutation::Put(content)).unwrap();
+        for i in 0..keys {
+            store.put(3, &ObjectKey::new("t", "b", format!("k{i:05}")), &object).unwrap();
+        }
+        let current = Arc::new(Ring::single(8, NodeId::new("a")).unwrap());
+        let view = Arc::new(RingView { epoch: 5, ring_hash: 9, current, target: None, n_val: 3, r: 2, w: 2 });
+        let topology = Arc::new(Alone { view, local: NodeId::new(local) });
+        CoverageService { store: Arc::new(store), topology, env: Env::real() }
+    }
+
+    fn keys_request(partition: Partition, bucket: Bytes, epoch: u64, hash: u64) -> Request<pb::ListKeysRequest> {
+        let caller = super::super::pb::Caller { timeout_ms: 1000, deadline_unix_ms: 0, ring_epoch: epoch, ring_hash: hash };
+        Request::new(pb::ListKeysRequest { partition, bucket_type: Bytes::from("t"), bucket, caller: Some(caller) })
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_with_a_reason() {
+        let s = service("a", 0);
+        let cases = [
+            (keys_request(8, Bytes::from("b"), 5, 9), tonic::Code::InvalidArgument, "does not exist"),
+            (keys_request(1, Bytes::from(vec![b'x'; NAME_MAX_BYTES + 1]), 5, 9), tonic::Code::InvalidArgument, "limit"),
+            // Planned on an older ring, or another ring of this epoch.
+            (keys_request(1, Bytes::from("b"), 4, 9), tonic::Code::Aborted, "older ring"),
+            (keys_request(1, Bytes::from("b"), 5, 8), tonic::Code::Aborted, "older ring"),
+        ];
+        for (request, code, needle) in cases {
+            let e = s.list_keys(request).await.err().expect("refused");
+            assert_eq!(e.code(), code, "{e:?}");
+            assert!(e.message().contains(needle), "{e:?}");
+        }
+        // A node that does not hold the partition says so.
+        let e = service("z", 0).list_keys(keys_request(1, Bytes::from("b"), 5, 9)).await.err().expect("refused");
+        assert_eq!(e.code(), ErrorCode::Conflict.grpc_code(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_partition_streams_in_bounded_messages() {
+        let s = service("a", 2500);
+        let messages: Vec<_> =
+            s.list_keys(keys_request(3, Bytes::from("b"), 5, 9)).await.unwrap().into_inner().collect().await;
+        let sizes: Vec<usize> = messages.iter().map(|m| m.as_ref().unwrap().keys.len()).collect();
+        assert!(sizes.len() >= 3 && sizes.iter().all(|&n| 0 < n && n <= PAGE_RECORDS), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 2500);
+        let request = Request::new(pb::ListBucketsRequest { partition: 3, bucket_type: Bytes::from("t"), caller: None });
+        let buckets: Vec<_> = s.list_buckets(request).await.unwrap().into_inner().collect().await;
+        assert_eq!(buckets.len(), 1);
+        assert_eq!(buckets[0].as_ref().unwrap().buckets, vec![Bytes::from("b")]);
+    }
+
+    #[test]
+    fn pages_split_by_bytes_but_a_long_name_travels_alone() {
+        let big = Bytes::from(vec![b'x'; MESSAGE_BYTES_TARGET]);
+        let parts = split(vec![Bytes::from("a"), big.clone(), Bytes::from("b")]);
+        assert_eq!(parts, vec![vec![Bytes::from("a")], vec![big], vec![Bytes::from("b")]]);
+        assert!(split(Vec::new()).is_empty());
+    }
+}
