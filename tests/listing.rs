@@ -43,8 +43,7 @@ fn delete_key(node: &NodeProc, key: &str) {
 fn get(node: &NodeProc, path: &str) -> (u16, String, String) {
     let r = client().get(node.url(path)).timeout(Duration::from_secs(120)).send().unwrap();
     let status = r.status().as_u16();
-    let content_type =
-        r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     (status, content_type, r.text().unwrap())
 }
 

@@ -74,7 +74,9 @@ pub(super) fn listing_target(path: &str) -> Option<Listed> {
     match segments.as_slice() {
         ["", "buckets"] => Some(Listed::Buckets { bucket_type: default() }),
         ["", "types", t, "buckets"] => Some(Listed::Buckets { bucket_type: decode(t) }),
-        ["", "buckets", b, "keys"] | ["", "riak", b] => Some(Listed::Keys { bucket_type: default(), bucket: decode(b) }),
+        ["", "buckets", b, "keys"] | ["", "riak", b] => {
+            Some(Listed::Keys { bucket_type: default(), bucket: decode(b) })
+        }
         ["", "types", t, "buckets", b, "keys"] => Some(Listed::Keys { bucket_type: decode(t), bucket: decode(b) }),
         _ => None,
     }
@@ -326,7 +328,10 @@ mod tests {
             listing_target("/types/t%20x/buckets/b%2Fc/keys"),
             Some(Listed::Keys { bucket_type: b"t x".to_vec(), bucket: b"b/c".to_vec() })
         );
-        assert_eq!(listing_target("/riak/b"), Some(Listed::Keys { bucket_type: b"default".to_vec(), bucket: b"b".to_vec() }));
+        assert_eq!(
+            listing_target("/riak/b"),
+            Some(Listed::Keys { bucket_type: b"default".to_vec(), bucket: b"b".to_vec() })
+        );
         for other in ["/buckets/", "/buckets/b", "/buckets/b/keys/k", "/types/t", "/riak/b/k", "/store/x"] {
             assert_eq!(listing_target(other), None, "{other}");
         }

@@ -258,7 +258,12 @@ struct Run {
 impl Run {
     /// Asks holders of `partition`, `first` first, until one answered it
     /// completely; passes its pages on.
-    async fn partition(&self, partition: Partition, first: NodeId, mut context: CallContext) -> Result<(), CoverageError> {
+    async fn partition(
+        &self,
+        partition: Partition,
+        first: NodeId,
+        mut context: CallContext,
+    ) -> Result<(), CoverageError> {
         let mut node = first;
         let mut tried: Vec<NodeId> = Vec::new();
         loop {
@@ -384,7 +389,8 @@ mod tests {
             pages: mpsc::Sender<Page>,
         ) -> Result<(), ReplicaError> {
             self.asked.lock().unwrap().push((node.clone(), partition));
-            let down = || ReplicaError::Unreachable { node: node.clone(), reason: "scripted".into(), maybe_applied: false };
+            let down =
+                || ReplicaError::Unreachable { node: node.clone(), reason: "scripted".into(), maybe_applied: false };
             if self.fail_before.contains(node) {
                 return Err(down());
             }

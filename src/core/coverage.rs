@@ -64,7 +64,12 @@ const NAMED: usize = 8;
 /// cover as many partitions (the node `rotation` places first wins), so
 /// that callers varying it spread listings over the holders; the plan is a
 /// function of its arguments.
-pub fn plan(ring: &Ring, n: usize, is_up: impl Fn(&NodeId) -> bool, rotation: usize) -> Result<CoveragePlan, Uncovered> {
+pub fn plan(
+    ring: &Ring,
+    n: usize,
+    is_up: impl Fn(&NodeId) -> bool,
+    rotation: usize,
+) -> Result<CoveragePlan, Uncovered> {
     let partitions = ring.partitions();
     // Live holders per partition, as indexes into `nodes`.
     let mut nodes: Vec<NodeId> = ring.members();

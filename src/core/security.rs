@@ -162,8 +162,13 @@ pub enum Resource<'a> {
     Cluster,
     /// A whole bucket type: listing its buckets. Granted by `TYPE` or `*`,
     /// never by one of its buckets.
-    Type { bucket_type: &'a [u8] },
-    Bucket { bucket_type: &'a [u8], bucket: &'a [u8] },
+    Type {
+        bucket_type: &'a [u8],
+    },
+    Bucket {
+        bucket_type: &'a [u8],
+        bucket: &'a [u8],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -523,7 +528,9 @@ mod tests {
         assert!(refused.to_string().contains("bucket type default"), "{refused}");
         assert!(ok(Resource::Type { bucket_type: b"map" }).is_err());
         let any = with("all", "root", &["list:*"], None);
-        assert!(authorize(&any, &token_hash("root"), 0, Permission::List, Resource::Type { bucket_type: b"x" }).is_ok());
+        assert!(
+            authorize(&any, &token_hash("root"), 0, Permission::List, Resource::Type { bucket_type: b"x" }).is_ok()
+        );
     }
 
     #[test]

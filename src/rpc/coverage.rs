@@ -231,10 +231,7 @@ impl Coverage for CoverageService {
     type ListKeysStream = Messages<pb::ListKeysResponse>;
     type ListBucketsStream = Messages<pb::ListBucketsResponse>;
 
-    async fn list_keys(
-        &self,
-        request: Request<pb::ListKeysRequest>,
-    ) -> Result<Response<Self::ListKeysStream>, Status> {
+    async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<Self::ListKeysStream>, Status> {
         let pb::ListKeysRequest { partition, bucket_type, bucket, caller } = request.into_inner();
         let names = [("bucket type", &bucket_type), ("bucket", &bucket)];
         let stream = self.answer(
@@ -428,7 +425,8 @@ mod tests {
     }
 
     fn keys_request(partition: Partition, bucket: Bytes, epoch: u64, hash: u64) -> Request<pb::ListKeysRequest> {
-        let caller = super::super::pb::Caller { timeout_ms: 1000, deadline_unix_ms: 0, ring_epoch: epoch, ring_hash: hash };
+        let caller =
+            super::super::pb::Caller { timeout_ms: 1000, deadline_unix_ms: 0, ring_epoch: epoch, ring_hash: hash };
         Request::new(pb::ListKeysRequest { partition, bucket_type: Bytes::from("t"), bucket, caller: Some(caller) })
     }
 
@@ -460,7 +458,8 @@ mod tests {
         let sizes: Vec<usize> = messages.iter().map(|m| m.as_ref().unwrap().keys.len()).collect();
         assert!(sizes.len() >= 3 && sizes.iter().all(|&n| 0 < n && n <= PAGE_RECORDS), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 2500);
-        let request = Request::new(pb::ListBucketsRequest { partition: 3, bucket_type: Bytes::from("t"), caller: None });
+        let request =
+            Request::new(pb::ListBucketsRequest { partition: 3, bucket_type: Bytes::from("t"), caller: None });
         let buckets: Vec<_> = s.list_buckets(request).await.unwrap().into_inner().collect().await;
         assert_eq!(buckets.len(), 1);
         assert_eq!(buckets[0].as_ref().unwrap().buckets, vec![Bytes::from("b")]);

@@ -22,6 +22,9 @@ use crate::core::ring::Partition;
 /// bound) until the visitor breaks; what an engine provides.
 pub(super) type Visit<'v> = &'v mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StorageError>;
 
+/// An engine's range read: `[from, to)` through a visitor.
+pub(super) type VisitRange<'r> = &'r dyn Fn(&[u8], Option<&[u8]>, Visit<'_>) -> Result<(), StorageError>;
+
 /// The key right after `key` in byte order: `key` followed by a zero byte.
 fn after(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 1);
@@ -36,7 +39,7 @@ fn live(value: &[u8]) -> Result<bool, StorageError> {
 
 /// Up to `limit` records of one bucket's range after `after_key`.
 pub(super) fn list_keys(
-    visit_range: &dyn Fn(&[u8], Option<&[u8]>, Visit<'_>) -> Result<(), StorageError>,
+    visit_range: VisitRange<'_>,
     partition: Partition,
     bucket_type: &[u8],
     bucket: &[u8],
@@ -73,7 +76,7 @@ pub(super) fn list_keys(
 
 /// Up to `limit` records' worth of the distinct buckets of one type.
 pub(super) fn list_buckets(
-    visit_range: &dyn Fn(&[u8], Option<&[u8]>, Visit<'_>) -> Result<(), StorageError>,
+    visit_range: VisitRange<'_>,
     partition: Partition,
     bucket_type: &[u8],
     from: Option<&BucketCursor>,

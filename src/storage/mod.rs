@@ -153,7 +153,14 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<KeyPage, StorageError> {
-        listing::list_keys(&|from, to, visit| scan_visit(self, partition, from, to, visit), partition, bucket_type, bucket, after, limit)
+        listing::list_keys(
+            &|from, to, visit| scan_visit(self, partition, from, to, visit),
+            partition,
+            bucket_type,
+            bucket,
+            after,
+            limit,
+        )
     }
 
     /// One page of the distinct buckets of `bucket_type` in `partition` that
@@ -167,7 +174,13 @@ pub trait Store: Send + Sync + 'static {
         from: Option<&BucketCursor>,
         limit: usize,
     ) -> Result<BucketPage, StorageError> {
-        listing::list_buckets(&|start, to, visit| scan_visit(self, partition, start, to, visit), partition, bucket_type, from, limit)
+        listing::list_buckets(
+            &|start, to, visit| scan_visit(self, partition, start, to, visit),
+            partition,
+            bucket_type,
+            from,
+            limit,
+        )
     }
 
     // Hinted handoff's durable queue. Every engine implements these (the
