@@ -9,10 +9,9 @@
 //!   without `--security`.
 //! * `/store/{key}`: GET and HEAD need read, PUT and POST write, DELETE
 //!   delete, on bucket `default/default` (the only bucket this API has).
-//! * listings (`api::listing`): list, on the bucket for its keys
-//!   (`/buckets/B/keys`, `/types/T/buckets/B/keys`, `/riak/B`), on the
-//!   type for its buckets (`/buckets`, `/types/T/buckets`), whatever the
-//!   method (the routes answer GET and HEAD only).
+//! * listings (`api::listing`), GET and HEAD: list, on the bucket for its
+//!   keys (`/buckets/B/keys`, `/types/T/buckets/B/keys`, `/riak/B`), on the
+//!   type for its buckets (`/buckets`, `/types/T/buckets`).
 //! * everything else (`/admin/*`, claim changes, tokens, and unknown paths):
 //!   admin, granted on `*`.
 //!
@@ -62,7 +61,10 @@ impl Target {
 }
 
 fn required(method: &Method, path: &str) -> Required {
-    if let Some(listing) = super::listing::listing_target(path) {
+    // Only reads list: a POST to `/buckets/B/keys` stores an object (Riak).
+    if matches!(*method, Method::GET | Method::HEAD)
+        && let Some(listing) = super::listing::listing_target(path)
+    {
         let target = match listing {
             super::listing::Listed::Buckets { bucket_type } => Target::Type(bucket_type),
             super::listing::Listed::Keys { bucket_type, bucket } => Target::Bucket(bucket_type, bucket),
@@ -145,6 +147,8 @@ mod tests {
         assert_eq!(list("/riak/photos"), bucket(b"default", b"photos"));
         // Names are percent-decoded to bytes, as the handlers see them.
         assert_eq!(list("/types/m%2Fx/buckets/%FF/keys"), bucket(b"m/x", b"\xff"));
+        // Writing to a listing path is not listing (Riak: POST stores an object).
+        assert!(!matches!(required(&Method::POST, "/buckets/photos/keys"), Required::Grant(Permission::List, _)));
         // Other shapes are not listings (object routes, props): not List.
         for path in ["/buckets/photos/keys/k", "/riak/photos/k", "/buckets/photos/props", "/types/maps"] {
             assert!(!matches!(list(path), Required::Grant(Permission::List, _)), "{path}");

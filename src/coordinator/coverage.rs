@@ -138,6 +138,8 @@ pub struct Listing {
     complete: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
     finished: bool,
+    /// The metric label, for a listing dropped before its end.
+    kind: &'static str,
 }
 
 impl Listing {
@@ -165,6 +167,9 @@ impl Listing {
 impl Drop for Listing {
     fn drop(&mut self) {
         // A reader that went away stops the holders too.
+        if !self.finished {
+            metrics::listing(self.kind, "gone");
+        }
         self.task.abort();
     }
 }
@@ -192,6 +197,7 @@ impl Coverage {
             .inspect_err(|_| metrics::listing(query.kind(), "uncovered"))?;
         let (tx, rx) = mpsc::channel(PAGES_BUFFERED);
         let complete = Arc::new(AtomicBool::new(false));
+        let kind = query.kind();
         let run = Run {
             topology: Arc::clone(&self.topology),
             client: Arc::clone(&self.client),
@@ -229,7 +235,7 @@ impl Coverage {
                 match outcome {
                     Ok(()) => {
                         done.store(true, Ordering::Release);
-                        metrics::listing(kind, if run.out.is_closed() { "gone" } else { "ok" });
+                        metrics::listing(kind, "ok");
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "listing failed");
@@ -240,7 +246,7 @@ impl Coverage {
             }
             .instrument(span),
         );
-        Ok(Listing { pages: rx, complete, task, finished: false })
+        Ok(Listing { pages: rx, complete, task, finished: false, kind })
     }
 }
 

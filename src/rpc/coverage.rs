@@ -199,7 +199,6 @@ impl CoverageService {
         if let Some(caller) = caller
             && !view.serves(caller.ring_epoch, caller.ring_hash)
         {
-            metrics::replica_call_dropped("stale_ring");
             return Err(stale_ring(&view));
         }
         let local = self.topology.local();
