@@ -310,6 +310,107 @@ mod tests {
         Ok(String::from_utf8(out).unwrap())
     }
 
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use futures::StreamExt;
+    use tokio::sync::mpsc;
+
+    use crate::coordinator::coverage::{Coverage, CoverageClient, Page};
+    use crate::coordinator::{RingView, Topology};
+    use crate::core::key::NodeId;
+    use crate::core::ring::{Partition, Ring};
+    use crate::replica::{CallContext, ReplicaError};
+
+    /// One node holding the 4 partitions of its ring.
+    struct Alone(Arc<RingView>, NodeId);
+
+    #[async_trait]
+    impl Topology for Alone {
+        fn view(&self) -> Arc<RingView> {
+            Arc::clone(&self.0)
+        }
+        fn local(&self) -> &NodeId {
+            &self.1
+        }
+        fn is_up(&self, _node: &NodeId) -> bool {
+            true
+        }
+        fn http_address(&self, node: &NodeId) -> String {
+            node.to_string()
+        }
+        async fn catch_up(&self, _from: &NodeId, _epoch: u64, _until: Instant) -> bool {
+            false
+        }
+    }
+
+    /// Each partition answers one key; `failing` fails after sending it.
+    struct Holder {
+        failing: Option<Partition>,
+    }
+
+    #[async_trait]
+    impl CoverageClient for Holder {
+        async fn query(
+            &self,
+            node: &NodeId,
+            partition: Partition,
+            _query: &CoverageQuery,
+            _call: CallContext,
+            pages: mpsc::Sender<Page>,
+        ) -> Result<(), ReplicaError> {
+            let _ = pages.send(vec![Bytes::from(format!("k{partition}"))]).await;
+            if self.failing == Some(partition) {
+                return Err(ReplicaError::Unreachable {
+                    node: node.clone(),
+                    reason: "gone".into(),
+                    maybe_applied: false,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn listing(failing: Option<Partition>) -> Listing {
+        let a = NodeId::new("a");
+        let current = Arc::new(Ring::single(4, a.clone()).unwrap());
+        let view = Arc::new(RingView { epoch: 1, ring_hash: 0, current, target: None, n_val: 3, r: 2, w: 2 });
+        let coverage = Coverage::new(Arc::new(Alone(view, a)), Arc::new(Holder { failing }));
+        let query = CoverageQuery::Keys { bucket_type: Bytes::from("t"), bucket: Bytes::from("b") };
+        coverage.start(query, Instant::now() + Duration::from_secs(10)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_an_empty_object_or_an_error_object_and_a_cut() {
+        let chunks: Vec<_> = stream(listing(None), "keys").collect().await;
+        let text: Vec<String> = chunks.into_iter().map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap()).collect();
+        assert_eq!(text.len(), 5, "{text:?}");
+        assert_eq!(text.last().unwrap(), "{\"keys\":[]}");
+        let mut keys: Vec<String> = text[..4]
+            .iter()
+            .map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["keys"][0].as_str().unwrap().to_owned())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["k0", "k1", "k2", "k3"]);
+
+        let chunks: Vec<_> = stream(listing(Some(2)), "keys").collect().await;
+        let (last, error) = (&chunks[chunks.len() - 1], &chunks[chunks.len() - 2]);
+        assert!(last.is_err(), "the body is cut off: {chunks:?}");
+        let error: serde_json::Value = serde_json::from_slice(error.as_ref().unwrap()).unwrap();
+        assert!(error["error"].as_str().unwrap().contains("partition 2"), "{error}");
+        assert!(chunks.iter().all(|c| c.as_ref().map_or(true, |b| b.as_ref() != b"{\"keys\":[]}")), "no clean end");
+    }
+
+    #[tokio::test]
+    async fn a_whole_listing_fails_with_a_503_when_a_holder_fails() {
+        let body = whole(listing(None), "keys").await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["keys"].as_array().unwrap().len(), 4);
+        let e = whole(listing(Some(1)), "keys").await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        assert!(e.message().contains("partition 1"), "{}", e.message());
+    }
+
     #[test]
     fn names_are_json_strings_that_never_contain_a_brace() {
         for name in ["plain", "a\"b\\c", "{x}", "tab\there\n", "\u{1}", "ünïcødé ☃", ""] {
