@@ -1,7 +1,10 @@
 //! Bucket and key listings (`api::listing`) on real clusters larger than N:
 //! complete and exactly once, tombstones hidden, streamed in JSON chunks,
 //! still complete with nodes down while every partition has a live holder
-//! (a clear 503 when one has none), and complete while a node joins.
+//! (a clear 503 when one has none), and complete while a node joins. And on
+//! one in-process node, through the router: several bucket types and
+//! buckets (written through the coordinator: `/store` has one bucket), and
+//! names that JSON carries only escaped, or not at all.
 
 mod common;
 
@@ -9,7 +12,19 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use bytes::Bytes;
+use clap::Parser;
 use common::{Cluster, NodeProc, client, wait_for};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use vinzclortho::cli::Cli;
+use vinzclortho::coordinator::QuorumParam;
+use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::object::{Content, Mutation};
+use vinzclortho::core::vclock::VersionVector;
+use vinzclortho::node;
+use vinzclortho::storage::MemoryStore;
 
 /// Writes `keys` through `/store` on the cluster's nodes, from a few threads.
 fn write_keys(nodes: &[&NodeProc], keys: &[String]) {
@@ -191,4 +206,77 @@ fn a_listing_during_a_join_misses_no_key() {
     let newcomer = cluster.node(4);
     assert_exactly(whole(newcomer, "/buckets/default/keys?keys=true", "keys"), &want, "after the join");
     eprintln!("{listings} listings during the join, {during_move} of them started while partitions moved");
+}
+
+/// `GET uri` through the router: status and body, or the body's error.
+async fn route(app: &axum::Router, uri: &str) -> (u16, Result<Bytes, String>) {
+    let request = axum::http::Request::get(uri).body(Body::empty()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), app.clone().oneshot(request))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| e.to_string());
+    (status, body)
+}
+
+fn json(body: &Result<Bytes, String>) -> serde_json::Value {
+    serde_json::from_slice(body.as_ref().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn types_buckets_and_odd_names_are_listed_on_one_node() {
+    let config = Cli::try_parse_from(["vinzclortho", "--storage", "memory"]).unwrap().node.resolve().unwrap();
+    let host = node::Host::real();
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let app = node::build(&config, &host, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None).unwrap();
+    let coordinator = &app.api.coordinator;
+    let content = Content { value: Bytes::from("v"), content_type: "text/plain".into(), last_modified_ms: 1 };
+    let put = |t: &'static str, b: &'static str, k: &'static [u8]| {
+        let key = ObjectKey::new(t, b, k);
+        let mutation = Mutation::Put(content.clone());
+        async move { coordinator.put(&key, &VersionVector::new(), mutation, QuorumParam::Default).await.unwrap() }
+    };
+    for key in [&b"a"[..], "b{c}\"d\"".as_bytes(), "ünï".as_bytes()] {
+        put("default", "photos", key).await;
+    }
+    put("default", "docs", b"gone").await;
+    put("maps", "m{1}", b"k").await;
+    put("default", "bin", b"\xff\xfe").await;
+    let gone = ObjectKey::new("default", "docs", "gone");
+    coordinator.delete(&gone, None, QuorumParam::Default, QuorumParam::Default).await.unwrap();
+
+    let (status, body) = route(&app.router, "/buckets/photos/keys?keys=true").await;
+    assert_eq!(status, 200);
+    let mut keys: Vec<String> =
+        json(&body)["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "b{c}\"d\"", "ünï"]);
+    let text = String::from_utf8(body.unwrap().to_vec()).unwrap();
+    assert_eq!(text.matches('}').count(), 1, "braces in names are escaped: {text}");
+
+    // A bucket holding only a tombstone is not listed; other types apart.
+    let (status, body) = route(&app.router, "/buckets?buckets=true").await;
+    assert_eq!(status, 200);
+    let mut buckets: Vec<String> =
+        json(&body)["buckets"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_owned()).collect();
+    buckets.sort();
+    assert_eq!(buckets, ["bin", "photos"]);
+    let (_, body) = route(&app.router, "/types/maps/buckets?buckets=stream").await;
+    let text = String::from_utf8(body.unwrap().to_vec()).unwrap();
+    let objects: Vec<serde_json::Value> =
+        text.split_inclusive('}').map(|chunk| serde_json::from_str(chunk).unwrap()).collect();
+    assert_eq!(objects.first().unwrap()["buckets"][0], "m{1}");
+    assert_eq!(objects.last().unwrap()["buckets"].as_array().unwrap().len(), 0);
+    let (_, body) = route(&app.router, "/types/maps/buckets/m%7B1%7D/keys?keys=true").await;
+    assert_eq!(json(&body)["keys"], serde_json::json!(["k"]));
+    assert_eq!(json(&route(&app.router, "/buckets/docs/keys?keys=true").await.1)["keys"], serde_json::json!([]));
+
+    // A key that is not UTF-8: as in Riak, the listing fails (500), and a
+    // streamed one is cut off after an error object.
+    let (status, _) = route(&app.router, "/buckets/bin/keys?keys=true").await;
+    assert_eq!(status, 500);
+    let (status, body) = route(&app.router, "/buckets/bin/keys?keys=stream").await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "the body is cut off");
 }
