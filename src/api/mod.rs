@@ -120,6 +120,18 @@ async fn serving(
     }
 }
 
+/// Riak's listings (`listing`): data routes, so a node that stopped
+/// serving refuses them as it refuses `/store`.
+fn listing_routes(api: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/buckets", get(listing::buckets))
+        .route("/types/{bucket_type}/buckets", get(listing::buckets))
+        .route("/buckets/{bucket}/keys", get(listing::keys))
+        .route("/types/{bucket_type}/buckets/{bucket}/keys", get(listing::keys))
+        .route("/riak/{bucket}", get(listing::keys))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(api), serving))
+}
+
 pub fn router(api: AppState) -> Router {
     Router::new()
         .route("/ping", get(admin::ping))
@@ -145,11 +157,7 @@ pub fn router(api: AppState) -> Router {
                 .delete(store::delete_value)
                 .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)),
         )
-        .route("/buckets", get(listing::buckets))
-        .route("/types/{bucket_type}/buckets", get(listing::buckets))
-        .route("/buckets/{bucket}/keys", get(listing::keys))
-        .route("/types/{bucket_type}/buckets/{bucket}/keys", get(listing::keys))
-        .route("/riak/{bucket}", get(listing::keys))
+        .merge(listing_routes(&api))
         .route("/store", axum::routing::any(store::missing_key))
         .route("/store/", axum::routing::any(store::missing_key))
         .fallback(error::no_route)
