@@ -469,3 +469,53 @@ fn the_default_listing_of_a_wrapper_agrees_with_the_engines() {
     keys_are_listed_per_bucket_in_pages_without_tombstones(&Scanned(MemoryStore::new()));
     buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets(&Scanned(MemoryStore::new()));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Listing agrees with a model of the store (which keys and buckets
+    /// hold a live object), on both engines, whatever the page size.
+    #[test]
+    fn listings_agree_with_a_model(
+        records in proptest::collection::vec(
+            (0u8..3, 0u8..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4), proptest::prelude::any::<bool>(), 0u32..3),
+            0..60,
+        ),
+        limit in 1usize..8,
+    ) {
+        use std::collections::{BTreeMap, BTreeSet};
+        let types = [&b"t"[..], b"tt", b"\xff"];
+        let buckets = [&b"b"[..], b"bb", b"", b"b\x00"];
+        // Last write wins, as in the store.
+        let mut model: BTreeMap<(u32, usize, usize, Vec<u8>), bool> = BTreeMap::new();
+        for h in [memory(), rocks()] {
+            let s = &*h.store;
+            model.clear();
+            for (t, b, key, live, p) in &records {
+                let k = ObjectKey::new(types[*t as usize], buckets[*b as usize], key.clone());
+                s.put(*p, &k, &if *live { object(&["v"]) } else { tombstone() }).unwrap();
+                model.insert((*p, *t as usize, *b as usize, key.clone()), *live);
+            }
+            for p in 0..3 {
+                for (t, bucket_type) in types.iter().enumerate() {
+                    let want: BTreeSet<Bytes> = model
+                        .iter()
+                        .filter(|((mp, mt, _, _), live)| *mp == p && *mt == t && **live)
+                        .map(|((_, _, b, _), _)| Bytes::copy_from_slice(buckets[*b]))
+                        .collect();
+                    let got = all_buckets(s, p, bucket_type, limit);
+                    proptest::prop_assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), want);
+                    proptest::prop_assert_eq!(got.len(), got.iter().collect::<BTreeSet<_>>().len(), "each bucket once");
+                    for (b, bucket) in buckets.iter().enumerate() {
+                        let want: Vec<Bytes> = model
+                            .iter()
+                            .filter(|((mp, mt, mb, _), live)| *mp == p && *mt == t && *mb == b && **live)
+                            .map(|((_, _, _, k), _)| Bytes::copy_from_slice(k))
+                            .collect();
+                        proptest::prop_assert_eq!(all_keys(s, p, bucket_type, bucket, limit), want);
+                    }
+                }
+            }
+        }
+    }
+}
