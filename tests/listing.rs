@@ -181,6 +181,7 @@ fn listings_are_complete_exactly_once_and_survive_nodes_down() {
 #[test]
 fn a_listing_during_a_join_misses_no_key() {
     let mut cluster = Cluster::start(148, 4);
+    coverage_calls_need_an_identity_and_sane_arguments(cluster.node(1));
     let nodes: Vec<&NodeProc> = cluster.running().collect();
     let keys: Vec<String> = (0..3000).map(|i| format!("j{i:04}")).collect();
     write_keys(&nodes, &keys);
@@ -279,4 +280,28 @@ async fn types_buckets_and_odd_names_are_listed_on_one_node() {
     let (status, body) = route(&app.router, "/buckets/bin/keys?keys=stream").await;
     assert_eq!(status, 200);
     assert!(body.is_err(), "the body is cut off");
+}
+
+/// The Coverage gRPC service of a real node: refused without the identity
+/// headers (as every internal call), INVALID_ARGUMENT for a partition the
+/// ring does not have.
+fn coverage_calls_need_an_identity_and_sane_arguments(node: &NodeProc) {
+    use vinzclortho::rpc::coverage_pb::ListKeysRequest;
+    use vinzclortho::rpc::coverage_pb::coverage_client::CoverageClient;
+    let request = |partition| ListKeysRequest {
+        partition,
+        bucket_type: Bytes::from("default"),
+        bucket: Bytes::from("default"),
+        caller: None,
+    };
+    let (bare, out_of_range) = (tonic::Request::new(request(0)), node.member_request(request(1 << 20)));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut client = CoverageClient::connect(format!("http://{}", node.cluster)).await.unwrap();
+        let e = client.list_keys(bare).await.err().expect("refused");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        let e = client.list_keys(out_of_range).await.err().expect("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("does not exist"), "{e:?}");
+    });
 }
