@@ -298,9 +298,9 @@ fn coverage_calls_need_an_identity_and_sane_arguments(node: &NodeProc) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut client = CoverageClient::connect(format!("http://{}", node.cluster)).await.unwrap();
-        let e = client.list_keys(bare).await.err().expect("refused");
+        let e = client.list_keys(bare).await.expect_err("refused");
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-        let e = client.list_keys(out_of_range).await.err().expect("refused");
+        let e = client.list_keys(out_of_range).await.expect_err("refused");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("does not exist"), "{e:?}");
     });
