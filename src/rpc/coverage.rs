@@ -12,7 +12,9 @@
 //! calls are: the caller catches up and plans again) and that this node
 //! holds the partition in its ring (FAILED_PRECONDITION otherwise: it may
 //! have handed the data over). [`GrpcCoverage`] answers the local node's
-//! partitions from its own store, and calls the others.
+//! partitions from its own store, and calls the others; a holder that
+//! sends nothing for the transfer idle timeout (`Peers`) is given up on as
+//! unreachable, so that another holder can answer before the deadline.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -291,6 +293,11 @@ impl GrpcCoverage {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let caller = Some(caller(&call, self.env.now_ms()));
         let left = call.deadline.saturating_duration_since(Instant::now());
+        // A holder that stops sending (paused, wedged) is given up on after
+        // this long without a message, not only at the listing's deadline:
+        // before its first page another holder can still answer instead.
+        let idle = self.peers.transfer_idle_timeout();
+        let silent = || Status::unavailable(format!("the holder sent nothing for {idle:?}"));
         let exchange = async {
             // Each answer is a stream of name lists; one loop reads either.
             let mut stream: Pin<Box<dyn Stream<Item = Result<Vec<Bytes>, Status>> + Send>> = match query {
@@ -303,18 +310,20 @@ impl GrpcCoverage {
                     };
                     let mut request = Request::new(request);
                     request.set_timeout(left);
-                    let stream = client.list_keys(request).await?.into_inner();
+                    let answer = tokio::time::timeout(idle, client.list_keys(request)).await;
+                    let stream = answer.map_err(|_| silent())??.into_inner();
                     Box::pin(stream.map(|m| m.map(|m| m.keys)))
                 }
                 CoverageQuery::Buckets { bucket_type } => {
                     let request = pb::ListBucketsRequest { partition, bucket_type: bucket_type.clone(), caller };
                     let mut request = Request::new(request);
                     request.set_timeout(left);
-                    let stream = client.list_buckets(request).await?.into_inner();
+                    let answer = tokio::time::timeout(idle, client.list_buckets(request)).await;
+                    let stream = answer.map_err(|_| silent())??.into_inner();
                     Box::pin(stream.map(|m| m.map(|m| m.buckets)))
                 }
             };
-            while let Some(names) = stream.next().await {
+            while let Some(names) = tokio::time::timeout(idle, stream.next()).await.map_err(|_| silent())? {
                 let names = names?;
                 if names.len() > PAGE_RECORDS {
                     return Err(Status::internal(format!(
@@ -462,6 +471,76 @@ mod tests {
         let buckets: Vec<_> = s.list_buckets(request).await.unwrap().into_inner().collect().await;
         assert_eq!(buckets.len(), 1);
         assert_eq!(buckets[0].as_ref().unwrap().buckets, vec![Bytes::from("b")]);
+    }
+
+    /// A holder that takes calls and never answers them (paused, wedged).
+    struct Silent;
+
+    #[async_trait]
+    impl Coverage for Silent {
+        type ListKeysStream = Messages<pb::ListKeysResponse>;
+        type ListBucketsStream = Messages<pb::ListBucketsResponse>;
+
+        async fn list_keys(&self, _: Request<pb::ListKeysRequest>) -> Result<Response<Self::ListKeysStream>, Status> {
+            Ok(Response::new(Box::pin(futures::stream::pending())))
+        }
+
+        async fn list_buckets(
+            &self,
+            _: Request<pb::ListBucketsRequest>,
+        ) -> Result<Response<Self::ListBucketsStream>, Status> {
+            std::future::pending().await
+        }
+    }
+
+    struct Book(String);
+
+    impl AddressBook for Book {
+        fn cluster_address(&self, _node: &NodeId) -> Option<String> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_stops_sending_is_given_up_on_before_the_deadline() {
+        use crate::rpc::identity::{Caller, Identity};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let mut routes = tonic::service::RoutesBuilder::default();
+        routes.add_service(CoverageServer::new(Silent));
+        let identity = Arc::new(Identity { node: NodeId::new("silent"), cluster_id: 7 });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server =
+            tokio::spawn(super::super::server::serve(listener, routes, identity, stop.clone().cancelled_owned()));
+        let idle = std::time::Duration::from_millis(300);
+        let caller = Caller::member(NodeId::new("me"), 7);
+        let peers = Peers::new(&caller, std::time::Duration::from_secs(1), std::time::Duration::from_secs(1))
+            .with_transfer_idle_timeout(idle);
+        let client = GrpcCoverage::new(
+            Arc::new(peers),
+            Arc::new(Book(address)),
+            NodeId::new("me"),
+            Arc::new(MemoryStore::new()),
+            &Env::real(),
+        );
+        let call =
+            CallContext { deadline: Instant::now() + std::time::Duration::from_secs(30), ring_epoch: 0, ring_hash: 0 };
+        for query in [
+            CoverageQuery::Keys { bucket_type: Bytes::from("t"), bucket: Bytes::from("b") },
+            CoverageQuery::Buckets { bucket_type: Bytes::from("t") },
+        ] {
+            let started = Instant::now();
+            let (tx, _rx) = mpsc::channel(1);
+            let e = client.query(&NodeId::new("silent"), 0, &query, call, tx).await.unwrap_err();
+            assert!(matches!(e, ReplicaError::Unreachable { .. }), "{e}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "given up on after {:?}",
+                started.elapsed()
+            );
+        }
+        stop.cancel();
+        let _ = server.await;
     }
 
     #[test]
