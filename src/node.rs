@@ -566,8 +566,9 @@ pub async fn start(
 }
 
 /// The node's gRPC services: replica and transfer (fenced by the ring),
-/// membership, coverage (listings, fenced too), anti-entropy (when on), health and reflection. The health reporter starts SERVING;
-/// `stop` ends open replica call streams.
+/// membership, coverage (listings, fenced too), anti-entropy (when on),
+/// health and reflection. The health reporter starts SERVING; `stop` ends
+/// open replica call streams.
 pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (RoutesBuilder, HealthReporter) {
     let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
     let max_message_bytes = config.largest_message_bytes(app.membership.view().n_val);
