@@ -315,7 +315,7 @@ pub fn build(
             Arc::new(crate::rpc::coverage::GrpcCoverage::new(
                 Arc::clone(&peers),
                 membership.clone(),
-                membership.local().clone(),
+                membership.clone(),
                 Arc::clone(&store),
                 env,
             )),

@@ -26,7 +26,10 @@ use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::node;
 use vinzclortho::storage::MemoryStore;
 
-/// Writes `keys` through `/store` on the cluster's nodes, from a few threads.
+/// Writes `keys` through `/store` on the cluster's nodes, from a few
+/// threads, with `w=all`: a listing asks one replica per partition (r=1, as
+/// Riak's), so a key is sure to be listed only once every replica has it.
+/// A write refused under load is sent again (a sibling more is harmless).
 fn write_keys(nodes: &[&NodeProc], keys: &[String]) {
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
@@ -37,8 +40,9 @@ fn write_keys(nodes: &[&NodeProc], keys: &[String]) {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(key) = keys.get(i) else { return };
-                    let r = http.put(node.url(&format!("/store/{key}"))).body("v").send().unwrap();
-                    assert!(r.status().is_success(), "PUT {key}: {}", r.status());
+                    let put = || http.put(node.url(&format!("/store/{key}?w=all"))).body("v").send().unwrap();
+                    let status = (0..5).map(|_| put().status()).find(|s| s.is_success());
+                    assert!(status.is_some(), "PUT {key} with w=all failed five times");
                 }
             });
         }
@@ -292,6 +296,7 @@ fn coverage_calls_need_an_identity_and_sane_arguments(node: &NodeProc) {
         partition,
         bucket_type: Bytes::from("default"),
         bucket: Bytes::from("default"),
+        after: None,
         caller: None,
     };
     let (bare, out_of_range) = (tonic::Request::new(request(0)), node.member_request(request(1 << 20)));

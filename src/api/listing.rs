@@ -25,8 +25,9 @@
 //! default.
 //!
 //! Failures: a partition without a live holder is a 503 before anything is
-//! sent (Riak answers 200 with `{"error":...}` for `true`). With `true`, a
-//! holder failing midway, or the timeout, is a 503. With `stream` the status
+//! sent (Riak answers 200 with `{"error":...}` for `true`). A failing
+//! holder is replaced by another (`coordinator::coverage`); when none can
+//! answer a partition, or at the timeout, `true` is a 503. With `stream` the status
 //! is sent already: the body gets one last object `{"error":"..."}` (what
 //! Riak sends on a timeout) and is then cut off without its final chunk,
 //! so no client can take a failed listing for a complete one (Riak closes
@@ -302,7 +303,10 @@ fn push_json_string(out: &mut Vec<u8>, name: &[u8]) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
+    use crate::coordinator::coverage::testing::one_node;
 
     fn json(name: &[u8]) -> Result<String, ApiError> {
         let mut out = Vec::new();
@@ -310,74 +314,9 @@ mod tests {
         Ok(String::from_utf8(out).unwrap())
     }
 
-    use std::sync::Arc;
-
-    use async_trait::async_trait;
-    use futures::StreamExt;
-    use tokio::sync::mpsc;
-
-    use crate::coordinator::coverage::{Coverage, CoverageClient, Page};
-    use crate::coordinator::{RingView, Topology};
-    use crate::core::key::NodeId;
-    use crate::core::ring::{Partition, Ring};
-    use crate::replica::{CallContext, ReplicaError};
-
-    /// One node holding the 4 partitions of its ring.
-    struct Alone(Arc<RingView>, NodeId);
-
-    #[async_trait]
-    impl Topology for Alone {
-        fn view(&self) -> Arc<RingView> {
-            Arc::clone(&self.0)
-        }
-        fn local(&self) -> &NodeId {
-            &self.1
-        }
-        fn is_up(&self, _node: &NodeId) -> bool {
-            true
-        }
-        fn http_address(&self, node: &NodeId) -> String {
-            node.to_string()
-        }
-        async fn catch_up(&self, _from: &NodeId, _epoch: u64, _until: Instant) -> bool {
-            false
-        }
-    }
-
-    /// Each partition answers one key; `failing` fails after sending it.
-    struct Holder {
-        failing: Option<Partition>,
-    }
-
-    #[async_trait]
-    impl CoverageClient for Holder {
-        async fn query(
-            &self,
-            node: &NodeId,
-            partition: Partition,
-            _query: &CoverageQuery,
-            _call: CallContext,
-            pages: mpsc::Sender<Page>,
-        ) -> Result<(), ReplicaError> {
-            let _ = pages.send(vec![Bytes::from(format!("k{partition}"))]).await;
-            if self.failing == Some(partition) {
-                return Err(ReplicaError::Unreachable {
-                    node: node.clone(),
-                    reason: "gone".into(),
-                    maybe_applied: false,
-                });
-            }
-            Ok(())
-        }
-    }
-
-    fn listing(failing: Option<Partition>) -> Listing {
-        let a = NodeId::new("a");
-        let current = Arc::new(Ring::single(4, a.clone()).unwrap());
-        let view = Arc::new(RingView { epoch: 1, ring_hash: 0, current, target: None, n_val: 3, r: 2, w: 2 });
-        let coverage = Coverage::new(Arc::new(Alone(view, a)), Arc::new(Holder { failing }));
+    fn listing(failing: Option<u32>) -> Listing {
         let query = CoverageQuery::Keys { bucket_type: Bytes::from("t"), bucket: Bytes::from("b") };
-        coverage.start(query, Instant::now() + Duration::from_secs(10)).unwrap()
+        one_node(failing).start(query, Instant::now() + Duration::from_secs(10)).unwrap()
     }
 
     #[tokio::test]

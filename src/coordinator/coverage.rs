@@ -12,12 +12,13 @@
 //! bucket has keys in many partitions), so the buckets already sent are
 //! remembered, one entry per bucket.
 //!
-//! A holder that fails before it sent anything for its partition is
-//! replaced by another live holder of that partition (a node that went down
-//! since the plan, or that moved to a newer ring: then this node catches up
-//! and plans that partition on the new ring). Once some of a partition's
-//! answer was passed on, a failure ends the listing with an error: asking
-//! another holder again would repeat what was sent.
+//! A holder that fails (a node that went down since the plan, or that is on
+//! a newer ring: then this node catches up and plans that partition on the
+//! new ring) is replaced by another live holder of the partition, a few
+//! times ([`ATTEMPTS_PER_PARTITION`]). A partition's keys arrive in
+//! ascending order, so the next holder resumes after the last key passed on
+//! and nothing is sent twice; buckets start over, and the buckets already
+//! sent are skipped as above.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -76,13 +77,16 @@ pub type Page = Vec<Bytes>;
 #[async_trait]
 pub trait CoverageClient: Send + Sync + 'static {
     /// Sends the answer of `node` for `partition` to `pages`, page by page,
-    /// and returns `Ok` once it is complete. If `pages` is closed (the
-    /// listing ended) it may stop early, and returns `Ok`.
+    /// and returns `Ok` once it is complete. Keys come in ascending order,
+    /// starting after `after` when given (a resumed partition); `after` is
+    /// ignored for buckets. If `pages` is closed (the listing ended) it may
+    /// stop early, and returns `Ok`.
     async fn query(
         &self,
         node: &NodeId,
         partition: Partition,
         query: &CoverageQuery,
+        after: Option<Bytes>,
         call: CallContext,
         pages: mpsc::Sender<Page>,
     ) -> Result<(), ReplicaError>;
@@ -262,8 +266,8 @@ struct Run {
 }
 
 impl Run {
-    /// Asks holders of `partition`, `first` first, until one answered it
-    /// completely; passes its pages on.
+    /// Asks holders of `partition`, `first` first, until its answer is
+    /// complete; passes its pages on.
     async fn partition(
         &self,
         partition: Partition,
@@ -272,34 +276,43 @@ impl Run {
     ) -> Result<(), CoverageError> {
         let mut node = first;
         let mut tried: Vec<NodeId> = Vec::new();
+        // The last key passed on: a next holder resumes after it.
+        let mut after: Option<Bytes> = None;
+        let keys = matches!(self.query, CoverageQuery::Keys { .. });
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let (tx, mut rx) = mpsc::channel::<Page>(1);
-            let call = self.client.query(&node, partition, &self.query, context, tx);
+            let call = self.client.query(&node, partition, &self.query, after.clone(), context, tx);
             let forward = async {
-                let mut sent = false;
+                let mut last = None;
                 while let Some(page) = rx.recv().await {
-                    sent = true;
                     let page = self.fresh(page);
                     if page.is_empty() {
                         continue;
                     }
+                    let tail = page.last().cloned();
                     metrics::listed(self.query.kind(), page.len());
                     if self.out.send(Ok(page)).await.is_err() {
                         break;
                     }
+                    last = tail;
                 }
-                sent
+                last
             };
-            let (answer, sent) = tokio::join!(call, forward);
+            let (answer, last) = tokio::join!(call, forward);
+            if keys && last.is_some() {
+                after = last;
+            }
             let error = match answer {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
             let failed = |error| CoverageError::Failed { node: node.clone(), partition, error };
-            if sent || tried.len() + 1 >= ATTEMPTS_PER_PARTITION || !replaceable(&error) {
+            if attempt >= ATTEMPTS_PER_PARTITION || !replaceable(&error) {
                 return Err(failed(error));
             }
-            tracing::info!(partition, %node, error = %error, "holder failed before answering; asking another");
+            tracing::info!(partition, %node, error = %error, resumed = after.is_some(), "holder failed; asking another");
             tried.push(node.clone());
             if let ReplicaError::StaleRing { node: newer, epoch } = &error {
                 // Our ring is behind: catch up, and plan on the new one.
@@ -339,6 +352,74 @@ fn replaceable(error: &ReplicaError) -> bool {
         // It does not hold the partition (its ring moved on), or is stopping.
         ReplicaError::Remote { code, .. } => matches!(code, ErrorCode::Conflict | ErrorCode::Unavailable),
         ReplicaError::Storage(_) | ReplicaError::TooManySiblings { .. } | ReplicaError::Expired => false,
+    }
+}
+
+/// A scripted listing for the tests of the layers above (the HTTP edge).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::coordinator::RingView;
+    use crate::core::ring::Ring;
+
+    /// One node holding the 4 partitions of its ring.
+    struct Alone(Arc<RingView>, NodeId);
+
+    #[async_trait]
+    impl Topology for Alone {
+        fn view(&self) -> Arc<RingView> {
+            Arc::clone(&self.0)
+        }
+        fn local(&self) -> &NodeId {
+            &self.1
+        }
+        fn is_up(&self, _node: &NodeId) -> bool {
+            true
+        }
+        fn http_address(&self, node: &NodeId) -> String {
+            node.to_string()
+        }
+        async fn catch_up(&self, _from: &NodeId, _epoch: u64, _until: Instant) -> bool {
+            false
+        }
+    }
+
+    /// Each partition answers one key, `k{partition}`; `failing` fails
+    /// after sending it.
+    struct Holder {
+        failing: Option<Partition>,
+    }
+
+    #[async_trait]
+    impl CoverageClient for Holder {
+        async fn query(
+            &self,
+            node: &NodeId,
+            partition: Partition,
+            _query: &CoverageQuery,
+            _after: Option<Bytes>,
+            _call: CallContext,
+            pages: mpsc::Sender<Page>,
+        ) -> Result<(), ReplicaError> {
+            let _ = pages.send(vec![Bytes::from(format!("k{partition}"))]).await;
+            if self.failing == Some(partition) {
+                return Err(ReplicaError::Unreachable {
+                    node: node.clone(),
+                    reason: "gone".into(),
+                    maybe_applied: false,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// Listings on one node of 4 partitions, whose partition `failing`
+    /// fails after its first page.
+    pub(crate) fn one_node(failing: Option<Partition>) -> Coverage {
+        let a = NodeId::new("a");
+        let current = Arc::new(Ring::single(4, a.clone()).unwrap());
+        let view = Arc::new(RingView { epoch: 1, ring_hash: 0, current, target: None, n_val: 3, r: 2, w: 2 });
+        Coverage::new(Arc::new(Alone(view, a)), Arc::new(Holder { failing }))
     }
 }
 
@@ -391,6 +472,7 @@ mod tests {
             node: &NodeId,
             partition: Partition,
             query: &CoverageQuery,
+            after: Option<Bytes>,
             _call: CallContext,
             pages: mpsc::Sender<Page>,
         ) -> Result<(), ReplicaError> {
@@ -400,13 +482,22 @@ mod tests {
             if self.fail_before.contains(node) {
                 return Err(down());
             }
-            let page: Page = match query {
-                CoverageQuery::Keys { .. } => vec![format!("p{partition}-a").into(), format!("p{partition}-b").into()],
-                CoverageQuery::Buckets { .. } => vec![Bytes::from("a"), Bytes::from("b")],
+            // Two pages, ascending, from after `after`.
+            let pages_of = match query {
+                CoverageQuery::Keys { .. } => [
+                    vec![Bytes::from(format!("p{partition}-a")), Bytes::from(format!("p{partition}-b"))],
+                    vec![Bytes::from(format!("p{partition}-c"))],
+                ],
+                CoverageQuery::Buckets { .. } => [vec![Bytes::from("a"), Bytes::from("b")], vec![Bytes::from("c")]],
             };
-            let _ = pages.send(page).await;
-            if self.fail_after.contains(node) {
-                return Err(down());
+            for (i, page) in pages_of.into_iter().enumerate() {
+                let page: Page = page.into_iter().filter(|k| after.as_ref().is_none_or(|a| k > a)).collect();
+                if !page.is_empty() {
+                    let _ = pages.send(page).await;
+                }
+                if i == 0 && self.fail_after.contains(node) {
+                    return Err(down());
+                }
             }
             Ok(())
         }
@@ -455,14 +546,31 @@ mod tests {
         for _ in 0..3 {
             let names = collect(c.start(keys(), deadline()).unwrap()).await.unwrap();
             let set: BTreeSet<Bytes> = names.iter().cloned().collect();
-            assert_eq!((names.len(), set.len()), (32, 32), "two keys of each of 16 partitions, once");
+            assert_eq!((names.len(), set.len()), (48, 48), "three keys of each of 16 partitions, once");
         }
         let asked = script.asked.lock().unwrap();
         assert!(asked.iter().any(|(n, _)| *n == silent), "{silent} was tried and replaced");
     }
 
     #[tokio::test]
-    async fn a_holder_failing_after_its_first_page_fails_the_listing() {
+    async fn a_holder_failing_midway_is_resumed_by_another_after_its_last_key() {
+        // The plan's first node fails after its first page of every partition.
+        let plan = coverage::plan(&ring(), 3, |_| true, 0).unwrap();
+        let failing = plan.assignments.keys().next().unwrap().clone();
+        let script = Arc::new(Script { fail_after: [failing].into(), ..Script::default() });
+        let c = coverage(Arc::clone(&script), &[]);
+        let names = collect(c.start(keys(), deadline()).unwrap()).await.unwrap();
+        let set: BTreeSet<Bytes> = names.iter().cloned().collect();
+        assert_eq!((names.len(), set.len()), (48, 48), "every key once, none repeated by the resumed holder");
+        // Buckets start over on the next holder; each is still sent once.
+        let query = CoverageQuery::Buckets { bucket_type: Bytes::from("default") };
+        let names = collect(c.start(query, deadline()).unwrap()).await.unwrap();
+        assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len());
+        assert_eq!(names.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn holders_failing_every_time_fail_the_listing() {
         let script = Arc::new(Script { fail_after: (0..5).map(node).collect(), ..Script::default() });
         let c = coverage(script, &[]);
         let e = collect(c.start(keys(), deadline()).unwrap()).await.unwrap_err();
@@ -475,7 +583,7 @@ mod tests {
         let c = coverage(Arc::new(Script::default()), &[]);
         let query = CoverageQuery::Buckets { bucket_type: Bytes::from("default") };
         let names = collect(c.start(query.clone(), deadline()).unwrap()).await.unwrap();
-        assert_eq!(names, vec![Bytes::from("a"), Bytes::from("b")]);
+        assert_eq!(names, vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c")]);
         // Three of five down: some partition has all three holders down,
         // or not; the plan fails exactly when one has.
         let c = coverage(Arc::new(Script::default()), &[0, 1, 2, 3]);

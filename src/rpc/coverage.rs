@@ -61,11 +61,12 @@ pub fn spawn_pages(
     env: &Env,
     partition: Partition,
     query: CoverageQuery,
+    after: Option<Bytes>,
 ) -> mpsc::Receiver<Result<Page, StorageError>> {
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     if env.blocking == Blocking::Inline {
         let mut pages = Vec::new();
-        let _ = read_pages(&*store, partition, &query, |page| {
+        let _ = read_pages(&*store, partition, &query, after, |page| {
             let failed = page.is_err();
             pages.push(page);
             !failed
@@ -80,7 +81,7 @@ pub fn spawn_pages(
         return rx;
     }
     tokio::task::spawn_blocking(move || {
-        read_pages(&*store, partition, &query, |page| {
+        read_pages(&*store, partition, &query, after, |page| {
             let failed = page.is_err();
             tx.blocking_send(page).is_ok() && !failed
         });
@@ -94,26 +95,24 @@ fn read_pages(
     store: &dyn Store,
     partition: Partition,
     query: &CoverageQuery,
+    mut after: Option<Bytes>,
     mut each: impl FnMut(Result<Page, StorageError>) -> bool,
 ) -> Option<()> {
     match query {
-        CoverageQuery::Keys { bucket_type, bucket } => {
-            let mut after: Option<Bytes> = None;
-            loop {
-                let page = store.list_keys(partition, bucket_type, bucket, after.as_deref(), PAGE_RECORDS);
-                let (keys, resume) = match page {
-                    Ok(page) => (page.keys, page.resume),
-                    Err(e) => {
-                        each(Err(e));
-                        return None;
-                    }
-                };
-                if !keys.is_empty() && !each(Ok(keys)) {
+        CoverageQuery::Keys { bucket_type, bucket } => loop {
+            let page = store.list_keys(partition, bucket_type, bucket, after.as_deref(), PAGE_RECORDS);
+            let (keys, resume) = match page {
+                Ok(page) => (page.keys, page.resume),
+                Err(e) => {
+                    each(Err(e));
                     return None;
                 }
-                after = Some(resume?);
+            };
+            if !keys.is_empty() && !each(Ok(keys)) {
+                return None;
             }
-        }
+            after = Some(resume?);
+        },
         CoverageQuery::Buckets { bucket_type } => {
             let mut from: Option<BucketCursor> = None;
             loop {
@@ -153,6 +152,13 @@ fn split(page: Page) -> Vec<Vec<Bytes>> {
     out
 }
 
+/// `Ok` while `local` holds `partition` in its current ring; else the
+/// stale-ring refusal (ABORTED with this node's epoch).
+fn still_holds(topology: &dyn Topology, local: &NodeId, partition: Partition) -> Result<(), Status> {
+    let view = topology.view();
+    if view.current.holders(partition, view.n_val).contains(local) { Ok(()) } else { Err(stale_ring(&view)) }
+}
+
 pub struct CoverageService {
     store: Arc<dyn Store>,
     topology: Arc<dyn Topology>,
@@ -181,6 +187,7 @@ impl CoverageService {
         names: &[(&str, &Bytes)],
         caller: Option<&super::pb::Caller>,
         query: CoverageQuery,
+        after: Option<Bytes>,
         message: fn(Vec<Bytes>) -> M,
     ) -> Result<Messages<M>, Status> {
         let view = self.topology.view();
@@ -210,11 +217,24 @@ impl CoverageService {
                 format!("node {local} does not hold partition {partition} in its ring (epoch {})", view.epoch),
             ));
         }
-        let pages = spawn_pages(Arc::clone(&self.store), &self.env, partition, query);
-        let stream = futures::stream::unfold(pages, |mut pages| async move {
-            // A storage error is the reading's last item; the stream ends after it.
-            let page = pages.recv().await?.map_err(|e| error_status(&e));
-            Some((page, pages))
+        let pages = spawn_pages(Arc::clone(&self.store), &self.env, partition, query, after);
+        let (topology, local) = (Arc::clone(&self.topology), local.clone());
+        let stream = futures::stream::unfold(Some(pages), move |pages| {
+            let (topology, local) = (Arc::clone(&topology), local.clone());
+            async move {
+                let mut pages = pages?;
+                match pages.recv().await {
+                    // A storage error is the reading's last item.
+                    Some(page) => Some((page.map_err(|e| error_status(&e)), Some(pages))),
+                    // Read to the end: complete only if this node still holds
+                    // the partition (else handoff may have swept keys from
+                    // under the reading; the caller plans it again).
+                    None => match still_holds(&*topology, &local, partition) {
+                        Ok(()) => None,
+                        Err(status) => Some((Err(status), None)),
+                    },
+                }
+            }
         })
         .flat_map(move |page| {
             let messages: Vec<Result<M, Status>> = match page {
@@ -233,13 +253,15 @@ impl Coverage for CoverageService {
     type ListBucketsStream = Messages<pb::ListBucketsResponse>;
 
     async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<Self::ListKeysStream>, Status> {
-        let pb::ListKeysRequest { partition, bucket_type, bucket, caller } = request.into_inner();
-        let names = [("bucket type", &bucket_type), ("bucket", &bucket)];
+        let pb::ListKeysRequest { partition, bucket_type, bucket, after, caller } = request.into_inner();
+        let after_key = after.clone().unwrap_or_default();
+        let names = [("bucket type", &bucket_type), ("bucket", &bucket), ("key", &after_key)];
         let stream = self.answer(
             partition,
             &names,
             caller.as_ref(),
             CoverageQuery::Keys { bucket_type: bucket_type.clone(), bucket: bucket.clone() },
+            after,
             |keys| pb::ListKeysResponse { keys },
         )?;
         Ok(Response::new(stream))
@@ -255,6 +277,7 @@ impl Coverage for CoverageService {
             &[("bucket type", &bucket_type)],
             caller.as_ref(),
             CoverageQuery::Buckets { bucket_type: bucket_type.clone() },
+            None,
             |buckets| pb::ListBucketsResponse { buckets },
         )?;
         Ok(Response::new(stream))
@@ -266,14 +289,22 @@ impl Coverage for CoverageService {
 pub struct GrpcCoverage {
     peers: Arc<Peers>,
     book: Arc<dyn AddressBook>,
-    local: NodeId,
+    /// This node's ring: its own partitions are read from `store` while it
+    /// holds them.
+    topology: Arc<dyn Topology>,
     store: Arc<dyn Store>,
     env: Env,
 }
 
 impl GrpcCoverage {
-    pub fn new(peers: Arc<Peers>, book: Arc<dyn AddressBook>, local: NodeId, store: Arc<dyn Store>, env: &Env) -> Self {
-        GrpcCoverage { peers, book, local, store, env: env.clone() }
+    pub fn new(
+        peers: Arc<Peers>,
+        book: Arc<dyn AddressBook>,
+        topology: Arc<dyn Topology>,
+        store: Arc<dyn Store>,
+        env: &Env,
+    ) -> Self {
+        GrpcCoverage { peers, book, topology, store, env: env.clone() }
     }
 
     async fn remote(
@@ -281,6 +312,7 @@ impl GrpcCoverage {
         node: &NodeId,
         partition: Partition,
         query: &CoverageQuery,
+        after: Option<Bytes>,
         call: CallContext,
         pages: &mpsc::Sender<Page>,
     ) -> Result<(), Status> {
@@ -306,6 +338,7 @@ impl GrpcCoverage {
                         partition,
                         bucket_type: bucket_type.clone(),
                         bucket: bucket.clone(),
+                        after,
                         caller,
                     };
                     let mut request = Request::new(request);
@@ -352,15 +385,22 @@ impl CoverageClient for GrpcCoverage {
         node: &NodeId,
         partition: Partition,
         query: &CoverageQuery,
+        after: Option<Bytes>,
         call: CallContext,
         pages: mpsc::Sender<Page>,
     ) -> Result<(), ReplicaError> {
-        if *node == self.local {
-            let mut local = spawn_pages(Arc::clone(&self.store), &self.env, partition, query.clone());
-            while let Some(page) = local.recv().await {
+        let local = self.topology.local();
+        if node == local {
+            let mut read = spawn_pages(Arc::clone(&self.store), &self.env, partition, query.clone(), after);
+            while let Some(page) = read.recv().await {
                 if pages.send(page?).await.is_err() {
-                    break;
+                    return Ok(());
                 }
+            }
+            // As a remote holder does: complete only if still held.
+            let view = self.topology.view();
+            if !view.current.holders(partition, view.n_val).contains(local) {
+                return Err(ReplicaError::StaleRing { node: local.clone(), epoch: view.epoch });
             }
             return Ok(());
         }
@@ -372,7 +412,7 @@ impl CoverageClient for GrpcCoverage {
             CoverageQuery::Keys { .. } => "Coverage/ListKeys",
             CoverageQuery::Buckets { .. } => "Coverage/ListBuckets",
         };
-        let answer = self.remote(node, partition, query, call, &pages).await;
+        let answer = self.remote(node, partition, query, after, call, &pages).await;
         let code = answer.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         metrics::grpc_client(method, code, started.elapsed().as_secs_f64());
         answer.map_err(|status| replica_error_from_status(node, status))
@@ -393,16 +433,17 @@ mod tests {
     use crate::core::vclock::VersionVector;
     use crate::storage::MemoryStore;
 
-    /// Node `a` alone holds every partition of an 8-partition ring, epoch 5.
+    /// Node `a` alone holds every partition of an 8-partition ring, epoch 5
+    /// (until a test moves the ring on).
     struct Alone {
-        view: Arc<RingView>,
+        view: std::sync::Mutex<Arc<RingView>>,
         local: NodeId,
     }
 
     #[async_trait]
     impl Topology for Alone {
         fn view(&self) -> Arc<RingView> {
-            Arc::clone(&self.view)
+            Arc::clone(&self.view.lock().unwrap())
         }
         fn local(&self) -> &NodeId {
             &self.local
@@ -419,6 +460,11 @@ mod tests {
     }
 
     fn service(local: &str, keys: usize) -> CoverageService {
+        service_on(local, keys).0
+    }
+
+    /// The service, and its topology (to move the ring on).
+    fn service_on(local: &str, keys: usize) -> (CoverageService, Arc<Alone>) {
         let store = MemoryStore::new();
         let content = Content { value: Bytes::from("v"), content_type: "text/plain".into(), last_modified_ms: 0 };
         let mut object = Object::new();
@@ -428,14 +474,21 @@ mod tests {
         }
         let current = Arc::new(Ring::single(8, NodeId::new("a")).unwrap());
         let view = Arc::new(RingView { epoch: 5, ring_hash: 9, current, target: None, n_val: 3, r: 2, w: 2 });
-        let topology = Arc::new(Alone { view, local: NodeId::new(local) });
-        CoverageService { store: Arc::new(store), topology, env: Env::real() }
+        let topology = Arc::new(Alone { view: std::sync::Mutex::new(view), local: NodeId::new(local) });
+        let service = CoverageService { store: Arc::new(store), topology: topology.clone(), env: Env::real() };
+        (service, topology)
     }
 
     fn keys_request(partition: Partition, bucket: Bytes, epoch: u64, hash: u64) -> Request<pb::ListKeysRequest> {
         let caller =
             super::super::pb::Caller { timeout_ms: 1000, deadline_unix_ms: 0, ring_epoch: epoch, ring_hash: hash };
-        Request::new(pb::ListKeysRequest { partition, bucket_type: Bytes::from("t"), bucket, caller: Some(caller) })
+        Request::new(pb::ListKeysRequest {
+            partition,
+            bucket_type: Bytes::from("t"),
+            bucket,
+            after: None,
+            caller: Some(caller),
+        })
     }
 
     #[tokio::test]
@@ -516,13 +569,9 @@ mod tests {
         let caller = Caller::member(NodeId::new("me"), 7);
         let peers = Peers::new(&caller, std::time::Duration::from_secs(1), std::time::Duration::from_secs(1))
             .with_transfer_idle_timeout(idle);
-        let client = GrpcCoverage::new(
-            Arc::new(peers),
-            Arc::new(Book(address)),
-            NodeId::new("me"),
-            Arc::new(MemoryStore::new()),
-            &Env::real(),
-        );
+        let me = service_on("me", 0).1;
+        let client =
+            GrpcCoverage::new(Arc::new(peers), Arc::new(Book(address)), me, Arc::new(MemoryStore::new()), &Env::real());
         let call =
             CallContext { deadline: Instant::now() + std::time::Duration::from_secs(30), ring_epoch: 0, ring_hash: 0 };
         for query in [
@@ -531,7 +580,7 @@ mod tests {
         ] {
             let started = Instant::now();
             let (tx, _rx) = mpsc::channel(1);
-            let e = client.query(&NodeId::new("silent"), 0, &query, call, tx).await.unwrap_err();
+            let e = client.query(&NodeId::new("silent"), 0, &query, None, call, tx).await.unwrap_err();
             assert!(matches!(e, ReplicaError::Unreachable { .. }), "{e}");
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(10),
@@ -541,6 +590,28 @@ mod tests {
         }
         stop.cancel();
         let _ = server.await;
+    }
+
+    #[tokio::test]
+    async fn a_listing_resumes_after_a_key_and_ends_aborted_if_the_partition_left_meanwhile() {
+        let (s, topology) = service_on("a", 2500);
+        let mut request = keys_request(3, Bytes::from("b"), 5, 9);
+        request.get_mut().after = Some(Bytes::from("k01999"));
+        let messages: Vec<_> = s.list_keys(request).await.unwrap().into_inner().collect().await;
+        let keys: Vec<Bytes> = messages.into_iter().flat_map(|m| m.unwrap().keys).collect();
+        assert_eq!(keys.len(), 500);
+        assert_eq!(keys[0], Bytes::from("k02000"));
+
+        // The ring moves on while the partition is read: node b holds it now.
+        let stream = s.list_keys(keys_request(3, Bytes::from("b"), 5, 9)).await.unwrap().into_inner();
+        let current = Arc::new(Ring::single(8, NodeId::new("b")).unwrap());
+        *topology.view.lock().unwrap() =
+            Arc::new(RingView { epoch: 6, ring_hash: 1, current, target: None, n_val: 3, r: 2, w: 2 });
+        let messages: Vec<_> = stream.collect().await;
+        let last = messages.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(last.code(), tonic::Code::Aborted, "{last:?}");
+        let e = replica_error_from_status(&NodeId::new("a"), last.clone());
+        assert!(matches!(e, ReplicaError::StaleRing { epoch: 6, .. }), "{e}");
     }
 
     #[test]
