@@ -10,7 +10,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["proto/replica.proto", "proto/membership.proto", "proto/transfer.proto", "proto/antientropy.proto"];
+    let protos = [
+        "proto/replica.proto",
+        "proto/membership.proto",
+        "proto/transfer.proto",
+        "proto/antientropy.proto",
+        "proto/coverage.proto",
+    ];
     tonic_prost_build::configure()
         // `bytes` fields as `bytes::Bytes`: keys and values move between the
         // store, the wire and other nodes without a copy at each step.

@@ -4,13 +4,15 @@
 //!
 //! * [`core`]: pure logic, no I/O: keys, version vectors and siblings
 //!   (`vclock`, `object`), the context token, the ring, quorum accounting,
-//!   anti-entropy's hash trees (`tictac`), a certificate's name (`x509`).
+//!   anti-entropy's hash trees (`tictac`), a certificate's name (`x509`),
+//!   covering sets for listings (`coverage`).
 //! * [`storage`]: the `Store` trait, RocksDB and in-memory engines, the
 //!   versioned on-disk format.
 //! * [`replica`]: what a node does with a key it holds (Riak's vnode), and
 //!   what a call to it carries and how it can fail (`replica::call`).
 //! * [`coordinator`]: one client operation -> replica calls -> a quorum
-//!   decision, through the `ReplicaClient` trait.
+//!   decision, through the `ReplicaClient` trait; listings over a covering
+//!   set (`coordinator::coverage`).
 //! * [`membership`]: the members and the ring as this node sees them.
 //! * [`api`]: the HTTP edge (axum); [`https`] serves it, over TLS when the
 //!   node has an HTTP certificate.

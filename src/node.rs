@@ -309,6 +309,19 @@ pub fn build(
         .with_env(env)
         .with_read_repair(config.read_repair),
     );
+    let coverage = Arc::new(
+        crate::coordinator::coverage::Coverage::new(
+            Arc::clone(&membership) as Arc<dyn crate::coordinator::Topology>,
+            Arc::new(crate::rpc::coverage::GrpcCoverage::new(
+                Arc::clone(&peers),
+                membership.clone(),
+                membership.clone(),
+                Arc::clone(&store),
+                env,
+            )),
+        )
+        .with_env(env),
+    );
     let hints = crate::services::hints::HintCounts::default();
     // One worker reaps tombstones and prunes clocks: it runs if either is on.
     let reaper = (!config.tombstone_grace.is_zero() || config.max_clock_entries > 0)
@@ -327,6 +340,7 @@ pub fn build(
     let api = Arc::new(Api {
         contexts: ContextSeal::new(secret.clone(), membership.cluster_id()),
         coordinator,
+        coverage,
         membership: Arc::clone(&membership),
         store,
         transfers: Arc::clone(&transfers),
@@ -552,8 +566,9 @@ pub async fn start(
 }
 
 /// The node's gRPC services: replica and transfer (fenced by the ring),
-/// membership, anti-entropy (when on), health and reflection. The health reporter starts SERVING;
-/// `stop` ends open replica call streams.
+/// membership, coverage (listings, fenced too), anti-entropy (when on),
+/// health and reflection. The health reporter starts SERVING; `stop` ends
+/// open replica call streams.
 pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (RoutesBuilder, HealthReporter) {
     let fence: Arc<dyn crate::coordinator::Topology> = app.membership.clone();
     let max_message_bytes = config.largest_message_bytes(app.membership.view().n_val);
@@ -561,6 +576,12 @@ pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (Rout
         crate::rpc::server::routes(Arc::clone(&app.replica), Some(fence), max_message_bytes, stop);
     let membership = MembershipService::new(Arc::clone(&app.membership), app.secret.clone());
     routes.add_service(crate::rpc::membership::server(membership, app.api.info.partitions));
+    routes.add_service(crate::rpc::coverage::server(
+        Arc::clone(&app.api.store),
+        app.membership.clone(),
+        &app.env,
+        max_message_bytes,
+    ));
     if let Some(ae) = &app.anti_entropy {
         let trees = LocalTrees::new(Arc::clone(ae), Arc::clone(&app.replica), Arc::clone(&app.membership));
         routes.add_service(crate::rpc::anti_entropy::server(

@@ -1,5 +1,5 @@
 //! Hostile and broken input on the public API, fuzzed with proptest: key
-//! paths, query strings, contexts, claims and the multipart decoder the
+//! paths, listing paths and parameters, query strings, contexts, claims and the multipart decoder the
 //! bench client uses. Whatever comes in, a node answers with a 2xx, 3xx or a
 //! clear 4xx, never a 5xx, a panic or a hang; and a refused write changes
 //! nothing.
@@ -100,6 +100,25 @@ proptest! {
             for method in ["GET", "PUT", "DELETE", "POST"] {
                 assert_not_5xx(&format!("{method} {path}"), call(&rt, &app, method, &path, &[], b"v".to_vec()));
             }
+        }
+    }
+
+    #[test]
+    fn any_listing_path_or_parameter_is_answered_without_a_server_error(raw in proptest::collection::vec(any::<u8>(), 0..40), value in "[ -~]{0,20}") {
+        let (rt, app) = (runtime(), app());
+        assert_eq!(call(&rt, &app, "PUT", "/store/k", &[], b"v".to_vec()).unwrap().0, StatusCode::OK);
+        let name = percent_encode(&raw);
+        let value = value.replace(' ', "+").replace('#', "%23");
+        for path in [
+            format!("/buckets/{name}/keys?keys={value}"),
+            format!("/types/{name}/buckets/{name}/keys?keys=true"),
+            format!("/types/{name}/buckets?buckets={value}"),
+            format!("/riak/{name}?keys=stream"),
+            // Never an integer: a timeout of 0 ms is a legitimate 503.
+            format!("/buckets?buckets=true&timeout=x{value}"),
+        ] {
+            // GET only: a HEAD is the same handler, and its refusals have no body to check.
+            assert_not_5xx(&format!("GET {path}"), call(&rt, &app, "GET", &path, &[], Vec::new()));
         }
     }
 

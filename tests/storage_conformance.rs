@@ -289,6 +289,97 @@ macro_rules! suite {
     };
 }
 
+fn tombstone() -> Object {
+    let mut o = object(&["a"]);
+    let ctx = o.clock().clone();
+    o.update(42, &ctx, Mutation::Delete).unwrap();
+    o
+}
+
+/// Every key of a bucket, page by page, checking each page's bound.
+fn all_keys(s: &dyn Store, partition: u32, bucket_type: &[u8], bucket: &[u8], limit: usize) -> Vec<Bytes> {
+    let (mut keys, mut after): (Vec<Bytes>, Option<Bytes>) = (Vec::new(), None);
+    for _ in 0..10_000 {
+        let page = s.list_keys(partition, bucket_type, bucket, after.as_deref(), limit).unwrap();
+        assert!(page.keys.len() <= limit.max(1), "a page lists at most its limit");
+        keys.extend(page.keys);
+        match page.resume {
+            Some(resume) => after = Some(resume),
+            None => return keys,
+        }
+    }
+    panic!("listing did not end");
+}
+
+fn all_buckets(s: &dyn Store, partition: u32, bucket_type: &[u8], limit: usize) -> Vec<Bytes> {
+    let (mut buckets, mut from) = (Vec::new(), None);
+    for _ in 0..10_000 {
+        let page = s.list_buckets(partition, bucket_type, from.as_ref(), limit).unwrap();
+        buckets.extend(page.buckets);
+        match page.resume {
+            Some(resume) => from = Some(resume),
+            None => return buckets,
+        }
+    }
+    panic!("listing did not end");
+}
+
+fn keys_are_listed_per_bucket_in_pages_without_tombstones(s: &dyn Store) {
+    let live: Vec<Bytes> = (0..25).map(|i| Bytes::from(format!("k{i:02}"))).collect();
+    for k in &live {
+        s.put(5, &ObjectKey::new("t", "b", k.clone()), &object(&["v"])).unwrap();
+    }
+    s.put(5, &ObjectKey::new("t", "b", "k10x"), &tombstone()).unwrap();
+    // Neighbours that are not the bucket: other buckets (one a longer name),
+    // another type, other partitions.
+    for (t, b, p) in [("t", "bb", 5), ("t", "a", 5), ("tt", "b", 5), ("t", "b", 4), ("t", "b", 6)] {
+        s.put(p, &ObjectKey::new(t, b, "k05"), &object(&["v"])).unwrap();
+    }
+    // Binary bucket names and keys, an empty key.
+    s.put(5, &ObjectKey::new("t", &b"\xff\x00"[..], &b"\x00\xff"[..]), &object(&["v"])).unwrap();
+    s.put(5, &ObjectKey::new("t", &b"\xff\x00"[..], ""), &object(&["v"])).unwrap();
+    for limit in [1, 3, 7, 26, 1000] {
+        assert_eq!(all_keys(s, 5, b"t", b"b", limit), live, "limit {limit}");
+    }
+    let binary = all_keys(s, 5, b"t", b"\xff\x00", 1);
+    assert_eq!(binary, vec![Bytes::new(), Bytes::from_static(b"\x00\xff")]);
+    assert!(all_keys(s, 5, b"t", b"none", 10).is_empty());
+    // One page, resumed after a key.
+    let page = s.list_keys(5, b"t", b"b", Some(b"k20"), 100).unwrap();
+    assert_eq!(page.keys, live[21..].to_vec());
+    assert_eq!(page.resume, None);
+    // A page that met only tombstones still moves on.
+    let page = s.list_keys(5, b"t", b"b", Some(b"k10"), 1).unwrap();
+    assert!(page.keys.is_empty());
+    assert_eq!(page.resume.as_deref(), Some(&b"k10x"[..]));
+}
+
+fn buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets(s: &dyn Store) {
+    for i in 0..30 {
+        s.put(2, &ObjectKey::new("t", "many", format!("k{i}")), &object(&["v"])).unwrap();
+    }
+    s.put(2, &ObjectKey::new("t", "a", "k"), &object(&["v"])).unwrap();
+    for i in 0..5 {
+        s.put(2, &ObjectKey::new("t", "dead", format!("k{i}")), &tombstone()).unwrap();
+    }
+    // Live after tombstones: still listed.
+    s.put(2, &ObjectKey::new("t", "mixed", "a"), &tombstone()).unwrap();
+    s.put(2, &ObjectKey::new("t", "mixed", "b"), &object(&["v"])).unwrap();
+    s.put(2, &ObjectKey::new("t", "manyx", "k"), &object(&["v"])).unwrap();
+    s.put(2, &ObjectKey::new("other", "x", "k"), &object(&["v"])).unwrap();
+    s.put(3, &ObjectKey::new("t", "elsewhere", "k"), &object(&["v"])).unwrap();
+    let want: Vec<Bytes> = ["a", "many", "manyx", "mixed"].into_iter().map(Bytes::from).collect();
+    for limit in [1, 2, 3, 100] {
+        assert_eq!(all_buckets(s, 2, b"t", limit), want, "limit {limit}");
+    }
+    // A bucket holding many keys costs one record: one page of 4 lists all.
+    let page = s.list_buckets(2, b"t", None, 100).unwrap();
+    assert_eq!((page.buckets, page.resume), (want, None));
+    assert_eq!(all_buckets(s, 2, b"other", 1), vec![Bytes::from("x")]);
+    assert!(all_buckets(s, 2, b"none", 1).is_empty());
+    assert!(all_buckets(s, 1, b"t", 1).is_empty());
+}
+
 macro_rules! all_cases {
     ($engine:ident) => {
         suite!($engine:
@@ -307,6 +398,8 @@ macro_rules! all_cases {
             hints_are_stored_with_their_object_and_listed_per_key,
             reap_removes_the_object_and_keeps_its_record,
             hints_are_paged_in_order,
+            keys_are_listed_per_bucket_in_pages_without_tombstones,
+            buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets,
         );
     };
 }
@@ -338,4 +431,100 @@ fn rocks_refuses_a_directory_in_use() {
     let _first = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
     let err = RocksStore::open(dir.path(), &RocksOptions::default()).err().expect("second open must fail");
     assert!(err.to_string().contains("cannot open RocksDB"), "{err}");
+}
+
+/// A wrapper that keeps the trait's default listing (through
+/// `scan_partition`), as test wrappers such as the simulator's store do.
+struct Scanned(MemoryStore);
+
+impl Store for Scanned {
+    fn engine(&self) -> &'static str {
+        "scanned"
+    }
+    fn get(&self, p: u32, k: &ObjectKey) -> Result<Option<Object>, vinzclortho::storage::StorageError> {
+        self.0.get(p, k)
+    }
+    fn put(&self, p: u32, k: &ObjectKey, o: &Object) -> Result<(), vinzclortho::storage::StorageError> {
+        self.0.put(p, k, o)
+    }
+    fn put_many(&self, p: u32, o: &[(ObjectKey, Object)]) -> Result<(), vinzclortho::storage::StorageError> {
+        self.0.put_many(p, o)
+    }
+    fn remove(&self, p: u32, k: &ObjectKey) -> Result<(), vinzclortho::storage::StorageError> {
+        self.0.remove(p, k)
+    }
+    fn scan_partition(
+        &self,
+        p: u32,
+    ) -> Result<
+        Box<dyn Iterator<Item = Result<vinzclortho::storage::Entry, vinzclortho::storage::StorageError>> + '_>,
+        vinzclortho::storage::StorageError,
+    > {
+        self.0.scan_partition(p)
+    }
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, vinzclortho::storage::StorageError> {
+        self.0.get_meta(name)
+    }
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), vinzclortho::storage::StorageError> {
+        self.0.put_meta(name, value)
+    }
+    fn stats(&self) -> Result<vinzclortho::storage::StoreStats, vinzclortho::storage::StorageError> {
+        self.0.stats()
+    }
+}
+
+#[test]
+fn the_default_listing_of_a_wrapper_agrees_with_the_engines() {
+    keys_are_listed_per_bucket_in_pages_without_tombstones(&Scanned(MemoryStore::new()));
+    buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets(&Scanned(MemoryStore::new()));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Listing agrees with a model of the store (which keys and buckets
+    /// hold a live object), on both engines, whatever the page size.
+    #[test]
+    fn listings_agree_with_a_model(
+        records in proptest::collection::vec(
+            (0u8..3, 0u8..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4), proptest::prelude::any::<bool>(), 0u32..3),
+            0..60,
+        ),
+        limit in 1usize..8,
+    ) {
+        use std::collections::{BTreeMap, BTreeSet};
+        let types = [&b"t"[..], b"tt", b"\xff"];
+        let buckets = [&b"b"[..], b"bb", b"", b"b\x00"];
+        // Last write wins, as in the store.
+        let mut model: BTreeMap<(u32, usize, usize, Vec<u8>), bool> = BTreeMap::new();
+        for h in [memory(), rocks()] {
+            let s = &*h.store;
+            model.clear();
+            for (t, b, key, live, p) in &records {
+                let k = ObjectKey::new(types[*t as usize], buckets[*b as usize], key.clone());
+                s.put(*p, &k, &if *live { object(&["v"]) } else { tombstone() }).unwrap();
+                model.insert((*p, *t as usize, *b as usize, key.clone()), *live);
+            }
+            for p in 0..3 {
+                for (t, bucket_type) in types.iter().enumerate() {
+                    let want: BTreeSet<Bytes> = model
+                        .iter()
+                        .filter(|((mp, mt, _, _), live)| *mp == p && *mt == t && **live)
+                        .map(|((_, _, b, _), _)| Bytes::copy_from_slice(buckets[*b]))
+                        .collect();
+                    let got = all_buckets(s, p, bucket_type, limit);
+                    proptest::prop_assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), want);
+                    proptest::prop_assert_eq!(got.len(), got.iter().collect::<BTreeSet<_>>().len(), "each bucket once");
+                    for (b, bucket) in buckets.iter().enumerate() {
+                        let want: Vec<Bytes> = model
+                            .iter()
+                            .filter(|((mp, mt, mb, _), live)| *mp == p && *mt == t && *mb == b && **live)
+                            .map(|((_, _, _, k), _)| Bytes::copy_from_slice(k))
+                            .collect();
+                        proptest::prop_assert_eq!(all_keys(s, p, bucket_type, bucket, limit), want);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -17,6 +17,9 @@
 //!   `/riak/B/K`, and POST to the bucket): the same, on bucket `T/B`, named
 //!   by the same decoding the handler uses (`api::riak::path`); counters
 //!   (`/buckets/B/counters/K`) likewise (GET read, POST write).
+//! * listings (`api::listing`), GET and HEAD: list, on the bucket for its
+//!   keys (`/buckets/B/keys`, `/types/T/buckets/B/keys`, `/riak/B`), on the
+//!   type for its buckets (`/buckets`, `/types/T/buckets`).
 //! * everything else (`/admin/*`, claim changes, tokens, and unknown paths):
 //!   admin, granted on `*`.
 //!
@@ -30,8 +33,6 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::Method;
-
-use bytes::Bytes;
 
 use super::AppState;
 use super::error::ApiError;
@@ -50,18 +51,20 @@ enum Required {
     Grant(Permission, Target),
 }
 
-/// What a grant must cover: the whole cluster, or one bucket.
+/// What a grant is asked on, owned: names may come from the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     Cluster,
-    Bucket(Bytes, Bytes),
+    Type(Vec<u8>),
+    Bucket(Vec<u8>, Vec<u8>),
 }
 
 impl Target {
     fn resource(&self) -> Resource<'_> {
         match self {
             Target::Cluster => Resource::Cluster,
-            Target::Bucket(bucket_type, bucket) => Resource::Bucket { bucket_type, bucket },
+            Target::Type(t) => Resource::Type { bucket_type: t },
+            Target::Bucket(t, b) => Resource::Bucket { bucket_type: t, bucket: b },
         }
     }
 }
@@ -77,22 +80,28 @@ fn object_permission(method: &Method) -> Permission {
 }
 
 fn required(method: &Method, path: &str) -> Required {
-    let default_bucket = || {
-        Target::Bucket(
-            Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()),
-            Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()),
-        )
-    };
+    // Only reads list: a POST to `/buckets/B/keys` stores an object (Riak).
+    if matches!(*method, Method::GET | Method::HEAD)
+        && let Some(listing) = super::listing::listing_target(path)
+    {
+        let target = match listing {
+            super::listing::Listed::Buckets { bucket_type } => Target::Type(bucket_type),
+            super::listing::Listed::Keys { bucket_type, bucket } => Target::Bucket(bucket_type, bucket),
+        };
+        return Required::Grant(Permission::List, target);
+    }
+    let default = DEFAULT_NAMESPACE.as_bytes();
     match path {
         "/ping" | "/" | "/stats" => Required::Nothing,
         "/metrics" => Required::Metrics,
         _ if path == "/store" || path.starts_with("/store/") => {
-            Required::Grant(object_permission(method), default_bucket())
+            Required::Grant(object_permission(method), Target::Bucket(default.to_vec(), default.to_vec()))
         }
         _ => match object_path(path).or_else(|| counter_path(path)) {
-            Some(object) => {
-                Required::Grant(object_permission(method), Target::Bucket(object.bucket_type, object.bucket))
-            }
+            Some(object) => Required::Grant(
+                object_permission(method),
+                Target::Bucket(object.bucket_type.to_vec(), object.bucket.to_vec()),
+            ),
             None => Required::Grant(Permission::Admin, Target::Cluster),
         },
     }
@@ -129,7 +138,7 @@ mod tests {
     #[test]
     fn routes_map_to_the_permission_they_need() {
         let store = |m: Method| required(&m, "/store/some/key");
-        let bucket = |t: &'static str, b: &'static str| Target::Bucket(Bytes::from(t), Bytes::from(b));
+        let bucket = |t: &str, b: &str| Target::Bucket(t.as_bytes().to_vec(), b.as_bytes().to_vec());
         let default = bucket("default", "default");
         assert_eq!(store(Method::GET), Required::Grant(Permission::Read, default.clone()));
         assert_eq!(store(Method::HEAD), Required::Grant(Permission::Read, default.clone()));
@@ -166,5 +175,25 @@ mod tests {
             assert_eq!(required(&Method::GET, path), admin, "{path}");
         }
         assert_eq!(required(&Method::PUT, "/admin/claim"), admin);
+    }
+
+    #[test]
+    fn listings_need_list_on_their_bucket_or_type() {
+        let list = |path: &str| required(&Method::GET, path);
+        let bucket = |t: &[u8], b: &[u8]| Required::Grant(Permission::List, Target::Bucket(t.to_vec(), b.to_vec()));
+        let of_type = |t: &[u8]| Required::Grant(Permission::List, Target::Type(t.to_vec()));
+        assert_eq!(list("/buckets"), of_type(b"default"));
+        assert_eq!(list("/types/maps/buckets"), of_type(b"maps"));
+        assert_eq!(list("/buckets/photos/keys"), bucket(b"default", b"photos"));
+        assert_eq!(list("/types/maps/buckets/photos/keys"), bucket(b"maps", b"photos"));
+        assert_eq!(list("/riak/photos"), bucket(b"default", b"photos"));
+        // Names are percent-decoded to bytes, as the handlers see them.
+        assert_eq!(list("/types/m%2Fx/buckets/%FF/keys"), bucket(b"m/x", b"\xff"));
+        // Writing to a listing path is not listing (Riak: POST stores an object).
+        assert!(!matches!(required(&Method::POST, "/buckets/photos/keys"), Required::Grant(Permission::List, _)));
+        // Other shapes are not listings (object routes, props): not List.
+        for path in ["/buckets/photos/keys/k", "/riak/photos/k", "/buckets/photos/props", "/types/maps"] {
+            assert!(!matches!(list(path), Required::Grant(Permission::List, _)), "{path}");
+        }
     }
 }

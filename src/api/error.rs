@@ -27,6 +27,7 @@ impl ApiError {
         self.code
     }
 
+    /// The message, as a client would see it unless the error is internal.
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -3,6 +3,8 @@
 //! distributed-systems logic of their own.
 //!
 //! * `store`: the original Vinz Clortho API, `/store/{key}`
+//! * `listing`: Riak's bucket and key listings, `/buckets?buckets=`,
+//!   `/buckets/{b}/keys?keys=` (and under `/types/{t}`, and `/riak/{b}`)
 //! * `multipart`: the `multipart/mixed` body of a key's siblings, and the
 //!   HTTP dates of Last-Modified
 //! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`,
@@ -19,6 +21,7 @@ mod admin;
 mod auth;
 mod cluster;
 mod error;
+mod listing;
 mod metrics;
 mod multipart;
 mod replicas;
@@ -65,6 +68,8 @@ pub struct Api {
     /// Seals the contexts this node hands out and opens the ones it gets.
     pub contexts: crate::core::context::ContextSeal,
     pub coordinator: Arc<Coordinator>,
+    /// Runs listings (keys of a bucket, buckets of a type) over a covering set.
+    pub coverage: Arc<crate::coordinator::coverage::Coverage>,
     pub membership: Arc<Membership>,
     pub store: Arc<dyn Store>,
     /// This node's outgoing partition transfers.

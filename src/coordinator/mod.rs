@@ -39,6 +39,7 @@
 //! and a liveness check) and reaches replicas only through
 //! [`ReplicaClient`], so its rules are tested in process with scripted ones.
 
+pub mod coverage;
 mod options;
 mod replicas;
 mod topology;

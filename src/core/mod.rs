@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod counter;
+pub mod coverage;
 pub mod duplicate;
 pub mod key;
 pub mod membership;

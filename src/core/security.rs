@@ -63,9 +63,8 @@ pub enum Permission {
     Write,
     /// DELETE of a key.
     Delete,
-    /// Listing the keys of a bucket, and the buckets of a type. No route
-    /// lists yet: it comes with the Riak-compatible API (issue 12), whose
-    /// list-keys and list-buckets routes will ask for it on their bucket.
+    /// Listing the keys of a bucket (asked on the bucket), and the buckets
+    /// of a type (asked on the type: `Resource::Type`).
     List,
     /// Every `/admin/*` route (cluster changes, claims, tokens, status).
     /// Granted on `*` only: the cluster is not a bucket.
@@ -136,7 +135,10 @@ impl Scope {
         match (self, resource) {
             (Scope::Any, _) => true,
             (_, Resource::Cluster) => false,
-            (Scope::Type(t), Resource::Bucket { bucket_type, .. }) => t.as_bytes() == *bucket_type,
+            (Scope::Type(t), Resource::Bucket { bucket_type, .. } | Resource::Type { bucket_type }) => {
+                t.as_bytes() == *bucket_type
+            }
+            (Scope::Bucket(..), Resource::Type { .. }) => false,
             (Scope::Bucket(t, b), Resource::Bucket { bucket_type, bucket }) => {
                 t.as_bytes() == *bucket_type && b.as_bytes() == *bucket
             }
@@ -158,7 +160,15 @@ impl fmt::Display for Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource<'a> {
     Cluster,
-    Bucket { bucket_type: &'a [u8], bucket: &'a [u8] },
+    /// A whole bucket type: listing its buckets. Granted by `TYPE` or `*`,
+    /// never by one of its buckets.
+    Type {
+        bucket_type: &'a [u8],
+    },
+    Bucket {
+        bucket_type: &'a [u8],
+        bucket: &'a [u8],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +435,9 @@ pub fn authorize(
     }
     let on = match resource {
         Resource::Cluster => "the cluster (grant it on *)".to_owned(),
+        Resource::Type { bucket_type } => {
+            format!("bucket type {} (grant it on the type or *)", String::from_utf8_lossy(bucket_type))
+        }
         Resource::Bucket { bucket_type, bucket } => {
             format!("{}/{}", String::from_utf8_lossy(bucket_type), String::from_utf8_lossy(bucket))
         }
@@ -504,6 +517,20 @@ mod tests {
         let admin = with("admin", "root", &["admin,read,write,delete,list:*"], None);
         assert!(authorize(&admin, &token_hash("root"), 0, Permission::Admin, Resource::Cluster).is_ok());
         assert!(authorize(&admin, &token_hash("root"), 0, Permission::List, bucket("x", "y")).is_ok());
+    }
+
+    #[test]
+    fn a_type_is_granted_by_its_type_scope_or_any_never_by_a_bucket_scope() {
+        let t = with("lister", "tok", &["list:maps", "list:default/photos"], None);
+        let ok = |r| authorize(&t, &token_hash("tok"), 0, Permission::List, r);
+        assert!(ok(Resource::Type { bucket_type: b"maps" }).is_ok());
+        let refused = ok(Resource::Type { bucket_type: b"default" }).unwrap_err();
+        assert!(refused.to_string().contains("bucket type default"), "{refused}");
+        assert!(ok(Resource::Type { bucket_type: b"map" }).is_err());
+        let any = with("all", "root", &["list:*"], None);
+        assert!(
+            authorize(&any, &token_hash("root"), 0, Permission::List, Resource::Type { bucket_type: b"x" }).is_ok()
+        );
     }
 
     #[test]

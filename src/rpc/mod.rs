@@ -22,6 +22,11 @@ pub mod generated {
                 tonic::include_proto!("vinzclortho.transfer.v1");
             }
         }
+        pub mod coverage {
+            pub mod v1 {
+                tonic::include_proto!("vinzclortho.coverage.v1");
+            }
+        }
         pub mod antientropy {
             pub mod v1 {
                 tonic::include_proto!("vinzclortho.antientropy.v1");
@@ -31,6 +36,7 @@ pub mod generated {
 }
 
 pub use generated::vinzclortho::antientropy::v1 as antientropy_pb;
+pub use generated::vinzclortho::coverage::v1 as coverage_pb;
 pub use generated::vinzclortho::membership::v1 as membership_pb;
 pub use generated::vinzclortho::replica::v1 as pb;
 pub use generated::vinzclortho::transfer::v1 as transfer_pb;
@@ -41,6 +47,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vinz
 pub mod anti_entropy;
 pub mod call_stream;
 pub mod convert;
+pub mod coverage;
 pub mod identity;
 pub mod membership;
 pub mod observe;

@@ -154,7 +154,7 @@ fn call_len(call: &Call) -> usize {
 
 /// What a call tells the replica about its caller: the deadline, relative
 /// and on the wall clock, and the ring (epoch and hash) it was planned on.
-fn caller(context: &CallContext, now_unix_ms: u64) -> pb::Caller {
+pub(super) fn caller(context: &CallContext, now_unix_ms: u64) -> pb::Caller {
     let left = context.deadline.saturating_duration_since(Instant::now());
     pb::Caller {
         timeout_ms: (left.as_millis() as u64).max(1),

@@ -82,7 +82,7 @@ impl Admission {
     }
 }
 
-fn stale_ring(view: &RingView) -> Status {
+pub(super) fn stale_ring(view: &RingView) -> Status {
     let mut status = Status::aborted(format!(
         "the call was planned on an older ring, or another ring of the same epoch; this node's ring epoch is {} \
          (ring {:016x}): catch up and retry",

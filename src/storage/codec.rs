@@ -194,6 +194,38 @@ pub fn partition_prefix(partition: Partition) -> [u8; 4] {
     partition.to_be_bytes()
 }
 
+/// The start of one bucket type's range in a partition: every key of the
+/// type's buckets starts with it.
+pub fn type_prefix(partition: Partition, bucket_type: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + bucket_type.len());
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(&(bucket_type.len() as u32).to_be_bytes());
+    out.extend_from_slice(bucket_type);
+    out
+}
+
+/// The start of one bucket's range in a partition: the bucket's keys are
+/// the contiguous range of keys starting with it.
+pub fn bucket_prefix(partition: Partition, bucket_type: &[u8], bucket: &[u8]) -> Vec<u8> {
+    let mut out = type_prefix(partition, bucket_type);
+    out.extend_from_slice(&(bucket.len() as u32).to_be_bytes());
+    out.extend_from_slice(bucket);
+    out
+}
+
+/// The smallest key above every key that starts with `prefix` (the end of
+/// its range, exclusive); `None` when there is none (all bytes 0xFF).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 pub fn decode_key(raw: &[u8]) -> Result<(Partition, ObjectKey), StorageError> {
     let corrupt = || StorageError::Corrupt(format!("object key of {} bytes is truncated", raw.len()));
     let (partition, mut rest) = split_u32(raw).ok_or_else(corrupt)?;
@@ -330,6 +362,22 @@ mod tests {
         assert!(encode_key(6, &k) < raw && raw < encode_key(8, &ObjectKey::new("", "", "")));
         assert!(raw.starts_with(&partition_prefix(7)));
         assert!(decode_key(&raw[..6]).is_err());
+    }
+
+    #[test]
+    fn bucket_ranges_hold_exactly_their_keys() {
+        let inside = encode_key(7, &ObjectKey::new("t", "b", &b"\xff\xff"[..]));
+        let prefix = bucket_prefix(7, b"t", b"b");
+        let end = prefix_end(&prefix).unwrap();
+        assert!(inside.starts_with(&prefix) && inside < end);
+        assert!(encode_key(7, &ObjectKey::new("t", "b", "")) >= prefix);
+        // A bucket whose name extends this one's is another range.
+        assert!(encode_key(7, &ObjectKey::new("t", "bb", "")) >= end);
+        assert!(encode_key(7, &ObjectKey::new("t", "a", "zzz")) < prefix);
+        assert!(inside.starts_with(&type_prefix(7, b"t")));
+        assert!(!encode_key(7, &ObjectKey::new("tt", "b", "k")).starts_with(&type_prefix(7, b"t")));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
     }
 
     #[test]

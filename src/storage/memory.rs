@@ -9,7 +9,8 @@ use super::codec::{
     check_hint_value, decode_hint_key, decode_key, decode_object, decode_reaped, encode_hint_key, encode_hint_value,
     encode_key, encode_object, encode_reaped, hint_prefix, partition_prefix,
 };
-use super::{Entry, Hint, Reaped, StorageError, Store, StoreStats};
+use super::listing::{self, Visit};
+use super::{BucketCursor, BucketPage, Entry, Hint, KeyPage, Reaped, StorageError, Store, StoreStats};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
@@ -25,6 +26,25 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+}
+
+impl MemoryStore {
+    /// The records of `[from, to)` in order, under the lock: a listing page
+    /// is bounded (`listing`), so the lock is held briefly.
+    fn visit(&self, from: &[u8], to: Option<&[u8]>, visit: Visit<'_>) -> Result<(), StorageError> {
+        use std::ops::Bound;
+        if to.is_some_and(|to| from >= to) {
+            return Ok(());
+        }
+        let objects = self.objects.lock().expect("memory store lock");
+        let end = to.map_or(Bound::Unbounded, Bound::Excluded);
+        for (k, v) in objects.range::<[u8], _>((Bound::Included(from), end)) {
+            if visit(k, v)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -70,6 +90,27 @@ impl Store for MemoryStore {
                 .collect()
         };
         Ok(Box::new(rows.into_iter().map(|(k, v)| Ok((decode_key(&k)?.1, decode_object(&v)?)))))
+    }
+
+    fn list_keys(
+        &self,
+        partition: Partition,
+        bucket_type: &[u8],
+        bucket: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeyPage, StorageError> {
+        listing::list_keys(&|from, to, visit| self.visit(from, to, visit), partition, bucket_type, bucket, after, limit)
+    }
+
+    fn list_buckets(
+        &self,
+        partition: Partition,
+        bucket_type: &[u8],
+        from: Option<&BucketCursor>,
+        limit: usize,
+    ) -> Result<BucketPage, StorageError> {
+        listing::list_buckets(&|start, to, visit| self.visit(start, to, visit), partition, bucket_type, from, limit)
     }
 
     fn put_hinted(

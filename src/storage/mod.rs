@@ -16,6 +16,7 @@
 //! `/admin/status`).
 
 pub mod codec;
+mod listing;
 pub mod memory;
 pub mod meta;
 pub mod rocks;
@@ -52,6 +53,35 @@ impl HasErrorCode for StorageError {
 
 /// One object as found by a partition scan.
 pub type Entry = (ObjectKey, Object);
+
+/// A page of one bucket's keys in one partition (`Store::list_keys`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Keys of live objects, ascending; tombstones are not listed.
+    pub keys: Vec<bytes::Bytes>,
+    /// The last key the page examined (listed or a tombstone): the next
+    /// page starts after it. `None`: the bucket's range is done.
+    pub resume: Option<bytes::Bytes>,
+}
+
+/// Where a page of buckets resumes (`Store::list_buckets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketCursor {
+    /// After this bucket's whole range: it was listed.
+    AfterBucket(bytes::Bytes),
+    /// Within this bucket, after this key: only tombstones were seen so far.
+    Within { bucket: bytes::Bytes, after_key: bytes::Bytes },
+}
+
+/// A page of the distinct buckets of one type in one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketPage {
+    /// Buckets holding at least one live object, each once, in storage
+    /// order (by length, then bytes: the codec prefixes names with it).
+    pub buckets: Vec<bytes::Bytes>,
+    /// Where the next page starts; `None`: the type's range is done.
+    pub resume: Option<BucketCursor>,
+}
 
 /// A fallback's note that its copy of `key` belongs to `target` (a node id)
 /// too, and must be delivered there (sloppy quorum, `services::hints`).
@@ -108,6 +138,50 @@ pub trait Store: Send + Sync + 'static {
         &self,
         partition: Partition,
     ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError>;
+
+    /// One page of the keys of bucket `bucket_type`/`bucket` in `partition`,
+    /// ascending, starting after `after` (from the first when `None`). The
+    /// page examines at most `limit` stored objects (at least one),
+    /// tombstones included, and lists the live ones. Not a snapshot: a key
+    /// written between pages may or may not be seen. The default reads the
+    /// partition through `scan_partition` (for test wrappers); engines seek.
+    fn list_keys(
+        &self,
+        partition: Partition,
+        bucket_type: &[u8],
+        bucket: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeyPage, StorageError> {
+        listing::list_keys(
+            &|from, to, visit| scan_visit(self, partition, from, to, visit),
+            partition,
+            bucket_type,
+            bucket,
+            after,
+            limit,
+        )
+    }
+
+    /// One page of the distinct buckets of `bucket_type` in `partition` that
+    /// hold a live object, ascending, from `from` (the first when `None`).
+    /// A bucket with a live object costs one record read; only tombstones
+    /// are read one by one, at most `limit` per page.
+    fn list_buckets(
+        &self,
+        partition: Partition,
+        bucket_type: &[u8],
+        from: Option<&BucketCursor>,
+        limit: usize,
+    ) -> Result<BucketPage, StorageError> {
+        listing::list_buckets(
+            &|start, to, visit| scan_visit(self, partition, start, to, visit),
+            partition,
+            bucket_type,
+            from,
+            limit,
+        )
+    }
 
     // Hinted handoff's durable queue. Every engine implements these (the
     // conformance suite checks both); the defaults describe a store that
@@ -187,4 +261,30 @@ pub trait Store: Send + Sync + 'static {
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError>;
 
     fn stats(&self) -> Result<StoreStats, StorageError>;
+}
+
+/// `listing`'s range visit on top of `scan_partition`: reads the partition
+/// from its start and re-encodes each key (the trait's default, for
+/// wrappers; engines seek instead).
+fn scan_visit<S: Store + ?Sized>(
+    store: &S,
+    partition: Partition,
+    from: &[u8],
+    to: Option<&[u8]>,
+    visit: listing::Visit<'_>,
+) -> Result<(), StorageError> {
+    for entry in store.scan_partition(partition)? {
+        let (key, object) = entry?;
+        let raw = codec::encode_key(partition, &key);
+        if raw.as_slice() < from {
+            continue;
+        }
+        if to.is_some_and(|to| raw.as_slice() >= to) {
+            break;
+        }
+        if visit(&raw, &codec::encode_object(&object))?.is_break() {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -38,7 +38,8 @@ use super::codec::{
     check_hint_value, decode_hint_key, decode_key, decode_object, decode_reaped, encode_hint_key, encode_hint_value,
     encode_key, encode_object, encode_reaped, hint_prefix, partition_prefix,
 };
-use super::{Entry, Hint, Reaped, StorageError, Store, StoreStats, space};
+use super::listing::{self, Visit};
+use super::{BucketCursor, BucketPage, Entry, Hint, KeyPage, Reaped, StorageError, Store, StoreStats, space};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
@@ -187,6 +188,31 @@ impl RocksStore {
     }
 }
 
+impl RocksStore {
+    /// The objects of `[from, to)` in order, in one iteration under the
+    /// read lock: a listing page is bounded (`listing`), so it is short.
+    fn visit(&self, from: &[u8], to: Option<&[u8]>, visit: Visit<'_>) -> Result<(), StorageError> {
+        if to.is_some_and(|to| from >= to) {
+            return Ok(());
+        }
+        self.with_db(|db| {
+            let mut read = ReadOptions::default();
+            if let Some(to) = to {
+                read.set_iterate_upper_bound(to.to_vec());
+            }
+            let mut rows = db.raw_iterator_cf_opt(cf(db, OBJECTS), read);
+            rows.seek(from);
+            while let (Some(k), Some(v)) = (rows.key(), rows.value()) {
+                if visit(k, v)?.is_break() {
+                    return Ok(());
+                }
+                rows.next();
+            }
+            rows.status().map_err(map_err)
+        })
+    }
+}
+
 fn open_db(path: &Path) -> Result<rocksdb::DB, rocksdb::Error> {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
@@ -260,6 +286,27 @@ impl Store for RocksStore {
         partition: Partition,
     ) -> Result<Box<dyn Iterator<Item = Result<Entry, StorageError>> + '_>, StorageError> {
         Ok(Box::new(Scan::new(self, partition)))
+    }
+
+    fn list_keys(
+        &self,
+        partition: Partition,
+        bucket_type: &[u8],
+        bucket: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeyPage, StorageError> {
+        listing::list_keys(&|from, to, visit| self.visit(from, to, visit), partition, bucket_type, bucket, after, limit)
+    }
+
+    fn list_buckets(
+        &self,
+        partition: Partition,
+        bucket_type: &[u8],
+        from: Option<&BucketCursor>,
+        limit: usize,
+    ) -> Result<BucketPage, StorageError> {
+        listing::list_buckets(&|start, to, visit| self.visit(start, to, visit), partition, bucket_type, from, limit)
     }
 
     fn put_hinted(

@@ -121,6 +121,11 @@ pub const ANTI_ENTROPY_KEYS_REPAIRED_TOTAL: &str = "vinzclortho_anti_entropy_key
 pub const ANTI_ENTROPY_TREE_BUILDS_TOTAL: &str = "vinzclortho_anti_entropy_tree_builds_total";
 /// Time to build one partition's anti-entropy tree from the store.
 pub const ANTI_ENTROPY_TREE_BUILD_DURATION_SECONDS: &str = "vinzclortho_anti_entropy_tree_build_duration_seconds";
+/// Listings (keys of a bucket, buckets of a type) coordinated here, by kind
+/// and outcome.
+pub const LISTINGS_TOTAL: &str = "vinzclortho_listings_total";
+/// Keys and buckets those listings answered with, by kind.
+pub const LISTED_ITEMS_TOTAL: &str = "vinzclortho_listed_items_total";
 pub const BUILD_INFO: &str = "vinzclortho_build_info";
 
 /// 100 µs to 10 s: loopback replica calls to a stuck quorum.
@@ -195,6 +200,8 @@ fn describe() {
     describe_gauge!(CLAIMED_PARTITIONS, "Partitions this node owns.");
     describe_gauge!(RING_EPOCH, "Ring epoch known to this node.");
     describe_gauge!(RING_MOVING, "1 while partitions move to a new ring.");
+    describe_counter!(LISTINGS_TOTAL, "Key and bucket listings coordinated by this node, by kind and outcome.");
+    describe_counter!(LISTED_ITEMS_TOTAL, "Keys and buckets sent by listings this node coordinated, by kind.");
     describe_counter!(GOSSIP_ROUNDS_TOTAL, "Gossip rounds by outcome.");
     describe_counter!(GRPC_CLIENT_REQUESTS_TOTAL, "Internal gRPC calls made, by method and status code.");
     describe_histogram!(GRPC_CLIENT_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls made.");
@@ -293,6 +300,17 @@ pub fn build_info(node_id: &str, address: &str) {
 pub fn request(api: &'static str, op: &'static str, outcome: &'static str, seconds: f64) {
     counter!(REQUESTS_TOTAL, "api" => api, "op" => op, "outcome" => outcome).increment(1);
     histogram!(REQUEST_DURATION_SECONDS, "api" => api, "op" => op).record(seconds);
+}
+
+/// A listing ended: `kind` keys or buckets, `outcome` ok, failed or gone
+/// (the client stopped reading).
+pub fn listing(kind: &'static str, outcome: &'static str) {
+    counter!(LISTINGS_TOTAL, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// Items a listing sent on.
+pub fn listed(kind: &'static str, count: usize) {
+    counter!(LISTED_ITEMS_TOTAL, "kind" => kind).increment(count as u64);
 }
 
 /// Records a quorum decision.

@@ -21,11 +21,12 @@ pub(crate) mod path;
 pub(super) mod service;
 
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 
-use super::AppState;
+use super::{AppState, listing};
 
-/// The object routes, in all three of Riak's forms.
+/// The object routes, in all three of Riak's forms, and the listings of
+/// buckets and keys (`api::listing`), whose paths a bucket POST shares.
 pub(super) fn object_routes() -> Router<AppState> {
     let object =
         || get(object::get_object).put(object::put_object).post(object::put_object).delete(object::delete_object);
@@ -33,9 +34,11 @@ pub(super) fn object_routes() -> Router<AppState> {
         .route("/types/{bucket_type}/buckets/{bucket}/keys/{key}", object())
         .route("/buckets/{bucket}/keys/{key}", object())
         .route("/riak/{bucket}/{key}", object())
-        .route("/types/{bucket_type}/buckets/{bucket}/keys", post(object::create_object))
-        .route("/buckets/{bucket}/keys", post(object::create_object))
-        .route("/riak/{bucket}", post(object::create_object))
+        .route("/types/{bucket_type}/buckets/{bucket}/keys", get(listing::keys).post(object::create_object))
+        .route("/buckets/{bucket}/keys", get(listing::keys).post(object::create_object))
+        .route("/riak/{bucket}", get(listing::keys).post(object::create_object))
+        .route("/buckets", get(listing::buckets))
+        .route("/types/{bucket_type}/buckets", get(listing::buckets))
         .route(
             "/types/{bucket_type}/buckets/{bucket}/counters/{key}",
             get(counter::get_counter).post(counter::increment_counter),
