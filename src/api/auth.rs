@@ -9,6 +9,10 @@
 //!   without `--security`.
 //! * `/store/{key}`: GET and HEAD need read, PUT and POST write, DELETE
 //!   delete, on bucket `default/default` (the only bucket this API has).
+//! * bucket properties (`.../props`, `/riak/{b}`): GET and HEAD need read
+//!   on the bucket (on the type, for `/types/{t}/props`), every change
+//!   admin (granted on `*` only: properties change how the cluster places
+//!   and counts a bucket's keys).
 //! * everything else (`/admin/*`, claim changes, tokens, and unknown paths):
 //!   admin, granted on `*`.
 //!
@@ -31,12 +35,14 @@ use crate::error::ErrorCode;
 use crate::telemetry::metrics;
 
 /// What a request needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Required {
     Nothing,
     /// The metrics token, if the node has one.
     Metrics,
     Grant(Permission, Resource<'static>),
+    /// A grant on a bucket named in the path (type, bucket).
+    GrantOn(Permission, Vec<u8>, Vec<u8>),
 }
 
 fn required(method: &Method, path: &str) -> Required {
@@ -54,7 +60,22 @@ fn required(method: &Method, path: &str) -> Required {
             };
             Required::Grant(permission, DEFAULT_BUCKET)
         }
-        _ => Required::Grant(Permission::Admin, Resource::Cluster),
+        _ => match super::props::target(path) {
+            Some(target) => {
+                let permission = match *method {
+                    Method::GET | Method::HEAD => Permission::Read,
+                    _ => Permission::Admin,
+                };
+                match target {
+                    super::props::Target::Bucket { bucket_type, bucket } => {
+                        Required::GrantOn(permission, bucket_type, bucket)
+                    }
+                    // A type's props: a grant on the type (or on *).
+                    super::props::Target::Type(bucket_type) => Required::GrantOn(permission, bucket_type, Vec::new()),
+                }
+            }
+            None => Required::Grant(Permission::Admin, Resource::Cluster),
+        },
     }
 }
 
@@ -67,10 +88,14 @@ pub(super) async fn guard(State(api): State<AppState>, request: Request, next: N
             Some(expected) => security::presented(header)
                 .and_then(|hash| if hash == *expected { Ok(()) } else { Err(Refusal::Unknown) }),
         },
-        Required::Grant(..) if !api.security => Ok(()),
+        Required::Grant(..) | Required::GrantOn(..) if !api.security => Ok(()),
         Required::Grant(permission, resource) => {
             security::presented(header).and_then(|hash| api.membership.authorize(&hash, permission, resource).map(drop))
         }
+        Required::GrantOn(permission, bucket_type, bucket) => security::presented(header).and_then(|hash| {
+            let resource = Resource::Bucket { bucket_type: &bucket_type, bucket: &bucket };
+            api.membership.authorize(&hash, permission, resource).map(drop)
+        }),
     };
     match verdict {
         Ok(()) => next.run(request).await,
@@ -104,5 +129,29 @@ mod tests {
             assert_eq!(required(&Method::GET, path), admin, "{path}");
         }
         assert_eq!(required(&Method::PUT, "/admin/claim"), admin);
+        assert_eq!(required(&Method::POST, "/admin/bucket-types"), admin);
+        // Bucket properties: read on the bucket, changes admin.
+        let on = |p: Permission, t: &[u8], b: &[u8]| Required::GrantOn(p, t.to_vec(), b.to_vec());
+        assert_eq!(required(&Method::GET, "/types/t1/buckets/b%2F1/props"), on(Permission::Read, b"t1", b"b/1"));
+        assert_eq!(required(&Method::PUT, "/types/t1/buckets/b/props"), on(Permission::Admin, b"t1", b"b"));
+        assert_eq!(required(&Method::DELETE, "/buckets/b/props"), on(Permission::Admin, b"default", b"b"));
+        assert_eq!(required(&Method::GET, "/riak/b"), on(Permission::Read, b"default", b"b"));
+        assert_eq!(required(&Method::GET, "/types/t1/props"), on(Permission::Read, b"t1", b""));
+    }
+
+    #[test]
+    fn a_type_grant_covers_its_buckets_props_and_its_own() {
+        use crate::core::key::NodeId;
+        let mut tokens = security::Tokens::new();
+        let grants = vec![security::Grant::parse_short("read:t1").unwrap()];
+        security::create(&mut tokens, &NodeId::new("a"), "r", security::token_hash("tok"), grants, None).unwrap();
+        let hash = security::token_hash("tok");
+        let may = |t: &[u8], b: &[u8], p| {
+            security::authorize(&tokens, &hash, 0, p, Resource::Bucket { bucket_type: t, bucket: b }).is_ok()
+        };
+        assert!(may(b"t1", b"b", Permission::Read));
+        assert!(may(b"t1", b"", Permission::Read), "the type's own props");
+        assert!(!may(b"t2", b"b", Permission::Read));
+        assert!(!may(b"t1", b"b", Permission::Admin), "changes need admin on *");
     }
 }

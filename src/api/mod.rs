@@ -12,6 +12,9 @@
 //! * `metrics`: `/metrics` for Prometheus
 //! * `auth`: client security, the permission each route needs
 //! * `tokens`: `/admin/tokens`, client tokens and their grants
+//! * `props`: Riak's bucket properties (`/types/{t}/buckets/{b}/props`,
+//!   `/buckets/{b}/props`, `/riak/{b}`, `/types/{t}/props`) and
+//!   `/admin/bucket-types`
 //! * `error`: how every module error becomes a status code and a message
 
 mod admin;
@@ -20,6 +23,7 @@ mod cluster;
 mod error;
 mod metrics;
 mod multipart;
+mod props;
 mod replicas;
 mod store;
 mod tokens;
@@ -132,6 +136,13 @@ pub fn router(api: AppState) -> Router {
         .route("/admin/tokens", get(tokens::list).post(tokens::create))
         .route("/admin/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/admin/tokens/{name}/grants", axum::routing::put(tokens::set_grants))
+        .route("/admin/bucket-types", get(props::list_types).post(props::create_type))
+        .route("/admin/bucket-types/{name}", get(props::get_type).put(props::update_type))
+        .route("/admin/bucket-types/{name}/activate", axum::routing::post(props::activate_type))
+        .route("/types/{bucket_type}/buckets/{bucket}/props", axum::routing::any(props::props))
+        .route("/types/{bucket_type}/props", axum::routing::any(props::props))
+        .route("/buckets/{bucket}/props", axum::routing::any(props::props))
+        .route("/riak/{bucket}", axum::routing::any(props::props))
         .route(
             "/store/{*key}",
             get(store::get_value)

@@ -29,8 +29,8 @@ use crate::core::object::Object;
 #[derive(Debug, Default, Deserialize)]
 pub struct Params {
     #[serde(rename = "type")]
-    bucket_type: Option<String>,
-    bucket: Option<String>,
+    pub bucket_type: Option<String>,
+    pub bucket: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -79,7 +79,7 @@ pub async fn replicas(
         params.bucket.unwrap_or_else(|| "default".to_owned()),
         in_default.key,
     );
-    let report = api.coordinator.replicas(&key).await;
+    let report = api.coordinator.replicas(&key).await?;
     let replicas = report
         .replicas
         .into_iter()

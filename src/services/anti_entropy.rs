@@ -272,6 +272,13 @@ impl AntiEntropyWorker {
             let ours = Trees::segment_keys(&self.replica, partition, chunk.iter().copied().collect()).await?;
             let theirs = self.trees_client.segment_keys(peer, &address, partition, chunk).await?;
             for key in tictac::differing_keys(&ours, &theirs) {
+                // A key of a bucket with a smaller n_val lives on the first
+                // n_val holders only: copying it to a holder beyond them
+                // would spread it. (Such a key keeps the two trees apart;
+                // it is looked at, not repaired, every exchange.)
+                if !self.both_replicate(partition, peer, &key) {
+                    continue;
+                }
                 self.repair(partition, peer, key, ring).await?;
                 repaired += 1;
                 self.anti_entropy.keys_repaired.fetch_add(1, Ordering::Relaxed);
@@ -284,6 +291,15 @@ impl AntiEntropyWorker {
             tracing::debug!(partition, %peer, segments = segments.len(), "anti-entropy trees differed, keys did not");
         }
         Ok(repaired)
+    }
+
+    /// Whether this node and `peer` are both among `key`'s replicas: the
+    /// first n_val holders of its partition, n_val its bucket's.
+    fn both_replicate(&self, partition: Partition, peer: &NodeId, key: &ObjectKey) -> bool {
+        let view = self.membership.view();
+        let n_val = self.membership.bucket_props(&key.bucket_type, &key.bucket).map_or(view.n_val, |p| p.n_val);
+        let holders = view.current.holders(partition, n_val.clamp(1, view.n_val));
+        holders.contains(peer) && holders.contains(self.membership.local())
     }
 
     /// Merges `key` both ways with `peer`, paced.

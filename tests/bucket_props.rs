@@ -1,0 +1,185 @@
+//! Bucket types and bucket properties on a real cluster of 4 nodes: types
+//! created and activated with the admin CLI, properties over Riak's HTTP
+//! routes (round trip, 400 and 404), gossip to every node, a restart, and
+//! a bucket's n_val placing its keys on exactly that many nodes, through
+//! anti-entropy rounds too.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{BIN, Cluster, FAST, NodeProc, client, wait_for};
+use serde_json::{Value, json};
+
+const NET: u8 = 41;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn admin(node: &NodeProc, args: &[&str]) -> Output {
+    Command::new(BIN).arg("admin").arg("--node").arg(&node.http).args(args).output().expect("run vinzclortho admin")
+}
+
+fn out(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn get(node: &NodeProc, path: &str) -> (u16, String) {
+    let r = client().get(node.url(path)).send().unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+fn send(node: &NodeProc, method: reqwest::Method, path: &str, body: &str) -> (u16, String) {
+    let r = client()
+        .request(method, node.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+/// The props a node shows for `path`, once `check` holds on every node.
+fn wait_props_everywhere(c: &Cluster, path: &str, check: impl Fn(&Value) -> bool) {
+    for node in c.running() {
+        wait_for(&format!("{path} on {}", node.http), DEADLINE, || {
+            let (status, body) = get(node, path);
+            let props: Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && check(&props["props"])).then_some(())
+        });
+    }
+}
+
+/// How many nodes hold `key` (of bucket default/default), by
+/// `/admin/replicas`: nodes that answered with a sibling.
+fn holders(node: &NodeProc, key: &str) -> usize {
+    let (status, body) = get(node, &format!("/admin/replicas/{key}"));
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    report["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["answered"] == true && r["siblings"].as_array().is_some_and(|s| !s.is_empty()))
+        .count()
+}
+
+fn put_value(node: &NodeProc, key: &str, value: &str) {
+    let r = client().put(node.url(&format!("/store/{key}"))).body(value.to_owned()).send().unwrap();
+    assert!(r.status().is_success(), "PUT {key}: {}", r.status());
+}
+
+fn get_value(node: &NodeProc, key: &str) -> String {
+    let r = client().get(node.url(&format!("/store/{key}"))).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "GET {key}");
+    r.text().unwrap()
+}
+
+#[test]
+fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
+    let mut args = FAST.to_vec();
+    args.extend_from_slice(&["--anti-entropy-interval-ms", "100", "--read-repair=false"]);
+    let mut c = Cluster::start_with(NET, 4, &args);
+    let (n0, n1) = (c.node(0), c.node(1));
+
+    // A type is created inactive, unusable until activated.
+    let created = admin(n0, &["bucket-type", "create", "t1", r#"{"props":{"n_val":2,"allow_mult":false}}"#]);
+    assert_eq!(created.status.code(), Some(0), "{}", out(&created));
+    assert!(out(&created).contains("t1 created"), "{}", out(&created));
+    let listed = admin(n0, &["bucket-type", "list"]);
+    assert!(out(&listed).contains("default (active)") && out(&listed).contains("t1 (not active)"), "{}", out(&listed));
+    let (status, body) = get(n0, "/types/t1/buckets/b/props");
+    assert_eq!(status, 404, "inactive: {body}");
+    assert!(body.contains("Unknown bucket type: t1"), "{body}");
+    let activated = admin(n0, &["bucket-type", "activate", "t1"]);
+    assert_eq!(activated.status.code(), Some(0), "{}", out(&activated));
+    assert!(out(&activated).contains("t1 has been activated"));
+    wait_props_everywhere(&c, "/types/t1/props", |p| p["active"] == true && p["n_val"] == 2 && p["allow_mult"] == false);
+    let status = admin(n1, &["--json", "bucket-type", "status", "t1"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", out(&status)));
+    assert_eq!((status["active"].clone(), status["props"]["n_val"].clone()), (json!(true), json!(2)));
+
+    // Usage errors exit 2; the cluster's refusals 1.
+    assert_eq!(admin(n0, &["bucket-type", "create", "t2", r#"{"props":{"n_val":0}}"#]).status.code(), Some(2));
+    assert_eq!(admin(n0, &["bucket-type", "create", "t2", "not json"]).status.code(), Some(2));
+    let too_many = admin(n0, &["bucket-type", "create", "t2", r#"{"props":{"n_val":9}}"#]);
+    assert_eq!(too_many.status.code(), Some(1), "{}", out(&too_many));
+    assert!(out(&too_many).contains("n_val"), "{}", out(&too_many));
+    let n_val_change = admin(n0, &["bucket-type", "update", "t1", r#"{"props":{"n_val":3}}"#]);
+    assert_eq!(n_val_change.status.code(), Some(1), "an active type keeps its n_val: {}", out(&n_val_change));
+    let update = admin(n0, &["bucket-type", "update", "t1", r#"{"props":{"r":"one"}}"#]);
+    assert_eq!(update.status.code(), Some(0), "{}", out(&update));
+    assert_eq!(admin(n0, &["bucket-type", "activate", "nope"]).status.code(), Some(1));
+
+    // Bucket props: set on one node, seen on every node, reset.
+    let (status, body) =
+        send(n0, reqwest::Method::PUT, "/types/t1/buckets/b/props", r#"{"props":{"allow_mult":true,"w":1}}"#);
+    assert_eq!(status, 204, "{body}");
+    wait_props_everywhere(&c, "/types/t1/buckets/b/props", |p| {
+        p["allow_mult"] == true && p["w"] == 1 && p["r"] == "one" && p["n_val"] == 2 && p["name"] == "b"
+    });
+    let (status, _) = send(n1, reqwest::Method::DELETE, "/types/t1/buckets/b/props", "");
+    assert_eq!(status, 204);
+    wait_props_everywhere(&c, "/types/t1/buckets/b/props", |p| p["allow_mult"] == false && p["w"] == "quorum");
+
+    // Bad input: 400 naming the property; unknown type: 404.
+    for (body, named) in [
+        ("not json", "body"),
+        (r#"{"n_val":2}"#, "body"),
+        (r#"{"props":{"n_val":"two"}}"#, "n_val"),
+        (r#"{"props":{"allow_mult":"perhaps"}}"#, "allow_mult"),
+        (r#"{"props":{"r":0}}"#, "\"r\""),
+        (r#"{"props":{"n_val":5}}"#, "n_val"),
+    ] {
+        let (status, text) = send(n0, reqwest::Method::PUT, "/buckets/b/props", body);
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains(named), "{body}: {text}");
+    }
+    let (status, text) = send(n0, reqwest::Method::PUT, "/types/nope/buckets/b/props", r#"{"props":{}}"#);
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(get(n0, "/types/nope/props").0, 404);
+    // The default type's defaults, as Riak shows them (but allow_mult).
+    let (status, body) = get(n0, "/buckets/other/props");
+    assert_eq!(status, 200);
+    let props: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(props["props"]["n_val"], 3);
+    assert_eq!(props["props"]["allow_mult"], true);
+    assert_eq!(props["props"]["r"], "quorum");
+    assert_eq!(props["props"]["pr"], 0);
+
+    // n_val=1 then n_val=2 on the /store bucket (default/default).
+    for n_val in [1u64, 2] {
+        let body = format!(r#"{{"props":{{"n_val":{n_val}}}}}"#);
+        let (status, text) = send(c.node(2), reqwest::Method::PUT, "/buckets/default/props", &body);
+        assert_eq!(status, 204, "{text}");
+        wait_props_everywhere(&c, "/buckets/default/props", |p| p["n_val"] == n_val);
+        let keys: Vec<String> = (0..12).map(|i| format!("n{n_val}-{i}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            put_value(c.node(i % 4), key, key);
+        }
+        for key in &keys {
+            assert_eq!(get_value(c.node(3), key), *key);
+            assert_eq!(holders(c.node(0), key), n_val as usize, "{key} right after the write");
+        }
+        // Anti-entropy runs every 100 ms over 16 partitions: give it a few
+        // full rounds, and the keys must not spread.
+        let rounds = std::time::Instant::now() + Duration::from_secs(6);
+        while std::time::Instant::now() < rounds {
+            for key in &keys {
+                assert_eq!(holders(c.node(1), key), n_val as usize, "{key} after anti-entropy");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let preflist: Value = serde_json::from_str(&get(c.node(0), &format!("/admin/preflist/{}", keys[0])).1).unwrap();
+        assert_eq!(preflist["preflist"].as_array().unwrap().len(), n_val as usize, "{preflist}");
+    }
+
+    // A restart keeps types and props (saved with the cluster state).
+    let (http, cluster) = c.kill9(3);
+    c.restart(3, &http, &cluster);
+    let restarted = c.node(3);
+    let (status, body) = get(restarted, "/types/t1/props");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""active":true"#), "{body}");
+    let (_, body) = get(restarted, "/buckets/default/props");
+    assert!(body.contains(r#""n_val":2"#), "{body}");
+}
