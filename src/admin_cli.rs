@@ -435,7 +435,9 @@ async fn bucket_type(node: &Node, json: bool, command: &BucketTypeCommand) -> Re
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|t| format!("{} ({})", text(&t["name"]), if t["active"] == true { "active" } else { "not active" }))
+                .map(|t| {
+                    format!("{} ({})", text(&t["name"]), if t["active"] == true { "active" } else { "not active" })
+                })
                 .collect();
             show(&types, lines.join("\n"));
         }

@@ -778,7 +778,12 @@ impl Membership {
     }
 
     /// Sets some of one bucket's own properties.
-    pub fn set_bucket_props(&self, bucket_type: &[u8], bucket: &[u8], props: &PropsPatch) -> Result<(), MembershipError> {
+    pub fn set_bucket_props(
+        &self,
+        bucket_type: &[u8],
+        bucket: &[u8],
+        props: &PropsPatch,
+    ) -> Result<(), MembershipError> {
         self.edit_buckets(|state, me| {
             let n_val = state.n_val;
             state.buckets.set_bucket(me, bucket_type, bucket, props, n_val)

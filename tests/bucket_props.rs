@@ -93,19 +93,25 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
     let activated = admin(n0, &["bucket-type", "activate", "t1"]);
     assert_eq!(activated.status.code(), Some(0), "{}", out(&activated));
     assert!(out(&activated).contains("t1 has been activated"));
-    wait_props_everywhere(&c, "/types/t1/props", |p| p["active"] == true && p["n_val"] == 2 && p["allow_mult"] == false);
+    wait_props_everywhere(&c, "/types/t1/props", |p| {
+        p["active"] == true && p["n_val"] == 2 && p["allow_mult"] == false
+    });
     let status = admin(n1, &["--json", "bucket-type", "status", "t1"]);
     let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", out(&status)));
     assert_eq!((status["active"].clone(), status["props"]["n_val"].clone()), (json!(true), json!(2)));
 
-    // Usage errors exit 2; the cluster's refusals 1.
+    // Bad properties exit 2 (checked by the CLI, or a 400 from the node);
+    // the cluster's other refusals 1.
     assert_eq!(admin(n0, &["bucket-type", "create", "t2", r#"{"props":{"n_val":0}}"#]).status.code(), Some(2));
     assert_eq!(admin(n0, &["bucket-type", "create", "t2", "not json"]).status.code(), Some(2));
     let too_many = admin(n0, &["bucket-type", "create", "t2", r#"{"props":{"n_val":9}}"#]);
-    assert_eq!(too_many.status.code(), Some(1), "{}", out(&too_many));
+    assert_eq!(too_many.status.code(), Some(2), "{}", out(&too_many));
     assert!(out(&too_many).contains("n_val"), "{}", out(&too_many));
     let n_val_change = admin(n0, &["bucket-type", "update", "t1", r#"{"props":{"n_val":3}}"#]);
-    assert_eq!(n_val_change.status.code(), Some(1), "an active type keeps its n_val: {}", out(&n_val_change));
+    assert_eq!(n_val_change.status.code(), Some(2), "an active type keeps its n_val: {}", out(&n_val_change));
+    assert!(out(&n_val_change).contains("cannot be modified"), "{}", out(&n_val_change));
+    let again = admin(n0, &["bucket-type", "create", "t1", "{\"props\":{}}"]);
+    assert_eq!(again.status.code(), Some(1), "an active type exists: {}", out(&again));
     let update = admin(n0, &["bucket-type", "update", "t1", r#"{"props":{"r":"one"}}"#]);
     assert_eq!(update.status.code(), Some(0), "{}", out(&update));
     assert_eq!(admin(n0, &["bucket-type", "activate", "nope"]).status.code(), Some(1));

@@ -88,7 +88,8 @@ pub async fn props(State(api): State<AppState>, method: Method, uri: Uri, body: 
     let target = target(uri.path()).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such resource"))?;
     match (target, method) {
         (Target::Type(t), Method::GET | Method::HEAD) => {
-            let name = std::str::from_utf8(&t).map_err(|_| BucketError::UnknownType(String::from_utf8_lossy(&t).into()))?;
+            let name =
+                std::str::from_utf8(&t).map_err(|_| BucketError::UnknownType(String::from_utf8_lossy(&t).into()))?;
             let (props, active) =
                 api.membership.bucket_type(name).ok_or_else(|| BucketError::UnknownType(name.to_owned()))?;
             let claimant = api.membership.claimant().map(|n| api.membership.http_address(&n)).unwrap_or_default();
@@ -126,9 +127,9 @@ pub async fn props(State(api): State<AppState>, method: Method, uri: Uri, body: 
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(ErrorCode::PayloadTooLarge, format!("a props body above {MAX_BODY_BYTES} bytes"))
-    })
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("a props body above {MAX_BODY_BYTES} bytes")))
 }
 
 /// `POST /admin/bucket-types`: `{"name": NAME, "props": {...}}`.
@@ -169,8 +170,8 @@ pub async fn list_types(State(api): State<AppState>) -> Json<Vec<TypeView>> {
 
 /// `POST /admin/bucket-types`: creates an inactive type, 201.
 pub async fn create_type(State(api): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: CreateType =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("expected {{\"name\": NAME, \"props\": {{...}}}}: {e}")))?;
+    let request: CreateType = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": NAME, \"props\": {{...}}}}: {e}")))?;
     api.membership.create_bucket_type(&request.name, patch_of(&request.props)?)?;
     Ok((StatusCode::CREATED, Json(type_view(&api, &request.name)?)).into_response())
 }

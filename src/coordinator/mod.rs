@@ -769,7 +769,8 @@ impl Coordinator {
         // A request's own value above n_val is a client error; a bucket's
         // (or the cluster's) default above this bucket's n_val is capped,
         // so that a bucket with a small n_val works with every default.
-        let bad = |name: &str, param: QuorumParam, e: String| CoordinatorError::BadRequest(format!("{name}={param}: {e}"));
+        let bad =
+            |name: &str, param: QuorumParam, e: String| CoordinatorError::BadRequest(format!("{name}={param}: {e}"));
         let needed = match param {
             QuorumParam::Default => bucket_count.resolve(default, view.n_val).map(|c| c.min(n_val)),
             explicit => explicit.resolve(default, n_val),

@@ -310,7 +310,8 @@ impl PropsPatch {
                 props.insert(k.into(), json!(v));
             }
         }
-        let quorums = [("r", self.r), ("w", self.w), ("dw", self.dw), ("rw", self.rw), ("pr", self.pr), ("pw", self.pw)];
+        let quorums =
+            [("r", self.r), ("w", self.w), ("dw", self.dw), ("rw", self.rw), ("pr", self.pr), ("pw", self.pw)];
         for (k, v) in quorums {
             if let Some(v) = v {
                 props.insert(k.into(), v.to_json());
@@ -498,7 +499,8 @@ impl BucketProps {
         for (k, v) in &self.extra {
             props.insert(k.clone(), serde_json::from_str(v).unwrap_or(Value::Null));
         }
-        let quorums = [("r", self.r), ("w", self.w), ("dw", self.dw), ("rw", self.rw), ("pr", self.pr), ("pw", self.pw)];
+        let quorums =
+            [("r", self.r), ("w", self.w), ("dw", self.dw), ("rw", self.rw), ("pr", self.pr), ("pw", self.pw)];
         for (k, q) in quorums {
             props.insert(k.into(), q.to_json());
         }
@@ -598,7 +600,12 @@ pub fn valid_type_name(name: &str) -> bool {
 
 impl Buckets {
     /// The properties in effect for `bucket` of `bucket_type`.
-    pub fn props(&self, defaults: ClusterDefaults, bucket_type: &[u8], bucket: &[u8]) -> Result<BucketProps, BucketError> {
+    pub fn props(
+        &self,
+        defaults: ClusterDefaults,
+        bucket_type: &[u8],
+        bucket: &[u8],
+    ) -> Result<BucketProps, BucketError> {
         let type_props = self.type_props(bucket_type)?;
         let own = self.buckets.get(&(bucket_type.to_vec(), bucket.to_vec())).map(|b| &b.props);
         Ok(effective(defaults, type_props, own.unwrap_or(&EMPTY)))
@@ -833,7 +840,10 @@ mod tests {
         let p = BucketProps::defaults(CLUSTER);
         assert_eq!(p.n_val, 3);
         assert!(p.allow_mult, "ours keeps siblings; Riak's default type does not");
-        assert_eq!((p.r, p.w, p.dw, p.rw), (QuorumParam::Quorum, QuorumParam::Quorum, QuorumParam::Quorum, QuorumParam::Quorum));
+        assert_eq!(
+            (p.r, p.w, p.dw, p.rw),
+            (QuorumParam::Quorum, QuorumParam::Quorum, QuorumParam::Quorum, QuorumParam::Quorum)
+        );
         assert_eq!((p.pr, p.pw), (QuorumParam::Count(0), QuorumParam::Count(0)));
         assert!(p.notfound_ok && !p.basic_quorum && !p.last_write_wins);
         let json = p.to_json("b", None);
@@ -851,10 +861,15 @@ mod tests {
 
     #[test]
     fn props_are_validated_as_riak_does() {
-        let p = patch(r#"{"props":{"n_val":2,"allow_mult":"False","r":"one","w":3,"pw":0,"dw":"all","notfound_ok":1,"custom":{"a":1}}}"#);
+        let p = patch(
+            r#"{"props":{"n_val":2,"allow_mult":"False","r":"one","w":3,"pw":0,"dw":"all","notfound_ok":1,"custom":{"a":1}}}"#,
+        );
         assert_eq!(p.n_val, Some(2));
         assert_eq!(p.allow_mult, Some(false));
-        assert_eq!((p.r, p.w, p.pw, p.dw), (Some(QuorumParam::One), Some(QuorumParam::Count(3)), Some(QuorumParam::Count(0)), Some(QuorumParam::All)));
+        assert_eq!(
+            (p.r, p.w, p.pw, p.dw),
+            (Some(QuorumParam::One), Some(QuorumParam::Count(3)), Some(QuorumParam::Count(0)), Some(QuorumParam::All))
+        );
         assert_eq!(p.notfound_ok, Some(true));
         assert_eq!(p.extra.get("custom").map(String::as_str), Some(r#"{"a":1}"#), "unknown props are kept");
         // Informational ones a client sends back are ignored.
@@ -906,12 +921,18 @@ mod tests {
         assert_eq!(b.props(CLUSTER, b"t1", b"x").unwrap().allow_mult, false, "reset to the type's");
         // Type edits.
         assert_eq!(b.create_type(&a, "t1", PropsPatch::default(), 3), Err(BucketEditError::TypeExists("t1".into())));
-        assert!(matches!(b.update_type(&a, "t1", &patch(r#"{"props":{"n_val":2}}"#), 3), Err(BucketEditError::Props(_))));
+        assert!(matches!(
+            b.update_type(&a, "t1", &patch(r#"{"props":{"n_val":2}}"#), 3),
+            Err(BucketEditError::Props(_))
+        ));
         b.update_type(&a, "t1", &patch(r#"{"props":{"n_val":1,"w":"all"}}"#), 3).unwrap();
         assert_eq!(b.props(CLUSTER, b"t1", b"y").unwrap().w, QuorumParam::All);
         assert_eq!(b.create_type(&a, "default", PropsPatch::default(), 3), Err(BucketEditError::DefaultType));
         assert!(matches!(b.create_type(&a, "a b", PropsPatch::default(), 3), Err(BucketEditError::BadTypeName(_))));
-        assert!(matches!(b.create_type(&a, "big", patch(r#"{"props":{"n_val":4}}"#), 3), Err(BucketEditError::Props(_))));
+        assert!(matches!(
+            b.create_type(&a, "big", patch(r#"{"props":{"n_val":4}}"#), 3),
+            Err(BucketEditError::Props(_))
+        ));
         // An inactive type can still change n_val (it holds no keys yet).
         b.create_type(&a, "t2", patch(r#"{"props":{"n_val":1}}"#), 3).unwrap();
         b.update_type(&a, "t2", &patch(r#"{"props":{"n_val":2}}"#), 3).unwrap();
@@ -920,7 +941,10 @@ mod tests {
         b.set_bucket(&a, b"default", b"\xff", &patch(r#"{"props":{"n_val":2}}"#), 3).unwrap();
         assert_eq!(b.props(CLUSTER, b"default", b"\xff").unwrap().n_val, 2);
         assert!(matches!(b.set_bucket(&a, b"t9", b"x", &PropsPatch::default(), 3), Err(BucketEditError::Bucket(_))));
-        assert!(matches!(b.set_bucket(&a, b"default", &[b'x'; 256], &PropsPatch::default(), 3), Err(BucketEditError::BadBucketName(256))));
+        assert!(matches!(
+            b.set_bucket(&a, b"default", &[b'x'; 256], &PropsPatch::default(), 3),
+            Err(BucketEditError::BadBucketName(256))
+        ));
     }
 
     #[test]
@@ -960,7 +984,12 @@ mod tests {
                     let _ = match op {
                         0 => v.create_type(&editor, &name, props, 3),
                         1 => v.activate_type(&editor, &name).map(drop),
-                        2 => v.update_type(&editor, &name, &PropsPatch { r: Some(QuorumParam::Count(value.into())), ..PropsPatch::default() }, 3),
+                        2 => v.update_type(
+                            &editor,
+                            &name,
+                            &PropsPatch { r: Some(QuorumParam::Count(value.into())), ..PropsPatch::default() },
+                            3,
+                        ),
                         3 => v.set_bucket(&editor, b"default", &[which], &props, 3),
                         4 => v.reset_bucket(&editor, b"default", &[which]),
                         _ => {

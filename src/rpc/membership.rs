@@ -482,11 +482,7 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
 /// are (a peer can send nothing `bucket-type create` or `PUT .../props`
 /// could not have made) and within the bounds the largest legal state is
 /// computed from.
-fn buckets_from_pb(
-    types: Vec<pb::BucketType>,
-    buckets: Vec<pb::BucketProps>,
-    n_val: usize,
-) -> Result<Buckets, String> {
+fn buckets_from_pb(types: Vec<pb::BucketType>, buckets: Vec<pb::BucketProps>, n_val: usize) -> Result<Buckets, String> {
     let props = |text: &str| -> Result<PropsPatch, String> {
         if text.len() > MAX_PROPS_BYTES {
             return Err(format!("bucket properties of {} bytes; at most {MAX_PROPS_BYTES}", text.len()));
@@ -502,7 +498,8 @@ fn buckets_from_pb(
         if !crate::core::bucket::valid_type_name(&t.name) || t.name == crate::core::bucket::DEFAULT_TYPE {
             return Err(format!("a bucket type named {:?}", t.name.chars().take(64).collect::<String>()));
         }
-        let record = TypeRecord { props: props(&t.props)?, active: t.active, stamp: (t.version, NodeId::new(t.editor)) };
+        let record =
+            TypeRecord { props: props(&t.props)?, active: t.active, stamp: (t.version, NodeId::new(t.editor)) };
         if out.types.insert(t.name, record).is_some() {
             return Err("two bucket types of one name".into());
         }
