@@ -2,7 +2,7 @@
 //! created and activated with the admin CLI, properties over Riak's HTTP
 //! routes (round trip, 400 and 404), gossip to every node, a restart, and
 //! a bucket's n_val placing its keys on exactly that many nodes, through
-//! anti-entropy rounds too.
+//! anti-entropy rounds too, and n_val=1 keys found after a node joins.
 
 mod common;
 
@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use common::{BIN, Cluster, FAST, NodeProc, client, wait_for};
 use serde_json::{Value, json};
+use vinzclortho::core::key::ObjectKey;
+use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::rpc::convert::{key_to_pb, object_to_pb};
+use vinzclortho::rpc::pb;
+use vinzclortho::rpc::pb::replica_client::ReplicaClient;
 
 const NET: u8 = 41;
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -72,6 +77,23 @@ fn get_value(node: &NodeProc, key: &str) -> String {
     let r = client().get(node.url(&format!("/store/{key}"))).send().unwrap();
     assert_eq!(r.status().as_u16(), 200, "GET {key}");
     r.text().unwrap()
+}
+
+/// Sends `object` for `key` (of default/default) to `node` alone, with a
+/// Replica/Merge call.
+fn merge_into(node: &NodeProc, partition: u32, key: &str, object: &Object) {
+    let request = node.member_request(pb::MergeRequest {
+        caller: None,
+        partition,
+        key: Some(key_to_pb(&ObjectKey::in_default_bucket(key.to_owned()))),
+        object: Some(object_to_pb(object)),
+        ..Default::default()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut c = ReplicaClient::connect(format!("http://{}", node.cluster)).await.unwrap();
+        c.merge(request).await.unwrap();
+    });
 }
 
 #[test]
@@ -152,13 +174,14 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
     assert_eq!(props["props"]["r"], "quorum");
     assert_eq!(props["props"]["pr"], 0);
 
-    // n_val=1 then n_val=2 on the /store bucket (default/default).
-    for n_val in [1u64, 2] {
+    // n_val=2 then n_val=1 on the /store bucket (default/default).
+    let mut keys = Vec::new();
+    for n_val in [2u64, 1] {
         let body = format!(r#"{{"props":{{"n_val":{n_val}}}}}"#);
         let (status, text) = send(c.node(2), reqwest::Method::PUT, "/buckets/default/props", &body);
         assert_eq!(status, 204, "{text}");
         wait_props_everywhere(&c, "/buckets/default/props", |p| p["n_val"] == n_val);
-        let keys: Vec<String> = (0..12).map(|i| format!("n{n_val}-{i}")).collect();
+        keys = (0..12).map(|i| format!("n{n_val}-{i}")).collect::<Vec<String>>();
         for (i, key) in keys.iter().enumerate() {
             put_value(c.node(i % 4), key, key);
         }
@@ -179,6 +202,33 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
         assert_eq!(preflist["preflist"].as_array().unwrap().len(), n_val as usize, "{preflist}");
     }
 
+    // A copy of an n_val=1 key on the partition's second holder only (as a
+    // ring change can leave one): anti-entropy brings it to the key's
+    // holder, where reads look for it.
+    let report: Value = serde_json::from_str(&get(c.node(0), "/admin/replicas/planted").1).unwrap();
+    let second = report["replicas"].as_array().unwrap().iter().find(|r| r["primary"] == false).unwrap();
+    let second = c.running().find(|n| n.http == second["node"].as_str().unwrap()).unwrap();
+    let mut planted = Object::default();
+    let content = Content { value: "planted".into(), content_type: "text/plain".into(), last_modified_ms: 1 };
+    planted.update(0x5eed, &planted.clock().clone(), Mutation::Put(content)).unwrap();
+    merge_into(second, report["partition"].as_u64().unwrap() as u32, "planted", &planted);
+    wait_for("the planted copy to reach its holder", Duration::from_secs(30), || {
+        let r = client().get(c.node(0).url("/store/planted")).send().ok()?;
+        (r.status().as_u16() == 200 && r.text().ok()? == "planted").then_some(())
+    });
+
+    // A node joins: partitions move for the cluster's N, and anti-entropy
+    // brings each n_val=1 key to its (maybe new) first holder, where reads
+    // look for it.
+    c.add();
+    c.wait_converged(Duration::from_secs(120));
+    for key in &keys {
+        wait_for(&format!("{key} readable after the join"), Duration::from_secs(60), || {
+            let r = client().get(c.node(4).url(&format!("/store/{key}"))).send().ok()?;
+            (r.status().as_u16() == 200 && r.text().ok()? == *key).then_some(())
+        });
+    }
+
     // A restart keeps types and props (saved with the cluster state).
     let (http, cluster) = c.kill9(3);
     c.restart(3, &http, &cluster);
@@ -187,5 +237,5 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""active":true"#), "{body}");
     let (_, body) = get(restarted, "/buckets/default/props");
-    assert!(body.contains(r#""n_val":2"#), "{body}");
+    assert!(body.contains(r#""n_val":1"#), "{body}");
 }
