@@ -1376,6 +1376,59 @@ mod tests {
     }
 
     #[test]
+    fn a_state_saved_in_format_v4_still_loads_without_bucket_types() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mut state = cluster();
+        state.security = true;
+        let v4 = StateV4 {
+            cluster_id: state.cluster_id,
+            n_val: state.n_val,
+            r: state.r,
+            w: state.w,
+            members: state.members.clone(),
+            removed: state.removed.clone(),
+            ring: state.ring.clone(),
+            plan: state.plan.clone(),
+            departures: state.departures.clone(),
+            certificate_names: state.certificate_names.clone(),
+            security: state.security,
+            tokens: state.tokens.clone(),
+        };
+        let mut raw = vec![STATE_FORMAT_V4];
+        raw.extend(postcard::to_allocvec(&v4).unwrap());
+        store.put_meta(META_CLUSTER_STATE, &raw).unwrap();
+        let loaded = load_state(&*store).unwrap().unwrap();
+        assert_eq!(loaded, state);
+        assert!(loaded.buckets.types.is_empty() && loaded.buckets.buckets.is_empty());
+    }
+
+    #[test]
+    fn bucket_types_and_props_spread_by_merge_and_are_saved() {
+        let (sa, sb): (Arc<dyn Store>, Arc<dyn Store>) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let a = open("a", cluster(), &sa).unwrap();
+        let b = open("b", cluster(), &sb).unwrap();
+        let props = PropsPatch::from_body(br#"{"props":{"n_val":1}}"#).unwrap();
+        a.create_bucket_type("t", props).unwrap();
+        assert!(matches!(a.bucket_props(b"t", b"x"), Err(BucketError::InactiveType(_))));
+        assert!(a.activate_bucket_type("t").unwrap());
+        assert!(matches!(b.bucket_props(b"t", b"x"), Err(BucketError::UnknownType(_))));
+        b.merge(&a.snapshot()).unwrap();
+        assert_eq!(b.bucket_props(b"t", b"x").unwrap().n_val, 1);
+        let r_one = PropsPatch::from_body(br#"{"props":{"r":"one"}}"#).unwrap();
+        b.set_bucket_props(b"t", b"x", &r_one).unwrap();
+        a.merge(&b.snapshot()).unwrap();
+        assert_eq!(a.bucket_props(b"t", b"x").unwrap().r, crate::core::bucket::QuorumParam::One);
+        let saved = load_state(&*sa).unwrap().unwrap();
+        assert_eq!(saved.buckets, a.snapshot().buckets, "saved with the state");
+        assert_eq!(a.bucket_types(), vec![("default".to_owned(), true), ("t".to_owned(), true)]);
+        let too_big = PropsPatch::from_body(br#"{"props":{"n_val":4}}"#).unwrap();
+        let refused = a.set_bucket_props(b"default", b"x", &too_big).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::BadRequest, "{refused}");
+        assert_eq!(a.update_bucket_type("nope", &r_one).unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(a.create_bucket_type("t", PropsPatch::default()).unwrap_err().code(), ErrorCode::Conflict);
+    }
+
+    #[test]
     fn tokens_spread_by_merge_and_a_view_with_other_security_is_refused() {
         let mut secured = cluster();
         secured.security = true;
