@@ -176,8 +176,9 @@ pub async fn preflist(
         params.bucket.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
         in_default.key,
     );
-    let n_val = api.coordinator.n_val_of(&key)?;
     let view = api.membership.view();
+    // As /admin/replicas: a key of an unknown type gets the cluster's N.
+    let n_val = api.coordinator.n_val_of(&key).unwrap_or(view.n_val);
     let partition = view.current.partition_of(&key);
     let preflist = view
         .current

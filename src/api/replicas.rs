@@ -79,7 +79,7 @@ pub async fn replicas(
         params.bucket.unwrap_or_else(|| "default".to_owned()),
         in_default.key,
     );
-    let report = api.coordinator.replicas(&key).await?;
+    let report = api.coordinator.replicas(&key).await;
     let replicas = report
         .replicas
         .into_iter()

@@ -582,10 +582,12 @@ impl Coordinator {
     /// each node asked for its own (no quorum, no repair; unfenced, like a
     /// tool). A node that does not answer within the request timeout, or is
     /// known down, is reported with the reason.
-    pub async fn replicas(&self, key: &ObjectKey) -> Result<ReplicasReport, CoordinatorError> {
+    pub async fn replicas(&self, key: &ObjectKey) -> ReplicasReport {
         let view = self.topology.view();
         let partition = view.current.partition_of(key);
-        let n_val = self.n_val_of(key)?;
+        // The bucket's n_val primaries; a diagnostic, so a key of an unknown
+        // or inactive type is shown with the cluster's N, not refused.
+        let n_val = self.n_val_of(key).unwrap_or(view.n_val);
         let primaries = view.current.holders(partition, n_val);
         let fallbacks = view.current.fallbacks(partition, n_val).into_iter().map(|e| e.node);
         let nodes: Vec<(NodeId, bool)> =
@@ -606,7 +608,7 @@ impl Coordinator {
                 ReplicaCopy { node, primary, answer }
             }
         });
-        Ok(ReplicasReport { partition, replicas: futures::future::join_all(asks).await })
+        ReplicasReport { partition, replicas: futures::future::join_all(asks).await }
     }
 
     /// How many replicas `key` has: its bucket's n_val, at most the
