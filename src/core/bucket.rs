@@ -1009,7 +1009,67 @@ mod tests {
             out
         }
 
+        fn arb_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                (0u64..5).prop_map(Value::from),
+                proptest::sample::select(vec!["one", "quorum", "all", "default", "true", "False", "x", "2", ""])
+                    .prop_map(Value::from),
+                Just(Value::Null),
+                Just(json!([])),
+                Just(json!({"a": [1, "b"]})),
+            ]
+        }
+
+        fn arb_props() -> impl Strategy<Value = Map<String, Value>> {
+            let names = proptest::sample::select(vec![
+                "n_val",
+                "allow_mult",
+                "last_write_wins",
+                "r",
+                "w",
+                "dw",
+                "rw",
+                "pr",
+                "pw",
+                "notfound_ok",
+                "basic_quorum",
+                "young_vclock",
+                "big_vclock",
+                "precommit",
+                "name",
+                "custom",
+                "other",
+            ]);
+            proptest::collection::btree_map(names, arb_value(), 0..8)
+                .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        }
+
         proptest! {
+            /// What parses comes back unchanged through the JSON the gossip
+            /// wire carries; what does not names every bad property.
+            #[test]
+            fn props_round_trip_through_their_json(props in arb_props()) {
+                match PropsPatch::from_json(&props) {
+                    Ok(patch) => {
+                        let back = patch.to_json();
+                        prop_assert_eq!(PropsPatch::from_json(back.as_object().unwrap()), Ok(patch));
+                    }
+                    Err(PropsError(errors)) => {
+                        prop_assert!(!errors.is_empty());
+                        for e in errors {
+                            prop_assert!(props.contains_key(&e.prop), "{} not in the input", e.prop);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn any_body_is_parsed_or_refused(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let _ = PropsPatch::from_body(&body);
+            }
+
             #[test]
             fn merge_is_a_semilattice_join(v in arb_views()) {
                 let (a, b, c) = (&v[0], &v[1], &v[2]);
