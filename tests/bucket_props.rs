@@ -137,6 +137,17 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
     let update = admin(n0, &["bucket-type", "update", "t1", r#"{"props":{"r":"one"}}"#]);
     assert_eq!(update.status.code(), Some(0), "{}", out(&update));
     assert_eq!(admin(n0, &["bucket-type", "activate", "nope"]).status.code(), Some(1));
+    // A type's props over HTTP, as Riak's clients update them (never create).
+    // (Each type is one last-writer-wins register: an edit made through
+    // another node before this one heard of the last would replace it.)
+    wait_props_everywhere(&c, "/types/t1/props", |p| p["r"] == "one");
+    let (status, body) = send(n1, reqwest::Method::PUT, "/types/t1/props", r#"{"props":{"pw":1,"n_val":2}}"#);
+    assert_eq!(status, 204, "{body}");
+    wait_props_everywhere(&c, "/types/t1/props", |p| p["pw"] == 1 && p["r"] == "one");
+    let (status, body) = send(n1, reqwest::Method::PUT, "/types/t1/props", r#"{"props":{"n_val":1}}"#);
+    assert_eq!(status, 400, "n_val fixed once active: {body}");
+    assert!(body.contains("n_val"), "{body}");
+    assert_eq!(send(n1, reqwest::Method::PUT, "/types/nope/props", r#"{"props":{}}"#).0, 404);
 
     // Bucket props: set on one node, seen on every node, reset.
     let (status, body) =

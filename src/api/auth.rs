@@ -137,6 +137,7 @@ mod tests {
         assert_eq!(required(&Method::DELETE, "/buckets/b/props"), on(Permission::Admin, b"default", b"b"));
         assert_eq!(required(&Method::GET, "/riak/b"), on(Permission::Read, b"default", b"b"));
         assert_eq!(required(&Method::GET, "/types/t1/props"), on(Permission::Read, b"t1", b""));
+        assert_eq!(required(&Method::PUT, "/types/t1/props"), on(Permission::Admin, b"t1", b""));
     }
 
     #[test]

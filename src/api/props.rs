@@ -9,9 +9,11 @@
 //!   Riak's); an unknown or inactive type a 404.
 //! * `DELETE` of the same: the bucket goes back to its type's properties,
 //!   204.
-//! * `GET /types/{t}/props`: the type's properties. Types are not created
-//!   over this API (as in Riak): `POST /admin/bucket-types` (the CLI's
-//!   `bucket-type create`) does, then `.../activate`.
+//! * `GET /types/{t}/props`: the type's properties; `PUT` updates some of
+//!   them (204; n_val is fixed once the type is active), as Riak's
+//!   `riak_kv_wm_bucket_type`. Types are not created over this API (nor in
+//!   Riak): `POST /admin/bucket-types` (the CLI's `bucket-type create`)
+//!   does, then `.../activate`.
 //!
 //! Names in paths are percent-encoded bytes, decoded here (a bucket name
 //! need not be UTF-8).
@@ -96,10 +98,28 @@ pub async fn props(State(api): State<AppState>, method: Method, uri: Uri, body: 
             let for_type = (name != DEFAULT_TYPE).then_some((name, active, claimant.as_str()));
             Ok(json_response(StatusCode::OK, json!({ "props": props.to_json(name, for_type) })))
         }
-        (Target::Type(_), _) => Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "bucket types are changed by an operator: vinzclortho admin bucket-type create|update|activate",
-        )),
+        // As Riak's riak_kv_wm_bucket_type: an existing type's properties
+        // may be updated over HTTP (the Python client's
+        // BucketType.set_properties), never a type created.
+        (Target::Type(t), Method::PUT | Method::POST) => {
+            let name = String::from_utf8(t)
+                .map_err(|e| BucketError::UnknownType(String::from_utf8_lossy(e.as_bytes()).into()))?;
+            let body = read_body(body).await?;
+            let patch = match PropsPatch::from_body(&body) {
+                Ok(patch) => patch,
+                Err(e) => return Ok(refused(&e)),
+            };
+            match api.membership.update_bucket_type(&name, &patch) {
+                Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+                Err(crate::membership::MembershipError::Bucket(crate::core::bucket::BucketEditError::Props(e))) => {
+                    Ok(refused(&e))
+                }
+                Err(crate::membership::MembershipError::Bucket(crate::core::bucket::BucketEditError::NoSuchType(
+                    t,
+                ))) => Err(BucketError::UnknownType(t).into()),
+                Err(e) => Err(e.into()),
+            }
+        }
         (Target::Bucket { bucket_type, bucket }, Method::GET | Method::HEAD) => {
             let props = api.membership.bucket_props(&bucket_type, &bucket)?;
             Ok(json_response(StatusCode::OK, props_json(&api, &bucket, &bucket_type, &props)))

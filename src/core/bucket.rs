@@ -493,7 +493,8 @@ impl BucketProps {
 
     /// The `props` object of `GET .../props`, as Riak shows it: `name` is
     /// the bucket (or the type, for a type's props); `active` and
-    /// `claimant` for bucket types (`for_type`).
+    /// `claimant` for bucket types other than `default` (`for_type`: the
+    /// type, whether active, the claimant's name).
     pub fn to_json(&self, name: &str, for_type: Option<(&str, bool, &str)>) -> Value {
         let mut props = Map::new();
         for (k, v) in &self.extra {
@@ -523,11 +524,9 @@ impl BucketProps {
             "dvv_enabled": true,
         });
         props.extend(rest.as_object().expect("an object").clone());
-        if let Some((bucket_type, active, claimant)) = for_type {
+        if let Some((_, active, claimant)) = for_type {
             props.insert("active".into(), json!(active));
             props.insert("claimant".into(), json!(claimant));
-            // Riak's typed buckets show their type (`riak_core_bucket`).
-            props.entry("type".to_owned()).or_insert(json!(bucket_type));
         }
         Value::Object(props)
     }
