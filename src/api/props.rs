@@ -189,7 +189,8 @@ pub async fn list_types(State(api): State<AppState>) -> Json<Vec<TypeView>> {
 }
 
 /// `POST /admin/bucket-types`: creates an inactive type, 201.
-pub async fn create_type(State(api): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create_type(State(api): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(body).await?;
     let request: CreateType = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": NAME, \"props\": {{...}}}}: {e}")))?;
     api.membership.create_bucket_type(&request.name, patch_of(&request.props)?)?;
@@ -203,8 +204,9 @@ pub async fn get_type(State(api): State<AppState>, uri: Uri) -> Result<Json<Type
 }
 
 /// `PUT /admin/bucket-types/{name}`: `{"props": {...}}` updates the type.
-pub async fn update_type(State(api): State<AppState>, uri: Uri, body: Bytes) -> Result<Json<TypeView>, ApiError> {
+pub async fn update_type(State(api): State<AppState>, uri: Uri, body: Body) -> Result<Json<TypeView>, ApiError> {
     let name = admin_type_name(&uri)?;
+    let body = read_body(body).await?;
     let patch = PropsPatch::from_body(&body).map_err(|e| ApiError::bad_request(format!("bad properties: {e}")))?;
     api.membership.update_bucket_type(&name, &patch)?;
     Ok(Json(type_view(&api, &name)?))
