@@ -2,7 +2,8 @@
 //! created and activated with the admin CLI, properties over Riak's HTTP
 //! routes (round trip, 400 and 404), gossip to every node, a restart, and
 //! a bucket's n_val placing its keys on exactly that many nodes, through
-//! anti-entropy rounds too, and n_val=1 keys found after a node joins.
+//! anti-entropy rounds, the reaper and hinted handoff too, and n_val=1 keys
+//! found after a node joins.
 
 mod common;
 
@@ -228,6 +229,32 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
     wait_for("the n_val=1 tombstone to be reaped", Duration::from_secs(30), || {
         (reaped() >= 1 && holders(c.node(0), deleted) == 0).then_some(())
     });
+
+    // A write of an n_val=1 key while its primary is down goes to a
+    // fallback (the partition's next holder); once the primary is back the
+    // hint is delivered and the fallback drops its copy: one copy again.
+    let (key, index) = (0..100)
+        .map(|i| format!("hinted-{i}"))
+        .find_map(|key| {
+            let preflist: Value = serde_json::from_str(&get(c.node(0), &format!("/admin/preflist/{key}")).1).ok()?;
+            let primary = preflist["preflist"][0]["node"].as_str()?.to_owned();
+            let index = (1..4).find(|i| c.node(*i).http == primary)?;
+            Some((key, index))
+        })
+        .expect("a key whose primary is not node 0");
+    let (http, cluster) = c.kill9(index);
+    put_value(c.node(0), &key, &key);
+    c.restart(index, &http, &cluster);
+    wait_for("the hint to be delivered and the fallback's copy dropped", Duration::from_secs(60), || {
+        let report: Value = serde_json::from_str(&get(c.node(0), &format!("/admin/replicas/{key}")).1).ok()?;
+        let copies: Vec<&Value> = report["replicas"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["siblings"].as_array().is_some_and(|s| !s.is_empty()))
+            .collect();
+        (copies.len() == 1 && copies[0]["primary"] == true).then_some(())
+    });
+    assert_eq!(get_value(c.node(0), &key), key);
 
     // A copy of an n_val=1 key on the partition's second holder only (as a
     // ring change can leave one): anti-entropy brings it to the key's
