@@ -25,6 +25,14 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     UriTooLong,
+    /// A conditional request's condition does not hold (`If-Match`,
+    /// `If-None-Match: *` on a write, `If-Unmodified-Since`).
+    PreconditionFailed,
+    /// A write's Content-Type is not a media type.
+    UnsupportedMediaType,
+    /// A feature of Riak's API this store does not have (MapReduce, search,
+    /// data types other than counters).
+    NotImplemented,
     /// Not enough replicas answered (quorum not met, peers down, timeout).
     Unavailable,
     /// A replica's disk is full.
@@ -35,7 +43,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -43,6 +51,9 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UriTooLong,
+        ErrorCode::PreconditionFailed,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::NotImplemented,
         ErrorCode::Unavailable,
         ErrorCode::InsufficientStorage,
         ErrorCode::Internal,
@@ -57,6 +68,9 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,6 +85,9 @@ impl ErrorCode {
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::Conflict => tonic::Code::FailedPrecondition,
             ErrorCode::PayloadTooLarge | ErrorCode::UriTooLong => tonic::Code::OutOfRange,
+            ErrorCode::PreconditionFailed => tonic::Code::FailedPrecondition,
+            ErrorCode::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            ErrorCode::NotImplemented => tonic::Code::Unimplemented,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::InsufficientStorage => tonic::Code::ResourceExhausted,
             ErrorCode::Internal => tonic::Code::Internal,

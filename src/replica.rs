@@ -406,7 +406,12 @@ mod tests {
     }
 
     pub(super) fn put(v: &str) -> Mutation {
-        Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
+        Mutation::Put(Content {
+            value: v.to_owned().into(),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        })
     }
 
     pub(super) fn values(o: &Object) -> BTreeSet<String> {

@@ -178,7 +178,12 @@ fn anti_entropy_alone_repairs_missed_writes_and_a_value_changed_on_one_node() {
     let k = key(7);
     let (partition, holders) = preflist(c.node(0), &k);
     let mut changed = agreed[&k].clone();
-    let content = Content { value: "only-on-one".into(), content_type: "text/plain".into(), last_modified_ms: 1 };
+    let content = Content {
+        value: "only-on-one".into(),
+        content_type: "text/plain".into(),
+        last_modified_ms: 1,
+        meta: Default::default(),
+    };
     changed.update(0x5eed, &changed.clock().clone(), Mutation::Put(content)).unwrap();
     let lonely = node_at(&c, &holders[0]).unwrap();
     merge_into(lonely, partition, &k, &changed);
@@ -233,7 +238,12 @@ fn a_node_whose_objects_were_wiped_gets_every_key_back_without_a_read() {
     let (partition, holders) = preflist(c.node(0), &k);
     let lonely = node_at(&c, &holders[1]).unwrap();
     let mut changed = copy_on(lonely, partition, &k).unwrap();
-    let content = Content { value: "after-restart".into(), content_type: "text/plain".into(), last_modified_ms: 1 };
+    let content = Content {
+        value: "after-restart".into(),
+        content_type: "text/plain".into(),
+        last_modified_ms: 1,
+        meta: Default::default(),
+    };
     changed.update(0xface, &changed.clock().clone(), Mutation::Put(content)).unwrap();
     merge_into(lonely, partition, &k, &changed);
     expected.insert(k, vec!["after-restart".to_owned()]);
@@ -260,7 +270,12 @@ fn without_anti_entropy_and_read_repair_a_divergence_stays() {
         copies.iter().all(|o| o == &copies[0] && !o.is_empty()).then(|| copies[0].clone())
     });
     let mut changed = first.clone();
-    let content = Content { value: "v2".into(), content_type: "text/plain".into(), last_modified_ms: 1 };
+    let content = Content {
+        value: "v2".into(),
+        content_type: "text/plain".into(),
+        last_modified_ms: 1,
+        meta: Default::default(),
+    };
     changed.update(0xbeef, &first.clock().clone(), Mutation::Put(content)).unwrap();
     merge_into(nodes[0], partition, "k", &changed);
     // A quorum read answers (it merges) but repairs nothing.

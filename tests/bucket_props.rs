@@ -167,6 +167,28 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
     assert_eq!(status, 204);
     wait_props_everywhere(&c, "/types/t1/buckets/b/props", |p| p["allow_mult"] == false && p["w"] == "quorum");
 
+    // Objects of the type follow its props: allow_mult=false keeps one
+    // value of two blind writes (Riak's object routes); an unknown or an
+    // inactive type is a 404 with Riak's text.
+    for value in ["one", "two"] {
+        let r = client()
+            .put(n0.url("/types/t1/buckets/b/keys/k"))
+            .header("content-type", "text/plain")
+            .body(value)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204, "PUT {value}");
+    }
+    let r = client().get(n1.url("/types/t1/buckets/b/keys/k")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "one value, no siblings");
+    assert_eq!(r.text().unwrap(), "two");
+    assert!(admin(n0, &["bucket-type", "create", "t3", "{\"props\":{}}"]).status.success());
+    for path in ["/types/nope/buckets/b/keys/k", "/types/t3/buckets/b/keys/k"] {
+        let r = client().get(n0.url(path)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+        assert!(r.text().unwrap().contains("Unknown bucket type"), "{path}");
+    }
+
     // Bad input: 400 naming the property; unknown type: 404.
     for (body, named) in [
         ("not json", "body"),
@@ -263,7 +285,12 @@ fn bucket_types_and_props_spread_persist_and_place_keys_on_n_val_nodes() {
     let second = report["replicas"].as_array().unwrap().iter().find(|r| r["primary"] == false).unwrap();
     let second = c.running().find(|n| n.http == second["node"].as_str().unwrap()).unwrap();
     let mut planted = Object::default();
-    let content = Content { value: "planted".into(), content_type: "text/plain".into(), last_modified_ms: 1 };
+    let content = Content {
+        value: "planted".into(),
+        content_type: "text/plain".into(),
+        last_modified_ms: 1,
+        meta: Default::default(),
+    };
     planted.update(0x5eed, &planted.clock().clone(), Mutation::Put(content)).unwrap();
     merge_into(second, report["partition"].as_u64().unwrap() as u32, "planted", &planted);
     wait_for("the planted copy to reach its holder", Duration::from_secs(30), || {

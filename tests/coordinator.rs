@@ -251,7 +251,12 @@ fn coordinator(topology: Arc<Scripted>, nodes: Arc<Nodes>) -> Coordinator {
 }
 
 fn put(v: &str) -> Mutation {
-    Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
+    Mutation::Put(Content {
+        value: v.to_owned().into(),
+        content_type: "text/plain".into(),
+        last_modified_ms: 0,
+        meta: Default::default(),
+    })
 }
 
 fn values(o: &Object) -> BTreeSet<String> {
@@ -489,7 +494,7 @@ async fn a_failing_primary_hands_its_slot_to_a_fallback_that_keeps_a_hint() {
     let read = c.read(&key(), ReadOptions { r: QuorumParam::All, ..ReadOptions::default() }).await.unwrap();
     assert_eq!((values(&read.object), read.fallbacks), (BTreeSet::from(["v".to_owned()]), 1));
     // pr=all refuses: a primary is missing, whatever the fallback says.
-    let strict = ReadOptions { r: QuorumParam::Default, pr: QuorumParam::All };
+    let strict = ReadOptions { r: QuorumParam::Default, pr: QuorumParam::All, ..ReadOptions::default() };
     let refused = unavailable(c.read(&key(), strict).await.map(|r| r.object));
     assert!(refused.contains("primaries"), "{refused}");
 }

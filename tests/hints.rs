@@ -229,6 +229,7 @@ fn a_merge_carries_its_hint_and_a_bad_one_is_refused() {
         value: "hinted".into(),
         content_type: "text/plain".into(),
         last_modified_ms: 0,
+        ..Default::default()
     };
     object
         .update(7, &vinzclortho::core::vclock::VersionVector::new(), vinzclortho::core::object::Mutation::Put(content))

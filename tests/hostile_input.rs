@@ -192,6 +192,56 @@ proptest! {
         prop_assert_eq!(call(&rt, &app, "GET", "/ping", &[("authorization", raw)], Vec::new()).map(|a| a.0).unwrap_or(StatusCode::OK), StatusCode::OK);
     }
 
+    /// Riak's object paths and headers: random names in every path form,
+    /// random metadata, links, index entries, conditions and vclocks. No
+    /// 5xx whatever comes; a refused write stores nothing.
+    #[test]
+    fn any_riak_request_is_answered_without_a_server_error(
+        raw in proptest::collection::vec(any::<u8>(), 0..40),
+        literal in "[ -~]{0,30}",
+        headers in proptest::collection::vec((0usize..10, proptest::collection::vec(any::<u8>(), 0..60)), 0..6),
+        query in "[ -~]{0,40}",
+    ) {
+        const NAMES: [&str; 10] = [
+            "content-type", "x-riak-vclock", "x-riak-meta-m", "x-riak-index-i_int", "x-riak-index-i_bin",
+            "link", "if-match", "if-none-match", "if-unmodified-since", "accept",
+        ];
+        let (rt, app) = (runtime(), app());
+        let headers: Vec<(&str, Vec<u8>)> = headers.into_iter().map(|(i, v)| (NAMES[i], v)).collect();
+        let query = query.replace(' ', "+").replace('#', "%23");
+        let key = percent_encode(&raw);
+        for path in [
+            format!("/buckets/b/keys/{key}?{query}"),
+            format!("/types/default/buckets/{key}/keys/k?{query}"),
+            format!("/riak/b/{literal}"),
+            format!("/buckets/b/keys?{query}"),
+            format!("/buckets/b/counters/{key}?{query}"),
+            format!("/buckets/b/keys/{key}/preflist"),
+        ] {
+            for method in ["GET", "PUT", "POST", "DELETE", "HEAD"] {
+                // 501 is the deliberate answer to what is not supported
+                // (here: a `/riak/B/K/...` link walk, when the name has a /).
+                // A HEAD answer has no body to say why.
+                let answer = call(&rt, &app, method, &path, &headers, raw.clone())
+                    .filter(|(status, _)| *status != StatusCode::NOT_IMPLEMENTED)
+                    .map(|(status, body)| if method == "HEAD" { (status, "(HEAD)".to_owned()) } else { (status, body) });
+                assert_not_5xx(&format!("{method} {path}"), answer);
+            }
+        }
+        // A write refused for its headers leaves the key as it was.
+        let path = "/buckets/b/keys/fixed";
+        let plain = [("content-type", b"text/plain".to_vec())];
+        prop_assert_eq!(call(&rt, &app, "PUT", path, &plain, b"first".to_vec()).unwrap().0, StatusCode::NO_CONTENT);
+        let mut with = headers.clone();
+        with.push(("content-type", b"text/plain".to_vec()));
+        if let Some((status, _)) = call(&rt, &app, "PUT", path, &with, b"second".to_vec())
+            && status.is_client_error()
+        {
+            let (status, body) = call(&rt, &app, "GET", path, &[], Vec::new()).unwrap();
+            prop_assert_eq!((status, body.as_str()), (StatusCode::OK, "first"));
+        }
+    }
+
     #[test]
     fn the_multipart_decoder_never_panics(content_type in "[ -~]{0,80}", body in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = vinzclortho::bench::target::multipart_values(&content_type, &body);

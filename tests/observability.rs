@@ -466,6 +466,7 @@ fn write_one_replica(node: &NodeProc, key: &str, value: &str) {
             content_type: "text/plain".into(),
             last_modified_ms: 1,
             value: value.to_owned().into(),
+            meta: None,
         })),
     };
     let request = node.member_request(request);

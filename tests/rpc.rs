@@ -164,6 +164,7 @@ fn put(value: &str) -> Mutation {
         value: Bytes::from(value.to_owned()),
         content_type: "text/plain; charset=utf-8".into(),
         last_modified_ms: 1_700_000_000_123,
+        ..Default::default()
     })
 }
 
@@ -331,6 +332,7 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
             content_type: "text/plain".into(),
             last_modified_ms: 1,
             value: "v".into(),
+            meta: None,
         })),
     };
     tx.send(call(10, Some(Call::Coordinate(write)))).await.unwrap();
@@ -1415,6 +1417,7 @@ async fn a_call_found_past_its_deadline_is_not_applied() {
             content_type: "text/plain".into(),
             last_modified_ms: 1,
             value: "late".into(),
+            meta: None,
         })),
     };
     let mut raw = pb::replica_client::ReplicaClient::new(server.member_channel().await);

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use bytes::Bytes;
 use tempfile::TempDir;
 use vinzclortho::core::key::{NodeId, ObjectKey};
-use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::core::object::{Content, Link, Metadata, Mutation, Object};
 use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::storage::{Hint, MemoryStore, Reaped, RocksOptions, RocksStore, Store};
 
@@ -32,6 +32,15 @@ fn object(values: &[&str]) -> Object {
             value: Bytes::from(v.to_string()),
             content_type: "text/plain".into(),
             last_modified_ms: i as u64,
+            // Riak's metadata is stored with the value (codec format 2).
+            meta: Metadata {
+                charset: Some("utf-8".into()),
+                content_encoding: (i % 2 == 0).then(|| "gzip".to_owned()),
+                content_language: None,
+                user_meta: vec![("color".into(), format!("c{i}"))],
+                links: vec![Link { bucket: "b".into(), key: Bytes::from(v.to_string()), tag: "t".into() }],
+                indexes: vec![("n_int".into(), i.to_string()), ("name_bin".into(), v.to_string())],
+            },
         };
         o.update(42, &VersionVector::new(), Mutation::Put(content)).unwrap();
     }

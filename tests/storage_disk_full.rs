@@ -104,8 +104,12 @@ fn key(i: u64) -> ObjectKey {
 }
 
 fn object(i: u64) -> Object {
-    let content =
-        Content { value: Bytes::from(value(i)), content_type: "application/octet-stream".into(), last_modified_ms: i };
+    let content = Content {
+        value: Bytes::from(value(i)),
+        content_type: "application/octet-stream".into(),
+        last_modified_ms: i,
+        meta: Default::default(),
+    };
     let mut o = Object::new();
     o.update(7, &VersionVector::new(), Mutation::Put(content)).unwrap();
     o

@@ -201,6 +201,7 @@ fn hostile_merge(node: &NodeProc, key: &str, from: &str) -> tonic::Request<pb::M
             content_type: "text/plain".into(),
             last_modified_ms: 1,
             value: b"intruder".to_vec().into(),
+            meta: None,
         }],
     };
     let key = pb::ObjectKey {

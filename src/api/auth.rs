@@ -4,15 +4,23 @@
 //! gossiped tokens) whether its bearer token has it.
 //!
 //! * `/ping`: open, always (load balancers, readiness probes).
+//! * `/` and `/stats`: open, always: Riak's clients read both on every new
+//!   connection, before any request, to find paths and detect features.
+//!   They show what `/metrics` shows by default (members, request counts
+//!   and times), never data.
 //! * `/metrics`: open, unless the node has a metrics token
 //!   (`--metrics-token-file`): then exactly that bearer token, with or
 //!   without `--security`.
 //! * `/store/{key}`: GET and HEAD need read, PUT and POST write, DELETE
 //!   delete, on bucket `default/default` (the only bucket this API has).
-//! * bucket properties (`.../props`, `/riak/{b}`): GET and HEAD need read
-//!   on the bucket (on the type, for `/types/{t}/props`), every change
-//!   admin (granted on `*` only: properties change how the cluster places
-//!   and counts a bucket's keys).
+//! * Riak's object paths (`/types/T/buckets/B/keys/K`, `/buckets/B/keys/K`,
+//!   `/riak/B/K`, and POST to the bucket): the same, on bucket `T/B`, named
+//!   by the same decoding the handler uses (`api::riak::path`); counters
+//!   (`/buckets/B/counters/K`) likewise (GET read, POST write).
+//! * bucket properties (`.../props`, GET and PUT `/riak/B`): GET and HEAD
+//!   need read on the bucket (on the type, for `/types/T/props`), every
+//!   change admin (granted on `*` only: properties change how the cluster
+//!   places and counts a bucket's keys).
 //! * everything else (`/admin/*`, claim changes, tokens, and unknown paths):
 //!   admin, granted on `*`.
 //!
@@ -27,8 +35,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::Method;
 
+use bytes::Bytes;
+
 use super::AppState;
 use super::error::ApiError;
+use super::riak::path::{counter_path, object_path};
 use crate::core::key::DEFAULT_NAMESPACE;
 use crate::core::security::{self, Permission, Refusal, Resource};
 use crate::error::ErrorCode;
@@ -40,41 +51,72 @@ enum Required {
     Nothing,
     /// The metrics token, if the node has one.
     Metrics,
-    Grant(Permission, Resource<'static>),
-    /// A grant on a bucket named in the path (type, bucket).
-    GrantOn(Permission, Vec<u8>, Vec<u8>),
+    Grant(Permission, Target),
+}
+
+/// What a grant must cover: the whole cluster, or one bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Cluster,
+    Bucket(Bytes, Bytes),
+}
+
+impl Target {
+    fn resource(&self) -> Resource<'_> {
+        match self {
+            Target::Cluster => Resource::Cluster,
+            Target::Bucket(bucket_type, bucket) => Resource::Bucket { bucket_type, bucket },
+        }
+    }
+}
+
+/// The permission an object request's method needs.
+fn object_permission(method: &Method) -> Permission {
+    match *method {
+        Method::GET | Method::HEAD => Permission::Read,
+        Method::DELETE => Permission::Delete,
+        // PUT, POST, and methods the route refuses anyway.
+        _ => Permission::Write,
+    }
+}
+
+/// What a bucket-properties request needs: read to look, admin to change.
+/// `POST /riak/B` is not one: it creates an object (`api::riak`).
+fn props_required(method: &Method, path: &str) -> Option<Required> {
+    if *method == Method::POST && path.starts_with("/riak/") {
+        return None;
+    }
+    let permission = match *method {
+        Method::GET | Method::HEAD => Permission::Read,
+        _ => Permission::Admin,
+    };
+    let target = match super::props::target(path)? {
+        super::props::Target::Bucket { bucket_type, bucket } => Target::Bucket(bucket_type.into(), bucket.into()),
+        // A type's props: a grant on the type (or on *).
+        super::props::Target::Type(bucket_type) => Target::Bucket(bucket_type.into(), Bytes::new()),
+    };
+    Some(Required::Grant(permission, target))
 }
 
 fn required(method: &Method, path: &str) -> Required {
-    const DEFAULT_BUCKET: Resource<'static> =
-        Resource::Bucket { bucket_type: DEFAULT_NAMESPACE.as_bytes(), bucket: DEFAULT_NAMESPACE.as_bytes() };
+    let default_bucket = || {
+        Target::Bucket(
+            Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()),
+            Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()),
+        )
+    };
     match path {
-        "/ping" => Required::Nothing,
+        "/ping" | "/" | "/stats" => Required::Nothing,
         "/metrics" => Required::Metrics,
         _ if path == "/store" || path.starts_with("/store/") => {
-            let permission = match *method {
-                Method::GET | Method::HEAD => Permission::Read,
-                Method::DELETE => Permission::Delete,
-                // PUT, POST, and methods the route refuses anyway.
-                _ => Permission::Write,
-            };
-            Required::Grant(permission, DEFAULT_BUCKET)
+            Required::Grant(object_permission(method), default_bucket())
         }
-        _ => match super::props::target(path) {
-            Some(target) => {
-                let permission = match *method {
-                    Method::GET | Method::HEAD => Permission::Read,
-                    _ => Permission::Admin,
-                };
-                match target {
-                    super::props::Target::Bucket { bucket_type, bucket } => {
-                        Required::GrantOn(permission, bucket_type, bucket)
-                    }
-                    // A type's props: a grant on the type (or on *).
-                    super::props::Target::Type(bucket_type) => Required::GrantOn(permission, bucket_type, Vec::new()),
-                }
+        _ if let Some(required) = props_required(method, path) => required,
+        _ => match object_path(path).or_else(|| counter_path(path)) {
+            Some(object) => {
+                Required::Grant(object_permission(method), Target::Bucket(object.bucket_type, object.bucket))
             }
-            None => Required::Grant(Permission::Admin, Resource::Cluster),
+            None => Required::Grant(Permission::Admin, Target::Cluster),
         },
     }
 }
@@ -88,14 +130,9 @@ pub(super) async fn guard(State(api): State<AppState>, request: Request, next: N
             Some(expected) => security::presented(header)
                 .and_then(|hash| if hash == *expected { Ok(()) } else { Err(Refusal::Unknown) }),
         },
-        Required::Grant(..) | Required::GrantOn(..) if !api.security => Ok(()),
-        Required::Grant(permission, resource) => {
-            security::presented(header).and_then(|hash| api.membership.authorize(&hash, permission, resource).map(drop))
-        }
-        Required::GrantOn(permission, bucket_type, bucket) => security::presented(header).and_then(|hash| {
-            let resource = Resource::Bucket { bucket_type: &bucket_type, bucket: &bucket };
-            api.membership.authorize(&hash, permission, resource).map(drop)
-        }),
+        Required::Grant(..) if !api.security => Ok(()),
+        Required::Grant(permission, target) => security::presented(header)
+            .and_then(|hash| api.membership.authorize(&hash, permission, target.resource()).map(drop)),
     };
     match verdict {
         Ok(()) => next.run(request).await,
@@ -115,29 +152,54 @@ mod tests {
     #[test]
     fn routes_map_to_the_permission_they_need() {
         let store = |m: Method| required(&m, "/store/some/key");
-        let bucket = Resource::Bucket { bucket_type: b"default", bucket: b"default" };
-        assert_eq!(store(Method::GET), Required::Grant(Permission::Read, bucket));
-        assert_eq!(store(Method::HEAD), Required::Grant(Permission::Read, bucket));
-        assert_eq!(store(Method::PUT), Required::Grant(Permission::Write, bucket));
-        assert_eq!(store(Method::POST), Required::Grant(Permission::Write, bucket));
-        assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, bucket));
-        assert_eq!(required(&Method::PATCH, "/store"), Required::Grant(Permission::Write, bucket));
-        assert_eq!(required(&Method::GET, "/ping"), Required::Nothing);
+        let bucket = |t: &'static str, b: &'static str| Target::Bucket(Bytes::from(t), Bytes::from(b));
+        let default = bucket("default", "default");
+        assert_eq!(store(Method::GET), Required::Grant(Permission::Read, default.clone()));
+        assert_eq!(store(Method::HEAD), Required::Grant(Permission::Read, default.clone()));
+        assert_eq!(store(Method::PUT), Required::Grant(Permission::Write, default.clone()));
+        assert_eq!(store(Method::POST), Required::Grant(Permission::Write, default.clone()));
+        assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, default.clone()));
+        assert_eq!(required(&Method::PATCH, "/store"), Required::Grant(Permission::Write, default));
+        for open in ["/ping", "/", "/stats"] {
+            assert_eq!(required(&Method::GET, open), Required::Nothing, "{open}");
+        }
         assert_eq!(required(&Method::GET, "/metrics"), Required::Metrics);
-        let admin = Required::Grant(Permission::Admin, Resource::Cluster);
+        // Riak's object paths: the bucket as the handler decodes it.
+        let riak = |m: Method, p: &str| required(&m, p);
+        assert_eq!(
+            riak(Method::GET, "/types/t/buckets/b%2Fc/keys/k"),
+            Required::Grant(Permission::Read, bucket("t", "b/c"))
+        );
+        assert_eq!(
+            riak(Method::PUT, "/buckets/b+c/keys/k"),
+            Required::Grant(Permission::Write, bucket("default", "b c"))
+        );
+        assert_eq!(riak(Method::POST, "/buckets/b/keys"), Required::Grant(Permission::Write, bucket("default", "b")));
+        assert_eq!(riak(Method::DELETE, "/riak/b/k"), Required::Grant(Permission::Delete, bucket("default", "b")));
+        assert_eq!(
+            riak(Method::POST, "/buckets/b/counters/c"),
+            Required::Grant(Permission::Write, bucket("default", "b"))
+        );
+        assert_eq!(
+            riak(Method::GET, "/types/t/buckets/b/counters/c"),
+            Required::Grant(Permission::Read, bucket("t", "b"))
+        );
+        let admin = Required::Grant(Permission::Admin, Target::Cluster);
         for path in ["/admin/status", "/admin/claim", "/admin/replicas/k", "/admin/tokens", "/storex", "/nowhere"] {
             assert_eq!(required(&Method::GET, path), admin, "{path}");
         }
         assert_eq!(required(&Method::PUT, "/admin/claim"), admin);
         assert_eq!(required(&Method::POST, "/admin/bucket-types"), admin);
         // Bucket properties: read on the bucket, changes admin.
-        let on = |p: Permission, t: &[u8], b: &[u8]| Required::GrantOn(p, t.to_vec(), b.to_vec());
-        assert_eq!(required(&Method::GET, "/types/t1/buckets/b%2F1/props"), on(Permission::Read, b"t1", b"b/1"));
-        assert_eq!(required(&Method::PUT, "/types/t1/buckets/b/props"), on(Permission::Admin, b"t1", b"b"));
-        assert_eq!(required(&Method::DELETE, "/buckets/b/props"), on(Permission::Admin, b"default", b"b"));
-        assert_eq!(required(&Method::GET, "/riak/b"), on(Permission::Read, b"default", b"b"));
-        assert_eq!(required(&Method::GET, "/types/t1/props"), on(Permission::Read, b"t1", b""));
-        assert_eq!(required(&Method::PUT, "/types/t1/props"), on(Permission::Admin, b"t1", b""));
+        let on = |p: Permission, t: &'static str, b: &'static str| Required::Grant(p, bucket(t, b));
+        assert_eq!(required(&Method::GET, "/types/t1/buckets/b%2F1/props"), on(Permission::Read, "t1", "b/1"));
+        assert_eq!(required(&Method::PUT, "/types/t1/buckets/b/props"), on(Permission::Admin, "t1", "b"));
+        assert_eq!(required(&Method::DELETE, "/buckets/b/props"), on(Permission::Admin, "default", "b"));
+        assert_eq!(required(&Method::GET, "/riak/b"), on(Permission::Read, "default", "b"));
+        assert_eq!(required(&Method::PUT, "/riak/b"), on(Permission::Admin, "default", "b"));
+        assert_eq!(required(&Method::POST, "/riak/b"), on(Permission::Write, "default", "b"), "creates an object");
+        assert_eq!(required(&Method::GET, "/types/t1/props"), on(Permission::Read, "t1", ""));
+        assert_eq!(required(&Method::PUT, "/types/t1/props"), on(Permission::Admin, "t1", ""));
     }
 
     #[test]

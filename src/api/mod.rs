@@ -13,8 +13,9 @@
 //! * `auth`: client security, the permission each route needs
 //! * `tokens`: `/admin/tokens`, client tokens and their grants
 //! * `props`: Riak's bucket properties (`/types/{t}/buckets/{b}/props`,
-//!   `/buckets/{b}/props`, `/riak/{b}`, `/types/{t}/props`) and
+//!   `/buckets/{b}/props`, `GET/PUT /riak/{b}`, `/types/{t}/props`) and
 //!   `/admin/bucket-types`
+//! * `riak`: Riak KV's HTTP API (objects, ...)
 //! * `error`: how every module error becomes a status code and a message
 
 mod admin;
@@ -25,6 +26,7 @@ mod metrics;
 mod multipart;
 mod props;
 mod replicas;
+mod riak;
 mod store;
 mod tokens;
 
@@ -142,7 +144,8 @@ pub fn router(api: AppState) -> Router {
         .route("/types/{bucket_type}/buckets/{bucket}/props", axum::routing::any(props::props))
         .route("/types/{bucket_type}/props", axum::routing::any(props::props))
         .route("/buckets/{bucket}/props", axum::routing::any(props::props))
-        .route("/riak/{bucket}", axum::routing::any(props::props))
+        // POST /riak/{bucket} creates an object (`riak::object_routes`).
+        .route("/riak/{bucket}", get(props::props).put(props::props))
         .route(
             "/store/{*key}",
             get(store::get_value)
@@ -151,6 +154,8 @@ pub fn router(api: AppState) -> Router {
                 .delete(store::delete_value)
                 .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)),
         )
+        .merge(riak::service_routes())
+        .merge(riak::object_routes().route_layer(axum::middleware::from_fn_with_state(Arc::clone(&api), serving)))
         .route("/store", axum::routing::any(store::missing_key))
         .route("/store/", axum::routing::any(store::missing_key))
         .fallback(error::no_route)

@@ -69,7 +69,7 @@ impl Params {
     }
 
     fn read(&self) -> Result<ReadOptions, ApiError> {
-        Ok(ReadOptions { r: self.r()?, pr: quorum_param("pr", self.pr.as_deref())? })
+        Ok(ReadOptions { r: self.r()?, pr: quorum_param("pr", self.pr.as_deref())?, ..ReadOptions::default() })
     }
 
     fn write(&self) -> Result<WriteOptions, ApiError> {
@@ -128,7 +128,7 @@ pub async fn put_value(
     let value = read_body(body, &headers, api.limits.max_value_bytes).await.inspect_err(|e| {
         metrics::request_refused("store", "put", outcome_of(e.code()));
     })?;
-    let content = Content { value, content_type, last_modified_ms: api.env.now_ms() };
+    let content = Content { value, content_type, last_modified_ms: api.env.now_ms(), meta: Default::default() };
     let reply = timed("put", api.coordinator.write(&key, &context, Mutation::Put(content), w), |_| "ok").await?;
     let response = with_context(&api.contexts, &key, StatusCode::OK, &reply.object, Body::empty());
     Ok(with_fallbacks(response, reply.fallbacks))
@@ -175,7 +175,9 @@ async fn timed<T>(
 
 pub(super) fn outcome_of(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::BadRequest | ErrorCode::UriTooLong => "bad_request",
+        ErrorCode::BadRequest | ErrorCode::UriTooLong | ErrorCode::UnsupportedMediaType => "bad_request",
+        ErrorCode::PreconditionFailed => "precondition_failed",
+        ErrorCode::NotImplemented => "not_implemented",
         // Refused by `api::auth` before any handler; listed for completeness.
         ErrorCode::Unauthorized => "unauthorized",
         ErrorCode::Forbidden => "forbidden",
@@ -223,7 +225,7 @@ fn context_header(seal: &ContextSeal, key: &ObjectKey, headers: &HeaderMap) -> R
 }
 
 /// Reads at most `max` bytes; refuses early when Content-Length says more.
-async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
     let too_large = |len: Option<u64>| {
         let size = len.map(|l| format!("{l} bytes")).unwrap_or_else(|| "larger".to_owned());
         ApiError::new(

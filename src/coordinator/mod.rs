@@ -132,6 +132,9 @@ struct Plan {
     /// The ring fallbacks come from (the current one).
     ring: Arc<Ring>,
     n_val: usize,
+    /// The bucket's notfound_ok and basic_quorum (reads).
+    notfound_ok: bool,
+    basic_quorum: bool,
 }
 
 impl Plan {
@@ -272,7 +275,11 @@ impl Coordinator {
         let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
-        let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries);
+        // A request's notfound_ok/basic_quorum, else its bucket's.
+        let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries).with_notfound_rules(
+            options.notfound_ok.unwrap_or(plan.notfound_ok),
+            options.basic_quorum.unwrap_or(plan.basic_quorum),
+        );
         let mut sloppy = plan.sloppy();
         let mut in_flight = 0usize;
         for node in &plan.nodes {
@@ -329,6 +336,11 @@ impl Coordinator {
             };
         }
         drop(tx);
+        if read.not_found() {
+            // Riak's notfound_ok=false: enough replicas had nothing.
+            metrics::quorum("read", "not_found", read.quorum().ok().len());
+            return Ok(Reply { object: Object::new(), fallbacks: read.fallbacks() });
+        }
         if read.progress() != Progress::Met {
             return Err(Attempt::Failed(self.read_unavailable(&read)));
         }
@@ -800,6 +812,8 @@ impl Coordinator {
             target,
             ring: Arc::clone(&view.current),
             n_val,
+            notfound_ok: props.notfound_ok,
+            basic_quorum: props.basic_quorum,
         })
     }
 }

@@ -10,6 +10,12 @@ pub struct ReadOptions {
     pub r: QuorumParam,
     /// Primaries that must answer for themselves (fallbacks do not count).
     pub pr: QuorumParam,
+    /// Riak's `notfound_ok`: whether a replica without the key counts
+    /// towards R (`None`: yes, Riak's default).
+    pub notfound_ok: Option<bool>,
+    /// Riak's `basic_quorum`: with `notfound_ok=false`, answer not found as
+    /// soon as a majority of replicas said so (`None`: no).
+    pub basic_quorum: Option<bool>,
 }
 
 /// A write's quorum parameters.

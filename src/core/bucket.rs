@@ -427,11 +427,11 @@ pub struct BucketProps {
     pub rw: QuorumParam,
     pub pr: QuorumParam,
     pub pw: QuorumParam,
-    /// Accepted and shown; our reads count a replica's "not found" as an
-    /// answer (Riak's default, notfound_ok=true) whatever it says.
+    /// A read's default for Riak's notfound_ok (a replica's "not found"
+    /// counts towards R) when the request does not say.
     pub notfound_ok: bool,
-    /// Accepted and shown; not used (reads wait for R answers or fail at
-    /// the deadline).
+    /// A read's default for Riak's basic_quorum when the request does not
+    /// say.
     pub basic_quorum: bool,
     pub young_vclock: u64,
     pub old_vclock: u64,

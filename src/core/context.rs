@@ -1,6 +1,7 @@
 //! The causal context token clients carry between a read and a write
-//! (`X-VinzClortho-Context`): an opaque, URL-safe string, sealed by the
-//! cluster and bound to one key.
+//! (`X-VinzClortho-Context`, or Riak's `X-Riak-Vclock`): an opaque base64
+//! string (URL-safe for ours, standard with padding for Riak's, which its
+//! clients decode and re-encode), sealed by the cluster and bound to one key.
 //!
 //! Why sealed: a context decides which values a write drops. A forged one
 //! (say, a counter of `u64::MAX` for a real actor) or one taken from another
@@ -10,7 +11,7 @@
 //! secret ([`ContextSeal`]); a token that does not verify for this key in this
 //! cluster is refused (400), never guessed at.
 //!
-//! Layout before base64url (no padding): a version byte (2), then one
+//! Layout before base64: a version byte (2), then one
 //! 16-byte entry per actor, `actor` and `counter` as big-endian u64, actors
 //! strictly increasing and counters above zero, then a 16-byte tag: the first
 //! 16 bytes of HMAC-SHA256(secret, "vinzclortho context v2" | cluster id |
@@ -18,7 +19,7 @@
 //! before this format) are refused: the client reads the key again.
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -39,7 +40,7 @@ pub const SECRET_BYTES: usize = 32;
 pub enum ContextError {
     #[error("context is {0} characters long, above the limit of {MAX_CONTEXT_CHARS}")]
     TooLarge(usize),
-    #[error("context is not URL-safe base64")]
+    #[error("context is not base64")]
     NotBase64,
     #[error("context is empty")]
     Empty,
@@ -98,6 +99,18 @@ impl ContextSeal {
 
     /// The token for `clock`, valid for `key` in this cluster only.
     pub fn seal(&self, key: &ObjectKey, clock: &VersionVector) -> String {
+        URL_SAFE_NO_PAD.encode(self.sealed(key, clock))
+    }
+
+    /// The same token in standard base64 with padding: Riak's
+    /// `X-Riak-Vclock`, which Riak's clients base64-decode and re-encode
+    /// (so it must survive that round trip unchanged). [`ContextSeal::open`]
+    /// takes either form.
+    pub fn seal_standard(&self, key: &ObjectKey, clock: &VersionVector) -> String {
+        STANDARD.encode(self.sealed(key, clock))
+    }
+
+    fn sealed(&self, key: &ObjectKey, clock: &VersionVector) -> Vec<u8> {
         let mut raw = Vec::with_capacity(1 + clock.len() * ENTRY_BYTES + TAG_BYTES);
         raw.push(VERSION);
         for (actor, counter) in clock.iter() {
@@ -106,7 +119,7 @@ impl ContextSeal {
         }
         let tag = self.mac(key, &raw).finalize().into_bytes();
         raw.extend_from_slice(&tag[..TAG_BYTES]);
-        URL_SAFE_NO_PAD.encode(raw)
+        raw
     }
 
     /// The clock in `token`, if this cluster sealed it for `key`. Checks the
@@ -115,7 +128,9 @@ impl ContextSeal {
         if token.len() > MAX_CONTEXT_CHARS {
             return Err(ContextError::TooLarge(token.len()));
         }
-        let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| ContextError::NotBase64)?;
+        let token = token.trim();
+        let raw =
+            URL_SAFE_NO_PAD.decode(token).or_else(|_| STANDARD.decode(token)).map_err(|_| ContextError::NotBase64)?;
         let (&version, rest) = raw.split_first().ok_or(ContextError::Empty)?;
         match version {
             VERSION => {}
@@ -196,7 +211,8 @@ mod tests {
         let cases: Vec<(String, ContextError)> = vec![
             ("".into(), ContextError::Empty),
             ("!!!".into(), ContextError::NotBase64),
-            ("a+b/".into(), ContextError::NotBase64),
+            ("a+b".into(), ContextError::NotBase64),
+            ("a-b/".into(), ContextError::NotBase64),
             (URL_SAFE_NO_PAD.encode([3u8]), ContextError::UnknownVersion(3)),
             (URL_SAFE_NO_PAD.encode([1u8]), ContextError::Unsealed),
             (URL_SAFE_NO_PAD.encode([2u8]), ContextError::Truncated),
@@ -259,7 +275,11 @@ mod tests {
             let token = s.seal(&key(&k), &clock);
             prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             prop_assert!(token.len() <= MAX_CONTEXT_CHARS);
-            prop_assert_eq!(s.open(&key(&k), &token), Ok(clock));
+            prop_assert_eq!(s.open(&key(&k), &token), Ok(clock.clone()));
+            // Riak's form of the same token (X-Riak-Vclock) opens too.
+            let riak = s.seal_standard(&key(&k), &clock);
+            prop_assert_eq!(STANDARD.decode(&riak).unwrap(), URL_SAFE_NO_PAD.decode(&token).unwrap());
+            prop_assert_eq!(s.open(&key(&k), &riak), Ok(clock));
         }
 
         #[test]

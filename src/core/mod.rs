@@ -7,6 +7,7 @@
 
 pub mod bucket;
 pub mod context;
+pub mod counter;
 pub mod duplicate;
 pub mod key;
 pub mod membership;

@@ -25,16 +25,65 @@
 
 use bytes::Bytes;
 
+use super::counter::{self, PnCounter};
 use super::vclock::{ActorId, Dot, VersionVector};
 
 /// A value as a client wrote it, with the metadata we return on read.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Content {
     pub value: Bytes,
     pub content_type: String,
-    /// Wall-clock time at the coordinating replica, for display only;
-    /// causality never looks at it.
+    /// Wall-clock time at the coordinating replica, for display (and for
+    /// the last-modified resolution of `allow_mult=false` buckets); causality
+    /// never looks at it.
     pub last_modified_ms: u64,
+    /// What Riak keeps beside a value (empty for `/store` writes).
+    pub meta: Metadata,
+}
+
+/// Riak's per-value metadata, stored and returned verbatim: the HTTP API
+/// (`api::riak`) fills it from a write's headers and sends it back as
+/// headers. Kept per sibling, as Riak does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Metadata {
+    /// The `charset` parameter of the Content-Type a client wrote.
+    pub charset: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `X-Riak-Meta-*` headers: (name after the prefix, lower case; value),
+    /// sorted by name.
+    pub user_meta: Vec<(String, String)>,
+    /// `Link` headers to other objects, in the order written.
+    pub links: Vec<Link>,
+    /// Secondary index entries (`X-Riak-Index-*`): (index name, lower case,
+    /// ending in `_bin` or `_int`; value), sorted and without duplicates.
+    pub indexes: Vec<(String, String)>,
+}
+
+impl Metadata {
+    pub fn is_empty(&self) -> bool {
+        *self == Metadata::default()
+    }
+
+    /// Bytes held, for limits (every field is client-supplied).
+    pub fn bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        opt(&self.charset)
+            + opt(&self.content_encoding)
+            + opt(&self.content_language)
+            + self.user_meta.iter().chain(&self.indexes).map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self.links.iter().map(|l| l.bucket.len() + l.key.len() + l.tag.len()).sum::<usize>()
+    }
+}
+
+/// A Riak link: a tagged pointer to another object of the same bucket type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Link {
+    pub bucket: Bytes,
+    pub key: Bytes,
+    pub tag: Bytes,
 }
 
 /// One concurrent value of a key.
@@ -55,6 +104,20 @@ pub struct CounterExhausted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
     Put(Content),
+    /// A put that supersedes every value the coordinating replica holds,
+    /// whether the client saw it or not: what Riak does in a bucket with
+    /// `allow_mult=false` or `last_write_wins=true`, where a write replaces
+    /// the value. Values written concurrently on other replicas still meet
+    /// it as siblings, which reads then resolve by last-modified time.
+    Replace(Content),
+    /// Adds `delta` to the key's counter (`core::counter`): the replica
+    /// merges the counters among the values it holds, adds `delta` to its
+    /// own actor's entry, and stores the result as a [`Mutation::Replace`]
+    /// would (it includes everything it supersedes).
+    Increment {
+        delta: i64,
+        last_modified_ms: u64,
+    },
     Delete,
 }
 
@@ -120,15 +183,42 @@ impl Object {
         context: &VersionVector,
         mutation: Mutation,
     ) -> Result<Option<Dot>, CounterExhausted> {
+        let mutation = match mutation {
+            Mutation::Increment { delta, last_modified_ms } => {
+                let values = self
+                    .siblings
+                    .iter()
+                    .filter(|s| s.content.content_type == counter::CONTENT_TYPE)
+                    .map(|s| &s.content.value[..]);
+                let mut merged = PnCounter::merge_all(values);
+                merged.add(actor, delta);
+                Mutation::Replace(Content {
+                    value: merged.encode().into(),
+                    content_type: counter::CONTENT_TYPE.to_owned(),
+                    last_modified_ms,
+                    meta: Metadata::default(),
+                })
+            }
+            other => other,
+        };
         let counter = self.clock.get(actor).max(context.get(actor));
-        if matches!(mutation, Mutation::Put(_)) && counter == u64::MAX {
+        if !matches!(mutation, Mutation::Delete) && counter == u64::MAX {
             return Err(CounterExhausted { actor });
         }
+        let everything;
+        let context = match mutation {
+            Mutation::Replace(_) => {
+                everything = self.clock.clone().merged(context);
+                &everything
+            }
+            _ => context,
+        };
         self.siblings.retain(|s| !context.covers(s.dot));
         self.clock.merge(context);
         match mutation {
             Mutation::Delete => Ok(None),
-            Mutation::Put(content) => {
+            Mutation::Increment { .. } => unreachable!("turned into a replace above"),
+            Mutation::Put(content) | Mutation::Replace(content) => {
                 let dot = self.clock.next_dot(actor).expect("checked above");
                 self.clock.observe(dot);
                 // The new dot is the highest of its actor, so it sorts after
@@ -237,6 +327,26 @@ impl Object {
     pub fn value_bytes(&self) -> usize {
         self.siblings.iter().map(|s| s.content.value.len()).sum()
     }
+
+    /// The value of the key's counter: the merge of every sibling that is
+    /// one (`None` when none is).
+    pub fn counter(&self) -> Option<PnCounter> {
+        let values: Vec<&[u8]> = self
+            .siblings
+            .iter()
+            .filter(|s| s.content.content_type == counter::CONTENT_TYPE)
+            .map(|s| &s.content.value[..])
+            .collect();
+        (!values.is_empty()).then(|| PnCounter::merge_all(values))
+    }
+
+    /// The sibling an `allow_mult=false` bucket shows: the latest by
+    /// last-modified time, ties broken by the higher dot (as Riak's
+    /// `riak_object:reconcile` picks the most recent). `None` for a
+    /// tombstone.
+    pub fn latest(&self) -> Option<&Sibling> {
+        self.siblings.iter().max_by_key(|s| (s.content.last_modified_ms, s.dot))
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +355,54 @@ mod tests {
     use proptest::prelude::*;
 
     fn content(v: &str) -> Content {
-        Content { value: Bytes::from(v.to_owned()), content_type: "text/plain".into(), last_modified_ms: 0 }
+        Content {
+            value: Bytes::from(v.to_owned()),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn increments_merge_the_counters_a_replica_holds() {
+        let inc = |delta| Mutation::Increment { delta, last_modified_ms: 0 };
+        let (mut a, mut b) = (Object::new(), Object::new());
+        a.update(1, &VersionVector::new(), inc(5)).unwrap();
+        b.update(2, &VersionVector::new(), inc(-2)).unwrap();
+        // Concurrent increments meet as siblings; the value sums them.
+        let mut merged = a.merge(&b);
+        assert_eq!(merged.siblings().len(), 2);
+        assert_eq!(merged.counter().unwrap().value(), 3);
+        // The next increment folds both into one value, losing nothing.
+        merged.update(1, &VersionVector::new(), inc(10)).unwrap();
+        assert_eq!(merged.siblings().len(), 1);
+        assert_eq!(merged.counter().unwrap().value(), 13);
+        // The stale copy on replica 2 adds nothing when it comes back.
+        assert_eq!(merged.merge(&b).counter().unwrap().value(), 13);
+        assert_eq!(Object::new().counter(), None);
+    }
+
+    #[test]
+    fn replace_supersedes_values_the_client_never_saw() {
+        let mut o = Object::new();
+        o.update(1, &VersionVector::new(), Mutation::Put(content("a"))).unwrap();
+        o.update(2, &VersionVector::new(), Mutation::Put(content("b"))).unwrap();
+        assert_eq!(o.siblings().len(), 2);
+        // No context at all, yet both go: allow_mult=false semantics.
+        let dot = o.update(1, &VersionVector::new(), Mutation::Replace(content("c"))).unwrap().unwrap();
+        assert_eq!(o.siblings().len(), 1);
+        assert_eq!(o.siblings()[0].dot, dot);
+        assert_eq!(o.clock().get(2), 1, "the superseded dots stay in the clock");
+        // A concurrent value from another replica meets it as a sibling,
+        // and `latest` shows the newer by last-modified time.
+        let mut other = Object::new();
+        let mut late = content("d");
+        late.last_modified_ms = 10;
+        other.update(3, &VersionVector::new(), Mutation::Put(late)).unwrap();
+        let merged = o.merge(&other);
+        assert_eq!(merged.siblings().len(), 2);
+        assert_eq!(merged.latest().unwrap().content.value, "d");
+        assert!(Object::tombstone(VersionVector::from_entries([(1, 1)])).latest().is_none());
     }
 
     #[test]

@@ -386,6 +386,13 @@ pub struct ReadQuorum {
     primaries: Option<Quorum>,
     /// Each reply with whether a fallback sent it.
     replies: Vec<(NodeId, Object, bool)>,
+    /// Riak's `notfound_ok`: a replica without the key counts towards R.
+    notfound_ok: bool,
+    /// Failures (not-founds included) at which the read gives up: N - R + 1,
+    /// or with Riak's `basic_quorum` at most a majority of N.
+    fail_threshold: usize,
+    /// Replicas that answered without the key, when they do not count.
+    not_found: usize,
 }
 
 impl ReadQuorum {
@@ -396,13 +403,49 @@ impl ReadQuorum {
     /// Also needs `pr` primaries answering for themselves (0: none).
     pub fn with_primaries(needed: usize, total: usize, pr: usize) -> ReadQuorum {
         let primaries = (pr > 0).then(|| Quorum::primaries(pr.min(total), total));
-        ReadQuorum { quorum: Quorum::new(needed, total), primaries, replies: Vec::new() }
+        ReadQuorum {
+            quorum: Quorum::new(needed, total),
+            primaries,
+            replies: Vec::new(),
+            notfound_ok: true,
+            fail_threshold: total - needed + 1,
+            not_found: 0,
+        }
+    }
+
+    /// Riak's early-failure rules (`riak_kv_get_core`). With
+    /// `notfound_ok=false` a replica without the key does not count towards
+    /// R; once N - R + 1 replicas failed or had nothing (with
+    /// `basic_quorum`, once a majority of N did), the read is over, and it
+    /// is a not-found (see [`ReadQuorum::not_found`]) when the not-founds
+    /// alone reached that threshold.
+    pub fn with_notfound_rules(mut self, notfound_ok: bool, basic_quorum: bool) -> ReadQuorum {
+        self.notfound_ok = notfound_ok;
+        let total = self.quorum.total();
+        if basic_quorum {
+            self.fail_threshold = self.fail_threshold.min(total / 2 + 1);
+        }
+        self
+    }
+
+    /// True when the read ended because enough replicas had no value (only
+    /// with `notfound_ok=false`): the answer is not found, not a 503.
+    pub fn not_found(&self) -> bool {
+        !self.notfound_ok && self.quorum.progress() != Progress::Met && self.not_found >= self.fail_threshold
     }
 
     /// A primary's answer; a key it does not have is `Object::new()` and
-    /// counts as a successful answer (Riak's `notfound_ok`).
+    /// counts as a successful answer unless `notfound_ok` is off.
     pub fn record(&mut self, node: NodeId, reply: Result<Object, String>) -> Progress {
         match reply {
+            Ok(object) if !self.notfound_ok && object.is_empty() => {
+                self.replies.push((node.clone(), object, false));
+                if let Some(p) = &mut self.primaries {
+                    p.record_ok(node.clone());
+                }
+                self.not_found += 1;
+                self.quorum.record_err(node, "not found");
+            }
             Ok(object) => {
                 self.replies.push((node.clone(), object, false));
                 if let Some(p) = &mut self.primaries {
@@ -432,6 +475,11 @@ impl ReadQuorum {
     /// slot: call it only when no other fallback is left to ask.
     pub fn record_fallback(&mut self, fallback: NodeId, primary: &NodeId, reply: Result<Object, String>) -> Progress {
         match reply {
+            Ok(object) if !self.notfound_ok && object.is_empty() => {
+                self.replies.push((fallback, object, true));
+                self.not_found += 1;
+                self.quorum.record_err(primary.clone(), "not found");
+            }
             Ok(object) => {
                 self.replies.push((fallback, object, true));
                 self.quorum.record_ok(primary.clone());
@@ -444,7 +492,12 @@ impl ReadQuorum {
     }
 
     pub fn progress(&self) -> Progress {
-        combined(std::iter::once(&self.quorum).chain(self.primaries.as_ref()))
+        let progress = combined(std::iter::once(&self.quorum).chain(self.primaries.as_ref()));
+        let failures = self.quorum.shortfall().failed.len();
+        if progress == Progress::Pending && failures >= self.fail_threshold {
+            return Progress::Failed;
+        }
+        progress
     }
 
     pub fn quorum(&self) -> &Quorum {
@@ -705,8 +758,12 @@ mod tests {
 
     fn written(value: &str, actor: u64) -> Object {
         let mut o = Object::new();
-        let content =
-            Content { value: value.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 };
+        let content = Content {
+            value: value.to_owned().into(),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        };
         o.update(actor, &VersionVector::new(), Mutation::Put(content)).unwrap();
         o
     }
@@ -731,6 +788,49 @@ mod tests {
         let merged = r.merged();
         assert_eq!(merged.siblings().len(), 2);
         assert_eq!(r.repairs(&merged), vec![NodeId::new("a"), NodeId::new("b")]);
+    }
+
+    /// riak_kv_get_core's table: with notfound_ok=false a not-found does
+    /// not count towards R; N - R + 1 of them (a majority with
+    /// basic_quorum) end the read as not found, errors among them make it a
+    /// failure.
+    #[test]
+    fn notfound_ok_and_basic_quorum_table() {
+        use Progress::*;
+        let (a, b, c) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("c"));
+        // Default rules: a not-found counts.
+        let mut r = ReadQuorum::new(2, 3);
+        r.record(a.clone(), Ok(Object::new()));
+        assert_eq!(r.record(b.clone(), Ok(Object::new())), Met);
+        assert!(!r.not_found());
+        // notfound_ok=false, R=2 of 3: two not-founds end it, as not found.
+        let mut r = ReadQuorum::new(2, 3).with_notfound_rules(false, false);
+        assert_eq!(r.record(a.clone(), Ok(Object::new())), Pending);
+        assert_eq!(r.record(b.clone(), Ok(Object::new())), Failed);
+        assert!(r.not_found());
+        // ... but a value and a not-found wait for the third.
+        let mut r = ReadQuorum::new(2, 3).with_notfound_rules(false, false);
+        assert_eq!(r.record(a.clone(), Ok(written("v", 1))), Pending);
+        assert_eq!(r.record(b.clone(), Ok(Object::new())), Pending);
+        assert_eq!(r.record(c.clone(), Ok(written("v", 1))), Met);
+        assert!(!r.not_found());
+        assert_eq!(r.merged(), written("v", 1));
+        // R=1 of 3: three not-founds without basic_quorum, two with it.
+        let mut r = ReadQuorum::new(1, 3).with_notfound_rules(false, false);
+        r.record(a.clone(), Ok(Object::new()));
+        assert_eq!(r.record(b.clone(), Ok(Object::new())), Pending);
+        let mut r = ReadQuorum::new(1, 3).with_notfound_rules(false, true);
+        r.record(a.clone(), Ok(Object::new()));
+        assert_eq!(r.record(b.clone(), Ok(Object::new())), Failed);
+        assert!(r.not_found());
+        // An error and a not-found: a failure, not a not-found.
+        let mut r = ReadQuorum::new(2, 3).with_notfound_rules(false, false);
+        r.record(a, Ok(Object::new()));
+        assert_eq!(r.record(b, Err("down".into())), Failed);
+        assert!(!r.not_found());
+        // A tombstone is a value, not a not-found.
+        let mut r = ReadQuorum::new(1, 3).with_notfound_rules(false, false);
+        assert_eq!(r.record(c, Ok(Object::tombstone(VersionVector::from_entries([(1, 1)])))), Met);
     }
 
     #[test]

@@ -231,8 +231,12 @@ mod tests {
     }
 
     fn put(object: &mut Object, actor: u64, value: &str) {
-        let content =
-            Content { value: value.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 };
+        let content = Content {
+            value: value.to_owned().into(),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        };
         let context = object.clock().clone();
         object.update(actor, &context, Mutation::Put(content)).unwrap();
     }

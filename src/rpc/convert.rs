@@ -12,7 +12,7 @@ use tonic::Status;
 use super::pb::coordinate_request::Mutation as PbMutation;
 use super::{pb, transfer_pb};
 use crate::core::key::ObjectKey;
-use crate::core::object::{Content, Mutation, Object, Sibling};
+use crate::core::object::{Content, Link, Metadata, Mutation, Object, Sibling};
 use crate::core::vclock::{Dot, VersionVector};
 use crate::storage::Reaped;
 
@@ -46,16 +46,69 @@ pub fn content_to_pb(content: &Content) -> pb::Put {
         content_type: content.content_type.clone(),
         last_modified_ms: content.last_modified_ms,
         value: content.value.clone(),
+        meta: meta_to_pb(&content.meta),
     }
 }
 
 pub fn content_from_pb(put: pb::Put) -> Content {
-    Content { value: put.value, content_type: put.content_type, last_modified_ms: put.last_modified_ms }
+    Content {
+        value: put.value,
+        content_type: put.content_type,
+        last_modified_ms: put.last_modified_ms,
+        meta: meta_from_pb(put.meta),
+    }
+}
+
+/// `None` for no metadata (the common case, and what older peers send).
+fn meta_to_pb(meta: &Metadata) -> Option<pb::Metadata> {
+    if meta.is_empty() {
+        return None;
+    }
+    let pairs = |pairs: &[(String, String)]| {
+        pairs.iter().map(|(name, value)| pb::Pair { name: name.clone(), value: value.clone() }).collect()
+    };
+    Some(pb::Metadata {
+        charset: meta.charset.clone(),
+        content_encoding: meta.content_encoding.clone(),
+        content_language: meta.content_language.clone(),
+        user_meta: pairs(&meta.user_meta),
+        links: meta
+            .links
+            .iter()
+            .map(|l| pb::Link { bucket: l.bucket.clone(), key: l.key.clone(), tag: l.tag.clone() })
+            .collect(),
+        indexes: pairs(&meta.indexes),
+    })
+}
+
+/// Sorted and de-duplicated as `Metadata` documents, whatever a peer sent:
+/// replicas compare siblings by value, so one value's metadata must have
+/// one form.
+fn meta_from_pb(meta: Option<pb::Metadata>) -> Metadata {
+    let Some(meta) = meta else { return Metadata::default() };
+    let pairs = |pairs: Vec<pb::Pair>| {
+        let mut pairs: Vec<(String, String)> = pairs.into_iter().map(|p| (p.name, p.value)).collect();
+        pairs.sort();
+        pairs.dedup();
+        pairs
+    };
+    Metadata {
+        charset: meta.charset,
+        content_encoding: meta.content_encoding,
+        content_language: meta.content_language,
+        user_meta: pairs(meta.user_meta),
+        links: meta.links.into_iter().map(|l| Link { bucket: l.bucket, key: l.key, tag: l.tag }).collect(),
+        indexes: pairs(meta.indexes),
+    }
 }
 
 pub fn mutation_to_pb(mutation: &Mutation) -> PbMutation {
     match mutation {
         Mutation::Put(content) => PbMutation::Put(content_to_pb(content)),
+        Mutation::Replace(content) => PbMutation::Replace(content_to_pb(content)),
+        Mutation::Increment { delta, last_modified_ms } => {
+            PbMutation::Increment(pb::Increment { delta: *delta, last_modified_ms: *last_modified_ms })
+        }
         Mutation::Delete => PbMutation::Delete(pb::Delete {}),
     }
 }
@@ -64,6 +117,10 @@ pub fn mutation_to_pb(mutation: &Mutation) -> PbMutation {
 pub fn mutation_from_pb(mutation: Option<PbMutation>) -> Result<Mutation, Status> {
     match required(mutation, "mutation")? {
         PbMutation::Put(put) => Ok(Mutation::Put(content_from_pb(put))),
+        PbMutation::Replace(put) => Ok(Mutation::Replace(content_from_pb(put))),
+        PbMutation::Increment(pb::Increment { delta, last_modified_ms }) => {
+            Ok(Mutation::Increment { delta, last_modified_ms })
+        }
         PbMutation::Delete(pb::Delete {}) => Ok(Mutation::Delete),
     }
 }
@@ -78,6 +135,7 @@ pub fn object_to_pb(object: &Object) -> pb::Object {
             content_type: s.content.content_type.clone(),
             last_modified_ms: s.content.last_modified_ms,
             value: s.content.value.clone(),
+            meta: meta_to_pb(&s.content.meta),
         })
         .collect();
     pb::Object { clock: clock_to_pb(object.clock()), siblings }
@@ -98,8 +156,12 @@ pub fn object_from_pb(object: pb::Object) -> Result<Object, Status> {
                     s.actor
                 )));
             }
-            let content =
-                Content { value: s.value, content_type: s.content_type, last_modified_ms: s.last_modified_ms };
+            let content = Content {
+                value: s.value,
+                content_type: s.content_type,
+                last_modified_ms: s.last_modified_ms,
+                meta: meta_from_pb(s.meta),
+            };
             Ok(Sibling { dot: Dot { actor: s.actor, counter: s.counter }, content })
         })
         .collect::<Result<Vec<_>, Status>>()?;
@@ -148,12 +210,36 @@ mod tests {
         (arb_bytes(), arb_bytes(), arb_bytes()).prop_map(|(t, b, k)| ObjectKey::new(t, b, k))
     }
 
+    /// Metadata in its normal form (pairs sorted and unique).
+    fn arb_meta() -> impl Strategy<Value = Metadata> {
+        let text = || proptest::option::of("[a-z0-9-]{0,8}");
+        let pairs = || proptest::collection::btree_set(("[a-z_]{1,6}", "[ -~]{0,6}"), 0..3);
+        let link = (arb_bytes(), arb_bytes(), arb_bytes()).prop_map(|(b, k, t)| Link {
+            bucket: b.into(),
+            key: k.into(),
+            tag: t.into(),
+        });
+        (text(), text(), text(), pairs(), proptest::collection::vec(link, 0..3), pairs()).prop_map(
+            |(charset, content_encoding, content_language, user_meta, links, indexes)| Metadata {
+                charset,
+                content_encoding,
+                content_language,
+                user_meta: user_meta.into_iter().collect(),
+                links,
+                indexes: indexes.into_iter().collect(),
+            },
+        )
+    }
+
     fn arb_content() -> impl Strategy<Value = Content> {
-        (arb_bytes(), "[a-z/+-]{0,20}", any::<u64>()).prop_map(|(value, content_type, last_modified_ms)| Content {
-            value: Bytes::from(value),
-            content_type,
-            last_modified_ms,
-        })
+        (arb_bytes(), "[a-z/+-]{0,20}", any::<u64>(), arb_meta()).prop_map(
+            |(value, content_type, last_modified_ms, meta)| Content {
+                value: Bytes::from(value),
+                content_type,
+                last_modified_ms,
+                meta,
+            },
+        )
     }
 
     fn arb_clock() -> impl Strategy<Value = VersionVector> {
@@ -185,8 +271,13 @@ mod tests {
         }
 
         #[test]
-        fn mutation_round_trips(content in proptest::option::of(arb_content())) {
-            let mutation = content.map_or(Mutation::Delete, Mutation::Put);
+        fn mutation_round_trips(content in proptest::option::of(arb_content()), kind in 0u8..3, delta: i64) {
+            let mutation = match (content, kind) {
+                (None, _) => Mutation::Delete,
+                (Some(c), 0) => Mutation::Put(c),
+                (Some(c), 1) => Mutation::Replace(c),
+                (Some(c), _) => Mutation::Increment { delta, last_modified_ms: c.last_modified_ms },
+            };
             prop_assert_eq!(mutation_from_pb(Some(mutation_to_pb(&mutation))).unwrap(), mutation);
         }
 
@@ -208,6 +299,7 @@ mod tests {
             content_type: "text/plain".into(),
             last_modified_ms: 0,
             value: Bytes::from_static(b"v"),
+            meta: None,
         }
     }
 

@@ -561,7 +561,12 @@ mod tests {
     fn pruning_takes_the_oldest_entries_that_dot_no_sibling_down_to_the_limit() {
         let mut o = Object::new();
         let put = |v: &str| {
-            Mutation::Put(Content { value: v.to_owned().into(), content_type: "t".into(), last_modified_ms: 0 })
+            Mutation::Put(Content {
+                value: v.to_owned().into(),
+                content_type: "t".into(),
+                last_modified_ms: 0,
+                meta: Default::default(),
+            })
         };
         // Actor 9 wrote three times, 5 twice, 7 and 8 once; 8 wrote last.
         for actor in [9, 9, 5, 9, 5, 7, 8] {
@@ -581,7 +586,12 @@ mod tests {
     fn a_prune_that_reached_some_primaries_only_converges() {
         let mut full = Object::new();
         let put = |v: &str| {
-            Mutation::Put(Content { value: v.to_owned().into(), content_type: "t".into(), last_modified_ms: 0 })
+            Mutation::Put(Content {
+                value: v.to_owned().into(),
+                content_type: "t".into(),
+                last_modified_ms: 0,
+                meta: Default::default(),
+            })
         };
         for actor in [1, 2, 3, 4, 5] {
             let context = full.clock().clone();
@@ -616,7 +626,12 @@ mod tests {
         let client = Arc::new(Local { replicas: replicas.clone(), lose_reap_to: Mutex::new(Some(node("c"))) });
 
         let key = ObjectKey::in_default_bucket("k");
-        let put = Mutation::Put(Content { value: "v1".into(), content_type: "text/plain".into(), last_modified_ms: 0 });
+        let put = Mutation::Put(Content {
+            value: "v1".into(),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        });
         let v1 = replicas[&names[0]].coordinate(P, key.clone(), VersionVector::new(), put).await.unwrap();
         let tomb = replicas[&names[0]].coordinate(P, key.clone(), v1.clock().clone(), Mutation::Delete).await.unwrap();
         for n in &names[1..] {

@@ -2,7 +2,9 @@
 //!
 //! Key:   partition (u32 BE) | len(bucket type) (u32 BE) | bucket type |
 //!        len(bucket) (u32 BE) | bucket | key
-//! Value: format version (u8) | postcard-encoded `RecordV1`
+//! Value: format version (u8) | postcard-encoded `RecordV1`, or `RecordV2`
+//!        when a sibling carries Riak metadata (`Metadata`): a record
+//!        without any stays in format 1, readable by older releases.
 //!
 //! Hints (a fallback's note that a key's object belongs to another node):
 //! Key:   partition (u32 BE) | len(bucket type) | bucket type | len(bucket) |
@@ -25,11 +27,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{Hint, Reaped, StorageError};
 use crate::core::key::{NodeId, ObjectKey};
-use crate::core::object::{Content, Object, Sibling};
+use crate::core::object::{Content, Link, Metadata, Object, Sibling};
 use crate::core::ring::Partition;
 use crate::core::vclock::{Dot, VersionVector};
 
 pub const FORMAT_V1: u8 = 1;
+/// Objects whose siblings carry metadata.
+pub const FORMAT_V2: u8 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct RecordV1 {
@@ -44,6 +48,57 @@ struct SiblingV1 {
     content_type: String,
     last_modified_ms: u64,
     value: Bytes,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    clock: Vec<(u64, u64)>,
+    siblings: Vec<SiblingV2>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SiblingV2 {
+    actor: u64,
+    counter: u64,
+    content_type: String,
+    last_modified_ms: u64,
+    value: Bytes,
+    meta: MetaV2,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaV2 {
+    charset: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    user_meta: Vec<(String, String)>,
+    /// (bucket, key, tag)
+    links: Vec<(Bytes, Bytes, Bytes)>,
+    indexes: Vec<(String, String)>,
+}
+
+impl MetaV2 {
+    fn from_meta(meta: &Metadata) -> MetaV2 {
+        MetaV2 {
+            charset: meta.charset.clone(),
+            content_encoding: meta.content_encoding.clone(),
+            content_language: meta.content_language.clone(),
+            user_meta: meta.user_meta.clone(),
+            links: meta.links.iter().map(|l| (l.bucket.clone(), l.key.clone(), l.tag.clone())).collect(),
+            indexes: meta.indexes.clone(),
+        }
+    }
+
+    fn into_meta(self) -> Metadata {
+        Metadata {
+            charset: self.charset,
+            content_encoding: self.content_encoding,
+            content_language: self.content_language,
+            user_meta: self.user_meta,
+            links: self.links.into_iter().map(|(bucket, key, tag)| Link { bucket, key, tag }).collect(),
+            indexes: self.indexes,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,6 +217,9 @@ fn split_u32(raw: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 pub fn encode_object(object: &Object) -> Vec<u8> {
+    if object.siblings().iter().any(|s| !s.content.meta.is_empty()) {
+        return encode_v2(object);
+    }
     let record = RecordV1 {
         clock: object.clock().iter().collect(),
         siblings: object
@@ -182,12 +240,58 @@ pub fn encode_object(object: &Object) -> Vec<u8> {
     out
 }
 
+fn encode_v2(object: &Object) -> Vec<u8> {
+    let record = RecordV2 {
+        clock: object.clock().iter().collect(),
+        siblings: object
+            .siblings()
+            .iter()
+            .map(|s| SiblingV2 {
+                actor: s.dot.actor,
+                counter: s.dot.counter,
+                content_type: s.content.content_type.clone(),
+                last_modified_ms: s.content.last_modified_ms,
+                value: s.content.value.clone(),
+                meta: MetaV2::from_meta(&s.content.meta),
+            })
+            .collect(),
+    };
+    let mut out = Vec::with_capacity(64 + object.value_bytes());
+    out.push(FORMAT_V2);
+    postcard::to_io(&record, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
 pub fn decode_object(raw: &[u8]) -> Result<Object, StorageError> {
     let (&version, body) = raw.split_first().ok_or_else(|| StorageError::Corrupt("empty record".into()))?;
     match version {
         FORMAT_V1 => decode_v1(body),
-        found => Err(StorageError::UnsupportedVersion { found, supported: FORMAT_V1 }),
+        FORMAT_V2 => decode_v2(body),
+        found => Err(StorageError::UnsupportedVersion { found, supported: FORMAT_V2 }),
     }
+}
+
+fn decode_v2(body: &[u8]) -> Result<Object, StorageError> {
+    let (record, rest): (RecordV2, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| StorageError::Corrupt(format!("record v2: {e}")))?;
+    if !rest.is_empty() {
+        return Err(StorageError::Corrupt(format!("record v2 has {} trailing bytes", rest.len())));
+    }
+    let clock = VersionVector::from_entries(record.clock);
+    let siblings = record
+        .siblings
+        .into_iter()
+        .map(|s| Sibling {
+            dot: Dot { actor: s.actor, counter: s.counter },
+            content: Content {
+                value: s.value,
+                content_type: s.content_type,
+                last_modified_ms: s.last_modified_ms,
+                meta: s.meta.into_meta(),
+            },
+        })
+        .collect();
+    Object::from_parts(clock, siblings).map_err(StorageError::Corrupt)
 }
 
 fn decode_v1(body: &[u8]) -> Result<Object, StorageError> {
@@ -202,7 +306,12 @@ fn decode_v1(body: &[u8]) -> Result<Object, StorageError> {
         .into_iter()
         .map(|s| Sibling {
             dot: Dot { actor: s.actor, counter: s.counter },
-            content: Content { value: s.value, content_type: s.content_type, last_modified_ms: s.last_modified_ms },
+            content: Content {
+                value: s.value,
+                content_type: s.content_type,
+                last_modified_ms: s.last_modified_ms,
+                meta: Default::default(),
+            },
         })
         .collect();
     Object::from_parts(clock, siblings).map_err(StorageError::Corrupt)
@@ -241,12 +350,31 @@ mod tests {
     #[test]
     fn objects_round_trip_with_version_byte() {
         let mut o = Object::new();
-        let c = Content { value: Bytes::from_static(b"v"), content_type: "a/b".into(), last_modified_ms: 42 };
+        let c = Content {
+            value: Bytes::from_static(b"v"),
+            content_type: "a/b".into(),
+            last_modified_ms: 42,
+            meta: Default::default(),
+        };
         o.update(9, &VersionVector::new(), Mutation::Put(c.clone())).unwrap();
         o.update(9, &VersionVector::new(), Mutation::Put(c)).unwrap();
         let raw = encode_object(&o);
         assert_eq!(raw[0], FORMAT_V1);
         assert_eq!(decode_object(&raw).unwrap(), o);
+        // Metadata on any sibling: format 2, round trip included.
+        let meta = Metadata {
+            charset: Some("utf-8".into()),
+            user_meta: vec![("a".into(), "b".into())],
+            links: vec![Link { bucket: "b".into(), key: "k".into(), tag: "t".into() }],
+            indexes: vec![("x_int".into(), "7".into())],
+            ..Default::default()
+        };
+        let c = Content { value: Bytes::from_static(b"w"), content_type: "a/b".into(), last_modified_ms: 43, meta };
+        o.update(9, &VersionVector::new(), Mutation::Put(c)).unwrap();
+        let raw = encode_object(&o);
+        assert_eq!(raw[0], FORMAT_V2);
+        assert_eq!(decode_object(&raw).unwrap(), o);
+        assert!(decode_object(&raw[..raw.len() - 1]).is_err());
     }
 
     #[test]
@@ -262,7 +390,7 @@ mod tests {
 
     #[test]
     fn unknown_versions_and_garbage_are_errors() {
-        assert!(matches!(decode_object(&[2, 0]), Err(StorageError::UnsupportedVersion { found: 2, .. })));
+        assert!(matches!(decode_object(&[3, 0]), Err(StorageError::UnsupportedVersion { found: 3, .. })));
         assert!(matches!(decode_object(&[]), Err(StorageError::Corrupt(_))));
         assert!(matches!(decode_object(&[1, 0xff, 0xff]), Err(StorageError::Corrupt(_))));
         let mut raw = encode_object(&Object::new());

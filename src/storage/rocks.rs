@@ -492,8 +492,12 @@ mod tests {
     use crate::core::vclock::VersionVector;
 
     fn object(value: &str) -> Object {
-        let content =
-            Content { value: Bytes::from(value.to_owned()), content_type: "text/plain".into(), last_modified_ms: 0 };
+        let content = Content {
+            value: Bytes::from(value.to_owned()),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        };
         let mut o = Object::new();
         o.update(1, &VersionVector::new(), Mutation::Put(content)).unwrap();
         o

@@ -278,7 +278,12 @@ mod tests {
     const P: Partition = 5;
 
     fn put(v: &str) -> Mutation {
-        Mutation::Put(Content { value: v.to_owned().into(), content_type: "text/plain".into(), last_modified_ms: 0 })
+        Mutation::Put(Content {
+            value: v.to_owned().into(),
+            content_type: "text/plain".into(),
+            last_modified_ms: 0,
+            meta: Default::default(),
+        })
     }
 
     fn setup() -> (Arc<Trees>, Arc<Replica>) {
