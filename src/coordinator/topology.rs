@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::core::bucket::{BucketError, BucketProps, ClusterDefaults, DEFAULT_TYPE};
+use crate::core::bucket::{BucketError, BucketProps, ClusterDefaults};
 use crate::core::key::NodeId;
 use crate::core::ring::Ring;
 use crate::error::{ErrorCode, HasErrorCode};
@@ -80,12 +80,9 @@ pub trait Topology: Send + Sync + 'static {
 
     /// The properties of a bucket (`core::bucket`): its n_val places its
     /// keys, its r/w/pr/pw are a request's defaults. Without bucket types
-    /// (test topologies) every bucket has the default type's properties,
-    /// and any other type is unknown.
-    fn bucket_props(&self, bucket_type: &[u8], _bucket: &[u8]) -> Result<BucketProps, BucketError> {
-        if bucket_type != DEFAULT_TYPE.as_bytes() {
-            return Err(BucketError::UnknownType(String::from_utf8_lossy(bucket_type).into_owned()));
-        }
+    /// (test topologies and tools) every bucket, of any type, has the
+    /// default type's properties.
+    fn bucket_props(&self, _bucket_type: &[u8], _bucket: &[u8]) -> Result<BucketProps, BucketError> {
         let view = self.view();
         Ok(BucketProps::defaults(ClusterDefaults { n_val: view.n_val, r: view.r, w: view.w }))
     }
