@@ -690,7 +690,11 @@ impl Buckets {
         props.check_n_val(cluster_n_val)?;
         let version = self.next_version();
         let t = self.types.get_mut(name).ok_or_else(|| BucketEditError::NoSuchType(name.into()))?;
-        if t.active && props.n_val.is_some_and(|n| Some(n) != t.props.n_val) {
+        // Compared with the n_val in effect: a client that sends back the
+        // props it read (the Python client's BucketType.set_properties)
+        // sends the cluster's n_val for a type that never set one.
+        let in_effect = t.props.n_val.unwrap_or(cluster_n_val as u32);
+        if t.active && props.n_val.is_some_and(|n| n != in_effect) {
             return Err(PropsError::one("n_val", "cannot be modified for an existing bucket type").into());
         }
         let merged = t.props.merged_with(props);
@@ -932,6 +936,12 @@ mod tests {
             b.create_type(&a, "big", patch(r#"{"props":{"n_val":4}}"#), 3),
             Err(BucketEditError::Props(_))
         ));
+        // An active type's n_val as read back (the cluster's, never set) is
+        // no change.
+        b.create_type(&a, "t4", PropsPatch::default(), 3).unwrap();
+        b.activate_type(&a, "t4").unwrap();
+        b.update_type(&a, "t4", &patch(r#"{"props":{"n_val":3,"allow_mult":false}}"#), 3).unwrap();
+        assert!(b.update_type(&a, "t4", &patch(r#"{"props":{"n_val":2}}"#), 3).is_err());
         // An inactive type can still change n_val (it holds no keys yet).
         b.create_type(&a, "t2", patch(r#"{"props":{"n_val":1}}"#), 3).unwrap();
         b.update_type(&a, "t2", &patch(r#"{"props":{"n_val":2}}"#), 3).unwrap();
