@@ -175,7 +175,7 @@ pub struct PropsPatch {
 
 /// Properties shown by Riak that a client may send back unchanged (a
 /// read-modify-write of the whole props) but cannot set: ignored on input.
-const INFORMATIONAL: [&str; 6] = ["name", "active", "claimant", "chash_keyfun", "linkfun", "dvv_enabled"];
+const INFORMATIONAL: [&str; 7] = ["name", "type", "active", "claimant", "chash_keyfun", "linkfun", "dvv_enabled"];
 
 /// A property with a bad value: its name and Riak's reason
 /// (`not_integer`, `not_boolean`, `not_valid_quorum`) or our own text.
@@ -254,6 +254,15 @@ impl PropsPatch {
                         bad(name, "commit hooks are not supported");
                     }
                 }
+                // What Riak has and we do not (README: not supported) is
+                // refused rather than kept and silently not honoured: a
+                // `datatype` would also make clients use the data-type
+                // routes. Their off values are fine.
+                "datatype" if !value.is_null() => bad(name, "data types other than counters are not supported"),
+                "consistent" | "write_once" if value != &Value::Bool(false) && !value.is_null() => {
+                    bad(name, "not supported")
+                }
+                "datatype" | "consistent" | "write_once" => {}
                 n if INFORMATIONAL.contains(&n) => {}
                 _ => {
                     let text = value.to_string();
@@ -876,7 +885,10 @@ mod tests {
         assert_eq!(p.notfound_ok, Some(true));
         assert_eq!(p.extra.get("custom").map(String::as_str), Some(r#"{"a":1}"#), "unknown props are kept");
         // Informational ones a client sends back are ignored.
-        let back = patch(r#"{"props":{"name":"b","active":true,"claimant":"x","dvv_enabled":false,"precommit":[]}}"#);
+        let back = patch(
+            r#"{"props":{"name":"b","type":"t","active":true,"claimant":"x","dvv_enabled":false,"precommit":[],
+                "datatype":null,"consistent":false,"write_once":false}}"#,
+        );
         assert_eq!(back, PropsPatch::default());
         let cases: &[(&str, &str, &str)] = &[
             (r#"{"n_val":0}"#, "n_val", "not_integer"),
@@ -889,6 +901,9 @@ mod tests {
             (r#"{"pr":-1}"#, "pr", "not_valid_quorum"),
             (r#"{"rw":"2"}"#, "rw", "not_valid_quorum"),
             (r#"{"precommit":[{"mod":"m","fun":"f"}]}"#, "precommit", "commit hooks are not supported"),
+            (r#"{"datatype":"map"}"#, "datatype", "data types other than counters are not supported"),
+            (r#"{"consistent":true}"#, "consistent", "not supported"),
+            (r#"{"write_once":true}"#, "write_once", "not supported"),
         ];
         for (props, prop, reason) in cases {
             let body = format!(r#"{{"props":{props}}}"#);
