@@ -113,6 +113,12 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Bucket types, as riak-admin's: create, activate, list, status,
+    /// update. A created type is usable once activated.
+    BucketType {
+        #[command(subcommand)]
+        command: BucketTypeCommand,
+    },
     /// Exit 0 once every member is up, nothing is moving or
     /// under-replicated and no hinted write waits, as every member sees
     /// itself; 1 at the timeout.
@@ -129,6 +135,29 @@ pub enum ClaimCommand {
     Get,
     /// Ask for this many partitions (a weight; partitions move after their data).
     Set { partitions: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BucketTypeCommand {
+    /// Create a bucket type (not active: activate it to use it). PROPS is
+    /// Riak's JSON, e.g. '{"props":{"n_val":1,"allow_mult":false}}';
+    /// n_val is at most the cluster's. Creating an inactive type again
+    /// replaces its properties.
+    Create {
+        name: String,
+        #[arg(default_value = "{\"props\":{}}")]
+        props: String,
+    },
+    /// Make a created type usable, on every node within a few gossip
+    /// rounds; for good.
+    Activate { name: String },
+    /// Every bucket type, active or not.
+    List,
+    /// A type's state and properties.
+    Status { name: String },
+    /// Change some of a type's properties ('{"props":{...}}'); n_val cannot
+    /// change once the type is active.
+    Update { name: String, props: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +305,7 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
             }
         }
         AdminCommand::Token { command } => token(node, json, command).await?,
+        AdminCommand::BucketType { command } => bucket_type(node, json, command).await?,
         AdminCommand::WaitHealthy { timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(*timeout);
             loop {
@@ -367,6 +397,65 @@ async fn token(node: &Node, json: bool, command: &TokenCommand) -> Result<(), Fa
             let body = serde_json::json!({"grants": grants(texts)?});
             let token = node.json(Method::PUT, &format!("{}/grants", name_path(name)), Some(body.to_string())).await?;
             print(json, &Value::Array(vec![token]), tokens_table);
+        }
+    }
+    Ok(())
+}
+
+/// `admin bucket-type ...`: properties are checked here first, so a typo
+/// is a usage error (exit 2) before anything is sent.
+async fn bucket_type(node: &Node, json: bool, command: &BucketTypeCommand) -> Result<(), Failure> {
+    let props = |text: &str| -> Result<Value, Failure> {
+        crate::core::bucket::PropsPatch::from_body(text.as_bytes())
+            .map_err(|e| Failure::Usage(format!("bad properties {text:?}: {e}; expected '{{\"props\":{{...}}}}'")))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| Failure::Usage(e.to_string()))?;
+        Ok(value["props"].clone())
+    };
+    let path = |name: &str| format!("/admin/bucket-types/{}", encode_key(name).replace('/', "%2F"));
+    let show = |t: &Value, human: String| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(t).expect("a JSON value serialises"));
+        } else {
+            println!("{human}");
+        }
+    };
+    match command {
+        BucketTypeCommand::Create { name, props: text } => {
+            let body = serde_json::json!({"name": name, "props": props(text)?});
+            let created = node.json(Method::POST, "/admin/bucket-types", Some(body.to_string())).await?;
+            show(&created, format!("{name} created"));
+        }
+        BucketTypeCommand::Activate { name } => {
+            let t = node.json(Method::POST, &format!("{}/activate", path(name)), None).await?;
+            show(&t, format!("{name} has been activated"));
+        }
+        BucketTypeCommand::List => {
+            let types = node.json(Method::GET, "/admin/bucket-types", None).await?;
+            let lines: Vec<String> = types
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    format!("{} ({})", text(&t["name"]), if t["active"] == true { "active" } else { "not active" })
+                })
+                .collect();
+            show(&types, lines.join("\n"));
+        }
+        BucketTypeCommand::Status { name } => {
+            let t = node.json(Method::GET, &path(name), None).await?;
+            let state = if t["active"] == true { "active" } else { "not active" };
+            let props: Vec<String> = t["props"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect();
+            show(&t, format!("{name} is {state}\n\n{}", props.join("\n")));
+        }
+        BucketTypeCommand::Update { name, props: text } => {
+            let body = serde_json::json!({"props": props(text)?});
+            let t = node.json(Method::PUT, &path(name), Some(body.to_string())).await?;
+            show(&t, format!("{name} updated"));
         }
     }
     Ok(())

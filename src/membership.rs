@@ -22,6 +22,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::coordinator::{AddressBook, RingView, Topology};
+use crate::core::bucket::{BucketEditError, BucketError, BucketProps, ClusterDefaults, PropsPatch};
 use crate::core::duplicate::{Duplicate, DuplicateDetector};
 use crate::core::key::NodeId;
 use crate::core::membership::{
@@ -46,6 +47,27 @@ const STATE_FORMAT_V3: u8 = 3;
 /// V4 adds client security (the flag and the token records); a V3 state is
 /// read as one without security.
 const STATE_FORMAT_V4: u8 = 4;
+/// V5 adds bucket types and bucket properties; a V4 state is read as one
+/// with none (every bucket of the default type, with its defaults).
+const STATE_FORMAT_V5: u8 = 5;
+
+/// The cluster state as format V4 stored it.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct StateV4 {
+    cluster_id: u64,
+    n_val: usize,
+    r: usize,
+    w: usize,
+    members: std::collections::BTreeMap<NodeId, Member>,
+    removed: std::collections::BTreeSet<NodeId>,
+    ring: crate::core::membership::RingState,
+    plan: crate::core::membership::StagedPlan,
+    departures: std::collections::BTreeMap<NodeId, crate::core::membership::Departure>,
+    certificate_names: std::collections::BTreeMap<NodeId, String>,
+    security: bool,
+    tokens: security::Tokens,
+}
 
 /// The cluster state as format V3 stored it.
 #[derive(serde::Deserialize)]
@@ -154,6 +176,8 @@ pub enum MembershipError {
     SecurityMismatch { ours: bool, theirs: bool },
     #[error("{0}")]
     Token(#[from] TokenError),
+    #[error("{0}")]
+    Bucket(#[from] BucketEditError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -181,7 +205,24 @@ impl HasErrorCode for MembershipError {
                 ErrorCode::BadRequest
             }
             MembershipError::Token(_) => ErrorCode::Conflict,
+            MembershipError::Bucket(e) => e.code(),
             MembershipError::Storage(e) => e.code(),
+        }
+    }
+}
+
+/// Where `core::bucket` refuses an edit.
+impl HasErrorCode for BucketEditError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            BucketEditError::NoSuchType(_) | BucketEditError::Bucket(_) => ErrorCode::NotFound,
+            BucketEditError::TypeExists(_)
+            | BucketEditError::TooManyTypes { .. }
+            | BucketEditError::TooManyBuckets { .. } => ErrorCode::Conflict,
+            BucketEditError::BadTypeName(_)
+            | BucketEditError::BadBucketName(_)
+            | BucketEditError::DefaultType
+            | BucketEditError::Props(_) => ErrorCode::BadRequest,
         }
     }
 }
@@ -243,8 +284,27 @@ pub struct Membership {
 pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageError> {
     let Some(raw) = store.get_meta(META_CLUSTER_STATE)? else { return Ok(None) };
     match raw.split_first() {
-        Some((&STATE_FORMAT_V4, body)) => postcard::from_bytes(body)
+        Some((&STATE_FORMAT_V5, body)) => postcard::from_bytes(body)
             .map(Some)
+            .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
+        Some((&STATE_FORMAT_V4, body)) => postcard::from_bytes::<StateV4>(body)
+            .map(|v4| {
+                Some(ClusterState {
+                    cluster_id: v4.cluster_id,
+                    n_val: v4.n_val,
+                    r: v4.r,
+                    w: v4.w,
+                    members: v4.members,
+                    removed: v4.removed,
+                    ring: v4.ring,
+                    plan: v4.plan,
+                    departures: v4.departures,
+                    certificate_names: v4.certificate_names,
+                    security: v4.security,
+                    tokens: v4.tokens,
+                    buckets: Default::default(),
+                })
+            })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
         Some((&STATE_FORMAT_V3, body)) => postcard::from_bytes::<StateV3>(body)
             .map(|v3| {
@@ -261,6 +321,7 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
                     certificate_names: v3.certificate_names,
                     security: false,
                     tokens: Default::default(),
+                    buckets: Default::default(),
                 })
             })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
@@ -279,6 +340,7 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
                     certificate_names: Default::default(),
                     security: false,
                     tokens: Default::default(),
+                    buckets: Default::default(),
                 })
             })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
@@ -297,6 +359,7 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
                     certificate_names: Default::default(),
                     security: false,
                     tokens: Default::default(),
+                    buckets: Default::default(),
                 })
             })
             .map_err(|e| StorageError::Corrupt(format!("stored cluster state: {e}"))),
@@ -305,7 +368,7 @@ pub fn load_state(store: &dyn Store) -> Result<Option<ClusterState>, StorageErro
 }
 
 fn save_state(store: &dyn Store, state: &ClusterState) -> Result<(), StorageError> {
-    let mut raw = vec![STATE_FORMAT_V4];
+    let mut raw = vec![STATE_FORMAT_V5];
     raw.extend(postcard::to_allocvec(state).expect("cluster state serializes"));
     store.put_meta(META_CLUSTER_STATE, &raw)
 }
@@ -658,6 +721,91 @@ impl Membership {
         self.after_change(Changes { members: true, ring: false, any: true })
     }
 
+    /// The properties in effect for `bucket` of `bucket_type` (on every
+    /// request: a read lock and a few map lookups, no await).
+    pub fn bucket_props(&self, bucket_type: &[u8], bucket: &[u8]) -> Result<BucketProps, BucketError> {
+        let inner = self.inner.read().expect("membership lock");
+        inner.state.buckets.props(defaults_of(&inner.state), bucket_type, bucket)
+    }
+
+    /// A bucket type's properties in effect and whether it is active; None
+    /// if there is no such type.
+    pub fn bucket_type(&self, name: &str) -> Option<(BucketProps, bool)> {
+        let inner = self.inner.read().expect("membership lock");
+        inner.state.buckets.type_status(defaults_of(&inner.state), name)
+    }
+
+    /// Every bucket type, `default` first, with whether it is active.
+    pub fn bucket_types(&self) -> Vec<(String, bool)> {
+        let inner = self.inner.read().expect("membership lock");
+        let others = inner.state.buckets.types.iter().map(|(n, t)| (n.clone(), t.active));
+        std::iter::once((crate::core::bucket::DEFAULT_TYPE.to_owned(), true)).chain(others).collect()
+    }
+
+    /// The member this node sees as claimant (Riak shows its name in a
+    /// bucket type's properties).
+    pub fn claimant(&self) -> Option<NodeId> {
+        let now = (self.clock)();
+        let inner = self.inner.read().expect("membership lock");
+        inner.state.claimant(|n| n == &self.local || inner.detector.is_up(n, now)).cloned()
+    }
+
+    /// Creates (or, while inactive, redefines) a bucket type; gossip
+    /// spreads it.
+    pub fn create_bucket_type(&self, name: &str, props: PropsPatch) -> Result<(), MembershipError> {
+        self.edit_buckets(|state, me| {
+            let n_val = state.n_val;
+            state.buckets.create_type(me, name, props, n_val)
+        })
+    }
+
+    /// Activates a bucket type; false if it was active already.
+    pub fn activate_bucket_type(&self, name: &str) -> Result<bool, MembershipError> {
+        let mut activated = false;
+        self.edit_buckets(|state, me| {
+            activated = state.buckets.activate_type(me, name)?;
+            Ok(())
+        })?;
+        Ok(activated)
+    }
+
+    /// Updates a bucket type's properties.
+    pub fn update_bucket_type(&self, name: &str, props: &PropsPatch) -> Result<(), MembershipError> {
+        self.edit_buckets(|state, me| {
+            let n_val = state.n_val;
+            state.buckets.update_type(me, name, props, n_val)
+        })
+    }
+
+    /// Sets some of one bucket's own properties.
+    pub fn set_bucket_props(
+        &self,
+        bucket_type: &[u8],
+        bucket: &[u8],
+        props: &PropsPatch,
+    ) -> Result<(), MembershipError> {
+        self.edit_buckets(|state, me| {
+            let n_val = state.n_val;
+            state.buckets.set_bucket(me, bucket_type, bucket, props, n_val)
+        })
+    }
+
+    /// Resets one bucket to its type's properties.
+    pub fn reset_bucket_props(&self, bucket_type: &[u8], bucket: &[u8]) -> Result<(), MembershipError> {
+        self.edit_buckets(|state, me| state.buckets.reset_bucket(me, bucket_type, bucket))
+    }
+
+    fn edit_buckets(
+        &self,
+        edit: impl FnOnce(&mut ClusterState, &NodeId) -> Result<(), BucketEditError>,
+    ) -> Result<(), MembershipError> {
+        {
+            let mut inner = self.inner.write().expect("membership lock");
+            edit(&mut inner.state, &self.local)?;
+        }
+        self.after_change(Changes { members: true, ring: false, any: true })
+    }
+
     /// The certificate name `node` is bound to, if any.
     pub fn certificate_name(&self, node: &NodeId) -> Option<String> {
         self.inner.read().expect("membership lock").state.certificate_names.get(node).cloned()
@@ -976,6 +1124,10 @@ impl Topology for Membership {
     async fn catch_up(&self, from: &NodeId, epoch: u64, until: tokio::time::Instant) -> bool {
         Membership::catch_up(self, from, epoch, until).await
     }
+
+    fn bucket_props(&self, bucket_type: &[u8], bucket: &[u8]) -> Result<BucketProps, BucketError> {
+        Membership::bucket_props(self, bucket_type, bucket)
+    }
 }
 
 impl AddressBook for Membership {
@@ -991,6 +1143,10 @@ fn removed_error(state: &ClusterState, node: NodeId) -> MembershipError {
         Some(d) if d.done && d.by.is_none() => MembershipError::Left { node },
         _ => MembershipError::Removed { node },
     }
+}
+
+fn defaults_of(state: &ClusterState) -> ClusterDefaults {
+    ClusterDefaults { n_val: state.n_val, r: state.r, w: state.w }
 }
 
 fn view_of(state: &ClusterState) -> RingView {
@@ -1217,6 +1373,59 @@ mod tests {
         let loaded = load_state(&*store).unwrap().unwrap();
         assert_eq!(loaded, state);
         assert!(!loaded.security && loaded.tokens.is_empty());
+    }
+
+    #[test]
+    fn a_state_saved_in_format_v4_still_loads_without_bucket_types() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mut state = cluster();
+        state.security = true;
+        let v4 = StateV4 {
+            cluster_id: state.cluster_id,
+            n_val: state.n_val,
+            r: state.r,
+            w: state.w,
+            members: state.members.clone(),
+            removed: state.removed.clone(),
+            ring: state.ring.clone(),
+            plan: state.plan.clone(),
+            departures: state.departures.clone(),
+            certificate_names: state.certificate_names.clone(),
+            security: state.security,
+            tokens: state.tokens.clone(),
+        };
+        let mut raw = vec![STATE_FORMAT_V4];
+        raw.extend(postcard::to_allocvec(&v4).unwrap());
+        store.put_meta(META_CLUSTER_STATE, &raw).unwrap();
+        let loaded = load_state(&*store).unwrap().unwrap();
+        assert_eq!(loaded, state);
+        assert!(loaded.buckets.types.is_empty() && loaded.buckets.buckets.is_empty());
+    }
+
+    #[test]
+    fn bucket_types_and_props_spread_by_merge_and_are_saved() {
+        let (sa, sb): (Arc<dyn Store>, Arc<dyn Store>) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let a = open("a", cluster(), &sa).unwrap();
+        let b = open("b", cluster(), &sb).unwrap();
+        let props = PropsPatch::from_body(br#"{"props":{"n_val":1}}"#).unwrap();
+        a.create_bucket_type("t", props).unwrap();
+        assert!(matches!(a.bucket_props(b"t", b"x"), Err(BucketError::InactiveType(_))));
+        assert!(a.activate_bucket_type("t").unwrap());
+        assert!(matches!(b.bucket_props(b"t", b"x"), Err(BucketError::UnknownType(_))));
+        b.merge(&a.snapshot()).unwrap();
+        assert_eq!(b.bucket_props(b"t", b"x").unwrap().n_val, 1);
+        let r_one = PropsPatch::from_body(br#"{"props":{"r":"one"}}"#).unwrap();
+        b.set_bucket_props(b"t", b"x", &r_one).unwrap();
+        a.merge(&b.snapshot()).unwrap();
+        assert_eq!(a.bucket_props(b"t", b"x").unwrap().r, crate::core::bucket::QuorumParam::One);
+        let saved = load_state(&*sa).unwrap().unwrap();
+        assert_eq!(saved.buckets, a.snapshot().buckets, "saved with the state");
+        assert_eq!(a.bucket_types(), vec![("default".to_owned(), true), ("t".to_owned(), true)]);
+        let too_big = PropsPatch::from_body(br#"{"props":{"n_val":4}}"#).unwrap();
+        let refused = a.set_bucket_props(b"default", b"x", &too_big).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::BadRequest, "{refused}");
+        assert_eq!(a.update_bucket_type("nope", &r_one).unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(a.create_bucket_type("t", PropsPatch::default()).unwrap_err().code(), ErrorCode::Conflict);
     }
 
     #[test]

@@ -91,7 +91,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Tools the binary runs beside the server; nothing in the server uses them.
     // The tools' HTTP client: plain, or HTTPS checked against a CA file.
     ("http_client", &["env"]),
-    ("bench", &["env", "config", "coordinator", "http_client"]),
+    ("bench", &["core", "env", "config", "coordinator", "http_client"]),
     ("devcluster", &["env", "config", "node"]),
     // The operator's CLI: a client of a node's HTTP API; it parses token
     // grants with the core's rules (core::security) before sending them.

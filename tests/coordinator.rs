@@ -12,6 +12,7 @@ use vinzclortho::coordinator::{
     Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReadOptions, ReplicaClient, RingView, Topology,
     WriteOptions,
 };
+use vinzclortho::core::bucket::{BucketError, BucketProps, ClusterDefaults};
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::ring::{Partition, Ring};
@@ -35,12 +36,19 @@ struct Scripted {
     local: NodeId,
     view: Mutex<Arc<RingView>>,
     down: Mutex<HashSet<NodeId>>,
+    /// Buckets (of the default type) with their own n_val.
+    n_vals: Mutex<BTreeMap<Vec<u8>, usize>>,
 }
 
 impl Scripted {
     fn new(local: &str, current: Arc<Ring>, target: Option<Arc<Ring>>) -> Arc<Scripted> {
         let view = RingView { epoch: 1, ring_hash: 0, current, target, n_val: 3, r: 2, w: 2 };
-        Arc::new(Scripted { local: n(local), view: Mutex::new(Arc::new(view)), down: Mutex::new(HashSet::new()) })
+        Arc::new(Scripted {
+            local: n(local),
+            view: Mutex::new(Arc::new(view)),
+            down: Mutex::new(HashSet::new()),
+            n_vals: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn set_down(&self, nodes: &[&str]) {
@@ -70,6 +78,17 @@ impl Topology for Scripted {
     }
     fn http_address(&self, node: &NodeId) -> String {
         format!("{node}:8880")
+    }
+    fn bucket_props(&self, bucket_type: &[u8], bucket: &[u8]) -> Result<BucketProps, BucketError> {
+        if bucket_type != b"default" {
+            return Err(BucketError::UnknownType(String::from_utf8_lossy(bucket_type).into_owned()));
+        }
+        let view = self.view();
+        let mut props = BucketProps::defaults(ClusterDefaults { n_val: view.n_val, r: view.r, w: view.w });
+        if let Some(n_val) = self.n_vals.lock().unwrap().get(bucket) {
+            props.n_val = *n_val;
+        }
+        Ok(props)
     }
     async fn catch_up(&self, _from: &NodeId, epoch: u64, until: tokio::time::Instant) -> bool {
         loop {
@@ -506,4 +525,34 @@ async fn with_every_primary_down_a_fallback_stamps_and_pw_refuses_before_stampin
     }
     let read = c.read(&key(), ReadOptions::default()).await.unwrap();
     assert_eq!((values(&read.object), read.fallbacks), (BTreeSet::from(["v".to_owned()]), 2));
+}
+
+/// A bucket's n_val places its keys on the first n_val holders of the
+/// cluster's preference list: writes reach those only, a request's default
+/// quorum is capped at n_val, an explicit one above it is refused, and an
+/// unknown bucket type is a 404.
+#[tokio::test(start_paused = true)]
+async fn a_bucket_with_a_smaller_n_val_lives_on_its_first_n_val_holders() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    topology.n_vals.lock().unwrap().extend([(b"one".to_vec(), 1), (b"two".to_vec(), 2)]);
+    for (bucket, n_val) in [("one", 1usize), ("two", 2)] {
+        let k = ObjectKey::new("default", bucket, "k");
+        c.put(&k, &VersionVector::new(), put(bucket), QuorumParam::Default).await.unwrap();
+        let holders = ring("b", "c").holders(partition(&k), 3);
+        for (i, holder) in holders.iter().enumerate() {
+            let stored = nodes.stored(holder.as_str(), &k).await;
+            assert_eq!(!stored.is_empty(), i < n_val, "{bucket}: {holder} (position {i})");
+        }
+        assert_eq!(values(&c.get(&k, QuorumParam::Default).await.unwrap()), BTreeSet::from([bucket.to_owned()]));
+        assert_eq!(values(&c.get(&k, QuorumParam::All).await.unwrap()), BTreeSet::from([bucket.to_owned()]));
+        let refused = c.get(&k, QuorumParam::Count(3)).await.unwrap_err();
+        assert!(matches!(refused, CoordinatorError::BadRequest(_)), "{refused}");
+        assert_eq!(c.n_val_of(&k).unwrap(), n_val);
+    }
+    let unknown = ObjectKey::new("nope", "b", "k");
+    let refused = c.get(&unknown, QuorumParam::Default).await.unwrap_err();
+    assert!(matches!(refused, CoordinatorError::Bucket(BucketError::UnknownType(_))), "{refused}");
+    assert_eq!(vinzclortho::error::HasErrorCode::code(&refused), vinzclortho::error::ErrorCode::NotFound);
 }

@@ -162,6 +162,33 @@ proptest! {
         prop_assert!(claim.trim().parse::<u32>().is_ok());
     }
 
+    /// Bucket properties: any path bytes, any body (raw, or JSON with any
+    /// values under "props"), through every props route: a 2xx, 400 or
+    /// 404, never a 5xx; and the bucket's n_val stays in 1..=N.
+    #[test]
+    fn any_props_request_is_answered_without_a_server_error(
+        raw in proptest::collection::vec(any::<u8>(), 0..40),
+        body in proptest::collection::vec(any::<u8>(), 0..60),
+        name in "[a-z_]{1,12}",
+        value in prop_oneof![Just("1".to_owned()), Just("0".to_owned()), Just("9".to_owned()), Just("\"all\"".to_owned()), Just("true".to_owned()), Just("null".to_owned()), Just("[1]".to_owned()), Just("-3".to_owned()), Just("1e400".to_owned())],
+    ) {
+        let (rt, app) = (runtime(), app());
+        let json = format!(r#"{{"props":{{"{name}":{value},"n_val":{value}}}}}"#).into_bytes();
+        let bucket = percent_encode(&raw);
+        for path in [format!("/buckets/{bucket}/props"), format!("/types/{bucket}/buckets/b/props"), format!("/types/{bucket}/props"), format!("/riak/{bucket}"), "/buckets/b/props".to_owned()] {
+            for method in ["GET", "PUT", "POST", "DELETE"] {
+                for body in [body.clone(), json.clone()] {
+                    assert_not_5xx(&format!("{method} {path}"), call(&rt, &app, method, &path, &[], body));
+                }
+            }
+        }
+        let (status, props) = call(&rt, &app, "GET", "/buckets/b/props", &[], Vec::new()).unwrap();
+        prop_assert_eq!(status, StatusCode::OK);
+        let props: serde_json::Value = serde_json::from_str(&props).unwrap();
+        let n_val = props["props"]["n_val"].as_u64().unwrap();
+        prop_assert!((1..=3).contains(&n_val), "{}", props);
+    }
+
     /// With security on, no Authorization header but the right one gets in:
     /// whatever comes, 401, never a 5xx, and nothing changes.
     #[test]

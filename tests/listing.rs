@@ -128,7 +128,9 @@ fn listings_are_complete_exactly_once_and_survive_nodes_down() {
     assert_exactly(streamed(n0, "/types/default/buckets?buckets=stream", "buckets"), &default, "buckets=stream");
     // Another bucket, another type: nothing stored there.
     assert!(whole(n0, "/buckets/other/keys?keys=true", "keys").is_empty());
-    assert!(whole(n0, "/types/maps/buckets?buckets=true", "buckets").is_empty());
+    // A bucket type that does not exist: Riak's 404.
+    let (status, _, body) = get(n0, "/types/maps/buckets?buckets=true");
+    assert_eq!((status, body.as_str()), (404, "Unknown bucket type: maps\n"));
 
     // Riak's answers to what is not a listing request.
     assert_eq!(get(n0, "/buckets/default/keys"), (200, "application/json".into(), "{}".into()));
@@ -236,6 +238,11 @@ async fn types_buckets_and_odd_names_are_listed_on_one_node() {
     let store = std::sync::Arc::new(MemoryStore::new());
     let app = node::build(&config, &host, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None).unwrap();
     let coordinator = &app.api.coordinator;
+    // The types the keys below live in (an unknown type is refused).
+    for t in ["maps"] {
+        app.api.membership.create_bucket_type(t, Default::default()).unwrap();
+        app.api.membership.activate_bucket_type(t).unwrap();
+    }
     let content = Content {
         value: Bytes::from("v"),
         content_type: "text/plain".into(),

@@ -1095,6 +1095,9 @@ async fn two_node_ids_at_one_address_do_not_count_one_copy_twice() {
     let replicas = Arc::new(RoutedReplicas::new(me, replica(1, SiblingLimits::default()), remote));
     let settings = CoordinatorSettings { timeout: Duration::from_secs(5) };
     let coordinator = Coordinator::new(membership.clone(), replicas, settings);
+    // The key's bucket type must exist and be active (`core::bucket`).
+    membership.create_bucket_type("type", Default::default()).unwrap();
+    membership.activate_bucket_type("type").unwrap();
 
     let k = key("k");
     let holders = membership.view().current.holders(membership.view().current.partition_of(&k), 2);

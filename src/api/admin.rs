@@ -1,7 +1,7 @@
 //! `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`, `/admin/preflist/{key}`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::Uri;
 use bytes::Bytes;
 use serde::Serialize;
@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::store::store_key_from;
+use crate::core::key::{DEFAULT_NAMESPACE, ObjectKey};
 use crate::error::ErrorCode;
 use crate::membership::{MemberView, Stopped};
 use crate::services::handoff::TransferProgress;
@@ -161,14 +162,27 @@ pub struct PreflistEntry {
     primary: bool,
 }
 
-/// The key's partition and its preference list (current ring).
-pub async fn preflist(State(api): State<AppState>, uri: Uri) -> Result<Json<Preflist>, ApiError> {
-    let key = store_key_from(&uri, "/admin/preflist/", api.limits.max_key_bytes)?;
+/// The key's partition and its preference list (current ring): its
+/// bucket's n_val primaries, then the fallbacks. `?type=T&bucket=B` names a
+/// key outside the default bucket.
+pub async fn preflist(
+    State(api): State<AppState>,
+    uri: Uri,
+    Query(params): Query<super::replicas::Params>,
+) -> Result<Json<Preflist>, ApiError> {
+    let in_default = store_key_from(&uri, "/admin/preflist/", api.limits.max_key_bytes)?;
+    let key = ObjectKey::new(
+        params.bucket_type.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        params.bucket.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        in_default.key,
+    );
     let view = api.membership.view();
+    // As /admin/replicas: a key of an unknown type gets the cluster's N.
+    let n_val = api.coordinator.n_val_of(&key).unwrap_or(view.n_val);
     let partition = view.current.partition_of(&key);
     let preflist = view
         .current
-        .preflist(partition, view.n_val)
+        .preflist(partition, n_val)
         .into_iter()
         .map(|e| PreflistEntry {
             node: api.membership.http_address(&e.node),

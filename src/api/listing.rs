@@ -129,10 +129,9 @@ fn check_name(what: &str, name: &[u8]) -> Result<(), ApiError> {
 
 /// 404 for a bucket type that does not exist or is not active (Riak's
 /// `resource_exists`).
-fn check_bucket_type(_api: &AppState, _bucket_type: &[u8]) -> Result<(), ApiError> {
-    // bucket type check: the lead calls `Membership::bucket_props(type, bucket)`
-    // here (helper `buckets`); until then every type exists.
-    Ok(())
+fn check_bucket_type(api: &AppState, bucket_type: &[u8]) -> Result<(), ApiError> {
+    // The type's own properties: any bucket of it would do.
+    api.membership.bucket_props(bucket_type, b"").map(drop).map_err(ApiError::from)
 }
 
 /// `GET /buckets`, `GET /types/T/buckets`.

@@ -14,6 +14,9 @@
 //! * `metrics`: `/metrics` for Prometheus
 //! * `auth`: client security, the permission each route needs
 //! * `tokens`: `/admin/tokens`, client tokens and their grants
+//! * `props`: Riak's bucket properties (`/types/{t}/buckets/{b}/props`,
+//!   `/buckets/{b}/props`, `GET/PUT /riak/{b}`, `/types/{t}/props`) and
+//!   `/admin/bucket-types`
 //! * `riak`: Riak KV's HTTP API (objects, ...)
 //! * `error`: how every module error becomes a status code and a message
 
@@ -24,6 +27,7 @@ mod error;
 mod listing;
 mod metrics;
 mod multipart;
+mod props;
 mod replicas;
 mod riak;
 mod store;
@@ -139,6 +143,13 @@ pub fn router(api: AppState) -> Router {
         .route("/admin/tokens", get(tokens::list).post(tokens::create))
         .route("/admin/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/admin/tokens/{name}/grants", axum::routing::put(tokens::set_grants))
+        .route("/admin/bucket-types", get(props::list_types).post(props::create_type))
+        .route("/admin/bucket-types/{name}", get(props::get_type).put(props::update_type))
+        .route("/admin/bucket-types/{name}/activate", axum::routing::post(props::activate_type))
+        .route("/types/{bucket_type}/buckets/{bucket}/props", axum::routing::any(props::props))
+        .route("/types/{bucket_type}/props", axum::routing::any(props::props))
+        .route("/buckets/{bucket}/props", axum::routing::any(props::props))
+        // POST /riak/{bucket} creates an object (`riak::object_routes`).
         .route(
             "/store/{*key}",
             get(store::get_value)

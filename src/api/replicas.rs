@@ -29,8 +29,8 @@ use crate::core::object::Object;
 #[derive(Debug, Default, Deserialize)]
 pub struct Params {
     #[serde(rename = "type")]
-    bucket_type: Option<String>,
-    bucket: Option<String>,
+    pub bucket_type: Option<String>,
+    pub bucket: Option<String>,
 }
 
 #[derive(Serialize)]

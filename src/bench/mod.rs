@@ -146,7 +146,7 @@ fn parse_exponent(s: &str) -> Result<f64, String> {
 }
 
 fn parse_quorum(s: &str) -> Result<String, String> {
-    s.parse::<crate::coordinator::QuorumParam>().map(|_| s.to_owned())
+    s.parse::<crate::core::bucket::QuorumParam>().map(|_| s.to_owned())
 }
 
 #[derive(Debug, thiserror::Error)]

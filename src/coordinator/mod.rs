@@ -52,6 +52,8 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 pub use options::{QuorumParam, ReadOptions, WriteOptions};
+
+use crate::core::bucket::BucketError;
 pub use replicas::{AddressBook, ReplicaClient};
 pub use topology::{RingView, Topology};
 
@@ -95,6 +97,9 @@ pub enum CoordinatorError {
          did not catch up in time; retry"
     )]
     StaleRing { op: &'static str, node: NodeId, epoch: u64 },
+    /// The key's bucket type is unknown or not active.
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
 }
 
 impl HasErrorCode for CoordinatorError {
@@ -105,6 +110,7 @@ impl HasErrorCode for CoordinatorError {
             | CoordinatorError::Removed { .. }
             | CoordinatorError::StaleRing { .. } => ErrorCode::Unavailable,
             CoordinatorError::Replica(e) => e.code(),
+            CoordinatorError::Bucket(e) => e.code(),
         }
     }
 }
@@ -127,6 +133,9 @@ struct Plan {
     /// The ring fallbacks come from (the current one).
     ring: Arc<Ring>,
     n_val: usize,
+    /// The bucket's notfound_ok and basic_quorum (reads).
+    notfound_ok: bool,
+    basic_quorum: bool,
 }
 
 impl Plan {
@@ -267,8 +276,11 @@ impl Coordinator {
         let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
         let (tx, mut rx) = mpsc::channel(plan.nodes.len());
         let partition = plan.partition;
-        let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries)
-            .with_notfound_rules(options.notfound_ok.unwrap_or(true), options.basic_quorum.unwrap_or(false));
+        // A request's notfound_ok/basic_quorum, else its bucket's.
+        let mut read = ReadQuorum::with_primaries(plan.needed, plan.nodes.len(), plan.primaries).with_notfound_rules(
+            options.notfound_ok.unwrap_or(plan.notfound_ok),
+            options.basic_quorum.unwrap_or(plan.basic_quorum),
+        );
         let mut sloppy = plan.sloppy();
         let mut in_flight = 0usize;
         for node in &plan.nodes {
@@ -562,6 +574,12 @@ impl Coordinator {
         let (context, read_fallbacks) = match context {
             Some(context) => (context.clone(), 0),
             None => {
+                // The read half of a delete defaults to the bucket's rw
+                // (Riak's), not its r.
+                let mut read = read;
+                if read.r == QuorumParam::Default {
+                    read.r = self.topology.bucket_props(&key.bucket_type, &key.bucket)?.rw;
+                }
                 let current = self.read(key, read).await?;
                 if current.object.is_empty() {
                     return Ok(current);
@@ -580,8 +598,11 @@ impl Coordinator {
     pub async fn replicas(&self, key: &ObjectKey) -> ReplicasReport {
         let view = self.topology.view();
         let partition = view.current.partition_of(key);
-        let primaries = view.current.holders(partition, view.n_val);
-        let fallbacks = view.current.fallbacks(partition, view.n_val).into_iter().map(|e| e.node);
+        // The bucket's n_val primaries; a diagnostic, so a key of an unknown
+        // or inactive type is shown with the cluster's N, not refused.
+        let n_val = self.n_val_of(key).unwrap_or(view.n_val);
+        let primaries = view.current.holders(partition, n_val);
+        let fallbacks = view.current.fallbacks(partition, n_val).into_iter().map(|e| e.node);
         let nodes: Vec<(NodeId, bool)> =
             primaries.into_iter().map(|n| (n, true)).chain(fallbacks.map(|n| (n, false))).collect();
         let call = CallContext::until(Instant::now() + self.settings.timeout);
@@ -601,6 +622,13 @@ impl Coordinator {
             }
         });
         ReplicasReport { partition, replicas: futures::future::join_all(asks).await }
+    }
+
+    /// How many replicas `key` has: its bucket's n_val, at most the
+    /// cluster's (it is placed on the first n_val of the cluster's holders).
+    pub fn n_val_of(&self, key: &ObjectKey) -> Result<usize, CoordinatorError> {
+        let props = self.topology.bucket_props(&key.bucket_type, &key.bucket)?;
+        Ok(props.n_val.clamp(1, self.topology.view().n_val))
     }
 
     /// Has one replica of the key stamp the write: this node when it is one,
@@ -743,16 +771,31 @@ impl Coordinator {
             return Err(CoordinatorError::Removed { node: self.topology.local().clone() });
         }
         let view = self.topology.view();
-        let (name, primaries_name, default) = match op {
-            Op::Read => ("r", "pr", view.r),
-            Op::Write => ("w", "pw", view.w),
+        // The bucket's properties: its n_val places the key on the first
+        // n_val holders of the cluster's preference list, and its r/w/pr/pw
+        // stand in for a request's `default` (they are the cluster's R and
+        // W unless the bucket or its type sets them).
+        let props = self.topology.bucket_props(&key.bucket_type, &key.bucket)?;
+        let n_val = props.n_val.clamp(1, view.n_val);
+        let (name, primaries_name, default, bucket_count, bucket_primaries) = match op {
+            Op::Read => ("r", "pr", view.r, props.r, props.pr),
+            Op::Write => ("w", "pw", view.w, props.w, props.pw),
         };
-        let n_val = view.n_val;
-        let needed =
-            param.resolve(default, n_val).map_err(|e| CoordinatorError::BadRequest(format!("{name}={param}: {e}")))?;
-        let primaries_needed = primaries
-            .resolve_primaries(n_val)
-            .map_err(|e| CoordinatorError::BadRequest(format!("{primaries_name}={primaries}: {e}")))?;
+        // A request's own value above n_val is a client error; a bucket's
+        // (or the cluster's) default above this bucket's n_val is capped,
+        // so that a bucket with a small n_val works with every default.
+        let bad =
+            |name: &str, param: QuorumParam, e: String| CoordinatorError::BadRequest(format!("{name}={param}: {e}"));
+        let needed = match param {
+            QuorumParam::Default => bucket_count.resolve(default, view.n_val).map(|c| c.min(n_val)),
+            explicit => explicit.resolve(default, n_val),
+        }
+        .map_err(|e| bad(name, param, e))?;
+        let primaries_needed = match primaries {
+            QuorumParam::Default => bucket_primaries.resolve_primaries(view.n_val).map(|c| c.min(n_val)),
+            explicit => explicit.resolve_primaries(n_val),
+        }
+        .map_err(|e| bad(primaries_name, primaries, e))?;
         let partition = view.current.partition_of(key);
         let nodes = view.current.holders(partition, n_val);
         let target = view.target.as_ref().map(|t| t.holders(partition, n_val)).filter(|t| *t != nodes);
@@ -770,6 +813,8 @@ impl Coordinator {
             target,
             ring: Arc::clone(&view.current),
             n_val,
+            notfound_ok: props.notfound_ok,
+            basic_quorum: props.basic_quorum,
         })
     }
 }

@@ -1,83 +1,8 @@
 //! Per-request quorum parameters (`?r=`, `?w=`, `?pr=`, `?pw=`), in Riak's
-//! vocabulary.
+//! vocabulary. [`QuorumParam`] lives in `core::bucket` (bucket properties
+//! use it too) and is re-exported here.
 
-use std::fmt;
-use std::str::FromStr;
-
-/// A requested quorum size before it is resolved against N.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QuorumParam {
-    /// The cluster's configured R or W.
-    #[default]
-    Default,
-    One,
-    /// A majority of N.
-    Quorum,
-    All,
-    Count(u32),
-}
-
-impl FromStr for QuorumParam {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<QuorumParam, String> {
-        match s {
-            "default" => Ok(QuorumParam::Default),
-            "one" => Ok(QuorumParam::One),
-            "quorum" => Ok(QuorumParam::Quorum),
-            "all" => Ok(QuorumParam::All),
-            _ => s
-                .parse::<u32>()
-                .map(QuorumParam::Count)
-                .map_err(|_| format!("{s:?} is not a number, one, quorum, all or default")),
-        }
-    }
-}
-
-impl fmt::Display for QuorumParam {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QuorumParam::Default => f.write_str("default"),
-            QuorumParam::One => f.write_str("one"),
-            QuorumParam::Quorum => f.write_str("quorum"),
-            QuorumParam::All => f.write_str("all"),
-            QuorumParam::Count(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-impl QuorumParam {
-    /// The number of replicas to wait for, given the configured default and
-    /// N. Zero and values above N are refused: they cannot mean anything
-    /// useful and usually reveal a client bug.
-    pub fn resolve(self, default: usize, n_val: usize) -> Result<usize, String> {
-        let needed = match self {
-            QuorumParam::Default => default,
-            QuorumParam::One => 1,
-            QuorumParam::Quorum => n_val / 2 + 1,
-            QuorumParam::All => n_val,
-            QuorumParam::Count(n) => n as usize,
-        };
-        if needed == 0 {
-            return Err("must be at least 1".into());
-        }
-        if needed > n_val {
-            return Err(format!("{needed} is above n_val={n_val}"));
-        }
-        Ok(needed)
-    }
-}
-
-impl QuorumParam {
-    /// The primaries to wait for (`?pr=`, `?pw=`): none by default or for 0
-    /// (as in Riak), else like [`QuorumParam::resolve`]; above N is refused.
-    pub fn resolve_primaries(self, n_val: usize) -> Result<usize, String> {
-        match self {
-            QuorumParam::Default | QuorumParam::Count(0) => Ok(0),
-            other => other.resolve(0, n_val),
-        }
-    }
-}
+pub use crate::core::bucket::QuorumParam;
 
 /// A read's quorum parameters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

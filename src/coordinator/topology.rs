@@ -8,8 +8,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::core::bucket::{BucketError, BucketProps, ClusterDefaults};
 use crate::core::key::NodeId;
 use crate::core::ring::Ring;
+use crate::error::{ErrorCode, HasErrorCode};
+
+/// An unknown or inactive bucket type: 404, as in Riak.
+impl HasErrorCode for BucketError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::NotFound
+    }
+}
 
 /// The ring and quorum settings the data path uses, swapped atomically.
 #[derive(Debug, Clone)]
@@ -68,6 +77,15 @@ pub trait Topology: Send + Sync + 'static {
     /// Waits until this node's ring is at least at `epoch` (learnt from
     /// `from`, which has it), or until `until`; true if it got there.
     async fn catch_up(&self, from: &NodeId, epoch: u64, until: Instant) -> bool;
+
+    /// The properties of a bucket (`core::bucket`): its n_val places its
+    /// keys, its r/w/pr/pw are a request's defaults. Without bucket types
+    /// (test topologies and tools) every bucket, of any type, has the
+    /// default type's properties.
+    fn bucket_props(&self, _bucket_type: &[u8], _bucket: &[u8]) -> Result<BucketProps, BucketError> {
+        let view = self.view();
+        Ok(BucketProps::defaults(ClusterDefaults { n_val: view.n_val, r: view.r, w: view.w }))
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use sha1::{Digest, Sha1};
 
+use super::bucket::Buckets;
 use super::key::NodeId;
 use super::ring::{Claim, Partition, Planner, Ring, RingError};
 use super::security::{self, Tokens};
@@ -271,6 +272,9 @@ pub struct ClusterState {
     pub security: bool,
     /// Client tokens by name, as hashes; merged per name.
     pub tokens: Tokens,
+    /// Bucket types and buckets with their own properties
+    /// (`core::bucket`); merged per type and per bucket.
+    pub buckets: Buckets,
 }
 
 /// A node id is bound to another certificate name than the one presented.
@@ -349,6 +353,7 @@ impl ClusterState {
             certificate_names: BTreeMap::new(),
             security: false,
             tokens: Tokens::new(),
+            buckets: Buckets::default(),
         })
     }
 
@@ -422,6 +427,10 @@ impl ClusterState {
             }
         }
         if security::merge(&mut self.tokens, &other.tokens) {
+            changes.members = true;
+            changes.any = true;
+        }
+        if self.buckets.merge(&other.buckets) {
             changes.members = true;
             changes.any = true;
         }
@@ -1400,12 +1409,14 @@ mod tests {
         assert!(!z.certificate_names.contains_key(&node("a")));
     }
 
+    use crate::core::bucket::PropsPatch;
     use proptest::prelude::*;
 
     /// Random views of one cluster: heartbeats, claim changes, ring steps,
-    /// staged changes, clears, commits, tokens and merges.
+    /// staged changes, clears, commits, tokens, bucket types and bucket
+    /// properties, and merges.
     fn arb_views() -> impl Strategy<Value = Vec<ClusterState>> {
-        proptest::collection::vec((0usize..3, 0u8..10, 0u32..9), 0..30).prop_map(|ops| {
+        proptest::collection::vec((0usize..3, 0u8..13, 0u32..9), 0..30).prop_map(|ops| {
             let base = cluster(&["a", "b", "c"], 8);
             let mut views = vec![base.clone(), base.clone(), base];
             let names = ["a", "b", "c"];
@@ -1436,6 +1447,18 @@ mod tests {
                     }
                     8 => {
                         let _ = security::revoke(&mut views[i].tokens, &me, &format!("t{}", claim % 3));
+                    }
+                    // Bucket types and bucket properties (names reused).
+                    9 => {
+                        let props = PropsPatch { n_val: Some(claim % 3 + 1), ..PropsPatch::default() };
+                        let _ = views[i].buckets.create_type(&me, &format!("bt{}", claim % 2), props, 3);
+                    }
+                    10 => {
+                        let _ = views[i].buckets.activate_type(&me, &format!("bt{}", claim % 2));
+                    }
+                    11 => {
+                        let props = PropsPatch { allow_mult: Some(claim % 2 == 0), ..PropsPatch::default() };
+                        let _ = views[i].buckets.set_bucket(&me, b"default", &[claim as u8 % 3], &props, 3);
                     }
                     _ => {
                         let other = views[(i + 1) % 3].clone();

@@ -5,6 +5,7 @@
 //! system (causality, placement, quorum accounting) testable as plain
 //! functions, and `tests/core_is_pure.rs` fails if an import sneaks in.
 
+pub mod bucket;
 pub mod context;
 pub mod counter;
 pub mod coverage;

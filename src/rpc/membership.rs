@@ -26,6 +26,9 @@ use super::membership_pb::membership_client::MembershipClient;
 use super::membership_pb::membership_server::MembershipServer;
 use super::peers::PeerChannel;
 use super::status::error_status;
+use crate::core::bucket::{
+    BucketRecord, Buckets, MAX_BUCKETS, MAX_NAME_BYTES, MAX_PROPS_BYTES, MAX_TYPES, PropsPatch, TypeRecord,
+};
 use crate::core::context::ClusterSecret;
 use crate::core::key::NodeId;
 use crate::core::membership::{
@@ -98,6 +101,8 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
         + 2 * U64_FIELD
         + BOOL_FIELD
         + id;
+    let bucket_type = delimited(MAX_NAME_BYTES) + delimited(MAX_PROPS_BYTES) + BOOL_FIELD + U64_FIELD + id;
+    let bucket = 2 * delimited(MAX_NAME_BYTES) + delimited(MAX_PROPS_BYTES) + U64_FIELD + id;
     FIXED64_FIELD
         + 4 * U32_FIELD
         + MAX_MEMBERS * delimited(member)
@@ -108,6 +113,8 @@ pub fn largest_state_bytes(partitions: u32) -> usize {
         + MAX_MEMBERS * delimited(certificate_name)
         + BOOL_FIELD
         + MAX_TOKENS * delimited(token)
+        + MAX_TYPES * delimited(bucket_type)
+        + MAX_BUCKETS * delimited(bucket)
 }
 
 /// The largest legal membership message of a cluster of `partitions`: a
@@ -322,6 +329,30 @@ pub fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
         certificate_names: s.certificate_names.iter().map(|(node, name)| (node.to_string(), name.clone())).collect(),
         security: s.security,
         tokens: s.tokens.values().map(token_to_pb).collect(),
+        bucket_types: s
+            .buckets
+            .types
+            .iter()
+            .map(|(name, t)| pb::BucketType {
+                name: name.clone(),
+                props: t.props.to_json().to_string(),
+                active: t.active,
+                version: t.stamp.0,
+                editor: t.stamp.1.to_string(),
+            })
+            .collect(),
+        bucket_props: s
+            .buckets
+            .buckets
+            .iter()
+            .map(|((bucket_type, bucket), b)| pb::BucketProps {
+                bucket_type: bucket_type.clone().into(),
+                bucket: bucket.clone().into(),
+                props: b.props.to_json().to_string(),
+                version: b.stamp.0,
+                editor: b.stamp.1.to_string(),
+            })
+            .collect(),
         ring: Some(pb::Ring {
             epoch: s.ring.epoch,
             author: s.ring.author.to_string(),
@@ -360,6 +391,13 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
     if p.tokens.len() > MAX_TOKENS {
         return Err(bad(format!("{} tokens; at most {MAX_TOKENS}", p.tokens.len())));
     }
+    if p.bucket_types.len() > MAX_TYPES || p.bucket_props.len() > MAX_BUCKETS {
+        return Err(bad(format!(
+            "{} bucket types and {} buckets with properties; at most {MAX_TYPES} and {MAX_BUCKETS}",
+            p.bucket_types.len(),
+            p.bucket_props.len()
+        )));
+    }
     let staged_ids = plan.changes.iter().flat_map(|c| [&c.node, &c.by, &c.author]);
     let departure_ids = p.departures.iter().flat_map(|d| [&d.node, &d.by]);
     let ids = ring
@@ -371,7 +409,9 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         .chain(staged_ids)
         .chain(departure_ids)
         .chain(p.certificate_names.keys())
-        .chain(p.tokens.iter().map(|t| &t.editor));
+        .chain(p.tokens.iter().map(|t| &t.editor))
+        .chain(p.bucket_types.iter().map(|t| &t.editor))
+        .chain(p.bucket_props.iter().map(|b| &b.editor));
     if let Some(id) = ids.into_iter().find(|id| id.len() > MAX_NODE_ID_BYTES) {
         return Err(bad(format!("a node id of {} bytes; at most {MAX_NODE_ID_BYTES}", id.len())));
     }
@@ -401,6 +441,7 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
             return Err(bad("two tokens of one name".into()));
         }
     }
+    let buckets = buckets_from_pb(p.bucket_types, p.bucket_props, n_val).map_err(&bad)?;
     Ok(ClusterState {
         cluster_id: p.cluster_id,
         n_val,
@@ -433,7 +474,46 @@ pub fn state_from_pb(p: pb::ClusterState) -> Result<ClusterState, Status> {
         members,
         security: p.security,
         tokens,
+        buckets,
     })
+}
+
+/// Bucket types and bucket properties from the wire, checked as a client's
+/// are (a peer can send nothing `bucket-type create` or `PUT .../props`
+/// could not have made) and within the bounds the largest legal state is
+/// computed from.
+fn buckets_from_pb(types: Vec<pb::BucketType>, buckets: Vec<pb::BucketProps>, n_val: usize) -> Result<Buckets, String> {
+    let props = |text: &str| -> Result<PropsPatch, String> {
+        if text.len() > MAX_PROPS_BYTES {
+            return Err(format!("bucket properties of {} bytes; at most {MAX_PROPS_BYTES}", text.len()));
+        }
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("bucket properties: {e}"))?;
+        let object = value.as_object().ok_or("bucket properties: not a JSON object")?;
+        let patch = PropsPatch::from_json(object).map_err(|e| format!("bucket properties: {e}"))?;
+        patch.check_n_val(n_val).map_err(|e| format!("bucket properties: {e}"))?;
+        Ok(patch)
+    };
+    let mut out = Buckets::default();
+    for t in types {
+        if !crate::core::bucket::valid_type_name(&t.name) || t.name == crate::core::bucket::DEFAULT_TYPE {
+            return Err(format!("a bucket type named {:?}", t.name.chars().take(64).collect::<String>()));
+        }
+        let record =
+            TypeRecord { props: props(&t.props)?, active: t.active, stamp: (t.version, NodeId::new(t.editor)) };
+        if out.types.insert(t.name, record).is_some() {
+            return Err("two bucket types of one name".into());
+        }
+    }
+    for b in buckets {
+        if b.bucket_type.len() > MAX_NAME_BYTES || b.bucket.len() > MAX_NAME_BYTES {
+            return Err(format!("a bucket name of more than {MAX_NAME_BYTES} bytes"));
+        }
+        let record = BucketRecord { props: props(&b.props)?, stamp: (b.version, NodeId::new(b.editor)) };
+        if out.buckets.insert((b.bucket_type.to_vec(), b.bucket.to_vec()), record).is_some() {
+            return Err("two property records of one bucket".into());
+        }
+    }
+    Ok(out)
 }
 
 fn token_to_pb(t: &TokenRecord) -> pb::Token {
@@ -690,7 +770,55 @@ mod tests {
                 (name, record)
             })
             .collect();
+        let props = largest_props();
+        s.buckets.types = (0..MAX_TYPES)
+            .map(|i| {
+                let name = format!("{i:0>width$}", width = MAX_NAME_BYTES);
+                (name, TypeRecord { props: props.clone(), active: true, stamp: (u64::MAX, id(i)) })
+            })
+            .collect();
+        s.buckets.buckets = (0..MAX_BUCKETS)
+            .map(|i| {
+                let name = format!("{i:0>width$}", width = MAX_NAME_BYTES).into_bytes();
+                ((name.clone(), name), BucketRecord { props: props.clone(), stamp: (u64::MAX, id(i % MAX_MEMBERS)) })
+            })
+            .collect();
         s
+    }
+
+    /// Properties at their bound, every one set (n_val 1: legal in any
+    /// cluster).
+    fn largest_props() -> PropsPatch {
+        use crate::core::bucket::{MAX_EXTRA_NAME_BYTES, MAX_EXTRA_VALUE_BYTES, QuorumParam};
+        let mut p = PropsPatch {
+            n_val: Some(1),
+            allow_mult: Some(false),
+            last_write_wins: Some(false),
+            r: Some(QuorumParam::Quorum),
+            w: Some(QuorumParam::Quorum),
+            dw: Some(QuorumParam::Quorum),
+            rw: Some(QuorumParam::Quorum),
+            pr: Some(QuorumParam::Quorum),
+            pw: Some(QuorumParam::Quorum),
+            notfound_ok: Some(false),
+            basic_quorum: Some(false),
+            young_vclock: Some(u64::MAX),
+            old_vclock: Some(u64::MAX),
+            small_vclock: Some(u64::MAX),
+            big_vclock: Some(u64::MAX),
+            extra: Default::default(),
+        };
+        // Fill with unknown properties up to the bound.
+        for i in 0.. {
+            let left = MAX_PROPS_BYTES - p.to_json().to_string().len();
+            let name = format!("{i:x>width$}", width = MAX_EXTRA_NAME_BYTES);
+            // "name":"value", : the name, 6 bytes of punctuation, the value.
+            let Some(room) = left.checked_sub(MAX_EXTRA_NAME_BYTES + 6).filter(|r| *r > 0) else { break };
+            let value = "v".repeat(room.min(MAX_EXTRA_VALUE_BYTES - 2));
+            p.extra.insert(name, format!("\"{value}\""));
+        }
+        assert!(p.to_json().to_string().len() <= MAX_PROPS_BYTES);
+        p
     }
 
     #[test]
@@ -720,21 +848,65 @@ mod tests {
     }
 
     #[test]
+    fn bucket_types_and_props_travel_and_bad_ones_are_refused() {
+        let me = Member::new(NodeId::new("a"), "a:1".into(), "a:2".into(), 8, 5);
+        let mut s = ClusterState::new(42, me, 8, 3, 2, 2).unwrap();
+        let a = NodeId::new("a");
+        let props = PropsPatch::from_body(br#"{"props":{"n_val":2,"r":"one","custom":[1]}}"#).unwrap();
+        s.buckets.create_type(&a, "t", props.clone(), 3).unwrap();
+        s.buckets.activate_type(&a, "t").unwrap();
+        s.buckets.set_bucket(&a, b"t", b"\xff/b", &props, 3).unwrap();
+        assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s);
+        let bad_types: [fn(&mut pb::BucketType); 5] = [
+            |t| t.name = "default".into(),
+            |t| t.name = "a b".into(),
+            |t| t.props = "not json".into(),
+            |t| t.props = r#"{"n_val":4}"#.into(),
+            |t| t.editor = "e".repeat(MAX_NODE_ID_BYTES + 1),
+        ];
+        for spoil in bad_types {
+            let mut bad = state_to_pb(&s);
+            spoil(&mut bad.bucket_types[0]);
+            assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
+        let bad_buckets: [fn(&mut pb::BucketProps); 4] = [
+            |b| b.bucket = vec![b'b'; MAX_NAME_BYTES + 1].into(),
+            |b| b.props = r#"{"allow_mult":"perhaps"}"#.into(),
+            |b| b.props = format!(r#"{{"x":"{}"}}"#, "v".repeat(MAX_PROPS_BYTES)),
+            |b| b.props = "[]".into(),
+        ];
+        for spoil in bad_buckets {
+            let mut bad = state_to_pb(&s);
+            spoil(&mut bad.bucket_props[0]);
+            assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
+        let mut bad = state_to_pb(&s);
+        bad.bucket_props.push(bad.bucket_props[0].clone());
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "one bucket twice");
+        let mut bad = state_to_pb(&s);
+        bad.bucket_types = vec![bad.bucket_types[0].clone(); MAX_TYPES + 1];
+        assert_eq!(state_from_pb(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "too many types");
+    }
+
+    #[test]
     fn the_largest_legal_state_fits_the_computed_limit_and_the_limit_fits_the_ceiling() {
         use prost::Message;
         for partitions in [1, 64, 1024] {
             let s = largest_state(partitions);
-            let encoded = state_to_pb(&s).encoded_len();
+            let state = state_to_pb(&s);
+            let encoded = state.encoded_len();
             let bound = largest_state_bytes(partitions);
             assert!(encoded <= bound, "{partitions} partitions: {encoded} bytes > {bound}");
             // An upper bound, but a close one: limits stay meaningful.
             assert!(bound - encoded < bound / 10 + 4096, "{partitions} partitions: {encoded} of {bound}");
-            let up = pb::GetStateResponse {
-                state: Some(state_to_pb(&s)),
-                up: s.members.keys().map(|n| n.to_string()).collect(),
-            };
+            let up = pb::GetStateResponse { state: Some(state), up: s.members.keys().map(|n| n.to_string()).collect() };
             assert!(up.encoded_len() <= largest_message_bytes(partitions));
-            assert_eq!(state_from_pb(state_to_pb(&s)).unwrap(), s, "the largest legal state is accepted");
+            // Once (it parses 65,536 bucket records): the partition count
+            // changes nothing a check looks at.
+            if partitions == 1024 {
+                let state = up.state.expect("set above");
+                assert_eq!(state_from_pb(state).unwrap(), s, "the largest legal state is accepted");
+            }
         }
         assert!(largest_message_bytes(MAX_PARTITIONS) <= MESSAGE_CEILING_BYTES);
         assert!(largest_message_bytes(MAX_PARTITIONS * 2) > MESSAGE_CEILING_BYTES, "MAX_PARTITIONS could be larger");

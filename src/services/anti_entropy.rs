@@ -12,6 +12,9 @@
 //! merged here through the replica, the result merged into the peer with a
 //! Replica/Merge call). Merges are idempotent, so repairing a key that did
 //! not really differ (a write in flight, a false difference) is harmless.
+//! A key of a bucket whose n_val is below the cluster's is repaired only
+//! towards those of the two nodes among its first n_val holders (see
+//! `exchange`).
 //! Repairs are paced (`--anti-entropy-repairs-per-second`) so an exchange
 //! after a disk loss does not crowd out client requests. Every divergence
 //! among current holders is so repaired within about interval x partitions
@@ -272,7 +275,17 @@ impl AntiEntropyWorker {
             let ours = Trees::segment_keys(&self.replica, partition, chunk.iter().copied().collect()).await?;
             let theirs = self.trees_client.segment_keys(peer, &address, partition, chunk).await?;
             for key in tictac::differing_keys(&ours, &theirs) {
-                self.repair(partition, peer, key, ring).await?;
+                // A key of a bucket with a smaller n_val lives on the first
+                // n_val holders only: it is repaired towards those of the two
+                // that are among them, never copied to one beyond them. A
+                // copy beyond them (from a ring change: moves hand whole
+                // partitions over for the cluster's N) reaches the key's
+                // holders so, and stays (harmless: no request reads it).
+                let towards = self.key_holders(partition, peer, &key);
+                if towards == (false, false) {
+                    continue;
+                }
+                self.repair(partition, peer, key, ring, towards).await?;
                 repaired += 1;
                 self.anti_entropy.keys_repaired.fetch_add(1, Ordering::Relaxed);
                 metrics::anti_entropy_key_repaired();
@@ -286,13 +299,24 @@ impl AntiEntropyWorker {
         Ok(repaired)
     }
 
-    /// Merges `key` both ways with `peer`, paced.
+    /// Whether this node, and whether `peer`, is among `key`'s replicas:
+    /// the first n_val holders of its partition, n_val its bucket's.
+    fn key_holders(&self, partition: Partition, peer: &NodeId, key: &ObjectKey) -> (bool, bool) {
+        let view = self.membership.view();
+        let n_val = self.membership.bucket_props(&key.bucket_type, &key.bucket).map_or(view.n_val, |p| p.n_val);
+        let holders = view.current.holders(partition, n_val.clamp(1, view.n_val));
+        (holders.contains(self.membership.local()), holders.contains(peer))
+    }
+
+    /// Merges `key` with `peer`, paced: into this node if it is one of the
+    /// key's replicas (`here`), into the peer if it is (`there`).
     async fn repair(
         &mut self,
         partition: Partition,
         peer: &NodeId,
         key: ObjectKey,
         (ring_epoch, ring_hash): (u64, u64),
+        (here, there): (bool, bool),
     ) -> Result<(), ReplicaError> {
         self.pace.wait().await;
         // Fenced by the ring: a peer on a newer ring refuses, and the
@@ -303,9 +327,11 @@ impl AntiEntropyWorker {
         // power loss) and holds a value it superseded learns so; stored
         // objects alone would leave it a sibling there for good.
         let theirs = self.replicas.get_with_history(peer, partition, &key, call()).await?;
-        self.replica.merge(partition, key.clone(), theirs.clone()).await?;
+        if here {
+            self.replica.merge(partition, key.clone(), theirs.clone()).await?;
+        }
         let ours = self.replica.effective(partition, key.clone()).await?;
-        if ours != theirs {
+        if there && ours != theirs && !ours.is_empty() {
             self.replicas.merge(peer, partition, &key, &ours, call()).await?;
         }
         tracing::debug!(partition, %peer, key = ?key.key, "anti-entropy repaired a key");

@@ -90,8 +90,9 @@ impl HintsWorker {
     /// copy). `None` while one of them is down: try again later.
     fn targets(&self, hint: &Hint) -> Option<Vec<NodeId>> {
         let view = self.topology.view();
-        let current = view.current.holders(hint.partition, view.n_val);
-        let incoming = view.target.as_ref().map(|t| t.holders(hint.partition, view.n_val)).unwrap_or_default();
+        let n_val = self.n_val(hint);
+        let current = view.current.holders(hint.partition, n_val);
+        let incoming = view.target.as_ref().map(|t| t.holders(hint.partition, n_val)).unwrap_or_default();
         let local = self.topology.local();
         let targets: Vec<NodeId> = if current.contains(&hint.target) || incoming.contains(&hint.target) {
             vec![hint.target.clone()]
@@ -106,8 +107,18 @@ impl HintsWorker {
     fn holds(&self, hint: &Hint) -> bool {
         let view = self.topology.view();
         let local = self.topology.local();
-        view.current.holders(hint.partition, view.n_val).contains(local)
-            || view.target.as_ref().is_some_and(|t| t.holders(hint.partition, view.n_val).contains(local))
+        let n_val = self.n_val(hint);
+        view.current.holders(hint.partition, n_val).contains(local)
+            || view.target.as_ref().is_some_and(|t| t.holders(hint.partition, n_val).contains(local))
+    }
+
+    /// How many replicas the hint's key has: its bucket's n_val (a key of a
+    /// bucket with n_val 1 is held by one node; a fallback that is another
+    /// holder of the partition must hand it back, not keep it).
+    fn n_val(&self, hint: &Hint) -> usize {
+        let n_val = self.topology.view().n_val;
+        let props = self.topology.bucket_props(&hint.key.bucket_type, &hint.key.bucket);
+        props.map_or(n_val, |p| p.n_val.clamp(1, n_val))
     }
 
     /// Delivers one hint; true once it is gone.

@@ -201,6 +201,13 @@ impl ReaperWorker {
         Some(holders)
     }
 
+    /// The primaries of one key of the partition: the first n_val of them,
+    /// n_val its bucket's (this node, the first, among them).
+    fn key_primaries<'a>(&self, primaries: &'a [NodeId], key: &ObjectKey) -> &'a [NodeId] {
+        let n_val = self.topology.bucket_props(&key.bucket_type, &key.bucket).map_or(primaries.len(), |p| p.n_val);
+        &primaries[..n_val.clamp(1, primaries.len())]
+    }
+
     /// The tombstones of `partition` (at most [`TRACKED_PER_PARTITION`]),
     /// and its live keys whose clock is above the limit (at most
     /// [`PRUNED_PER_PASS`]), read on the blocking pool.
@@ -243,7 +250,8 @@ impl ReaperWorker {
             if !primaries.iter().all(|p| self.topology.is_up(p)) {
                 break;
             }
-            match self.prune(partition, &key, &object, &primaries).await {
+            let primaries = self.key_primaries(&primaries, &key);
+            match self.prune(partition, &key, &object, primaries).await {
                 Ok(0) => {}
                 Ok(entries) => {
                     keys_pruned += 1;
@@ -277,7 +285,8 @@ impl ReaperWorker {
             if !primaries.iter().all(|p| self.topology.is_up(p)) {
                 break;
             }
-            match self.reap(partition, &key, &clock, &primaries).await {
+            let primaries = self.key_primaries(&primaries, &key);
+            match self.reap(partition, &key, &clock, primaries).await {
                 Ok(true) => {
                     tracked.remove(&key);
                     reaped += 1;

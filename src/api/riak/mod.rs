@@ -23,7 +23,12 @@ pub(super) mod service;
 use axum::Router;
 use axum::routing::{any, get};
 
-use super::{AppState, listing};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{Method, Uri};
+use axum::response::Response;
+
+use super::{AppState, error::ApiError, listing};
 
 /// The object routes, in all three of Riak's forms, and the listings of
 /// buckets and keys (`api::listing`), whose paths a bucket POST shares.
@@ -36,7 +41,7 @@ pub(super) fn object_routes() -> Router<AppState> {
         .route("/riak/{bucket}/{key}", object())
         .route("/types/{bucket_type}/buckets/{bucket}/keys", get(listing::keys).post(object::create_object))
         .route("/buckets/{bucket}/keys", get(listing::keys).post(object::create_object))
-        .route("/riak/{bucket}", get(listing::keys).post(object::create_object))
+        .route("/riak/{bucket}", get(legacy_bucket).put(crate::api::props::props).post(object::create_object))
         .route("/buckets", get(listing::buckets))
         .route("/types/{bucket_type}/buckets", get(listing::buckets))
         .route(
@@ -63,4 +68,23 @@ pub(super) fn service_routes() -> Router<AppState> {
         // the queries come with the coverage machinery's next use.
         .route("/buckets/{bucket}/index/{*rest}", any(service::not_supported))
         .route("/types/{bucket_type}/buckets/{bucket}/index/{*rest}", any(service::not_supported))
+}
+
+/// Whether a legacy `GET /riak/B` asks for keys (`keys=true` or `stream`):
+/// then it is a listing, else it reads the bucket's properties, as Riak's
+/// old bucket resource answers. `api::auth` decides the same way.
+pub(super) fn wants_keys(query: Option<&str>) -> bool {
+    query
+        .is_some_and(|q| q.split('&').filter_map(|pair| pair.split_once('=')).any(|(k, v)| k == "keys" && v != "false"))
+}
+
+/// `GET /riak/B`: keys or properties (see [`wants_keys`]). Riak may answer
+/// both in one body; here `keys=` asks for the listing alone.
+async fn legacy_bucket(State(api): State<AppState>, uri: Uri, request: Request) -> Result<Response, ApiError> {
+    if wants_keys(uri.query()) {
+        let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+        return listing::keys(State(api), uri, Query(params)).await;
+    }
+    crate::api::props::props(State(api), Method::GET, uri, Body::new(request.into_body())).await
 }

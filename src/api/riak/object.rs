@@ -52,8 +52,11 @@ pub(super) struct Rules {
 }
 
 impl Rules {
-    fn of(_api: &AppState, _path: &ObjectPath) -> Result<Rules, ApiError> {
-        Ok(Rules { allow_mult: true })
+    /// The bucket's properties (`core::bucket`); an unknown or inactive
+    /// bucket type is a 404 with Riak's text.
+    fn of(api: &AppState, path: &ObjectPath) -> Result<Rules, ApiError> {
+        let props = api.membership.bucket_props(&path.bucket_type, &path.bucket)?;
+        Ok(Rules { allow_mult: props.allow_mult && !props.last_write_wins })
     }
 
     /// What a client sees of an object's values.

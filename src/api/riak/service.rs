@@ -181,11 +181,13 @@ pub async fn preflist(State(api): State<AppState>, uri: Uri) -> Result<Json<Pref
         .filter(|p| p.key.is_some())
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no such resource: {}", uri.path())))?;
     let key = path.object_key(path.key.clone().expect("checked"));
+    // The bucket's n_val primaries (an unknown bucket type is a 404).
+    let n_val = api.coordinator.n_val_of(&key)?;
     let view = api.membership.view();
     let partition = view.current.partition_of(&key);
     let preflist = view
         .current
-        .preflist(partition, view.n_val)
+        .preflist(partition, n_val)
         .into_iter()
         .map(|e| PreflistEntry {
             partition: e.partition,
