@@ -238,11 +238,9 @@ async fn types_buckets_and_odd_names_are_listed_on_one_node() {
     let store = std::sync::Arc::new(MemoryStore::new());
     let app = node::build(&config, &host, "127.0.0.1:8880".into(), "127.0.0.1:9880".into(), store, None).unwrap();
     let coordinator = &app.api.coordinator;
-    // The types the keys below live in (an unknown type is refused).
-    for t in ["maps"] {
-        app.api.membership.create_bucket_type(t, Default::default()).unwrap();
-        app.api.membership.activate_bucket_type(t).unwrap();
-    }
+    // The type some keys below live in (an unknown type is refused).
+    app.api.membership.create_bucket_type("maps", Default::default()).unwrap();
+    app.api.membership.activate_bucket_type("maps").unwrap();
     let content = Content {
         value: Bytes::from("v"),
         content_type: "text/plain".into(),
@@ -290,12 +288,14 @@ async fn types_buckets_and_odd_names_are_listed_on_one_node() {
     assert_eq!(json(&route(&app.router, "/buckets/docs/keys?keys=true").await.1)["keys"], serde_json::json!([]));
 
     // A key that is not UTF-8: as in Riak, the listing fails (500), and a
-    // streamed one is cut off after an error object.
+    // streamed one ends with an error object.
     let (status, _) = route(&app.router, "/buckets/bin/keys?keys=true").await;
     assert_eq!(status, 500);
     let (status, body) = route(&app.router, "/buckets/bin/keys?keys=stream").await;
     assert_eq!(status, 200);
-    assert!(body.is_err(), "the body is cut off");
+    let text = String::from_utf8(body.unwrap().to_vec()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.split_inclusive('}').last().unwrap()).unwrap();
+    assert!(last["error"].is_string(), "{text}");
 }
 
 /// The Coverage gRPC service of a real node: refused without the identity
