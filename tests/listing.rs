@@ -294,7 +294,7 @@ async fn types_buckets_and_odd_names_are_listed_on_one_node() {
     let (status, body) = route(&app.router, "/buckets/bin/keys?keys=stream").await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body.unwrap().to_vec()).unwrap();
-    let last: serde_json::Value = serde_json::from_str(text.split_inclusive('}').last().unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.split_inclusive('}').next_back().unwrap()).unwrap();
     assert!(last["error"].is_string(), "{text}");
 }
 
