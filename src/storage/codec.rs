@@ -119,11 +119,7 @@ pub fn decode_reaped(raw: &[u8]) -> Result<Reaped, StorageError> {
     if version != FORMAT_V1 {
         return Err(StorageError::UnsupportedVersion { found: version, supported: FORMAT_V1 });
     }
-    let (record, rest): (ReapedV1, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|e| StorageError::Corrupt(format!("reap record v1: {e}")))?;
-    if !rest.is_empty() {
-        return Err(StorageError::Corrupt(format!("reap record v1 has {} trailing bytes", rest.len())));
-    }
+    let record: ReapedV1 = take_all(body, "reap record v1")?;
     Ok(Reaped { clock: VersionVector::from_entries(record.clock), reaped_at_ms: record.reaped_at_ms })
 }
 
@@ -304,49 +300,41 @@ pub fn decode_object(raw: &[u8]) -> Result<Object, StorageError> {
 }
 
 fn decode_v2(body: &[u8]) -> Result<Object, StorageError> {
-    let (record, rest): (RecordV2, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|e| StorageError::Corrupt(format!("record v2: {e}")))?;
-    if !rest.is_empty() {
-        return Err(StorageError::Corrupt(format!("record v2 has {} trailing bytes", rest.len())));
-    }
-    let clock = VersionVector::from_entries(record.clock);
-    let siblings = record
-        .siblings
-        .into_iter()
-        .map(|s| Sibling {
-            dot: Dot { actor: s.actor, counter: s.counter },
-            content: Content {
-                value: s.value,
-                content_type: s.content_type,
-                last_modified_ms: s.last_modified_ms,
-                meta: s.meta.into_meta(),
-            },
-        })
-        .collect();
-    Object::from_parts(clock, siblings).map_err(StorageError::Corrupt)
+    let record: RecordV2 = take_all(body, "record v2")?;
+    let siblings = record.siblings.into_iter().map(|s| {
+        let content = Content {
+            value: s.value,
+            content_type: s.content_type,
+            last_modified_ms: s.last_modified_ms,
+            meta: s.meta.into_meta(),
+        };
+        Sibling { dot: Dot { actor: s.actor, counter: s.counter }, content }
+    });
+    Object::from_parts(VersionVector::from_entries(record.clock), siblings.collect()).map_err(StorageError::Corrupt)
 }
 
 fn decode_v1(body: &[u8]) -> Result<Object, StorageError> {
-    let (record, rest): (RecordV1, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|e| StorageError::Corrupt(format!("record v1: {e}")))?;
+    let record: RecordV1 = take_all(body, "record v1")?;
+    let siblings = record.siblings.into_iter().map(|s| {
+        let content = Content {
+            value: s.value,
+            content_type: s.content_type,
+            last_modified_ms: s.last_modified_ms,
+            meta: Metadata::default(),
+        };
+        Sibling { dot: Dot { actor: s.actor, counter: s.counter }, content }
+    });
+    Object::from_parts(VersionVector::from_entries(record.clock), siblings.collect()).map_err(StorageError::Corrupt)
+}
+
+/// One postcard record that must fill `body` exactly.
+fn take_all<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, StorageError> {
+    let (record, rest): (T, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))?;
     if !rest.is_empty() {
-        return Err(StorageError::Corrupt(format!("record v1 has {} trailing bytes", rest.len())));
+        return Err(StorageError::Corrupt(format!("{what} has {} trailing bytes", rest.len())));
     }
-    let clock = VersionVector::from_entries(record.clock);
-    let siblings = record
-        .siblings
-        .into_iter()
-        .map(|s| Sibling {
-            dot: Dot { actor: s.actor, counter: s.counter },
-            content: Content {
-                value: s.value,
-                content_type: s.content_type,
-                last_modified_ms: s.last_modified_ms,
-                meta: Default::default(),
-            },
-        })
-        .collect();
-    Object::from_parts(clock, siblings).map_err(StorageError::Corrupt)
+    Ok(record)
 }
 
 #[cfg(test)]
