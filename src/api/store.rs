@@ -32,7 +32,6 @@ use crate::core::object::{Content, Mutation, Object};
 use crate::core::vclock::VersionVector;
 use crate::env::Entropy;
 use crate::error::ErrorCode;
-use crate::error::HasErrorCode;
 use crate::telemetry::metrics;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -153,23 +152,51 @@ pub async fn delete_value(
 
 /// Validation before the coordinator: a refusal is counted (no latency).
 fn refused<T>(op: &'static str, validate: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
-    validate().inspect_err(|e| metrics::request_refused("store", op, outcome_of(e.code())))
+    refused_in("store", op, validate)
 }
 
-/// Runs one coordinator operation and records its outcome and its time to
-/// the quorum decision (parsing and body transfer excluded).
 async fn timed<T>(
     op: &'static str,
     operation: impl Future<Output = Result<T, CoordinatorError>>,
     success: impl FnOnce(&T) -> &'static str,
-) -> Result<T, CoordinatorError> {
+) -> Result<T, ApiError> {
+    timed_in("store", op, None, operation, success).await
+}
+
+/// A request of client API `api` refused before the coordinator: counted,
+/// with no latency.
+pub(super) fn refused_in<T>(
+    api: &'static str,
+    op: &'static str,
+    validate: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    validate().inspect_err(|e| metrics::request_refused(api, op, outcome_of(e.code())))
+}
+
+/// Runs one coordinator operation of client API `api`, within `limit` if
+/// the request set one (Riak's `timeout`; the node's own bound applies
+/// anyway), and records its outcome and its time to the quorum decision
+/// (parsing and body transfer excluded).
+pub(super) async fn timed_in<T>(
+    api: &'static str,
+    op: &'static str,
+    limit: Option<std::time::Duration>,
+    operation: impl Future<Output = Result<T, CoordinatorError>>,
+    success: impl FnOnce(&T) -> &'static str,
+) -> Result<T, ApiError> {
     let started = Instant::now();
-    let result = operation.await;
+    let result = match limit {
+        None => operation.await.map_err(ApiError::from),
+        Some(limit) => match tokio::time::timeout(limit, operation).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "request timed out")),
+        },
+    };
     let outcome = match &result {
         Ok(value) => success(value),
         Err(e) => outcome_of(e.code()),
     };
-    metrics::request("store", op, outcome, started.elapsed().as_secs_f64());
+    metrics::request(api, op, outcome, started.elapsed().as_secs_f64());
     result
 }
 

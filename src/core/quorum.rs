@@ -83,6 +83,11 @@ impl Quorum {
         &self.ok
     }
 
+    /// How many failed (a not-found counted as one, see `ReadQuorum`).
+    pub fn failures(&self) -> usize {
+        self.failed.len()
+    }
+
     /// A report for a client or a log line when the quorum was not met.
     pub fn shortfall(&self) -> Shortfall {
         Shortfall {
@@ -493,8 +498,7 @@ impl ReadQuorum {
 
     pub fn progress(&self) -> Progress {
         let progress = combined(std::iter::once(&self.quorum).chain(self.primaries.as_ref()));
-        let failures = self.quorum.shortfall().failed.len();
-        if progress == Progress::Pending && failures >= self.fail_threshold {
+        if progress == Progress::Pending && self.quorum.failures() >= self.fail_threshold {
             return Progress::Failed;
         }
         progress

@@ -265,7 +265,7 @@ pub fn set_value_headers(headers: &mut HeaderMap, scheme: Scheme, bucket: &[u8],
 /// A `multipart/mixed` body with one part per sibling, each with its own
 /// headers, as `riak_kv_wm_utils:multipart_encode_body` writes it. Returns
 /// the Content-Type (with the boundary) and the body.
-pub fn multipart(scheme: Scheme, bucket: &[u8], siblings: &[Sibling], entropy: &Entropy) -> (String, Vec<u8>) {
+pub fn multipart(scheme: Scheme, bucket: &[u8], siblings: &[&Sibling], entropy: &Entropy) -> (String, Vec<u8>) {
     let boundary = loop {
         let candidate = entropy.with(|rng| Alphanumeric.sample_string(rng, 27));
         let needle = candidate.as_bytes();
@@ -303,7 +303,7 @@ fn canonical(name: &str) -> String {
 
 /// The text list of vtags Riak sends for siblings to a client that does
 /// not accept `multipart/mixed`.
-pub fn sibling_list(siblings: &[Sibling]) -> String {
+pub fn sibling_list(siblings: &[&Sibling]) -> String {
     let mut out = String::from("Siblings:\n");
     for s in siblings {
         out.push_str(&vtag(s.dot));

@@ -19,8 +19,6 @@
 //! latest by last-modified time, and a write there replaces whatever its
 //! replica holds (`Mutation::Replace`), as Riak resolves such buckets.
 
-use std::time::Instant;
-
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -34,7 +32,7 @@ use super::headers::{
 };
 use super::params::{Params, RawParams};
 use super::path::{ObjectPath, object_path};
-use crate::api::store::{outcome_of, read_body};
+use crate::api::store::{outcome_of, read_body, refused_in, timed_in};
 use crate::api::{AppState, CONTEXT_HEADER, error::ApiError};
 use crate::coordinator::CoordinatorError;
 use crate::core::key::ObjectKey;
@@ -257,11 +255,10 @@ fn object_response(
                 set_vclock(api, &req.key, object, response.headers_mut());
                 return response;
             }
-            let siblings: Vec<Sibling> = many.iter().map(|s| (*s).clone()).collect();
             let (content_type, body) = if prefers_multipart(headers) {
-                multipart(scheme, bucket, &siblings, &api.env.entropy)
+                multipart(scheme, bucket, many, &api.env.entropy)
             } else {
-                ("text/plain".to_owned(), sibling_list(&siblings).into_bytes())
+                ("text/plain".to_owned(), sibling_list(many).into_bytes())
             };
             let mut response = (StatusCode::MULTIPLE_CHOICES, Body::from(body)).into_response();
             let h = response.headers_mut();
@@ -369,32 +366,17 @@ pub(super) fn header_value(s: &str) -> HeaderValue {
 
 /// Validation before the coordinator: a refusal is counted (no latency).
 pub(super) fn refused<T>(op: &'static str, validate: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
-    validate().inspect_err(|e| metrics::request_refused("riak", op, outcome_of(e.code())))
+    refused_in("riak", op, validate)
 }
 
-/// Runs one coordinator operation within the request's `timeout` (Riak's
-/// `timeout` parameter; the node's own bound applies anyway) and records
-/// its outcome and duration.
+/// One coordinator operation within the request's `timeout`, measured.
 pub(super) async fn timed<T>(
     op: &'static str,
     params: &Params,
     operation: impl Future<Output = Result<T, CoordinatorError>>,
     success: impl FnOnce(&T) -> &'static str,
 ) -> Result<T, ApiError> {
-    let started = Instant::now();
-    let result = match params.timeout {
-        None => operation.await.map_err(ApiError::from),
-        Some(limit) => match tokio::time::timeout(limit, operation).await {
-            Ok(result) => result.map_err(ApiError::from),
-            Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "request timed out")),
-        },
-    };
-    let outcome = match &result {
-        Ok(value) => success(value),
-        Err(e) => outcome_of(e.code()),
-    };
-    metrics::request("riak", op, outcome, started.elapsed().as_secs_f64());
-    result
+    timed_in("riak", op, params.timeout, operation, success).await
 }
 
 #[cfg(test)]
