@@ -4,6 +4,7 @@ use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use tempfile::TempDir;
+use vinzclortho::core::index::{IndexQuery, IndexRequest, Term, TermRegex};
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Link, Metadata, Mutation, Object};
 use vinzclortho::core::vclock::VersionVector;
@@ -380,6 +381,113 @@ fn buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets(s: &dyn
     assert!(all_buckets(s, 1, b"t", 1).is_empty());
 }
 
+/// A live object whose one value carries these index entries.
+fn indexed(entries: &[(&str, &str)]) -> Object {
+    let mut o = Object::new();
+    let content = Content {
+        value: Bytes::from_static(b"v"),
+        content_type: "text/plain".into(),
+        last_modified_ms: 1,
+        meta: Metadata {
+            indexes: entries.iter().map(|(f, t)| (f.to_string(), t.to_string())).collect(),
+            ..Metadata::default()
+        },
+    };
+    o.update(42, &VersionVector::new(), Mutation::Put(content)).unwrap();
+    o
+}
+
+fn field(name: &str, start: Term, end: Term) -> IndexQuery {
+    IndexQuery::Field { field: name.into(), start, end }
+}
+
+fn int(n: i128) -> Term {
+    Term::Int(n)
+}
+
+fn bin(s: &str) -> Term {
+    Term::Bin(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// Every (term, key) a query finds in one partition, page by page, with
+/// each page's bound checked.
+fn all_entries(
+    s: &dyn Store,
+    partition: u32,
+    bucket: &str,
+    query: &IndexQuery,
+    regex: Option<&str>,
+    limit: usize,
+) -> Vec<(Term, Bytes)> {
+    let request = IndexRequest {
+        bucket_type: Bytes::from_static(b"default"),
+        bucket: Bytes::copy_from_slice(bucket.as_bytes()),
+        query: query.clone(),
+        term_regex: regex.map(|r| TermRegex::new(r).unwrap()),
+    };
+    let mut out = Vec::new();
+    let mut after: Option<Bytes> = None;
+    loop {
+        let page = s.index_page(partition, &request, after.as_deref(), limit).unwrap();
+        assert!(page.entries.len() <= limit, "a page examines at most {limit} rows");
+        assert!(page.entries.windows(2).all(|w| w[0] < w[1]), "a page is ascending");
+        out.extend(page.entries.iter().map(|e| query.decode_entry(e).expect("an entry of the query")));
+        match page.resume {
+            Some(next) => after = Some(next),
+            None => return out,
+        }
+    }
+}
+
+fn keys_of(found: &[(Term, Bytes)]) -> Vec<&[u8]> {
+    found.iter().map(|(_, k)| k.as_ref()).collect()
+}
+
+fn index_queries_find_what_the_objects_hold_now(s: &dyn Store) {
+    let k = |key: &str| ObjectKey::new("default", "people", key.to_owned());
+    s.put(1, &k("ann"), &indexed(&[("age_int", "42"), ("name_bin", "ann"), ("tag_bin", "x")])).unwrap();
+    s.put(1, &k("bob"), &indexed(&[("age_int", "-7"), ("name_bin", "bob")])).unwrap();
+    s.put(1, &k("cy"), &indexed(&[("age_int", "42"), ("name_bin", "cy\u{0}z")])).unwrap();
+    s.put(1, &k("dead"), &tombstone()).unwrap();
+    // The same bucket name in another partition, another bucket here.
+    s.put(2, &k("eve"), &indexed(&[("age_int", "42")])).unwrap();
+    s.put(1, &ObjectKey::new("default", "other", "fay"), &indexed(&[("age_int", "42")])).unwrap();
+    for limit in [1, 2, 100] {
+        let q = field("age_int", int(42), int(42));
+        assert_eq!(all_entries(s, 1, "people", &q, None, limit), vec![(int(42), "ann".into()), (int(42), "cy".into())]);
+        let q = field("age_int", int(-100), int(100));
+        let found = all_entries(s, 1, "people", &q, None, limit);
+        assert_eq!(keys_of(&found), vec![&b"bob"[..], b"ann", b"cy"], "numeric order, then key");
+        let q = field("name_bin", bin("b"), bin("cy"));
+        assert_eq!(keys_of(&all_entries(s, 1, "people", &q, None, limit)), vec![&b"bob"[..]], "cy\\0z sorts after cy");
+        let q = field("name_bin", bin("a"), bin("d"));
+        let found = all_entries(s, 1, "people", &q, Some("^[ab]"), limit);
+        assert_eq!(found, vec![(bin("ann"), "ann".into()), (bin("bob"), "bob".into())]);
+        let found = all_entries(s, 1, "people", &IndexQuery::Bucket, None, limit);
+        assert_eq!(keys_of(&found), vec![&b"ann"[..], b"bob", b"cy"], "tombstones are not listed");
+        let q = IndexQuery::Keys { start: "b".into(), end: "cy".into() };
+        assert_eq!(keys_of(&all_entries(s, 1, "people", &q, None, limit)), vec![&b"bob"[..], b"cy"]);
+    }
+    // A write replaces the object's entries; a delete and a removal drop them.
+    s.put(1, &k("ann"), &indexed(&[("age_int", "43")])).unwrap();
+    let mut gone = s.get(1, &k("bob")).unwrap().unwrap();
+    let ctx = gone.clock().clone();
+    gone.update(42, &ctx, Mutation::Delete).unwrap();
+    s.put(1, &k("bob"), &gone).unwrap();
+    s.remove(1, &k("cy")).unwrap();
+    let q = field("age_int", int(-100), int(100));
+    assert_eq!(all_entries(s, 1, "people", &q, None, 10), vec![(int(43), "ann".into())]);
+    assert!(all_entries(s, 1, "people", &field("name_bin", bin(""), bin("zzz")), None, 10).is_empty());
+    // A batch and a hinted write index their objects; a reap drops them.
+    s.put_many(3, &[(k("g"), indexed(&[("n_int", "1")])), (k("h"), indexed(&[("n_int", "2")]))]).unwrap();
+    s.put_hinted(3, &k("i"), Some(&indexed(&[("n_int", "3")])), &NodeId::new("owner")).unwrap();
+    let q = field("n_int", int(0), int(9));
+    assert_eq!(keys_of(&all_entries(s, 3, "people", &q, None, 2)), vec![&b"g"[..], b"h", b"i"]);
+    s.put_many(3, &[(k("g"), indexed(&[])), (k("h"), indexed(&[("n_int", "5")]))]).unwrap();
+    s.reap(3, &k("i"), &Reaped { clock: VersionVector::new(), reaped_at_ms: 1 }).unwrap();
+    assert_eq!(all_entries(s, 3, "people", &q, None, 2), vec![(int(5), "h".into())]);
+}
+
 macro_rules! all_cases {
     ($engine:ident) => {
         suite!($engine:
@@ -400,6 +508,7 @@ macro_rules! all_cases {
             hints_are_paged_in_order,
             keys_are_listed_per_bucket_in_pages_without_tombstones,
             buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets,
+            index_queries_find_what_the_objects_hold_now,
         );
     };
 }
@@ -422,6 +531,24 @@ fn rocks_survives_reopen() {
     assert_eq!(s.get(7, &k).unwrap(), Some(object(&["a", "b"])));
     assert_eq!(s.get_meta("m").unwrap(), Some(b"v".to_vec()));
     assert_eq!(s.hints_for(7, &k).unwrap(), vec![NodeId::new("owner")]);
+}
+
+/// RocksDB only: index rows survive a reopen, and a store reopened with
+/// rows still replaces them when a write drops an object's entries (its
+/// "indexes in use" flag comes back from the data, not from memory).
+#[test]
+fn rocks_index_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = ObjectKey::new("default", "people", "ann");
+    let q = field("age_int", int(0), int(100));
+    {
+        let s = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+        s.put(1, &k, &indexed(&[("age_int", "42")])).unwrap();
+    }
+    let s = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    assert_eq!(keys_of(&all_entries(&s, 1, "people", &q, None, 10)), vec![&b"ann"[..]]);
+    s.put(1, &k, &indexed(&[])).unwrap();
+    assert!(all_entries(&s, 1, "people", &q, None, 10).is_empty());
 }
 
 /// A second process (or store) on the same directory is refused clearly.
@@ -453,6 +580,18 @@ impl Store for Scanned {
     fn remove(&self, p: u32, k: &ObjectKey) -> Result<(), vinzclortho::storage::StorageError> {
         self.0.remove(p, k)
     }
+    fn put_hinted(
+        &self,
+        p: u32,
+        k: &ObjectKey,
+        o: Option<&Object>,
+        target: &NodeId,
+    ) -> Result<(), vinzclortho::storage::StorageError> {
+        self.0.put_hinted(p, k, o, target)
+    }
+    fn reap(&self, p: u32, k: &ObjectKey, r: &Reaped) -> Result<(), vinzclortho::storage::StorageError> {
+        self.0.reap(p, k, r)
+    }
     fn scan_partition(
         &self,
         p: u32,
@@ -477,6 +616,7 @@ impl Store for Scanned {
 fn the_default_listing_of_a_wrapper_agrees_with_the_engines() {
     keys_are_listed_per_bucket_in_pages_without_tombstones(&Scanned(MemoryStore::new()));
     buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets(&Scanned(MemoryStore::new()));
+    index_queries_find_what_the_objects_hold_now(&Scanned(MemoryStore::new()));
 }
 
 proptest::proptest! {
@@ -524,6 +664,50 @@ proptest::proptest! {
                         proptest::prop_assert_eq!(all_keys(s, p, bucket_type, bucket, limit), want);
                     }
                 }
+            }
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// After any sequence of writes, deletes and removals, both engines'
+    /// index queries find exactly what the objects hold (the trait's
+    /// default, computed from the objects alone), whatever the page size.
+    #[test]
+    fn index_queries_agree_with_the_objects(
+        ops in proptest::collection::vec(
+            (0u8..6, 0u8..4, proptest::collection::vec((0u8..2, -3i128..4), 0..4)),
+            0..40,
+        ),
+        limit in 1usize..6,
+        low in -3i128..4,
+        span in 0i128..5,
+    ) {
+        let names = ["a_int", "b_int"];
+        let reference = Scanned(MemoryStore::new());
+        let engines = [memory(), rocks()];
+        let stores: Vec<&dyn Store> = engines.iter().map(|h| &*h.store).chain([&reference as &dyn Store]).collect();
+        for (key, what, entries) in &ops {
+            let k = ObjectKey::new("default", "b", vec![*key]);
+            let text: Vec<(String, String)> =
+                entries.iter().map(|(f, n)| (names[*f as usize].to_string(), n.to_string())).collect();
+            let pairs: Vec<(&str, &str)> = text.iter().map(|(f, n)| (f.as_str(), n.as_str())).collect();
+            for s in &stores {
+                match what {
+                    0 => s.remove(0, &k).unwrap(),
+                    1 => s.put(0, &k, &tombstone()).unwrap(),
+                    2 => s.put_many(0, &[(k.clone(), indexed(&pairs))]).unwrap(),
+                    _ => s.put(0, &k, &indexed(&pairs)).unwrap(),
+                }
+            }
+        }
+        for name in names {
+            let q = field(name, int(low), int(low + span));
+            let want = all_entries(&reference, 0, "b", &q, None, 1000);
+            for s in &stores[..2] {
+                proptest::prop_assert_eq!(&all_entries(*s, 0, "b", &q, None, limit), &want, "{}", s.engine());
             }
         }
     }

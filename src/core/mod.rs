@@ -10,6 +10,7 @@ pub mod context;
 pub mod counter;
 pub mod coverage;
 pub mod duplicate;
+pub mod index;
 pub mod key;
 pub mod membership;
 pub mod object;

@@ -209,6 +209,16 @@ pub fn bucket_prefix(partition: Partition, bucket_type: &[u8], bucket: &[u8]) ->
     out
 }
 
+/// The start of one index field's range of one bucket in a partition, in
+/// the index keyspace: its rows are this prefix followed by an entry
+/// (`core::index`: the encoded term, then the key).
+pub fn index_prefix(partition: Partition, bucket_type: &[u8], bucket: &[u8], field: &str) -> Vec<u8> {
+    let mut out = bucket_prefix(partition, bucket_type, bucket);
+    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    out.extend_from_slice(field.as_bytes());
+    out
+}
+
 /// The smallest key above every key that starts with `prefix` (the end of
 /// its range, exclusive); `None` when there is none (all bytes 0xFF).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -9,8 +9,10 @@ use super::codec::{
     check_hint_value, decode_hint_key, decode_key, decode_object, decode_reaped, encode_hint_key, encode_hint_value,
     encode_key, encode_object, encode_reaped, hint_prefix, partition_prefix,
 };
+use super::index;
 use super::listing::{self, Visit};
-use super::{BucketCursor, BucketPage, Entry, Hint, KeyPage, Reaped, StorageError, Store, StoreStats};
+use super::{BucketCursor, BucketPage, Entry, Hint, IndexPage, KeyPage, Reaped, StorageError, Store, StoreStats};
+use crate::core::index::IndexRequest;
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
@@ -21,6 +23,9 @@ pub struct MemoryStore {
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
     hints: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     reaped: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Secondary-index rows (`storage::index`), empty values. Locked after
+    /// `objects` when both are held.
+    index: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -30,20 +35,58 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
-    /// The records of `[from, to)` in order, under the lock: a listing page
+    /// The objects of `[from, to)` in order, under the lock: a listing page
     /// is bounded (`listing`), so the lock is held briefly.
     fn visit(&self, from: &[u8], to: Option<&[u8]>, visit: Visit<'_>) -> Result<(), StorageError> {
+        Self::visit_in(&self.objects, from, to, visit)
+    }
+
+    /// The rows of `[from, to)` of one map, in order, under its lock.
+    fn visit_in(
+        map: &Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: Visit<'_>,
+    ) -> Result<(), StorageError> {
         use std::ops::Bound;
         if to.is_some_and(|to| from >= to) {
             return Ok(());
         }
-        let objects = self.objects.lock().expect("memory store lock");
+        let rows = map.lock().expect("memory store lock");
         let end = to.map_or(Bound::Unbounded, Bound::Excluded);
-        for (k, v) in objects.range::<[u8], _>((Bound::Included(from), end)) {
+        for (k, v) in rows.range::<[u8], _>((Bound::Included(from), end)) {
             if visit(k, v)?.is_break() {
                 break;
             }
         }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// Replaces (`None`: removes) one object and its index rows; the caller
+    /// holds the objects lock.
+    fn replace(
+        &self,
+        objects: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        partition: Partition,
+        key: &ObjectKey,
+        new: Option<&Object>,
+    ) -> Result<(), StorageError> {
+        let raw = encode_key(partition, key);
+        let old = objects.get(&raw).map(|v| decode_object(v)).transpose()?;
+        let (gone, added) = index::changes(index::rows(partition, key, old.as_ref()), index::rows(partition, key, new));
+        if !gone.is_empty() || !added.is_empty() {
+            let mut rows = self.index.lock().expect("memory store lock");
+            for row in gone {
+                rows.remove(&row);
+            }
+            rows.extend(added.into_iter().map(|row| (row, Vec::new())));
+        }
+        match new {
+            Some(object) => objects.insert(raw, encode_object(object)),
+            None => objects.remove(&raw),
+        };
         Ok(())
     }
 }
@@ -59,20 +102,26 @@ impl Store for MemoryStore {
     }
 
     fn put(&self, partition: Partition, key: &ObjectKey, object: &Object) -> Result<(), StorageError> {
-        let raw = encode_object(object);
-        self.objects.lock().expect("memory store lock").insert(encode_key(partition, key), raw);
-        Ok(())
+        let mut objects = self.objects.lock().expect("memory store lock");
+        self.replace(&mut objects, partition, key, Some(object))
     }
 
-    fn put_many(&self, partition: Partition, objects: &[(ObjectKey, Object)]) -> Result<(), StorageError> {
-        let encoded: Vec<_> = objects.iter().map(|(k, o)| (encode_key(partition, k), encode_object(o))).collect();
-        self.objects.lock().expect("memory store lock").extend(encoded);
+    fn put_many(&self, partition: Partition, batch: &[(ObjectKey, Object)]) -> Result<(), StorageError> {
+        let mut objects = self.objects.lock().expect("memory store lock");
+        // Decode every old record first: a corrupt one fails the whole
+        // batch before anything is written (all or none).
+        for (key, _) in batch {
+            objects.get(&encode_key(partition, key)).map(|v| decode_object(v)).transpose()?;
+        }
+        for (key, object) in batch {
+            self.replace(&mut objects, partition, key, Some(object))?;
+        }
         Ok(())
     }
 
     fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
-        self.objects.lock().expect("memory store lock").remove(&encode_key(partition, key));
-        Ok(())
+        let mut objects = self.objects.lock().expect("memory store lock");
+        self.replace(&mut objects, partition, key, None)
     }
 
     fn scan_partition(
@@ -113,6 +162,23 @@ impl Store for MemoryStore {
         listing::list_buckets(&|start, to, visit| self.visit(start, to, visit), partition, bucket_type, from, limit)
     }
 
+    fn index_page(
+        &self,
+        partition: Partition,
+        request: &IndexRequest,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<IndexPage, StorageError> {
+        index::page(
+            &|from, to, visit| self.visit(from, to, visit),
+            &|from, to, visit| Self::visit_in(&self.index, from, to, visit),
+            partition,
+            request,
+            after,
+            limit,
+        )
+    }
+
     fn put_hinted(
         &self,
         partition: Partition,
@@ -126,7 +192,7 @@ impl Store for MemoryStore {
         let mut objects = self.objects.lock().expect("memory store lock");
         let mut hints = self.hints.lock().expect("memory store lock");
         if let Some(object) = object {
-            objects.insert(encode_key(partition, key), encode_object(object));
+            self.replace(&mut objects, partition, key, Some(object))?;
         }
         hints.insert(encode_hint_key(&hint), encode_hint_value());
         Ok(())
@@ -173,7 +239,7 @@ impl Store for MemoryStore {
         let raw = encode_key(partition, key);
         let mut objects = self.objects.lock().expect("memory store lock");
         let mut records = self.reaped.lock().expect("memory store lock");
-        objects.remove(&raw);
+        self.replace(&mut objects, partition, key, None)?;
         records.insert(raw, encode_reaped(reaped));
         Ok(())
     }

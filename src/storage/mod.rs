@@ -16,12 +16,14 @@
 //! `/admin/status`).
 
 pub mod codec;
+mod index;
 mod listing;
 pub mod memory;
 pub mod meta;
 pub mod rocks;
 mod space;
 
+use crate::core::index::IndexRequest;
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
@@ -81,6 +83,16 @@ pub struct BucketPage {
     pub buckets: Vec<bytes::Bytes>,
     /// Where the next page starts; `None`: the type's range is done.
     pub resume: Option<BucketCursor>,
+}
+
+/// A page of a secondary-index query in one partition (`Store::index_page`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexPage {
+    /// The entries found (`core::index`: encoded term, then key), ascending.
+    pub entries: Vec<bytes::Bytes>,
+    /// The last entry the page examined: the next page starts after it.
+    /// `None`: the query's range is done.
+    pub resume: Option<bytes::Bytes>,
 }
 
 /// A fallback's note that its copy of `key` belongs to `target` (a node id)
@@ -179,6 +191,29 @@ pub trait Store: Send + Sync + 'static {
             partition,
             bucket_type,
             from,
+            limit,
+        )
+    }
+
+    /// One page of a secondary-index query in `partition`: its entries
+    /// (`core::index`) in ascending order, after the entry `after` (from
+    /// the first when `None`), examining at most `limit` rows (at least
+    /// one). An entry is listed only while its object has it: every write
+    /// of an object replaces its index rows in the same write. Not a
+    /// snapshot between pages. The default computes the page from the
+    /// bucket's objects (for test wrappers); engines read their index.
+    fn index_page(
+        &self,
+        partition: Partition,
+        request: &IndexRequest,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<IndexPage, StorageError> {
+        index::page_from_objects(
+            &|from, to, visit| scan_visit(self, partition, from, to, visit),
+            partition,
+            request,
+            after,
             limit,
         )
     }

@@ -38,8 +38,12 @@ use super::codec::{
     check_hint_value, decode_hint_key, decode_key, decode_object, decode_reaped, encode_hint_key, encode_hint_value,
     encode_key, encode_object, encode_reaped, hint_prefix, partition_prefix,
 };
+use super::index;
 use super::listing::{self, Visit};
-use super::{BucketCursor, BucketPage, Entry, Hint, KeyPage, Reaped, StorageError, Store, StoreStats, space};
+use super::{
+    BucketCursor, BucketPage, Entry, Hint, IndexPage, KeyPage, Reaped, StorageError, Store, StoreStats, space,
+};
+use crate::core::index::IndexRequest;
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::Object;
 use crate::core::ring::Partition;
@@ -54,6 +58,9 @@ const HINTS: &str = "hints";
 /// like hints: object scans (handoff, anti-entropy) never meet them, and a
 /// data directory from before reaping gets it created, empty, when opened.
 const REAPED: &str = "reaped";
+/// Secondary-index rows (`storage::index`), written in the same batch as
+/// their objects. A data directory from before 2i gets it created, empty.
+const INDEX: &str = "index";
 /// A page of hints is read in one iteration, at most this many.
 const HINT_PAGE_MAX: usize = 4096;
 
@@ -84,6 +91,10 @@ pub struct RocksStore {
     /// Held by the one caller checking for space and reopening; the time
     /// of the last check, to space them out.
     recovery: Mutex<Option<Instant>>,
+    /// Some object has (or had) index entries: writes then read the old
+    /// object to replace its index rows. Until then a write that adds no
+    /// entry skips that read, so a store that never uses 2i pays nothing.
+    indexed: AtomicBool,
 }
 
 enum Handle {
@@ -101,12 +112,14 @@ impl RocksStore {
             open_db(path).map_err(|e| StorageError::Io(format!("cannot open RocksDB at {}: {e}", path.display())))?;
         let mut write = WriteOptions::default();
         write.set_sync(options.sync_writes);
+        let indexed = db.iterator_cf(cf(&db, INDEX), IteratorMode::Start).next().is_some();
         Ok(RocksStore {
             path: path.to_owned(),
             write,
             handle: RwLock::new(Handle::Open(db)),
             full: AtomicBool::new(false),
             recovery: Mutex::new(None),
+            indexed: AtomicBool::new(indexed),
         })
     }
 
@@ -192,6 +205,11 @@ impl RocksStore {
     /// The objects of `[from, to)` in order, in one iteration under the
     /// read lock: a listing page is bounded (`listing`), so it is short.
     fn visit(&self, from: &[u8], to: Option<&[u8]>, visit: Visit<'_>) -> Result<(), StorageError> {
+        self.visit_in(OBJECTS, from, to, visit)
+    }
+
+    /// `visit` on the rows of one column family.
+    fn visit_in(&self, family: &str, from: &[u8], to: Option<&[u8]>, visit: Visit<'_>) -> Result<(), StorageError> {
         if to.is_some_and(|to| from >= to) {
             return Ok(());
         }
@@ -200,7 +218,7 @@ impl RocksStore {
             if let Some(to) = to {
                 read.set_iterate_upper_bound(to.to_vec());
             }
-            let mut rows = db.raw_iterator_cf_opt(cf(db, OBJECTS), read);
+            let mut rows = db.raw_iterator_cf_opt(cf(db, family), read);
             rows.seek(from);
             while let (Some(k), Some(v)) = (rows.key(), rows.value()) {
                 if visit(k, v)?.is_break() {
@@ -225,6 +243,7 @@ fn open_db(path: &Path) -> Result<rocksdb::DB, rocksdb::Error> {
         ColumnFamilyDescriptor::new(META, Options::default()),
         ColumnFamilyDescriptor::new(HINTS, Options::default()),
         ColumnFamilyDescriptor::new(REAPED, Options::default()),
+        ColumnFamilyDescriptor::new(INDEX, Options::default()),
     ];
     rocksdb::DB::open_cf_descriptors(&db_opts, path, families)
 }
@@ -245,6 +264,52 @@ fn classify(text: String) -> StorageError {
     }
 }
 
+impl RocksStore {
+    /// Adds the write of `key`'s object (`None`: its removal) to `batch`,
+    /// with the index rows that change. The caller holds the key's lock
+    /// (`storage::index`), so the old object read here is the one replaced.
+    fn stage(
+        &self,
+        db: &rocksdb::DB,
+        batch: &mut WriteBatch,
+        partition: Partition,
+        key: &ObjectKey,
+        new: Option<&Object>,
+    ) -> Result<(), StorageError> {
+        let raw = encode_key(partition, key);
+        let rows = index::rows(partition, key, new);
+        if !rows.is_empty() {
+            self.indexed.store(true, Ordering::Release);
+        }
+        if self.indexed.load(Ordering::Acquire) {
+            let old = db.get_pinned_cf(cf(db, OBJECTS), &raw).map_err(map_err)?;
+            let old = old.map(|r| decode_object(&r)).transpose()?;
+            let (gone, added) = index::changes(index::rows(partition, key, old.as_ref()), rows);
+            let family = cf(db, INDEX);
+            for row in gone {
+                batch.delete_cf(family, row);
+            }
+            for row in added {
+                batch.put_cf(family, row, []);
+            }
+        }
+        match new {
+            Some(object) => batch.put_cf(cf(db, OBJECTS), raw, encode_object(object)),
+            None => batch.delete_cf(cf(db, OBJECTS), raw),
+        }
+        Ok(())
+    }
+
+    /// One object's change (and its index rows) in one write.
+    fn write_one(&self, partition: Partition, key: &ObjectKey, new: Option<&Object>) -> Result<(), StorageError> {
+        self.with_db(|db| {
+            let mut batch = WriteBatch::default();
+            self.stage(db, &mut batch, partition, key, new)?;
+            db.write_opt(batch, &self.write).map_err(map_err)
+        })
+    }
+}
+
 impl Store for RocksStore {
     fn engine(&self) -> &'static str {
         "rocksdb"
@@ -258,8 +323,7 @@ impl Store for RocksStore {
     }
 
     fn put(&self, partition: Partition, key: &ObjectKey, object: &Object) -> Result<(), StorageError> {
-        let (key, value) = (encode_key(partition, key), encode_object(object));
-        self.with_db(|db| db.put_cf_opt(cf(db, OBJECTS), key, value, &self.write).map_err(map_err))
+        self.write_one(partition, key, Some(object))
     }
 
     fn put_many(&self, partition: Partition, objects: &[(ObjectKey, Object)]) -> Result<(), StorageError> {
@@ -268,17 +332,15 @@ impl Store for RocksStore {
         }
         self.with_db(|db| {
             let mut batch = WriteBatch::default();
-            let family = cf(db, OBJECTS);
             for (key, object) in objects {
-                batch.put_cf(family, encode_key(partition, key), encode_object(object));
+                self.stage(db, &mut batch, partition, key, Some(object))?;
             }
             db.write_opt(batch, &self.write).map_err(map_err)
         })
     }
 
     fn remove(&self, partition: Partition, key: &ObjectKey) -> Result<(), StorageError> {
-        let key = encode_key(partition, key);
-        self.with_db(|db| db.delete_cf_opt(cf(db, OBJECTS), key, &self.write).map_err(map_err))
+        self.write_one(partition, key, None)
     }
 
     fn scan_partition(
@@ -309,6 +371,23 @@ impl Store for RocksStore {
         listing::list_buckets(&|start, to, visit| self.visit(start, to, visit), partition, bucket_type, from, limit)
     }
 
+    fn index_page(
+        &self,
+        partition: Partition,
+        request: &IndexRequest,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<IndexPage, StorageError> {
+        index::page(
+            &|from, to, visit| self.visit(from, to, visit),
+            &|from, to, visit| self.visit_in(INDEX, from, to, visit),
+            partition,
+            request,
+            after,
+            limit,
+        )
+    }
+
     fn put_hinted(
         &self,
         partition: Partition,
@@ -320,7 +399,7 @@ impl Store for RocksStore {
         self.with_db(|db| {
             let mut batch = WriteBatch::default();
             if let Some(object) = object {
-                batch.put_cf(cf(db, OBJECTS), encode_key(partition, key), encode_object(object));
+                self.stage(db, &mut batch, partition, key, Some(object))?;
             }
             batch.put_cf(cf(db, HINTS), encode_hint_key(&hint), encode_hint_value());
             db.write_opt(batch, &self.write).map_err(map_err)
@@ -376,7 +455,7 @@ impl Store for RocksStore {
         let (raw, value) = (encode_key(partition, key), encode_reaped(reaped));
         self.with_db(|db| {
             let mut batch = WriteBatch::default();
-            batch.delete_cf(cf(db, OBJECTS), &raw);
+            self.stage(db, &mut batch, partition, key, None)?;
             batch.put_cf(cf(db, REAPED), &raw, value);
             db.write_opt(batch, &self.write).map_err(map_err)
         })
