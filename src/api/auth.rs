@@ -40,7 +40,7 @@ use http::Method;
 
 use super::AppState;
 use super::error::ApiError;
-use super::riak::path::{counter_path, object_path};
+use super::riak::path::{counter_path, index_path, object_path};
 use crate::core::key::DEFAULT_NAMESPACE;
 use crate::core::security::{self, Permission, Refusal, Resource};
 use crate::error::ErrorCode;
@@ -114,6 +114,10 @@ fn required(method: &Method, path: &str, query: Option<&str>) -> Required {
             super::listing::Listed::Keys { bucket_type, bucket } => Target::Bucket(bucket_type, bucket),
         };
         return Required::Grant(Permission::List, target);
+    }
+    // A 2i query enumerates keys over a covering set, as a listing does.
+    if let Some(index) = index_path(path) {
+        return Required::Grant(Permission::List, Target::Bucket(index.bucket_type.to_vec(), index.bucket.to_vec()));
     }
     let default = DEFAULT_NAMESPACE.as_bytes();
     match path {
@@ -195,6 +199,15 @@ mod tests {
         assert_eq!(
             riak(Method::GET, "/types/t/buckets/b/counters/c"),
             Required::Grant(Permission::Read, bucket("t", "b"))
+        );
+        // 2i queries list keys: `list` on the bucket queried.
+        assert_eq!(
+            riak(Method::GET, "/types/t/buckets/b%2Fc/index/n_int/1/2"),
+            Required::Grant(Permission::List, bucket("t", "b/c"))
+        );
+        assert_eq!(
+            riak(Method::GET, "/buckets/b/index/$bucket/b"),
+            Required::Grant(Permission::List, bucket("default", "b"))
         );
         let admin = Required::Grant(Permission::Admin, Target::Cluster);
         for path in ["/admin/status", "/admin/claim", "/admin/replicas/k", "/admin/tokens", "/storex", "/nowhere"] {

@@ -115,7 +115,7 @@ fn mode(value: Option<&str>) -> Option<Mode> {
     }
 }
 
-fn check_name(what: &str, name: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn check_name(what: &str, name: &[u8]) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::bad_request(format!("the {what} name is empty")));
     }
@@ -130,7 +130,7 @@ fn check_name(what: &str, name: &[u8]) -> Result<(), ApiError> {
 
 /// 404 for a bucket type that does not exist or is not active (Riak's
 /// `resource_exists`).
-fn check_bucket_type(api: &AppState, bucket_type: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn check_bucket_type(api: &AppState, bucket_type: &[u8]) -> Result<(), ApiError> {
     // The type's own properties: any bucket of it would do.
     api.membership.bucket_props(bucket_type, b"").map(drop).map_err(ApiError::from)
 }
@@ -268,7 +268,7 @@ fn stream(listing: Listing, field: &'static str) -> impl futures::Stream<Item = 
 
 /// Appends `name` as a JSON string. Braces are escaped too (see the module
 /// comment); a name that is not UTF-8 is an error, as in Riak.
-fn push_json_string(out: &mut Vec<u8>, name: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn push_json_string(out: &mut Vec<u8>, name: &[u8]) -> Result<(), ApiError> {
     let text = std::str::from_utf8(name).map_err(|_| {
         let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
         ApiError::new(

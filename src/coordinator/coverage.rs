@@ -1,5 +1,5 @@
 //! Coverage queries: a question every partition answers once (the keys of a
-//! bucket, the buckets of a type; later secondary indexes), asked of one
+//! bucket, the buckets of a type, a secondary-index query), asked of one
 //! live holder per partition (`core::coverage`) and streamed back.
 //!
 //! [`Coverage::start`] plans on the current ring and fails at once when some
@@ -18,7 +18,14 @@
 //! times ([`ATTEMPTS_PER_PARTITION`]). A partition's keys arrive in
 //! ascending order, so the next holder resumes after the last key passed on
 //! and nothing is sent twice; buckets start over, and the buckets already
-//! sent are skipped as above.
+//! sent are skipped as above. Index entries are unique and ordered within a
+//! partition as keys are, and resume the same way.
+//!
+//! Pages arrive in no order across partitions. An index query that wants
+//! its results sorted (a page of `max_results`, or a whole answer) merges
+//! them with [`sorted`]; each holder then sends at most `max_results`
+//! entries, so a page costs at most that many per partition, and the merge
+//! keeps only the best `max_results`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,6 +41,7 @@ use tracing::Instrument;
 
 use super::Topology;
 use crate::core::coverage::{self, Uncovered};
+use crate::core::index::IndexRequest;
 use crate::core::key::NodeId;
 use crate::core::ring::Partition;
 use crate::env::Env;
@@ -58,6 +66,9 @@ pub enum CoverageQuery {
     Keys { bucket_type: Bytes, bucket: Bytes },
     /// The buckets of one type that hold a live object.
     Buckets { bucket_type: Bytes },
+    /// A secondary-index query: its entries (`core::index`), starting after
+    /// the entry `after` (a continuation), at most `max` per partition.
+    Index { request: IndexRequest, after: Option<Bytes>, max: Option<u32> },
 }
 
 impl CoverageQuery {
@@ -66,6 +77,7 @@ impl CoverageQuery {
         match self {
             CoverageQuery::Keys { .. } => "keys",
             CoverageQuery::Buckets { .. } => "buckets",
+            CoverageQuery::Index { .. } => "index",
         }
     }
 }
@@ -105,6 +117,8 @@ pub enum CoverageError {
          use another node"
     )]
     Removed { node: NodeId },
+    #[error("the answer holds more than {limit} bytes; ask for pages (max_results) or stream it")]
+    TooLarge { limit: usize },
     /// The listing's task ended without saying how (a bug, a panic).
     #[error("the listing stopped unexpectedly")]
     Stopped,
@@ -121,6 +135,7 @@ impl HasErrorCode for CoverageError {
                 ErrorCode::Internal => ErrorCode::Internal,
                 _ => ErrorCode::Unavailable,
             },
+            CoverageError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             CoverageError::Stopped => ErrorCode::Internal,
         }
     }
@@ -277,8 +292,13 @@ impl Run {
         let mut node = first;
         let mut tried: Vec<NodeId> = Vec::new();
         // The last key passed on: a next holder resumes after it.
-        let mut after: Option<Bytes> = None;
-        let keys = matches!(self.query, CoverageQuery::Keys { .. });
+        let mut after: Option<Bytes> = match &self.query {
+            CoverageQuery::Index { after, .. } => after.clone(),
+            _ => None,
+        };
+        // Keys and entries come in order: a next holder resumes after the
+        // last one passed on.
+        let ordered = !matches!(self.query, CoverageQuery::Buckets { .. });
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -301,7 +321,7 @@ impl Run {
                 last
             };
             let (answer, last) = tokio::join!(call, forward);
-            if keys && last.is_some() {
+            if ordered && last.is_some() {
                 after = last;
             }
             let error = match answer {
@@ -342,6 +362,38 @@ impl Run {
             }
         }
     }
+}
+
+/// The entries of an index listing in ascending order, all of them or the
+/// first `max`: the partitions' pages merged, holding at most `max` entries
+/// (all of them without `max`) at any time, and never more than
+/// `max_bytes` of them (else [`CoverageError::TooLarge`]).
+pub async fn sorted(mut listing: Listing, max: Option<usize>, max_bytes: usize) -> Result<Vec<Bytes>, CoverageError> {
+    let mut best = std::collections::BTreeSet::new();
+    let mut bytes = 0;
+    while let Some(page) = listing.next().await {
+        for entry in page? {
+            if best.contains(&entry) {
+                continue;
+            }
+            if let Some(max) = max
+                && best.len() >= max
+            {
+                match best.last() {
+                    Some(worst) if entry < *worst => {
+                        bytes -= best.pop_last().map_or(0, |e: Bytes| e.len());
+                    }
+                    _ => continue,
+                }
+            }
+            bytes += entry.len();
+            if bytes > max_bytes {
+                return Err(CoverageError::TooLarge { limit: max_bytes });
+            }
+            best.insert(entry);
+        }
+    }
+    Ok(best.into_iter().collect())
 }
 
 /// Whether another holder may answer instead: the holder did not answer
@@ -484,7 +536,7 @@ mod tests {
             }
             // Two pages, ascending, from after `after`.
             let pages_of = match query {
-                CoverageQuery::Keys { .. } => [
+                CoverageQuery::Keys { .. } | CoverageQuery::Index { .. } => [
                     vec![Bytes::from(format!("p{partition}-a")), Bytes::from(format!("p{partition}-b"))],
                     vec![Bytes::from(format!("p{partition}-c"))],
                 ],
@@ -567,6 +619,32 @@ mod tests {
         let names = collect(c.start(query, deadline()).unwrap()).await.unwrap();
         assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len());
         assert_eq!(names.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn index_pages_are_merged_in_order_and_resume_after_a_continuation() {
+        // Holders fail midway too: a resumed partition sends nothing twice.
+        let plan = coverage::plan(&ring(), 3, |_| true, 0).unwrap();
+        let failing = plan.assignments.keys().next().unwrap().clone();
+        let c = coverage(Arc::new(Script { fail_after: [failing].into(), ..Script::default() }), &[]);
+        let request = IndexRequest {
+            bucket_type: Bytes::from("default"),
+            bucket: Bytes::from("b"),
+            query: crate::core::index::IndexQuery::Bucket,
+            term_regex: None,
+        };
+        let query = |after: Option<Bytes>| CoverageQuery::Index { request: request.clone(), after, max: Some(5) };
+        let mut all = collect(c.start(query(None), deadline()).unwrap()).await.unwrap();
+        all.sort();
+        assert_eq!(all.len(), 48);
+        let first = sorted(c.start(query(None), deadline()).unwrap(), Some(5), 1 << 20).await.unwrap();
+        assert_eq!(first, all[..5]);
+        let next = sorted(c.start(query(first.last().cloned()), deadline()).unwrap(), Some(5), 1 << 20).await.unwrap();
+        assert_eq!(next, all[5..10]);
+        let whole = sorted(c.start(query(None), deadline()).unwrap(), None, 1 << 20).await.unwrap();
+        assert_eq!(whole, all);
+        let e = sorted(c.start(query(None), deadline()).unwrap(), None, 20).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PayloadTooLarge, "{e}");
     }
 
     #[tokio::test]

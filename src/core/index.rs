@@ -82,6 +82,47 @@ pub enum IndexQuery {
 }
 
 impl IndexQuery {
+    /// A query from its parts as Riak's URLs and the Coverage service carry
+    /// them: the field (`$bucket`, `$key`, `NAME_int`, `NAME_bin`) and the
+    /// first and last term as text (ignored for `$bucket`).
+    pub fn from_parts(field: &str, start: &[u8], end: &[u8]) -> Result<IndexQuery, String> {
+        for term in [start, end] {
+            if term.len() > TERM_MAX_BYTES {
+                return Err(format!("an index term is {} bytes long, above the limit of {TERM_MAX_BYTES}", term.len()));
+            }
+        }
+        match field {
+            "$bucket" => Ok(IndexQuery::Bucket),
+            "$key" => Ok(IndexQuery::Keys { start: Bytes::copy_from_slice(start), end: Bytes::copy_from_slice(end) }),
+            _ => {
+                let kind = FieldKind::of(field)
+                    .ok_or_else(|| format!("Invalid field name \"{field}\": an index name ends in _bin or _int"))?;
+                let term = |text: &[u8]| {
+                    kind.parse(text).ok_or_else(|| {
+                        format!(
+                            "Could not parse index term {:?} of {field}: not an integer",
+                            String::from_utf8_lossy(text)
+                        )
+                    })
+                };
+                Ok(IndexQuery::Field { field: field.to_owned(), start: term(start)?, end: term(end)? })
+            }
+        }
+    }
+
+    /// The parts [`IndexQuery::from_parts`] takes back.
+    pub fn to_parts(&self) -> (String, Bytes, Bytes) {
+        let text = |t: &Term| match t {
+            Term::Int(n) => Bytes::from(n.to_string()),
+            Term::Bin(b) => b.clone(),
+        };
+        match self {
+            IndexQuery::Bucket => ("$bucket".into(), Bytes::new(), Bytes::new()),
+            IndexQuery::Keys { start, end } => ("$key".into(), start.clone(), end.clone()),
+            IndexQuery::Field { field, start, end } => (field.clone(), text(start), text(end)),
+        }
+    }
+
     /// Whether the query asks for one term (Riak then returns keys only,
     /// even when terms are asked for).
     pub fn is_equality(&self) -> bool {
@@ -139,6 +180,29 @@ pub struct IndexRequest {
 }
 
 impl IndexRequest {
+    /// A checked request: the query from its parts, and its `term_regex`
+    /// compiled (refused on an integer field, as Riak does).
+    pub fn new(
+        bucket_type: Bytes,
+        bucket: Bytes,
+        field: &str,
+        start: &[u8],
+        end: &[u8],
+        term_regex: Option<&str>,
+    ) -> Result<IndexRequest, String> {
+        let query = IndexQuery::from_parts(field, start, end)?;
+        let term_regex = match term_regex {
+            None => None,
+            Some(_) if matches!(&query, IndexQuery::Field { start: Term::Int(_), .. }) => {
+                return Err("Can not use term regular expressions on integer queries".into());
+            }
+            Some(pattern) => {
+                Some(TermRegex::new(pattern).map_err(|e| format!("Invalid term regular expression {pattern:?}: {e}"))?)
+            }
+        };
+        Ok(IndexRequest { bucket_type, bucket, query, term_regex })
+    }
+
     /// Whether the entry passes the query's `term_regex` (`false` for bytes
     /// that are not an entry of the query).
     pub fn matches(&self, entry: &[u8]) -> bool {
@@ -320,6 +384,27 @@ mod tests {
         let q = IndexQuery::Field { field: "f_int".into(), start: Term::Int(-5), end: Term::Int(0) };
         assert!(q.covers(&entry(&Term::Int(-5), b"k")) && q.covers(&entry(&Term::Int(0), b"k")));
         assert!(!q.covers(&entry(&Term::Int(1), b"")) && !q.covers(&entry(&Term::Int(-6), b"zz")));
+    }
+
+    #[test]
+    fn queries_round_trip_through_their_parts_and_refuse_bad_ones() {
+        for q in [
+            IndexQuery::Bucket,
+            IndexQuery::Keys { start: "a".into(), end: "b".into() },
+            IndexQuery::Field { field: "n_int".into(), start: Term::Int(-3), end: Term::Int(i128::MAX) },
+            IndexQuery::Field { field: "n_bin".into(), start: bin(b"\x00"), end: bin(b"z") },
+        ] {
+            let (f, s, e) = q.to_parts();
+            assert_eq!(IndexQuery::from_parts(&f, &s, &e), Ok(q));
+        }
+        assert!(IndexQuery::from_parts("n", b"1", b"2").is_err());
+        assert!(IndexQuery::from_parts("n_int", b"1", b"two").is_err());
+        assert!(IndexQuery::from_parts("n_bin", &vec![b'x'; TERM_MAX_BYTES + 1], b"").is_err());
+        let new = |field, regex| IndexRequest::new("t".into(), "b".into(), field, b"1", b"2", Some(regex));
+        assert!(new("n_int", "1").unwrap_err().contains("integer"));
+        assert!(new("n_bin", "(").unwrap_err().contains("Invalid term regular expression"));
+        assert!(new("n_bin", "a{1000}{1000}{1000}").is_err(), "too large to compile");
+        assert!(new("$key", "^k").is_ok());
     }
 
     #[test]

@@ -35,6 +35,7 @@ use super::replica_server::stale_ring;
 use super::status::{error_status, replica_error_from_status};
 use crate::coordinator::coverage::{CoverageClient, CoverageQuery, NAME_MAX_BYTES, Page};
 use crate::coordinator::{AddressBook, Topology};
+use crate::core::index::IndexRequest;
 use crate::core::key::NodeId;
 use crate::core::ring::Partition;
 use crate::env::{Blocking, Env};
@@ -128,6 +129,29 @@ fn read_pages(
                     return None;
                 }
                 from = Some(resume?);
+            }
+        }
+        CoverageQuery::Index { request, max, .. } => {
+            // Sends at most `max` entries (0 or none: all of them).
+            let mut left = max.filter(|&m| m > 0).map_or(usize::MAX, |m| m as usize);
+            loop {
+                let page = store.index_page(partition, request, after.as_deref(), PAGE_RECORDS.min(left));
+                let (mut entries, resume) = match page {
+                    Ok(page) => (page.entries, page.resume),
+                    Err(e) => {
+                        each(Err(e));
+                        return None;
+                    }
+                };
+                entries.truncate(left);
+                left -= entries.len();
+                if !entries.is_empty() && !each(Ok(entries)) {
+                    return None;
+                }
+                if left == 0 {
+                    return None;
+                }
+                after = Some(resume?);
             }
         }
     }
@@ -251,6 +275,7 @@ impl CoverageService {
 impl Coverage for CoverageService {
     type ListKeysStream = Messages<pb::ListKeysResponse>;
     type ListBucketsStream = Messages<pb::ListBucketsResponse>;
+    type IndexStream = Messages<pb::IndexResponse>;
 
     async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<Self::ListKeysStream>, Status> {
         let pb::ListKeysRequest { partition, bucket_type, bucket, after, caller } = request.into_inner();
@@ -280,6 +305,38 @@ impl Coverage for CoverageService {
             None,
             |buckets| pb::ListBucketsResponse { buckets },
         )?;
+        Ok(Response::new(stream))
+    }
+
+    async fn index(&self, request: Request<pb::IndexRequest>) -> Result<Response<Self::IndexStream>, Status> {
+        let pb::IndexRequest {
+            partition,
+            bucket_type,
+            bucket,
+            field,
+            start,
+            end,
+            term_regex,
+            after,
+            max_results,
+            caller,
+        } = request.into_inner();
+        let names = [("bucket type", &bucket_type), ("bucket", &bucket)];
+        // Checked before the regex is compiled: the names are bounded first.
+        for (what, name) in names {
+            if name.len() > NAME_MAX_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "{what} is {} bytes long, above the limit of {NAME_MAX_BYTES}",
+                    name.len()
+                )));
+            }
+        }
+        let request =
+            IndexRequest::new(bucket_type.clone(), bucket.clone(), &field, &start, &end, term_regex.as_deref())
+                .map_err(Status::invalid_argument)?;
+        let query = CoverageQuery::Index { request, after: None, max: Some(max_results) };
+        let stream =
+            self.answer(partition, &names, caller.as_ref(), query, after, |entries| pb::IndexResponse { entries })?;
         Ok(Response::new(stream))
     }
 }
@@ -355,6 +412,28 @@ impl GrpcCoverage {
                     let stream = answer.map_err(|_| silent())??.into_inner();
                     Box::pin(stream.map(|m| m.map(|m| m.buckets)))
                 }
+                CoverageQuery::Index { request, after: start_after, max } => {
+                    let (field, start, end) = request.query.to_parts();
+                    let request = pb::IndexRequest {
+                        partition,
+                        bucket_type: request.bucket_type.clone(),
+                        bucket: request.bucket.clone(),
+                        field,
+                        start,
+                        end,
+                        term_regex: request.term_regex.as_ref().map(|r| r.as_str().to_owned()),
+                        // A resumed partition goes on after the last entry
+                        // passed on; a fresh one after the continuation.
+                        after: after.or_else(|| start_after.clone()),
+                        max_results: max.unwrap_or(0),
+                        caller,
+                    };
+                    let mut request = Request::new(request);
+                    request.set_timeout(left);
+                    let answer = tokio::time::timeout(idle, client.index(request)).await;
+                    let stream = answer.map_err(|_| silent())??.into_inner();
+                    Box::pin(stream.map(|m| m.map(|m| m.entries)))
+                }
             };
             while let Some(names) = tokio::time::timeout(idle, stream.next()).await.map_err(|_| silent())? {
                 let names = names?;
@@ -411,6 +490,7 @@ impl CoverageClient for GrpcCoverage {
         let method = match query {
             CoverageQuery::Keys { .. } => "Coverage/ListKeys",
             CoverageQuery::Buckets { .. } => "Coverage/ListBuckets",
+            CoverageQuery::Index { .. } => "Coverage/Index",
         };
         let answer = self.remote(node, partition, query, after, call, &pages).await;
         let code = answer.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
@@ -531,6 +611,54 @@ mod tests {
         assert_eq!(buckets[0].as_ref().unwrap().buckets, vec![Bytes::from("b")]);
     }
 
+    fn index_request(field: &str, start: &str, end: &str, regex: Option<&str>, max: u32) -> Request<pb::IndexRequest> {
+        Request::new(pb::IndexRequest {
+            partition: 3,
+            bucket_type: Bytes::from("t"),
+            bucket: Bytes::from("b"),
+            field: field.into(),
+            start: Bytes::copy_from_slice(start.as_bytes()),
+            end: Bytes::copy_from_slice(end.as_bytes()),
+            term_regex: regex.map(str::to_owned),
+            after: None,
+            max_results: max,
+            caller: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn index_queries_are_checked_bounded_and_cut_at_max_results() {
+        let s = service("a", 2500);
+        let keys = |messages: Vec<Result<pb::IndexResponse, Status>>| -> Vec<Vec<Bytes>> {
+            messages.into_iter().map(|m| m.unwrap().entries).collect()
+        };
+        let all = keys(s.index(index_request("$bucket", "", "", None, 0)).await.unwrap().into_inner().collect().await);
+        assert!(all.iter().all(|m| !m.is_empty() && m.len() <= PAGE_RECORDS));
+        assert_eq!(all.iter().map(Vec::len).sum::<usize>(), 2500);
+        let cut =
+            keys(s.index(index_request("$bucket", "", "", None, 1200)).await.unwrap().into_inner().collect().await);
+        assert_eq!(cut.iter().map(Vec::len).sum::<usize>(), 1200, "at most max_results entries");
+        let range = keys(
+            s.index(index_request("$key", "k00010", "k00019", Some("9$"), 0))
+                .await
+                .unwrap()
+                .into_inner()
+                .collect()
+                .await,
+        );
+        assert_eq!(range, vec![vec![Bytes::from("k00019")]]);
+        for (field, start, regex, says) in [
+            ("n_int", "1", Some("1"), "integer"),
+            ("n_bin", "a", Some("("), "regular expression"),
+            ("n", "a", None, "Invalid field name"),
+            ("n_int", "one", None, "Could not parse"),
+        ] {
+            let e = s.index(index_request(field, start, start, regex, 0)).await.err().expect("refused");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains(says), "{}", e.message());
+        }
+    }
+
     /// A holder that takes calls and never answers them (paused, wedged).
     struct Silent;
 
@@ -538,6 +666,11 @@ mod tests {
     impl Coverage for Silent {
         type ListKeysStream = Messages<pb::ListKeysResponse>;
         type ListBucketsStream = Messages<pb::ListBucketsResponse>;
+        type IndexStream = Messages<pb::IndexResponse>;
+
+        async fn index(&self, _: Request<pb::IndexRequest>) -> Result<Response<Self::IndexStream>, Status> {
+            std::future::pending().await
+        }
 
         async fn list_keys(&self, _: Request<pb::ListKeysRequest>) -> Result<Response<Self::ListKeysStream>, Status> {
             Ok(Response::new(Box::pin(futures::stream::pending())))

@@ -10,11 +10,13 @@
 //! * `headers`: Riak's metadata headers, vtags and ETags, sibling bodies
 //! * `object`: `GET/HEAD/PUT/POST/DELETE` on an object, `POST` to a bucket
 //! * `counter`: Riak's 1.4 counters (`/buckets/B/counters/K`)
+//! * `index`: secondary-index (2i) queries (`/buckets/B/index/...`)
 //! * `service`: `GET /`, `GET /stats`, preflists, and 501 for what is not
 //!   here
 
 pub(super) mod counter;
 pub(super) mod headers;
+pub(super) mod index;
 pub(super) mod object;
 pub(super) mod params;
 pub(crate) mod path;
@@ -49,6 +51,8 @@ pub(super) fn object_routes() -> Router<AppState> {
             get(counter::get_counter).post(counter::increment_counter),
         )
         .route("/buckets/{bucket}/counters/{key}", get(counter::get_counter).post(counter::increment_counter))
+        .route("/buckets/{bucket}/index/{*rest}", get(index::query))
+        .route("/types/{bucket_type}/buckets/{bucket}/index/{*rest}", get(index::query))
 }
 
 /// Riak's service resources and the refusals of what is not supported.
@@ -64,10 +68,6 @@ pub(super) fn service_routes() -> Router<AppState> {
         .route("/types/{bucket_type}/buckets/{bucket}/datatypes", any(service::not_supported))
         .route("/types/{bucket_type}/buckets/{bucket}/datatypes/{*rest}", any(service::not_supported))
         .route("/riak/{bucket}/{key}/{*walk}", any(service::not_supported))
-        // Index entries are stored and returned with every value already;
-        // the queries come with the coverage machinery's next use.
-        .route("/buckets/{bucket}/index/{*rest}", any(service::not_supported))
-        .route("/types/{bucket_type}/buckets/{bucket}/index/{*rest}", any(service::not_supported))
 }
 
 /// Whether a legacy `GET /riak/B` asks for keys (`keys=true` or `stream`):

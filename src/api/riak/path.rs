@@ -83,6 +83,31 @@ pub fn counter_path(path: &str) -> Option<ObjectPath> {
     Some(ObjectPath { scheme, bucket_type, bucket, key: Some(key) })
 }
 
+/// A secondary-index query's path (`api::riak::index`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexPath {
+    pub bucket_type: Bytes,
+    pub bucket: Bytes,
+    /// The index name, decoded (`$key`, `$bucket`, `NAME_bin`, `NAME_int`).
+    pub field: Vec<u8>,
+    /// The decoded segments after it: the query's terms (may be empty).
+    pub terms: Vec<Vec<u8>>,
+}
+
+/// Parses `/buckets/B/index/FIELD/...` or `/types/T/buckets/B/index/FIELD/...`.
+pub fn index_path(path: &str) -> Option<IndexPath> {
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let (bucket_type, bucket, field, terms) = match segments.as_slice() {
+        ["types", t, "buckets", b, "index", field, terms @ ..] => (name(t)?, name(b)?, field, terms),
+        ["buckets", b, "index", field, terms @ ..] => {
+            (Bytes::from_static(DEFAULT_NAMESPACE.as_bytes()), name(b)?, field, terms)
+        }
+        _ => return None,
+    };
+    let terms = terms.iter().map(|t| unquote(t)).collect();
+    Some(IndexPath { bucket_type, bucket, field: unquote(field), terms })
+}
+
 /// One decoded, non-empty path segment.
 pub fn name(segment: &str) -> Option<Bytes> {
     let decoded = unquote(segment);

@@ -207,8 +207,6 @@ pub async fn not_supported(uri: Uri) -> ApiError {
         "Riak Search is not supported"
     } else if path.contains("/datatypes") {
         "Riak data types are not supported (counters are: /buckets/BUCKET/counters/KEY)"
-    } else if path.contains("/index/") {
-        "Secondary index (2i) queries are not supported yet (index entries are stored and returned with each value)"
     } else if path.starts_with("/riak/") {
         "Link walking is not supported"
     } else {
