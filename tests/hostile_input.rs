@@ -247,6 +247,23 @@ proptest! {
                 assert_not_5xx(&format!("{method} {path}"), answer);
             }
         }
+        // 2i queries with random fields, terms, continuations and
+        // parameters, on a bucket whose one object carries random index
+        // headers (its keys are text: a key that is not UTF-8 cannot be
+        // a JSON string, a deliberate 500 as in listings).
+        let mut with = headers.clone();
+        with.push(("content-type", b"text/plain".to_vec()));
+        let _ = call(&rt, &app, "PUT", "/buckets/ix/keys/k", &with, b"v".to_vec());
+        for path in [
+            format!("/buckets/ix/index/{key}/{literal}?{query}"),
+            format!("/buckets/ix/index/i_int/{key}/{key}?{query}"),
+            format!("/types/default/buckets/ix/index/i_bin/{literal}?return_terms=true&{query}"),
+            format!("/buckets/ix/index/$key/{key}?max_results=1&continuation={literal}&{query}"),
+            format!("/buckets/ix/index/i_bin/a/z?term_regex={key}&stream=true&{query}"),
+            format!("/buckets/ix/index/$bucket/ix?max_results={literal}&{query}"),
+        ] {
+            assert_not_5xx(&format!("GET {path}"), call(&rt, &app, "GET", &path, &[], Vec::new()));
+        }
         // A write refused for its headers leaves the key as it was.
         let path = "/buckets/b/keys/fixed";
         let plain = [("content-type", b"text/plain".to_vec())];

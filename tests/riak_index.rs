@@ -271,7 +271,8 @@ fn index_entries_move_with_their_objects_when_a_node_joins() {
         let n0 = cluster.node(0);
         let moving = common::status(n0).unwrap()["ring"]["moving"] == true;
         let got = json(n0, "/buckets/people/index/n_int/-100/100?return_terms=true");
-        let got: Vec<(i64, String)> = pairs(&got["results"]).into_iter().map(|(t, k)| (t.parse().unwrap(), k)).collect();
+        let got: Vec<(i64, String)> =
+            pairs(&got["results"]).into_iter().map(|(t, k)| (t.parse().unwrap(), k)).collect();
         assert_eq!(got, want, "a query during the join");
         queries += 1;
         during_move += usize::from(moving);
