@@ -5,14 +5,15 @@
 //! * [`core`]: pure logic, no I/O: keys, version vectors and siblings
 //!   (`vclock`, `object`), the context token, the ring, quorum accounting,
 //!   anti-entropy's hash trees (`tictac`), a certificate's name (`x509`),
-//!   covering sets for listings (`coverage`).
+//!   covering sets for listings (`coverage`), secondary-index terms and
+//!   queries (`index`).
 //! * [`storage`]: the `Store` trait, RocksDB and in-memory engines, the
-//!   versioned on-disk format.
+//!   versioned on-disk format, each replica's secondary index.
 //! * [`replica`]: what a node does with a key it holds (Riak's vnode), and
 //!   what a call to it carries and how it can fail (`replica::call`).
 //! * [`coordinator`]: one client operation -> replica calls -> a quorum
-//!   decision, through the `ReplicaClient` trait; listings over a covering
-//!   set (`coordinator::coverage`).
+//!   decision, through the `ReplicaClient` trait; listings and 2i queries
+//!   over a covering set (`coordinator::coverage`).
 //! * [`membership`]: the members and the ring as this node sees them.
 //! * [`api`]: the HTTP edge (axum); [`https`] serves it, over TLS when the
 //!   node has an HTTP certificate.

@@ -1,7 +1,7 @@
 //! Covering sets: which nodes to ask so that every partition is read once.
 //!
-//! A listing (keys of a bucket, buckets of a type, and later secondary
-//! indexes) must see every partition, but each partition only once: its N
+//! A listing (keys of a bucket, buckets of a type, a secondary-index
+//! query) must see every partition, but each partition only once: its N
 //! holders have the same keys, and asking one is enough (Riak's coverage
 //! queries are r=1 too, `riak_core_coverage_plan`). So a plan gives every
 //! partition exactly one live holder, and picks holders so that few nodes

@@ -6,6 +6,8 @@
 //! partition is one range scan (handoff and anti-entropy ship partitions),
 //! and every value starts with a format version byte so the format can evolve.
 //! `tests/storage_conformance.rs` runs one suite against every engine.
+//! Beside the objects, each engine keeps the secondary index of what it
+//! stores (`index`), in step with the objects in the same write.
 //!
 //! The trait is synchronous, and async callers mostly call it inline on the
 //! async worker: a RocksDB read or an unsynced write takes microseconds, less
