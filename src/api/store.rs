@@ -310,3 +310,16 @@ pub(super) fn set_content_headers(headers: &mut HeaderMap, content: &Content) {
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_is_one_the_metrics_export_from_the_start() {
+        for code in ErrorCode::ALL {
+            let outcome = outcome_of(code);
+            assert!(metrics::REQUEST_OUTCOMES.contains(&outcome), "{code:?} -> {outcome}");
+        }
+    }
+}

@@ -110,6 +110,49 @@ pub const TLS_HANDSHAKE_FAILURE_REASONS: [&str; 9] = [
 pub const REPLICA_CALLS_DROPPED_TOTAL: &str = "vinzclortho_replica_calls_dropped_total";
 /// The `reason` label values of [`REPLICA_CALLS_DROPPED_TOTAL`].
 pub const REPLICA_CALLS_DROPPED_REASONS: [&str; 2] = ["expired", "stale_ring"];
+/// The client APIs and operations `vinzclortho_requests_total` counts.
+pub const REQUEST_APIS: [&str; 2] = ["store", "riak"];
+pub const REQUEST_OPS: [&str; 3] = ["get", "put", "delete"];
+/// Every outcome a client request is counted under: success (`ok`, or
+/// `not_found` for a read of an absent key) and one per error code
+/// (`api::store::outcome_of`, which a test holds to this list).
+pub const REQUEST_OUTCOMES: [&str; 12] = [
+    "ok",
+    "not_found",
+    "bad_request",
+    "precondition_failed",
+    "not_implemented",
+    "unauthorized",
+    "forbidden",
+    "conflict",
+    "too_large",
+    "unavailable",
+    "insufficient_storage",
+    "error",
+];
+/// Coverage query kinds (`coordinator::coverage::CoverageQuery::kind`) and
+/// how a listing can end.
+pub const LISTING_KINDS: [&str; 3] = ["keys", "buckets", "index"];
+pub const LISTING_OUTCOMES: [&str; 4] = ["ok", "failed", "uncovered", "gone"];
+/// The internal gRPC methods this node calls and serves, as the metrics
+/// name them.
+pub const GRPC_METHODS: [&str; 15] = [
+    "Replica/Get",
+    "Replica/Coordinate",
+    "Replica/Merge",
+    "Replica/Calls",
+    "Replica/Prune",
+    "Replica/Reap",
+    "Transfer/Push",
+    "Membership/Gossip",
+    "Membership/Join",
+    "AntiEntropy/Branches",
+    "AntiEntropy/Leaves",
+    "AntiEntropy/SegmentKeys",
+    "Coverage/ListKeys",
+    "Coverage/ListBuckets",
+    "Coverage/Index",
+];
 /// Always 1; labels `version`, `node_id` and `address` identify the node.
 /// Anti-entropy exchanges with a peer. Labels: `outcome` (ok, failed).
 pub const ANTI_ENTROPY_EXCHANGES_TOTAL: &str = "vinzclortho_anti_entropy_exchanges_total";
@@ -234,13 +277,44 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Build and node identity; always 1.");
 }
 
-/// Registers the known label sets of event counters at 0, so dashboards
-/// show 0 rather than "no data" before the first event.
+/// Registers every counter, gauge and histogram at 0 for its known label
+/// values, so dashboards show 0 rather than "no data" before the first
+/// event (Prometheus' "avoid missing metrics"). Histograms registered this
+/// way render with empty buckets.
 fn zero() {
-    for op in ["read", "write"] {
-        for result in ["met", "failed", "timeout"] {
+    for api in REQUEST_APIS {
+        for op in REQUEST_OPS {
+            for outcome in REQUEST_OUTCOMES {
+                counter!(REQUESTS_TOTAL, "api" => api, "op" => op, "outcome" => outcome).increment(0);
+            }
+            let _ = histogram!(REQUEST_DURATION_SECONDS, "api" => api, "op" => op);
+        }
+    }
+    for (op, results) in
+        [("read", &["met", "failed", "timeout", "not_found"][..]), ("write", &["met", "failed", "timeout"])]
+    {
+        for &result in results {
             counter!(QUORUM_TOTAL, "op" => op, "result" => result).increment(0);
         }
+        let _ = histogram!(QUORUM_REPLICAS_ANSWERED, "op" => op);
+    }
+    let _ = histogram!(READ_SIBLINGS);
+    for kind in LISTING_KINDS {
+        for outcome in LISTING_OUTCOMES {
+            counter!(LISTINGS_TOTAL, "kind" => kind, "outcome" => outcome).increment(0);
+        }
+        counter!(LISTED_ITEMS_TOTAL, "kind" => kind).increment(0);
+    }
+    for method in GRPC_METHODS {
+        counter!(GRPC_CLIENT_REQUESTS_TOTAL, "method" => method, "code" => "OK").increment(0);
+        counter!(GRPC_SERVER_REQUESTS_TOTAL, "method" => method, "code" => "OK").increment(0);
+        let _ = histogram!(GRPC_CLIENT_DURATION_SECONDS, "method" => method);
+        let _ = histogram!(GRPC_SERVER_DURATION_SECONDS, "method" => method);
+    }
+    let _ = histogram!(ANTI_ENTROPY_EXCHANGE_DURATION_SECONDS);
+    let _ = histogram!(ANTI_ENTROPY_TREE_BUILD_DURATION_SECONDS);
+    for status in ["up", "down"] {
+        gauge!(MEMBERS, "status" => status).set(0.0);
     }
     for outcome in ["ok", "failed"] {
         counter!(READ_REPAIRS_TOTAL, "outcome" => outcome).increment(0);
@@ -461,5 +535,32 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exported_from_the_start_for_its_known_labels() {
+        let (_recorder, handle) = node_recorder();
+        let text = handle.render();
+        for series in [
+            r#"vinzclortho_requests_total{api="riak",op="delete",outcome="unavailable"} 0"#,
+            r#"vinzclortho_requests_total{api="store",op="get",outcome="not_found"} 0"#,
+            r#"vinzclortho_request_duration_seconds_count{api="store",op="put"} 0"#,
+            r#"vinzclortho_quorum_total{op="read",result="not_found"} 0"#,
+            r#"vinzclortho_quorum_replicas_answered_count{op="write"} 0"#,
+            r#"vinzclortho_read_siblings_count 0"#,
+            r#"vinzclortho_listings_total{kind="index",outcome="ok"} 0"#,
+            r#"vinzclortho_listed_items_total{kind="keys"} 0"#,
+            r#"vinzclortho_grpc_client_requests_total{method="Replica/Get",code="OK"} 0"#,
+            r#"vinzclortho_grpc_server_duration_seconds_count{method="Coverage/Index"} 0"#,
+            r#"vinzclortho_anti_entropy_exchange_duration_seconds_count 0"#,
+            r#"vinzclortho_members{status="down"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == series), "missing from the start: {series}");
+        }
     }
 }
