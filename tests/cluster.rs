@@ -290,6 +290,22 @@ fn a_fourth_node_joins_takes_partitions_and_keeps_every_key_readable() {
     });
     let s = status(c.node(d)).unwrap();
     assert_eq!(s["claim"], 4, "16 partitions over 4 nodes");
+    // The move is logged as one summary line per sending node, not a line
+    // per partition (those are at debug).
+    let mut summarised = 0;
+    for n in 0..3 {
+        let log = std::fs::read_to_string(&c.node(n).stderr_path).unwrap();
+        for per_partition in ["partition transferred", "pushed partition"] {
+            assert!(!log.contains(per_partition), "node {n} logged {per_partition:?} at info:\n{log}");
+        }
+        // Each join of the cluster's formation was a move too: one line each.
+        let summaries: Vec<&str> = log.lines().filter(|l| l.contains("move: this node's transfers are done")).collect();
+        let epochs: std::collections::BTreeSet<&str> =
+            summaries.iter().filter_map(|l| l.split_whitespace().find(|w| w.starts_with("epoch="))).collect();
+        assert_eq!(epochs.len(), summaries.len(), "node {n}: one summary per move: {summaries:?}");
+        summarised += summaries.iter().filter(|l| !l.contains("(0 objects") && l.contains(" bytes) in ")).count();
+    }
+    assert!(summarised >= 1, "the nodes that sent objects to the newcomer say so");
     for i in 0..200 {
         for n in 0..4 {
             assert_eq!(

@@ -172,7 +172,29 @@ pub async fn push_partition(
     reaped: Vec<(ObjectKey, Reaped)>,
     entries: mpsc::Receiver<Result<Entry, StorageError>>,
 ) -> Result<u64, ReplicaError> {
+    push_partition_measured(peers, node, cluster_address, partition, kind, reaped, entries).await.map(|p| p.objects)
+}
+
+/// What one transfer sent: objects merged by the peer, bytes of messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pushed {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// [`push_partition`], also counting the bytes sent (for the move's
+/// summary line, `services::handoff`).
+pub async fn push_partition_measured(
+    peers: &Peers,
+    node: &NodeId,
+    cluster_address: &str,
+    partition: Partition,
+    kind: TransferKind,
+    reaped: Vec<(ObjectKey, Reaped)>,
+    entries: mpsc::Receiver<Result<Entry, StorageError>>,
+) -> Result<Pushed, ReplicaError> {
     let started = Instant::now();
+    let progress = Arc::new(Progress::default());
     let result = async {
         let unreachable = |reason: String| ReplicaError::Unreachable { node: node.clone(), reason, maybe_applied: true };
         let channel = peers.transfer_channel(node, cluster_address).map_err(|e| unreachable(e.to_string()))?;
@@ -180,7 +202,6 @@ pub async fn push_partition(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         // Waiting from the start: connecting is the peer's part too.
-        let progress = Arc::new(Progress::default());
         progress.waiting();
         let (failed_tx, failed_rx) = oneshot::channel();
         let outgoing = Outgoing {
@@ -211,11 +232,12 @@ pub async fn push_partition(
         Err(e) => e.code().grpc_code(),
     };
     metrics::grpc_client("Transfer/Push", code, started.elapsed().as_secs_f64());
+    // One line per partition at debug: a move logs its summary instead.
     if let Ok(merged) = &result {
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(partition, %node, merged, elapsed_ms, "pushed partition");
+        tracing::debug!(partition, %node, merged, elapsed_ms, "pushed partition");
     }
-    result
+    result.map(|objects| Pushed { objects, bytes: progress.bytes.load(std::sync::atomic::Ordering::Relaxed) })
 }
 
 /// The sending half of one transfer, turned into the request stream.
@@ -242,6 +264,7 @@ impl Outgoing {
             if !reaped.is_empty() {
                 this.first = false;
                 let request = PushRequest { partition: this.partition, entries: Vec::new(), reaped };
+                this.progress.sent(request.encoded_len());
                 metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
                 return Some((request, this));
             }
@@ -262,6 +285,7 @@ impl Outgoing {
             }
             this.first = false;
             let request = PushRequest { partition: this.partition, entries, reaped: Vec::new() };
+            this.progress.sent(request.encoded_len());
             metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
             Some((request, this))
         })
@@ -295,9 +319,15 @@ struct Progress {
     /// for the peer and it has not asked for more. `None`: we are reading
     /// our own store.
     waiting_since: Mutex<Option<Instant>>,
+    /// Bytes of the messages handed to the transport.
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Progress {
+    fn sent(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn busy(&self) {
         *self.waiting_since.lock().expect("progress lock") = None;
     }

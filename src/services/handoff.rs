@@ -44,7 +44,7 @@ use crate::core::ring::Partition;
 use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::peers::Peers;
-use crate::rpc::transfer::{TransferKind, push_partition, spawn_scan};
+use crate::rpc::transfer::{Pushed, TransferKind, push_partition, push_partition_measured, spawn_scan};
 use crate::storage::Reaped;
 use crate::telemetry::metrics;
 
@@ -83,6 +83,52 @@ pub struct HandoffWorker {
     progress_epoch: u64,
     /// When each partition's transfer last failed, to try others first.
     failed_at: BTreeMap<Partition, Instant>,
+    /// What this node sent for the current move, for its one summary line.
+    summary: MoveSummary,
+}
+
+/// A move's transfers from this node, summed for one log line when they
+/// are done (each partition is logged at debug).
+#[derive(Debug, Default)]
+struct MoveSummary {
+    started: Option<Instant>,
+    partitions: u64,
+    objects: u64,
+    bytes: u64,
+    failures: u64,
+}
+
+impl MoveSummary {
+    fn add(&mut self, pushed: Pushed) {
+        self.started.get_or_insert_with(Instant::now);
+        self.partitions += 1;
+        self.objects += pushed.objects;
+        self.bytes += pushed.bytes;
+    }
+
+    fn failed(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
+        self.failures += 1;
+    }
+
+    /// Logs the summary of a move this node sent anything for, and resets.
+    fn log(&mut self, epoch: u64, how: &str) {
+        let Some(started) = self.started else { return };
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            epoch,
+            partitions = self.partitions,
+            objects = self.objects,
+            bytes = self.bytes,
+            failed_attempts = self.failures,
+            seconds = (secs * 10.0).round() / 10.0,
+            "{how}: sent {} partitions ({} objects, {} bytes) in {secs:.1} s",
+            self.partitions,
+            self.objects,
+            self.bytes,
+        );
+        *self = MoveSummary::default();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +152,7 @@ impl HandoffWorker {
             swept_epoch: 0,
             progress_epoch: 0,
             failed_at: BTreeMap::new(),
+            summary: MoveSummary::default(),
         }
     }
 
@@ -131,28 +178,46 @@ impl HandoffWorker {
 
     /// Streams `partition` (its reap records, then its objects) to each of
     /// `to`; returns the objects sent.
-    async fn send(&self, partition: Partition, to: &[NodeId]) -> Result<u64, HandoffError> {
-        let mut sent = 0;
+    async fn send(&self, partition: Partition, to: &[NodeId]) -> Result<Pushed, HandoffError> {
+        let mut sent = Pushed::default();
         let reaped = self.reaped_in(partition).await?;
         for node in to {
             let address =
                 self.membership.cluster_address(node).ok_or_else(|| HandoffError(format!("no address for {node}")))?;
             let entries = spawn_scan(Arc::clone(self.replica.store()), partition, self.replica.env());
-            sent += push_partition(&self.peers, node, &address, partition, TransferKind::Move, reaped.clone(), entries)
-                .await
-                .map_err(|e| HandoffError(format!("to {node}: {e}")))?;
+            let pushed = push_partition_measured(
+                &self.peers,
+                node,
+                &address,
+                partition,
+                TransferKind::Move,
+                reaped.clone(),
+                entries,
+            )
+            .await
+            .map_err(|e| HandoffError(format!("to {node}: {e}")))?;
+            sent.objects += pushed.objects;
+            sent.bytes += pushed.bytes;
         }
         Ok(sent)
     }
 
     async fn transfer(&mut self) -> Option<WorkerState> {
         let view = self.membership.view();
+        if self.progress_epoch != view.epoch {
+            // A new ring: the last move is over (done, or replaced by this one).
+            self.summary.log(self.progress_epoch, "move ended");
+        }
         view.target.as_ref()?;
         if self.progress_epoch != view.epoch {
             self.progress.lock().expect("progress lock").clear();
             self.progress_epoch = view.epoch;
         }
         let mine = self.membership.my_transfers();
+        if mine.is_empty() {
+            self.summary.log(view.epoch, "move: this node's transfers are done");
+            return None;
+        }
         // A transfer that failed lately waits its turn behind the others, so
         // one unreachable target does not hold up every partition.
         let now = Instant::now();
@@ -163,10 +228,12 @@ impl HandoffWorker {
         let (p, to) = (transfer.partition, transfer.to.clone());
         self.set_progress(p, &to, "running", 0, None);
         match self.send(p, &to).await {
-            Ok(sent) => {
+            Ok(pushed) => {
+                let sent = pushed.objects;
                 self.failed_at.remove(&p);
+                self.summary.add(pushed);
                 metrics::partition_transfer("move", true, sent);
-                tracing::info!(partition = p, to = ?to, objects = sent, "partition transferred");
+                tracing::debug!(partition = p, to = ?to, objects = sent, bytes = pushed.bytes, "partition transferred");
                 match self.membership.mark_transfer_done(&transfer) {
                     Ok(true) => self.set_progress(p, &to, "done", sent, None),
                     // The target changed while it streamed: the new move's
@@ -178,6 +245,7 @@ impl HandoffWorker {
             }
             Err(e) => {
                 self.failed_at.insert(p, Instant::now());
+                self.summary.failed();
                 metrics::partition_transfer("move", false, 0);
                 tracing::warn!(partition = p, error = %e, "partition transfer failed; will retry");
                 self.set_progress(p, &to, "failed", 0, Some(e.to_string()));
@@ -193,6 +261,7 @@ impl HandoffWorker {
         let view = self.membership.view();
         let me = self.membership.local().clone();
         let mut failures = Vec::new();
+        let (started, mut swept, mut objects) = (Instant::now(), 0, 0);
         for p in 0..view.current.partitions() {
             let holders = view.current.holders(p, view.n_val);
             let incoming = view.target.as_ref().is_some_and(|t| t.holders(p, view.n_val).contains(&me));
@@ -202,13 +271,23 @@ impl HandoffWorker {
             match self.sweep_partition(p, &holders).await {
                 Ok(0) => {}
                 Ok(dropped) => {
-                    tracing::info!(partition = p, objects = dropped, to = ?holders, "handed over data this node no longer holds");
+                    (swept, objects) = (swept + 1, objects + dropped);
+                    tracing::debug!(partition = p, objects = dropped, to = ?holders, "handed over data this node no longer holds");
                 }
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "handoff sweep of a partition failed; will retry");
                     failures.push(p);
                 }
             }
+        }
+        if swept > 0 {
+            let secs = started.elapsed().as_secs_f64();
+            tracing::info!(
+                partitions = swept,
+                objects,
+                failed = failures.len(),
+                "handed over and dropped {objects} objects of {swept} partitions this node no longer holds in {secs:.1} s"
+            );
         }
         match failures.as_slice() {
             [] => Ok(()),
