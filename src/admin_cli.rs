@@ -489,8 +489,10 @@ fn tokens_table(tokens: &Value) -> String {
 }
 
 /// Every member's transfers, from each member's own `/admin/status`: a node
-/// reports only the transfers it sends. Running ones are sampled twice to
-/// give a rate. A member that does not answer is listed with its error.
+/// reports only the transfers it sends. While a move is under way every
+/// member is sampled twice, `sample` apart, for each sender's pace and time
+/// left ([`estimate`]). A member that does not answer is listed with its
+/// error.
 async fn transfers(node: &Node, sample: Duration) -> Result<Value, Failure> {
     let status = node.json(Method::GET, "/admin/status", None).await?;
     let members: Vec<String> = status["members"]
@@ -506,10 +508,10 @@ async fn transfers(node: &Node, sample: Duration) -> Result<Value, Failure> {
         all
     };
     let first = snapshot().await;
-    let running = first
-        .iter()
-        .flatten()
-        .any(|s| s["transfers"].as_array().is_some_and(|ts| ts.iter().any(|t| t["state"] == "running")));
+    let running = first.iter().flatten().any(|s| {
+        s["ring"]["my_pending_transfers"].as_u64().is_some_and(|p| p > 0)
+            || s["transfers"].as_array().is_some_and(|ts| ts.iter().any(|t| t["state"] == "running"))
+    });
     let started = tokio::time::Instant::now();
     let second = if running {
         tokio::time::sleep(sample).await;
@@ -523,29 +525,10 @@ async fn transfers(node: &Node, sample: Duration) -> Result<Value, Failure> {
         let later = second.as_ref().map(|s| &s[i]);
         match (later.unwrap_or(&first[i]), &first[i]) {
             (Ok(now), Ok(before)) => {
-                let transfers: Vec<Value> = now["transfers"]
-                    .as_array()
-                    .map(|ts| {
-                        ts.iter()
-                            .map(|t| {
-                                let mut t = t.clone();
-                                let sent_before = before["transfers"].as_array().and_then(|bs| {
-                                    bs.iter()
-                                        .find(|b| b["partition"] == t["partition"])
-                                        .and_then(|b| b["objects_sent"].as_u64())
-                                });
-                                if let (Some(was), Some(is), true) =
-                                    (sent_before, t["objects_sent"].as_u64(), second.is_some())
-                                {
-                                    let rate = is.saturating_sub(was) as f64 / elapsed.max(0.001);
-                                    t["objects_per_second"] = serde_json::json!((rate * 10.0).round() / 10.0);
-                                }
-                                t
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(serde_json::json!({"node": member, "transfers": transfers}));
+                let transfers = now["transfers"].clone();
+                let mut entry = serde_json::json!({"node": member, "transfers": transfers});
+                estimate(&mut entry, before, now, second.is_some().then_some(elapsed));
+                out.push(entry);
             }
             (Err(Failure::Cluster(e) | Failure::Usage(e)), _) | (_, Err(Failure::Cluster(e) | Failure::Usage(e))) => {
                 out.push(serde_json::json!({"node": member, "error": e}));
@@ -555,9 +538,42 @@ async fn transfers(node: &Node, sample: Duration) -> Result<Value, Failure> {
     Ok(Value::Array(out))
 }
 
+/// A sender's pace and time left, from two snapshots of its status taken
+/// `elapsed` seconds apart (`None`: one snapshot, nothing was running):
+/// partitions and objects it finished in between, its transfers still to
+/// send (`pending`), and `eta_seconds` at that pace (null until a
+/// partition finished within the sample).
+fn estimate(entry: &mut Value, before: &Value, now: &Value, elapsed: Option<f64>) {
+    let done = |s: &Value| -> (u64, u64) {
+        s["transfers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["state"] == "done")
+            .fold((0, 0), |(p, o), t| (p + 1, o + t["objects_sent"].as_u64().unwrap_or(0)))
+    };
+    let pending = now["ring"]["my_pending_transfers"].as_u64().unwrap_or(0);
+    entry["pending"] = serde_json::json!(pending);
+    let Some(elapsed) = elapsed else {
+        entry["eta_seconds"] = if pending == 0 { serde_json::json!(0) } else { Value::Null };
+        return;
+    };
+    let ((p0, o0), (p1, o1)) = (done(before), done(now));
+    let partitions_per_second = p1.saturating_sub(p0) as f64 / elapsed.max(0.001);
+    let objects_per_second = o1.saturating_sub(o0) as f64 / elapsed.max(0.001);
+    entry["partitions_per_second"] = serde_json::json!((partitions_per_second * 100.0).round() / 100.0);
+    entry["objects_per_second"] = serde_json::json!(objects_per_second.round());
+    entry["eta_seconds"] = match (pending, partitions_per_second > 0.0) {
+        (0, _) => serde_json::json!(0),
+        (_, true) => serde_json::json!((pending as f64 / partitions_per_second).ceil()),
+        (_, false) => Value::Null,
+    };
+}
+
 fn transfers_table(members: &Value) -> String {
     let mut rows = Vec::new();
     let mut errors = String::new();
+    let mut paces = String::new();
     for m in members.as_array().into_iter().flatten() {
         if let Some(e) = m["error"].as_str() {
             errors.push_str(&format!("{}: no answer: {e}\n", text(&m["node"])));
@@ -569,15 +585,26 @@ fn transfers_table(members: &Value) -> String {
                 list(&t["to"]),
                 text(&t["state"]),
                 text(&t["objects_sent"]),
-                t["objects_per_second"].as_f64().map_or("-".into(), |r| format!("{r:.1}/s")),
                 text(&t["error"]),
             ]);
         }
+        let pending = m["pending"].as_u64().unwrap_or(0);
+        if pending > 0 || m["partitions_per_second"].as_f64().is_some_and(|r| r > 0.0) {
+            let eta = m["eta_seconds"]
+                .as_f64()
+                .map_or("unknown (no partition finished in the sample)".into(), |s| format!("about {s:.0} s"));
+            paces.push_str(&format!(
+                "{}: {pending} partitions to send, {} partitions/s, {} objects/s, time left {eta}\n",
+                text(&m["node"]),
+                m["partitions_per_second"].as_f64().unwrap_or(0.0),
+                m["objects_per_second"].as_f64().unwrap_or(0.0),
+            ));
+        }
     }
-    if rows.is_empty() {
+    if rows.is_empty() && paces.is_empty() {
         return format!("no transfers\n{errors}");
     }
-    table(&["FROM", "PARTITION", "TO", "STATE", "SENT", "RATE", "ERROR"], rows) + &errors
+    table(&["FROM", "PARTITION", "TO", "STATE", "SENT", "ERROR"], rows) + &paces + &errors
 }
 
 /// Why the cluster is not healthy as `status` (one node's view) shows it,
@@ -1004,6 +1031,40 @@ mod tests {
         let mut s = healthy();
         s["state"] = json!("removed");
         assert!(unhealthy(&s).unwrap().contains("removed"));
+    }
+
+    #[test]
+    fn a_senders_time_left_comes_from_the_partitions_it_finished() {
+        let status = |done: u64, pending: u64| {
+            let transfers: Vec<Value> = (0..done)
+                .map(|p| serde_json::json!({"partition": p, "to": ["b"], "state": "done", "objects_sent": 100}))
+                .chain([serde_json::json!({"partition": 99, "to": ["b"], "state": "running", "objects_sent": 0})])
+                .collect();
+            serde_json::json!({"ring": {"my_pending_transfers": pending}, "transfers": transfers})
+        };
+        let mut entry = serde_json::json!({"node": "a:8880"});
+        estimate(&mut entry, &status(2, 10), &status(6, 6), Some(2.0));
+        assert_eq!(entry["pending"], 6);
+        assert_eq!(entry["partitions_per_second"], 2.0);
+        assert_eq!(entry["objects_per_second"], 200.0);
+        assert_eq!(entry["eta_seconds"], 3.0);
+        let table = transfers_table(&serde_json::json!([entry]));
+        assert!(
+            table.contains("a:8880: 6 partitions to send, 2 partitions/s, 200 objects/s, time left about 3 s"),
+            "{table}"
+        );
+        // Nothing finished within the sample: no estimate yet.
+        let mut entry = serde_json::json!({"node": "a:8880"});
+        estimate(&mut entry, &status(2, 10), &status(2, 10), Some(1.0));
+        assert_eq!(entry["eta_seconds"], Value::Null);
+        assert!(transfers_table(&serde_json::json!([entry])).contains("time left unknown"));
+        // Nothing to send.
+        let mut entry = serde_json::json!({"node": "a:8880"});
+        estimate(&mut entry, &status(0, 0), &status(0, 0), None);
+        assert_eq!(
+            (entry["pending"].clone(), entry["eta_seconds"].clone()),
+            (serde_json::json!(0), serde_json::json!(0))
+        );
     }
 
     #[test]

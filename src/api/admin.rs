@@ -86,6 +86,9 @@ pub struct RingStatus {
     moving: bool,
     /// Transfers of the current move that live senders have not finished.
     pending_transfers: usize,
+    /// Those of them this node sends (`admin transfers` estimates each
+    /// sender's time left from them).
+    my_pending_transfers: usize,
 }
 
 #[derive(Serialize)]
@@ -138,6 +141,7 @@ pub async fn status(State(api): State<AppState>) -> Result<Json<Status>, ApiErro
             epoch: view.epoch,
             moving: view.target.is_some(),
             pending_transfers: api.membership.pending_transfers().len(),
+            my_pending_transfers: api.membership.my_transfers().len(),
         },
         transfers,
         hints,
