@@ -175,6 +175,14 @@ def check_kubernetes(known, uid, gid):
         path = env.get(var) or ""
         if not any(path.startswith(mounts[n] + "/") for n, v in volumes.items() if "secret" in v and n in mounts):
             fail(where, f"{var} {path!r} is not in a mounted Secret")
+    # Prometheus scrapes every pod at its stable name.
+    prometheus = yaml.safe_load((KUBE / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for sc in prometheus["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]]
+    expected = [
+        f"vinzclortho-{k}.{service_name}.NAMESPACE.svc.cluster.local:{http_port}" for k in range(sts["spec"]["replicas"])
+    ]
+    if targets != expected:
+        fail("prometheus/prometheus.yml", f"targets {targets}, expected the pods' stable names {expected}")
     return objects
 
 
@@ -381,6 +389,18 @@ class Pods:
             raise SystemExit(f"check-deploy: {method} {url}: {answer.stderr.strip()}")
         return answer.stdout
 
+    def get(self, ordinal, path, token, expect_failure=False):
+        """GET `path` over HTTPS; the body, or "" when it failed as expected."""
+        env = self.env(ordinal)
+        url = f"https://{env['VINZCLORTHO_ADDRESS']}{path}"
+        args = ["curl", "-fsS", "--max-time", "10", "--cacert", env["VINZCLORTHO_CACERT"]]
+        if token:
+            args += ["-H", f"Authorization: Bearer {token}"]
+        answer = subprocess.run([*args, url], capture_output=True, text=True, timeout=15)
+        if answer.returncode != 0 and not expect_failure:
+            raise SystemExit(f"check-deploy: GET {url}: {answer.stderr.strip()}")
+        return answer.stdout if answer.returncode == 0 else ""
+
     def tail(self, ordinal):
         return "".join(open(self.logs[ordinal]).readlines()[-15:])
 
@@ -444,6 +464,13 @@ def emulate(binary):
             if pods.admin(0, "status").returncode == 0:
                 raise SystemExit("check-deploy: the emulated cluster answered /admin/status without a token")
             pods.store(1, token, "PUT", "greeting", "hello")
+            # Prometheus's scrape (deploy/kubernetes/prometheus): HTTPS and
+            # the metrics token; refused without it.
+            metrics_token = (secret_dirs["vinzclortho-metrics"] / "token").read_text()
+            if "vinzclortho_build_info" not in pods.get(2, "/metrics", metrics_token):
+                raise SystemExit("check-deploy: /metrics with the metrics token has no vinzclortho_build_info")
+            if pods.get(2, "/metrics", None, expect_failure=True):
+                raise SystemExit("check-deploy: /metrics answered without the metrics token")
 
             # Pod 0 loses its volume: it must join the running cluster
             # through pod 1 (not create a second cluster), replace its old
