@@ -375,6 +375,16 @@ class Pods:
             raise SystemExit(f"check-deploy: admin members failed: {answer.stderr}")
         return json.loads(answer.stdout)
 
+    def until(self, deadline, what, done, token):
+        """Polls pod 0's member list until `done(members)`."""
+        while True:
+            members = self.members(0, token)
+            if done(members):
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"check-deploy: not in time: {what}: {members}")
+            time.sleep(0.5)
+
     def store(self, ordinal, token, method, key, body=None):
         """A client request to /store/KEY on pod `ordinal`, as clients of the
         vinzclortho-http Service make it."""
@@ -410,16 +420,19 @@ class Pods:
 
 
 def emulate(binary):
-    """The StatefulSet's three pods on loopback, as the kubelet would run
-    them: pod 0 creates the cluster with client security, pods 1 and 2 join
-    through pod 0's stable name, every probe passes over mutual TLS and
-    HTTPS, the cluster becomes healthy; then pod 0 loses its volume and comes
-    back as a new member that replaces the old one. Runs in a private mount
-    namespace (scripts/check-deploy starts it with `unshare -m`) whose
-    /etc/hosts maps each pod's stable name, once the pod exists, to
+    """The StatefulSet's pods on loopback, as the kubelet would run them,
+    through the README's steps: pod 0 creates the cluster with client
+    security, pods 1 and 2 join through pod 0's stable name, every probe
+    passes over mutual TLS and HTTPS, the cluster becomes healthy, a write
+    and /metrics work with their tokens only; pod 0 loses its volume and
+    comes back as a new member that replaces the old one, the write still
+    there; scaling up renews every certificate (loaded without a restart)
+    and pod 3 joins; scaling down, pod 3 leaves and is stopped. Runs in a
+    private mount namespace (scripts/check-deploy starts it with `unshare`)
+    whose /etc/hosts maps each pod's stable name, once the pod exists, to
     127.0.LOOPBACK_NET.1, .2, ...."""
     namespace = "ci"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     objects = kube_objects()
     work = Path(tempfile.mkdtemp(prefix="vinzclortho-deploy-"))
     try:
@@ -431,12 +444,16 @@ def emulate(binary):
         hosts.write_text(Path("/etc/hosts").read_text())
         subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
         secrets = work / "secrets"
-        subprocess.run(
-            [str(KUBE / "make-certs"), namespace, str(replicas), str(secrets)],
-            env={**os.environ, "VINZCLORTHO": binary},
-            check=True,
-            capture_output=True,
-        )
+
+        def make_certs(count):
+            subprocess.run(
+                [str(KUBE / "make-certs"), namespace, str(count), str(secrets)],
+                env={**os.environ, "VINZCLORTHO": binary},
+                check=True,
+                capture_output=True,
+            )
+
+        make_certs(replicas)
         secret_dirs = {"vinzclortho-tls": secrets / "tls", "vinzclortho-metrics": secrets / "metrics"}
         pods = Pods(binary, work, namespace, objects)
         try:
@@ -492,6 +509,39 @@ def emulate(binary):
             pods.healthy(0, token)
             if pods.store(0, token, "GET", "greeting") != "hello":
                 raise SystemExit("check-deploy: the key written before pod 0 lost its volume does not read back")
+
+            # Scaling up as the README says: certificates for one more pod
+            # (every pod's renewed: a rotation the running nodes load), then
+            # the new pod joins through pod 0 and takes a share.
+            make_certs(replicas + 1)
+            for k in range(replicas):
+                pods.install_secrets(k, secret_dirs)
+            for k in range(replicas):
+                while "cluster TLS certificates reloaded" not in pods.logs[k].read_text():
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"check-deploy: pod {k} did not load its renewed certificate")
+                    time.sleep(0.3)
+            names[replicas] = f"vinzclortho-{replicas}.{service}.{namespace}.svc.cluster.local"
+            with open(hosts, "a") as f:
+                f.write(f"127.0.{LOOPBACK_NET}.{replicas + 1} {names[replicas]}\n")
+            pods.install_secrets(replicas, secret_dirs)
+            pods.start(replicas)
+            pods.wait_ready(replicas, deadline)
+            pods.until(deadline, "pod 3 joined and owns partitions", lambda members: len(members) == replicas + 1
+                       and all(m["claim"] > 0 for m in members), token)
+            pods.healthy(replicas, token)
+            # Scaling down: the last pod leaves (staged and committed through
+            # that pod, which knows the plan before gossip spreads it), hands
+            # its partitions over and is removed; then it is stopped.
+            for args in (("leave",), ("commit",)):
+                answer = pods.admin(replicas, *args, token=token)
+                if answer.returncode != 0:
+                    raise SystemExit(f"check-deploy: admin {args[0]} failed: {answer.stdout}{answer.stderr}")
+            pods.until(deadline, "pod 3 left", lambda members: len(members) == replicas, token)
+            pods.stop(replicas)
+            pods.healthy(1, token)
+            if pods.store(2, token, "GET", "greeting") != "hello":
+                raise SystemExit("check-deploy: the key does not read back after scaling down")
         finally:
             pods.stop_all()
     finally:
