@@ -252,9 +252,34 @@ def static():
 # --- emulation -------------------------------------------------------------
 
 
-def expand(value, env):
-    """Kubernetes' $(VAR) references to variables defined before."""
-    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+def expand(text, env):
+    """Kubernetes' expansion of $(NAME) in env values, command and args
+    (its third_party/forked/golang/expansion, ported): a defined NAME is
+    replaced, an undefined one kept as it is, `$$` is one `$`. In a shell
+    script it also meets `$(command)` and `$((arithmetic))`, kept unless the
+    text up to the first `)` names a variable."""
+    out = []
+    i = 0
+    while i < len(text):
+        if text[i] != "$" or i + 1 == len(text):
+            out.append(text[i])
+            i += 1
+        elif text[i + 1] == "$":
+            out.append("$")
+            i += 2
+        elif text[i + 1] == "(":
+            end = text.find(")", i + 2)
+            if end == -1:
+                out.append("$(")
+                i += 2
+            else:
+                name = text[i + 2 : end]
+                out.append(env[name] if name in env else f"$({name})")
+                i = end + 1
+        else:
+            out.append(text[i : i + 2])
+            i += 2
+    return "".join(out)
 
 
 class Pods:
@@ -318,9 +343,11 @@ class Pods:
     def start(self, ordinal):
         log = open(self.work / f"pod{ordinal}.log", "a")
         self.logs[ordinal] = self.work / f"pod{ordinal}.log"
+        env = self.env(ordinal)
         self.procs[ordinal] = subprocess.Popen(
-            ["/bin/sh", "-c", self.script],
-            env=self.env(ordinal),
+            # The kubelet expands the command with the container's variables.
+            ["/bin/sh", "-c", expand(self.script, env)],
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
