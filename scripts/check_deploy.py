@@ -350,7 +350,6 @@ class Pods:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
 
     def stop(self, ordinal):
