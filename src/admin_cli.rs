@@ -648,6 +648,7 @@ fn backup_table(b: &Value) -> String {
         ("backup", text(&b["path"])),
         ("node", format!("{} (id {})", text(&b["node"]), text(&b["node_id"]))),
         ("cluster", text(&b["cluster_id"])),
+        ("ring epoch", text(&b["ring_epoch"])),
         ("files", text(&b["files"])),
         ("size", mib),
         ("objects (estimate)", text(&b["objects"])),

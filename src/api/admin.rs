@@ -297,6 +297,10 @@ pub struct Backup {
     node: String,
     node_id: String,
     cluster_id: String,
+    /// The ring epoch this node knew when it answered: backups of every
+    /// node with one epoch were taken with one ring (the whole-cluster
+    /// procedure checks it).
+    ring_epoch: u64,
     engine: &'static str,
     #[serde(flatten)]
     written: CheckpointInfo,
@@ -340,6 +344,7 @@ pub async fn backup(State(api): State<AppState>, body: Bytes) -> Result<Json<Bac
         node: api.membership.http_address(api.membership.local()),
         node_id: api.membership.local().to_string(),
         cluster_id: format!("{:016x}", api.membership.cluster_id()),
+        ring_epoch: api.membership.view().epoch,
         engine: api.store.engine(),
         written,
         objects: stats.objects,
