@@ -126,8 +126,9 @@ pub enum AdminCommand {
     /// and restore").
     Backup {
         /// Absolute path of a directory that does not exist yet, on the
-        /// node's machine; on the node's filesystem the snapshot hard-links
-        /// the data files and takes seconds (copy it elsewhere afterwards).
+        /// node's machine; on the data directory's filesystem the snapshot
+        /// hard-links the data files and is quick (copy it elsewhere
+        /// afterwards).
         dir: PathBuf,
         /// Seconds to wait for the node's answer (a snapshot onto another
         /// filesystem copies every file).
