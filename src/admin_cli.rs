@@ -119,6 +119,22 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: BucketTypeCommand,
     },
+    /// Write a consistent snapshot of the node's data (a RocksDB
+    /// checkpoint, taken while it keeps serving) into DIR, a new directory
+    /// ON THE NODE'S MACHINE. DIR is a data directory: to restore, stop the
+    /// node, put DIR in place of its --data-dir, start it (README, "Backup
+    /// and restore").
+    Backup {
+        /// Absolute path of a directory that does not exist yet, on the
+        /// node's machine; on the data directory's filesystem the snapshot
+        /// hard-links the data files and is quick (copy it elsewhere
+        /// afterwards).
+        dir: PathBuf,
+        /// Seconds to wait for the node's answer (a snapshot onto another
+        /// filesystem copies every file).
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        timeout: u64,
+    },
     /// Exit 0 once every member is up, nothing is moving or
     /// under-replicated and no hinted write waits, as every member sees
     /// itself; 1 at the timeout.
@@ -303,6 +319,20 @@ async fn run(node: &Node, args: &AdminArgs) -> Result<(), Failure> {
                         .into(),
                 ));
             }
+        }
+        AdminCommand::Backup { dir, timeout } => {
+            // Relative to what? The client's directory means nothing on the node.
+            if !dir.is_absolute() {
+                return Err(Failure::Usage(format!(
+                    "backup directory {} is not absolute: give the full path of a new directory on the node's machine",
+                    dir.display()
+                )));
+            }
+            let path = dir.to_str().ok_or_else(|| Failure::Usage(format!("{} is not UTF-8", dir.display())))?;
+            let body = serde_json::json!({ "path": path }).to_string();
+            let node = node.peer(&args.node).with_timeout(Duration::from_secs((*timeout).max(1)));
+            let backup = node.json(Method::POST, "/admin/backup", Some(body)).await?;
+            print(json, &backup, backup_table);
         }
         AdminCommand::Token { command } => token(node, json, command).await?,
         AdminCommand::BucketType { command } => bucket_type(node, json, command).await?,
@@ -640,6 +670,26 @@ pub fn unhealthy(status: &Value) -> Option<String> {
     None
 }
 
+fn backup_table(b: &Value) -> String {
+    let mib = b["bytes"].as_u64().map_or("-".into(), |n| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)));
+    let rows = [
+        ("backup", text(&b["path"])),
+        ("node", format!("{} (id {})", text(&b["node"]), text(&b["node_id"]))),
+        ("cluster", text(&b["cluster_id"])),
+        ("ring epoch", text(&b["ring_epoch"])),
+        ("files", text(&b["files"])),
+        ("size", mib),
+        ("objects (estimate)", text(&b["objects"])),
+        ("started at (unix ms)", text(&b["started_at_ms"])),
+        ("took", format!("{} ms", text(&b["took_ms"]))),
+    ];
+    let mut out = String::new();
+    for (name, value) in rows {
+        out.push_str(&format!("{name:<22}{value}\n"));
+    }
+    out
+}
+
 fn print(json: bool, value: &Value, table: fn(&Value) -> String) {
     if json {
         println!("{}", serde_json::to_string_pretty(value).expect("a JSON value serialises"));
@@ -906,6 +956,11 @@ impl Node {
 
     fn with_token(mut self, token: Option<String>) -> Node {
         self.token = token;
+        self
+    }
+
+    fn with_timeout(mut self, timeout: Duration) -> Node {
+        self.timeout = timeout;
         self
     }
 

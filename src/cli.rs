@@ -42,7 +42,7 @@ pub enum Command {
     /// throughput and latency; --check verifies every read.
     Bench(BenchArgs),
     /// Ask a running cluster about itself and change it, through any node's
-    /// HTTP API: status, members, ring, claims, preference lists.
+    /// HTTP API: status, members, ring, claims, preference lists, backups.
     Admin(AdminArgs),
     /// Create the cluster's CA and node certificates for mutual TLS between
     /// nodes (--tls-ca, --tls-cert, --tls-key).

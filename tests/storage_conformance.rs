@@ -8,7 +8,7 @@ use vinzclortho::core::index::{IndexQuery, IndexRequest, Term, TermRegex};
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Link, Metadata, Mutation, Object};
 use vinzclortho::core::vclock::VersionVector;
-use vinzclortho::storage::{Hint, MemoryStore, Reaped, RocksOptions, RocksStore, Store};
+use vinzclortho::storage::{Hint, MemoryStore, Reaped, RocksOptions, RocksStore, StorageError, Store};
 
 /// A store plus whatever must outlive it (RocksDB's directory).
 struct Harness {
@@ -297,6 +297,53 @@ fn tombstone() -> Object {
     o
 }
 
+/// A checkpoint (`/admin/backup`) is a data directory holding everything
+/// the store held when it was taken, and nothing written after; an engine
+/// without a disk refuses it clearly and writes nothing.
+fn checkpoint_holds_everything_as_of_then_or_is_refused(s: &dyn Store) {
+    let scratch = tempfile::tempdir().unwrap();
+    let target = scratch.path().join("backup");
+    let k = ObjectKey::in_default_bucket("k");
+    let person = ObjectKey::new("default", "people", "ann");
+    let gone = ObjectKey::in_default_bucket("gone");
+    let reaped = Reaped { clock: VersionVector::from_entries([(42, 3)]), reaped_at_ms: 10 };
+    s.put(3, &k, &object(&["a", "b"])).unwrap();
+    s.put(1, &person, &indexed(&[("age_int", "42")])).unwrap();
+    s.put_hinted(3, &ObjectKey::in_default_bucket("h"), Some(&object(&["h"])), &NodeId::new("n1")).unwrap();
+    s.put(5, &gone, &object(&["x"])).unwrap();
+    s.reap(5, &gone, &reaped).unwrap();
+    s.put_meta("actor", b"node id").unwrap();
+    let written = match s.checkpoint(&target) {
+        Err(StorageError::Unsupported(why)) => {
+            assert_eq!(s.engine(), "memory", "only the memory engine has no checkpoint");
+            assert!(why.contains("nothing to back up"), "{why}");
+            assert!(!target.exists(), "a refused checkpoint writes nothing");
+            return;
+        }
+        other => other.unwrap(),
+    };
+    assert!(written.files > 0 && written.bytes > 0, "{written:?}");
+    // Written after the checkpoint: not in it.
+    s.put(3, &k, &object(&["c"])).unwrap();
+    s.put(3, &ObjectKey::in_default_bucket("later"), &object(&["l"])).unwrap();
+    s.put_meta("actor", b"changed").unwrap();
+
+    let backup = RocksStore::open(&target, &RocksOptions::default()).unwrap();
+    assert_eq!(backup.get(3, &k).unwrap(), Some(object(&["a", "b"])));
+    assert_eq!(backup.get(3, &ObjectKey::in_default_bucket("later")).unwrap(), None);
+    assert_eq!(scan(&backup, 3).len(), 2, "k and the hinted copy");
+    let q = field("age_int", int(0), int(100));
+    assert_eq!(keys_of(&all_entries(&backup, 1, "people", &q, None, 10)), vec![&b"ann"[..]]);
+    assert_eq!(backup.hints(None, 10).unwrap(), vec![hint(3, "h", "n1")]);
+    assert_eq!(backup.get(5, &gone).unwrap(), None);
+    assert_eq!(backup.reaped(5, &gone).unwrap(), Some(reaped));
+    assert_eq!(backup.get_meta("actor").unwrap(), Some(b"node id".to_vec()));
+    // The original is untouched by it, and a second checkpoint needs a
+    // new directory.
+    assert_eq!(s.get(3, &k).unwrap(), Some(object(&["c"])));
+    assert!(matches!(s.checkpoint(&target), Err(StorageError::BadTarget(_))));
+}
+
 /// Every key of a bucket, page by page, checking each page's bound.
 fn all_keys(s: &dyn Store, partition: u32, bucket_type: &[u8], bucket: &[u8], limit: usize) -> Vec<Bytes> {
     let (mut keys, mut after): (Vec<Bytes>, Option<Bytes>) = (Vec::new(), None);
@@ -509,6 +556,7 @@ macro_rules! all_cases {
             keys_are_listed_per_bucket_in_pages_without_tombstones,
             buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets,
             index_queries_find_what_the_objects_hold_now,
+            checkpoint_holds_everything_as_of_then_or_is_refused,
         );
     };
 }
@@ -558,6 +606,44 @@ fn rocks_refuses_a_directory_in_use() {
     let _first = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
     let err = RocksStore::open(dir.path(), &RocksOptions::default()).err().expect("second open must fail");
     assert!(err.to_string().contains("cannot open RocksDB"), "{err}");
+}
+
+/// RocksDB only (the memory engine refuses every checkpoint): a target the
+/// operator got wrong is refused with why, and nothing is written.
+#[test]
+fn rocks_checkpoint_refuses_bad_targets() {
+    let data = tempfile::tempdir().unwrap();
+    let s = RocksStore::open(data.path(), &RocksOptions::default()).unwrap();
+    s.put(0, &ObjectKey::in_default_bucket("k"), &object(&["a"])).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let existing = scratch.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let file = scratch.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let leftover = scratch.path().join("interrupted");
+    std::fs::create_dir(scratch.path().join("interrupted.tmp")).unwrap();
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        ("relative/backup".into(), "is not absolute"),
+        (existing.clone(), "exists already"),
+        (file.clone(), "exists already"),
+        (scratch.path().join("missing/backup"), "cannot write"),
+        // A parent that is a file: what root meets where a user would get
+        // "permission denied" (tests run as root, which may write anywhere).
+        (file.join("backup"), "cannot write"),
+        (data.path().join("backup"), "inside the data directory"),
+        (leftover.clone(), "interrupted backup"),
+    ];
+    for (target, why) in cases {
+        match s.checkpoint(&target) {
+            Err(StorageError::BadTarget(message)) => assert!(message.contains(why), "{target:?}: {message}"),
+            other => panic!("{target:?}: expected a refusal ({why}), got {other:?}"),
+        }
+    }
+    assert!(std::fs::read_dir(&existing).unwrap().next().is_none(), "an existing directory is left alone");
+    assert!(!leftover.exists() && !data.path().join("backup").exists());
+    assert!(!std::path::Path::new("relative").exists());
+    // And a good one next to them works.
+    assert!(s.checkpoint(&scratch.path().join("good")).is_ok());
 }
 
 /// A wrapper that keeps the trait's default listing (through

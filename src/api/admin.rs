@@ -1,10 +1,11 @@
-//! `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`, `/admin/preflist/{key}`.
+//! `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`, `/admin/preflist/{key}`,
+//! `/admin/backup`.
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::Uri;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
@@ -13,7 +14,7 @@ use crate::core::key::{DEFAULT_NAMESPACE, ObjectKey};
 use crate::error::ErrorCode;
 use crate::membership::{MemberView, Stopped};
 use crate::services::handoff::TransferProgress;
-use crate::storage::StoreStats;
+use crate::storage::{CheckpointInfo, StoreStats};
 
 pub async fn ping() -> &'static str {
     "OK"
@@ -280,4 +281,78 @@ pub async fn ring(State(api): State<AppState>) -> Json<RingOwnership> {
         nodes,
         moving_partitions,
     })
+}
+
+/// `POST /admin/backup`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// A directory on the node's machine: absolute, not existing yet.
+    path: String,
+}
+
+/// The longest body `/admin/backup` reads: a path of PATH_MAX, quoted.
+const MAX_BACKUP_BODY: usize = 8192;
+
+#[derive(Serialize)]
+pub struct Backup {
+    /// The directory written, on the node's machine.
+    path: String,
+    node: String,
+    node_id: String,
+    cluster_id: String,
+    /// The ring epoch this node knew when it answered: backups of every
+    /// node with one epoch were taken with one ring (the whole-cluster
+    /// procedure checks it).
+    ring_epoch: u64,
+    engine: &'static str,
+    #[serde(flatten)]
+    written: CheckpointInfo,
+    /// The store's object count when the backup started (an estimate:
+    /// RocksDB's, as in `/admin/status`).
+    objects: u64,
+    /// When the backup started, in Unix ms (node's clock), and how long it
+    /// took.
+    started_at_ms: u64,
+    took_ms: u64,
+}
+
+/// Writes a consistent snapshot of this node's data into a new directory on
+/// its machine (`Store::checkpoint`, on the blocking pool: the node keeps
+/// serving), and answers with what it wrote. A bad path is a 400 saying
+/// why; an engine without a disk, 501.
+pub async fn backup(State(api): State<AppState>, body: Bytes) -> Result<Json<Backup>, ApiError> {
+    if body.len() > MAX_BACKUP_BODY {
+        return Err(ApiError::bad_request(format!("a backup request is at most {MAX_BACKUP_BODY} bytes")));
+    }
+    let request: BackupRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("expected a JSON body {{\"path\": \"/absolute/new/directory\"}}: {e}"))
+    })?;
+    let path = std::path::PathBuf::from(&request.path);
+    let store = api.store.clone();
+    let started_at_ms = api.env.now_ms();
+    let started = std::time::Instant::now();
+    let (stats, written) = api
+        .env
+        .blocking
+        .run(move || {
+            let stats = store.stats()?;
+            store.checkpoint(&path).map(|written| (stats, written))
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(path = %request.path, files = written.files, bytes = written.bytes, took_ms, "backup written");
+    Ok(Json(Backup {
+        path: request.path,
+        node: api.membership.http_address(api.membership.local()),
+        node_id: api.membership.local().to_string(),
+        cluster_id: format!("{:016x}", api.membership.cluster_id()),
+        ring_epoch: api.membership.view().epoch,
+        engine: api.store.engine(),
+        written,
+        objects: stats.objects,
+        started_at_ms,
+        took_ms,
+    }))
 }

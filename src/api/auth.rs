@@ -215,6 +215,8 @@ mod tests {
         }
         assert_eq!(required(&Method::PUT, "/admin/claim", None), admin);
         assert_eq!(required(&Method::POST, "/admin/bucket-types", None), admin);
+        // A backup writes on the node's machine: admin, like every /admin path.
+        assert_eq!(required(&Method::POST, "/admin/backup", None), admin);
         // Bucket properties: read on the bucket, changes admin.
         let on = |p: Permission, t: &'static str, b: &'static str| Required::Grant(p, bucket(t, b));
         assert_eq!(required(&Method::GET, "/types/t1/buckets/b%2F1/props", None), on(Permission::Read, "t1", "b/1"));

@@ -8,7 +8,7 @@
 //! * `multipart`: the `multipart/mixed` body of a key's siblings, and the
 //!   HTTP dates of Last-Modified
 //! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`,
-//!   `/admin/preflist/{key}`
+//!   `/admin/preflist/{key}`, `/admin/backup`
 //! * `replicas`: `/admin/replicas/{key}`, every replica's own copy of a key
 //! * `cluster`: leave, force-remove, replace, and the plan that commits them
 //! * `metrics`: `/metrics` for Prometheus
@@ -134,6 +134,7 @@ pub fn router(api: AppState) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/ring", get(admin::ring))
         .route("/admin/preflist/{*key}", get(admin::preflist))
+        .route("/admin/backup", axum::routing::post(admin::backup))
         .route("/admin/replicas/{*key}", get(replicas::replicas))
         .route("/admin/leave", axum::routing::post(cluster::leave))
         .route("/admin/force-remove", axum::routing::post(cluster::force_remove))

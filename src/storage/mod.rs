@@ -14,8 +14,8 @@
 //! than a hand-off to tokio's blocking pool costs (see `replica`). What can
 //! take long goes to the blocking pool: the replica's writes when each one
 //! waits for an fsync (`--sync-writes`), partition scans
-//! (`rpc::transfer::spawn_scan`), and store statistics (`/metrics`,
-//! `/admin/status`).
+//! (`rpc::transfer::spawn_scan`), store statistics (`/metrics`,
+//! `/admin/status`), and checkpoints (`/admin/backup`).
 
 pub mod codec;
 mod index;
@@ -24,6 +24,8 @@ pub mod memory;
 pub mod meta;
 pub mod rocks;
 mod space;
+
+use std::path::Path;
 
 use crate::core::index::IndexRequest;
 use crate::core::key::{NodeId, ObjectKey};
@@ -44,12 +46,22 @@ pub enum StorageError {
     Corrupt(String),
     #[error("record format version {found} is newer than this build understands ({supported})")]
     UnsupportedVersion { found: u8, supported: u8 },
+    /// The engine cannot do what was asked (a checkpoint of the memory
+    /// engine): a client error, not a failure of the store.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A checkpoint's target directory is unusable (relative, exists, not
+    /// writable); says which and why.
+    #[error("{0}")]
+    BadTarget(String),
 }
 
 impl HasErrorCode for StorageError {
     fn code(&self) -> ErrorCode {
         match self {
             StorageError::NoSpace(_) => ErrorCode::InsufficientStorage,
+            StorageError::Unsupported(_) => ErrorCode::NotImplemented,
+            StorageError::BadTarget(_) => ErrorCode::BadRequest,
             _ => ErrorCode::Internal,
         }
     }
@@ -125,6 +137,17 @@ pub struct StoreStats {
     /// True when the engine can only estimate (RocksDB counts overwrites
     /// still in its memtable until they are compacted).
     pub approximate: bool,
+}
+
+/// What [`Store::checkpoint`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckpointInfo {
+    /// Files in the checkpoint directory.
+    pub files: u64,
+    /// Their total size. On the data directory's filesystem most of them
+    /// are hard links to the node's own files, which take no new space
+    /// until the node compacts its copies away.
+    pub bytes: u64,
 }
 
 /// A node's durable object store. Every call is blocking.
@@ -298,6 +321,84 @@ pub trait Store: Send + Sync + 'static {
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError>;
 
     fn stats(&self) -> Result<StoreStats, StorageError>;
+
+    /// Writes a consistent snapshot of everything the store holds (objects,
+    /// index rows, hints, reap records, metadata) into `dir`, a new
+    /// directory given as an absolute path, while the store keeps serving.
+    /// The snapshot is a data directory the same engine opens as it is: a
+    /// backup. Refused with `BadTarget` (and nothing written) when `dir` is
+    /// relative, exists, lies inside the store's own directory, or cannot
+    /// be created; with `Unsupported` by an engine that keeps nothing on
+    /// disk (the default).
+    fn checkpoint(&self, _dir: &Path) -> Result<CheckpointInfo, StorageError> {
+        Err(StorageError::Unsupported(format!(
+            "the {} engine keeps its data in memory only: there is nothing to back up (backups need \
+             --storage rocksdb)",
+            self.engine()
+        )))
+    }
+}
+
+/// Checks a checkpoint's target before anything is written, so that every
+/// operator mistake is a clear refusal: `dir` must be absolute (it names a
+/// directory on the node's machine, not the client's), must not exist (a
+/// backup never mixes with older files), must not be inside `data_dir`
+/// (restoring replaces that directory), and must be creatable: its parent
+/// must exist and take a new directory, which is tried (and undone).
+fn check_checkpoint_target(dir: &Path, data_dir: &Path) -> Result<(), StorageError> {
+    let shown = dir.display();
+    if !dir.is_absolute() {
+        return Err(StorageError::BadTarget(format!(
+            "backup path {shown:?} is not absolute: it names a directory on the node's machine, so give it in full"
+        )));
+    }
+    if dir.symlink_metadata().is_ok() {
+        return Err(StorageError::BadTarget(format!(
+            "backup path {shown} exists already: a backup goes into a new directory"
+        )));
+    }
+    // RocksDB builds the checkpoint in DIR.tmp and renames it: one left by
+    // an interrupted backup would make it fail.
+    let mut tmp = dir.as_os_str().to_owned();
+    tmp.push(".tmp");
+    if Path::new(&tmp).symlink_metadata().is_ok() {
+        return Err(StorageError::BadTarget(format!(
+            "{} exists (left by an interrupted backup?): remove it first",
+            Path::new(&tmp).display()
+        )));
+    }
+    let Some(parent) = dir.parent() else {
+        return Err(StorageError::BadTarget(format!("backup path {shown} has no parent directory")));
+    };
+    let parent = parent
+        .canonicalize()
+        .map_err(|e| StorageError::BadTarget(format!("cannot write backup path {shown}: {}: {e}", parent.display())))?;
+    if let Ok(data_dir) = data_dir.canonicalize()
+        && parent.starts_with(&data_dir)
+    {
+        return Err(StorageError::BadTarget(format!(
+            "backup path {shown} is inside the data directory {}: restoring replaces that directory, so keep \
+             backups elsewhere",
+            data_dir.display()
+        )));
+    }
+    std::fs::create_dir(dir)
+        .and_then(|()| std::fs::remove_dir(dir))
+        .map_err(|e| StorageError::BadTarget(format!("cannot write backup path {shown}: {e}")))
+}
+
+/// The files in a directory (a checkpoint is flat) and their total size.
+fn measure_dir(dir: &Path) -> Result<CheckpointInfo, StorageError> {
+    let failed = |e: std::io::Error| StorageError::Io(format!("cannot list {}: {e}", dir.display()));
+    let mut info = CheckpointInfo::default();
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let meta = entry.map_err(failed)?.metadata().map_err(failed)?;
+        if meta.is_file() {
+            info.files += 1;
+            info.bytes += meta.len();
+        }
+    }
+    Ok(info)
 }
 
 /// `listing`'s range visit on top of `scan_partition`: reads the partition

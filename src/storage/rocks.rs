@@ -41,7 +41,8 @@ use super::codec::{
 use super::index;
 use super::listing::{self, Visit};
 use super::{
-    BucketCursor, BucketPage, Entry, Hint, IndexPage, KeyPage, Reaped, StorageError, Store, StoreStats, space,
+    BucketCursor, BucketPage, CheckpointInfo, Entry, Hint, IndexPage, KeyPage, Reaped, StorageError, Store, StoreStats,
+    space,
 };
 use crate::core::index::IndexRequest;
 use crate::core::key::{NodeId, ObjectKey};
@@ -530,6 +531,26 @@ impl Store for RocksStore {
             let bytes = int("rocksdb.total-sst-files-size")? + int("rocksdb.cur-size-all-mem-tables")?;
             Ok(StoreStats { objects, bytes, approximate: true })
         })
+    }
+
+    /// RocksDB's checkpoint: it flushes the memtables, then hard-links the
+    /// SST files into `dir` (copies them on another filesystem) with a new
+    /// MANIFEST and the live WAL, all as of one sequence number, across every
+    /// column family: a consistent data directory, taken without stopping
+    /// writes. It holds the metadata too (node id, partition count, cluster
+    /// secret and state), so a node started on it is this node, as of now.
+    fn checkpoint(&self, dir: &Path) -> Result<CheckpointInfo, StorageError> {
+        super::check_checkpoint_target(dir, &self.path)?;
+        // The outcome is returned inside Ok: `with_db` would take a full
+        // target filesystem for a full store and start reopening it.
+        let created = self.with_db(|db| {
+            Ok(rocksdb::checkpoint::Checkpoint::new(db).and_then(|checkpoint| checkpoint.create_checkpoint(dir)))
+        })?;
+        created.map_err(|e| match classify(e.into_string()) {
+            StorageError::Io(why) => StorageError::Io(format!("checkpoint into {} failed: {why}", dir.display())),
+            full => full,
+        })?;
+        super::measure_dir(dir)
     }
 }
 
