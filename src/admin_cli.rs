@@ -661,6 +661,18 @@ pub fn unhealthy(status: &Value) -> Option<String> {
     if status["under_replicated"] == true {
         return Some("fewer members than N: keys are under-replicated".into());
     }
+    // Every partition has one owner; owners that are not members (a node
+    // replaced or removed whose partitions have not been planned away yet)
+    // leave the members' claims short of the partition count.
+    if let (Some(partitions), Some(members)) = (status["partitions"].as_u64(), status["members"].as_array()) {
+        let owned: u64 = members.iter().filter_map(|m| m["claim"].as_u64()).sum();
+        if owned < partitions {
+            return Some(format!(
+                "{} of {partitions} partitions are owned by nodes that are no longer members (not yet moved)",
+                partitions - owned
+            ));
+        }
+    }
     if let Some(hints) = status["hints"].as_object() {
         let queued: u64 = hints.values().filter_map(Value::as_u64).sum();
         if queued > 0 {
@@ -1086,6 +1098,14 @@ mod tests {
         let mut s = healthy();
         s["state"] = json!("removed");
         assert!(unhealthy(&s).unwrap().contains("removed"));
+        // A replaced node's partitions not yet planned away (nothing moves).
+        let mut s = healthy();
+        s["partitions"] = json!(64);
+        s["members"][0]["claim"] = json!(42);
+        s["members"][1]["claim"] = json!(0);
+        assert!(unhealthy(&s).unwrap().contains("22 of 64 partitions are owned by nodes that are no longer members"));
+        s["members"][1]["claim"] = json!(22);
+        assert_eq!(unhealthy(&s), None);
     }
 
     #[test]
