@@ -45,11 +45,18 @@ pub struct NodeArgs {
     #[arg(short = 'p', long, env = "VINZCLORTHO_PARTITIONS", value_name = "N")]
     pub partitions: Option<u32>,
 
-    /// Cluster address (HOST:PORT) of any member to join. Without it a new
-    /// node starts a new cluster, and a restarted one rejoins the cluster its
-    /// data directory remembers. The partition count, N, R and W of a joined
-    /// cluster come from the cluster, not from this node's flags.
-    #[arg(short = 'j', long, env = "VINZCLORTHO_JOIN", value_name = "HOST:PORT")]
+    /// Any member to join, by its cluster address or its HTTP address
+    /// (HOST:PORT; http://HOST:PORT or https://HOST:PORT name the HTTP port
+    /// explicitly). Given an HTTP address, the node asks it for the member's
+    /// cluster address (GET /cluster/address, no credentials needed; over
+    /// HTTPS it trusts --tls-ca, or the system's CAs) and logs which it
+    /// used. While nothing answers at ADDR the node retries for 10 s;
+    /// something there that is not a member stops it at once. Without -j a
+    /// new node starts a new cluster, and a restarted one rejoins the
+    /// cluster its data directory remembers. The partition count, N, R and
+    /// W of a joined cluster come from the cluster, not from this node's
+    /// flags.
+    #[arg(short = 'j', long, env = "VINZCLORTHO_JOIN", value_name = "ADDR")]
     pub join: Option<String>,
 
     /// Address for node-to-node gRPC [default: the HTTP host, port + 1000]
@@ -391,7 +398,7 @@ impl NodeArgs {
             split_host_port(a).map_err(|e| invalid(format!("--cluster-advertise {a:?}: {e}")))?;
         }
         if let Some(j) = &self.join {
-            split_host_port(j).map_err(|e| invalid(format!("--join {j:?}: {e}")))?;
+            parse_seed(j).map_err(|e| invalid(format!("--join {j:?}: {e}")))?;
         }
         if let Some(p) = self.partitions {
             validate_partition_count(p).map_err(|e| invalid(format!("--partitions: {e}")))?;
@@ -535,6 +542,36 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     Ok((host, port))
 }
 
+/// What `-j` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed<'a> {
+    /// `HOST:PORT`: a member's cluster address, or its HTTP address (the
+    /// node tries the cluster protocol first).
+    Either(&'a str),
+    /// `http://HOST:PORT` or `https://HOST:PORT`: a member's HTTP address.
+    Http { https: bool, address: &'a str },
+}
+
+/// Reads a `-j` value: `HOST:PORT`, or one with an `http://` or `https://`
+/// scheme (a trailing `/` is allowed there, as URLs are often written).
+pub fn parse_seed(s: &str) -> Result<Seed<'_>, String> {
+    let (https, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(rest), _) => (Some(false), rest),
+        (_, Some(rest)) => (Some(true), rest),
+        _ if s.contains("://") => return Err("the only schemes are http:// and https://".into()),
+        _ => (None, s),
+    };
+    let address = match https {
+        Some(_) => rest.strip_suffix('/').unwrap_or(rest),
+        None => rest,
+    };
+    split_host_port(address)?;
+    Ok(match https {
+        Some(https) => Seed::Http { https, address },
+        None => Seed::Either(address),
+    })
+}
+
 /// Whether a `host:port` only listens on loopback (127.0.0.0/8, ::1,
 /// localhost). Any other name may resolve to a shared interface; 0.0.0.0
 /// is every interface.
@@ -583,6 +620,21 @@ mod tests {
         assert_eq!(c.partitions, None);
         assert_eq!(c.anti_entropy_interval, Duration::from_secs(10));
         assert!(c.read_repair);
+    }
+
+    #[test]
+    fn join_takes_either_port_bare_or_an_http_url() {
+        assert_eq!(parse_seed("mymachine_1:8880"), Ok(Seed::Either("mymachine_1:8880")));
+        assert_eq!(parse_seed("http://h:8880"), Ok(Seed::Http { https: false, address: "h:8880" }));
+        assert_eq!(parse_seed("https://h:8880/"), Ok(Seed::Http { https: true, address: "h:8880" }));
+        assert_eq!(parse_seed("[::1]:9880"), Ok(Seed::Either("[::1]:9880")));
+        for bad in ["h", "http://h", "ftp://h:1", "https://:1", "h:port", "http://h:1/x"] {
+            assert!(parse_seed(bad).is_err(), "{bad}");
+        }
+        let c = parse(&["-a", "127.0.0.1:8881", "-j", "http://127.0.0.1:8880"]).unwrap();
+        assert_eq!(c.join.as_deref(), Some("http://127.0.0.1:8880"));
+        let err = parse(&["-a", "127.0.0.1:8881", "-j", "grpc://127.0.0.1:9880"]).unwrap_err().to_string();
+        assert!(err.contains("--join") && err.contains("http:// and https://"), "{err}");
     }
 
     #[test]
