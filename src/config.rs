@@ -50,8 +50,10 @@ pub struct NodeArgs {
     /// explicitly). Given an HTTP address, the node asks it for the member's
     /// cluster address (GET /cluster/address, no credentials needed; over
     /// HTTPS it trusts --tls-ca, or the system's CAs) and logs which it
-    /// used. While nothing answers at ADDR the node retries for 10 s;
-    /// something there that is not a member stops it at once. Without -j a
+    /// used. While nothing answers at ADDR a new node retries for 10 s (a
+    /// restarted one asks once, then starts from what its data directory
+    /// remembers); something there that is no member stops it at once with
+    /// one line saying what answered. Without -j a
     /// new node starts a new cluster, and a restarted one rejoins the
     /// cluster its data directory remembers. The partition count, N, R and
     /// W of a joined cluster come from the cluster, not from this node's
