@@ -957,3 +957,32 @@ fn advertised(configured: &str, bound: SocketAddr) -> String {
         _ => configured.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_members_cluster_address_answer_is_dialled() {
+        let url = "http://h:8880/cluster/address";
+        let answer = |status: u16, body: &str| {
+            cluster_address_from(
+                url,
+                (http::StatusCode::from_u16(status).unwrap(), bytes::Bytes::from(body.to_owned())),
+            )
+        };
+        let ok = answer(200, r#"{"cluster_address": "h:9880", "node_id": "00ff"}"#).unwrap();
+        assert_eq!((ok.cluster_address.as_str(), ok.node_id.as_str()), ("h:9880", "00ff"));
+        let err = answer(404, "<html>\n  <p>Not Found</p>\n</html>").err().unwrap();
+        assert_eq!(err, "GET http://h:8880/cluster/address answered 404 Not Found: <html> <p>Not Found</p> </html>");
+        let err = answer(200, "It works!").err().unwrap();
+        assert!(err.contains("answered 200 OK with no cluster address") && err.ends_with(": It works!"), "{err}");
+        let err = answer(200, r#"{"cluster_address": "no port", "node_id": "x"}"#).err().unwrap();
+        assert!(err.contains(r#"named the cluster address "no port""#), "{err}");
+        let err = answer(200, r#"{"cluster_address": 7}"#).err().unwrap();
+        assert!(err.contains("no cluster address"), "{err}");
+        // A stranger's page is quoted short.
+        let err = answer(500, &"x".repeat(10_000)).err().unwrap();
+        assert!(err.len() < 300, "{}", err.len());
+    }
+}
