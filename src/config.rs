@@ -45,11 +45,20 @@ pub struct NodeArgs {
     #[arg(short = 'p', long, env = "VINZCLORTHO_PARTITIONS", value_name = "N")]
     pub partitions: Option<u32>,
 
-    /// Cluster address (HOST:PORT) of any member to join. Without it a new
-    /// node starts a new cluster, and a restarted one rejoins the cluster its
-    /// data directory remembers. The partition count, N, R and W of a joined
-    /// cluster come from the cluster, not from this node's flags.
-    #[arg(short = 'j', long, env = "VINZCLORTHO_JOIN", value_name = "HOST:PORT")]
+    /// Any member to join, by its cluster address or its HTTP address
+    /// (HOST:PORT; http://HOST:PORT or https://HOST:PORT name the HTTP port
+    /// explicitly). Given an HTTP address, the node asks it for the member's
+    /// cluster address (GET /cluster/address, no credentials needed; over
+    /// HTTPS it trusts --tls-ca, or the system's CAs) and logs which it
+    /// used. While nothing answers at ADDR a new node retries for 10 s (a
+    /// restarted one asks once, then starts from what its data directory
+    /// remembers); something there that is no member stops it at once with
+    /// one line saying what answered. Without -j a
+    /// new node starts a new cluster, and a restarted one rejoins the
+    /// cluster its data directory remembers. The partition count, N, R and
+    /// W of a joined cluster come from the cluster, not from this node's
+    /// flags.
+    #[arg(short = 'j', long, env = "VINZCLORTHO_JOIN", value_name = "ADDR")]
     pub join: Option<String>,
 
     /// Address for node-to-node gRPC [default: the HTTP host, port + 1000]
@@ -391,7 +400,7 @@ impl NodeArgs {
             split_host_port(a).map_err(|e| invalid(format!("--cluster-advertise {a:?}: {e}")))?;
         }
         if let Some(j) = &self.join {
-            split_host_port(j).map_err(|e| invalid(format!("--join {j:?}: {e}")))?;
+            parse_seed(j).map_err(|e| invalid(format!("--join {j:?}: {e}")))?;
         }
         if let Some(p) = self.partitions {
             validate_partition_count(p).map_err(|e| invalid(format!("--partitions: {e}")))?;
@@ -535,15 +544,56 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     Ok((host, port))
 }
 
-/// Whether a `host:port` only listens on loopback (127.0.0.0/8, ::1,
-/// localhost). Any other name may resolve to a shared interface; 0.0.0.0
-/// is every interface.
+/// What `-j` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed<'a> {
+    /// `HOST:PORT`: a member's cluster address, or its HTTP address (the
+    /// node tries the cluster protocol first).
+    Either(&'a str),
+    /// `http://HOST:PORT` or `https://HOST:PORT`: a member's HTTP address.
+    Http { https: bool, address: &'a str },
+}
+
+/// Reads a `-j` value: `HOST:PORT`, or one with an `http://` or `https://`
+/// scheme (a trailing `/` is allowed there, as URLs are often written).
+pub fn parse_seed(s: &str) -> Result<Seed<'_>, String> {
+    let (https, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(rest), _) => (Some(false), rest),
+        (_, Some(rest)) => (Some(true), rest),
+        _ if s.contains("://") => return Err("the only schemes are http:// and https://".into()),
+        _ => (None, s),
+    };
+    let address = match https {
+        Some(_) => rest.strip_suffix('/').unwrap_or(rest),
+        None => rest,
+    };
+    split_host_port(address)?;
+    Ok(match https {
+        Some(https) => Seed::Http { https, address },
+        None => Seed::Either(address),
+    })
+}
+
+/// Whether a `host:port` only listens on loopback: 127.0.0.0/8, ::1,
+/// localhost, or a name that resolves to loopback addresses only. A name
+/// that resolves to anything else (or not at all) may be a shared
+/// interface; 0.0.0.0 is every interface.
 pub fn is_loopback(address: &str) -> bool {
-    let Ok((host, _)) = split_host_port(address) else { return false };
+    let Ok((host, port)) = split_host_port(address) else { return false };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => true,
+        // A name is loopback when it names only loopback addresses, as
+        // Debian names the machine itself (127.0.1.1 in /etc/hosts): the
+        // original's `-a mymachine:8880` then needs no certificates on one
+        // machine. Resolved once, at start-up, as the node then binds it.
+        Err(_) => {
+            use std::net::ToSocketAddrs;
+            let resolved: Vec<std::net::SocketAddr> =
+                (host, port).to_socket_addrs().map(Iterator::collect).unwrap_or_default();
+            !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback())
+        }
     }
 }
 
@@ -583,6 +633,21 @@ mod tests {
         assert_eq!(c.partitions, None);
         assert_eq!(c.anti_entropy_interval, Duration::from_secs(10));
         assert!(c.read_repair);
+    }
+
+    #[test]
+    fn join_takes_either_port_bare_or_an_http_url() {
+        assert_eq!(parse_seed("mymachine_1:8880"), Ok(Seed::Either("mymachine_1:8880")));
+        assert_eq!(parse_seed("http://h:8880"), Ok(Seed::Http { https: false, address: "h:8880" }));
+        assert_eq!(parse_seed("https://h:8880/"), Ok(Seed::Http { https: true, address: "h:8880" }));
+        assert_eq!(parse_seed("[::1]:9880"), Ok(Seed::Either("[::1]:9880")));
+        for bad in ["h", "http://h", "ftp://h:1", "https://:1", "h:port", "http://h:1/x"] {
+            assert!(parse_seed(bad).is_err(), "{bad}");
+        }
+        let c = parse(&["-a", "127.0.0.1:8881", "-j", "http://127.0.0.1:8880"]).unwrap();
+        assert_eq!(c.join.as_deref(), Some("http://127.0.0.1:8880"));
+        let err = parse(&["-a", "127.0.0.1:8881", "-j", "grpc://127.0.0.1:9880"]).unwrap_err().to_string();
+        assert!(err.contains("--join") && err.contains("http:// and https://"), "{err}");
     }
 
     #[test]
@@ -642,6 +707,10 @@ mod tests {
         for address in ["[::1]:8880", "localhost:8880"] {
             assert!(parse(&["-a", address]).is_ok(), "{address}");
         }
+        // A name that the resolver maps to loopback only (Debian's own
+        // host name, 127.0.1.1) is loopback; one it cannot resolve is not.
+        assert!(is_loopback("localhost.:9880") || std::net::ToSocketAddrs::to_socket_addrs("localhost.:9880").is_err());
+        assert!(!is_loopback("no-such-host.invalid:9880"));
         for address in ["10.1.2.3:8880", "0.0.0.0:8880", "node1.example:8880"] {
             let err = parse(&["-a", address]).unwrap_err().to_string();
             assert!(err.contains("is not loopback") && err.contains("--insecure-cluster"), "{address}: {err}");

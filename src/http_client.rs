@@ -1,6 +1,7 @@
 //! The tools' HTTP client (`vinzclortho admin`, `vinzclortho bench`):
 //! hyper-util's pooled client over plain TCP, or over TLS (rustls, ring)
-//! for `https://` addresses.
+//! for `https://` addresses. A starting node uses it too ([`fetch`]), to ask
+//! the member its `-j` names over HTTP where its cluster port is.
 //!
 //! A node with `--http-tls-cert` speaks HTTPS only. A tool reaches it when
 //! given the CA that signed that certificate (`--cacert FILE`, as curl and
@@ -225,6 +226,97 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// Why [`fetch`] got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// Nothing there answered: the connection was refused, the host is
+    /// unreachable or its name unknown, or nothing came back in time. It may
+    /// simply not be up yet.
+    Unreachable(String),
+    /// Something accepted the connection but gave no HTTP answer that fits
+    /// (a TLS port asked in plaintext, a certificate not trusted, another
+    /// protocol, a body larger than asked for).
+    Broken(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Unreachable(why) | FetchError::Broken(why) => f.write_str(why),
+        }
+    }
+}
+
+/// One `GET url` on a connection of its own: the status and at most
+/// `limit` bytes of body, within `timeout`.
+pub async fn fetch(
+    tls: &ClientTls,
+    url: &str,
+    timeout: std::time::Duration,
+    limit: usize,
+) -> Result<(http::StatusCode, bytes::Bytes), FetchError> {
+    use http_body_util::BodyExt as _;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(tls.connector(HttpConnector::new()));
+    let request = http::Request::get(url)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| FetchError::Broken(format!("{url}: {e}")))?;
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| {
+            let why = format!("{url}: {}", chain(&e));
+            if e.is_connect() && !connected(&e) { FetchError::Unreachable(why) } else { FetchError::Broken(why) }
+        })?;
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Broken(format!("{url}: the body: {e}")))?
+            .to_bytes();
+        Ok((parts.status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(FetchError::Unreachable(format!("{url}: no answer within {timeout:?}"))))
+}
+
+/// Whether a connect error came after the TCP connection was made (the TLS
+/// handshake failed), rather than from the connection itself (refused,
+/// unreachable, a name that does not resolve).
+fn connected(e: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            )
+        {
+            return false;
+        }
+        if s.to_string().contains("dns error") || s.to_string().contains("tcp connect error") {
+            return false;
+        }
+        source = s.source();
+    }
+    true
+}
+
+/// An error and its causes, on one line.
+fn chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

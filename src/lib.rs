@@ -32,7 +32,8 @@
 //! * [`admin_cli`]: `vinzclortho admin`, the operator's CLI (an HTTP client
 //!   of `/admin/...`).
 //! * [`certs`]: `vinzclortho certs`, the cluster CA and node certificates.
-//! * [`http_client`]: the tools' HTTP client (plain or HTTPS with `--cacert`).
+//! * [`http_client`]: the tools' HTTP client (plain or HTTPS with `--cacert`),
+//!   and a starting node's, to find a member's cluster port from its HTTP port.
 //! * [`cli`]: the command line: the node's flags and the tools' subcommands.
 //!
 //! Dependencies point one way, down this list's layers: `core` uses no other

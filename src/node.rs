@@ -30,6 +30,7 @@ use crate::core::context::{ClusterSecret, ContextSeal, SECRET_BYTES};
 use crate::core::key::NodeId;
 use crate::core::membership::{ClusterState, Member};
 use crate::env::Env;
+use crate::http_client::{ClientTls, FetchError};
 use crate::membership::{self, Membership, MembershipError};
 use crate::replica::{Replica, WriteObserver};
 use crate::rpc::identity::Caller;
@@ -55,6 +56,10 @@ pub enum NodeError {
     Listen { address: String, reason: String },
     #[error("cannot join the cluster through {seed}: {reason}")]
     Join { seed: String, reason: String },
+    /// `-j` reached something that is neither a member's cluster port nor
+    /// its HTTP port.
+    #[error("-j {given}: not a Vinz Clortho member: {reason}")]
+    NotMember { given: String, reason: String },
     #[error("server failed: {0}")]
     Serve(String),
     #[error("{0}")]
@@ -456,44 +461,214 @@ pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
 /// starting too).
 const JOIN_PATIENCE: Duration = Duration::from_secs(10);
 
+/// The largest `/cluster/address` answer read: a few addresses' worth.
+const CLUSTER_ADDRESS_BYTES: usize = 64 * 1024;
+
 /// Why a join failed: the seed refused us (it answered), or nobody answered.
 struct JoinFailed {
     error: NodeError,
     answered: bool,
 }
 
-/// Asks `seed` to admit us, retrying for `patience`.
+/// Asks the member `-j` names (`given`) to admit us, retrying for `patience`
+/// while nobody answers there.
+///
+/// `given` may be a member's cluster address or its HTTP address (`-j`
+/// of the original's setup is the first node's HTTP address). A bare
+/// `HOST:PORT` is tried with the cluster protocol first; if what answers is
+/// no member's cluster port, the same address is asked over HTTP (then
+/// HTTPS) for `/cluster/address`, and the join goes there. Something that
+/// answers neither as a member's cluster port nor as its HTTP port stops the
+/// node at once ([`NodeError::NotMember`]): retrying would not change it.
+/// The simulator's network carries the cluster protocol only, so there the
+/// HTTP question is never asked.
 async fn join(
     config: &Config,
     host: &Host,
-    seed: &str,
+    given: &str,
     me: &Member,
     patience: Duration,
 ) -> Result<Admission, JoinFailed> {
+    let seed = crate::config::parse_seed(given)
+        .map_err(|reason| JoinFailed { error: NodeError::Join { seed: given.to_owned(), reason }, answered: true })?;
     let peers = peers_for(config, host, &Caller::joining(me.node.clone()));
     let deadline = tokio::time::Instant::now() + patience;
+    let may_ask_http = host.connector.is_none();
+    // The cluster address to join through, once known: `given` itself for a
+    // bare address (until the cluster protocol proves it is not one), the
+    // one the member's HTTP port named after that.
+    let mut through: Option<String> = match seed {
+        crate::config::Seed::Either(address) => Some(address.to_owned()),
+        crate::config::Seed::Http { .. } => None,
+    };
+    let mut asked_http = false;
     loop {
-        let attempt = async {
-            let channel = peers.seed_channel(seed).map_err(|e| (e.to_string(), false))?;
-            crate::rpc::membership::join_with_security(channel, me, config.security)
-                .await
-                .map_err(|s| (describe_join_error(&s), answered(&s)))
-        };
-        let failed = |reason: String, answered: bool| JoinFailed {
-            error: NodeError::Join { seed: seed.to_owned(), reason },
+        let failed = |seed: String, reason: String, answered: bool| JoinFailed {
+            error: NodeError::Join { seed, reason },
             answered,
         };
-        match tokio::time::timeout(config.request_timeout, attempt).await {
-            Ok(Ok((state, secret))) => return Ok(Admission { state, secret }),
-            Ok(Err((reason, answered))) if answered || tokio::time::Instant::now() >= deadline => {
-                return Err(failed(reason, answered));
+        // Whether to ask `given` over HTTP now, and why the cluster protocol
+        // failed there (for the message if HTTP fails too).
+        let mut ask_http = !asked_http && may_ask_http;
+        let mut grpc_failure: Option<String> = None;
+        if let Some(cluster_address) = through.clone() {
+            let named = if asked_http {
+                format!("{cluster_address} (named by the HTTP address {given})")
+            } else {
+                cluster_address.clone()
+            };
+            let attempt = async {
+                let channel = peers.seed_channel(&cluster_address).map_err(|e| (e.to_string(), None))?;
+                crate::rpc::membership::join_with_security(channel, me, config.security)
+                    .await
+                    .map_err(|s| (describe_join_error(&s), Some(s)))
+            };
+            let reason = match tokio::time::timeout(config.request_timeout, attempt).await {
+                Ok(Ok((state, secret))) => {
+                    if asked_http {
+                        tracing::info!("joined through cluster address {cluster_address} (given HTTP address {given})");
+                    } else {
+                        tracing::info!("joined through cluster address {cluster_address}");
+                    }
+                    return Ok(Admission { state, secret });
+                }
+                Ok(Err((reason, Some(status)))) => {
+                    // What is no member's cluster port also "answers" (no
+                    // such service, a body that is no gRPC): maybe its HTTP
+                    // port. Any other answer is a member's refusal
+                    // (another cluster's security setting, a protocol
+                    // version it does not speak...), final.
+                    let not_a_cluster_port = matches!(
+                        status.code(),
+                        tonic::Code::Unimplemented | tonic::Code::Internal | tonic::Code::Unknown
+                    );
+                    if answered(&status) && !(ask_http && not_a_cluster_port) {
+                        return Err(failed(named, reason, true));
+                    }
+                    // A member's cluster port that left the cluster: no
+                    // HTTP port to ask, and as good as nobody (`answered`).
+                    ask_http &= !seed_gone(&status);
+                    reason
+                }
+                Ok(Err((reason, None))) => reason,
+                Err(_) => "timed out".to_owned(),
+            };
+            if ask_http {
+                grpc_failure = Some(reason);
+            } else if tokio::time::Instant::now() >= deadline {
+                return Err(failed(named, reason, false));
+            } else {
+                tracing::warn!(seed = %named, %reason, "join failed; retrying");
             }
-            Err(_) if tokio::time::Instant::now() >= deadline => return Err(failed("timed out".into(), false)),
-            Ok(Err((reason, _))) => tracing::warn!(%seed, %reason, "join failed; retrying"),
-            Err(_) => tracing::warn!(%seed, "join timed out; retrying"),
+        }
+        if ask_http {
+            match ask_cluster_address(config, seed).await {
+                Ok(found) => {
+                    tracing::info!(
+                        node = %found.node_id,
+                        "joining through cluster address {} (given HTTP address {given})",
+                        found.cluster_address
+                    );
+                    through = Some(found.cluster_address);
+                    asked_http = true;
+                    // Straight to the cluster address: the member is up.
+                    continue;
+                }
+                Err(FetchError::Broken(http)) => {
+                    let reason = match &grpc_failure {
+                        Some(grpc) => format!("as a cluster address: {grpc}; as an HTTP address: {http}"),
+                        None => http,
+                    };
+                    let error = NodeError::NotMember { given: given.to_owned(), reason: one_line(&reason) };
+                    return Err(JoinFailed { error, answered: true });
+                }
+                Err(FetchError::Unreachable(http)) => {
+                    let reason = grpc_failure.unwrap_or(http);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(failed(given.to_owned(), reason, false));
+                    }
+                    tracing::warn!(seed = %given, %reason, "join failed; retrying");
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `text` with its whitespace runs (newlines too) made single spaces: what
+/// a stranger answered, quoted in the one line that stops the node.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A member's answer to `GET /cluster/address`.
+#[derive(serde::Deserialize)]
+struct ClusterAddressAnswer {
+    cluster_address: String,
+    node_id: String,
+}
+
+/// Asks the HTTP port at the `-j` address where the member's cluster port
+/// is. A bare address is asked over plain HTTP first and, if what answers
+/// speaks no HTTP (a TLS port), over HTTPS, trusting the cluster CA
+/// (`--tls-ca`) when the node has one, else the system's CAs. An answer
+/// that is not a member's (another server, a member of a release without
+/// the route) is [`FetchError::Broken`].
+async fn ask_cluster_address(
+    config: &Config,
+    seed: crate::config::Seed<'_>,
+) -> Result<ClusterAddressAnswer, FetchError> {
+    let (address, schemes): (&str, &[bool]) = match seed {
+        crate::config::Seed::Either(address) => (address, &[false, true]),
+        crate::config::Seed::Http { https, address } => (address, if https { &[true] } else { &[false] }),
+    };
+    let timeout = config.request_timeout;
+    let mut failures = Vec::new();
+    for &https in schemes {
+        let tls = if https {
+            let ca = config.tls.as_ref().map(|t| t.ca.as_path());
+            match ClientTls::from_flags(ca, ["https://"]) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    failures.push(format!("over HTTPS: {e}"));
+                    break;
+                }
+            }
+        } else {
+            ClientTls::plain()
+        };
+        let url = format!("{}://{address}/cluster/address", if https { "https" } else { "http" });
+        let answer = match crate::http_client::fetch(&tls, &url, timeout, CLUSTER_ADDRESS_BYTES).await {
+            Ok(answer) => answer,
+            // Nobody there: HTTPS would find nobody either.
+            Err(FetchError::Unreachable(why)) if failures.is_empty() => return Err(FetchError::Unreachable(why)),
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        // An HTTP answer: a member's, or not; HTTPS would not change that.
+        return cluster_address_from(&url, answer).map_err(FetchError::Broken);
+    }
+    Err(FetchError::Broken(failures.join("; ")))
+}
+
+/// A member's `/cluster/address` answer, checked: what a stranger says is
+/// not dialled unless it is a `HOST:PORT`.
+fn cluster_address_from(
+    url: &str,
+    (status, body): (http::StatusCode, bytes::Bytes),
+) -> Result<ClusterAddressAnswer, String> {
+    let text = one_line(&String::from_utf8_lossy(&body));
+    let text: String = text.chars().take(200).collect();
+    if !status.is_success() {
+        return Err(format!("GET {url} answered {status}: {text}"));
+    }
+    let answer: ClusterAddressAnswer = serde_json::from_slice(&body)
+        .map_err(|e| format!("GET {url} answered {status} with no cluster address ({e}): {text}"))?;
+    crate::config::split_host_port(&answer.cluster_address)
+        .map_err(|e| format!("GET {url} named the cluster address {:?}: {e}", answer.cluster_address))?;
+    Ok(answer)
 }
 
 /// Whether the seed itself answered (a refusal), rather than nobody. A seed
@@ -502,13 +677,18 @@ async fn join(
 /// on what its data directory remembers (the simulator found nodes that
 /// could not restart after their seed left).
 fn answered(status: &tonic::Status) -> bool {
-    let refused_for = status.metadata().get(crate::rpc::identity::REFUSED_HEADER).and_then(|v| v.to_str().ok());
-    let seed_gone = matches!(refused_for, Some("removed" | "duplicate"));
-    !seed_gone
+    !seed_gone(status)
         && !matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
         )
+}
+
+/// Whether the seed is a member that left the cluster (removed, or a
+/// duplicate of another process).
+fn seed_gone(status: &tonic::Status) -> bool {
+    let refused_for = status.metadata().get(crate::rpc::identity::REFUSED_HEADER).and_then(|v| v.to_str().ok());
+    matches!(refused_for, Some("removed" | "duplicate"))
 }
 
 fn describe_join_error(status: &tonic::Status) -> String {
@@ -775,5 +955,34 @@ fn advertised(configured: &str, bound: SocketAddr) -> String {
     match configured.rsplit_once(':') {
         Some((host, "0")) => format!("{host}:{}", bound.port()),
         _ => configured.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_members_cluster_address_answer_is_dialled() {
+        let url = "http://h:8880/cluster/address";
+        let answer = |status: u16, body: &str| {
+            cluster_address_from(
+                url,
+                (http::StatusCode::from_u16(status).unwrap(), bytes::Bytes::from(body.to_owned())),
+            )
+        };
+        let ok = answer(200, r#"{"cluster_address": "h:9880", "node_id": "00ff"}"#).unwrap();
+        assert_eq!((ok.cluster_address.as_str(), ok.node_id.as_str()), ("h:9880", "00ff"));
+        let err = answer(404, "<html>\n  <p>Not Found</p>\n</html>").err().unwrap();
+        assert_eq!(err, "GET http://h:8880/cluster/address answered 404 Not Found: <html> <p>Not Found</p> </html>");
+        let err = answer(200, "It works!").err().unwrap();
+        assert!(err.contains("answered 200 OK with no cluster address") && err.ends_with(": It works!"), "{err}");
+        let err = answer(200, r#"{"cluster_address": "no port", "node_id": "x"}"#).err().unwrap();
+        assert!(err.contains(r#"named the cluster address "no port""#), "{err}");
+        let err = answer(200, r#"{"cluster_address": 7}"#).err().unwrap();
+        assert!(err.contains("no cluster address"), "{err}");
+        // A stranger's page is quoted short.
+        let err = answer(500, &"x".repeat(10_000)).err().unwrap();
+        assert!(err.len() < 300, "{}", err.len());
     }
 }

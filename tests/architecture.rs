@@ -65,6 +65,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Serves the HTTP edge, over TLS with the rpc layer's accept loop and
     // certificates when the node has an HTTP certificate.
     ("https", &["env", "telemetry", "rpc"]),
+    // An HTTP client, plain or HTTPS checked against a CA file: the tools'
+    // (below), and a starting node's, which asks `-j`'s HTTP port where the
+    // member's cluster port is.
+    ("http_client", &["env"]),
     // Settings, parsed and validated into the typed settings of the layers
     // they configure: above those layers, below the composition root.
     ("config", &["core", "env", "error", "telemetry", "replica"]),
@@ -85,12 +89,11 @@ const LAYERS: &[(&str, &[&str])] = &[
             "services",
             "api",
             "https",
+            "http_client",
             "config",
         ],
     ),
     // Tools the binary runs beside the server; nothing in the server uses them.
-    // The tools' HTTP client: plain, or HTTPS checked against a CA file.
-    ("http_client", &["env"]),
     ("bench", &["core", "env", "config", "coordinator", "http_client"]),
     ("devcluster", &["env", "config", "node"]),
     // The operator's CLI: a client of a node's HTTP API; it parses token

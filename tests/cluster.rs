@@ -353,22 +353,6 @@ fn eight_nodes_converge() {
 }
 
 #[test]
-fn joining_through_something_that_is_not_a_member_fails_clearly() {
-    let _serial = serial();
-    let c = Cluster::start(19, 1);
-    let dir = tempfile::tempdir().unwrap();
-    // The HTTP port speaks HTTP/1, not the cluster protocol.
-    let err = common::NodeProc::try_start(
-        &dir.path().join("x"),
-        &["-a", "127.0.19.9:0", "-j", &c.node(0).http, "--request-timeout-ms", "500"],
-        &[],
-    )
-    .err()
-    .unwrap();
-    assert!(err.contains("cannot join the cluster through"), "{err}");
-}
-
-#[test]
 fn a_peer_of_another_protocol_version_or_cluster_is_refused() {
     let _serial = serial();
     let c = Cluster::start(20, 1);

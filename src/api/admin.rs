@@ -1,5 +1,5 @@
-//! `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`, `/admin/preflist/{key}`,
-//! `/admin/backup`.
+//! `/ping`, `/cluster/address`, `/admin/claim`, `/admin/status`, `/admin/ring`,
+//! `/admin/preflist/{key}`, `/admin/backup`.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -18,6 +18,24 @@ use crate::storage::{CheckpointInfo, StoreStats};
 
 pub async fn ping() -> &'static str {
     "OK"
+}
+
+/// What `GET /cluster/address` answers: where this member's cluster port is
+/// (as it advertises it to the other members), for a node started with
+/// `-j` this member's HTTP address. Open without credentials, like `/ping`:
+/// a joiner has none yet, and the address is no secret (every member
+/// gossips it, and the cluster port checks who calls it).
+#[derive(Serialize)]
+pub struct ClusterAddress {
+    cluster_address: String,
+    node_id: String,
+}
+
+pub async fn cluster_address(State(api): State<AppState>) -> Json<ClusterAddress> {
+    Json(ClusterAddress {
+        cluster_address: api.info.cluster_address.clone(),
+        node_id: api.membership.local().to_string(),
+    })
 }
 
 /// The number of partitions this node owns, as text.

@@ -4,6 +4,10 @@
 //! gossiped tokens) whether its bearer token has it.
 //!
 //! * `/ping`: open, always (load balancers, readiness probes).
+//! * `/cluster/address`: open, always: a node started with `-j` this
+//!   member's HTTP address asks it where the cluster port is, before it has
+//!   any credential (and `-j` must keep working with `--security` on). It
+//!   names the cluster address and node id every member gossips anyway.
 //! * `/` and `/stats`: open, always: Riak's clients read both on every new
 //!   connection, before any request, to find paths and detect features.
 //!   They show what `/metrics` shows by default (members, request counts
@@ -121,7 +125,7 @@ fn required(method: &Method, path: &str, query: Option<&str>) -> Required {
     }
     let default = DEFAULT_NAMESPACE.as_bytes();
     match path {
-        "/ping" | "/" | "/stats" => Required::Nothing,
+        "/ping" | "/" | "/stats" | "/cluster/address" => Required::Nothing,
         "/metrics" => Required::Metrics,
         _ if path == "/store" || path.starts_with("/store/") => {
             Required::Grant(object_permission(method), Target::Bucket(default.to_vec(), default.to_vec()))
@@ -176,8 +180,12 @@ mod tests {
         assert_eq!(store(Method::POST), Required::Grant(Permission::Write, default.clone()));
         assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, default.clone()));
         assert_eq!(required(&Method::PATCH, "/store", None), Required::Grant(Permission::Write, default));
-        for open in ["/ping", "/", "/stats"] {
+        for open in ["/ping", "/", "/stats", "/cluster/address"] {
             assert_eq!(required(&Method::GET, open, None), Required::Nothing, "{open}");
+        }
+        // Only that path: what lies beside or below it is admin's.
+        for closed in ["/cluster", "/cluster/address/x", "/cluster/addresses"] {
+            assert_eq!(required(&Method::GET, closed, None), Required::Grant(Permission::Admin, Target::Cluster));
         }
         assert_eq!(required(&Method::GET, "/metrics", None), Required::Metrics);
         // Riak's object paths: the bucket as the handler decodes it.

@@ -7,7 +7,7 @@
 //!   `/buckets/{b}/keys?keys=` (and under `/types/{t}`, and `/riak/{b}`)
 //! * `multipart`: the `multipart/mixed` body of a key's siblings, and the
 //!   HTTP dates of Last-Modified
-//! * `admin`: `/ping`, `/admin/claim`, `/admin/status`, `/admin/ring`,
+//! * `admin`: `/ping`, `/cluster/address`, `/admin/claim`, `/admin/status`, `/admin/ring`,
 //!   `/admin/preflist/{key}`, `/admin/backup`
 //! * `replicas`: `/admin/replicas/{key}`, every replica's own copy of a key
 //! * `cluster`: leave, force-remove, replace, and the plan that commits them
@@ -129,6 +129,7 @@ async fn serving(
 pub fn router(api: AppState) -> Router {
     Router::new()
         .route("/ping", get(admin::ping))
+        .route("/cluster/address", get(admin::cluster_address))
         .route("/metrics", get(metrics::render))
         .route("/admin/claim", get(admin::get_claim).put(admin::put_claim))
         .route("/admin/status", get(admin::status))
