@@ -531,6 +531,10 @@ impl Store for RocksStore {
             Ok(StoreStats { objects, bytes, approximate: true })
         })
     }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.with_db(|db| db.flush_wal(true).map_err(map_err))
+    }
 }
 
 /// A partition scan read in batches, each under the read lock for one short
