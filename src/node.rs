@@ -110,10 +110,46 @@ pub struct App {
     pub env: Env,
 }
 
-/// The two listeners of a node.
+/// The two listeners of a node. The HTTP port is bound (its number is
+/// known) but listens only once the node serves: until then a client's
+/// connection is refused, so that it goes to another node at once (a load
+/// balancer, `bench --failover`) instead of waiting while this one starts.
 pub struct Listeners {
-    pub http: TcpListener,
+    pub http: BoundSocket,
     pub cluster: TcpListener,
+}
+
+/// A TCP socket bound to its address that does not listen yet.
+pub struct BoundSocket {
+    socket: tokio::net::TcpSocket,
+}
+
+impl BoundSocket {
+    /// Binds the first address `address` resolves to that can be bound, as
+    /// `TcpListener::bind` does (`SO_REUSEADDR` too, so a restarted node gets
+    /// its port back while old connections linger in TIME_WAIT).
+    pub async fn bind(address: &str) -> std::io::Result<BoundSocket> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(address).await? {
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            match socket.bind(addr) {
+                Ok(()) => return Ok(BoundSocket { socket }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Starts listening (the backlog `TcpListener::bind` uses).
+    pub fn listen(self) -> std::io::Result<TcpListener> {
+        self.socket.listen(1024)
+    }
 }
 
 impl Listeners {
@@ -444,13 +480,14 @@ fn anti_entropy_settings(config: &Config) -> anti_entropy::Settings {
     }
 }
 
-/// Binds the HTTP and cluster addresses from the config.
+/// Binds the HTTP and cluster addresses from the config (the HTTP port
+/// listens only once the node serves: [`Listeners`]).
 pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
-    let listen = |address: &str| {
-        let address = address.to_owned();
-        async move { TcpListener::bind(&address).await.map_err(|e| NodeError::Listen { address, reason: e.to_string() }) }
-    };
-    Ok(Listeners { http: listen(&config.address).await?, cluster: listen(&config.cluster_address).await? })
+    let failed =
+        |address: &str, e: std::io::Error| NodeError::Listen { address: address.to_owned(), reason: e.to_string() };
+    let http = BoundSocket::bind(&config.address).await.map_err(|e| failed(&config.address, e))?;
+    let cluster = TcpListener::bind(&config.cluster_address).await.map_err(|e| failed(&config.cluster_address, e))?;
+    Ok(Listeners { http, cluster })
 }
 
 /// How long a new node keeps asking its seed to admit it (the seed may be
@@ -759,16 +796,14 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "node started"
     );
+    let listener =
+        listeners.http.listen().map_err(|e| NodeError::Listen { address: address.clone(), reason: e.to_string() })?;
     // One line on stdout for scripts and tests that wait for readiness.
     let scheme = if https.is_some() { "https" } else { "http" };
     println!("vinzclortho listening on {scheme}://{address} cluster={cluster_address}");
     let close_http = CancellationToken::new();
-    let mut http = tokio::spawn(crate::https::serve(
-        listeners.http,
-        https,
-        app.router.clone(),
-        close_http.clone().cancelled_owned(),
-    ));
+    let mut http =
+        tokio::spawn(crate::https::serve(listener, https, app.router.clone(), close_http.clone().cancelled_owned()));
     let stopped = app.membership.wait_stopped();
     let ended_early = tokio::select! {
         () = shutdown => None,

@@ -224,6 +224,39 @@ fn shutdown_grace_bounds_a_request_that_never_finishes() {
     eprintln!("stopped {:?} after SIGTERM with a request stuck in flight", started.elapsed());
 }
 
+/// A port nobody listens on now (bound by the OS's choice, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A starting node refuses HTTP connections until it serves, so that a
+/// client (a load balancer, `bench --failover`) goes to another node at once
+/// instead of waiting on this one. Here the node waits for a seed that does
+/// not answer (a new node keeps asking for 10 s) with its ports bound.
+#[test]
+fn a_starting_node_refuses_connections_until_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, cluster, seed) = (free_port(), free_port(), free_port());
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["-a", &format!("127.0.0.1:{http}"), "--cluster-address", &format!("127.0.0.1:{cluster}")])
+        .args(["-j", &format!("127.0.0.1:{seed}"), "--data-dir"])
+        .arg(dir.path().join("n"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Bound, and starting: it asks the seed again and again.
+    common::wait_for("the node to retry its join", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).unwrap().contains("join failed; retrying").then_some(())
+    });
+    let connect = TcpStream::connect_timeout(&format!("127.0.0.1:{http}").parse().unwrap(), Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let error = connect.expect_err("a connection to a node that does not serve yet");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+}
+
 /// Keys longer than a URI can carry are refused by the HTTP layer with 414.
 #[test]
 fn overlong_request_target_is_414_on_a_real_socket() {
