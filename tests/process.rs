@@ -120,6 +120,8 @@ fn help_documents_every_option_and_its_environment_variable() {
         "VINZCLORTHO_N_VAL",
         "--http-tls-cert",
         "VINZCLORTHO_HTTP_TLS_KEY",
+        "--shutdown-grace-ms",
+        "VINZCLORTHO_SHUTDOWN_GRACE_MS",
         "serve",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
