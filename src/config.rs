@@ -109,6 +109,12 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_FAILURE_TIMEOUT_MS", value_name = "MS")]
     pub failure_timeout_ms: Option<u64>,
 
+    /// On SIGTERM, how long requests in flight (HTTP and between nodes) may
+    /// still run before they are cut, in milliseconds; new ones are refused
+    /// with 503 meanwhile [default: 5000]
+    #[arg(long, env = "VINZCLORTHO_SHUTDOWN_GRACE_MS", value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
+
     /// Largest key accepted, in bytes; longer keys get 414 [default: 65536]
     #[arg(long, env = "VINZCLORTHO_MAX_KEY_BYTES", value_name = "BYTES")]
     pub max_key_bytes: Option<usize>,
@@ -250,6 +256,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub gossip_interval: Duration,
     pub failure_timeout: Duration,
+    /// How long requests in flight may run on after SIGTERM.
+    pub shutdown_grace: Duration,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub siblings: SiblingLimits,
@@ -341,6 +349,7 @@ impl NodeArgs {
             request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
             gossip_interval_ms: self.gossip_interval_ms.or(lower.gossip_interval_ms),
             failure_timeout_ms: self.failure_timeout_ms.or(lower.failure_timeout_ms),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(lower.shutdown_grace_ms),
             max_key_bytes: self.max_key_bytes.or(lower.max_key_bytes),
             max_value_bytes: self.max_value_bytes.or(lower.max_value_bytes),
             siblings_warn: self.siblings_warn.or(lower.siblings_warn),
@@ -498,6 +507,7 @@ impl NodeArgs {
             request_timeout: Duration::from_millis(timeout_ms),
             gossip_interval: Duration::from_millis(gossip_ms),
             failure_timeout: Duration::from_millis(failure_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS)),
             max_key_bytes,
             max_value_bytes,
             siblings,
@@ -519,6 +529,9 @@ impl NodeArgs {
     }
 }
 
+/// Long enough for a client request at the default request timeout (3 s)
+/// to finish, short enough for a rolling restart not to wait on stragglers.
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5000;
 /// A day: long enough for a failed node to be noticed and repaired (its
 /// hints delivered, anti-entropy run) and for clients holding the deleted
 /// key's context to have used it, short enough that deletes free space.

@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Bench(args)) => return vinzclortho::bench::main(args).await,
+        Some(Command::Bench(args)) => return vinzclortho::bench::main(args, shutdown).await,
         Some(Command::Admin(args)) => return vinzclortho::admin_cli::main(args).await,
         Some(Command::Certs(args)) => return vinzclortho::certs::main(args),
         None => cli.node,

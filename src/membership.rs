@@ -278,6 +278,8 @@ pub struct Membership {
     /// A peer known to have a newer ring than ours: the gossip worker talks
     /// to it next, at once (see [`Membership::catch_up`]).
     gossip_hint: Arc<Watched<Option<NodeId>>>,
+    /// Set when this process begins a clean shutdown (SIGTERM); never unset.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// The persisted cluster state of a data directory, if any.
@@ -408,6 +410,7 @@ impl Membership {
             ring,
             stopped: Arc::new(Watched::new(None)),
             gossip_hint: Arc::new(Watched::new(None)),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         };
         membership.after_change(Changes { members: true, ring: false, any: true })?;
         Ok(membership)
@@ -494,6 +497,44 @@ impl Membership {
         }
     }
 
+    /// This process begins a clean shutdown: no more heartbeats, so the
+    /// record it announces with [`Membership::local_stamp`] stays its last
+    /// until it starts again.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once [`Membership::begin_shutdown`] was called.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The `(generation, version)` of this node's own record now.
+    pub fn local_stamp(&self) -> (u64, u64) {
+        let inner = self.inner.read().expect("membership lock");
+        inner.state.members.get(&self.local).map_or((0, 0), |m| (m.generation, m.version))
+    }
+
+    /// Peer `node` says it is going down with its record at `stamp`: it is
+    /// down from now on, for routing and everything else, until a newer
+    /// record of it arrives (`core::membership::FailureDetector`). Returns
+    /// whether the notice was taken (not for this node itself, a stranger,
+    /// or a notice from an earlier life of the peer).
+    pub fn peer_going_down(&self, node: &NodeId, stamp: (u64, u64)) -> bool {
+        if node == &self.local {
+            return false;
+        }
+        let taken = {
+            let mut inner = self.inner.write().expect("membership lock");
+            let Inner { state, detector, .. } = &mut *inner;
+            detector.going_down(state, node, stamp)
+        };
+        if taken {
+            tracing::info!(%node, address = %self.http_address(node), "member is shutting down: down until it starts again");
+        }
+        taken
+    }
+
     /// This node is always up to itself; others per the failure detector.
     pub fn is_up(&self, node: &NodeId) -> bool {
         node == &self.local || self.inner.read().expect("membership lock").detector.is_up(node, (self.clock)())
@@ -501,8 +542,10 @@ impl Membership {
 
     /// One gossip round's local part: heartbeat, then the claimant's step.
     pub fn heartbeat(&self) -> Result<(), MembershipError> {
-        // A stopped node's record is no longer its own to write.
-        if self.stopped().is_some() {
+        // A stopped node's record is no longer its own to write. A node
+        // shutting down told its peers it stops with its record as it is:
+        // a heartbeat now would read to them as a new life.
+        if self.stopped().is_some() || self.shutting_down() {
             return Ok(());
         }
         let changes = {
@@ -1268,6 +1311,29 @@ mod tests {
             theirs.ring.epoch,
             "and saved with the next change"
         );
+    }
+
+    #[test]
+    fn a_peer_going_down_is_down_at_once_and_a_node_shutting_down_stops_heartbeating() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = open("a", cluster(), &store).unwrap();
+        let b_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let b = open("b", a.snapshot(), &b_store).unwrap();
+        a.merge(&b.snapshot()).unwrap();
+        assert!(a.is_up(&node("b")));
+        b.begin_shutdown();
+        let last = b.local_stamp();
+        b.heartbeat().unwrap();
+        assert_eq!(b.local_stamp(), last, "no heartbeat once shutting down");
+        assert!(a.peer_going_down(&node("b"), last));
+        assert!(!a.is_up(&node("b")), "down well before the failure timeout");
+        assert_eq!(a.members().iter().find(|m| m.id == "b").unwrap().status, "down");
+        assert!(!a.peer_going_down(&node("a"), a.local_stamp()), "a node is never down to itself");
+        assert!(a.is_up(&node("a")));
+        // b starts again on its data directory: a newer record, up at once.
+        let b_again = open("b", load_state(&*b_store).unwrap().unwrap(), &b_store).unwrap();
+        a.merge(&b_again.snapshot()).unwrap();
+        assert!(a.is_up(&node("b")));
     }
 
     #[test]

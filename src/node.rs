@@ -115,10 +115,46 @@ pub struct App {
     pub env: Env,
 }
 
-/// The two listeners of a node.
+/// The two listeners of a node. The HTTP port is bound (its number is
+/// known) but listens only once the node serves: until then a client's
+/// connection is refused, so that it goes to another node at once (a load
+/// balancer, `bench --failover`) instead of waiting while this one starts.
 pub struct Listeners {
-    pub http: TcpListener,
+    pub http: BoundSocket,
     pub cluster: TcpListener,
+}
+
+/// A TCP socket bound to its address that does not listen yet.
+pub struct BoundSocket {
+    socket: tokio::net::TcpSocket,
+}
+
+impl BoundSocket {
+    /// Binds the first address `address` resolves to that can be bound, as
+    /// `TcpListener::bind` does (`SO_REUSEADDR` too, so a restarted node gets
+    /// its port back while old connections linger in TIME_WAIT).
+    pub async fn bind(address: &str) -> std::io::Result<BoundSocket> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(address).await? {
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            match socket.bind(addr) {
+                Ok(()) => return Ok(BoundSocket { socket }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Starts listening (the backlog `TcpListener::bind` uses).
+    pub fn listen(self) -> std::io::Result<TcpListener> {
+        self.socket.listen(1024)
+    }
 }
 
 impl Listeners {
@@ -358,6 +394,7 @@ pub fn build(
         metrics_token,
         security: membership.security(),
         env: env.clone(),
+        drain: Default::default(),
     });
     let router = api::router(Arc::clone(&api));
     Ok(App {
@@ -448,13 +485,14 @@ fn anti_entropy_settings(config: &Config) -> anti_entropy::Settings {
     }
 }
 
-/// Binds the HTTP and cluster addresses from the config.
+/// Binds the HTTP and cluster addresses from the config (the HTTP port
+/// listens only once the node serves: [`Listeners`]).
 pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
-    let listen = |address: &str| {
-        let address = address.to_owned();
-        async move { TcpListener::bind(&address).await.map_err(|e| NodeError::Listen { address, reason: e.to_string() }) }
-    };
-    Ok(Listeners { http: listen(&config.address).await?, cluster: listen(&config.cluster_address).await? })
+    let failed =
+        |address: &str, e: std::io::Error| NodeError::Listen { address: address.to_owned(), reason: e.to_string() };
+    let http = BoundSocket::bind(&config.address).await.map_err(|e| failed(&config.address, e))?;
+    let cluster = TcpListener::bind(&config.cluster_address).await.map_err(|e| failed(&config.cluster_address, e))?;
+    Ok(Listeners { http, cluster })
 }
 
 /// How long a new node keeps asking its seed to admit it (the seed may be
@@ -869,7 +907,23 @@ pub fn http_tls(config: &Config) -> Result<Option<Arc<HttpTls>>, NodeError> {
     Ok(Some(Arc::new(tls)))
 }
 
-/// Runs a node on `listeners` until `shutdown` resolves.
+/// How long a node shutting down waits for its peers to take its
+/// going-down notice (all are told at once).
+const GOING_DOWN_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs a node on `listeners` until `shutdown` resolves (or the node stops
+/// serving), then shuts it down cleanly:
+///
+/// 1. health NOT_SERVING, and every new HTTP request, `/ping` included, is
+///    answered 503 (`api::drain`) while those in flight go on; no more
+///    heartbeats, the workers stop;
+/// 2. meanwhile every peer is told this node is going down
+///    (`services::gossip::announce_going_down`), so they route around it
+///    now rather than after the failure timeout;
+/// 3. once no HTTP request is left, or `--shutdown-grace-ms` after the
+///    signal, the HTTP port closes; calls between nodes still in flight get
+///    what is left of the grace period;
+/// 4. the store is flushed (`Store::flush`), and `run` returns.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -885,9 +939,12 @@ pub async fn run(
     let host = Host { tls: tls.clone(), ..Host::real() };
     let app = start(&config, &host, address.clone(), cluster_address.clone(), store).await?;
     let node = app.membership.local().clone();
+    // Workers stop first; the gRPC server (and its open replica call
+    // streams) only after the HTTP requests in flight, which may need peers.
     let cancel = CancellationToken::new();
+    let stop_grpc = CancellationToken::new();
 
-    let (routes, health) = grpc_routes(&config, &app, cancel.clone());
+    let (routes, health) = grpc_routes(&config, &app, stop_grpc.clone());
     // NOT_SERVING until the workers run, and again from shutdown on.
     health.set_service_status("", ServingStatus::NotServing).await;
     let grpc = tokio::spawn(crate::rpc::server::serve_with_tls(
@@ -895,7 +952,7 @@ pub async fn run(
         routes,
         app.membership.clone(),
         tls.clone(),
-        cancel.clone().cancelled_owned(),
+        stop_grpc.clone().cancelled_owned(),
     ));
     let mut workers = spawn_workers(&config, &app, &cancel);
     let mut reload = crate::services::certificates::CertificateWorker::new(CERTIFICATE_POLL);
@@ -919,26 +976,72 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "node started"
     );
+    let listener =
+        listeners.http.listen().map_err(|e| NodeError::Listen { address: address.clone(), reason: e.to_string() })?;
     // One line on stdout for scripts and tests that wait for readiness.
     let scheme = if https.is_some() { "https" } else { "http" };
     println!("vinzclortho listening on {scheme}://{address} cluster={cluster_address}");
+    let close_http = CancellationToken::new();
+    let mut http =
+        tokio::spawn(crate::https::serve(listener, https, app.router.clone(), close_http.clone().cancelled_owned()));
     let stopped = app.membership.wait_stopped();
-    let stop = async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = stopped => {}
+    let ended_early = tokio::select! {
+        () = shutdown => None,
+        () = stopped => None,
+        served = &mut http => Some(served),
+    };
+
+    // 1. Refuse new work; let what is in flight go on.
+    let grace = config.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!(%node, grace_ms = grace.as_millis() as u64, "shutting down: new requests refused, those in flight finish");
+    health.set_service_status("", ServingStatus::NotServing).await;
+    app.membership.begin_shutdown();
+    app.api.drain.begin();
+    cancel.cancel();
+    // 2. Tell the peers, while the requests in flight finish. A node the
+    // cluster removed, or that found another process under its id, speaks
+    // for no one: it says nothing.
+    let announce = async {
+        if app.membership.stopped().is_none() {
+            let (told, peers) =
+                crate::services::gossip::announce_going_down(&app.membership, &app.peers, GOING_DOWN_NOTICE_TIMEOUT)
+                    .await;
+            tracing::info!(told, peers, "told the peers this node is going down");
         }
     };
-    let served = crate::https::serve(listeners.http, https, app.router, stop).await;
-    health.set_service_status("", ServingStatus::NotServing).await;
-    cancel.cancel();
-    for worker in workers {
-        let _ = worker.await;
+    let drained = tokio::time::timeout_at(deadline, app.api.drain.drained());
+    let workers_done = tokio::time::timeout_at(deadline, futures::future::join_all(workers));
+    let ((), drained, _) = tokio::join!(announce, drained, workers_done);
+    if drained.is_err() {
+        tracing::warn!(
+            in_flight = app.api.drain.in_flight(),
+            "HTTP requests still in flight at the end of the shutdown grace period are cut"
+        );
     }
-    // In-flight gRPC calls (a long transfer, say) get a few seconds; merges
-    // are idempotent, so a cut transfer is simply repeated later.
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
-    served.map_err(|e| NodeError::Serve(e.to_string()))?;
+    // 3. Close the HTTP port (and the idle connections), then the cluster
+    // port; merges are idempotent, so a transfer cut here is repeated later.
+    close_http.cancel();
+    let served = match ended_early {
+        Some(served) => served,
+        None => match tokio::time::timeout_at(deadline, &mut http).await {
+            Ok(served) => served,
+            Err(_) => {
+                http.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    stop_grpc.cancel();
+    let _ = tokio::time::timeout_at(deadline, grpc).await;
+    // 4. What the OS still buffers goes to disk.
+    let store = Arc::clone(&app.api.store);
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "flushing the store at shutdown failed"),
+        Err(e) => tracing::warn!(error = %e, "flushing the store at shutdown failed"),
+    }
+    served.map_err(|e| NodeError::Serve(e.to_string()))?.map_err(|e| NodeError::Serve(e.to_string()))?;
     // A node that left was asked to go: its shutdown is a clean one.
     if let Some(error) = app.membership.stop_error()
         && !app.membership.left()

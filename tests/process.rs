@@ -120,6 +120,8 @@ fn help_documents_every_option_and_its_environment_variable() {
         "VINZCLORTHO_N_VAL",
         "--http-tls-cert",
         "VINZCLORTHO_HTTP_TLS_KEY",
+        "--shutdown-grace-ms",
+        "VINZCLORTHO_SHUTDOWN_GRACE_MS",
         "serve",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
@@ -144,6 +146,117 @@ fn sigterm_stops_the_node_cleanly() {
     let node = NodeProc::start(&dir.path().join("n"), &["-a", "127.0.0.1:0"]);
     let status = node.signal_and_wait("TERM", Duration::from_secs(20)).expect("node exits after SIGTERM");
     assert!(status.success(), "{status}");
+}
+
+/// A PUT of `key` in flight: its headers promise a 10-byte body and ask
+/// for `100 Continue`, which the node sends once the handler reads the
+/// body; the body is not sent yet.
+fn put_in_flight(node: &NodeProc, key: &str) -> TcpStream {
+    let mut s = TcpStream::connect(&node.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "PUT /store/{key} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the node closed the connection: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// From SIGTERM on, every new request (`/ping` too, for load balancers) is
+/// answered 503 saying the node is shutting down and did nothing, while a
+/// request already in flight finishes; then the node exits 0, its write on
+/// disk.
+#[test]
+fn sigterm_refuses_new_requests_with_503_and_finishes_those_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n");
+    let node = NodeProc::start(&data, &["-a", "127.0.0.1:0", "--shutdown-grace-ms", "30000"]);
+    let http = client();
+    assert_eq!(http.get(node.url("/ping")).send().unwrap().status(), StatusCode::OK);
+    let mut in_flight = put_in_flight(&node, "slow");
+    assert!(node.signal("TERM"));
+    let ping = common::wait_for("/ping to answer 503", Duration::from_secs(10), || {
+        let r = http.get(node.url("/ping")).send().ok()?;
+        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+    });
+    assert_eq!(ping.headers()["x-vinzclortho-shutting-down"], "true");
+    assert_eq!(ping.headers()["connection"], "close");
+    assert!(ping.text().unwrap().contains("shutting down"));
+    let refused = http.put(node.url("/store/late")).body("x").send().unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["x-vinzclortho-shutting-down"], "true");
+    // The request in flight completes, and its connection is closed after.
+    in_flight.write_all(b"abcdefghij").unwrap();
+    let mut reply = String::new();
+    in_flight.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    let mut node = node;
+    let status = node.wait_exit(Duration::from_secs(30)).expect("the node exits once nothing is in flight");
+    assert!(status.success(), "{status}");
+    drop(node);
+
+    let node = NodeProc::start(&data, &["-a", "127.0.0.1:0"]);
+    assert_eq!(http.get(node.url("/store/slow")).send().unwrap().text().unwrap(), "abcdefghij");
+    assert_eq!(
+        http.get(node.url("/store/late")).send().unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "refused: not stored"
+    );
+}
+
+/// A request that never ends does not hold the node up past
+/// `--shutdown-grace-ms`.
+#[test]
+fn shutdown_grace_bounds_a_request_that_never_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::start(&dir.path().join("n"), &["-a", "127.0.0.1:0", "--shutdown-grace-ms", "1000"]);
+    let _stuck = put_in_flight(&node, "stuck");
+    let started = std::time::Instant::now();
+    assert!(node.signal("TERM"));
+    // 1 s of grace; the rest is slack for a loaded machine. Without the
+    // bound the node waits for the body forever.
+    let status = node.wait_exit(Duration::from_secs(20)).expect("the node exits after its grace period");
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&node.stderr_path).unwrap();
+    assert!(log.contains("still in flight at the end of the shutdown grace period"), "{log}");
+    eprintln!("stopped {:?} after SIGTERM with a request stuck in flight", started.elapsed());
+}
+
+/// A port nobody listens on now (bound by the OS's choice, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A starting node refuses HTTP connections until it serves, so that a
+/// client (a load balancer, `bench --failover`) goes to another node at once
+/// instead of waiting on this one. Here the node waits for a seed that does
+/// not answer (a new node keeps asking for 10 s) with its ports bound.
+#[test]
+fn a_starting_node_refuses_connections_until_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, cluster, seed) = (free_port(), free_port(), free_port());
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["-a", &format!("127.0.0.1:{http}"), "--cluster-address", &format!("127.0.0.1:{cluster}")])
+        .args(["-j", &format!("127.0.0.1:{seed}"), "--data-dir"])
+        .arg(dir.path().join("n"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Bound, and starting: it asks the seed again and again.
+    common::wait_for("the node to retry its join", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).unwrap().contains("join failed; retrying").then_some(())
+    });
+    let connect = TcpStream::connect_timeout(&format!("127.0.0.1:{http}").parse().unwrap(), Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let error = connect.expect_err("a connection to a node that does not serve yet");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
 }
 
 /// Keys longer than a URI can carry are refused by the HTTP layer with 414.

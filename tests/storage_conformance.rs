@@ -276,6 +276,16 @@ fn hints_are_paged_in_order(s: &dyn Store) {
     assert_eq!(s.hints(Some(&all[5]), 1).unwrap(), vec![all[6].clone()]);
 }
 
+/// A clean shutdown's flush succeeds and changes nothing that is read.
+fn flush_keeps_what_was_written(s: &dyn Store) {
+    let k = ObjectKey::in_default_bucket("flushed");
+    s.put(2, &k, &object(&["a"])).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.get(2, &k).unwrap(), Some(object(&["a"])));
+    s.put(2, &k, &object(&["b"])).unwrap();
+    assert_eq!(s.get(2, &k).unwrap(), Some(object(&["b"])), "writes go on after a flush");
+}
+
 macro_rules! suite {
     ($engine:ident: $($case:ident),* $(,)?) => {
         mod $engine {
@@ -557,6 +567,7 @@ macro_rules! all_cases {
             buckets_are_listed_once_per_partition_skipping_tombstone_only_buckets,
             index_queries_find_what_the_objects_hold_now,
             checkpoint_holds_everything_as_of_then_or_is_refused,
+            flush_keeps_what_was_written,
         );
     };
 }

@@ -19,10 +19,13 @@
 //!   `/admin/bucket-types`
 //! * `riak`: Riak KV's HTTP API (objects, ...)
 //! * `error`: how every module error becomes a status code and a message
+//! * `drain`: a node shutting down refuses new requests (503, `/ping` too)
+//!   and lets the ones in flight finish
 
 mod admin;
 mod auth;
 mod cluster;
+pub mod drain;
 mod error;
 mod listing;
 mod metrics;
@@ -97,6 +100,9 @@ pub struct Api {
     pub security: bool,
     /// The clock for Last-Modified, randomness, the blocking pool.
     pub env: crate::env::Env,
+    /// Refuses new requests once the node is shutting down, and counts the
+    /// ones in flight.
+    pub drain: drain::Drain,
 }
 
 pub type AppState = Arc<Api>;
@@ -168,6 +174,9 @@ pub fn router(api: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         // Before any handler, on every route and the fallbacks.
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&api), auth::guard))
+        // Outside authentication: a node shutting down refuses everything
+        // alike, and says no more than that.
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&api), drain::layer))
         // Bodies are size-checked by the handlers, which say what the limit is.
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(error::panic_response))

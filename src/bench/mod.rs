@@ -10,7 +10,12 @@
 //! With `--check`, worker w of c owns keys w, w + c, ... (one writer per
 //! key), remembers what it wrote and checks every read against it
 //! ([`check`]): a run with a wrong read or a failed request exits non-zero,
-//! so a fast wrong answer never counts.
+//! so a fast wrong answer never counts. `--verify` then reads every key back
+//! with r=all: an acknowledged write that was lost fails the run too.
+//!
+//! With `--failover`, a request a node did not answer (refused connection, a
+//! node shutting down, a connection broken before the answer) goes on to the
+//! next node instead of failing: a rolling restart costs latency, not errors.
 //!
 //! * [`workload`]: mix, key choice (uniform, Zipf), value tokens. Pure.
 //! * [`check`]: what a read may return, for one key's single writer. Pure.
@@ -31,7 +36,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -50,6 +55,7 @@ const DEFAULT_DURATION_S: f64 = 10.0;
 #[command(after_help = "Examples:\n  \
     vinzclortho bench --nodes 127.0.0.1:8880,127.0.0.1:8881,127.0.0.1:8882 --duration 10 --mix read=95,write=5 --preload\n  \
     vinzclortho bench --nodes 127.0.0.1:8880 --ops 100000 --distribution zipf --check --json\n  \
+    vinzclortho bench --nodes 127.0.0.1:8880,127.0.0.1:8881,127.0.0.1:8882 --duration 60 --check --verify --failover\n  \
     vinzclortho bench --target etcd --nodes 127.0.0.1:2379 --duration 10")]
 pub struct BenchArgs {
     /// Nodes to send requests to, spread round robin; `https://HOST:PORT`
@@ -64,7 +70,8 @@ pub struct BenchArgs {
     /// What the nodes are
     #[arg(long, value_enum, default_value_t = TargetKind::Vinz)]
     pub target: TargetKind,
-    /// Run for this many seconds [default: 10, unless --ops is given]
+    /// Run for this many seconds [default: 10, unless --ops is given].
+    /// SIGINT or SIGTERM ends the run sooner; it is reported all the same
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs, conflicts_with = "ops")]
     pub duration: Option<f64>,
     /// Stop after this many requests in all
@@ -105,6 +112,19 @@ pub struct BenchArgs {
     /// Keys get a fresh per-run prefix.
     #[arg(long)]
     pub check: bool,
+    /// After the run (with --check): read every key of the run back with
+    /// r=all and check it against the last write acknowledged for it, so
+    /// that an acknowledged write that was lost fails the run
+    #[arg(long, requires = "check")]
+    pub verify: bool,
+    /// When a node does not answer a request (connection refused, a 503 of
+    /// a node shutting down, a connection that breaks before the answer),
+    /// send it on to the next node of --nodes instead of failing it; each
+    /// node is tried once. For rolling restarts. A write sent on after a
+    /// broken connection may have landed twice; --check allows for that.
+    /// Not with --target redis
+    #[arg(long)]
+    pub failover: bool,
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -174,6 +194,8 @@ pub struct Report {
     pub key_prefix: String,
     pub check: bool,
     pub preload: Option<PreloadSummary>,
+    /// The read-back after the run (`--verify`).
+    pub verify: Option<VerifySummary>,
     pub elapsed_s: f64,
     pub overall: OpSummary,
     pub operations: BTreeMap<Op, OpSummary>,
@@ -182,6 +204,20 @@ pub struct Report {
     pub reads_checked: u64,
     pub mismatches: u64,
     pub mismatch_examples: Vec<String>,
+    /// Requests sent on to another node (`--failover`).
+    pub failovers: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifySummary {
+    /// Keys read back: every key of the run.
+    pub keys: u64,
+    pub elapsed_s: f64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub mismatches: u64,
+    pub mismatch_examples: Vec<String>,
+    pub failovers: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,16 +238,20 @@ impl Report {
             return None;
         }
         let preload_errors = self.preload.as_ref().map_or(0, |p| p.errors);
-        let failed = self.overall.errors + preload_errors;
-        (failed > 0 || self.mismatches > 0)
-            .then(|| format!("check failed: {} mismatched reads, {failed} failed requests", self.mismatches))
+        let (verify_errors, verify_mismatches) = self.verify.as_ref().map_or((0, 0), |v| (v.errors, v.mismatches));
+        let failed = self.overall.errors + preload_errors + verify_errors;
+        let mismatches = self.mismatches + verify_mismatches;
+        (failed > 0 || mismatches > 0)
+            .then(|| format!("check failed: {mismatches} mismatched reads, {failed} failed requests"))
     }
 }
 
-/// The subcommand: runs, prints the report, and says how it went.
-pub async fn main(args: BenchArgs) -> ExitCode {
+/// The subcommand: runs, prints the report, and says how it went. When
+/// `stop` resolves (SIGINT or SIGTERM) the load ends early; `--verify` still
+/// reads every key back, and what ran is reported as usual.
+pub async fn main(args: BenchArgs, stop: impl Future<Output = ()> + Send + 'static) -> ExitCode {
     let json = args.json;
-    match run(args).await {
+    match run(args, stop).await {
         Ok(report) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
@@ -237,8 +277,22 @@ pub async fn main(args: BenchArgs) -> ExitCode {
     }
 }
 
-pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+pub async fn run(args: BenchArgs, stop: impl Future<Output = ()> + Send + 'static) -> Result<Report, BenchError> {
     let plan = Arc::new(plan(&args)?);
+    let stopper = tokio::spawn({
+        let plan = plan.clone();
+        async move {
+            stop.await;
+            eprintln!("vinzclortho bench: stopping early; the report covers what ran");
+            plan.stop();
+        }
+    });
+    let report = run_plan(&args, plan).await;
+    stopper.abort();
+    report
+}
+
+async fn run_plan(args: &BenchArgs, plan: Arc<Plan>) -> Result<Report, BenchError> {
     for (i, node) in plan.target.nodes.iter().enumerate() {
         plan.target.probe(i).await.map_err(|e| BenchError::Unreachable {
             node: node.clone(),
@@ -286,6 +340,29 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         recorder.merge(&w.recorder);
     }
     let (operations, overall) = recorder.summarize(elapsed_s);
+    let mut verify = None;
+    if args.verify {
+        let workers = done.into_iter().map(|mut w| (w.recorder = Recorder::default(), w).1).collect();
+        let (done, elapsed_s) = run_phase(&plan, "verify", workers, |mut w| async move {
+            w.verify().await;
+            w
+        })
+        .await;
+        let mut checked = Recorder::default();
+        for w in &done {
+            checked.merge(&w.recorder);
+        }
+        let (_, all) = checked.summarize(elapsed_s);
+        verify = Some(VerifySummary {
+            keys: all.ops + all.errors,
+            elapsed_s,
+            errors: all.errors,
+            errors_by_kind: all.errors_by_kind,
+            mismatches: checked.mismatches,
+            mismatch_examples: checked.mismatch_examples,
+            failovers: checked.failovers,
+        });
+    }
     Ok(Report {
         target: plan.target.kind,
         nodes: plan.target.nodes.to_vec(),
@@ -295,12 +372,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         distribution: plan.distribution,
         zipf_exponent: (plan.distribution == Distribution::Zipf).then_some(plan.zipf_exponent),
         value_size_bytes: plan.value_size,
-        r: args.r,
-        w: args.w,
+        r: args.r.clone(),
+        w: args.w.clone(),
         seed: plan.seed,
         key_prefix: plan.key_prefix.clone(),
         check: plan.check,
         preload,
+        verify,
         elapsed_s,
         overall,
         operations,
@@ -309,6 +387,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         reads_checked: recorder.reads_checked,
         mismatches: recorder.mismatches,
         mismatch_examples: recorder.mismatch_examples,
+        failovers: recorder.failovers,
     })
 }
 
@@ -326,6 +405,11 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
             "--r and --w are Vinz Clortho's; --target {} has no per-request quorum",
             args.target
         )));
+    }
+    if args.failover && args.target == TargetKind::Redis {
+        return Err(invalid(
+            "--failover is for HTTP targets; --target redis keeps one connection per worker to one node".into(),
+        ));
     }
     let chooser = KeyChooser::new(args.keys, args.distribution, args.zipf_exponent).map_err(invalid)?;
     // A fresh prefix per checked run: keys of earlier runs cannot confuse it.
@@ -345,7 +429,8 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
         Duration::from_millis(args.timeout_ms),
     )
     .with_token(args.token.as_deref())
-    .map_err(BenchError::Invalid)?;
+    .map_err(BenchError::Invalid)?
+    .with_failover(args.failover);
     Ok(Plan {
         target,
         mix: args.mix,
@@ -361,6 +446,7 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
         progress: !args.quiet,
         contexts: Contexts::new(64),
         counters: Counters::default(),
+        stopped: AtomicBool::new(false),
     })
 }
 
@@ -410,9 +496,22 @@ pub fn render(r: &Report) -> String {
         let kinds: Vec<String> = r.overall.errors_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         let _ = writeln!(out, "errors: {}", kinds.join(", "));
     }
+    if r.failovers > 0 {
+        let _ = writeln!(out, "failover: {} requests sent on to another node", r.failovers);
+    }
     if r.check {
         let _ = writeln!(out, "check: {} reads verified, {} mismatches", r.reads_checked, r.mismatches);
         for example in &r.mismatch_examples {
+            let _ = writeln!(out, "  {example}");
+        }
+    }
+    if let Some(v) = &r.verify {
+        let _ = writeln!(
+            out,
+            "verify: {} keys read back with r=all in {:.1} s, {} errors, {} mismatches",
+            v.keys, v.elapsed_s, v.errors, v.mismatches
+        );
+        for example in &v.mismatch_examples {
             let _ = writeln!(out, "  {example}");
         }
     }

@@ -55,6 +55,10 @@ pub enum Failure {
     /// Redis answered with an error reply.
     #[error("error reply: {0}")]
     Rejected(String),
+    /// A Vinz Clortho node shutting down refused the request before acting
+    /// on it (a 503 with `x-vinzclortho-shutting-down`).
+    #[error("the node is shutting down: {0}")]
+    ShuttingDown(String),
 }
 
 impl Failure {
@@ -67,7 +71,21 @@ impl Failure {
             Failure::Connection(_) => "connection".into(),
             Failure::Protocol(_) => "protocol".into(),
             Failure::Rejected(_) => "error reply".into(),
+            Failure::ShuttingDown(_) => "shutting down".into(),
         }
+    }
+
+    /// Whether `--failover` sends the request on to the next node: the node
+    /// did nothing with it (a refused connection, a node shutting down), or
+    /// the connection broke before an answer (see [`Failure::may_have_acted`]).
+    pub fn fails_over(&self) -> bool {
+        matches!(self, Failure::Connect(_) | Failure::ShuttingDown(_) | Failure::Connection(_))
+    }
+
+    /// Whether a write that failed so, and was then sent to another node,
+    /// may have landed on the first one too.
+    pub fn may_have_acted(&self) -> bool {
+        self.outcome() == Outcome::Unknown
     }
 
     /// What a failed write may have done: a 4xx, a refused connection or an
@@ -75,7 +93,7 @@ impl Failure {
     pub fn outcome(&self) -> Outcome {
         match self {
             Failure::Status(code, _) if (400..500).contains(code) => Outcome::Refused,
-            Failure::Connect(_) | Failure::Rejected(_) => Outcome::Refused,
+            Failure::Connect(_) | Failure::Rejected(_) | Failure::ShuttingDown(_) => Outcome::Refused,
             _ => Outcome::Unknown,
         }
     }
@@ -93,5 +111,18 @@ mod tests {
         assert_eq!(Failure::Timeout.outcome(), Outcome::Unknown);
         assert_eq!(Failure::Connection("reset".into()).outcome(), Outcome::Unknown);
         assert_eq!(Failure::Status(503, String::new()).kind(), "status 503");
+        assert_eq!(Failure::ShuttingDown("a".into()).outcome(), Outcome::Refused);
+    }
+
+    #[test]
+    fn failover_retries_what_a_node_did_not_answer_and_says_what_may_have_landed() {
+        for f in [Failure::Connect("refused".into()), Failure::ShuttingDown("a".into())] {
+            assert!(f.fails_over() && !f.may_have_acted(), "{f}");
+        }
+        let broken = Failure::Connection("closed before the answer".into());
+        assert!(broken.fails_over() && broken.may_have_acted());
+        for f in [Failure::Status(503, String::new()), Failure::Timeout, Failure::Status(400, String::new())] {
+            assert!(!f.fails_over(), "{f}: the node answered, or may still act");
+        }
     }
 }

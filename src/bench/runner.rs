@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub struct Plan {
     pub progress: bool,
     pub contexts: Contexts,
     pub counters: Counters,
+    /// Set by a signal: the load (preload, run) ends at its next request.
+    pub stopped: AtomicBool,
 }
 
 /// Totals the progress line reads while workers run.
@@ -126,6 +128,9 @@ impl Worker {
     pub async fn preload(&mut self) {
         let read_first = self.plan.target.kind == TargetKind::Vinz && !self.plan.check;
         for j in 0..self.shard.len() {
+            if self.plan.stopped() {
+                break;
+            }
             let key = self.shard.key(j);
             if read_first {
                 self.read(key).await;
@@ -135,7 +140,7 @@ impl Worker {
     }
 
     pub async fn run(&mut self, budget: &Budget) {
-        while budget.take() {
+        while !self.plan.stopped() && budget.take() {
             let op = self.plan.mix.sample(&mut self.rng);
             let key = if self.plan.check {
                 self.shard.key(self.shard_chooser.sample(&mut self.rng))
@@ -156,6 +161,19 @@ impl Worker {
         }
     }
 
+    /// Reads every key of this worker's shard back with `r=all` and checks
+    /// each against what this worker knows it wrote (`--verify`, after the
+    /// run): an acknowledged write that is gone is a mismatch.
+    pub async fn verify(&mut self) {
+        let mut conn = self.plan.target.with_read_quorum("all").conn(self.id as usize);
+        std::mem::swap(&mut self.conn, &mut conn);
+        // Not cut short by a signal: a stopped run is still checked whole.
+        for j in 0..self.shard.len() {
+            self.read(self.shard.key(j)).await;
+        }
+        std::mem::swap(&mut self.conn, &mut conn);
+    }
+
     fn key_name(&self, key: u64) -> String {
         format!("{}{key}", self.plan.key_prefix)
     }
@@ -164,9 +182,10 @@ impl Worker {
         let name = self.key_name(key);
         let request = Request { op: Op::Read, key: &name, value: Bytes::new(), context: None };
         let started = Instant::now();
-        let result = self.conn.call(&request).await;
+        let attempts = self.conn.call_failing_over(&request).await;
         let latency_us = started.elapsed().as_micros() as u64;
-        let reply = match result {
+        self.recorder.failovers += u64::from(attempts.failovers);
+        let reply = match attempts.result {
             Ok(reply) => reply,
             Err(failure) => return self.failed(Op::Read, failure.kind()),
         };
@@ -205,10 +224,16 @@ impl Worker {
         };
         let request = Request { op, key: &name, value, context: self.plan.contexts.get(key) };
         let started = Instant::now();
-        let result = self.conn.call(&request).await;
+        let attempts = self.conn.call_failing_over(&request).await;
         let latency_us = started.elapsed().as_micros() as u64;
+        self.recorder.failovers += u64::from(attempts.failovers);
         let version = (op == Op::Write).then_some(seq);
-        let outcome = match result {
+        // Sent on after a connection broke: the first node may have stored
+        // it too, so it may come back as a sibling of itself.
+        if attempts.doubtful && self.plan.check {
+            self.oracles.entry(key).or_default().wrote(version, Outcome::Unknown);
+        }
+        let outcome = match attempts.result {
             Ok(reply) => {
                 self.recorder.success(op, latency_us);
                 self.plan.counters.done.fetch_add(1, Ordering::Relaxed);
@@ -281,6 +306,15 @@ async fn progress(plan: Arc<Plan>, label: &'static str, started: Instant) {
 }
 
 impl Plan {
+    /// Ends the load at its next request (a signal); `--verify` still runs.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
     pub fn reset_counters(&self) {
         self.counters.done.store(0, Ordering::Relaxed);
         self.counters.errors.store(0, Ordering::Relaxed);

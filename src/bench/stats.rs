@@ -32,6 +32,8 @@ pub struct Recorder {
     pub reads_checked: u64,
     pub mismatches: u64,
     pub mismatch_examples: Vec<String>,
+    /// Requests sent on to another node (`--failover`).
+    pub failovers: u64,
 }
 
 impl Default for Recorder {
@@ -44,6 +46,7 @@ impl Default for Recorder {
             reads_checked: 0,
             mismatches: 0,
             mismatch_examples: Vec::new(),
+            failovers: 0,
         }
     }
 }
@@ -83,6 +86,7 @@ impl Recorder {
         self.reads_siblings += other.reads_siblings;
         self.reads_checked += other.reads_checked;
         self.mismatches += other.mismatches;
+        self.failovers += other.failovers;
         let room = MISMATCH_EXAMPLES_MAX.saturating_sub(self.mismatch_examples.len());
         self.mismatch_examples.extend(other.mismatch_examples.iter().take(room).cloned());
     }

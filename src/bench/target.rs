@@ -25,6 +25,9 @@ use super::workload::Op;
 use crate::http_client::{ClientTls, Connector};
 
 const CONTEXT_HEADER: &str = "x-vinzclortho-context";
+/// On a node's 503: it is shutting down and did nothing with the request
+/// (the node's `api::drain`).
+const SHUTTING_DOWN_HEADER: &str = "x-vinzclortho-shutting-down";
 /// Key bytes sent as they are in a `/store/{key}` path.
 const KEY_SAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
@@ -62,6 +65,8 @@ pub struct Target {
     timeout: Duration,
     /// `Authorization: Bearer TOKEN` for vinz, when given.
     authorization: Option<HeaderValue>,
+    /// `--failover`: see [`Conn::call_failing_over`].
+    failover: bool,
 }
 
 impl Target {
@@ -83,7 +88,19 @@ impl Target {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(tls.connector(connector));
         let bases = nodes.iter().map(|n| tls.base_url(n)).collect();
-        Target { kind, nodes: nodes.into(), bases, http, r, w, timeout, authorization: None }
+        Target { kind, nodes: nodes.into(), bases, http, r, w, timeout, authorization: None, failover: false }
+    }
+
+    /// Sends a request a node did not answer on to the next node
+    /// (`--failover`, HTTP targets).
+    pub fn with_failover(mut self, failover: bool) -> Target {
+        self.failover = failover;
+        self
+    }
+
+    /// The same target, reading with `?r=R` (sharing the connection pool).
+    pub fn with_read_quorum(&self, r: &str) -> Target {
+        Target { r: Some(r.to_owned()), ..self.clone() }
     }
 
     /// Sends `token` as a bearer token with every request (`--token`).
@@ -121,6 +138,17 @@ impl Target {
     }
 }
 
+/// What [`Conn::call_failing_over`] came to.
+#[derive(Debug)]
+pub struct Attempts {
+    pub result: Result<Reply, Failure>,
+    /// Times the request was sent on to another node.
+    pub failovers: u32,
+    /// An earlier attempt's connection broke before its answer: it may
+    /// have acted.
+    pub doubtful: bool,
+}
+
 /// One worker's way to the target: HTTP requests go through the shared pool
 /// (round robin over the nodes); Redis keeps its own connection.
 pub struct Conn {
@@ -138,6 +166,26 @@ impl Conn {
             TargetKind::Etcd => self.etcd(node, req).await,
             TargetKind::Redis => self.redis(node, req).await,
         }
+    }
+
+    /// [`Conn::call`], and with `--failover`, again on the next node while
+    /// one did not answer ([`Failure::fails_over`]): each node at most once,
+    /// so a cluster that is down altogether still fails fast. Returns the
+    /// last attempt's result, how many times the request was sent on, and
+    /// whether an earlier attempt may have acted ([`Failure::may_have_acted`]:
+    /// for a write, one whose outcome is unknown).
+    pub async fn call_failing_over(&mut self, req: &Request<'_>) -> Attempts {
+        let attempts = if self.target.failover { self.target.nodes.len() } else { 1 };
+        let mut outcome = Attempts { result: self.call(req).await, failovers: 0, doubtful: false };
+        while (outcome.failovers as usize) + 1 < attempts {
+            match &outcome.result {
+                Err(failure) if failure.fails_over() => outcome.doubtful |= failure.may_have_acted(),
+                _ => break,
+            }
+            outcome.failovers += 1;
+            outcome.result = self.call(req).await;
+        }
+        outcome
     }
 
     async fn vinz(&mut self, node: usize, req: &Request<'_>) -> Result<Reply, Failure> {
@@ -160,6 +208,9 @@ impl Conn {
             Op::Delete => (Method::DELETE, Bytes::new()),
         };
         let (status, headers, body) = self.http(method, &uri, req.context.clone(), body).await?;
+        if status == StatusCode::SERVICE_UNAVAILABLE && headers.contains_key(SHUTTING_DOWN_HEADER) {
+            return Err(Failure::ShuttingDown(t.nodes[node].clone()));
+        }
         let context = headers.get(CONTEXT_HEADER).cloned();
         match (req.op, status) {
             (Op::Read, StatusCode::OK) => Ok(Reply::Value(body, context)),

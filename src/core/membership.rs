@@ -898,22 +898,34 @@ impl ClaimantGate {
 
 /// Accrual-free failure detector: a member is up while its record's
 /// `(generation, version)` has advanced within `timeout_ms`. Time is passed in.
+///
+/// A member that said it is going down (a clean shutdown) is down at once,
+/// not after the timeout, and stays down until a record of it newer than
+/// the one it stopped with arrives: its next start writes one (a higher
+/// generation), so it comes back up as soon as gossip brings that.
 #[derive(Debug, Clone)]
 pub struct FailureDetector {
     timeout_ms: u64,
     /// node -> (stamp last seen, when it last advanced)
     seen: BTreeMap<NodeId, ((u64, u64), u64)>,
+    /// node -> the stamp of its record when it said it was going down.
+    stopped: BTreeMap<NodeId, (u64, u64)>,
 }
 
 impl FailureDetector {
     pub fn new(timeout_ms: u64) -> FailureDetector {
-        FailureDetector { timeout_ms, seen: BTreeMap::new() }
+        FailureDetector { timeout_ms, seen: BTreeMap::new(), stopped: BTreeMap::new() }
     }
 
     /// Looks at every record; a first sighting counts as a sign of life.
     pub fn observe(&mut self, state: &ClusterState, now_ms: u64) {
         for m in state.members.values() {
             let stamp = m.stamp();
+            // Only a record newer than the one it stopped with is a new
+            // life: the old one may still reach us by gossip.
+            if self.stopped.get(&m.node).is_some_and(|at| stamp > *at) {
+                self.stopped.remove(&m.node);
+            }
             match self.seen.get_mut(&m.node) {
                 Some((last, _)) if *last == stamp => {}
                 Some(entry) => *entry = (stamp, now_ms),
@@ -923,10 +935,29 @@ impl FailureDetector {
             }
         }
         self.seen.retain(|node, _| state.members.contains_key(node));
+        self.stopped.retain(|node, _| state.members.contains_key(node));
+    }
+
+    /// `node` said it is going down with its record at `stamp`
+    /// (`(generation, version)`): down from now until a newer record of it
+    /// is observed. A notice older than the record `state` holds for it
+    /// comes from an earlier life (it has started again since): ignored,
+    /// as is one for a node that is not a member. Returns whether it was
+    /// taken.
+    pub fn going_down(&mut self, state: &ClusterState, node: &NodeId, stamp: (u64, u64)) -> bool {
+        match state.members.get(node) {
+            Some(m) if m.stamp() <= stamp => {
+                let at = self.stopped.entry(node.clone()).or_insert(stamp);
+                *at = (*at).max(stamp);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn is_up(&self, node: &NodeId, now_ms: u64) -> bool {
-        self.seen.get(node).is_some_and(|(_, at)| now_ms.saturating_sub(*at) <= self.timeout_ms)
+        !self.stopped.contains_key(node)
+            && self.seen.get(node).is_some_and(|(_, at)| now_ms.saturating_sub(*at) <= self.timeout_ms)
     }
 }
 
@@ -1509,5 +1540,31 @@ mod tests {
         s.members.remove(&node("b"));
         d.observe(&s, 1600);
         assert!(!d.is_up(&node("b"), 1600));
+    }
+
+    #[test]
+    fn a_member_going_down_is_down_at_once_until_it_starts_again() {
+        let mut s = cluster(&["a", "b"], 8);
+        let mut d = FailureDetector::new(1000);
+        d.observe(&s, 0);
+        // b heartbeats once more, then says it stops with that record; we
+        // have not seen the heartbeat yet.
+        let old = s.clone();
+        s.update_member(&node("b"), |_| {});
+        let last = s.members[&node("b")].stamp();
+        assert!(d.going_down(&old, &node("b"), last));
+        assert!(!d.is_up(&node("b"), 1), "down at once, long before the timeout");
+        // Its last heartbeat arrives late by gossip: still down.
+        d.observe(&s, 10);
+        assert!(!d.is_up(&node("b"), 10));
+        // It starts again: a new generation.
+        s.members.get_mut(&node("b")).unwrap().generation += 1;
+        d.observe(&s, 20);
+        assert!(d.is_up(&node("b"), 20));
+        // A notice from before that start (delayed) changes nothing.
+        assert!(!d.going_down(&s, &node("b"), last));
+        assert!(d.is_up(&node("b"), 30));
+        assert!(!d.going_down(&s, &node("zz"), (9, 9)), "not a member");
+        assert!(d.is_up(&node("a"), 30), "others are untouched");
     }
 }

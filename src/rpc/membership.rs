@@ -258,6 +258,47 @@ impl pb::membership_server::Membership for MembershipService {
         let up = state.members.keys().filter(|n| self.membership.is_up(n)).map(|n| n.to_string()).collect();
         Ok(Response::new(pb::GetStateResponse { state: Some(state_to_pb(&state)), up }))
     }
+
+    async fn going_down(
+        &self,
+        request: Request<pb::GoingDownRequest>,
+    ) -> Result<Response<pb::GoingDownResponse>, Status> {
+        // The identity layer has checked vc-from-node (and, over mutual
+        // TLS, that the certificate is the one bound to it): a member can
+        // only say this of itself.
+        let from = request.metadata().get(FROM_NODE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let request = request.into_inner();
+        check_protocol(request.protocol_version)?;
+        if from.as_deref() != Some(request.node.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "going-down notice for node {:?} from node {:?} (vc-from-node): a node only says this of itself",
+                request.node,
+                from.unwrap_or_default()
+            )));
+        }
+        if request.node.is_empty() || request.node.len() > MAX_NODE_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "going-down notice: a node id of {} bytes; 1 to {MAX_NODE_ID_BYTES}",
+                request.node.len()
+            )));
+        }
+        let taken = self.membership.peer_going_down(&NodeId::new(request.node), (request.generation, request.version));
+        Ok(Response::new(pb::GoingDownResponse { taken }))
+    }
+}
+
+/// Tells a peer this node (`from`, whose record is at `stamp`) is going
+/// down; returns whether the peer took the notice.
+pub async fn going_down(channel: PeerChannel, from: &NodeId, stamp: (u64, u64)) -> Result<bool, Status> {
+    let request = pb::GoingDownRequest {
+        protocol_version: PROTOCOL_VERSION,
+        node: from.to_string(),
+        generation: stamp.0,
+        version: stamp.1,
+    };
+    // A small message: no state-sized limit needed, any partition count will do.
+    let reply = observed("Membership/GoingDown", client(channel, 1).going_down(request)).await?.into_inner();
+    Ok(reply.taken)
 }
 
 /// Push-pull gossip with one peer: sends our state, returns theirs.

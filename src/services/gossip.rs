@@ -1,6 +1,10 @@
 //! Gossip: every interval, heartbeat, then exchange whole cluster states
 //! with one random member (push-pull). Rounds to a dead or slow peer are
 //! bounded by the gossip timeout; failures are logged, never fatal.
+//!
+//! And the one message that cannot wait for a round: a node shutting down
+//! tells every peer at once ([`announce_going_down`]), so that they route
+//! around it now rather than after the failure timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +15,7 @@ use rand::seq::IndexedRandom;
 use super::{Worker, WorkerState};
 use crate::env::Entropy;
 use crate::membership::Membership;
-use crate::rpc::membership::gossip;
+use crate::rpc::membership::{going_down, gossip};
 use crate::rpc::peers::Peers;
 use crate::telemetry::metrics;
 
@@ -93,4 +97,39 @@ impl Worker for GossipWorker {
             () = self.membership.gossip_hinted() => {}
         }
     }
+}
+
+/// Tells every peer, all at once, that this node is going down (a clean
+/// shutdown), with its record as it stops (`Membership::local_stamp`):
+/// each peer treats it as down from then on, until it starts again. Call it
+/// after [`Membership::begin_shutdown`] and once the gossip worker stopped,
+/// so that no later heartbeat reads as a new life. Best effort and bounded
+/// by `within`: a peer that misses the notice finds out by its failure
+/// detector. Returns how many peers took it, and of how many.
+pub async fn announce_going_down(membership: &Membership, peers: &Peers, within: Duration) -> (usize, usize) {
+    let me = membership.local().clone();
+    let stamp = membership.local_stamp();
+    let targets = membership.peers();
+    let calls = targets.iter().map(|(node, address)| {
+        let channel = peers.channel(node, address);
+        let me = &me;
+        async move {
+            let channel = channel.map_err(|e| e.to_string())?;
+            match tokio::time::timeout(within, going_down(channel, me, stamp)).await {
+                Ok(Ok(taken)) => Ok(taken),
+                Ok(Err(status)) => Err(status.message().to_owned()),
+                Err(_) => Err("no answer in time".to_owned()),
+            }
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut told = 0;
+    for ((node, address), result) in targets.iter().zip(results) {
+        match result {
+            Ok(true) => told += 1,
+            Ok(false) => tracing::debug!(%node, %address, "peer did not take the going-down notice"),
+            Err(error) => tracing::debug!(%node, %address, %error, "going-down notice not delivered"),
+        }
+    }
+    (told, targets.len())
 }

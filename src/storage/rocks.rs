@@ -552,6 +552,10 @@ impl Store for RocksStore {
         })?;
         super::measure_dir(dir)
     }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.with_db(|db| db.flush_wal(true).map_err(map_err))
+    }
 }
 
 /// A partition scan read in batches, each under the read lock for one short

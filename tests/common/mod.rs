@@ -92,6 +92,12 @@ impl NodeProc {
         self.child.wait().unwrap();
     }
 
+    /// Sends `signal` (e.g. "TERM") without waiting; false if the process
+    /// is gone.
+    pub fn signal(&self, signal: &str) -> bool {
+        send_signal(&self.child, signal)
+    }
+
     /// Sends `signal` (e.g. "TERM") and waits up to `timeout` for exit.
     pub fn signal_and_wait(mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
         assert!(send_signal(&self.child, signal));
