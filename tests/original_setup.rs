@@ -281,18 +281,24 @@ fn stranger(ip: &str) -> (String, std::thread::JoinHandle<()>, tokio::sync::ones
     (addr_rx.recv_timeout(Duration::from_secs(10)).unwrap(), thread, stop)
 }
 
+/// Starts a new node that joins through `address`, and waits for it to
+/// exit (it cannot join: these tests are about how it says so).
+fn join_once(address: &str, dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["-a", "127.0.166.1:0", "--storage", "memory", "-j", address])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn join_at_a_server_that_is_no_member_fails_at_once_with_one_clear_line() {
     let (address, thread, stop) = stranger("127.0.166.9");
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = Command::new(BIN)
-        .args(["-a", "127.0.166.1:0", "--storage", "memory", "-j", &address])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = join_once(&address, dir.path());
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -318,13 +324,7 @@ fn nobody_there_is_retried_then_refused() {
     let address = format!("127.0.166.2:{port}");
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = Command::new(BIN)
-        .args(["-a", "127.0.166.1:0", "--storage", "memory", "-j", &address])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = join_once(&address, dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(started.elapsed() >= Duration::from_secs(10), "{stderr}");
