@@ -16,8 +16,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The one-shot tools keep the default SIGINT/SIGTERM (Ctrl-C ends them
+    // at once); only what runs until told to stop takes the signals over.
+    let command = match cli.command {
+        Some(Command::Admin(args)) => return vinzclortho::admin_cli::main(args).await,
+        Some(Command::Certs(args)) => return vinzclortho::certs::main(args),
+        other => other,
+    };
     let shutdown = shutdown_signal();
-    let args = match cli.command {
+    let args = match command {
         Some(Command::Serve(args)) => *args,
         Some(Command::DevCluster(args)) => {
             telemetry::init_logging(telemetry::LogFormat::Text);
@@ -30,8 +37,7 @@ async fn main() -> ExitCode {
             };
         }
         Some(Command::Bench(args)) => return vinzclortho::bench::main(args, shutdown).await,
-        Some(Command::Admin(args)) => return vinzclortho::admin_cli::main(args).await,
-        Some(Command::Certs(args)) => return vinzclortho::certs::main(args),
+        Some(Command::Admin(_) | Command::Certs(_)) => unreachable!("the one-shot tools returned above"),
         None => cli.node,
     };
     let config = match args.resolve() {

@@ -274,3 +274,27 @@ fn overlong_request_target_is_414_on_a_real_socket() {
     // And the node still serves.
     assert_eq!(client().get(node.url("/ping")).send().unwrap().text().unwrap(), "OK");
 }
+
+/// The one-shot tools keep the default signal handling: Ctrl-C (SIGINT)
+/// ends `admin wait-healthy` at once, where the node's own handlers (which
+/// drain instead) used to swallow it for the whole timeout.
+#[test]
+fn ctrl_c_ends_an_admin_command_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    // Nothing listens there: wait-healthy keeps asking until its timeout.
+    let port = free_port();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["admin", "--node", &format!("127.0.0.1:{port}"), "wait-healthy", "--timeout", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(common::send_signal(&child, "INT"));
+    let ended = common::poll(Duration::from_secs(10), Duration::from_millis(50), || child.try_wait().unwrap());
+    let Some(status) = ended else {
+        let _ = child.kill();
+        panic!("admin wait-healthy ignored SIGINT");
+    };
+    assert_eq!(status.signal(), Some(2), "{status:?}");
+}
