@@ -4,6 +4,7 @@
 //! gossiped tokens) whether its bearer token has it.
 //!
 //! * `/ping`: open, always (load balancers, readiness probes).
+//! * `/openapi.json`: open, always: it describes the API, not the data.
 //! * `/` and `/stats`: open, always: Riak's clients read both on every new
 //!   connection, before any request, to find paths and detect features.
 //!   They show what `/metrics` shows by default (members, request counts
@@ -121,7 +122,7 @@ fn required(method: &Method, path: &str, query: Option<&str>) -> Required {
     }
     let default = DEFAULT_NAMESPACE.as_bytes();
     match path {
-        "/ping" | "/" | "/stats" => Required::Nothing,
+        "/ping" | "/" | "/stats" | "/openapi.json" => Required::Nothing,
         "/metrics" => Required::Metrics,
         _ if path == "/store" || path.starts_with("/store/") => {
             Required::Grant(object_permission(method), Target::Bucket(default.to_vec(), default.to_vec()))
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(store(Method::POST), Required::Grant(Permission::Write, default.clone()));
         assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, default.clone()));
         assert_eq!(required(&Method::PATCH, "/store", None), Required::Grant(Permission::Write, default));
-        for open in ["/ping", "/", "/stats"] {
+        for open in ["/ping", "/", "/stats", "/openapi.json"] {
             assert_eq!(required(&Method::GET, open, None), Required::Nothing, "{open}");
         }
         assert_eq!(required(&Method::GET, "/metrics", None), Required::Metrics);
