@@ -149,6 +149,8 @@ async fn deletes_leave_a_tombstone_whose_context_a_later_put_supersedes() {
     assert_eq!(d.status, StatusCode::OK);
     let r = get(&app, "/store/k").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // As every other error: a text body says so (openapi.json lists text/plain).
+    assert_eq!((r.header("content-type"), r.text().as_str()), ("text/plain; charset=utf-8", "not found (deleted)\n"));
     let tomb = r.context().expect("a deleted key still returns its context");
     put(&app, "/store/k", "back", &[(CTX, &tomb)]).await;
     let r = get(&app, "/store/k").await;

@@ -8,6 +8,7 @@
 //!   member's HTTP address asks it where the cluster port is, before it has
 //!   any credential (and `-j` must keep working with `--security` on). It
 //!   names the cluster address and node id every member gossips anyway.
+//! * `/openapi.json`: open, always: it describes the API, not the data.
 //! * `/` and `/stats`: open, always: Riak's clients read both on every new
 //!   connection, before any request, to find paths and detect features.
 //!   They show what `/metrics` shows by default (members, request counts
@@ -125,7 +126,7 @@ fn required(method: &Method, path: &str, query: Option<&str>) -> Required {
     }
     let default = DEFAULT_NAMESPACE.as_bytes();
     match path {
-        "/ping" | "/" | "/stats" | "/cluster/address" => Required::Nothing,
+        "/ping" | "/" | "/stats" | "/cluster/address" | "/openapi.json" => Required::Nothing,
         "/metrics" => Required::Metrics,
         _ if path == "/store" || path.starts_with("/store/") => {
             Required::Grant(object_permission(method), Target::Bucket(default.to_vec(), default.to_vec()))
@@ -180,7 +181,7 @@ mod tests {
         assert_eq!(store(Method::POST), Required::Grant(Permission::Write, default.clone()));
         assert_eq!(store(Method::DELETE), Required::Grant(Permission::Delete, default.clone()));
         assert_eq!(required(&Method::PATCH, "/store", None), Required::Grant(Permission::Write, default));
-        for open in ["/ping", "/", "/stats", "/cluster/address"] {
+        for open in ["/ping", "/", "/stats", "/cluster/address", "/openapi.json"] {
             assert_eq!(required(&Method::GET, open, None), Required::Nothing, "{open}");
         }
         // Only that path: what lies beside or below it is admin's.

@@ -21,6 +21,8 @@
 //! * `error`: how every module error becomes a status code and a message
 //! * `drain`: a node shutting down refuses new requests (503, `/ping` too)
 //!   and lets the ones in flight finish
+//! * `openapi.json`: the OpenAPI description of every route, served at
+//!   `/openapi.json`
 
 mod admin;
 mod auth;
@@ -132,10 +134,21 @@ async fn serving(
     }
 }
 
+/// The OpenAPI 3.1 description of this API, written by hand;
+/// tests/openapi.rs holds it to the routes below and to the statuses the
+/// handlers answer.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`: open, like `/ping` (it describes the API, no data).
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
 pub fn router(api: AppState) -> Router {
     Router::new()
         .route("/ping", get(admin::ping))
         .route("/cluster/address", get(admin::cluster_address))
+        .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics::render))
         .route("/admin/claim", get(admin::get_claim).put(admin::put_claim))
         .route("/admin/status", get(admin::status))

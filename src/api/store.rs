@@ -277,7 +277,13 @@ fn object_response(seal: &ContextSeal, entropy: &Entropy, key: &ObjectKey, objec
         return ApiError::new(ErrorCode::NotFound, "not found").into_response();
     }
     match object.siblings() {
-        [] => with_context(seal, key, StatusCode::NOT_FOUND, object, Body::from("not found (deleted)\n")),
+        [] => {
+            // A 404 like any other (`ApiError`): a line of text, with its context.
+            let body = Body::from("not found (deleted)\n");
+            let mut response = with_context(seal, key, StatusCode::NOT_FOUND, object, body);
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            response
+        }
         [only] => {
             let mut response = with_context(seal, key, StatusCode::OK, object, Body::from(only.content.value.clone()));
             set_content_headers(response.headers_mut(), &only.content);
