@@ -136,7 +136,7 @@ pub const LISTING_KINDS: [&str; 3] = ["keys", "buckets", "index"];
 pub const LISTING_OUTCOMES: [&str; 4] = ["ok", "failed", "uncovered", "gone"];
 /// The internal gRPC methods this node calls and serves, as the metrics
 /// name them.
-pub const GRPC_METHODS: [&str; 15] = [
+pub const GRPC_METHODS: [&str; 16] = [
     "Replica/Get",
     "Replica/Coordinate",
     "Replica/Merge",
@@ -146,6 +146,7 @@ pub const GRPC_METHODS: [&str; 15] = [
     "Transfer/Push",
     "Membership/Gossip",
     "Membership/Join",
+    "Membership/GoingDown",
     "AntiEntropy/Branches",
     "AntiEntropy/Leaves",
     "AntiEntropy/SegmentKeys",
@@ -541,6 +542,27 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every method name the gRPC clients record is in [`GRPC_METHODS`].
+    #[test]
+    fn the_grpc_methods_list_names_every_method_called() {
+        let sources = [
+            include_str!("../rpc/replica_client.rs"),
+            include_str!("../rpc/membership.rs"),
+            include_str!("../rpc/anti_entropy.rs"),
+            include_str!("../rpc/coverage.rs"),
+            include_str!("../rpc/transfer.rs"),
+        ];
+        let name = regex::Regex::new(r#""((?:Replica|Membership|AntiEntropy|Coverage|Transfer)/[A-Za-z]+)""#).unwrap();
+        let mut seen = 0;
+        for source in sources {
+            for found in name.captures_iter(source) {
+                seen += 1;
+                assert!(GRPC_METHODS.contains(&&found[1]), "{} is not in GRPC_METHODS", &found[1]);
+            }
+        }
+        assert!(seen >= GRPC_METHODS.len(), "the sources name the methods");
+    }
 
     #[test]
     fn every_metric_is_exported_from_the_start_for_its_known_labels() {
