@@ -57,8 +57,9 @@ use crate::error::ErrorCode;
 
 /// The largest body `keys=true` or `buckets=true` answers with.
 pub const LIST_BODY_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// How long a listing may take unless `timeout` says otherwise (Riak's).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long a listing (or a 2i query) may take unless `timeout` says
+/// otherwise (Riak's).
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// What a listing path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +86,7 @@ pub(super) fn listing_target(path: &str) -> Option<Listed> {
 }
 
 /// The first value of `name` in the query string, as Riak reads it.
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 

@@ -96,64 +96,53 @@ fn read_pages(
     store: &dyn Store,
     partition: Partition,
     query: &CoverageQuery,
-    mut after: Option<Bytes>,
+    after: Option<Bytes>,
     mut each: impl FnMut(Result<Page, StorageError>) -> bool,
 ) -> Option<()> {
     match query {
-        CoverageQuery::Keys { bucket_type, bucket } => loop {
-            let page = store.list_keys(partition, bucket_type, bucket, after.as_deref(), PAGE_RECORDS);
-            let (keys, resume) = match page {
-                Ok(page) => (page.keys, page.resume),
-                Err(e) => {
-                    each(Err(e));
-                    return None;
-                }
-            };
-            if !keys.is_empty() && !each(Ok(keys)) {
-                return None;
-            }
-            after = Some(resume?);
-        },
-        CoverageQuery::Buckets { bucket_type } => {
-            let mut from: Option<BucketCursor> = None;
-            loop {
-                let page = store.list_buckets(partition, bucket_type, from.as_ref(), PAGE_RECORDS);
-                let (buckets, resume) = match page {
-                    Ok(page) => (page.buckets, page.resume),
-                    Err(e) => {
-                        each(Err(e));
-                        return None;
-                    }
-                };
-                if !buckets.is_empty() && !each(Ok(buckets)) {
-                    return None;
-                }
-                from = Some(resume?);
-            }
-        }
+        CoverageQuery::Keys { bucket_type, bucket } => drive(after, &mut each, |after: Option<&Bytes>| {
+            let page = store.list_keys(partition, bucket_type, bucket, after.map(|a| a.as_ref()), PAGE_RECORDS)?;
+            Ok((page.keys, page.resume))
+        }),
+        CoverageQuery::Buckets { bucket_type } => drive(None, &mut each, |from: Option<&BucketCursor>| {
+            let page = store.list_buckets(partition, bucket_type, from, PAGE_RECORDS)?;
+            Ok((page.buckets, page.resume))
+        }),
         CoverageQuery::Index { request, max, .. } => {
             // Sends at most `max` entries (0 or none: all of them).
             let mut left = max.filter(|&m| m > 0).map_or(usize::MAX, |m| m as usize);
-            loop {
-                let page = store.index_page(partition, request, after.as_deref(), PAGE_RECORDS.min(left));
-                let (mut entries, resume) = match page {
-                    Ok(page) => (page.entries, page.resume),
-                    Err(e) => {
-                        each(Err(e));
-                        return None;
-                    }
-                };
+            drive(after, &mut each, |after: Option<&Bytes>| {
+                let page = store.index_page(partition, request, after.map(|a| a.as_ref()), PAGE_RECORDS.min(left))?;
+                let mut entries = page.entries;
                 entries.truncate(left);
                 left -= entries.len();
-                if !entries.is_empty() && !each(Ok(entries)) {
-                    return None;
-                }
-                if left == 0 {
-                    return None;
-                }
-                after = Some(resume?);
-            }
+                Ok((entries, page.resume.filter(|_| left > 0)))
+            })
         }
+    }
+}
+
+/// The page loop every query shares: `read` turns a cursor (`None`: from
+/// the start) into a page and the next cursor (`None`: done); each
+/// non-empty page goes to `each` until it returns false; a storage error
+/// goes to `each` and ends the loop.
+fn drive<C>(
+    mut from: Option<C>,
+    each: &mut impl FnMut(Result<Page, StorageError>) -> bool,
+    mut read: impl FnMut(Option<&C>) -> Result<(Page, Option<C>), StorageError>,
+) -> Option<()> {
+    loop {
+        let (page, next) = match read(from.as_ref()) {
+            Ok(read) => read,
+            Err(e) => {
+                each(Err(e));
+                return None;
+            }
+        };
+        if !page.is_empty() && !each(Ok(page)) {
+            return None;
+        }
+        from = Some(next?);
     }
 }
 

@@ -44,13 +44,11 @@ use tokio::time::Instant;
 use super::path::{IndexPath, index_path};
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::api::listing::{self, LIST_BODY_MAX_BYTES};
+use crate::api::listing::{self, DEFAULT_TIMEOUT, LIST_BODY_MAX_BYTES, param};
 use crate::coordinator::coverage::{CoverageQuery, Listing, sorted};
 use crate::core::index::{IndexQuery, IndexRequest, Term};
 use crate::error::ErrorCode;
 
-/// How long a query may take unless `timeout` says otherwise (as listings).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// `timeout=0`, Riak's `infinity`: a day, so that a query still ends.
 pub const NO_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// The most `max_results` takes: a page is merged in memory.
@@ -67,10 +65,6 @@ struct Options {
     stream: bool,
     timeout: Duration,
     term_regex: Option<String>,
-}
-
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// A boolean as Riak's `normalize_boolean` reads it.
@@ -186,13 +180,7 @@ pub async fn query(
         return Ok(([(http::header::CONTENT_TYPE, content_type)], body).into_response());
     }
     let entries = sorted(listing, shape.max, LIST_BODY_MAX_BYTES).await?;
-    let mut body = shape.results(&entries)?;
-    if let Some(next) = shape.continuation(&entries) {
-        body.pop();
-        body.extend_from_slice(b",\"continuation\":");
-        listing::push_json_string(&mut body, next.as_bytes())?;
-        body.push(b'}');
-    }
+    let body = shape.results(&entries, shape.continuation(&entries).as_deref())?;
     if body.len() > LIST_BODY_MAX_BYTES {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -210,8 +198,9 @@ struct Shape {
 }
 
 impl Shape {
-    /// `{"keys":[...]}` or `{"results":[{"TERM":"KEY"},...]}`.
-    fn results(&self, entries: &[Bytes]) -> Result<Vec<u8>, ApiError> {
+    /// `{"keys":[...]}` or `{"results":[{"TERM":"KEY"},...]}`, with
+    /// `"continuation"` when one is given.
+    fn results(&self, entries: &[Bytes], continuation: Option<&str>) -> Result<Vec<u8>, ApiError> {
         let mut out = if self.return_terms { b"{\"results\":[".to_vec() } else { b"{\"keys\":[".to_vec() };
         for (i, entry) in entries.iter().enumerate() {
             if i > 0 {
@@ -233,7 +222,12 @@ impl Shape {
                 listing::push_json_string(&mut out, &key)?;
             }
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        if let Some(next) = continuation {
+            out.extend_from_slice(b",\"continuation\":");
+            listing::push_json_string(&mut out, next.as_bytes())?;
+        }
+        out.push(b'}');
         Ok(out)
     }
 
@@ -298,7 +292,7 @@ fn stream(
             Streaming::Done => return None,
             Streaming::Page(listing) => match sorted(listing, shape.max, LIST_BODY_MAX_BYTES).await {
                 Err(e) => (failure(&boundary, e.into()), Streaming::Done),
-                Ok(entries) => match shape.results(&entries) {
+                Ok(entries) => match shape.results(&entries, None) {
                     Err(e) => (failure(&boundary, e), Streaming::Done),
                     Ok(json) => {
                         let mut out = if entries.is_empty() { Vec::new() } else { part(&boundary, &json).to_vec() };
@@ -310,7 +304,7 @@ fn stream(
             Streaming::Pages(mut listing) => match listing.next().await {
                 None => (closing(&boundary, None), Streaming::Done),
                 Some(Err(e)) => (failure(&boundary, e.into()), Streaming::Done),
-                Some(Ok(page)) => match shape.results(&page) {
+                Some(Ok(page)) => match shape.results(&page, None) {
                     Err(e) => (failure(&boundary, e), Streaming::Done),
                     Ok(json) => (part(&boundary, &json), Streaming::Pages(listing)),
                 },
