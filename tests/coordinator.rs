@@ -443,6 +443,47 @@ async fn a_replica_on_a_newer_ring_makes_the_coordinator_catch_up_before_it_coun
     assert_eq!(values(&read), BTreeSet::from(["v".to_owned()]));
 }
 
+/// The ring moves twice while the coordinator catches up: its replicas are
+/// on epoch 2 and the coordinator on 1; when gossip brings it epoch 2 (after
+/// 300 ms) the replicas are already on 3, which it learns at 600 ms. Each
+/// catch-up is to a newer ring, so the request keeps going until its
+/// deadline. (A join's switch followed at once by a leaver's removal does
+/// this; CI saw a read answer 503 "did not catch up in time" after one
+/// catch-up.)
+fn ring_moves_twice(topology: &Arc<Scripted>, nodes: &Arc<Nodes>) {
+    for node in ["a", "b", "c"] {
+        nodes.epochs.lock().unwrap().insert(n(node), 2);
+    }
+    let (topology, nodes) = (Arc::clone(topology), Arc::clone(nodes));
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for node in ["a", "b", "c"] {
+            nodes.epochs.lock().unwrap().insert(n(node), 3);
+        }
+        topology.learn_epoch_after(2, Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        topology.learn_epoch_after(3, Duration::ZERO);
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ring_that_moves_again_while_the_coordinator_catches_up_does_not_fail_the_request() {
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    ring_moves_twice(&topology, &nodes);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&nodes.stored("b", &key()).await), BTreeSet::from(["v".to_owned()]));
+
+    // A read, the same way.
+    nodes.epochs.lock().unwrap().clear();
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    ring_moves_twice(&topology, &nodes);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    let read = c.get(&key(), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&read), BTreeSet::from(["v".to_owned()]));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stamper_on_a_newer_ring_stamps_nothing_until_the_coordinator_caught_up() {
     let topology = Scripted::new("z", ring("b", "c"), None);

@@ -475,7 +475,11 @@ fn large_partitions_hand_off_under_load_while_one_node_leaves_and_another_joins(
                                 put = put.header("x-vinzclortho-context", context.clone());
                             }
                         }
-                        Ok(r) => failures.lock().unwrap().push(format!("get {key} via {node}: {}", r.status())),
+                        Ok(r) => {
+                            let status = r.status();
+                            let why = r.text().unwrap_or_default();
+                            failures.lock().unwrap().push(format!("get {key} via {node}: {status} {why}"));
+                        }
                         Err(e) => failures.lock().unwrap().push(format!("get {key} via {node}: {e}")),
                     }
                 }
@@ -511,7 +515,11 @@ fn large_partitions_hand_off_under_load_while_one_node_leaves_and_another_joins(
                             failures.lock().unwrap().push(format!("get {key} via {node}: {body:.40}"));
                         }
                     }
-                    Ok(r) => failures.lock().unwrap().push(format!("get {key} via {node}: {}", r.status())),
+                    Ok(r) => {
+                        let status = r.status();
+                        let why = r.text().unwrap_or_default();
+                        failures.lock().unwrap().push(format!("get {key} via {node}: {status} {why}"));
+                    }
                     Err(e) => failures.lock().unwrap().push(format!("get {key} via {node}: {e}")),
                 }
                 reads.fetch_add(1, Ordering::Relaxed);

@@ -67,6 +67,11 @@ use crate::error::{ErrorCode, HasErrorCode};
 use crate::replica::{CallContext, ReplicaError};
 use crate::telemetry::metrics;
 
+/// Catch-ups to a newer ring one request may make before it answers 503:
+/// each waits for gossip (bounded by the request's deadline), and a healthy
+/// move changes the ring a few times in a row at most.
+const MAX_CATCH_UPS: usize = 4;
+
 /// Settings of this node's coordinator; N, R and W come from the cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct CoordinatorSettings {
@@ -241,12 +246,29 @@ impl Coordinator {
     #[tracing::instrument(name = "coordinator.get", skip_all)]
     pub async fn read(&self, key: &ObjectKey, options: ReadOptions) -> Result<Reply, CoordinatorError> {
         let deadline = Instant::now() + self.settings.timeout;
-        match self.get_once(key, options, deadline).await {
-            Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
-                self.get_once(key, options, deadline).await.map_err(|a| self.attempt_error("read", a))
+        let mut catch_ups = 0;
+        loop {
+            match self.get_once(key, options, deadline).await {
+                Err(Attempt::Stale { node, epoch }) if self.caught_up(&mut catch_ups, &node, epoch, deadline).await => {
+                }
+                other => return other.map_err(|a| self.attempt_error("read", a)),
             }
-            other => other.map_err(|a| self.attempt_error("read", a)),
         }
+    }
+
+    /// After a replica refused a call planned on an older ring: waits until
+    /// this node has that replica's ring (or the deadline), at most
+    /// [`MAX_CATCH_UPS`] times per request; true if the request may be
+    /// planned again. More than once, because the ring can move again while
+    /// this node catches up (a join's switch and a leaver's removal come in
+    /// quick succession), and a request that gave up after one catch-up
+    /// answered 503 in the middle of a healthy move.
+    async fn caught_up(&self, catch_ups: &mut usize, node: &NodeId, epoch: u64, deadline: Instant) -> bool {
+        if *catch_ups >= MAX_CATCH_UPS {
+            return false;
+        }
+        *catch_ups += 1;
+        self.topology.catch_up(node, epoch, deadline).await
     }
 
     /// Spawns one read of `node`'s copy; its answer comes back on `tx`.
@@ -386,42 +408,48 @@ impl Coordinator {
         options: WriteOptions,
     ) -> Result<Reply, CoordinatorError> {
         let deadline = Instant::now() + self.settings.timeout;
+        let mut catch_ups = 0;
         let mut plan = self.plan(key, options.w, options.pw, Op::Write)?;
         let mut sloppy = plan.sloppy();
-        let first = self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await;
-        let stamped = match first {
-            // The stamper's ring is newer: nothing was stamped; catch up and
-            // plan again (the object then goes to the new plan's nodes).
-            Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
-                plan = self.plan(key, options.w, options.pw, Op::Write)?;
-                sloppy = plan.sloppy();
-                self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await
+        let stamped = loop {
+            match self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await {
+                // The stamper's ring is newer: nothing was stamped; catch up
+                // and plan again (the object then goes to the new plan's
+                // nodes).
+                Err(Attempt::Stale { node, epoch }) if self.caught_up(&mut catch_ups, &node, epoch, deadline).await => {
+                    plan = self.plan(key, options.w, options.pw, Op::Write)?;
+                    sloppy = plan.sloppy();
+                }
+                other => break other,
             }
-            other => other,
         };
-        let Stamped { stamper, object, quorum, by_fallback } = stamped.map_err(|a| self.attempt_error("write", a))?;
+        let Stamped { stamper, object, mut quorum, mut by_fallback } =
+            stamped.map_err(|a| self.attempt_error("write", a))?;
         #[cfg(feature = "fault-injection")]
         if crate::faults::ack_before_quorum() {
             return Ok(Reply { object, fallbacks: 0 });
         }
-        match self.replicate(&plan, &mut sloppy, key, &object, quorum, by_fallback, deadline).await {
-            Ok(fallbacks) => Ok(Reply { object, fallbacks }),
-            // A replica's ring is newer: the object is stamped and stored;
-            // send it to the key's holders on the newer ring and count again.
-            Err(Attempt::Stale { node, epoch }) if self.topology.catch_up(&node, epoch, deadline).await => {
-                let plan = self.plan(key, options.w, options.pw, Op::Write)?;
-                let mut sloppy = plan.sloppy();
-                let mut quorum =
-                    WriteQuorum::with_primaries(plan.nodes.clone(), plan.needed, plan.target.clone(), plan.primaries);
-                if quorum.nodes().contains(&stamper) {
-                    quorum.record_ok(stamper);
+        loop {
+            match self.replicate(&plan, &mut sloppy, key, &object, quorum, by_fallback.take(), deadline).await {
+                Ok(fallbacks) => return Ok(Reply { object, fallbacks }),
+                // A replica's ring is newer: the object is stamped and
+                // stored; send it to the key's holders on the newer ring and
+                // count again.
+                Err(Attempt::Stale { node, epoch }) if self.caught_up(&mut catch_ups, &node, epoch, deadline).await => {
+                    plan = self.plan(key, options.w, options.pw, Op::Write)?;
+                    sloppy = plan.sloppy();
+                    quorum = WriteQuorum::with_primaries(
+                        plan.nodes.clone(),
+                        plan.needed,
+                        plan.target.clone(),
+                        plan.primaries,
+                    );
+                    if quorum.nodes().contains(&stamper) {
+                        quorum.record_ok(stamper.clone());
+                    }
                 }
-                self.replicate(&plan, &mut sloppy, key, &object, quorum, None, deadline)
-                    .await
-                    .map(|fallbacks| Reply { object, fallbacks })
-                    .map_err(|a| self.attempt_error("write", a))
+                Err(a) => return Err(self.attempt_error("write", a)),
             }
-            Err(a) => Err(self.attempt_error("write", a)),
         }
     }
 
