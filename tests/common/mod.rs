@@ -228,7 +228,13 @@ impl Cluster {
     /// The same with other node flags than [`FAST`].
     pub fn start_with(net: u8, n: usize, args: &[&str]) -> Cluster {
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut c = Cluster { nodes: Vec::new(), dir: tempfile::tempdir().unwrap(), net, args };
+        let mut dir = tempfile::tempdir().unwrap();
+        // To read the nodes' logs (`nodeN.stderr.log`) after a failure.
+        if std::env::var_os("VC_KEEP_TEST_DATA").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("VC_KEEP_TEST_DATA: keeping {}", dir.path().display());
+        }
+        let mut c = Cluster { nodes: Vec::new(), dir, net, args };
         for _ in 0..n {
             c.add();
         }
