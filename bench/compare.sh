@@ -2,10 +2,16 @@
 # Vinz Clortho next to a 3-member etcd cluster (and one redis-server as a
 # reference line), driven by the same generator (`vinzclortho bench`) with
 # the same workloads, in one run on this machine, so the numbers compare as
-# ratios. See docs/performance.md.
+# ratios. Ours runs twice: with the default durability (writes reach the OS,
+# not the disk) and with --sync-writes (every acknowledged write fsynced, as
+# etcd does). See docs/performance.md.
 #
 #   bench/compare.sh                     # 10 s per workload and system
 #   bench/compare.sh --duration 5 --no-redis
+#
+# After the workloads, the latency step: every system at one open-loop rate
+# (half the slowest system's 50/50 uniform throughput, `bench --rate`), and
+# ours at half its own, drawn into latency.svg by bench/plot_latency.py.
 #
 # It builds the release binary, installs etcd-server, redis-server, jq and
 # curl with apt-get when missing, starts every server on 127.0.0.1 only with
@@ -21,9 +27,11 @@
 #   --rounds N           run every workload N times, systems alternating, and
 #                        report the median (a shared machine is noisy) [ROUNDS, 1]
 #   --no-redis           skip the redis reference line [REDIS=0]
-#   --vinz-sync-writes   run our nodes with --sync-writes (fsync per write, as etcd does) [VINZ_SYNC=1]
+#   --vinz-sync-writes   ours with --sync-writes only [VINZ_MODES=sync]
+#   --no-sync-writes     ours with the default durability only [VINZ_MODES=default]
+#   --no-latency         skip the latency step and its plot [LATENCY=0]
 #   --out DIR            where results go [OUT]
-#   Ports: VINZ_PORT (18780: HTTP 18780-18782, gRPC +1000), ETCD_PORT (12379: client
+#   Ports: VINZ_PORT (18780: HTTP 18780-18782, --sync-writes 18783-18785, gRPC +1000), ETCD_PORT (12379: client
 #   12379/12389/12399, peer +1), REDIS_PORT (16379).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,14 +42,15 @@ KEYS="${KEYS:-10000}"
 VALUE_SIZE="${VALUE_SIZE:-100}"
 REDIS="${REDIS:-1}"
 ROUNDS="${ROUNDS:-1}"
-VINZ_SYNC="${VINZ_SYNC:-0}"
+VINZ_MODES="${VINZ_MODES:-default sync}"
+LATENCY="${LATENCY:-1}"
 OUT="${OUT:-}"
 VINZ_PORT="${VINZ_PORT:-18780}"
 ETCD_PORT="${ETCD_PORT:-12379}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 SEED=42
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -50,7 +59,9 @@ while [ $# -gt 0 ]; do
         --value-size) VALUE_SIZE="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
         --no-redis) REDIS=0; shift ;;
-        --vinz-sync-writes) VINZ_SYNC=1; shift ;;
+        --vinz-sync-writes) VINZ_MODES=sync; shift ;;
+        --no-sync-writes) VINZ_MODES=default; shift ;;
+        --no-latency) LATENCY=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -109,8 +120,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$VINZ_PORT" "$((VINZ_PORT + 1))" "$((VINZ_PORT + 2))" "$((VINZ_PORT + 1000))" "$((VINZ_PORT + 1001))" \
-    "$((VINZ_PORT + 1002))" "$ETCD_PORT" "$((ETCD_PORT + 1))" "$((ETCD_PORT + 10))" "$((ETCD_PORT + 11))" \
+for p in $(seq "$VINZ_PORT" "$((VINZ_PORT + 5))") $(seq "$((VINZ_PORT + 1000))" "$((VINZ_PORT + 1005))") "$ETCD_PORT" "$((ETCD_PORT + 1))" "$((ETCD_PORT + 10))" "$((ETCD_PORT + 11))" \
     "$((ETCD_PORT + 20))" "$((ETCD_PORT + 21))" "$REDIS_PORT"; do
     port_free "$p" || { say "port $p on 127.0.0.1 is in use; pick others (VINZ_PORT, ETCD_PORT, REDIS_PORT)"; exit 1; }
 done
@@ -127,28 +137,41 @@ wait_until() {
     return 1
 }
 
-# --- Vinz Clortho: 3 nodes ----------------------------------------------------
-VINZ_NODES=()
-sync_flag=()
-[ "$VINZ_SYNC" = 1 ] && sync_flag=(--sync-writes)
-for i in 0 1 2; do
-    http="127.0.0.1:$((VINZ_PORT + i))"
-    args=(serve -a "$http" --cluster-address "127.0.0.1:$((VINZ_PORT + 1000 + i))" -p 64
-        --data-dir "$WORK/vinz/node$i" "${sync_flag[@]}")
-    [ "$i" -gt 0 ] && args+=(-j "127.0.0.1:$((VINZ_PORT + 1000))")
-    "$BIN" "${args[@]}" >"$WORK/logs/vinz$i.log" 2>&1 &
-    PIDS+=($!)
-    VINZ_NODES+=("$http")
-    wait_until "vinz node $i" curl -sf "http://$http/ping"
-done
-vinz_converged() {
-    for http in "${VINZ_NODES[@]}"; do
+# --- Vinz Clortho: 3 nodes per durability mode --------------------------------
+# mode default on VINZ_PORT..+2, mode sync (--sync-writes) on VINZ_PORT+3..+5.
+declare -A VINZ_NODES=()
+start_vinz() { # mode base-port
+    local mode="$1" base="$2" nodes=() flags=()
+    [ "$mode" = sync ] && flags=(--sync-writes)
+    for i in 0 1 2; do
+        local http="127.0.0.1:$((base + i))"
+        local args=(serve -a "$http" --cluster-address "127.0.0.1:$((base + 1000 + i))" -p 64
+            --data-dir "$WORK/vinz-$mode/node$i" "${flags[@]}")
+        [ "$i" -gt 0 ] && args+=(-j "127.0.0.1:$((base + 1000))")
+        "$BIN" "${args[@]}" >"$WORK/logs/vinz-$mode$i.log" 2>&1 &
+        PIDS+=($!)
+        nodes+=("$http")
+        wait_until "vinz ($mode) node $i" curl -sf "http://$http/ping"
+    done
+    VINZ_NODES[$mode]="$(IFS=,; echo "${nodes[*]}")"
+}
+vinz_converged() { # comma-separated nodes
+    local http
+    for http in ${1//,/ }; do
         curl -sf "http://$http/admin/status" | jq -e '([.members[] | select(.status == "up" and .claim > 0)] | length) == 3
             and .ring.moving == false' >/dev/null || return 1
     done
 }
-wait_until "the vinz cluster to converge" vinz_converged
-say "vinz: 3 nodes at ${VINZ_NODES[*]}"
+VINZ_SYSTEMS=()
+for mode in $VINZ_MODES; do
+    case "$mode" in
+        default) start_vinz default "$VINZ_PORT"; VINZ_SYSTEMS+=(vinz) ;;
+        sync) start_vinz sync "$((VINZ_PORT + 3))"; VINZ_SYSTEMS+=(vinzsync) ;;
+        *) say "VINZ_MODES takes default and sync, not '$mode'"; exit 2 ;;
+    esac
+    wait_until "the vinz ($mode) cluster to converge" vinz_converged "${VINZ_NODES[$mode]}"
+    say "vinz ($mode): 3 nodes at ${VINZ_NODES[$mode]}"
+done
 
 # --- etcd: 3 members, default fsync -------------------------------------------
 ETCD_NODES=()
@@ -185,19 +208,27 @@ fi
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "kernel: $(uname -sr)"
     echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running shares the cores)"
-    echo "vinzclortho: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "$VINZ_SYNC" = 1 ] && echo ', --sync-writes')"
+    echo "vinzclortho: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (ours: default durability; ours sync: --sync-writes; runs: ${VINZ_SYSTEMS[*]})"
     echo "etcd: $(etcd --version | head -1 | awk '{print $3}')"
     [ "$REDIS" = 1 ] && echo "redis: $(redis-server --version | awk '{print $3}')"
     echo "per run: ${DURATION} s, ${CONCURRENCY} in flight, ${KEYS} keys, ${VALUE_SIZE}-byte values; ${ROUNDS} round(s), median shown"
 } >"$OUT/machine.txt"
 
-SYSTEMS=(vinz etcd)
+SYSTEMS=("${VINZ_SYSTEMS[@]}" etcd)
 [ "$REDIS" = 1 ] && SYSTEMS+=(redis)
 nodes_of() {
     case "$1" in
-        vinz) (IFS=,; echo "${VINZ_NODES[*]}") ;;
+        vinz) echo "${VINZ_NODES[default]}" ;;
+        vinzsync) echo "${VINZ_NODES[sync]}" ;;
         etcd) (IFS=,; echo "${ETCD_NODES[*]}") ;;
         redis) echo "127.0.0.1:$REDIS_PORT" ;;
+    esac
+}
+name_of() {
+    case "$1" in
+        vinz) echo "ours" ;;
+        vinzsync) echo "ours sync" ;;
+        *) echo "$1" ;;
     esac
 }
 WORKLOADS=("50/50 uniform|read=50,write=50|uniform" "50/50 zipf|read=50,write=50|zipf"
@@ -206,7 +237,7 @@ WORKLOADS=("50/50 uniform|read=50,write=50|uniform" "50/50 zipf|read=50,write=50
 bench_run() { # system name args...
     local system="$1" name="$2"; shift 2
     # Bounded even if something hangs: the run, its preload, and a margin.
-    timeout --kill-after=5 "$((DURATION + 120))" "$BIN" bench --target "$system" --nodes "$(nodes_of "$system")" \
+    timeout --kill-after=5 "$((DURATION + 120))" "$BIN" bench --target "${system%sync}" --nodes "$(nodes_of "$system")" \
         -c "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --seed "$SEED" --json --quiet "$@" \
         >"$OUT/$name.json" 2>"$OUT/$name.err" || say "$name: exit $? ($(tail -n 1 "$OUT/$name.err"))"
 }
@@ -230,38 +261,101 @@ for system in "${SYSTEMS[@]}"; do
     bench_run "$system" "$system-check-1" --duration "$DURATION" --mix read=50,write=50 --check
 done
 
-# --- the table ----------------------------------------------------------------
+# --- latency at the same load ------------------------------------------------
 # The median of a field over the rounds of one system and workload.
 field() {
     local files=("$OUT/$1"-[0-9]*.json)
     [ -s "${files[0]}" ] || { echo ""; return; }
     jq -s -r "[.[] | $2] | sort | .[(length - 1) / 2 | floor]" "${files[@]}" 2>/dev/null || echo ""
 }
+half() { [ -n "$1" ] && awk -v s="$1" 'BEGIN { printf "%d", s / 2 }'; }
+SAME_RATE=""
+if [ "$LATENCY" = 1 ]; then
+    # Every system (redis too) at half the slowest one's 50/50 uniform
+    # throughput, so each can serve it; then ours at half its own.
+    slowest=""
+    for system in "${VINZ_SYSTEMS[@]}" etcd; do
+        o="$(field "$system-50-50_uniform" .overall.ops_per_s)"
+        [ -n "$o" ] && slowest="$(awk -v a="$slowest" -v b="$o" 'BEGIN { if (a == "" || b + 0 < a + 0) print b; else print a }')"
+    done
+    SAME_RATE="$(half "$slowest")"
+    if [ -n "$SAME_RATE" ] && [ "$SAME_RATE" -gt 0 ]; then
+        for system in "${SYSTEMS[@]}"; do
+            say "latency: 50/50 uniform on $system at $SAME_RATE requests/s (${DURATION} s)"
+            bench_run "$system" "$system-same-1" --duration "$DURATION" --mix read=50,write=50 --preload --rate "$SAME_RATE"
+        done
+        for system in "${VINZ_SYSTEMS[@]}"; do
+            own="$(half "$(field "$system-50-50_uniform" .overall.ops_per_s)")"
+            [ -n "$own" ] && [ "$own" -gt 0 ] || continue
+            say "latency: 50/50 uniform on $system at half its own throughput, $own requests/s (${DURATION} s)"
+            bench_run "$system" "$system-half-1" --duration "$DURATION" --mix read=50,write=50 --preload --rate "$own"
+        done
+        # The plot, in a virtual environment with matplotlib (PyPI); a
+        # missing plot does not fail the comparison.
+        venv="${HOME}/.cache/vinzclortho/plot-venv"
+        if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import matplotlib" 2>/dev/null; then
+            say "creating $venv for the plot (matplotlib from PyPI)"
+            { python3 -m venv "$venv" && "$venv/bin/pip" install -q matplotlib==3.9.2; } >&2 || say "no plot: cannot install matplotlib"
+        fi
+        plots=()
+        for system in "${SYSTEMS[@]}"; do
+            [ -s "$OUT/$system-same-1.json" ] && plots+=("$(name_of "$system")=$OUT/$system-same-1.json")
+        done
+        if [ ${#plots[@]} -gt 0 ] && [ -x "$venv/bin/python" ]; then
+            "$venv/bin/python" bench/plot_latency.py --out "$OUT/latency.svg" \
+                --title "50/50 uniform, ${VALUE_SIZE}-byte values, every system at $SAME_RATE requests/s (open loop)" \
+                "${plots[@]}" || say "no plot: plot_latency.py failed"
+        fi
+    fi
+fi
+
+# --- the tables ---------------------------------------------------------------
 # shellcheck disable=SC2059 # the formats are our own
 fmt() { [ -n "$2" ] && printf "$1" "$2" || printf "failed"; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }' || printf -- "-"; }
 {
-    header="| workload | ours ops/s | ours p99 ms | etcd ops/s | etcd p99 ms | ops/s ours/etcd | p99 ours/etcd |"
-    rule="|---|---:|---:|---:|---:|---:|---:|"
-    if [ "$REDIS" = 1 ]; then header+=" redis ops/s | redis p99 ms |"; rule+="---:|---:|"; fi
+    header="| workload |"; rule="|---|"
+    for system in "${SYSTEMS[@]}"; do
+        header+=" $(name_of "$system") ops/s | $(name_of "$system") p99 ms |"; rule+="---:|---:|"
+    done
+    for system in "${VINZ_SYSTEMS[@]}"; do
+        header+=" ops/s $(name_of "$system")/etcd | p99 $(name_of "$system")/etcd |"; rule+="---:|---:|"
+    done
     echo "$header"; echo "$rule"
     for workload in "${WORKLOADS[@]}" "checked 50/50 uniform|check|"; do
         IFS='|' read -r label _ _ <<<"$workload"
         slug="$(echo "$label" | tr '/ ' '-_')"
         [ "$label" = "checked 50/50 uniform" ] && slug=check
-        vo="$(field "vinz-$slug" .overall.ops_per_s)"; vp="$(field "vinz-$slug" .overall.latency_ms.p99)"
+        line="| $label |"
+        for system in "${SYSTEMS[@]}"; do
+            line+=" $(fmt %.0f "$(field "$system-$slug" .overall.ops_per_s)") | $(fmt %.1f "$(field "$system-$slug" .overall.latency_ms.p99)") |"
+        done
         eo="$(field "etcd-$slug" .overall.ops_per_s)"; ep="$(field "etcd-$slug" .overall.latency_ms.p99)"
-        line="| $label | $(fmt %.0f "$vo") | $(fmt %.1f "$vp") | $(fmt %.0f "$eo") | $(fmt %.1f "$ep") | $(ratio "$vo" "$eo") | $(ratio "$vp" "$ep") |"
-        if [ "$REDIS" = 1 ]; then
-            ro="$(field "redis-$slug" .overall.ops_per_s)"; rp="$(field "redis-$slug" .overall.latency_ms.p99)"
-            line+=" $(fmt %.0f "$ro") | $(fmt %.1f "$rp") |"
-        fi
+        for system in "${VINZ_SYSTEMS[@]}"; do
+            line+=" $(ratio "$(field "$system-$slug" .overall.ops_per_s)" "$eo") | $(ratio "$(field "$system-$slug" .overall.latency_ms.p99)" "$ep") |"
+        done
         echo "$line"
     done
+    if [ -n "$SAME_RATE" ]; then
+        echo
+        echo "Latency under an open-loop load of 50/50 uniform (\`bench --rate\`; from when each request was due):"
+        echo
+        echo "| system | load | ops/s | p50 ms | p99 ms | p99.9 ms | errors |"
+        echo "|---|---|---:|---:|---:|---:|---:|"
+        for run in "${SYSTEMS[@]/%/-same}" "${VINZ_SYSTEMS[@]/%/-half}"; do
+            f="$OUT/$run-1.json"
+            [ -s "$f" ] || continue
+            system="${run%-*}"
+            case "$run" in *-same) load="$SAME_RATE/s, the same for all" ;; *) load="$(jq -r '.rate | floor' "$f")/s, half its own" ;; esac
+            jq -r --arg s "$(name_of "$system")" --arg load "$load" \
+                '"| \($s) | \($load) | \(.overall.ops_per_s | floor) | \(.overall.latency_ms.p50) | \(.overall.latency_ms.p99) | \(.overall.latency_ms.p99_9) | \(.overall.errors) |"' "$f"
+        done
+        [ -s "$OUT/latency.svg" ] && echo && echo "Plot: $OUT/latency.svg"
+    fi
     echo
     echo "Per system, over every run (the JSON reports are in $OUT):"
     for system in "${SYSTEMS[@]}"; do
-        jq -s -r --arg s "$system" '
+        jq -s -r --arg s "$(name_of "$system")" '
             ([.[] | select(.check | not)]) as $runs | ([.[] | select(.check)] | first) as $c
             | "  \($s): \($runs | length) runs, \([$runs[].overall.ops] | add) ops, \([$runs[].overall.errors] | add) errors"
               + ", \([$runs[].reads_siblings] | add) reads with siblings"

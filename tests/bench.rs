@@ -69,6 +69,13 @@ fn assert_clean(run: &Run) -> Value {
         }
     }
     assert_eq!(per_op_ops, overall["ops"].as_u64().unwrap(), "per-operation counts add up");
+    // The histogram holds every answered request, in growing buckets.
+    let buckets = report["latency_histogram"].as_array().unwrap();
+    let counted: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, overall["ops"].as_u64().unwrap(), "{report}");
+    let bounds: Vec<f64> = buckets.iter().map(|b| b["le_ms"].as_f64().unwrap()).collect();
+    assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+    assert!(*bounds.last().unwrap() >= overall["latency_ms"]["max"].as_f64().unwrap(), "{report}");
     report
 }
 
@@ -142,6 +149,18 @@ fn checked_runs_against_a_real_cluster_are_clean() {
     assert_eq!(report["overall"]["ops"], 3000);
     assert_eq!(report["reads_not_found"], 0, "every key was preloaded and none deleted");
     assert!(run.stderr.is_empty(), "--quiet: {}", run.stderr);
+
+    // Open loop: requests start at the rate asked for, not faster, however
+    // fast the cluster answers (an upper bound: a slow machine may fall
+    // behind, and then each late request's wait counts in its latency).
+    let run = bench(
+        &["--nodes", &nodes, "--duration", "2", "--rate", "100", "--check", "--json", "-q", "-c", "8", "--keys", "100"],
+        limit,
+    );
+    let report = assert_clean(&run);
+    assert_eq!(report["rate"], 100.0);
+    let ops = report["overall"]["ops"].as_u64().unwrap() + report["overall"]["errors"].as_u64().unwrap();
+    assert!(ops <= 2 * 100 + 8, "at most 100/s for 2 s (and one per worker at the end): {ops}");
 
     // The table for people names every operation and the check.
     let run = bench(&["--nodes", &nodes, "--ops", "200", "--check", "-q", "-c", "4", "--keys", "50"], limit);
@@ -241,6 +260,8 @@ fn bad_options_are_refused_before_anything_runs() {
         (&["--nodes", "127.0.0.1:1", "--r", "two"][..], "not a number, one, quorum"),
         (&["--nodes", "127.0.0.1:1", "--check", "--keys", "3", "-c", "4"][..], "--keys (3) must be at least"),
         (&["--nodes", "127.0.0.1:1", "--target", "etcd", "--w", "1"][..], "no per-request quorum"),
+        (&["--nodes", "127.0.0.1:1", "--rate", "0"][..], "not a rate above 0"),
+        (&["--nodes", "127.0.0.1:1", "--rate", "fast"][..], "not a rate above 0"),
         (&[][..], "--nodes"),
     ] {
         let run = bench(args, Duration::from_secs(30));

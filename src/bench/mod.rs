@@ -43,7 +43,7 @@ use clap::Args;
 use serde::Serialize;
 
 use runner::{Budget, Contexts, Counters, Plan, Worker, run_phase};
-use stats::{Latency, OpSummary, Recorder};
+use stats::{Bucket, Latency, OpSummary, Recorder};
 use target::{Target, TargetKind};
 
 use crate::http_client::ClientTls;
@@ -77,9 +77,18 @@ pub struct BenchArgs {
     /// Stop after this many requests in all
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ops: Option<u64>,
-    /// Requests in flight at once (one worker each)
+    /// Requests in flight at once (one worker each); with --rate, at most
     #[arg(short = 'c', long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
+    /// Open loop: start requests at this many per second in all (spread
+    /// evenly over the workers) instead of each worker sending its next
+    /// request when the last is answered. Latency then counts from when a
+    /// request was due, not when it was sent, so a server that stalls is
+    /// not hidden by the generator waiting for it (coordinated omission).
+    /// Give enough --concurrency to keep up: a worker that falls behind
+    /// sends at once, and its wait counts
+    #[arg(long, value_name = "OPS", value_parser = parse_rate)]
+    pub rate: Option<f64>,
     /// Relative weights of reads, writes and deletes
     #[arg(long, default_value = "read=50,write=50,delete=0", value_name = "read=W,write=W,delete=W")]
     pub mix: Mix,
@@ -146,6 +155,13 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("'{s}' is not a rate above 0 (requests per second)")),
+    }
+}
+
 fn parse_node(s: &str) -> Result<String, String> {
     let address = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
     crate::config::split_host_port(address.trim_end_matches('/')).map(|_| s.to_owned())
@@ -183,6 +199,8 @@ pub struct Report {
     pub target: TargetKind,
     pub nodes: Vec<String>,
     pub concurrency: usize,
+    /// `--rate`: the open-loop rate asked for (requests per second).
+    pub rate: Option<f64>,
     pub mix: String,
     pub keys: u64,
     pub distribution: Distribution,
@@ -199,6 +217,10 @@ pub struct Report {
     pub elapsed_s: f64,
     pub overall: OpSummary,
     pub operations: BTreeMap<Op, OpSummary>,
+    /// Every answered request's latency, in buckets 10 % wide from 10 µs
+    /// (`bench/plot_latency.py` draws it): how many took at most `le_ms`
+    /// and more than the bucket before.
+    pub latency_histogram: Vec<Bucket>,
     pub reads_not_found: u64,
     pub reads_siblings: u64,
     pub reads_checked: u64,
@@ -367,6 +389,7 @@ async fn run_plan(args: &BenchArgs, plan: Arc<Plan>) -> Result<Report, BenchErro
         target: plan.target.kind,
         nodes: plan.target.nodes.to_vec(),
         concurrency: plan.concurrency,
+        rate: plan.rate,
         mix: plan.mix.to_string(),
         keys: plan.keys,
         distribution: plan.distribution,
@@ -382,6 +405,7 @@ async fn run_plan(args: &BenchArgs, plan: Arc<Plan>) -> Result<Report, BenchErro
         elapsed_s,
         overall,
         operations,
+        latency_histogram: recorder.histogram(),
         reads_not_found: recorder.reads_not_found,
         reads_siblings: recorder.reads_siblings,
         reads_checked: recorder.reads_checked,
@@ -443,6 +467,7 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
         key_prefix,
         seed: args.seed.unwrap_or_else(rand::random),
         concurrency,
+        rate: args.rate,
         progress: !args.quiet,
         contexts: Contexts::new(64),
         counters: Counters::default(),
@@ -457,12 +482,15 @@ pub fn render(r: &Report) -> String {
         Some(s) => format!("zipf (s={s})"),
         None => "uniform".into(),
     };
+    let in_flight = match r.rate {
+        Some(rate) => format!("{rate:.0} requests/s open loop, up to {}", r.concurrency),
+        None => r.concurrency.to_string(),
+    };
     let _ = writeln!(
         out,
-        "{} at {}: {} in flight, {} keys {keys}, {}-byte values, mix {}{}",
+        "{} at {}: {in_flight} in flight, {} keys {keys}, {}-byte values, mix {}{}",
         r.target,
         r.nodes.join(","),
-        r.concurrency,
         r.keys,
         r.value_size_bytes,
         r.mix,

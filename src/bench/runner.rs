@@ -33,6 +33,8 @@ pub struct Plan {
     pub key_prefix: String,
     pub seed: u64,
     pub concurrency: usize,
+    /// `--rate`: requests per second in all, open loop.
+    pub rate: Option<f64>,
     pub progress: bool,
     pub contexts: Contexts,
     pub counters: Counters,
@@ -99,6 +101,9 @@ pub struct Worker {
     shard_chooser: KeyChooser,
     oracles: HashMap<u64, KeyOracle>,
     seq: u64,
+    /// With --rate: when the request about to be sent was due; its latency
+    /// counts from then.
+    due: Option<Instant>,
     pub recorder: Recorder,
 }
 
@@ -117,6 +122,7 @@ impl Worker {
             shard_chooser,
             oracles: HashMap::new(),
             seq: 0,
+            due: None,
             recorder: Recorder::default(),
         })
     }
@@ -140,7 +146,13 @@ impl Worker {
     }
 
     pub async fn run(&mut self, budget: &Budget) {
+        let mut schedule = self.plan.rate.map(|rate| Schedule::new(rate, self.plan.concurrency, self.id));
         while !self.plan.stopped() && budget.take() {
+            if let Some(schedule) = &mut schedule {
+                let due = schedule.next();
+                tokio::time::sleep_until(due.into()).await;
+                self.due = Some(due);
+            }
             let op = self.plan.mix.sample(&mut self.rng);
             let key = if self.plan.check {
                 self.shard.key(self.shard_chooser.sample(&mut self.rng))
@@ -181,7 +193,7 @@ impl Worker {
     async fn read(&mut self, key: u64) {
         let name = self.key_name(key);
         let request = Request { op: Op::Read, key: &name, value: Bytes::new(), context: None };
-        let started = Instant::now();
+        let started = self.due.take().unwrap_or_else(Instant::now);
         let attempts = self.conn.call_failing_over(&request).await;
         let latency_us = started.elapsed().as_micros() as u64;
         self.recorder.failovers += u64::from(attempts.failovers);
@@ -223,7 +235,7 @@ impl Worker {
             _ => Bytes::new(),
         };
         let request = Request { op, key: &name, value, context: self.plan.contexts.get(key) };
-        let started = Instant::now();
+        let started = self.due.take().unwrap_or_else(Instant::now);
         let attempts = self.conn.call_failing_over(&request).await;
         let latency_us = started.elapsed().as_micros() as u64;
         self.recorder.failovers += u64::from(attempts.failovers);
@@ -259,6 +271,30 @@ impl Worker {
     /// The sequence number of a value this worker wrote to this key.
     fn seq_of(&self, key: u64, value: &[u8]) -> Option<u64> {
         Token::parse(value, self.plan.value_size).filter(|t| t.worker == self.id && t.key == key).map(|t| t.seq)
+    }
+}
+
+/// When one worker's requests are due under `--rate`: every
+/// `concurrency / rate` seconds, the workers offset from each other so that
+/// the whole load arrives evenly rather than in bursts of `concurrency`.
+struct Schedule {
+    next: Instant,
+    every: Duration,
+}
+
+impl Schedule {
+    fn new(rate: f64, workers: usize, id: u64) -> Schedule {
+        let every = Duration::from_secs_f64(workers as f64 / rate);
+        let next = Instant::now() + every.mul_f64(id as f64 / workers as f64);
+        Schedule { next, every }
+    }
+
+    /// The next request's due time. Behind schedule, it is in the past:
+    /// the request goes at once and the wait counts in its latency.
+    fn next(&mut self) -> Instant {
+        let due = self.next;
+        self.next += self.every;
+        due
     }
 }
 

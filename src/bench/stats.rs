@@ -91,6 +91,26 @@ impl Recorder {
         self.mismatch_examples.extend(other.mismatch_examples.iter().take(room).cloned());
     }
 
+    /// Every operation's latencies in buckets 10 % wider each from 10 µs
+    /// to the slowest request (a bucket's `le_ms` is the highest latency it
+    /// holds); empty buckets left out.
+    pub fn histogram(&self) -> Vec<Bucket> {
+        let mut all = new_histogram();
+        for hist in &self.latency_us {
+            all.add(hist).expect("histograms share their bounds");
+        }
+        if all.is_empty() {
+            return Vec::new();
+        }
+        all.iter_log(HISTOGRAM_FIRST_US, HISTOGRAM_GROWTH)
+            .filter(|step| step.count_since_last_iteration() > 0)
+            .map(|step| Bucket {
+                le_ms: step.value_iterated_to() as f64 / 1000.0,
+                count: step.count_since_last_iteration(),
+            })
+            .collect()
+    }
+
     /// Per-operation and overall summaries over `elapsed_s`. Operations
     /// with weight 0 and no requests are left out.
     pub fn summarize(&self, elapsed_s: f64) -> (BTreeMap<Op, OpSummary>, OpSummary) {
@@ -109,6 +129,19 @@ impl Recorder {
         }
         (per_op, OpSummary::new(&all, all_errors, elapsed_s))
     }
+}
+
+/// Upper bound of the first histogram bucket, and each next bucket's
+/// bound over the last: fine enough to draw, ~90 buckets up to 10 s.
+const HISTOGRAM_FIRST_US: u64 = 10;
+const HISTOGRAM_GROWTH: f64 = 1.1;
+
+/// One bucket of [`Recorder::histogram`]: requests that took at most
+/// `le_ms` and more than the bucket before.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Bucket {
+    pub le_ms: f64,
+    pub count: u64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -204,6 +237,25 @@ mod tests {
         assert_eq!(per_op[&Op::Write].latency_ms.p50, 0.001, "0 µs is recorded as 1 µs");
         let l = all.latency_ms;
         assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p99_9 && l.p99_9 <= l.max);
+    }
+
+    #[test]
+    fn the_histogram_holds_every_request_in_buckets_that_grow_by_a_tenth() {
+        let mut r = Recorder::default();
+        for us in [5, 100, 100, 101, 2_000, 2_000_000] {
+            r.success(Op::Read, us);
+        }
+        r.success(Op::Write, 100);
+        let buckets = r.histogram();
+        assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 7, "{buckets:?}");
+        assert!(buckets.windows(2).all(|w| w[0].le_ms < w[1].le_ms), "{buckets:?}");
+        assert_eq!(buckets[0], Bucket { le_ms: 0.009, count: 1 }, "5 µs is in the first bucket (< 10 µs)");
+        let at = |ms: f64| buckets.iter().find(|b| b.le_ms >= ms).unwrap();
+        assert!(at(0.1).count >= 3, "the three 100 µs requests share a bucket: {buckets:?}");
+        let last = buckets.last().unwrap();
+        assert!(last.le_ms >= 2000.0 && last.le_ms <= 2000.0 * 1.1, "{buckets:?}");
+        assert_eq!(last.count, 1);
+        assert!(Recorder::default().histogram().is_empty());
     }
 
     #[test]
