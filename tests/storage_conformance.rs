@@ -657,6 +657,41 @@ fn rocks_checkpoint_refuses_bad_targets() {
     assert!(s.checkpoint(&scratch.path().join("good")).is_ok());
 }
 
+/// Two backups into the same new directory at once (two operators, or a
+/// retried request): one is written, the other refused as a bad target (a
+/// 400 naming the path), never an I/O failure (a 500) from RocksDB finding
+/// the other's half-made directory.
+#[test]
+fn rocks_concurrent_checkpoints_into_one_directory_write_one_and_refuse_the_other() {
+    let data = tempfile::tempdir().unwrap();
+    let s = RocksStore::open(data.path(), &RocksOptions::default()).unwrap();
+    s.put(0, &ObjectKey::in_default_bucket("k"), &object(&["a"])).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // The race is short: many tries make losing it certain on the old code.
+    for attempt in 0..20 {
+        let target = scratch.path().join(format!("backup{attempt}"));
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        s.checkpoint(&target)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let written = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(written, 1, "attempt {attempt}: {results:?}");
+        for result in &results {
+            if let Err(e) = result {
+                assert!(matches!(e, StorageError::BadTarget(m) if m.contains("exists")), "attempt {attempt}: {e:?}");
+            }
+        }
+    }
+}
+
 /// A wrapper that keeps the trait's default listing (through
 /// `scan_partition`), as test wrappers such as the simulator's store do.
 struct Scanned(MemoryStore);

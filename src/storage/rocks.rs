@@ -96,6 +96,10 @@ pub struct RocksStore {
     /// object to replace its index rows. Until then a write that adds no
     /// entry skips that read, so a store that never uses 2i pays nothing.
     indexed: AtomicBool,
+    /// Held while a checkpoint is checked and written: two at once into one
+    /// directory trampled each other's `DIR.tmp` (an I/O error, a 500);
+    /// one after the other, the second finds the directory and is refused.
+    checkpointing: Mutex<()>,
 }
 
 enum Handle {
@@ -121,6 +125,7 @@ impl RocksStore {
             full: AtomicBool::new(false),
             recovery: Mutex::new(None),
             indexed: AtomicBool::new(indexed),
+            checkpointing: Mutex::new(()),
         })
     }
 
@@ -540,6 +545,7 @@ impl Store for RocksStore {
     /// writes. It holds the metadata too (node id, partition count, cluster
     /// secret and state), so a node started on it is this node, as of now.
     fn checkpoint(&self, dir: &Path) -> Result<CheckpointInfo, StorageError> {
+        let _one_at_a_time = self.checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
         super::check_checkpoint_target(dir, &self.path)?;
         // The outcome is returned inside Ok: `with_db` would take a full
         // target filesystem for a full store and start reopening it.
