@@ -292,9 +292,12 @@ async fn malformed_requests_are_invalid_arguments() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid object"), "{}", status.message());
 
-    let status = bounded("get", raw.get(pb::GetRequest { with_history: false, caller: None, partition: P, key: None }))
-        .await
-        .unwrap_err();
+    let status = bounded(
+        "get",
+        raw.get(pb::GetRequest { with_history: false, digest: false, caller: None, partition: P, key: None }),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // Nothing was stored by the refused merge.
     assert!(server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap().is_empty());
@@ -320,9 +323,12 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
     let no_mutation =
         pb::CoordinateRequest { caller: None, partition: P, key: key.clone(), context: vec![], mutation: None };
     tx.send(call(8, Some(Call::Coordinate(no_mutation)))).await.unwrap();
-    tx.send(call(9, Some(Call::Get(pb::GetRequest { with_history: false, caller: None, partition: P, key: None }))))
-        .await
-        .unwrap();
+    tx.send(call(
+        9,
+        Some(Call::Get(pb::GetRequest { with_history: false, digest: false, caller: None, partition: P, key: None })),
+    ))
+    .await
+    .unwrap();
     let write = pb::CoordinateRequest {
         caller: None,
         partition: P,
@@ -336,9 +342,12 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
         })),
     };
     tx.send(call(10, Some(Call::Coordinate(write)))).await.unwrap();
-    tx.send(call(11, Some(Call::Get(pb::GetRequest { with_history: false, caller: None, partition: P, key }))))
-        .await
-        .unwrap();
+    tx.send(call(
+        11,
+        Some(Call::Get(pb::GetRequest { with_history: false, digest: false, caller: None, partition: P, key })),
+    ))
+    .await
+    .unwrap();
     drop(tx); // closing our side ends the stream once all are answered
     let mut by_id = HashMap::new();
     while let Some(answer) = bounded("answer", answers.message()).await.unwrap() {
@@ -1030,6 +1039,7 @@ async fn a_call_meant_for_another_node_is_refused_and_counted() {
     let mut raw = pb::replica_client::ReplicaClient::new(server.channel_as(&caller(), &old).await);
     let get = pb::GetRequest {
         with_history: false,
+        digest: false,
         caller: None,
         partition: P,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
@@ -1372,6 +1382,7 @@ async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
         "unary",
         raw.get(pb::GetRequest {
             with_history: false,
+            digest: false,
             caller: Some(stale),
             partition: P,
             key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),

@@ -11,6 +11,7 @@ use tonic::Status;
 
 use super::pb::coordinate_request::Mutation as PbMutation;
 use super::{pb, transfer_pb};
+use crate::core::digest::Digest;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Link, Metadata, Mutation, Object, Sibling};
 use crate::core::vclock::{Dot, VersionVector};
@@ -39,6 +40,25 @@ pub fn clock_to_pb(clock: &VersionVector) -> Vec<pb::ClockEntry> {
 /// accepted (`VersionVector::from_entries` normalises them).
 pub fn clock_from_pb(entries: &[pb::ClockEntry]) -> VersionVector {
     VersionVector::from_entries(entries.iter().map(|e| (e.actor, e.counter)))
+}
+
+pub fn digest_to_pb(digest: &Digest) -> pb::ObjectDigest {
+    pb::ObjectDigest {
+        clock: clock_to_pb(digest.clock()),
+        siblings: digest
+            .siblings()
+            .iter()
+            .map(|(dot, hash)| pb::SiblingDigest { actor: dot.actor, counter: dot.counter, hash: *hash })
+            .collect(),
+    }
+}
+
+/// A peer's digest, checked as [`Digest::from_parts`] does (a sibling dot
+/// with counter 0, twice, or outside the clock is refused).
+pub fn digest_from_pb(digest: pb::ObjectDigest) -> Result<Digest, Status> {
+    let siblings = digest.siblings.iter().map(|s| (Dot { actor: s.actor, counter: s.counter }, s.hash)).collect();
+    Digest::from_parts(clock_from_pb(&digest.clock), siblings)
+        .map_err(|e| Status::invalid_argument(format!("invalid digest: {e}")))
 }
 
 pub fn content_to_pb(content: &Content) -> pb::Put {
