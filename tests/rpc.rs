@@ -23,8 +23,10 @@ use tonic_health::pb::health_check_response::ServingStatus as PbServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::server::HealthReporter;
 use vinzclortho::coordinator::{AddressBook, ReplicaClient, RingView, Topology};
+use vinzclortho::core::digest::Digest;
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::core::quorum::Answer;
 use vinzclortho::core::ring::Partition;
 use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::env::Env;
@@ -237,6 +239,14 @@ async fn coordinate_get_and_merge_round_trip_with_siblings_and_contexts() {
 
     let never = bounded("get absent", client.get(&node, P, &key("absent"), ctx())).await.unwrap();
     assert!(never.is_empty());
+
+    // A digest read answers the stored object's digest, over the stream.
+    let digest = bounded("digest", client.read(&node, P, &k, true, ctx())).await.unwrap();
+    assert_eq!(digest, Answer::Digest(Digest::of(&read)));
+    let full = bounded("full read", client.read(&node, P, &k, false, ctx())).await.unwrap();
+    assert_eq!(full, Answer::Full(read));
+    let absent = bounded("digest absent", client.read(&node, P, &key("absent"), true, ctx())).await.unwrap();
+    assert!(absent.is_empty(), "{absent:?}");
     server.stop().await;
 }
 
@@ -299,6 +309,15 @@ async fn malformed_requests_are_invalid_arguments() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // A digest request is checked like any Get.
+    let status = bounded(
+        "digest",
+        raw.get(pb::GetRequest { with_history: true, digest: true, caller: None, partition: P, key: None }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("key"), "{}", status.message());
     // Nothing was stored by the refused merge.
     assert!(server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap().is_empty());
 }

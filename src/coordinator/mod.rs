@@ -282,6 +282,9 @@ impl Coordinator {
         call: CallContext,
         tx: &ReadTx,
     ) {
+        if digest {
+            metrics::read_digest();
+        }
         let (replicas, key, tx) = (Arc::clone(&self.replicas), key.clone(), tx.clone());
         let deadline = call.deadline;
         self.env.spawn(
@@ -391,15 +394,10 @@ impl Coordinator {
                     // A replica on a newer ring: our holders may be the wrong
                     // ones. Catch up rather than answer from them.
                     Err(ReplicaError::StaleRing { node, epoch }) => return Err(Attempt::Stale { node, epoch }),
-                    Ok(answer) => {
-                        if matches!(answer, Answer::Digest(_)) {
-                            metrics::read_digest();
-                        }
-                        match &slot {
-                            Some(primary) => read.record_fallback_answer(node, primary, Ok(answer)),
-                            None => read.record_answer(node, Ok(answer)),
-                        }
-                    }
+                    Ok(answer) => match &slot {
+                        Some(primary) => read.record_fallback_answer(node, primary, Ok(answer)),
+                        None => read.record_answer(node, Ok(answer)),
+                    },
                     Err(e) => {
                         let primary = slot.clone().unwrap_or_else(|| node.clone());
                         match sloppy.take(&plan, &primary, &*self.topology) {

@@ -945,6 +945,39 @@ mod tests {
     }
 
     #[test]
+    fn digest_answers_count_and_uncovered_ones_are_fetched() {
+        use Progress::*;
+        let n = |s: &str| NodeId::new(s);
+        let (old, new) = (written("v", 1), written("v", 1).merge(&written("w", 2)));
+        let digest = |o: &Object| Ok(Answer::Digest(Digest::of(o)));
+        // a full (old), b digest of the same: met, nothing to fetch.
+        let mut r = ReadQuorum::new(2, 3);
+        assert_eq!(r.record(n("a"), Ok(old.clone())), Pending);
+        assert_eq!(r.record_answer(n("b"), digest(&old)), Met);
+        assert!(r.fetches().is_empty());
+        // c's digest shows a newer copy: fetch it, and the merge has it.
+        assert_eq!(r.record_answer(n("c"), digest(&new)), Met);
+        assert_eq!(r.fetches(), vec![n("c")]);
+        r.record_fetched(&n("c"), new.clone());
+        assert!(r.fetches().is_empty());
+        assert_eq!(r.merged(), new);
+        // b is stale: read repair sends it the merge, c is not.
+        assert_eq!(r.repairs(&r.merged()), vec![n("a"), n("b")]);
+        // A failed fetch takes the answer back: the quorum is short again.
+        let mut r = ReadQuorum::with_primaries(2, 3, 2);
+        r.record(n("a"), Ok(old.clone()));
+        r.record(n("b"), Err("refused".into()));
+        assert_eq!(r.record_answer(n("c"), digest(&new)), Met);
+        assert_eq!(r.fetch_failed(&n("c"), "refused"), Failed);
+        assert!(r.shortfall().to_string().contains("value fetch failed: refused"), "{}", r.shortfall());
+        // With notfound_ok=false an empty digest is a not-found.
+        let mut r = ReadQuorum::new(2, 3).with_notfound_rules(false, false);
+        r.record_answer(n("a"), digest(&Object::new()));
+        assert_eq!(r.record_answer(n("b"), digest(&Object::new())), Failed);
+        assert!(r.not_found());
+    }
+
+    #[test]
     fn nothing_found_needs_no_repair() {
         let mut r = ReadQuorum::new(1, 2);
         r.record(NodeId::new("a"), Ok(Object::new()));

@@ -279,6 +279,35 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_digest_round_trips_and_a_bad_one_is_refused() {
+        let mut object = Object::new();
+        object
+            .update(
+                3,
+                &VersionVector::new(),
+                Mutation::Put(Content { value: Bytes::from_static(b"v"), ..Default::default() }),
+            )
+            .unwrap();
+        let digest = Digest::of(&object);
+        assert_eq!(digest_from_pb(digest_to_pb(&digest)).unwrap(), digest);
+        // A sibling its clock does not cover, one with counter 0, and a
+        // dot twice: a peer's digest is input, refused with a reason.
+        for siblings in [
+            vec![pb::SiblingDigest { actor: 3, counter: 2, hash: 0 }],
+            vec![pb::SiblingDigest { actor: 3, counter: 0, hash: 0 }],
+            vec![
+                pb::SiblingDigest { actor: 3, counter: 1, hash: 0 },
+                pb::SiblingDigest { actor: 3, counter: 1, hash: 1 },
+            ],
+        ] {
+            let bad = pb::ObjectDigest { clock: vec![pb::ClockEntry { actor: 3, counter: 1 }], siblings };
+            let status = digest_from_pb(bad).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().starts_with("invalid digest"), "{}", status.message());
+        }
+    }
+
     proptest! {
         #[test]
         fn key_round_trips(key in arb_key()) {

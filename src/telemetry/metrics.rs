@@ -70,8 +70,8 @@ pub const GRPC_CLIENT_DURATION_SECONDS: &str = "vinzclortho_grpc_client_duration
 /// Encoded bytes of the answers to internal gRPC calls this node made (the
 /// replica client's; what a read moves). Label: `method`.
 pub const GRPC_CLIENT_RESPONSE_BYTES_TOTAL: &str = "vinzclortho_grpc_client_response_bytes_total";
-/// Digest answers to reads: replicas that sent a copy's digest instead of
-/// its value (`core::digest`).
+/// Digest reads: replica calls of a read that asked for a copy's digest
+/// instead of its value (`core::digest`).
 pub const READ_DIGESTS_TOTAL: &str = "vinzclortho_read_digests_total";
 /// Values a read fetched because a digest showed a copy the full answers
 /// did not cover. Label: `outcome` (ok, failed).
@@ -263,7 +263,7 @@ fn describe() {
         Unit::Bytes,
         "Encoded bytes of the answers to internal gRPC calls made, by method."
     );
-    describe_counter!(READ_DIGESTS_TOTAL, "Read answers that were a digest instead of a value.");
+    describe_counter!(READ_DIGESTS_TOTAL, "Replica calls of reads that asked for a digest instead of a value.");
     describe_counter!(READ_VALUE_FETCHES_TOTAL, "Values reads fetched because a digest differed, by outcome.");
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
@@ -417,7 +417,7 @@ pub fn read_siblings(count: usize) {
     histogram!(READ_SIBLINGS).record(count as f64);
 }
 
-/// A replica answered a read with a digest.
+/// A read asked a replica for a digest.
 pub fn read_digest() {
     counter!(READ_DIGESTS_TOTAL).increment(1);
 }
