@@ -65,6 +65,7 @@ fn preflist(node: &NodeProc, key: &str) -> (u32, Vec<String>) {
 fn copy_on(node: &NodeProc, partition: u32, key: &str) -> Option<Object> {
     let request = node.member_request(pb::GetRequest {
         with_history: false,
+        digest: false,
         caller: None,
         partition,
         key: Some(key_to_pb(&ObjectKey::in_default_bucket(key.to_owned()))),

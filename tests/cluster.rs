@@ -35,6 +35,7 @@ fn get_text(url: &str) -> (StatusCode, String) {
 fn replica_values(node: &common::NodeProc, key: &str, partition: u32) -> Vec<String> {
     let req = node.member_request(pb::GetRequest {
         with_history: false,
+        digest: false,
         caller: None,
         partition,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(

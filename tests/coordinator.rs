@@ -13,8 +13,10 @@ use vinzclortho::coordinator::{
     WriteOptions,
 };
 use vinzclortho::core::bucket::{BucketError, BucketProps, ClusterDefaults};
+use vinzclortho::core::digest::Digest;
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::core::quorum::Answer;
 use vinzclortho::core::ring::{Partition, Ring};
 use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::replica::{CallContext, Replica, ReplicaError, SiblingLimits};
@@ -122,6 +124,8 @@ struct Nodes {
     stamps: Mutex<Vec<NodeId>>,
     /// Ring epochs of nodes that are ahead of the coordinator.
     epochs: Mutex<BTreeMap<NodeId, u64>>,
+    /// Reads asked of each node, in order: true for a digest.
+    reads: Mutex<Vec<(NodeId, bool)>>,
 }
 
 impl Nodes {
@@ -135,7 +139,13 @@ impl Nodes {
             behaviour: Mutex::new(BTreeMap::new()),
             stamps: Mutex::new(Vec::new()),
             epochs: Mutex::new(BTreeMap::new()),
+            reads: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The reads asked of `node` so far: true for a digest.
+    fn reads_of(&self, node: &str) -> Vec<bool> {
+        self.reads.lock().unwrap().iter().filter(|(m, _)| *m == n(node)).map(|(_, d)| *d).collect()
     }
 
     fn set(&self, node: &str, b: Behaviour) {
@@ -198,6 +208,20 @@ impl ReplicaClient for Nodes {
     ) -> Result<Object, ReplicaError> {
         self.fence(node, call)?;
         self.gate(node).await?.get(partition, key.clone()).await
+    }
+
+    /// Digests as `rpc::replica_server` makes them.
+    async fn read(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        digest: bool,
+        call: CallContext,
+    ) -> Result<Answer, ReplicaError> {
+        self.reads.lock().unwrap().push((node.clone(), digest));
+        let object = self.get(node, partition, key, call).await?;
+        Ok(if digest { Answer::Digest(Digest::of(&object)) } else { Answer::Full(object) })
     }
 
     async fn coordinate(
@@ -596,4 +620,116 @@ async fn a_bucket_with_a_smaller_n_val_lives_on_its_first_n_val_holders() {
     let refused = c.get(&unknown, QuorumParam::Default).await.unwrap_err();
     assert!(matches!(refused, CoordinatorError::Bucket(BucketError::UnknownType(_))), "{refused}");
     assert_eq!(vinzclortho::error::HasErrorCode::code(&refused), vinzclortho::error::ErrorCode::NotFound);
+}
+
+/// Has `node`'s own replica stamp `v` on top of what it holds.
+async fn write_on(nodes: &Nodes, node: &str, v: &str) {
+    let replica = &nodes.replicas[&n(node)];
+    let held = replica.get(partition(&key()), key()).await.unwrap();
+    replica.coordinate(partition(&key()), key(), held.clock().clone(), put(v)).await.unwrap();
+}
+
+/// Copies `from`'s object into `to`.
+async fn sync(nodes: &Nodes, from: &str, to: &str) {
+    let object = nodes.stored(from, &key()).await;
+    nodes.replicas[&n(to)].merge(partition(&key()), key(), object).await.unwrap();
+}
+
+/// R=2 of 3: two replicas are asked for the value (this node first), the
+/// third for a digest; a digest that shows a newer copy among the R answers
+/// is fetched, and the answer is that copy, as a full read's would be.
+#[tokio::test(start_paused = true)]
+async fn a_digest_that_differs_is_fetched_and_the_answer_includes_it() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    write_on(&nodes, "b", "v1").await;
+    sync(&nodes, "b", "c").await;
+    write_on(&nodes, "c", "v2").await;
+    // a (full) never answers: the quorum is b (full, v1) and c (digest, v2).
+    nodes.set("a", Behaviour::Silent);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let read = c.get(&key(), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&read), BTreeSet::from(["v2".to_owned()]));
+    assert_eq!(nodes.reads_of("a"), vec![false]);
+    assert_eq!(nodes.reads_of("b"), vec![false]);
+    assert_eq!(nodes.reads_of("c"), vec![true, false], "a digest, then the value it showed");
+}
+
+/// Equal copies: the digest matches and nothing is fetched.
+#[tokio::test(start_paused = true)]
+async fn a_digest_that_matches_fetches_nothing() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::All).await.unwrap();
+    nodes.set("b", Behaviour::Silent);
+    let read = c.get(&key(), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&read), BTreeSet::from(["v".to_owned()]));
+    assert_eq!(nodes.reads_of("c"), vec![true]);
+}
+
+/// A full-value replica that fails (no fallback left) leaves the read to a
+/// digest replica: its copy, which the remaining full answer lacks, is
+/// fetched, so the answer holds what R replicas hold.
+#[tokio::test(start_paused = true)]
+async fn a_failing_full_value_replica_is_replaced_by_a_digest_replicas_value() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    write_on(&nodes, "c", "v").await;
+    nodes.set("b", Behaviour::Refuses);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let read = c.get(&key(), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&read), BTreeSet::from(["v".to_owned()]), "a (empty) alone would say not found");
+    assert_eq!(nodes.reads_of("c"), vec![true, false]);
+}
+
+/// A digest replica whose value fetch fails no longer counts: with the
+/// other full replica silent, the read cannot answer and says so.
+#[tokio::test(start_paused = true)]
+async fn a_failed_value_fetch_takes_the_digest_answer_back() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    write_on(&nodes, "c", "v").await;
+    nodes.set("b", Behaviour::Refuses);
+    // c answers its digest, then refuses the fetch.
+    let fetch_refused = {
+        let nodes = Arc::clone(&nodes);
+        async move {
+            loop {
+                if !nodes.reads_of("c").is_empty() {
+                    nodes.set("c", Behaviour::Refuses);
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let k = key();
+    let (result, ()) = tokio::join!(c.get(&k, QuorumParam::Default), fetch_refused);
+    let refused = unavailable(result);
+    assert!(refused.contains("value fetch failed"), "{refused}");
+}
+
+/// Read repair still finds a stale replica that answered with a digest.
+#[tokio::test(start_paused = true)]
+async fn read_repair_repairs_a_stale_digest_replica() {
+    let topology = Scripted::new("a", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.set("c", Behaviour::Refuses);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    nodes.set("c", Behaviour::Answers);
+    let read = c.get(&key(), QuorumParam::Default).await.unwrap();
+    assert_eq!(values(&read), BTreeSet::from(["v".to_owned()]));
+    assert_eq!(nodes.reads_of("c"), vec![true], "c gave a digest, and its empty copy needed no fetch");
+    let repaired = async {
+        loop {
+            if !nodes.stored("c", &key()).await.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), repaired).await.expect("c was repaired");
 }

@@ -548,6 +548,7 @@ fn replica_values(
         };
         let request = pb::GetRequest {
             with_history: false,
+            digest: false,
             caller: None,
             partition,
             key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(

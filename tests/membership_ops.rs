@@ -82,6 +82,7 @@ fn get(node: &NodeProc, key: &str) -> (StatusCode, String) {
 fn replica_values(node: &NodeProc, key: &str, partition: u32) -> Vec<String> {
     let req = node.member_request(pb::GetRequest {
         with_history: false,
+        digest: false,
         caller: None,
         partition,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&vinzclortho::core::key::ObjectKey::in_default_bucket(

@@ -81,6 +81,7 @@ fn absent_on_every_primary(via: &NodeProc, key: &str) -> bool {
 fn copy_on(node: &NodeProc, partition: u32, key: &str) -> Object {
     let request = node.member_request(pb::GetRequest {
         with_history: false,
+        digest: false,
         caller: None,
         partition,
         key: Some(key_to_pb(&ObjectKey::in_default_bucket(key.to_owned()))),

@@ -23,8 +23,10 @@ use tonic_health::pb::health_check_response::ServingStatus as PbServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::server::HealthReporter;
 use vinzclortho::coordinator::{AddressBook, ReplicaClient, RingView, Topology};
+use vinzclortho::core::digest::Digest;
 use vinzclortho::core::key::{NodeId, ObjectKey};
 use vinzclortho::core::object::{Content, Mutation, Object};
+use vinzclortho::core::quorum::Answer;
 use vinzclortho::core::ring::Partition;
 use vinzclortho::core::vclock::VersionVector;
 use vinzclortho::env::Env;
@@ -237,6 +239,14 @@ async fn coordinate_get_and_merge_round_trip_with_siblings_and_contexts() {
 
     let never = bounded("get absent", client.get(&node, P, &key("absent"), ctx())).await.unwrap();
     assert!(never.is_empty());
+
+    // A digest read answers the stored object's digest, over the stream.
+    let digest = bounded("digest", client.read(&node, P, &k, true, ctx())).await.unwrap();
+    assert_eq!(digest, Answer::Digest(Digest::of(&read)));
+    let full = bounded("full read", client.read(&node, P, &k, false, ctx())).await.unwrap();
+    assert_eq!(full, Answer::Full(read));
+    let absent = bounded("digest absent", client.read(&node, P, &key("absent"), true, ctx())).await.unwrap();
+    assert!(absent.is_empty(), "{absent:?}");
     server.stop().await;
 }
 
@@ -292,10 +302,22 @@ async fn malformed_requests_are_invalid_arguments() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid object"), "{}", status.message());
 
-    let status = bounded("get", raw.get(pb::GetRequest { with_history: false, caller: None, partition: P, key: None }))
-        .await
-        .unwrap_err();
+    let status = bounded(
+        "get",
+        raw.get(pb::GetRequest { with_history: false, digest: false, caller: None, partition: P, key: None }),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // A digest request is checked like any Get.
+    let status = bounded(
+        "digest",
+        raw.get(pb::GetRequest { with_history: true, digest: true, caller: None, partition: P, key: None }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("key"), "{}", status.message());
     // Nothing was stored by the refused merge.
     assert!(server.replica.get(P, ObjectKey::new("t", "b", "k")).await.unwrap().is_empty());
 }
@@ -320,9 +342,12 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
     let no_mutation =
         pb::CoordinateRequest { caller: None, partition: P, key: key.clone(), context: vec![], mutation: None };
     tx.send(call(8, Some(Call::Coordinate(no_mutation)))).await.unwrap();
-    tx.send(call(9, Some(Call::Get(pb::GetRequest { with_history: false, caller: None, partition: P, key: None }))))
-        .await
-        .unwrap();
+    tx.send(call(
+        9,
+        Some(Call::Get(pb::GetRequest { with_history: false, digest: false, caller: None, partition: P, key: None })),
+    ))
+    .await
+    .unwrap();
     let write = pb::CoordinateRequest {
         caller: None,
         partition: P,
@@ -336,9 +361,12 @@ async fn malformed_calls_on_the_stream_fail_alone_and_the_stream_goes_on() {
         })),
     };
     tx.send(call(10, Some(Call::Coordinate(write)))).await.unwrap();
-    tx.send(call(11, Some(Call::Get(pb::GetRequest { with_history: false, caller: None, partition: P, key }))))
-        .await
-        .unwrap();
+    tx.send(call(
+        11,
+        Some(Call::Get(pb::GetRequest { with_history: false, digest: false, caller: None, partition: P, key })),
+    ))
+    .await
+    .unwrap();
     drop(tx); // closing our side ends the stream once all are answered
     let mut by_id = HashMap::new();
     while let Some(answer) = bounded("answer", answers.message()).await.unwrap() {
@@ -1030,6 +1058,7 @@ async fn a_call_meant_for_another_node_is_refused_and_counted() {
     let mut raw = pb::replica_client::ReplicaClient::new(server.channel_as(&caller(), &old).await);
     let get = pb::GetRequest {
         with_history: false,
+        digest: false,
         caller: None,
         partition: P,
         key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),
@@ -1372,6 +1401,7 @@ async fn a_call_planned_on_an_older_ring_is_refused_with_the_newer_epoch() {
         "unary",
         raw.get(pb::GetRequest {
             with_history: false,
+            digest: false,
             caller: Some(stale),
             partition: P,
             key: Some(vinzclortho::rpc::convert::key_to_pb(&k)),

@@ -59,7 +59,7 @@ pub use topology::{RingView, Topology};
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
-use crate::core::quorum::{Fallbacks, Progress, ReadQuorum, Shortfall, WriteQuorum};
+use crate::core::quorum::{Answer, Fallbacks, Progress, ReadQuorum, Shortfall, WriteQuorum};
 use crate::core::ring::{Partition, Ring};
 use crate::core::vclock::VersionVector;
 use crate::env::Env;
@@ -271,13 +271,25 @@ impl Coordinator {
         self.topology.catch_up(node, epoch, deadline).await
     }
 
-    /// Spawns one read of `node`'s copy; its answer comes back on `tx`.
-    fn spawn_get(&self, node: NodeId, partition: Partition, key: &ObjectKey, call: CallContext, tx: &ReadTx) {
+    /// Spawns one read of `node`'s copy (with `digest`, of its digest); its
+    /// answer comes back on `tx`.
+    fn spawn_get(
+        &self,
+        node: NodeId,
+        digest: bool,
+        partition: Partition,
+        key: &ObjectKey,
+        call: CallContext,
+        tx: &ReadTx,
+    ) {
+        if digest {
+            metrics::read_digest();
+        }
         let (replicas, key, tx) = (Arc::clone(&self.replicas), key.clone(), tx.clone());
         let deadline = call.deadline;
         self.env.spawn(
             async move {
-                let reply = match timeout_at(deadline, replicas.get(&node, partition, &key, call)).await {
+                let reply = match timeout_at(deadline, replicas.read(&node, partition, &key, digest, call)).await {
                     Ok(reply) => reply,
                     Err(_) => Err(ReplicaError::Unreachable {
                         node: node.clone(),
@@ -291,8 +303,31 @@ impl Coordinator {
         );
     }
 
+    /// The R slots of a read asked for their value (the others for a
+    /// digest): this node first when it is one, then the up primaries in
+    /// plan order, then the down ones (whose fallbacks will answer).
+    fn full_value_slots(&self, plan: &Plan) -> Vec<NodeId> {
+        let local = self.topology.local();
+        let up = |n: &&NodeId| self.topology.is_up(n);
+        let mut order: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).filter(up).collect();
+        order.extend(plan.nodes.iter().filter(|n| *n != local).filter(up));
+        order.extend(plan.nodes.iter().filter(|n| !up(n)));
+        order.into_iter().take(plan.needed).cloned().collect()
+    }
+
     /// One read on the ring as this node sees it now: the up primaries, and
     /// for each primary that is down or fails, the next fallback.
+    ///
+    /// Digest reads (Riak's HEAD requests): R replicas are asked for their
+    /// copy (this node first when it is one, then the others in plan order,
+    /// up ones first) and the rest for a digest (`core::digest`), so a read
+    /// moves about one copy's bytes per value instead of N. A fallback is
+    /// asked what its primary's slot was. Answers count towards R either
+    /// way; before answering, the copies whose digest the merge of the full
+    /// copies does not cover are fetched (`ReadQuorum::fetches`), so the
+    /// client gets the merge of every answer, as when all were full. A
+    /// full-value replica that fails leaves its slot to a fallback as
+    /// before, and a digest replica whose copy is needed is fetched.
     async fn get_once(&self, key: &ObjectKey, options: ReadOptions, deadline: Instant) -> Result<Reply, Attempt> {
         let plan = self.plan(key, options.r, options.pr, Op::Read)?;
         let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
@@ -303,11 +338,13 @@ impl Coordinator {
             options.notfound_ok.unwrap_or(plan.notfound_ok),
             options.basic_quorum.unwrap_or(plan.basic_quorum),
         );
+        let full = self.full_value_slots(&plan);
+        let digest = |slot: &NodeId| !full.contains(slot);
         let mut sloppy = plan.sloppy();
         let mut in_flight = 0usize;
         for node in &plan.nodes {
             if self.topology.is_up(node) {
-                self.spawn_get(node.clone(), partition, key, call, &tx);
+                self.spawn_get(node.clone(), digest(node), partition, key, call, &tx);
                 in_flight += 1;
                 continue;
             }
@@ -315,7 +352,7 @@ impl Coordinator {
             match sloppy.take(&plan, node, &*self.topology) {
                 Some(fallback) => {
                     read.record_primary_failed(node, "node is down");
-                    self.spawn_get(fallback, partition, key, call, &tx);
+                    self.spawn_get(fallback, digest(node), partition, key, call, &tx);
                     in_flight += 1;
                 }
                 None => {
@@ -326,37 +363,70 @@ impl Coordinator {
                 return Err(Attempt::Failed(self.read_unavailable(&read)));
             }
         }
-        while read.progress() == Progress::Pending && in_flight > 0 {
-            let (node, reply) = match timeout_at(deadline, rx.recv()).await {
-                Ok(Some(answer)) => answer,
-                Ok(None) | Err(_) => break,
-            };
-            in_flight -= 1;
-            let slot = sloppy.stands_for(&node);
-            match reply {
-                // A replica on a newer ring: our holders may be the wrong
-                // ones. Catch up rather than answer from them.
-                Err(ReplicaError::StaleRing { node, epoch }) => return Err(Attempt::Stale { node, epoch }),
-                Ok(object) => match &slot {
-                    Some(primary) => read.record_fallback(node, primary, Ok(object)),
-                    None => read.record(node, Ok(object)),
-                },
-                Err(e) => {
-                    let primary = slot.clone().unwrap_or_else(|| node.clone());
-                    match sloppy.take(&plan, &primary, &*self.topology) {
-                        Some(fallback) => {
-                            if slot.is_none() {
-                                read.record_primary_failed(&node, &e.to_string());
-                            }
-                            self.spawn_get(fallback, partition, key, call, &tx);
-                            in_flight += 1;
-                            read.progress()
+        // Replicas whose value is being fetched after they gave a digest.
+        let mut fetching: Vec<NodeId> = Vec::new();
+        loop {
+            while (read.progress() == Progress::Pending || !fetching.is_empty()) && in_flight > 0 {
+                let (node, reply) = match timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(answer)) => answer,
+                    Ok(None) | Err(_) => break,
+                };
+                in_flight -= 1;
+                if let Some(at) = fetching.iter().position(|n| *n == node) {
+                    fetching.remove(at);
+                    let fetched = match reply {
+                        Err(ReplicaError::StaleRing { node, epoch }) => return Err(Attempt::Stale { node, epoch }),
+                        Ok(Answer::Full(object)) => Ok(object),
+                        Ok(Answer::Digest(_)) => Err("it answered a value fetch with a digest".to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    metrics::read_value_fetch(fetched.is_ok());
+                    match fetched {
+                        Ok(object) => read.record_fetched(&node, object),
+                        Err(reason) => {
+                            read.fetch_failed(&node, &reason);
                         }
-                        None if slot.is_some() => read.record_fallback(node, &primary, Err(e.to_string())),
-                        None => read.record(node, Err(e.to_string())),
                     }
+                    continue;
                 }
-            };
+                let slot = sloppy.stands_for(&node);
+                match reply {
+                    // A replica on a newer ring: our holders may be the wrong
+                    // ones. Catch up rather than answer from them.
+                    Err(ReplicaError::StaleRing { node, epoch }) => return Err(Attempt::Stale { node, epoch }),
+                    Ok(answer) => match &slot {
+                        Some(primary) => read.record_fallback_answer(node, primary, Ok(answer)),
+                        None => read.record_answer(node, Ok(answer)),
+                    },
+                    Err(e) => {
+                        let primary = slot.clone().unwrap_or_else(|| node.clone());
+                        match sloppy.take(&plan, &primary, &*self.topology) {
+                            Some(fallback) => {
+                                if slot.is_none() {
+                                    read.record_primary_failed(&node, &e.to_string());
+                                }
+                                self.spawn_get(fallback, digest(&primary), partition, key, call, &tx);
+                                in_flight += 1;
+                                read.progress()
+                            }
+                            None if slot.is_some() => read.record_fallback(node, &primary, Err(e.to_string())),
+                            None => read.record(node, Err(e.to_string())),
+                        }
+                    }
+                };
+            }
+            if read.progress() != Progress::Met || !fetching.is_empty() {
+                break;
+            }
+            let fetches = read.fetches();
+            if fetches.is_empty() {
+                break;
+            }
+            for node in fetches {
+                self.spawn_get(node.clone(), false, partition, key, call, &tx);
+                in_flight += 1;
+                fetching.push(node);
+            }
         }
         drop(tx);
         if read.not_found() {
@@ -364,7 +434,9 @@ impl Coordinator {
             metrics::quorum("read", "not_found", read.quorum().ok().len());
             return Ok(Reply { object: Object::new(), fallbacks: read.fallbacks() });
         }
-        if read.progress() != Progress::Met {
+        // A value still being fetched at the deadline: the answer would not
+        // be the merge of what the replicas answered.
+        if read.progress() != Progress::Met || !fetching.is_empty() {
             return Err(Attempt::Failed(self.read_unavailable(&read)));
         }
         let merged = read.merged();
@@ -858,7 +930,7 @@ struct Stamped {
 }
 
 /// Where the answers of a read's replica calls arrive.
-type ReadTx = mpsc::Sender<(NodeId, Result<Object, ReplicaError>)>;
+type ReadTx = mpsc::Sender<(NodeId, Result<Answer, ReplicaError>)>;
 /// Where the answers of a write's merges arrive, each with the primary its
 /// node stood in for.
 type WriteTx = mpsc::Sender<(NodeId, Option<NodeId>, Result<(), ReplicaError>)>;
@@ -904,13 +976,16 @@ async fn read_repair(
     repair: Repair,
     key: ObjectKey,
     mut read: ReadQuorum,
-    mut rx: mpsc::Receiver<(NodeId, Result<Object, ReplicaError>)>,
+    mut rx: mpsc::Receiver<(NodeId, Result<Answer, ReplicaError>)>,
 ) {
+    // Late answers: a late digest that shows a newer copy makes its replica
+    // a repair target, and its value joins the repair through the history
+    // fetch below, as a late full answer would.
     while let Some((node, reply)) = rx.recv().await {
         let reply = reply.map_err(|e| e.to_string());
         match repair.fallbacks.stands_for(&node) {
-            Some(primary) => read.record_fallback(node.clone(), &primary.clone(), reply),
-            None => read.record(node, reply),
+            Some(primary) => read.record_fallback_answer(node.clone(), &primary.clone(), reply),
+            None => read.record_answer(node, reply),
         };
     }
     let merged = read.merged();

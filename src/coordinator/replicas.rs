@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
+use crate::core::quorum::Answer;
 use crate::core::ring::Partition;
 use crate::core::vclock::{ActorId, VersionVector};
 use crate::replica::{CallContext, ReplicaError};
@@ -27,6 +28,22 @@ pub trait ReplicaClient: Send + Sync + 'static {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError>;
+
+    /// The node's object for `key`, or with `digest` only its digest
+    /// (`core::digest`: a read that needs no value from this replica). A
+    /// client or replica that cannot give digests answers with the object,
+    /// which the read treats as any full answer.
+    async fn read(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        digest: bool,
+        call: CallContext,
+    ) -> Result<Answer, ReplicaError> {
+        let _ = digest;
+        self.get(node, partition, key, call).await.map(Answer::Full)
+    }
 
     /// The node's effective object for `key`: its stored one with the key's
     /// history record put back into the clock (`replica::reap`). A client

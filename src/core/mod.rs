@@ -9,6 +9,7 @@ pub mod bucket;
 pub mod context;
 pub mod counter;
 pub mod coverage;
+pub mod digest;
 pub mod duplicate;
 pub mod index;
 pub mod key;

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::digest::Digest;
 use super::key::NodeId;
 use super::object::Object;
 
@@ -53,6 +54,17 @@ impl Quorum {
     pub fn record_err(&mut self, node: NodeId, reason: impl Into<String>) -> Progress {
         debug_assert!(!self.answered(&node), "{node} answered twice");
         self.failed.push((node, reason.into()));
+        self.progress()
+    }
+
+    /// Turns `node`'s success into a failure: it answered, but what the
+    /// answer stood for could not be had (a digest read whose value fetch
+    /// failed). Nothing happens if it had not succeeded.
+    pub fn withdraw(&mut self, node: &NodeId, reason: impl Into<String>) -> Progress {
+        if let Some(at) = self.ok.iter().position(|n| n == node) {
+            self.ok.remove(at);
+            self.failed.push((node.clone(), reason.into()));
+        }
         self.progress()
     }
 
@@ -383,14 +395,51 @@ impl WriteQuorum {
     }
 }
 
-/// A read in progress: the quorum plus every object seen so far.
+/// What a replica answered a read with: its copy, or (asked for a digest,
+/// `core::digest`) the copy's digest. A replica that cannot give digests
+/// answers in full, which is always correct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Full(Object),
+    Digest(Digest),
+}
+
+impl Answer {
+    /// The replica has no copy (the key was never written there).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Answer::Full(object) => object.is_empty(),
+            Answer::Digest(digest) => digest.is_empty(),
+        }
+    }
+}
+
+/// One replica's reply to a read.
+#[derive(Debug, Clone)]
+struct ReadReply {
+    node: NodeId,
+    /// The slot it answered for: its own, or its primary's for a fallback.
+    slot: NodeId,
+    answer: Answer,
+    fallback: bool,
+}
+
+/// A read in progress: the quorum plus every answer seen so far.
+///
+/// Digest reads (`core::digest`). Answers may be digests; they count
+/// towards R like full copies. The answer to the client is the merge of
+/// the full copies ([`ReadQuorum::merged`]) once no digest shows a copy it
+/// does not cover ([`ReadQuorum::fetches`]): the coordinator fetches those
+/// copies' values and records them ([`ReadQuorum::record_fetched`]), so
+/// the answer is the merge of every answer, as with full reads alone. A
+/// fetch that fails takes the answer back ([`ReadQuorum::fetch_failed`]).
 #[derive(Debug, Clone)]
 pub struct ReadQuorum {
     quorum: Quorum,
     /// `?pr=`: primaries that must answer for themselves.
     primaries: Option<Quorum>,
-    /// Each reply with whether a fallback sent it.
-    replies: Vec<(NodeId, Object, bool)>,
+    /// Every reply, in the order recorded.
+    replies: Vec<ReadReply>,
     /// Riak's `notfound_ok`: a replica without the key counts towards R.
     notfound_ok: bool,
     /// Failures (not-founds included) at which the read gives up: N - R + 1,
@@ -442,21 +491,24 @@ impl ReadQuorum {
     /// A primary's answer; a key it does not have is `Object::new()` and
     /// counts as a successful answer unless `notfound_ok` is off.
     pub fn record(&mut self, node: NodeId, reply: Result<Object, String>) -> Progress {
+        self.record_answer(node, reply.map(Answer::Full))
+    }
+
+    /// A primary's answer, a copy or a digest.
+    pub fn record_answer(&mut self, node: NodeId, reply: Result<Answer, String>) -> Progress {
         match reply {
-            Ok(object) if !self.notfound_ok && object.is_empty() => {
-                self.replies.push((node.clone(), object, false));
+            Ok(answer) => {
+                let missing = answer.is_empty();
+                self.replies.push(ReadReply { node: node.clone(), slot: node.clone(), answer, fallback: false });
                 if let Some(p) = &mut self.primaries {
                     p.record_ok(node.clone());
                 }
-                self.not_found += 1;
-                self.quorum.record_err(node, "not found");
-            }
-            Ok(object) => {
-                self.replies.push((node.clone(), object, false));
-                if let Some(p) = &mut self.primaries {
-                    p.record_ok(node.clone());
+                if !self.notfound_ok && missing {
+                    self.not_found += 1;
+                    self.quorum.record_err(node, "not found");
+                } else {
+                    self.quorum.record_ok(node);
                 }
-                self.quorum.record_ok(node);
             }
             Err(reason) => {
                 self.record_primary_failed(&node, &reason);
@@ -479,19 +531,66 @@ impl ReadQuorum {
     /// `fallback`'s answer for the slot of `primary`. An error loses the
     /// slot: call it only when no other fallback is left to ask.
     pub fn record_fallback(&mut self, fallback: NodeId, primary: &NodeId, reply: Result<Object, String>) -> Progress {
+        self.record_fallback_answer(fallback, primary, reply.map(Answer::Full))
+    }
+
+    /// `fallback`'s answer for the slot of `primary`, a copy or a digest.
+    pub fn record_fallback_answer(
+        &mut self,
+        fallback: NodeId,
+        primary: &NodeId,
+        reply: Result<Answer, String>,
+    ) -> Progress {
         match reply {
-            Ok(object) if !self.notfound_ok && object.is_empty() => {
-                self.replies.push((fallback, object, true));
-                self.not_found += 1;
-                self.quorum.record_err(primary.clone(), "not found");
-            }
-            Ok(object) => {
-                self.replies.push((fallback, object, true));
-                self.quorum.record_ok(primary.clone());
+            Ok(answer) => {
+                let missing = answer.is_empty();
+                let slot = primary.clone();
+                self.replies.push(ReadReply { node: fallback, slot, answer, fallback: true });
+                if !self.notfound_ok && missing {
+                    self.not_found += 1;
+                    self.quorum.record_err(primary.clone(), "not found");
+                } else {
+                    self.quorum.record_ok(primary.clone());
+                }
             }
             Err(reason) => {
                 self.quorum.record_err(primary.clone(), format!("{reason} (fallback {fallback})"));
             }
+        }
+        self.progress()
+    }
+
+    /// The replicas whose digest shows a copy the merge of the full copies
+    /// does not cover: their values must be fetched before the read
+    /// answers (see the type's comment).
+    pub fn fetches(&self) -> Vec<NodeId> {
+        let merged = self.merged();
+        self.replies
+            .iter()
+            .filter(|r| matches!(&r.answer, Answer::Digest(d) if !d.covered_by(&merged)))
+            .map(|r| r.node.clone())
+            .collect()
+    }
+
+    /// The value fetched from `node`, which had answered with a digest.
+    pub fn record_fetched(&mut self, node: &NodeId, object: Object) {
+        if let Some(reply) = self.replies.iter_mut().find(|r| &r.node == node) {
+            reply.answer = Answer::Full(object);
+        }
+    }
+
+    /// The value of `node`'s digest could not be fetched: its answer no
+    /// longer counts (its slot is lost, as if it had failed).
+    pub fn fetch_failed(&mut self, node: &NodeId, reason: &str) -> Progress {
+        if let Some(at) = self.replies.iter().position(|r| &r.node == node) {
+            let reply = self.replies.remove(at);
+            let reason = format!("value fetch failed: {reason}");
+            if let Some(p) = &mut self.primaries
+                && !reply.fallback
+            {
+                p.withdraw(&reply.slot, reason.clone());
+            }
+            self.quorum.withdraw(&reply.slot, reason);
         }
         self.progress()
     }
@@ -519,12 +618,16 @@ impl ReadQuorum {
 
     /// How many fallbacks answered.
     pub fn fallbacks(&self) -> usize {
-        self.replies.iter().filter(|(_, _, fallback)| *fallback).count()
+        self.replies.iter().filter(|r| r.fallback).count()
     }
 
-    /// The join of every reply: what the client is told.
+    /// The join of every full reply: what the client is told (once
+    /// [`ReadQuorum::fetches`] is empty).
     pub fn merged(&self) -> Object {
-        self.replies.iter().fold(Object::new(), |acc, (_, o, _)| acc.merge(o))
+        self.replies.iter().fold(Object::new(), |acc, r| match &r.answer {
+            Answer::Full(o) => acc.merge(o),
+            Answer::Digest(_) => acc,
+        })
     }
 
     /// Read repair as a value: the primaries that answered with less than
@@ -534,12 +637,16 @@ impl ReadQuorum {
         if merged.is_empty() {
             return Vec::new();
         }
-        self.replies.iter().filter(|(_, o, fallback)| !fallback && o != merged).map(|(n, _, _)| n.clone()).collect()
+        let stale = |answer: &Answer| match answer {
+            Answer::Full(o) => o != merged,
+            Answer::Digest(d) => !d.matches(merged),
+        };
+        self.replies.iter().filter(|r| !r.fallback && stale(&r.answer)).map(|r| r.node.clone()).collect()
     }
 
     /// The primaries that answered.
     pub fn primaries_answered(&self) -> Vec<NodeId> {
-        self.replies.iter().filter(|(_, _, fallback)| !fallback).map(|(n, _, _)| n.clone()).collect()
+        self.replies.iter().filter(|r| !r.fallback).map(|r| r.node.clone()).collect()
     }
 }
 
@@ -835,6 +942,39 @@ mod tests {
         // A tombstone is a value, not a not-found.
         let mut r = ReadQuorum::new(1, 3).with_notfound_rules(false, false);
         assert_eq!(r.record(c, Ok(Object::tombstone(VersionVector::from_entries([(1, 1)])))), Met);
+    }
+
+    #[test]
+    fn digest_answers_count_and_uncovered_ones_are_fetched() {
+        use Progress::*;
+        let n = |s: &str| NodeId::new(s);
+        let (old, new) = (written("v", 1), written("v", 1).merge(&written("w", 2)));
+        let digest = |o: &Object| Ok(Answer::Digest(Digest::of(o)));
+        // a full (old), b digest of the same: met, nothing to fetch.
+        let mut r = ReadQuorum::new(2, 3);
+        assert_eq!(r.record(n("a"), Ok(old.clone())), Pending);
+        assert_eq!(r.record_answer(n("b"), digest(&old)), Met);
+        assert!(r.fetches().is_empty());
+        // c's digest shows a newer copy: fetch it, and the merge has it.
+        assert_eq!(r.record_answer(n("c"), digest(&new)), Met);
+        assert_eq!(r.fetches(), vec![n("c")]);
+        r.record_fetched(&n("c"), new.clone());
+        assert!(r.fetches().is_empty());
+        assert_eq!(r.merged(), new);
+        // b is stale: read repair sends it the merge, c is not.
+        assert_eq!(r.repairs(&r.merged()), vec![n("a"), n("b")]);
+        // A failed fetch takes the answer back: the quorum is short again.
+        let mut r = ReadQuorum::with_primaries(2, 3, 2);
+        r.record(n("a"), Ok(old.clone()));
+        r.record(n("b"), Err("refused".into()));
+        assert_eq!(r.record_answer(n("c"), digest(&new)), Met);
+        assert_eq!(r.fetch_failed(&n("c"), "refused"), Failed);
+        assert!(r.shortfall().to_string().contains("value fetch failed: refused"), "{}", r.shortfall());
+        // With notfound_ok=false an empty digest is a not-found.
+        let mut r = ReadQuorum::new(2, 3).with_notfound_rules(false, false);
+        r.record_answer(n("a"), digest(&Object::new()));
+        assert_eq!(r.record_answer(n("b"), digest(&Object::new())), Failed);
+        assert!(r.not_found());
     }
 
     #[test]

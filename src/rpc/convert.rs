@@ -11,6 +11,7 @@ use tonic::Status;
 
 use super::pb::coordinate_request::Mutation as PbMutation;
 use super::{pb, transfer_pb};
+use crate::core::digest::Digest;
 use crate::core::key::ObjectKey;
 use crate::core::object::{Content, Link, Metadata, Mutation, Object, Sibling};
 use crate::core::vclock::{Dot, VersionVector};
@@ -39,6 +40,25 @@ pub fn clock_to_pb(clock: &VersionVector) -> Vec<pb::ClockEntry> {
 /// accepted (`VersionVector::from_entries` normalises them).
 pub fn clock_from_pb(entries: &[pb::ClockEntry]) -> VersionVector {
     VersionVector::from_entries(entries.iter().map(|e| (e.actor, e.counter)))
+}
+
+pub fn digest_to_pb(digest: &Digest) -> pb::ObjectDigest {
+    pb::ObjectDigest {
+        clock: clock_to_pb(digest.clock()),
+        siblings: digest
+            .siblings()
+            .iter()
+            .map(|(dot, hash)| pb::SiblingDigest { actor: dot.actor, counter: dot.counter, hash: *hash })
+            .collect(),
+    }
+}
+
+/// A peer's digest, checked as [`Digest::from_parts`] does (a sibling dot
+/// with counter 0, twice, or outside the clock is refused).
+pub fn digest_from_pb(digest: pb::ObjectDigest) -> Result<Digest, Status> {
+    let siblings = digest.siblings.iter().map(|s| (Dot { actor: s.actor, counter: s.counter }, s.hash)).collect();
+    Digest::from_parts(clock_from_pb(&digest.clock), siblings)
+        .map_err(|e| Status::invalid_argument(format!("invalid digest: {e}")))
 }
 
 pub fn content_to_pb(content: &Content) -> pb::Put {
@@ -257,6 +277,35 @@ mod tests {
             }
             object
         })
+    }
+
+    #[test]
+    fn a_digest_round_trips_and_a_bad_one_is_refused() {
+        let mut object = Object::new();
+        object
+            .update(
+                3,
+                &VersionVector::new(),
+                Mutation::Put(Content { value: Bytes::from_static(b"v"), ..Default::default() }),
+            )
+            .unwrap();
+        let digest = Digest::of(&object);
+        assert_eq!(digest_from_pb(digest_to_pb(&digest)).unwrap(), digest);
+        // A sibling its clock does not cover, one with counter 0, and a
+        // dot twice: a peer's digest is input, refused with a reason.
+        for siblings in [
+            vec![pb::SiblingDigest { actor: 3, counter: 2, hash: 0 }],
+            vec![pb::SiblingDigest { actor: 3, counter: 0, hash: 0 }],
+            vec![
+                pb::SiblingDigest { actor: 3, counter: 1, hash: 0 },
+                pb::SiblingDigest { actor: 3, counter: 1, hash: 1 },
+            ],
+        ] {
+            let bad = pb::ObjectDigest { clock: vec![pb::ClockEntry { actor: 3, counter: 1 }], siblings };
+            let status = digest_from_pb(bad).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().starts_with("invalid digest"), "{}", status.message());
+        }
     }
 
     proptest! {

@@ -18,7 +18,7 @@ use tonic::{Code, Request, Status};
 use tracing::Instrument;
 
 use super::call_stream::{self, CallStreams, Route};
-use super::convert::{clock_to_pb, key_to_pb, mutation_to_pb, object_from_pb, object_to_pb, required};
+use super::convert::{clock_to_pb, digest_from_pb, key_to_pb, mutation_to_pb, object_from_pb, object_to_pb, required};
 use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
@@ -29,6 +29,7 @@ use super::status::replica_error_from_status;
 use crate::coordinator::{AddressBook, ReplicaClient};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
+use crate::core::quorum::Answer;
 use crate::core::ring::Partition;
 use crate::core::vclock::{ActorId, VersionVector};
 use crate::env::Env;
@@ -131,7 +132,10 @@ impl GrpcReplicaClient {
                 other => other,
             };
             let code = match &answer {
-                Ok(_) => Code::Ok,
+                Ok(result) => {
+                    metrics::grpc_client_response_bytes(method, result_len(result));
+                    Code::Ok
+                }
                 Err(status) => status.code(),
             };
             metrics::grpc_client(method, code, started.elapsed().as_secs_f64());
@@ -139,6 +143,19 @@ impl GrpcReplicaClient {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The encoded size of an answer: what `vinzclortho_grpc_client_response_bytes_total` counts.
+fn result_len(result: &CallResult) -> usize {
+    match result {
+        CallResult::Get(m) => m.encoded_len(),
+        CallResult::Coordinate(m) => m.encoded_len(),
+        CallResult::Merge(m) => m.encoded_len(),
+        CallResult::Error(m) => m.encoded_len(),
+        CallResult::UseUnary(m) => m.encoded_len(),
+        CallResult::Reap(m) => m.encoded_len(),
+        CallResult::Prune(m) => m.encoded_len(),
     }
 }
 
@@ -224,7 +241,21 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
-        self.send_get(node, partition, key, false, call).await
+        self.send_get(node, partition, key, false, false, call).await.and_then(|answer| match answer {
+            Answer::Full(object) => Ok(object),
+            Answer::Digest(_) => Err(unexpected(node, "Replica/Get")),
+        })
+    }
+
+    async fn read(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        digest: bool,
+        call: CallContext,
+    ) -> Result<Answer, ReplicaError> {
+        self.send_get(node, partition, key, false, digest, call).await
     }
 
     async fn get_with_history(
@@ -234,7 +265,10 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
-        self.send_get(node, partition, key, true, call).await
+        self.send_get(node, partition, key, true, false, call).await.and_then(|answer| match answer {
+            Answer::Full(object) => Ok(object),
+            Answer::Digest(_) => Err(unexpected(node, "Replica/Get")),
+        })
     }
 
     async fn coordinate(
@@ -332,16 +366,23 @@ impl GrpcReplicaClient {
         partition: Partition,
         key: &ObjectKey,
         with_history: bool,
+        digest: bool,
         call: CallContext,
-    ) -> Result<Object, ReplicaError> {
+    ) -> Result<Answer, ReplicaError> {
         let message = pb::GetRequest {
             partition,
             key: Some(key_to_pb(key)),
             with_history,
             caller: Some(caller(&call, self.env.now_ms())),
+            digest,
         };
         match self.call(node, "Replica/Get", Call::Get(message), call).await? {
-            CallResult::Get(response) => object_from_response(node, response.object),
+            // A digest only when asked for one; an older peer answers a
+            // digest request with the object, a full answer.
+            CallResult::Get(pb::GetResponse { digest: Some(d), .. }) if digest => {
+                digest_from_pb(d).map(Answer::Digest).map_err(|s| invalid_response(node, s))
+            }
+            CallResult::Get(response) => object_from_response(node, response.object).map(Answer::Full),
             _ => Err(unexpected(node, "Replica/Get")),
         }
     }
@@ -399,6 +440,22 @@ impl ReplicaClient for RoutedReplicas {
         match self.local(node) {
             Some(replica) => replica.get(partition, key.clone()).await,
             None => self.remote.get(node, partition, key, call).await,
+        }
+    }
+
+    /// This node's own copy is read in process, where a digest would save
+    /// no bytes: it always answers in full.
+    async fn read(
+        &self,
+        node: &NodeId,
+        partition: Partition,
+        key: &ObjectKey,
+        digest: bool,
+        call: CallContext,
+    ) -> Result<Answer, ReplicaError> {
+        match self.local(node) {
+            Some(replica) => replica.get(partition, key.clone()).await.map(Answer::Full),
+            None => self.remote.read(node, partition, key, digest, call).await,
         }
     }
 

@@ -35,12 +35,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::convert::{clock_from_pb, key_from_pb, mutation_from_pb, object_from_pb, object_to_pb, required};
+use super::convert::{
+    clock_from_pb, digest_to_pb, key_from_pb, mutation_from_pb, object_from_pb, object_to_pb, required,
+};
 use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_server::Replica as ReplicaRpc;
 use crate::coordinator::{RingView, Topology};
+use crate::core::digest::Digest;
 use crate::env::Clock;
 use crate::replica::{Replica, ReplicaError};
 use crate::telemetry::{metrics, propagation};
@@ -137,14 +140,17 @@ async fn get(
     request: pb::GetRequest,
 ) -> Result<pb::GetResponse, Status> {
     let received = Instant::now();
-    let pb::GetRequest { partition, key, with_history, caller } = request;
+    let pb::GetRequest { partition, key, with_history, caller, digest } = request;
     admission.check(caller.as_ref(), received)?;
     let key = key_from_pb(required(key, "key")?);
     let object = match with_history {
         true => replica.effective(partition, key).await?,
         false => replica.get(partition, key).await?,
     };
-    Ok(pb::GetResponse { object: Some(object_to_pb(&object)) })
+    Ok(match digest {
+        true => pb::GetResponse { object: None, digest: Some(digest_to_pb(&Digest::of(&object))) },
+        false => pb::GetResponse { object: Some(object_to_pb(&object)), digest: None },
+    })
 }
 
 async fn coordinate(

@@ -67,6 +67,15 @@ pub const GOSSIP_ROUNDS_TOTAL: &str = "vinzclortho_gossip_rounds_total";
 pub const GRPC_CLIENT_REQUESTS_TOTAL: &str = "vinzclortho_grpc_client_requests_total";
 /// Latency of internal gRPC calls made. Label: `method`.
 pub const GRPC_CLIENT_DURATION_SECONDS: &str = "vinzclortho_grpc_client_duration_seconds";
+/// Encoded bytes of the answers to internal gRPC calls this node made (the
+/// replica client's; what a read moves). Label: `method`.
+pub const GRPC_CLIENT_RESPONSE_BYTES_TOTAL: &str = "vinzclortho_grpc_client_response_bytes_total";
+/// Digest reads: replica calls of a read that asked for a copy's digest
+/// instead of its value (`core::digest`).
+pub const READ_DIGESTS_TOTAL: &str = "vinzclortho_read_digests_total";
+/// Values a read fetched because a digest showed a copy the full answers
+/// did not cover. Label: `outcome` (ok, failed).
+pub const READ_VALUE_FETCHES_TOTAL: &str = "vinzclortho_read_value_fetches_total";
 /// Internal gRPC calls served. Labels: `method`, `code`.
 pub const GRPC_SERVER_REQUESTS_TOTAL: &str = "vinzclortho_grpc_server_requests_total";
 /// Latency of internal gRPC calls served. Label: `method`.
@@ -249,6 +258,13 @@ fn describe() {
     describe_counter!(GOSSIP_ROUNDS_TOTAL, "Gossip rounds by outcome.");
     describe_counter!(GRPC_CLIENT_REQUESTS_TOTAL, "Internal gRPC calls made, by method and status code.");
     describe_histogram!(GRPC_CLIENT_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls made.");
+    describe_counter!(
+        GRPC_CLIENT_RESPONSE_BYTES_TOTAL,
+        Unit::Bytes,
+        "Encoded bytes of the answers to internal gRPC calls made, by method."
+    );
+    describe_counter!(READ_DIGESTS_TOTAL, "Replica calls of reads that asked for a digest instead of a value.");
+    describe_counter!(READ_VALUE_FETCHES_TOTAL, "Values reads fetched because a digest differed, by outcome.");
     describe_counter!(GRPC_SERVER_REQUESTS_TOTAL, "Internal gRPC calls served, by method and status code.");
     describe_histogram!(GRPC_SERVER_DURATION_SECONDS, Unit::Seconds, "Latency of internal gRPC calls served.");
     describe_counter!(RPC_REFUSED_TOTAL, "Internal gRPC calls refused for a wrong or missing identity, by reason.");
@@ -309,6 +325,7 @@ fn zero() {
     for method in GRPC_METHODS {
         counter!(GRPC_CLIENT_REQUESTS_TOTAL, "method" => method, "code" => "OK").increment(0);
         counter!(GRPC_SERVER_REQUESTS_TOTAL, "method" => method, "code" => "OK").increment(0);
+        counter!(GRPC_CLIENT_RESPONSE_BYTES_TOTAL, "method" => method).increment(0);
         let _ = histogram!(GRPC_CLIENT_DURATION_SECONDS, "method" => method);
         let _ = histogram!(GRPC_SERVER_DURATION_SECONDS, "method" => method);
     }
@@ -317,8 +334,10 @@ fn zero() {
     for status in ["up", "down"] {
         gauge!(MEMBERS, "status" => status).set(0.0);
     }
+    counter!(READ_DIGESTS_TOTAL).increment(0);
     for outcome in ["ok", "failed"] {
         counter!(READ_REPAIRS_TOTAL, "outcome" => outcome).increment(0);
+        counter!(READ_VALUE_FETCHES_TOTAL, "outcome" => outcome).increment(0);
         for kind in ["move", "sweep"] {
             counter!(PARTITION_TRANSFERS_TOTAL, "kind" => kind, "outcome" => outcome).increment(0);
         }
@@ -398,6 +417,16 @@ pub fn read_siblings(count: usize) {
     histogram!(READ_SIBLINGS).record(count as f64);
 }
 
+/// A read asked a replica for a digest.
+pub fn read_digest() {
+    counter!(READ_DIGESTS_TOTAL).increment(1);
+}
+
+/// A read fetched the value behind a digest.
+pub fn read_value_fetch(ok: bool) {
+    counter!(READ_VALUE_FETCHES_TOTAL, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
 pub fn read_repair(ok: bool) {
     counter!(READ_REPAIRS_TOTAL, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
 }
@@ -457,6 +486,11 @@ pub fn gossip_round(outcome: &'static str) {
 pub fn grpc_client(method: &'static str, code: tonic::Code, seconds: f64) {
     counter!(GRPC_CLIENT_REQUESTS_TOTAL, "method" => method, "code" => code_name(code)).increment(1);
     histogram!(GRPC_CLIENT_DURATION_SECONDS, "method" => method).record(seconds);
+}
+
+/// The answer to an internal gRPC call made by this node was `bytes` long.
+pub fn grpc_client_response_bytes(method: &'static str, bytes: usize) {
+    counter!(GRPC_CLIENT_RESPONSE_BYTES_TOTAL, "method" => method).increment(bytes as u64);
 }
 
 /// An internal gRPC call served by this node.
@@ -581,6 +615,9 @@ mod tests {
             r#"vinzclortho_grpc_server_duration_seconds_count{method="Coverage/Index"} 0"#,
             r#"vinzclortho_anti_entropy_exchange_duration_seconds_count 0"#,
             r#"vinzclortho_members{status="down"} 0"#,
+            r#"vinzclortho_grpc_client_response_bytes_total{method="Replica/Get"} 0"#,
+            r#"vinzclortho_read_digests_total 0"#,
+            r#"vinzclortho_read_value_fetches_total{outcome="failed"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == series), "missing from the start: {series}");
         }
