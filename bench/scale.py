@@ -10,7 +10,8 @@ Parts (see docs/performance.md, "How cost grows"):
   cpu       For clusters of each size in --sizes: start the nodes (release
             binary, RocksDB, 64 partitions, N=3 R=2 W=2), preload --keys keys,
             then run `vinzclortho bench` (50/50, uniform, 100-byte values,
-            --concurrency in flight, requests spread over every node) and read
+            --concurrency in flight, requests spread over every node, or
+            each sent to a primary of its key with --route preflist) and read
             every node's CPU time (utime + stime from /proc/PID/stat) before
             and after: CPU milliseconds per 1,000 operations, for the whole
             cluster. Also the cluster's idle CPU (gossip and failure detection
@@ -190,11 +191,12 @@ class Cluster:
         return http_get(f"http://{self.http(i)}/metrics")
 
     def replica_calls(self):
-        """Replica calls (Get, Coordinate, Merge) made by all nodes so far."""
+        """Replica calls (Get, Coordinate, Merge, forwarded writes) made by
+        all nodes so far."""
         total = 0.0
         for i in range(len(self.procs)):
             text = self.metrics(i)
-            for method in ("Replica/Get", "Replica/Coordinate", "Replica/Merge"):
+            for method in ("Replica/Get", "Replica/Coordinate", "Replica/Merge", "Forward/Write"):
                 total += metric_sum(text, "vinzclortho_grpc_client_requests_total", {"method": method})
         return total
 
@@ -225,12 +227,16 @@ def bench(binary, out, name, nodes, extra, timeout):
 
 def part_cpu(a, binary, out, rows):
     rows.append("## CPU per 1,000 operations\n")
+    spread = "each request sent to a primary of its key (--route preflist)" if a.route == "preflist" \
+        else "requests spread over every node"
     rows.append(f"50/50 read/write, uniform over {a.keys} keys, 100-byte values, {a.concurrency} in flight, "
-                f"{a.duration} s, N=3 R=2 W=2, requests spread over every node; CPU of all nodes together.\n")
+                f"{a.duration} s, N=3 R=2 W=2, {spread}; CPU of all nodes together.\n")
     rows.append("| nodes | ops/s | p99 ms | cluster CPU s | CPU ms per 1,000 ops | vs 3 nodes | replica calls per op | "
                 "context switches per op | idle cluster CPU ms/s | generator CPU ms per 1,000 ops |")
     rows.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     first = None
+    # Passed only when asked for, so that a binary without --route runs too.
+    route = ["--route", a.route] if a.route else []
     for n in a.sizes:
         work = tempfile.mkdtemp(prefix=f"cpu{n}-", dir=out)
         c = Cluster(binary, work, HTTP_BASE, a.node_env)
@@ -248,7 +254,7 @@ def part_cpu(a, binary, out, rows):
             gen0 = os.times()
             report = bench(binary, out, f"cpu{n}", c.nodes_arg(),
                            ["--keys", str(a.keys), "--duration", str(a.duration), "-c", str(a.concurrency),
-                            "--mix", "read=50,write=50"], a.duration + 120)
+                            "--mix", "read=50,write=50"] + route, a.duration + 120)
             gen1 = os.times()
             used = sum(cpu_seconds(p) for p in c.pids()) - before
             switches = sum(context_switches(p) for p in c.pids()) - switches0
@@ -374,6 +380,8 @@ def main():
     p.add_argument("--transfer-load-seconds", type=int, default=60, help="how long the client load of the transfer part runs")
     p.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment for the nodes (e.g. TOKIO_WORKER_THREADS=1); repeatable")
+    p.add_argument("--route", choices=["any", "preflist"],
+                   help="the cpu part's `bench --route` (default: the generator's, any)")
     p.add_argument("--bin", help="use this binary instead of building target/release")
     p.add_argument("--out", help="where results go (default: a new /tmp/vinzclortho-scale.* directory)")
     a = p.parse_args()

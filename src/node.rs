@@ -800,6 +800,12 @@ pub fn grpc_routes(config: &Config, app: &App, stop: CancellationToken) -> (Rout
         &app.env,
         max_message_bytes,
     ));
+    routes.add_service(crate::rpc::forward::server(
+        Arc::clone(&app.api.coordinator),
+        app.membership.clone(),
+        &app.env,
+        max_message_bytes,
+    ));
     if let Some(ae) = &app.anti_entropy {
         let trees = LocalTrees::new(Arc::clone(ae), Arc::clone(&app.replica), Arc::clone(&app.membership));
         routes.add_service(crate::rpc::anti_entropy::server(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vinzclortho::coordinator::{
-    Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReadOptions, ReplicaClient, RingView, Topology,
-    WriteOptions,
+    Coordinator, CoordinatorError, CoordinatorSettings, QuorumParam, ReadOptions, ReplicaClient, Reply, RingView,
+    Topology, WriteOptions,
 };
 use vinzclortho::core::bucket::{BucketError, BucketProps, ClusterDefaults};
 use vinzclortho::core::digest::Digest;
@@ -19,6 +19,7 @@ use vinzclortho::core::object::{Content, Mutation, Object};
 use vinzclortho::core::quorum::Answer;
 use vinzclortho::core::ring::{Partition, Ring};
 use vinzclortho::core::vclock::VersionVector;
+use vinzclortho::error::{ErrorCode, HasErrorCode};
 use vinzclortho::replica::{CallContext, Replica, ReplicaError, SiblingLimits};
 use vinzclortho::storage::MemoryStore;
 
@@ -126,6 +127,10 @@ struct Nodes {
     epochs: Mutex<BTreeMap<NodeId, u64>>,
     /// Reads asked of each node, in order: true for a digest.
     reads: Mutex<Vec<(NodeId, bool)>>,
+    /// The coordinators of nodes that take forwarded writes, and the
+    /// forwards sent, in order.
+    receivers: Mutex<BTreeMap<NodeId, Arc<Coordinator>>>,
+    forwards: Mutex<Vec<NodeId>>,
 }
 
 impl Nodes {
@@ -140,12 +145,21 @@ impl Nodes {
             stamps: Mutex::new(Vec::new()),
             epochs: Mutex::new(BTreeMap::new()),
             reads: Mutex::new(Vec::new()),
+            receivers: Mutex::new(BTreeMap::new()),
+            forwards: Mutex::new(Vec::new()),
         })
     }
 
     /// The reads asked of `node` so far: true for a digest.
     fn reads_of(&self, node: &str) -> Vec<bool> {
         self.reads.lock().unwrap().iter().filter(|(m, _)| *m == n(node)).map(|(_, d)| *d).collect()
+    }
+
+    /// `node` takes forwarded writes, coordinating them with its own view of
+    /// the ring (`current`, `target`), as its Forward service does.
+    fn receive_forwards(self: &Arc<Self>, node: &str, current: Arc<Ring>, target: Option<Arc<Ring>>) {
+        let receiver = coordinator(Scripted::new(node, current, target), Arc::clone(self));
+        self.receivers.lock().unwrap().insert(n(node), Arc::new(receiver));
     }
 
     fn set(&self, node: &str, b: Behaviour) {
@@ -267,6 +281,36 @@ impl ReplicaClient for Nodes {
         self.fence(node, call)?;
         let replica = self.gate(node).await?;
         replica.merge_hinted(partition, key.clone(), object.clone(), target.clone()).await.map(|_| ())
+    }
+
+    async fn forward_write(
+        &self,
+        node: &NodeId,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+        options: WriteOptions,
+        call: CallContext,
+    ) -> Result<Reply, ReplicaError> {
+        self.fence(node, call)?;
+        self.forwards.lock().unwrap().push(node.clone());
+        let receiver = self.receivers.lock().unwrap().get(node).cloned();
+        let Some(receiver) = receiver else {
+            return Err(ReplicaError::Unreachable {
+                node: node.clone(),
+                reason: "takes no forwarded writes".into(),
+                maybe_applied: false,
+            });
+        };
+        self.gate(node).await?;
+        let reply = receiver
+            .write_forwarded(key, context, mutation.clone(), options, call.deadline)
+            .await
+            .map_err(|e| ReplicaError::Remote { node: node.clone(), code: e.code(), message: e.to_string() })?;
+        match self.answer_lost(node) {
+            Some(lost) => Err(lost),
+            None => Ok(reply),
+        }
     }
 }
 
@@ -732,4 +776,116 @@ async fn read_repair_repairs_a_stale_digest_replica() {
         }
     };
     tokio::time::timeout(Duration::from_secs(5), repaired).await.expect("c was repaired");
+}
+
+/// The key's primaries on `ring("b", "c")`, in preference-list order.
+fn primaries_of_k() -> Vec<String> {
+    ring("b", "c").holders(partition(&key()), 3).iter().map(|x| x.to_string()).collect()
+}
+
+/// Riak's put FSM: a node that is no replica of the key hands the write
+/// whole to the key's first up primary, which stamps it itself and merges
+/// it into the others; the forwarding node makes that one call only.
+#[tokio::test(start_paused = true)]
+async fn a_write_on_a_node_that_is_no_replica_is_forwarded_whole_to_the_first_up_primary() {
+    let p = primaries_of_k();
+    let topology = Scripted::new("z", ring("b", "c"), None);
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    for holder in &p {
+        nodes.receive_forwards(holder, ring("b", "c"), None);
+    }
+    // The first primary is known down: the second one coordinates.
+    topology.set_down(&[&p[0]]);
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    let reply = c.write(&key(), &VersionVector::new(), put("v"), WriteOptions::default()).await.unwrap();
+    assert_eq!(values(&reply.object), BTreeSet::from(["v".to_owned()]));
+    assert_eq!(*nodes.forwards.lock().unwrap(), vec![n(&p[1])], "one forward, to the first up primary");
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n(&p[1])], "the receiver stamped it itself");
+    for holder in &p {
+        assert!(values(&nodes.stored(holder, &key()).await).contains("v"), "{holder} lacks v");
+    }
+    // A node that is a replica coordinates its writes itself.
+    let local = coordinator(Scripted::new(&p[2], ring("b", "c"), None), Arc::clone(&nodes));
+    local.put(&key(), reply.object.clock(), put("w"), QuorumParam::Default).await.unwrap();
+    assert_eq!(nodes.forwards.lock().unwrap().len(), 1, "no forward from a replica");
+}
+
+/// A forward whose answer was lost may have been stamped by its receiver:
+/// coordinating it anywhere else would give the write a second dot, which
+/// comes back as a sibling. The client is told the outcome is unknown.
+#[tokio::test(start_paused = true)]
+async fn a_forward_whose_answer_was_lost_is_not_coordinated_again() {
+    let p = primaries_of_k();
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.receive_forwards(&p[0], ring("b", "c"), None);
+    nodes.set(&p[0], Behaviour::AppliesThenLost);
+    let c = coordinator(Scripted::new("z", ring("b", "c"), None), Arc::clone(&nodes));
+    let error = c.write(&key(), &VersionVector::new(), put("v"), WriteOptions::default()).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
+    assert!(error.to_string().contains("connection reset"), "{error}");
+    assert_eq!(*nodes.forwards.lock().unwrap(), vec![n(&p[0])]);
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n(&p[0])], "stamped once, by the receiver only");
+    for holder in &p {
+        let stored = nodes.stored(holder, &key()).await;
+        assert!(stored.siblings().len() <= 1, "{holder} holds {:?}", values(&stored));
+    }
+}
+
+/// A forward that certainly never arrived (connection refused) is
+/// coordinated here, as a write was before forwarding.
+#[tokio::test(start_paused = true)]
+async fn a_forward_that_could_not_be_sent_is_coordinated_here() {
+    let p = primaries_of_k();
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    nodes.receive_forwards(&p[0], ring("b", "c"), None);
+    nodes.set(&p[0], Behaviour::Refuses);
+    let c = coordinator(Scripted::new("z", ring("b", "c"), None), Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    assert_eq!(*nodes.forwards.lock().unwrap(), vec![n(&p[0])]);
+    // p0 refuses its stamp too: the next primary stamps for this node.
+    assert_eq!(*nodes.stamps.lock().unwrap(), vec![n(&p[1])]);
+    for holder in &p[1..] {
+        assert!(values(&nodes.stored(holder, &key()).await).contains("v"), "{holder} lacks v");
+    }
+}
+
+/// While the key's partition moves, the receiver of a forward counts W of
+/// both preference lists, as for a write it received itself; and a
+/// forwarded write is never forwarded again, even by a node whose ring
+/// says it is no replica (two nodes that disagree cannot loop).
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_write_during_a_move_reaches_w_of_both_rings_and_is_not_forwarded_again() {
+    // Current holders {a,b,c}, moving to {a,d,e}.
+    let p = primaries_of_k();
+    let nodes = Nodes::new(&["a", "b", "c", "d", "e"]);
+    nodes.receive_forwards(&p[0], ring("b", "c"), Some(ring("d", "e")));
+    // One silent holder in each ring (not the receiver): W=2 of each still
+    // needs every other holder.
+    let silent_current = p.iter().find(|h| *h != &p[0] && *h != "a").unwrap().clone();
+    let silent_target = if p[0] == "d" { "e" } else { "d" };
+    nodes.set(&silent_current, Behaviour::Silent);
+    nodes.set(silent_target, Behaviour::Silent);
+    let topology = Scripted::new("z", ring("b", "c"), Some(ring("d", "e")));
+    let c = coordinator(Arc::clone(&topology), Arc::clone(&nodes));
+    c.put(&key(), &VersionVector::new(), put("v"), QuorumParam::Default).await.unwrap();
+    assert_eq!(*nodes.forwards.lock().unwrap(), vec![n(&p[0])]);
+    for holder in ["a", "b", "c", "d", "e"].into_iter().filter(|h| *h != silent_current && *h != silent_target) {
+        assert!(values(&nodes.stored(holder, &key()).await).contains("v"), "{holder} lacks v");
+    }
+
+    // A forwarded write on "z" (no replica) is coordinated there.
+    nodes.set(&silent_current, Behaviour::Answers);
+    nodes.set(silent_target, Behaviour::Answers);
+    let forwarded = c
+        .write_forwarded(
+            &key(),
+            &VersionVector::new(),
+            put("x"),
+            WriteOptions::default(),
+            tokio::time::Instant::now() + TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert!(values(&forwarded.object).contains("x"));
+    assert_eq!(nodes.forwards.lock().unwrap().len(), 1, "not forwarded again");
 }

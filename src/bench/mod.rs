@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use runner::{Budget, Contexts, Counters, Plan, Worker, run_phase};
 use stats::{Bucket, Latency, OpSummary, Recorder};
-use target::{Target, TargetKind};
+use target::{Route, Target, TargetKind};
 
 use crate::http_client::ClientTls;
 use workload::{Distribution, KeyChooser, Mix, Op};
@@ -134,6 +134,13 @@ pub struct BenchArgs {
     /// Not with --target redis
     #[arg(long)]
     pub failover: bool,
+    /// Which node each request goes to: `any`, round robin over --nodes;
+    /// `preflist`, a node of --nodes that is a primary replica of the key
+    /// (learnt once before the run from /admin/ring and /admin/preflist,
+    /// as Riak's smart clients do), so the node that receives a write
+    /// stamps it itself. --target vinz only
+    #[arg(long, value_enum, default_value_t = Route::Any)]
+    pub route: Route,
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -300,7 +307,15 @@ pub async fn main(args: BenchArgs, stop: impl Future<Output = ()> + Send + 'stat
 }
 
 pub async fn run(args: BenchArgs, stop: impl Future<Output = ()> + Send + 'static) -> Result<Report, BenchError> {
-    let plan = Arc::new(plan(&args)?);
+    let mut plan = plan(&args)?;
+    if args.route == Route::Preflist {
+        plan.target = plan.target.clone().learn_placement().await.map_err(|e| BenchError::Unreachable {
+            node: plan.target.nodes[0].clone(),
+            target: plan.target.kind,
+            reason: format!("--route preflist: {e}"),
+        })?;
+    }
+    let plan = Arc::new(plan);
     let stopper = tokio::spawn({
         let plan = plan.clone();
         async move {
@@ -429,6 +444,9 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
             "--r and --w are Vinz Clortho's; --target {} has no per-request quorum",
             args.target
         )));
+    }
+    if args.route == Route::Preflist && args.target != TargetKind::Vinz {
+        return Err(invalid(format!("--route preflist is for --target vinz, not {}", args.target)));
     }
     if args.failover && args.target == TargetKind::Redis {
         return Err(invalid(

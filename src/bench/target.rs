@@ -22,6 +22,8 @@ use serde::Serialize;
 use super::redis::RedisConn;
 use super::request::{Failure, Reply, Request};
 use super::workload::Op;
+use crate::core::key::ObjectKey;
+use crate::core::ring::partition_of;
 use crate::http_client::{ClientTls, Connector};
 
 const CONTEXT_HEADER: &str = "x-vinzclortho-context";
@@ -52,6 +54,37 @@ impl fmt::Display for TargetKind {
     }
 }
 
+/// Which node of `--nodes` a request goes to (`--route`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// Round robin over the nodes, whatever the key.
+    #[default]
+    Any,
+    /// A node that is a primary replica of the request's key (round robin
+    /// over its primaries among --nodes), as Riak's smart clients do: the
+    /// node then stamps a write itself instead of asking a replica to.
+    Preflist,
+}
+
+/// Where each partition's primaries are among `--nodes`: learnt once before
+/// the run (`Target::learn_placement`); a key is placed the way the nodes
+/// place it (`core::ring::partition_of`). A ring that changes during the
+/// run is not followed: requests then still go to nodes that answer them,
+/// only not always to a replica.
+#[derive(Debug)]
+struct Placement {
+    partitions: u32,
+    /// Per partition, the indices in `--nodes` of its primaries, in
+    /// preference-list order (empty: none of them is in `--nodes`).
+    primaries: Vec<Vec<usize>>,
+}
+
+/// At most this many probe names are tried to find a key in every partition
+/// (a ring has at most a few thousand partitions; a good hash covers them
+/// well within this).
+const PROBE_NAMES_MAX: u64 = 1_000_000;
+
 /// What every worker shares: the nodes, the HTTP connection pool, options.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -67,6 +100,8 @@ pub struct Target {
     authorization: Option<HeaderValue>,
     /// `--failover`: see [`Conn::call_failing_over`].
     failover: bool,
+    /// `--route preflist`, once learnt.
+    placement: Option<Arc<Placement>>,
 }
 
 impl Target {
@@ -88,7 +123,18 @@ impl Target {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(tls.connector(connector));
         let bases = nodes.iter().map(|n| tls.base_url(n)).collect();
-        Target { kind, nodes: nodes.into(), bases, http, r, w, timeout, authorization: None, failover: false }
+        Target {
+            kind,
+            nodes: nodes.into(),
+            bases,
+            http,
+            r,
+            w,
+            timeout,
+            authorization: None,
+            failover: false,
+            placement: None,
+        }
     }
 
     /// Sends a request a node did not answer on to the next node
@@ -96,6 +142,80 @@ impl Target {
     pub fn with_failover(mut self, failover: bool) -> Target {
         self.failover = failover;
         self
+    }
+
+    /// `--route preflist`: asks the first node for the ring's partition
+    /// count (`/admin/ring`) and, for one key of each partition, its
+    /// preference list (`/admin/preflist/{key}`), so that each request can
+    /// go to a primary of its key.
+    pub async fn learn_placement(mut self) -> Result<Target, String> {
+        if self.kind != TargetKind::Vinz {
+            return Err(format!("--route preflist is for --target vinz, not {}", self.kind));
+        }
+        let conn = Conn { target: self.clone(), next: 0, redis: None };
+        let json = |uri: String| {
+            let conn = &conn;
+            async move {
+                let (status, _, body) =
+                    conn.http(Method::GET, &uri, None, Bytes::new()).await.map_err(|e| format!("{uri}: {e}"))?;
+                let body = ok_status(status, &body).map_err(|e| format!("{uri}: {e}"))?;
+                serde_json::from_slice::<serde_json::Value>(body).map_err(|e| format!("{uri}: {e}"))
+            }
+        };
+        let ring = json(format!("{}/admin/ring", self.bases[0])).await?;
+        let partitions = ring["partitions"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| p.is_power_of_two())
+            .ok_or_else(|| format!("/admin/ring: no partition count in {ring}"))?;
+        let mut probes: Vec<Option<String>> = vec![None; partitions as usize];
+        let mut missing = partitions as usize;
+        for i in 0..PROBE_NAMES_MAX {
+            if missing == 0 {
+                break;
+            }
+            let name = format!("vinzclortho-route-probe-{i}");
+            let p = partition_of(&ObjectKey::in_default_bucket(name.clone()), partitions) as usize;
+            if probes[p].is_none() {
+                probes[p] = Some(name);
+                missing -= 1;
+            }
+        }
+        let address = |n: &str| {
+            let n = n.strip_prefix("https://").or_else(|| n.strip_prefix("http://")).unwrap_or(n);
+            n.trim_end_matches('/').to_owned()
+        };
+        let nodes: Vec<String> = self.nodes.iter().map(|n| address(n)).collect();
+        let mut primaries = Vec::with_capacity(partitions as usize);
+        for (p, probe) in probes.into_iter().enumerate() {
+            let probe = probe.ok_or_else(|| format!("no probe key found for partition {p}"))?;
+            let list = json(format!("{}/admin/preflist/{probe}", self.bases[p % self.bases.len()])).await?;
+            if list["partition"].as_u64() != Some(p as u64) {
+                return Err(format!("/admin/preflist/{probe}: partition {} where {p} was expected", list["partition"]));
+            }
+            let entries = list["preflist"].as_array().cloned().unwrap_or_default();
+            let indices = entries
+                .iter()
+                .filter(|e| e["primary"].as_bool() == Some(true))
+                .filter_map(|e| e["node"].as_str())
+                .filter_map(|node| nodes.iter().position(|n| *n == address(node)))
+                .collect();
+            primaries.push(indices);
+        }
+        self.placement = Some(Arc::new(Placement { partitions, primaries }));
+        Ok(self)
+    }
+
+    /// The node for a request on `key`, the `turn`th of its kind: a primary
+    /// of the key with `--route preflist` (round robin over them), else
+    /// `fallback` (round robin over every node).
+    fn node_for(&self, key: &str, turn: usize, fallback: usize) -> usize {
+        let Some(placement) = &self.placement else { return fallback };
+        let p = partition_of(&ObjectKey::in_default_bucket(key.to_owned()), placement.partitions) as usize;
+        match placement.primaries.get(p) {
+            Some(nodes) if !nodes.is_empty() => nodes[turn % nodes.len()],
+            _ => fallback,
+        }
     }
 
     /// The same target, reading with `?r=R` (sharing the connection pool).
@@ -159,7 +279,7 @@ pub struct Conn {
 
 impl Conn {
     pub async fn call(&mut self, req: &Request<'_>) -> Result<Reply, Failure> {
-        let node = self.next;
+        let node = self.target.node_for(req.key, self.next, self.next);
         self.next = (self.next + 1) % self.target.nodes.len();
         match self.target.kind {
             TargetKind::Vinz => self.vinz(node, req).await,

@@ -9,9 +9,12 @@
 //! read keeps listening so it can repair the replicas that answered late
 //! with stale data.
 //!
-//! A write is stamped by one replica of the key (itself, when this node is
-//! one); `replica` explains why any replica may stamp without reissuing a
-//! dot. That replica's new object is then merged into the others. While the
+//! A write on a node that is none of the key's primaries is forwarded whole
+//! to the key's first up primary, which coordinates it ([`Coordinator::write`],
+//! `forward`), as Riak's put FSM does; a forwarded write is never forwarded
+//! again. A write is stamped by one replica of the key (itself, when this
+//! node is one); `replica` explains why any replica may stamp without
+//! reissuing a dot. That replica's new object is then merged into the others. While the
 //! key's partition moves to new holders, the write goes to both preference
 //! lists and needs W acknowledgements from each, so reads of the new holders
 //! see it after the switch (see `core::membership`).
@@ -480,8 +483,44 @@ impl Coordinator {
         options: WriteOptions,
     ) -> Result<Reply, CoordinatorError> {
         let deadline = Instant::now() + self.settings.timeout;
+        self.write_until(key, context, mutation, options, deadline, true).await
+    }
+
+    /// A write another node forwarded here ([`ReplicaClient::forward_write`]):
+    /// coordinated by this node whatever its ring says, until `deadline` (the
+    /// forwarder's, capped by this node's timeout), and never forwarded
+    /// again, so two nodes that disagree on the ring cannot pass it back and
+    /// forth.
+    #[tracing::instrument(name = "coordinator.forwarded_put", skip_all)]
+    pub async fn write_forwarded(
+        &self,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: Mutation,
+        options: WriteOptions,
+        deadline: Instant,
+    ) -> Result<Reply, CoordinatorError> {
+        let deadline = deadline.min(Instant::now() + self.settings.timeout);
+        self.write_until(key, context, mutation, options, deadline, false).await
+    }
+
+    async fn write_until(
+        &self,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: Mutation,
+        options: WriteOptions,
+        deadline: Instant,
+        may_forward: bool,
+    ) -> Result<Reply, CoordinatorError> {
         let mut catch_ups = 0;
         let mut plan = self.plan(key, options.w, options.pw, Op::Write)?;
+        if may_forward
+            && let Some(answer) =
+                self.forward(key, context, &mutation, options, &mut plan, &mut catch_ups, deadline).await
+        {
+            return answer;
+        }
         let mut sloppy = plan.sloppy();
         let stamped = loop {
             match self.stamp(&plan, &mut sloppy, key, context, &mutation, deadline).await {
@@ -521,6 +560,72 @@ impl Coordinator {
                     }
                 }
                 Err(a) => return Err(self.attempt_error("write", a)),
+            }
+        }
+    }
+
+    /// Forwards the write whole to the key's first up primary when this node
+    /// is none of its primaries, as Riak's put FSM does: that replica stamps
+    /// it locally and merges it into the others, so the write costs this
+    /// node one call instead of a remote stamp plus a merge per other
+    /// replica. `None`: coordinate it here on `plan` (possibly replanned
+    /// after a catch-up), because this node is a primary, or no primary is
+    /// up (a fallback coordinates, as before), or the forward certainly was
+    /// not applied (no connection could be made). A forward whose answer
+    /// was lost may have been stamped: like a lost stamp, it ends the write
+    /// with a 503 rather than have another node stamp it a second time.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+        options: WriteOptions,
+        plan: &mut Plan,
+        catch_ups: &mut usize,
+        deadline: Instant,
+    ) -> Option<Result<Reply, CoordinatorError>> {
+        loop {
+            if plan.nodes.contains(self.topology.local()) {
+                return None;
+            }
+            let to = plan.nodes.iter().find(|n| self.topology.is_up(n))?.clone();
+            // The receiver is fenced by this plan's ring, as a stamp is.
+            let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
+            let span = tracing::info_span!("coordinator.forward", node = %to);
+            let forwarded = self.replicas.forward_write(&to, key, context, mutation, options, call).instrument(span);
+            let answer = timeout_at(deadline, forwarded).await.unwrap_or_else(|_| {
+                Err(ReplicaError::Unreachable {
+                    node: to.clone(),
+                    reason: "no answer to the forwarded write before the deadline".into(),
+                    maybe_applied: true,
+                })
+            });
+            match answer {
+                Ok(reply) => return Some(Ok(reply)),
+                // The receiver's ring is newer: nothing was done; catch up
+                // and plan again (this node may now be a primary).
+                Err(ReplicaError::StaleRing { node, epoch }) => {
+                    if !self.caught_up(catch_ups, &node, epoch, deadline).await {
+                        return Some(Err(self.attempt_error("write", Attempt::Stale { node, epoch })));
+                    }
+                    match self.plan(key, options.w, options.pw, Op::Write) {
+                        Ok(next) => *plan = next,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Err(e @ (ReplicaError::Unreachable { maybe_applied: false, .. } | ReplicaError::UnknownNode(_))) => {
+                    tracing::debug!(node = %to, error = %e, "write not forwarded; coordinating it here");
+                    return None;
+                }
+                // The receiver's answer (a 503 for its quorum, a 409 for
+                // siblings, ...), or no answer after the write went out.
+                Err(e) => {
+                    if e.code() == ErrorCode::Unavailable {
+                        metrics::quorum("write", "failed", 0);
+                    }
+                    return Some(Err(CoordinatorError::Replica(e)));
+                }
             }
         }
     }

@@ -12,6 +12,8 @@ use crate::core::ring::Partition;
 use crate::core::vclock::{ActorId, VersionVector};
 use crate::replica::{CallContext, ReplicaError};
 
+use super::{Reply, WriteOptions};
+
 /// Where to reach a node's gRPC server; the membership implements it.
 pub trait AddressBook: Send + Sync + 'static {
     fn cluster_address(&self, node: &NodeId) -> Option<String>;
@@ -68,6 +70,29 @@ pub trait ReplicaClient: Send + Sync + 'static {
         mutation: &Mutation,
         call: CallContext,
     ) -> Result<Object, ReplicaError>;
+
+    /// Has `node`, a replica of `key`, coordinate a client write whole (the
+    /// write is forwarded, and `node` never forwards it again): it stamps,
+    /// merges into the others and counts the quorum, and its answer is the
+    /// write's. A client that cannot forward (a scripted one in tests)
+    /// answers that nothing was sent, so the caller coordinates itself.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_write(
+        &self,
+        node: &NodeId,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+        options: WriteOptions,
+        call: CallContext,
+    ) -> Result<Reply, ReplicaError> {
+        let _ = (key, context, mutation, options, call);
+        Err(ReplicaError::Unreachable {
+            node: node.clone(),
+            reason: "this client does not forward writes".into(),
+            maybe_applied: false,
+        })
+    }
 
     /// Has `node` merge `object` into its copy of `key`.
     async fn merge(

@@ -48,6 +48,7 @@ pub mod anti_entropy;
 pub mod call_stream;
 pub mod convert;
 pub mod coverage;
+pub mod forward;
 pub mod identity;
 pub mod membership;
 pub mod observe;

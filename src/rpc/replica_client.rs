@@ -26,7 +26,7 @@ use super::pb::replica_client::ReplicaClient as RawClient;
 use super::peers::{MAX_MESSAGE_BYTES, PeerChannel, Peers};
 use super::replica_server::{RING_EPOCH_HEADER, STREAM_MESSAGE_MAX_BYTES};
 use super::status::replica_error_from_status;
-use crate::coordinator::{AddressBook, ReplicaClient};
+use crate::coordinator::{AddressBook, ReplicaClient, Reply, WriteOptions};
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
 use crate::core::quorum::Answer;
@@ -156,6 +156,63 @@ fn result_len(result: &CallResult) -> usize {
         CallResult::UseUnary(m) => m.encoded_len(),
         CallResult::Reap(m) => m.encoded_len(),
         CallResult::Prune(m) => m.encoded_len(),
+    }
+}
+
+impl GrpcReplicaClient {
+    /// `Forward/Write` to `node`: a unary call (its answer may be a large
+    /// object with siblings), bounded like every replica call, with its own
+    /// span and metric.
+    async fn send_forward(
+        &self,
+        node: &NodeId,
+        message: pb::ForwardedWrite,
+        context: CallContext,
+    ) -> Result<Reply, ReplicaError> {
+        const METHOD: &str = "Forward/Write";
+        if context.deadline <= Instant::now() {
+            return Err(ReplicaError::Unreachable {
+                node: node.clone(),
+                reason: "the call's deadline passed before it was sent".into(),
+                maybe_applied: false,
+            });
+        }
+        let address = self.address(node)?;
+        let channel = self.channel(node, &address)?;
+        let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = METHOD, peer = %node);
+        async {
+            let deadline = self.peers.unary_deadline().min(context.deadline.saturating_duration_since(Instant::now()));
+            let started = Instant::now();
+            let mut client = pb::forward_client::ForwardClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let mut request = Request::new(message);
+            request.set_timeout(self.peers.request_timeout().min(deadline));
+            propagation::inject_current(request.metadata_mut());
+            let answer = match tokio::time::timeout(deadline, client.write(request)).await {
+                Ok(answer) => answer.map(|r| r.into_inner()),
+                Err(_) => Err(Status::deadline_exceeded(format!("no answer within {deadline:?}"))),
+            };
+            let code = match &answer {
+                Ok(_) => Code::Ok,
+                Err(status) => status.code(),
+            };
+            metrics::grpc_client(METHOD, code, started.elapsed().as_secs_f64());
+            let reply = answer.map_err(|status| match status.code() {
+                // A peer without the Forward service (an older version
+                // during a rolling upgrade) ran nothing: the caller
+                // coordinates the write itself.
+                Code::Unimplemented => ReplicaError::Unreachable {
+                    node: node.clone(),
+                    reason: format!("the peer takes no forwarded writes: {}", status.message()),
+                    maybe_applied: false,
+                },
+                _ => replica_error_from_status(node, status),
+            })?;
+            Ok(Reply { object: object_from_response(node, reply.object)?, fallbacks: reply.fallbacks as usize })
+        }
+        .instrument(span)
+        .await
     }
 }
 
@@ -291,6 +348,26 @@ impl ReplicaClient for GrpcReplicaClient {
             CallResult::Coordinate(response) => object_from_response(node, response.object),
             _ => Err(unexpected(node, "Replica/Coordinate")),
         }
+    }
+
+    async fn forward_write(
+        &self,
+        node: &NodeId,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+        options: WriteOptions,
+        call: CallContext,
+    ) -> Result<Reply, ReplicaError> {
+        let write = pb::CoordinateRequest {
+            partition: 0,
+            key: Some(key_to_pb(key)),
+            context: clock_to_pb(context),
+            mutation: Some(mutation_to_pb(mutation)),
+            caller: Some(caller(&call, self.env.now_ms())),
+        };
+        let message = pb::ForwardedWrite { write: Some(write), w: options.w.to_string(), pw: options.pw.to_string() };
+        self.send_forward(node, message, call).await
     }
 
     async fn merge(
@@ -487,6 +564,27 @@ impl ReplicaClient for RoutedReplicas {
             Some(replica) => replica.coordinate(partition, key.clone(), context.clone(), mutation.clone()).await,
             None => self.remote.coordinate(node, partition, key, context, mutation, call).await,
         }
+    }
+
+    async fn forward_write(
+        &self,
+        node: &NodeId,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: &Mutation,
+        options: WriteOptions,
+        call: CallContext,
+    ) -> Result<Reply, ReplicaError> {
+        // Never to itself: the coordinator forwards only when this node is
+        // not a replica, and would then coordinate it here anyway.
+        if self.local(node).is_some() {
+            return Err(ReplicaError::Unreachable {
+                node: node.clone(),
+                reason: "a write is not forwarded to the node it is on".into(),
+                maybe_applied: false,
+            });
+        }
+        self.remote.forward_write(node, key, context, mutation, options, call).await
     }
 
     async fn merge(

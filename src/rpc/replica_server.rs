@@ -57,14 +57,18 @@ pub const RING_EPOCH_HEADER: &str = "vc-ring-epoch";
 
 /// Decides whether a call may run (see the module comment).
 #[derive(Clone)]
-struct Admission {
+pub(super) struct Admission {
     ring: Option<Arc<dyn Topology>>,
     /// This node's wall clock, for deadlines on the caller's.
     clock: Clock,
 }
 
 impl Admission {
-    fn check(&self, caller: Option<&pb::Caller>, received: Instant) -> Result<(), Status> {
+    pub(super) fn new(ring: Option<Arc<dyn Topology>>, clock: Clock) -> Admission {
+        Admission { ring, clock }
+    }
+
+    pub(super) fn check(&self, caller: Option<&pb::Caller>, received: Instant) -> Result<(), Status> {
         let Some(caller) = caller else { return Ok(()) };
         let now_unix_ms = (self.clock)();
         let past_wall = caller.deadline_unix_ms != 0

@@ -145,13 +145,14 @@ pub const LISTING_KINDS: [&str; 3] = ["keys", "buckets", "index"];
 pub const LISTING_OUTCOMES: [&str; 4] = ["ok", "failed", "uncovered", "gone"];
 /// The internal gRPC methods this node calls and serves, as the metrics
 /// name them.
-pub const GRPC_METHODS: [&str; 16] = [
+pub const GRPC_METHODS: [&str; 17] = [
     "Replica/Get",
     "Replica/Coordinate",
     "Replica/Merge",
     "Replica/Calls",
     "Replica/Prune",
     "Replica/Reap",
+    "Forward/Write",
     "Transfer/Push",
     "Membership/Gossip",
     "Membership/Join",
@@ -587,7 +588,8 @@ mod tests {
             include_str!("../rpc/coverage.rs"),
             include_str!("../rpc/transfer.rs"),
         ];
-        let name = regex::Regex::new(r#""((?:Replica|Membership|AntiEntropy|Coverage|Transfer)/[A-Za-z]+)""#).unwrap();
+        let name =
+            regex::Regex::new(r#""((?:Replica|Forward|Membership|AntiEntropy|Coverage|Transfer)/[A-Za-z]+)""#).unwrap();
         let mut seen = 0;
         for source in sources {
             for found in name.captures_iter(source) {
