@@ -38,6 +38,7 @@ use tower::util::BoxCloneSyncService;
 
 use super::identity::{Caller, CallerHeaders, Identified, to_node_value};
 use super::tls::{ClusterTls, TlsConnect};
+use super::transfer::TransferLimit;
 use crate::core::key::NodeId;
 
 /// How often an HTTP/2 ping checks an idle or busy connection.
@@ -173,6 +174,7 @@ pub struct Peers {
     connect_timeout: Duration,
     request_timeout: Duration,
     transfer_idle_timeout: Duration,
+    transfer_limit: Option<Arc<TransferLimit>>,
     connector: Arc<dyn Connector>,
     unary: Mutex<HashMap<String, Connection>>,
     transfer: Mutex<HashMap<String, Connection>>,
@@ -188,6 +190,7 @@ impl Peers {
             connect_timeout,
             request_timeout,
             transfer_idle_timeout: TRANSFER_IDLE_TIMEOUT_DEFAULT,
+            transfer_limit: None,
             connector: Arc::new(TcpConnector { connect_timeout, request_timeout, tls: None }),
             unary: Mutex::default(),
             transfer: Mutex::default(),
@@ -221,6 +224,17 @@ impl Peers {
 
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// Caps every partition transfer this node sends at `bytes_per_second`
+    /// in all (`--transfer-limit-mb`); 0: no cap.
+    pub fn with_transfer_limit(mut self, bytes_per_second: u64) -> Peers {
+        self.transfer_limit = (bytes_per_second > 0).then(|| Arc::new(TransferLimit::new(bytes_per_second)));
+        self
+    }
+
+    pub fn transfer_limit(&self) -> Option<Arc<TransferLimit>> {
+        self.transfer_limit.clone()
     }
 
     pub fn transfer_idle_timeout(&self) -> Duration {

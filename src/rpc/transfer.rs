@@ -32,6 +32,7 @@ use super::transfer_pb::transfer_client::TransferClient;
 use super::transfer_pb::transfer_server::Transfer;
 use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse, ReapedEntry};
 use crate::core::key::{NodeId, ObjectKey};
+use crate::core::rate::TokenBucket;
 use crate::core::ring::Partition;
 use crate::env::{Blocking, Env};
 use crate::error::HasErrorCode;
@@ -139,6 +140,30 @@ pub fn spawn_scan(
     rx
 }
 
+/// This node's cap on outgoing transfer bytes (`--transfer-limit-mb`):
+/// one bucket ([`TokenBucket`]) for every transfer stream it sends, moves
+/// and sweeps alike, so partitions in flight at once share the cap.
+pub struct TransferLimit {
+    bucket: Mutex<TokenBucket>,
+    origin: Instant,
+}
+
+impl TransferLimit {
+    /// A cap of `bytes_per_second` (above 0).
+    pub fn new(bytes_per_second: u64) -> TransferLimit {
+        TransferLimit { bucket: Mutex::new(TokenBucket::new(bytes_per_second, 0)), origin: Instant::now() }
+    }
+
+    /// Waits until `bytes` more may be sent.
+    async fn pace(&self, bytes: usize) {
+        let now = self.origin.elapsed().as_nanos() as u64;
+        let wait = self.bucket.lock().expect("transfer limit lock").take(bytes as u64, now);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_nanos(wait)).await;
+        }
+    }
+}
+
 /// Why a partition is sent: labels its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferKind {
@@ -210,6 +235,7 @@ pub async fn push_partition_measured(
             reaped: reaped.into_iter(),
             entries,
             first: true,
+            limit: peers.transfer_limit(),
             progress: Arc::clone(&progress),
             failed: Some(failed_tx),
         };
@@ -250,6 +276,9 @@ struct Outgoing {
     /// The first message is sent even when there are no entries: it names
     /// the partition.
     first: bool,
+    /// The node's cap on transfer bytes, if any: each message waits its
+    /// turn before it goes (time that counts as ours, not the peer's).
+    limit: Option<Arc<TransferLimit>>,
     progress: Arc<Progress>,
     failed: Option<oneshot::Sender<StorageError>>,
 }
@@ -264,6 +293,9 @@ impl Outgoing {
             if !reaped.is_empty() {
                 this.first = false;
                 let request = PushRequest { partition: this.partition, entries: Vec::new(), reaped };
+                if let Some(limit) = &this.limit {
+                    limit.pace(request.encoded_len()).await;
+                }
                 this.progress.sent(request.encoded_len());
                 metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
                 return Some((request, this));
@@ -279,12 +311,16 @@ impl Outgoing {
                     return std::future::pending().await;
                 }
             };
-            this.progress.waiting();
             if entries.is_empty() && !this.first {
+                this.progress.waiting();
                 return None;
             }
             this.first = false;
             let request = PushRequest { partition: this.partition, entries, reaped: Vec::new() };
+            if let Some(limit) = &this.limit {
+                limit.pace(request.encoded_len()).await;
+            }
+            this.progress.waiting();
             this.progress.sent(request.encoded_len());
             metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
             Some((request, this))
