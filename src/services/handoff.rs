@@ -271,8 +271,11 @@ impl HandoffWorker {
         let mut running = FuturesUnordered::new();
         let mut outcomes = Vec::new();
         let mut unrecorded: Vec<(Transfer, u64)> = Vec::new();
+        let epoch = self.membership.view().epoch;
         loop {
-            while running.len() < TRANSFERS_IN_FLIGHT {
+            // A new ring (another target, or the switch) ends the round:
+            // what is left to send is computed again.
+            while running.len() < TRANSFERS_IN_FLIGHT && self.membership.view().epoch == epoch {
                 let Some(transfer) = queue.next() else { break };
                 self.set_progress(transfer.partition, &transfer.to, "running", 0, None);
                 running.push(async move {
