@@ -715,7 +715,10 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(&path, "transfer_limit_mb = 7\n").unwrap();
         assert_eq!(parse(&["--config", path.to_str().unwrap()]).unwrap().transfer_limit_mb, 7);
-        assert_eq!(parse(&["--config", path.to_str().unwrap(), "--transfer-limit-mb", "0"]).unwrap().transfer_limit_mb, 0);
+        assert_eq!(
+            parse(&["--config", path.to_str().unwrap(), "--transfer-limit-mb", "0"]).unwrap().transfer_limit_mb,
+            0
+        );
     }
 
     #[test]

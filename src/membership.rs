@@ -1011,10 +1011,14 @@ impl Membership {
         if self.stopped().is_some() {
             return Ok(false);
         }
-        let recorded = {
+        let mut recorded = false;
+        {
             let mut inner = self.inner.write().expect("membership lock");
-            transfers.iter().fold(false, |any, t| inner.state.mark_transfer_done(&self.local, t) || any)
-        };
+            // Every one, not up to the first recorded.
+            for t in transfers {
+                recorded |= inner.state.mark_transfer_done(&self.local, t);
+            }
+        }
         if recorded {
             self.after_change(Changes { members: true, ring: false, any: true })?;
         }

@@ -614,11 +614,18 @@ fn a_move_under_a_transfer_limit_takes_at_least_its_bytes_over_the_limit_and_com
     c.add();
     c.wait_converged(CHANGE);
     let took = started.elapsed().as_secs_f64();
-    let most = sent(&c, "bytes").iter().zip(before.iter().chain(std::iter::repeat(&0.0))).map(|(a, b)| a - b).fold(0.0, f64::max);
+    let most = sent(&c, "bytes")
+        .iter()
+        .zip(before.iter().chain(std::iter::repeat(&0.0)))
+        .map(|(a, b)| a - b)
+        .fold(0.0, f64::max);
     assert!(most > 1.5e6, "the old nodes sent too little to measure the limit: {most} bytes");
     // A full bucket lets a tenth of a second through at once.
     let floor = most / (limit_mb * 1e6) - 0.15;
-    assert!(took >= floor, "a node sent {most} bytes in {took:.2} s, faster than {limit_mb} MB/s allows ({floor:.2} s)");
+    assert!(
+        took >= floor,
+        "a node sent {most} bytes in {took:.2} s, faster than {limit_mb} MB/s allows ({floor:.2} s)"
+    );
     let via = c.node(3);
     assert_on_every_holder(&c, via, &written);
     // Each sender's status lists its transfers, several of which ran at

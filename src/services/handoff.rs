@@ -59,8 +59,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// network idle while each partition's scan started and its reap records
 /// were read, and the receiver idle while the sender read; a few in flight
 /// overlap those waits. Few, because each holds a scan buffer and a message
-/// in memory and a receiver merges them all at once (measured in
-/// docs/performance.md, "Tuning log").
+/// in memory and a receiver merges them all at once (docs/performance.md,
+/// "Tuning log", step 10).
 pub const TRANSFERS_IN_FLIGHT: usize = 4;
 /// Transfers taken per round of the worker: the list of what is left is
 /// computed once per round (it walks every partition).
