@@ -241,6 +241,9 @@ impl HandoffWorker {
         let (fresh, waiting): (Vec<_>, Vec<_>) = mine.into_iter().partition(|t| !recent(t));
         let round: Vec<_> = if fresh.is_empty() { waiting.into_iter().take(1).collect() } else { fresh };
         let round: Vec<_> = round.into_iter().take(ROUND_TRANSFERS).collect();
+        // The move's clock starts when its first round does, not when that
+        // round's results are counted.
+        self.summary.started.get_or_insert_with(Instant::now);
         let outcomes = self.run_round(round).await;
         let mut any_ok = false;
         for (transfer, outcome) in outcomes {
