@@ -38,8 +38,8 @@ use tower::util::BoxCloneSyncService;
 
 use super::identity::{Caller, CallerHeaders, Identified, to_node_value};
 use super::tls::{ClusterTls, TlsConnect};
-use super::transfer::TransferLimit;
 use crate::core::key::NodeId;
+use crate::core::rate::TokenBucket;
 
 /// How often an HTTP/2 ping checks an idle or busy connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -166,6 +166,30 @@ impl TcpConnector {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true))
+    }
+}
+
+/// This node's cap on outgoing transfer bytes (`--transfer-limit-mb`):
+/// one bucket ([`TokenBucket`]) for every transfer stream it sends, moves
+/// and sweeps alike, so partitions in flight at once share the cap.
+pub struct TransferLimit {
+    bucket: Mutex<TokenBucket>,
+    origin: tokio::time::Instant,
+}
+
+impl TransferLimit {
+    /// A cap of `bytes_per_second` (above 0).
+    pub fn new(bytes_per_second: u64) -> TransferLimit {
+        TransferLimit { bucket: Mutex::new(TokenBucket::new(bytes_per_second, 0)), origin: tokio::time::Instant::now() }
+    }
+
+    /// Waits until `bytes` more may be sent.
+    pub(super) async fn pace(&self, bytes: usize) {
+        let now = self.origin.elapsed().as_nanos() as u64;
+        let wait = self.bucket.lock().expect("transfer limit lock").take(bytes as u64, now);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_nanos(wait)).await;
+        }
     }
 }
 

@@ -26,13 +26,12 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{entry_from_pb, entry_to_pb, reaped_from_pb, reaped_to_pb};
-use super::peers::{MAX_MESSAGE_BYTES, Peers};
+use super::peers::{MAX_MESSAGE_BYTES, Peers, TransferLimit};
 use super::status::replica_error_from_status;
 use super::transfer_pb::transfer_client::TransferClient;
 use super::transfer_pb::transfer_server::Transfer;
 use super::transfer_pb::{Entry as PbEntry, PushRequest, PushResponse, ReapedEntry};
 use crate::core::key::{NodeId, ObjectKey};
-use crate::core::rate::TokenBucket;
 use crate::core::ring::Partition;
 use crate::env::{Blocking, Env};
 use crate::error::HasErrorCode;
@@ -138,30 +137,6 @@ pub fn spawn_scan(
         }
     });
     rx
-}
-
-/// This node's cap on outgoing transfer bytes (`--transfer-limit-mb`):
-/// one bucket ([`TokenBucket`]) for every transfer stream it sends, moves
-/// and sweeps alike, so partitions in flight at once share the cap.
-pub struct TransferLimit {
-    bucket: Mutex<TokenBucket>,
-    origin: Instant,
-}
-
-impl TransferLimit {
-    /// A cap of `bytes_per_second` (above 0).
-    pub fn new(bytes_per_second: u64) -> TransferLimit {
-        TransferLimit { bucket: Mutex::new(TokenBucket::new(bytes_per_second, 0)), origin: Instant::now() }
-    }
-
-    /// Waits until `bytes` more may be sent.
-    async fn pace(&self, bytes: usize) {
-        let now = self.origin.elapsed().as_nanos() as u64;
-        let wait = self.bucket.lock().expect("transfer limit lock").take(bytes as u64, now);
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_nanos(wait)).await;
-        }
-    }
 }
 
 /// Why a partition is sent: labels its metrics.
