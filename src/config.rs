@@ -147,6 +147,13 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_ANTI_ENTROPY_REPAIRS_PER_SECOND", value_name = "N")]
     pub anti_entropy_repairs_per_second: Option<u32>,
 
+    /// Caps this node's outgoing partition transfers (moves when nodes join
+    /// or leave, and handoff sweeps) at this many MB/s (10^6 bytes) in all,
+    /// so moving data never starves client requests; 0 means no cap
+    /// [default: 0]
+    #[arg(long, env = "VINZCLORTHO_TRANSFER_LIMIT_MB", value_name = "MB")]
+    pub transfer_limit_mb: Option<u64>,
+
     /// Repair stale replicas found by reads (read repair); false leaves
     /// repairs to anti-entropy and handoff [default: true]
     #[arg(long, env = "VINZCLORTHO_READ_REPAIR", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -267,6 +274,8 @@ pub struct Config {
     pub anti_entropy_interval: Duration,
     pub anti_entropy_rebuild_interval: Duration,
     pub anti_entropy_repairs_per_second: u32,
+    /// Outgoing transfer bytes per second at most; 0: no cap.
+    pub transfer_limit_mb: u64,
     pub read_repair: bool,
     /// Zero: tombstones are never reaped.
     pub tombstone_grace: Duration,
@@ -361,6 +370,7 @@ impl NodeArgs {
             anti_entropy_repairs_per_second: self
                 .anti_entropy_repairs_per_second
                 .or(lower.anti_entropy_repairs_per_second),
+            transfer_limit_mb: self.transfer_limit_mb.or(lower.transfer_limit_mb),
             read_repair: self.read_repair.or(lower.read_repair),
             tombstone_grace_ms: self.tombstone_grace_ms.or(lower.tombstone_grace_ms),
             reaped_retention_ms: self.reaped_retention_ms.or(lower.reaped_retention_ms),
@@ -516,6 +526,7 @@ impl NodeArgs {
             anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms.unwrap_or(10_000)),
             anti_entropy_rebuild_interval: Duration::from_millis(rebuild_ms),
             anti_entropy_repairs_per_second: repairs_per_second,
+            transfer_limit_mb: self.transfer_limit_mb.unwrap_or(0),
             read_repair: self.read_repair.unwrap_or(true),
             tombstone_grace: Duration::from_millis(grace_ms),
             reaped_retention: Duration::from_millis(retention_ms),
@@ -694,6 +705,20 @@ mod tests {
         let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(c.anti_entropy_interval, Duration::from_secs(2));
         assert!(!c.read_repair);
+    }
+
+    #[test]
+    fn transfer_limit_from_flag_and_file() {
+        assert_eq!(parse(&[]).unwrap().transfer_limit_mb, 0, "no cap by default");
+        assert_eq!(parse(&["--transfer-limit-mb", "40"]).unwrap().transfer_limit_mb, 40);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "transfer_limit_mb = 7\n").unwrap();
+        assert_eq!(parse(&["--config", path.to_str().unwrap()]).unwrap().transfer_limit_mb, 7);
+        assert_eq!(
+            parse(&["--config", path.to_str().unwrap(), "--transfer-limit-mb", "0"]).unwrap().transfer_limit_mb,
+            0
+        );
     }
 
     #[test]

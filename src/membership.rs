@@ -1004,13 +1004,21 @@ impl Membership {
         inner.state.pending_transfers(up)
     }
 
-    /// Records a finished transfer; false (nothing recorded) when the move
-    /// it was for is no longer the current one.
-    pub fn mark_transfer_done(&self, transfer: &Transfer) -> Result<bool, MembershipError> {
+    /// Records finished transfers in one change (one claimant step, one
+    /// save); false (nothing recorded) when the move they were for is no
+    /// longer the current one.
+    pub fn mark_transfers_done(&self, transfers: &[Transfer]) -> Result<bool, MembershipError> {
         if self.stopped().is_some() {
             return Ok(false);
         }
-        let recorded = self.inner.write().expect("membership lock").state.mark_transfer_done(&self.local, transfer);
+        let mut recorded = false;
+        {
+            let mut inner = self.inner.write().expect("membership lock");
+            // Every one, not up to the first recorded.
+            for t in transfers {
+                recorded |= inner.state.mark_transfer_done(&self.local, t);
+            }
+        }
         if recorded {
             self.after_change(Changes { members: true, ring: false, any: true })?;
         }

@@ -178,7 +178,8 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
 
 fn peers_for(config: &Config, host: &Host, caller: &Caller) -> Arc<Peers> {
     let connect_timeout = config.request_timeout.min(Duration::from_secs(1));
-    let mut peers = Peers::new(caller, connect_timeout, config.request_timeout);
+    let mut peers = Peers::new(caller, connect_timeout, config.request_timeout)
+        .with_transfer_limit(config.transfer_limit_mb.saturating_mul(1_000_000));
     if let Some(tls) = &host.tls {
         peers = peers.with_tls(Arc::clone(tls));
     }

@@ -580,6 +580,67 @@ fn large_partitions_hand_off_under_load_while_one_node_leaves_and_another_joins(
 
 /// The sum of a counter over every running node's `/metrics` (lines whose
 /// name and labels start with `prefix`).
+#[test]
+fn a_move_under_a_transfer_limit_takes_at_least_its_bytes_over_the_limit_and_completes() {
+    let _serial = serial();
+    // 1 MB/s per node; each old node sends its share of ~5 MB of values.
+    let limit_mb = 1.0;
+    let mut args = common::FAST.to_vec();
+    args.extend_from_slice(&["--transfer-limit-mb", "1"]);
+    let mut c = Cluster::start_with(87, 3, &args);
+    let filler = "v".repeat(16_000);
+    let written: BTreeMap<String, String> = (0..300)
+        .map(|i| {
+            let (key, value) = (format!("limited-{i}"), format!("{i}-{filler}"));
+            let (code, text) = put_answer(c.node(i % 3), &key, &value);
+            assert_eq!(code, StatusCode::OK, "{key}: {text}");
+            (key, value)
+        })
+        .collect();
+    // Per node: the move's bytes or objects sent so far.
+    let sent = |c: &Cluster, what: &str| -> Vec<f64> {
+        let name = format!("vinzclortho_partition_transfer_{what}_total");
+        c.running()
+            .map(|n| {
+                let text = client().get(n.url("/metrics")).send().unwrap().text().unwrap();
+                text.lines()
+                    .filter(|l| l.starts_with(&name) && l.contains("kind=\"move\""))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .collect()
+    };
+    let (before, objects_before) = (sent(&c, "bytes"), sent(&c, "objects"));
+    let started = std::time::Instant::now();
+    c.add();
+    c.wait_converged(CHANGE);
+    let took = started.elapsed().as_secs_f64();
+    let most = sent(&c, "bytes")
+        .iter()
+        .zip(before.iter().chain(std::iter::repeat(&0.0)))
+        .map(|(a, b)| a - b)
+        .fold(0.0, f64::max);
+    assert!(most > 1.5e6, "the old nodes sent too little to measure the limit: {most} bytes");
+    // A full bucket lets a tenth of a second through at once.
+    let floor = most / (limit_mb * 1e6) - 0.15;
+    assert!(
+        took >= floor,
+        "a node sent {most} bytes in {took:.2} s, faster than {limit_mb} MB/s allows ({floor:.2} s)"
+    );
+    let via = c.node(3);
+    assert_on_every_holder(&c, via, &written);
+    // Each sender's status lists its transfers, several of which ran at
+    // once: every one done, and their objects add up to what it sent.
+    for (i, objects_before) in objects_before.iter().enumerate() {
+        let objects = sent(&c, "objects")[i] - objects_before;
+        let s = status(c.node(i)).unwrap();
+        let transfers = s["transfers"].as_array().unwrap();
+        assert!(transfers.iter().all(|t| t["state"] == "done"), "node {i}: {transfers:?}");
+        let listed: f64 = transfers.iter().map(|t| t["objects_sent"].as_f64().unwrap()).sum();
+        assert_eq!(listed, objects, "node {i}: {transfers:?}");
+    }
+}
+
 fn counter(c: &Cluster, prefix: &str) -> f64 {
     c.running()
         .filter_map(|n| client().get(n.url("/metrics")).send().ok()?.text().ok())

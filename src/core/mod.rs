@@ -16,6 +16,7 @@ pub mod key;
 pub mod membership;
 pub mod object;
 pub mod quorum;
+pub mod rate;
 pub mod ring;
 pub mod security;
 pub mod tictac;

@@ -39,6 +39,7 @@ use tower::util::BoxCloneSyncService;
 use super::identity::{Caller, CallerHeaders, Identified, to_node_value};
 use super::tls::{ClusterTls, TlsConnect};
 use crate::core::key::NodeId;
+use crate::core::rate::TokenBucket;
 
 /// How often an HTTP/2 ping checks an idle or busy connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -168,11 +169,36 @@ impl TcpConnector {
     }
 }
 
+/// This node's cap on outgoing transfer bytes (`--transfer-limit-mb`):
+/// one bucket ([`TokenBucket`]) for every transfer stream it sends, moves
+/// and sweeps alike, so partitions in flight at once share the cap.
+pub struct TransferLimit {
+    bucket: Mutex<TokenBucket>,
+    origin: tokio::time::Instant,
+}
+
+impl TransferLimit {
+    /// A cap of `bytes_per_second` (above 0).
+    pub fn new(bytes_per_second: u64) -> TransferLimit {
+        TransferLimit { bucket: Mutex::new(TokenBucket::new(bytes_per_second, 0)), origin: tokio::time::Instant::now() }
+    }
+
+    /// Waits until `bytes` more may be sent.
+    pub(super) async fn pace(&self, bytes: usize) {
+        let now = self.origin.elapsed().as_nanos() as u64;
+        let wait = self.bucket.lock().expect("transfer limit lock").take(bytes as u64, now);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_nanos(wait)).await;
+        }
+    }
+}
+
 pub struct Peers {
     caller: Arc<CallerHeaders>,
     connect_timeout: Duration,
     request_timeout: Duration,
     transfer_idle_timeout: Duration,
+    transfer_limit: Option<Arc<TransferLimit>>,
     connector: Arc<dyn Connector>,
     unary: Mutex<HashMap<String, Connection>>,
     transfer: Mutex<HashMap<String, Connection>>,
@@ -188,6 +214,7 @@ impl Peers {
             connect_timeout,
             request_timeout,
             transfer_idle_timeout: TRANSFER_IDLE_TIMEOUT_DEFAULT,
+            transfer_limit: None,
             connector: Arc::new(TcpConnector { connect_timeout, request_timeout, tls: None }),
             unary: Mutex::default(),
             transfer: Mutex::default(),
@@ -221,6 +248,17 @@ impl Peers {
 
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// Caps every partition transfer this node sends at `bytes_per_second`
+    /// in all (`--transfer-limit-mb`); 0: no cap.
+    pub fn with_transfer_limit(mut self, bytes_per_second: u64) -> Peers {
+        self.transfer_limit = (bytes_per_second > 0).then(|| Arc::new(TransferLimit::new(bytes_per_second)));
+        self
+    }
+
+    pub fn transfer_limit(&self) -> Option<Arc<TransferLimit>> {
+        self.transfer_limit.clone()
     }
 
     pub fn transfer_idle_timeout(&self) -> Duration {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{entry_from_pb, entry_to_pb, reaped_from_pb, reaped_to_pb};
-use super::peers::{MAX_MESSAGE_BYTES, Peers};
+use super::peers::{MAX_MESSAGE_BYTES, Peers, TransferLimit};
 use super::status::replica_error_from_status;
 use super::transfer_pb::transfer_client::TransferClient;
 use super::transfer_pb::transfer_server::Transfer;
@@ -210,6 +210,7 @@ pub async fn push_partition_measured(
             reaped: reaped.into_iter(),
             entries,
             first: true,
+            limit: peers.transfer_limit(),
             progress: Arc::clone(&progress),
             failed: Some(failed_tx),
         };
@@ -250,6 +251,9 @@ struct Outgoing {
     /// The first message is sent even when there are no entries: it names
     /// the partition.
     first: bool,
+    /// The node's cap on transfer bytes, if any: each message waits its
+    /// turn before it goes (time that counts as ours, not the peer's).
+    limit: Option<Arc<TransferLimit>>,
     progress: Arc<Progress>,
     failed: Option<oneshot::Sender<StorageError>>,
 }
@@ -264,6 +268,9 @@ impl Outgoing {
             if !reaped.is_empty() {
                 this.first = false;
                 let request = PushRequest { partition: this.partition, entries: Vec::new(), reaped };
+                if let Some(limit) = &this.limit {
+                    limit.pace(request.encoded_len()).await;
+                }
                 this.progress.sent(request.encoded_len());
                 metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
                 return Some((request, this));
@@ -279,12 +286,16 @@ impl Outgoing {
                     return std::future::pending().await;
                 }
             };
-            this.progress.waiting();
             if entries.is_empty() && !this.first {
+                this.progress.waiting();
                 return None;
             }
             this.first = false;
             let request = PushRequest { partition: this.partition, entries, reaped: Vec::new() };
+            if let Some(limit) = &this.limit {
+                limit.pace(request.encoded_len()).await;
+            }
+            this.progress.waiting();
             this.progress.sent(request.encoded_len());
             metrics::partition_transfer_bytes(this.kind.label(), request.encoded_len());
             Some((request, this))

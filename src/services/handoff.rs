@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 use super::{Worker, WorkerState};
 use crate::coordinator::AddressBook;
 use crate::core::key::{NodeId, ObjectKey};
+use crate::core::membership::Transfer;
 use crate::core::object::Object;
 use crate::core::ring::Partition;
 use crate::membership::Membership;
@@ -54,6 +55,19 @@ pub const SWEEP_BATCH_ENTRIES: usize = 1024;
 const SWEEP_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// A transfer that failed is tried again after this, others going first.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Partitions a node streams at once during a move. One at a time left the
+/// network idle while each partition's scan started and its reap records
+/// were read, and the receiver idle while the sender read; a few in flight
+/// overlap those waits. Few, because each holds a scan buffer and a message
+/// in memory and a receiver merges them all at once (docs/performance.md,
+/// "Tuning log", step 10).
+pub const TRANSFERS_IN_FLIGHT: usize = 4;
+/// Transfers taken per round of the worker: the list of what is left is
+/// computed once per round (it walks every partition).
+const ROUND_TRANSFERS: usize = 256;
+/// Finished transfers are recorded in the member record this many at a
+/// time (and at the end of a round).
+const RECORD_EVERY: usize = 16;
 
 /// How one partition's outgoing transfer is going, for `/admin/status`.
 #[derive(Debug, Clone, Serialize)]
@@ -221,36 +235,97 @@ impl HandoffWorker {
         // A transfer that failed lately waits its turn behind the others, so
         // one unreachable target does not hold up every partition.
         let now = Instant::now();
-        let recent = |t: &&crate::core::membership::Transfer| {
+        let recent = |t: &crate::core::membership::Transfer| {
             self.failed_at.get(&t.partition).is_some_and(|at| now.duration_since(*at) < RETRY_AFTER)
         };
-        let transfer = mine.iter().find(|t| !recent(t)).or_else(|| mine.first())?.clone();
-        let (p, to) = (transfer.partition, transfer.to.clone());
-        self.set_progress(p, &to, "running", 0, None);
-        match self.send(p, &to).await {
-            Ok(pushed) => {
-                let sent = pushed.objects;
-                self.failed_at.remove(&p);
-                self.summary.add(pushed);
-                metrics::partition_transfer("move", true, sent);
-                tracing::debug!(partition = p, to = ?to, objects = sent, bytes = pushed.bytes, "partition transferred");
-                match self.membership.mark_transfer_done(&transfer) {
-                    Ok(true) => self.set_progress(p, &to, "done", sent, None),
-                    // The target changed while it streamed: the new move's
-                    // transfers start over.
-                    Ok(false) => tracing::info!(partition = p, "the move changed during the transfer; not recorded"),
-                    Err(e) => tracing::warn!(error = %e, "cannot record transfer"),
+        let (fresh, waiting): (Vec<_>, Vec<_>) = mine.into_iter().partition(|t| !recent(t));
+        let round: Vec<_> = if fresh.is_empty() { waiting.into_iter().take(1).collect() } else { fresh };
+        let round: Vec<_> = round.into_iter().take(ROUND_TRANSFERS).collect();
+        // The move's clock starts when its first round does, not when that
+        // round's results are counted.
+        self.summary.started.get_or_insert_with(Instant::now);
+        let outcomes = self.run_round(round).await;
+        let mut any_ok = false;
+        for (transfer, outcome) in outcomes {
+            let p = transfer.partition;
+            match outcome {
+                Ok(pushed) => {
+                    any_ok = true;
+                    self.failed_at.remove(&p);
+                    self.summary.add(pushed);
                 }
-                Some(WorkerState::Busy)
+                Err(_) => {
+                    self.failed_at.insert(p, Instant::now());
+                    self.summary.failed();
+                }
             }
-            Err(e) => {
-                self.failed_at.insert(p, Instant::now());
-                self.summary.failed();
-                metrics::partition_transfer("move", false, 0);
-                tracing::warn!(partition = p, error = %e, "partition transfer failed; will retry");
-                self.set_progress(p, &to, "failed", 0, Some(e.to_string()));
-                Some(WorkerState::Idle)
+        }
+        Some(if any_ok { WorkerState::Busy } else { WorkerState::Idle })
+    }
+
+    /// Sends `round`'s partitions, [`TRANSFERS_IN_FLIGHT`] at a time, and
+    /// records the finished ones in this node's member record a group at a
+    /// time: recording runs the membership's whole change path (claimant
+    /// step, state save, gossip), so once per partition it was most of a
+    /// small partition's cost. Returns each transfer's outcome.
+    async fn run_round(&self, round: Vec<Transfer>) -> Vec<(Transfer, Result<Pushed, HandoffError>)> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let mut queue = round.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut outcomes = Vec::new();
+        let mut unrecorded: Vec<(Transfer, u64)> = Vec::new();
+        let epoch = self.membership.view().epoch;
+        loop {
+            // A new ring (another target, or the switch) ends the round:
+            // what is left to send is computed again.
+            while running.len() < TRANSFERS_IN_FLIGHT && self.membership.view().epoch == epoch {
+                let Some(transfer) = queue.next() else { break };
+                self.set_progress(transfer.partition, &transfer.to, "running", 0, None);
+                running.push(async move {
+                    let outcome = self.send(transfer.partition, &transfer.to).await;
+                    (transfer, outcome)
+                });
             }
+            let Some((transfer, outcome)) = running.next().await else { break };
+            let (p, to) = (transfer.partition, &transfer.to);
+            match &outcome {
+                Ok(pushed) => {
+                    metrics::partition_transfer("move", true, pushed.objects);
+                    tracing::debug!(partition = p, to = ?to, objects = pushed.objects, bytes = pushed.bytes, "partition transferred");
+                    unrecorded.push((transfer.clone(), pushed.objects));
+                }
+                Err(e) => {
+                    metrics::partition_transfer("move", false, 0);
+                    tracing::warn!(partition = p, error = %e, "partition transfer failed; will retry");
+                    self.set_progress(p, to, "failed", 0, Some(e.to_string()));
+                }
+            }
+            outcomes.push((transfer, outcome));
+            if unrecorded.len() >= RECORD_EVERY {
+                self.record(std::mem::take(&mut unrecorded));
+            }
+        }
+        self.record(unrecorded);
+        outcomes
+    }
+
+    /// Records finished transfers (one membership change for all of them)
+    /// and shows them done.
+    fn record(&self, done: Vec<(Transfer, u64)>) {
+        if done.is_empty() {
+            return;
+        }
+        let transfers: Vec<Transfer> = done.iter().map(|(t, _)| t.clone()).collect();
+        match self.membership.mark_transfers_done(&transfers) {
+            Ok(true) => {
+                for (t, sent) in &done {
+                    self.set_progress(t.partition, &t.to, "done", *sent, None);
+                }
+            }
+            // The target changed while they streamed: the new move's
+            // transfers start over.
+            Ok(false) => tracing::info!(partitions = done.len(), "the move changed during the transfers; not recorded"),
+            Err(e) => tracing::warn!(error = %e, "cannot record transfers"),
         }
     }
 
