@@ -229,7 +229,7 @@ impl K2v {
 }
 
 /// A JSON ReadItem answer: the base64 values, `null` for a tombstone.
-/// Tombstones among values are left out, as a deleted sibling is on vinz;
+/// Tombstones among values are left out (to --check, siblings are values);
 /// one value left is a plain value, none is not found.
 fn concurrent_values(body: &[u8], token: Option<HeaderValue>) -> Result<Reply, Failure> {
     let items: Vec<Option<String>> =
