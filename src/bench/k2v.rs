@@ -71,6 +71,30 @@ impl std::fmt::Debug for K2v {
     }
 }
 
+/// The K2V calls the generator makes.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// ReadItem: a single value as it is, concurrent values as JSON.
+    Read,
+    /// ReadItem, JSON whatever there is (after a 409).
+    ReadJson,
+    /// InsertItem of this value.
+    Insert(Bytes),
+    /// DeleteItem.
+    Delete,
+}
+
+impl Call {
+    /// The call for a bench request: `value` is a write's.
+    pub fn of(op: Op, value: Bytes) -> Call {
+        match op {
+            Op::Read => Call::Read,
+            Op::Write => Call::Insert(value),
+            Op::Delete => Call::Delete,
+        }
+    }
+}
+
 /// How a ReadItem was answered.
 #[derive(Debug)]
 pub enum ReadAnswer {
@@ -120,19 +144,15 @@ impl K2v {
         format!("bench-{}", hash % PARTITIONS)
     }
 
-    /// The signed request for `op` on `key` at `base` (`http://HOST:PORT`):
-    /// ReadItem (a single value as it is, concurrent values as JSON; with
-    /// `json`, JSON whatever there is), InsertItem with
-    /// `value`, or DeleteItem. `token` is the last causality token seen for
-    /// the key; `now` dates the signature.
+    /// The signed request for `call` on `key` at `base` (`http://HOST:PORT`).
+    /// `token` is the last causality token seen for the key; `now` dates the
+    /// signature.
     pub fn request(
         &self,
         base: &str,
-        op: Op,
+        call: Call,
         key: &str,
-        value: Bytes,
         token: Option<&HeaderValue>,
-        json: bool,
         now: SystemTime,
     ) -> Result<http::Request<Bytes>, String> {
         let uri = format!(
@@ -141,16 +161,16 @@ impl K2v {
             utf8_percent_encode(&K2v::partition_of(key), SAFE),
             utf8_percent_encode(key, SAFE)
         );
-        let (method, body) = match op {
-            Op::Read => (Method::GET, Bytes::new()),
-            Op::Write => (Method::PUT, value),
-            Op::Delete => (Method::DELETE, Bytes::new()),
+        let (method, body, accept) = match call {
+            Call::Read => (Method::GET, Bytes::new(), Some("application/octet-stream, application/json")),
+            Call::ReadJson => (Method::GET, Bytes::new(), Some("application/json")),
+            Call::Insert(value) => (Method::PUT, value, None),
+            Call::Delete => (Method::DELETE, Bytes::new(), None),
         };
         let host = base.split_once("://").map_or(base, |(_, rest)| rest).trim_end_matches('/').to_owned();
         let mut request = http::Request::builder().method(method).uri(&uri).header(HOST, host);
-        if op == Op::Read {
-            request = request
-                .header(ACCEPT, if json { "application/json" } else { "application/octet-stream, application/json" });
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
         }
         if let Some(token) = token {
             request = request.header(CAUSALITY_HEADER, token.clone());
@@ -372,7 +392,7 @@ mod tests {
         let key = "bench-a b/ü+7";
         let now = at(1_764_676_800); // 2025-12-02T12:00:00Z
         let put = k2v
-            .request("http://127.0.0.1:3904", Op::Write, key, Bytes::from_static(b"v1"), Some(&token), false, now)
+            .request("http://127.0.0.1:3904", Call::Insert(Bytes::from_static(b"v1")), key, Some(&token), now)
             .unwrap();
         assert_eq!(put.method(), Method::PUT);
         let partition = K2v::partition_of(key);
@@ -397,17 +417,16 @@ mod tests {
         assert_eq!(signature, garage_signature(&put, "b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f", "garage"));
 
         // A read asks for one value as it is, or all of them as JSON.
-        let get = k2v.request("http://127.0.0.1:3904", Op::Read, key, Bytes::new(), None, false, now).unwrap();
+        let get = k2v.request("http://127.0.0.1:3904", Call::Read, key, None, now).unwrap();
         assert_eq!(get.method(), Method::GET);
         assert_eq!(header(&get, "accept"), "application/octet-stream, application/json");
         assert!(get.headers().get(CAUSALITY_HEADER).is_none());
         let signature = header(&get, "authorization").rsplit("Signature=").next().unwrap().to_owned();
         assert_eq!(signature, garage_signature(&get, "b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f", "garage"));
-        let json = k2v.request("http://127.0.0.1:3904", Op::Read, key, Bytes::new(), None, true, now).unwrap();
+        let json = k2v.request("http://127.0.0.1:3904", Call::ReadJson, key, None, now).unwrap();
         assert_eq!(header(&json, "accept"), "application/json");
 
-        let delete =
-            k2v.request("http://127.0.0.1:3904", Op::Delete, key, Bytes::new(), Some(&token), false, now).unwrap();
+        let delete = k2v.request("http://127.0.0.1:3904", Call::Delete, key, Some(&token), now).unwrap();
         assert_eq!(delete.method(), Method::DELETE);
         assert_eq!(header(&delete, CAUSALITY_HEADER), "opaquetoken123");
         assert!(delete.body().is_empty());

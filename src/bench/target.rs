@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
-use super::k2v::{K2v, ReadAnswer};
+use super::k2v::{Call, K2v, ReadAnswer};
 use super::redis::RedisConn;
 use super::request::{Failure, Reply, Request};
 use super::workload::Op;
@@ -311,7 +311,7 @@ impl Conn {
         if req.op == Op::Read {
             return self.garage_read(node, req.key).await;
         }
-        let request = self.k2v_request(node, req.op, req.key, req.value.clone(), token.as_ref(), false)?;
+        let request = self.k2v_request(node, Call::of(req.op, req.value.clone()), req.key, token.as_ref())?;
         let (status, _, body) = self.send(request).await?;
         K2v::write_answer(status, &body)
     }
@@ -319,12 +319,12 @@ impl Conn {
     /// ReadItem; on a 409 (concurrent values, when the server would not
     /// answer JSON at once) again asking for JSON, which lists them.
     async fn garage_read(&self, node: usize, key: &str) -> Result<Reply, Failure> {
-        let request = self.k2v_request(node, Op::Read, key, Bytes::new(), None, false)?;
+        let request = self.k2v_request(node, Call::Read, key, None)?;
         let (status, headers, body) = self.send(request).await?;
         match K2v::read_answer(status, &headers, body)? {
             ReadAnswer::Reply(reply) => Ok(reply),
             ReadAnswer::Concurrent => {
-                let request = self.k2v_request(node, Op::Read, key, Bytes::new(), None, true)?;
+                let request = self.k2v_request(node, Call::ReadJson, key, None)?;
                 let (status, headers, body) = self.send(request).await?;
                 match K2v::read_answer(status, &headers, body)? {
                     ReadAnswer::Reply(reply) => Ok(reply),
@@ -337,17 +337,14 @@ impl Conn {
     fn k2v_request(
         &self,
         node: usize,
-        op: Op,
+        call: Call,
         key: &str,
-        value: Bytes,
         token: Option<&HeaderValue>,
-        json: bool,
     ) -> Result<http::Request<Full<Bytes>>, Failure> {
         let k2v =
             self.target.k2v.as_ref().ok_or_else(|| Failure::Protocol("--target garage without credentials".into()))?;
-        let request = k2v
-            .request(&self.target.bases[node], op, key, value, token, json, SystemTime::now())
-            .map_err(Failure::Protocol)?;
+        let request =
+            k2v.request(&self.target.bases[node], call, key, token, SystemTime::now()).map_err(Failure::Protocol)?;
         Ok(request.map(Full::new))
     }
 
