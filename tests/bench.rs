@@ -177,9 +177,14 @@ fn a_closed_port_fails_fast_with_a_clear_error() {
         listener.local_addr().unwrap().port()
     };
     let node = format!("127.0.0.1:{port}");
-    for target in ["vinz", "etcd", "redis"] {
+    let garage = ["--bucket", "bench", "--access-key-id", "GK1", "--secret-access-key", "s"];
+    for target in ["vinz", "etcd", "redis", "garage"] {
         let started = Instant::now();
-        let run = bench(&["--nodes", &node, "--target", target, "--duration", "1", "--check"], Duration::from_secs(30));
+        let mut args = vec!["--nodes", &node, "--target", target, "--duration", "1", "--check"];
+        if target == "garage" {
+            args.extend(garage);
+        }
+        let run = bench(&args, Duration::from_secs(30));
         assert_eq!(run.status.code(), Some(1), "{target}: {}", run.stderr);
         assert!(run.stderr.contains(&format!("cannot reach {node}")), "{target}: {}", run.stderr);
         assert!(run.stderr.to_lowercase().contains("connect"), "{target}: {}", run.stderr);
