@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Vinz Clortho next to a 3-member etcd cluster (and one redis-server as a
-# reference line), driven by the same generator (`vinzclortho bench`) with
+# Vinz Clortho next to a 3-member etcd cluster and a 3-node Garage cluster
+# (the Rust Dynamo-style store, through its K2V API), and one redis-server as
+# a reference line, driven by the same generator (`vinzclortho bench`) with
 # the same workloads, in one run on this machine, so the numbers compare as
 # ratios. Ours runs twice: with the default durability (writes reach the OS,
 # not the disk) and with --sync-writes (every acknowledged write fsynced, as
 # etcd does). See docs/performance.md.
 #
 #   bench/compare.sh                     # 10 s per workload and system
-#   bench/compare.sh --duration 5 --no-redis
+#   bench/compare.sh --duration 5 --no-redis --no-garage
 #
 # After the workloads, the latency step: every system at one open-loop rate
 # (half the slowest system's 50/50 uniform throughput, `bench --rate`), and
 # ours at half its own, drawn into latency.svg by bench/plot_latency.py.
 #
 # It builds the release binary, installs etcd-server, redis-server, jq and
-# curl with apt-get when missing, starts every server on 127.0.0.1 only with
+# curl with apt-get when missing, builds Garage 2.5.0 with `cargo install`
+# into ~/.cache/vinzclortho/garage unless it is there (the first time takes
+# most of an hour on 2 cores), starts every server on 127.0.0.1 only with
 # data under a temporary directory, and stops them all on exit, failure or
 # Ctrl-C. Results (one JSON report per run, the table, the machine) are kept
 # in --out DIR (default: a new /tmp/vinzclortho-compare.* directory).
@@ -27,12 +30,14 @@
 #   --rounds N           run every workload N times, systems alternating, and
 #                        report the median (a shared machine is noisy) [ROUNDS, 1]
 #   --no-redis           skip the redis reference line [REDIS=0]
+#   --no-garage          skip Garage (and its build) [GARAGE=0]
 #   --vinz-sync-writes   ours with --sync-writes only [VINZ_MODES=sync]
 #   --no-sync-writes     ours with the default durability only [VINZ_MODES=default]
 #   --no-latency         skip the latency step and its plot [LATENCY=0]
 #   --out DIR            where results go [OUT]
 #   Ports: VINZ_PORT (18780: HTTP 18780-18782, --sync-writes 18783-18785, gRPC +1000), ETCD_PORT (12379: client
-#   12379/12389/12399, peer +1), REDIS_PORT (16379).
+#   12379/12389/12399, peer +1), REDIS_PORT (16379), GARAGE_PORT (13900: node i at +10i: S3 +0, RPC +1,
+#   admin +3, K2V +4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +46,7 @@ CONCURRENCY="${CONCURRENCY:-64}"
 KEYS="${KEYS:-10000}"
 VALUE_SIZE="${VALUE_SIZE:-100}"
 REDIS="${REDIS:-1}"
+GARAGE="${GARAGE:-1}"
 ROUNDS="${ROUNDS:-1}"
 VINZ_MODES="${VINZ_MODES:-default sync}"
 LATENCY="${LATENCY:-1}"
@@ -48,9 +54,15 @@ OUT="${OUT:-}"
 VINZ_PORT="${VINZ_PORT:-18780}"
 ETCD_PORT="${ETCD_PORT:-12379}"
 REDIS_PORT="${REDIS_PORT:-16379}"
+GARAGE_PORT="${GARAGE_PORT:-13900}"
 SEED=42
+# The Garage we compare with: pinned, built from crates.io by cargo install
+# (default features: lmdb, sqlite, k2v), kept between runs.
+GARAGE_VERSION=2.5.0
+GARAGE_ROOT="${HOME}/.cache/vinzclortho/garage"
+GARAGE_BIN="$GARAGE_ROOT/bin/garage"
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -59,6 +71,7 @@ while [ $# -gt 0 ]; do
         --value-size) VALUE_SIZE="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
         --no-redis) REDIS=0; shift ;;
+        --no-garage) GARAGE=0; shift ;;
         --vinz-sync-writes) VINZ_MODES=sync; shift ;;
         --no-sync-writes) VINZ_MODES=default; shift ;;
         --no-latency) LATENCY=0; shift ;;
@@ -91,6 +104,11 @@ fi
 
 say "building the release binary"
 cargo build --release --locked
+if [ "$GARAGE" = 1 ] && [ ! -x "$GARAGE_BIN" ]; then
+    say "building Garage $GARAGE_VERSION with cargo install (once; into $GARAGE_ROOT)"
+    cargo install --locked garage --version "$GARAGE_VERSION" --root "$GARAGE_ROOT" \
+        --target-dir "${HOME}/.cache/vinzclortho/garage-build"
+fi
 WORK="$(mktemp -d -t vinzclortho-compare-work.XXXXXX)"
 [ -n "$OUT" ] || OUT="$(mktemp -d -t vinzclortho-compare.XXXXXX)"
 mkdir -p "$OUT" "$WORK/logs"
@@ -120,9 +138,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+garage_ports=()
+if [ "$GARAGE" = 1 ]; then
+    for i in 0 1 2; do for d in 0 1 3 4; do garage_ports+=("$((GARAGE_PORT + 10 * i + d))"); done; done
+fi
 for p in $(seq "$VINZ_PORT" "$((VINZ_PORT + 5))") $(seq "$((VINZ_PORT + 1000))" "$((VINZ_PORT + 1005))") "$ETCD_PORT" "$((ETCD_PORT + 1))" "$((ETCD_PORT + 10))" "$((ETCD_PORT + 11))" \
-    "$((ETCD_PORT + 20))" "$((ETCD_PORT + 21))" "$REDIS_PORT"; do
-    port_free "$p" || { say "port $p on 127.0.0.1 is in use; pick others (VINZ_PORT, ETCD_PORT, REDIS_PORT)"; exit 1; }
+    "$((ETCD_PORT + 20))" "$((ETCD_PORT + 21))" "$REDIS_PORT" "${garage_ports[@]}"; do
+    port_free "$p" || { say "port $p on 127.0.0.1 is in use; pick others (VINZ_PORT, ETCD_PORT, REDIS_PORT, GARAGE_PORT)"; exit 1; }
 done
 
 # Polls `$@` for up to 60 s.
@@ -193,6 +215,73 @@ for client in "${ETCD_NODES[@]}"; do
 done
 say "etcd: 3 members at ${ETCD_NODES[*]} ($(etcd --version | head -1))"
 
+# --- Garage: 3 nodes, replication factor 3, K2V API ---------------------------
+# LMDB for metadata (its docs' recommendation) with its default durability:
+# metadata_fsync and data_fsync off, so a write is in the OS page cache on a
+# quorum of 2 when acknowledged, like ours by default. Logging at warn: ours
+# does not log each request either.
+GARAGE_NODES=()
+if [ "$GARAGE" = 1 ]; then
+    garage_secret="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    garage_admin_token="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    for i in 0 1 2; do
+        base=$((GARAGE_PORT + 10 * i))
+        mkdir -p "$WORK/garage/n$i"
+        cat >"$WORK/garage/n$i.toml" <<EOF
+metadata_dir = "$WORK/garage/n$i/meta"
+data_dir = "$WORK/garage/n$i/data"
+db_engine = "lmdb"
+replication_factor = 3
+rpc_bind_addr = "127.0.0.1:$((base + 1))"
+rpc_public_addr = "127.0.0.1:$((base + 1))"
+rpc_secret = "$garage_secret"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$base"
+root_domain = ".s3.garage.localhost"
+
+[k2v_api]
+api_bind_addr = "127.0.0.1:$((base + 4))"
+
+[admin]
+api_bind_addr = "127.0.0.1:$((base + 3))"
+admin_token = "$garage_admin_token"
+EOF
+        RUST_LOG=warn "$GARAGE_BIN" -c "$WORK/garage/n$i.toml" server >"$WORK/logs/garage$i.log" 2>&1 &
+        PIDS+=($!)
+        GARAGE_NODES+=("127.0.0.1:$((base + 4))")
+    done
+    garage0() { "$GARAGE_BIN" -c "$WORK/garage/n0.toml" "$@"; }
+    garage_ids=()
+    for i in 0 1 2; do
+        wait_until "garage node $i" "$GARAGE_BIN" -c "$WORK/garage/n$i.toml" node id -q
+        garage_ids+=("$("$GARAGE_BIN" -c "$WORK/garage/n$i.toml" node id -q 2>/dev/null | tail -n 1)")
+    done
+    for i in 1 2; do
+        wait_until "garage node 0 to connect to node $i" garage0 node connect "${garage_ids[$i]}"
+    done
+    for id in "${garage_ids[@]}"; do
+        garage0 layout assign -z dc1 -c 1G "${id%@*}" >/dev/null
+    done
+    garage0 layout apply --version 1 >/dev/null
+    garage_bucket() { garage0 bucket info bench || garage0 bucket create bench; }
+    wait_until "the garage layout to take (bucket creation)" garage_bucket
+    # A key we name ourselves (GK and 12 bytes in hex, a 32-byte secret in
+    # hex): nothing to scrape from the CLI's output.
+    GARAGE_KEY_ID="GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"
+    GARAGE_SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    garage0 key import --yes -n bench "$GARAGE_KEY_ID" "$GARAGE_SECRET" >/dev/null
+    garage0 bucket allow --read --write --owner bench --key "$GARAGE_KEY_ID" >/dev/null
+    # The key and its permission reach every node asynchronously: wait
+    # until each answers a signed ReadItem.
+    for node in "${GARAGE_NODES[@]}"; do
+        wait_until "garage K2V at $node" env AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" \
+            "$BIN" bench --target garage --nodes "$node" --bucket bench --ops 1 -c 1 --keys 1 --mix read=1,write=0 --quiet
+    done
+    say "garage: 3 nodes, K2V at ${GARAGE_NODES[*]} ($("$GARAGE_BIN" --version 2>/dev/null | head -1))"
+fi
+
 # --- redis: one node, in memory (the reference line) --------------------------
 if [ "$REDIS" = 1 ]; then
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize no \
@@ -210,17 +299,21 @@ fi
     echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running shares the cores)"
     echo "vinzclortho: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (ours: default durability; ours sync: --sync-writes; runs: ${VINZ_SYSTEMS[*]})"
     echo "etcd: $(etcd --version | head -1 | awk '{print $3}')"
+    [ "$GARAGE" = 1 ] && echo "garage: $("$GARAGE_BIN" --version 2>/dev/null | head -1) (K2V API, LMDB, replication factor 3, default fsync settings)"
     [ "$REDIS" = 1 ] && echo "redis: $(redis-server --version | awk '{print $3}')"
     echo "per run: ${DURATION} s, ${CONCURRENCY} in flight, ${KEYS} keys, ${VALUE_SIZE}-byte values; ${ROUNDS} round(s), median shown"
 } >"$OUT/machine.txt"
 
-SYSTEMS=("${VINZ_SYSTEMS[@]}" etcd)
+PEERS=(etcd)
+[ "$GARAGE" = 1 ] && PEERS+=(garage)
+SYSTEMS=("${VINZ_SYSTEMS[@]}" "${PEERS[@]}")
 [ "$REDIS" = 1 ] && SYSTEMS+=(redis)
 nodes_of() {
     case "$1" in
         vinz) echo "${VINZ_NODES[default]}" ;;
         vinzsync) echo "${VINZ_NODES[sync]}" ;;
         etcd) (IFS=,; echo "${ETCD_NODES[*]}") ;;
+        garage) (IFS=,; echo "${GARAGE_NODES[*]}") ;;
         redis) echo "127.0.0.1:$REDIS_PORT" ;;
     esac
 }
@@ -236,8 +329,14 @@ WORKLOADS=("50/50 uniform|read=50,write=50|uniform" "50/50 zipf|read=50,write=50
 
 bench_run() { # system name args...
     local system="$1" name="$2"; shift 2
+    local creds=()
+    # Garage's key goes in the environment, not on a command line others can read.
+    if [ "$system" = garage ]; then
+        creds=(AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET")
+        set -- --bucket bench "$@"
+    fi
     # Bounded even if something hangs: the run, its preload, and a margin.
-    timeout --kill-after=5 "$((DURATION + 120))" "$BIN" bench --target "${system%sync}" --nodes "$(nodes_of "$system")" \
+    env "${creds[@]}" timeout --kill-after=5 "$((DURATION + 120))" "$BIN" bench --target "${system%sync}" --nodes "$(nodes_of "$system")" \
         -c "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --seed "$SEED" --json --quiet "$@" \
         >"$OUT/$name.json" 2>"$OUT/$name.err" || say "$name: exit $? ($(tail -n 1 "$OUT/$name.err"))"
 }
@@ -274,7 +373,7 @@ if [ "$LATENCY" = 1 ]; then
     # Every system (redis too) at half the slowest one's 50/50 uniform
     # throughput, so each can serve it; then ours at half its own.
     slowest=""
-    for system in "${VINZ_SYSTEMS[@]}" etcd; do
+    for system in "${VINZ_SYSTEMS[@]}" "${PEERS[@]}"; do
         o="$(field "$system-50-50_uniform" .overall.ops_per_s)"
         [ -n "$o" ] && slowest="$(awk -v a="$slowest" -v b="$o" 'BEGIN { if (a == "" || b + 0 < a + 0) print b; else print a }')"
     done
@@ -318,8 +417,10 @@ ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b >
     for system in "${SYSTEMS[@]}"; do
         header+=" $(name_of "$system") ops/s | $(name_of "$system") p99 ms |"; rule+="---:|---:|"
     done
-    for system in "${VINZ_SYSTEMS[@]}"; do
-        header+=" ops/s $(name_of "$system")/etcd | p99 $(name_of "$system")/etcd |"; rule+="---:|---:|"
+    for peer in "${PEERS[@]}"; do
+        for system in "${VINZ_SYSTEMS[@]}"; do
+            header+=" ops/s $(name_of "$system")/$peer | p99 $(name_of "$system")/$peer |"; rule+="---:|---:|"
+        done
     done
     echo "$header"; echo "$rule"
     for workload in "${WORKLOADS[@]}" "checked 50/50 uniform|check|"; do
@@ -330,9 +431,11 @@ ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b >
         for system in "${SYSTEMS[@]}"; do
             line+=" $(fmt %.0f "$(field "$system-$slug" .overall.ops_per_s)") | $(fmt %.1f "$(field "$system-$slug" .overall.latency_ms.p99)") |"
         done
-        eo="$(field "etcd-$slug" .overall.ops_per_s)"; ep="$(field "etcd-$slug" .overall.latency_ms.p99)"
-        for system in "${VINZ_SYSTEMS[@]}"; do
-            line+=" $(ratio "$(field "$system-$slug" .overall.ops_per_s)" "$eo") | $(ratio "$(field "$system-$slug" .overall.latency_ms.p99)" "$ep") |"
+        for peer in "${PEERS[@]}"; do
+            po="$(field "$peer-$slug" .overall.ops_per_s)"; pp="$(field "$peer-$slug" .overall.latency_ms.p99)"
+            for system in "${VINZ_SYSTEMS[@]}"; do
+                line+=" $(ratio "$(field "$system-$slug" .overall.ops_per_s)" "$po") | $(ratio "$(field "$system-$slug" .overall.latency_ms.p99)" "$pp") |"
+            done
         done
         echo "$line"
     done

@@ -177,9 +177,14 @@ fn a_closed_port_fails_fast_with_a_clear_error() {
         listener.local_addr().unwrap().port()
     };
     let node = format!("127.0.0.1:{port}");
-    for target in ["vinz", "etcd", "redis"] {
+    let garage = ["--bucket", "bench", "--access-key-id", "GK1", "--secret-access-key", "s"];
+    for target in ["vinz", "etcd", "redis", "garage"] {
         let started = Instant::now();
-        let run = bench(&["--nodes", &node, "--target", target, "--duration", "1", "--check"], Duration::from_secs(30));
+        let mut args = vec!["--nodes", &node, "--target", target, "--duration", "1", "--check"];
+        if target == "garage" {
+            args.extend(garage);
+        }
+        let run = bench(&args, Duration::from_secs(30));
         assert_eq!(run.status.code(), Some(1), "{target}: {}", run.stderr);
         assert!(run.stderr.contains(&format!("cannot reach {node}")), "{target}: {}", run.stderr);
         assert!(run.stderr.to_lowercase().contains("connect"), "{target}: {}", run.stderr);
@@ -260,6 +265,10 @@ fn bad_options_are_refused_before_anything_runs() {
         (&["--nodes", "127.0.0.1:1", "--r", "two"][..], "not a number, one, quorum"),
         (&["--nodes", "127.0.0.1:1", "--check", "--keys", "3", "-c", "4"][..], "--keys (3) must be at least"),
         (&["--nodes", "127.0.0.1:1", "--target", "etcd", "--w", "1"][..], "no per-request quorum"),
+        (
+            &["--nodes", "127.0.0.1:1", "--target", "garage", "--access-key-id", "GK1", "--secret-access-key", "s"][..],
+            "--bucket",
+        ),
         (&["--nodes", "127.0.0.1:1", "--rate", "0"][..], "not a rate above 0"),
         (&["--nodes", "127.0.0.1:1", "--rate", "fast"][..], "not a rate above 0"),
         (&[][..], "--nodes"),
@@ -268,4 +277,142 @@ fn bad_options_are_refused_before_anything_runs() {
         assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains(needle), "{args:?}: {needle:?} not in {}", run.stderr);
     }
+}
+
+/// What the fake K2V server saw that a careful client never does.
+#[derive(Default)]
+struct K2vFaults {
+    /// Writes or deletes without a causality token onto an item that has
+    /// values: each adds a concurrent value.
+    blind_writes: u64,
+    /// Requests without a SigV4 `Authorization` for key GKtest, service k2v
+    /// and region garage, or whose `x-amz-content-sha256` is not the body's.
+    unsigned: u64,
+    requests: u64,
+}
+
+/// A fake Garage K2V node, causally faithful enough for the generator: an
+/// item keeps the values no write has superseded, each with a dot (the
+/// item's counter when written); a token is the counter when it was read,
+/// and a write carrying it drops the values it covers. ReadItem answers
+/// 404, one value as it is (204 for a tombstone), or several as JSON (409
+/// if JSON is not accepted), always with the item's token.
+fn fake_k2v() -> (String, std::sync::Arc<std::sync::Mutex<K2vFaults>>) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    type Item = (u64, Vec<(u64, Option<Vec<u8>>)>);
+    let items: Arc<Mutex<HashMap<String, Item>>> = Arc::default();
+    let faults: Arc<Mutex<K2vFaults>> = Arc::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen = faults.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let (items, faults) = (items.clone(), faults.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut headers = HashMap::new();
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let (name, value) = line.split_once(':').unwrap();
+                        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                    }
+                    let length = headers.get("content-length").map_or(0, |l| l.parse().unwrap());
+                    let mut body = Vec::new();
+                    reader.by_ref().take(length).read_to_end(&mut body).unwrap();
+                    let mut parts = request_line.split(' ');
+                    let (method, item_key) = (parts.next().unwrap(), parts.next().unwrap().to_owned());
+                    let signed = headers.get("authorization").is_some_and(|a| {
+                        a.starts_with("AWS4-HMAC-SHA256 Credential=GKtest/") && a.contains("/garage/k2v/aws4_request")
+                    }) && headers.get("x-amz-content-sha256")
+                        == Some(&sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect());
+                    let token = headers.get("x-garage-causality-token").map(|t| t.parse::<u64>().unwrap());
+                    let mut faults = faults.lock().unwrap();
+                    faults.requests += 1;
+                    faults.unsigned += u64::from(!signed);
+                    let mut items = items.lock().unwrap();
+                    let (counter, values) = items.entry(item_key).or_default();
+                    let (status, content_type, answer) = match method {
+                        "GET" if values.is_empty() => ("404 Not Found", "application/json", b"{}".to_vec()),
+                        "GET" if values.len() == 1 => match &values[0].1 {
+                            Some(v) => ("200 OK", "application/octet-stream", v.clone()),
+                            None => ("204 No Content", "application/octet-stream", Vec::new()),
+                        },
+                        "GET" if headers.get("accept").is_some_and(|a| a.contains("application/json")) => {
+                            let list: Vec<Option<String>> = values
+                                .iter()
+                                .map(|(_, v)| v.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)))
+                                .collect();
+                            ("200 OK", "application/json", serde_json::to_vec(&list).unwrap())
+                        }
+                        "GET" => ("409 Conflict", "application/octet-stream", Vec::new()),
+                        "PUT" | "DELETE" => {
+                            match token {
+                                Some(seen) => values.retain(|(dot, _)| *dot > seen),
+                                None if !values.is_empty() => faults.blind_writes += 1,
+                                None => {}
+                            }
+                            *counter += 1;
+                            values.push((*counter, (method == "PUT").then_some(body)));
+                            ("204 No Content", "application/octet-stream", Vec::new())
+                        }
+                        _ => ("400 Bad Request", "text/plain", Vec::new()),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\nx-garage-causality-token: {counter}\r\n\
+                         content-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    drop((items, faults));
+                    // One write: head and body apart would wait on Nagle and delayed ACKs.
+                    if writer.write_all(&[head.into_bytes(), answer].concat()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, seen)
+}
+
+/// `--target garage` signs every request, carries the causality token of
+/// each key, and since K2V's writes return none, reads before a write whose
+/// token a write spent: no write is blind, and a single writer per key never
+/// sees a concurrent value, so --check and --verify are clean.
+#[test]
+fn garage_target_signs_carries_tokens_and_never_writes_blind() {
+    let (node, faults) = fake_k2v();
+    let garage = ["--target", "garage", "--nodes", &node, "--bucket", "bench", "--access-key-id", "GKtest"];
+    let mut checked = garage.to_vec();
+    checked.extend(["--ops", "3000", "--check", "--verify", "--json", "-q", "-c", "4", "--keys", "40", "--seed", "5"]);
+    checked.extend(["--secret-access-key", "s3cr3t", "--mix", "read=40,write=50,delete=10"]);
+    let report = assert_clean(&bench(&checked, Duration::from_secs(60)));
+    assert_eq!(report["target"], "garage");
+    assert_eq!(report["reads_siblings"], 0, "{report}");
+    assert!(report["operations"]["delete"]["ops"].as_u64().unwrap() > 0, "{report}");
+    // Twice over the same keys, as compare.sh's workloads follow each other:
+    // the second preload knows no token, so it reads before each write.
+    let mut preloaded = garage.to_vec();
+    preloaded.extend(["--preload", "--ops", "300", "-q", "-c", "1", "--keys", "100", "--secret-access-key", "s3cr3t"]);
+    for _ in 0..2 {
+        let run = bench(&preloaded, Duration::from_secs(60));
+        assert!(run.status.success(), "{}\n{}", run.stderr, run.stdout);
+    }
+    let faults = faults.lock().unwrap();
+    assert!(faults.requests > 3000);
+    assert_eq!(faults.unsigned, 0, "every request signed");
+    assert_eq!(faults.blind_writes, 0, "every write carried the token of what it replaces");
 }

@@ -1,5 +1,5 @@
 //! `vinzclortho bench`: a closed-loop load generator for Vinz Clortho (and,
-//! for comparison, etcd and Redis), in the spirit of basho_bench.
+//! for comparison, etcd, Garage and Redis), in the spirit of basho_bench.
 //!
 //! `--concurrency` workers each keep one request in flight, choosing an
 //! operation by `--mix` and a key by `--distribution`, until `--duration`
@@ -21,10 +21,12 @@
 //! * [`check`]: what a read may return, for one key's single writer. Pure.
 //! * [`stats`]: histograms, error counts, summaries. Pure.
 //! * [`request`]: one request and its reply or failure, for every target.
-//! * [`target`]: the request for each system (REST, etcd gateway, RESP).
+//! * [`target`]: the request for each system (REST, etcd gateway, K2V, RESP).
+//! * [`k2v`]: Garage's K2V requests, their SigV4 signatures and answers. Pure.
 //! * [`runner`]: workers, budget, progress line.
 
 pub mod check;
+pub mod k2v;
 mod redis;
 pub mod request;
 pub mod runner;
@@ -56,7 +58,8 @@ const DEFAULT_DURATION_S: f64 = 10.0;
     vinzclortho bench --nodes 127.0.0.1:8880,127.0.0.1:8881,127.0.0.1:8882 --duration 10 --mix read=95,write=5 --preload\n  \
     vinzclortho bench --nodes 127.0.0.1:8880 --ops 100000 --distribution zipf --check --json\n  \
     vinzclortho bench --nodes 127.0.0.1:8880,127.0.0.1:8881,127.0.0.1:8882 --duration 60 --check --verify --failover\n  \
-    vinzclortho bench --target etcd --nodes 127.0.0.1:2379 --duration 10")]
+    vinzclortho bench --target etcd --nodes 127.0.0.1:2379 --duration 10\n  \
+    vinzclortho bench --target garage --nodes 127.0.0.1:3904 --bucket bench --access-key-id GK... --secret-access-key ...")]
 pub struct BenchArgs {
     /// Nodes to send requests to, spread round robin; `https://HOST:PORT`
     /// for HTTPS (so is every HOST:PORT with --cacert)
@@ -113,7 +116,8 @@ pub struct BenchArgs {
     /// Write every key once before measuring (for read-heavy mixes). On
     /// vinz, each key is read first, so that writes carry its context: the
     /// generator knows no context at start, and a write without one adds a
-    /// sibling to a key an earlier run left
+    /// sibling to a key an earlier run left. On garage every write without
+    /// a causality token reads first anyway
     #[arg(long)]
     pub preload: bool,
     /// Correctness mode: one writer per key, every read checked against
@@ -160,6 +164,8 @@ pub struct BenchArgs {
     /// No progress line on stderr
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub garage: k2v::GarageArgs,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -473,6 +479,10 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
     .with_token(args.token.as_deref())
     .map_err(BenchError::Invalid)?
     .with_failover(args.failover);
+    let target = match args.target {
+        TargetKind::Garage => target.with_k2v(k2v::K2v::from_args(&args.garage).map_err(invalid)?),
+        _ => target,
+    };
     Ok(Plan {
         target,
         mix: args.mix,

@@ -74,6 +74,11 @@ impl Contexts {
             self.shard(key).lock().expect("no panics while holding the lock").insert(key, context.clone());
         }
     }
+
+    /// Drops the key's context: a write spent it.
+    fn forget(&self, key: u64) {
+        self.shard(key).lock().expect("no panics while holding the lock").remove(&key);
+    }
 }
 
 /// When workers stop taking new requests.
@@ -239,6 +244,11 @@ impl Worker {
         let attempts = self.conn.call_failing_over(&request).await;
         let latency_us = started.elapsed().as_micros() as u64;
         self.recorder.failovers += u64::from(attempts.failovers);
+        if !self.plan.target.kind.writes_return_context() {
+            // Sent, so it may have landed: the token it carried no longer
+            // covers what is stored (see `TargetKind::writes_return_context`).
+            self.plan.contexts.forget(key);
+        }
         let version = (op == Op::Write).then_some(seq);
         // Sent on after a connection broke: the first node may have stored
         // it too, so it may come back as a sibling of itself.

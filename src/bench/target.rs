@@ -1,11 +1,12 @@
 //! The systems a run can drive, behind one `call`: Vinz Clortho's `/store`
-//! REST API, etcd's v3 JSON gateway, and Redis over RESP. The same workload,
-//! histograms and checks apply to each, so their numbers compare.
+//! REST API, etcd's v3 JSON gateway, Garage's K2V API (signed with AWS
+//! SigV4, [`super::k2v`]) and Redis over RESP. The same workload, histograms
+//! and checks apply to each, so their numbers compare.
 
 use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -19,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
+use super::k2v::{Call, K2v, ReadAnswer};
 use super::redis::RedisConn;
 use super::request::{Failure, Reply, Request};
 use super::workload::Op;
@@ -42,6 +44,19 @@ pub enum TargetKind {
     Etcd,
     /// Redis over RESP (GET, SET, DEL).
     Redis,
+    /// Garage's K2V API (ReadItem, InsertItem, DeleteItem), requests signed
+    /// with AWS SigV4; needs --access-key-id, --secret-access-key, --bucket.
+    Garage,
+}
+
+impl TargetKind {
+    /// Whether a write's answer carries the key's new causal context. On
+    /// Garage it does not (K2V's InsertItem answers 204 and no token), so
+    /// the token a write was sent with is spent: the next write of the key
+    /// must read first, or it adds a concurrent value.
+    pub fn writes_return_context(self) -> bool {
+        self != TargetKind::Garage
+    }
 }
 
 impl fmt::Display for TargetKind {
@@ -50,6 +65,7 @@ impl fmt::Display for TargetKind {
             TargetKind::Vinz => "vinz",
             TargetKind::Etcd => "etcd",
             TargetKind::Redis => "redis",
+            TargetKind::Garage => "garage",
         })
     }
 }
@@ -102,6 +118,8 @@ pub struct Target {
     failover: bool,
     /// `--route preflist`, once learnt.
     placement: Option<Arc<Placement>>,
+    /// Garage's credentials, region and bucket (`--target garage`).
+    k2v: Option<Arc<K2v>>,
 }
 
 impl Target {
@@ -134,6 +152,7 @@ impl Target {
             authorization: None,
             failover: false,
             placement: None,
+            k2v: None,
         }
     }
 
@@ -218,6 +237,12 @@ impl Target {
         }
     }
 
+    /// Signs and addresses requests for Garage (`--target garage`).
+    pub fn with_k2v(mut self, k2v: K2v) -> Target {
+        self.k2v = Some(Arc::new(k2v));
+        self
+    }
+
     /// The same target, reading with `?r=R` (sharing the connection pool).
     pub fn with_read_quorum(&self, r: &str) -> Target {
         Target { r: Some(r.to_owned()), ..self.clone() }
@@ -250,7 +275,7 @@ impl Target {
                 let (status, _, body) = conn.http(Method::GET, &uri, None, Bytes::new()).await?;
                 ok_status(status, &body).map(drop)
             }
-            TargetKind::Etcd | TargetKind::Redis => {
+            TargetKind::Etcd | TargetKind::Redis | TargetKind::Garage => {
                 let read = Request { op: Op::Read, key: "vinzclortho-bench-probe", value: Bytes::new(), context: None };
                 conn.call(&read).await.map(drop)
             }
@@ -285,6 +310,7 @@ impl Conn {
             TargetKind::Vinz => self.vinz(node, req).await,
             TargetKind::Etcd => self.etcd(node, req).await,
             TargetKind::Redis => self.redis(node, req).await,
+            TargetKind::Garage => self.garage(node, req).await,
         }
     }
 
@@ -378,6 +404,60 @@ impl Conn {
         }
     }
 
+    /// K2V: ReadItem, InsertItem, DeleteItem. A write or delete without a
+    /// token (none seen yet, or spent by the key's last write: see
+    /// [`TargetKind::writes_return_context`]) reads the item first for its
+    /// token, so it supersedes what is stored rather than adding a
+    /// concurrent value; its latency counts both. A delete of an item that
+    /// is not there is done without sending it.
+    async fn garage(&mut self, node: usize, req: &Request<'_>) -> Result<Reply, Failure> {
+        let mut token = req.context.clone();
+        if req.op != Op::Read && token.is_none() {
+            match self.garage_read(node, req.key).await? {
+                Reply::NotFound(None) if req.op == Op::Delete => return Ok(Reply::Done(None)),
+                reply => token = reply.context().cloned(),
+            }
+        }
+        if req.op == Op::Read {
+            return self.garage_read(node, req.key).await;
+        }
+        let request = self.k2v_request(node, Call::of(req.op, req.value.clone()), req.key, token.as_ref())?;
+        let (status, _, body) = self.send(request).await?;
+        K2v::write_answer(status, &body)
+    }
+
+    /// ReadItem; on a 409 (concurrent values, when the server would not
+    /// answer JSON at once) again asking for JSON, which lists them.
+    async fn garage_read(&self, node: usize, key: &str) -> Result<Reply, Failure> {
+        let request = self.k2v_request(node, Call::Read, key, None)?;
+        let (status, headers, body) = self.send(request).await?;
+        match K2v::read_answer(status, &headers, body)? {
+            ReadAnswer::Reply(reply) => Ok(reply),
+            ReadAnswer::Concurrent => {
+                let request = self.k2v_request(node, Call::ReadJson, key, None)?;
+                let (status, headers, body) = self.send(request).await?;
+                match K2v::read_answer(status, &headers, body)? {
+                    ReadAnswer::Reply(reply) => Ok(reply),
+                    ReadAnswer::Concurrent => Err(Failure::Protocol("409 to a ReadItem that accepts JSON".into())),
+                }
+            }
+        }
+    }
+
+    fn k2v_request(
+        &self,
+        node: usize,
+        call: Call,
+        key: &str,
+        token: Option<&HeaderValue>,
+    ) -> Result<http::Request<Full<Bytes>>, Failure> {
+        let k2v =
+            self.target.k2v.as_ref().ok_or_else(|| Failure::Protocol("--target garage without credentials".into()))?;
+        let request =
+            k2v.request(&self.target.bases[node], call, key, token, SystemTime::now()).map_err(Failure::Protocol)?;
+        Ok(request.map(Full::new))
+    }
+
     /// Redis keeps one connection per worker, to the node it first used.
     async fn redis(&mut self, node: usize, req: &Request<'_>) -> Result<Reply, Failure> {
         let timeout = self.target.timeout;
@@ -418,6 +498,12 @@ impl Conn {
             request = request.header(CONTENT_TYPE, "application/json");
         }
         let request = request.body(Full::new(body)).map_err(|e| Failure::Protocol(format!("request {uri}: {e}")))?;
+        self.send(request).await
+    }
+
+    /// Sends `request` through the pool and reads the whole answer, within
+    /// the timeout.
+    async fn send(&self, request: http::Request<Full<Bytes>>) -> Result<(StatusCode, http::HeaderMap, Bytes), Failure> {
         let exchange = async {
             let response = self.target.http.request(request).await.map_err(|e| match e.source() {
                 // Skip hyper's "client error (Connect)": the source says it.
@@ -436,7 +522,7 @@ fn ok_status(status: StatusCode, body: &Bytes) -> Result<&Bytes, Failure> {
     if status.is_success() { Ok(body) } else { Err(status_failure(status, body)) }
 }
 
-fn status_failure(status: StatusCode, body: &[u8]) -> Failure {
+pub(super) fn status_failure(status: StatusCode, body: &[u8]) -> Failure {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     Failure::Status(status.as_u16(), text.trim().to_owned())
 }
@@ -492,6 +578,14 @@ fn split<'a>(mut body: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_garage_writes_spend_their_context() {
+        assert!(!TargetKind::Garage.writes_return_context());
+        for kind in [TargetKind::Vinz, TargetKind::Etcd, TargetKind::Redis] {
+            assert!(kind.writes_return_context(), "{kind}");
+        }
+    }
 
     #[test]
     fn multipart_bodies_split_into_values() {
