@@ -40,7 +40,7 @@ pub enum Command {
     DevCluster(DevClusterArgs),
     /// Drive a cluster (or etcd, or Redis) with a workload and report
     /// throughput and latency; --check verifies every read.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Ask a running cluster about itself and change it, through any node's
     /// HTTP API: status, members, ring, claims, preference lists, backups.
     Admin(AdminArgs),

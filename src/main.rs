@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Bench(args)) => return vinzclortho::bench::main(args, shutdown).await,
+        Some(Command::Bench(args)) => return vinzclortho::bench::main(*args, shutdown).await,
         Some(Command::Admin(_) | Command::Certs(_)) => unreachable!("the one-shot tools returned above"),
         None => cli.node,
     };
