@@ -289,6 +289,15 @@ fn unexpected(node: &NodeId, method: &str) -> ReplicaError {
     invalid_response(node, Status::internal(format!("the answer to {method} is of another call")))
 }
 
+/// The object of an answer to a full read; a digest there is a peer's
+/// mistake.
+fn full(node: &NodeId, answer: Answer) -> Result<Object, ReplicaError> {
+    match answer {
+        Answer::Full(object) => Ok(object),
+        Answer::Digest(_) => Err(unexpected(node, "Replica/Get")),
+    }
+}
+
 #[async_trait]
 impl ReplicaClient for GrpcReplicaClient {
     async fn get(
@@ -298,10 +307,7 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
-        self.send_get(node, partition, key, false, false, call).await.and_then(|answer| match answer {
-            Answer::Full(object) => Ok(object),
-            Answer::Digest(_) => Err(unexpected(node, "Replica/Get")),
-        })
+        self.send_get(node, partition, key, false, false, call).await.and_then(|answer| full(node, answer))
     }
 
     async fn read(
@@ -322,10 +328,7 @@ impl ReplicaClient for GrpcReplicaClient {
         key: &ObjectKey,
         call: CallContext,
     ) -> Result<Object, ReplicaError> {
-        self.send_get(node, partition, key, true, false, call).await.and_then(|answer| match answer {
-            Answer::Full(object) => Ok(object),
-            Answer::Digest(_) => Err(unexpected(node, "Replica/Get")),
-        })
+        self.send_get(node, partition, key, true, false, call).await.and_then(|answer| full(node, answer))
     }
 
     async fn coordinate(
