@@ -236,7 +236,7 @@ impl K2v {
             StatusCode::OK => Ok(ReadAnswer::Reply(Reply::Value(body, token))),
             StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => Ok(ReadAnswer::Reply(Reply::NotFound(token))),
             StatusCode::CONFLICT => Ok(ReadAnswer::Concurrent),
-            s => Err(super::target::status_failure(s, &body)),
+            s => Err(Failure::status(s, &body)),
         }
     }
 
@@ -244,7 +244,7 @@ impl K2v {
     /// It carries no token: the one the write was sent with does not cover
     /// the value it wrote, so the key's next write must read first.
     pub fn write_answer(status: StatusCode, body: &Bytes) -> Result<Reply, Failure> {
-        if status.is_success() { Ok(Reply::Done(None)) } else { Err(super::target::status_failure(status, body)) }
+        if status.is_success() { Ok(Reply::Done(None)) } else { Err(Failure::status(status, body)) }
     }
 }
 

@@ -62,6 +62,13 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// A non-success answer: its status and the start of its body (every
+    /// HTTP target's, so none needs another's module for it).
+    pub fn status(status: http::StatusCode, body: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        Failure::Status(status.as_u16(), text.trim().to_owned())
+    }
+
     /// The name errors are counted under.
     pub fn kind(&self) -> String {
         match self {

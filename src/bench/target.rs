@@ -367,7 +367,7 @@ impl Conn {
                 Ok(Reply::Siblings(siblings, context))
             }
             (Op::Write | Op::Delete, s) if s.is_success() => Ok(Reply::Done(context)),
-            (_, s) => Err(status_failure(s, &body)),
+            (_, s) => Err(Failure::status(s, &body)),
         }
     }
 
@@ -519,12 +519,7 @@ impl Conn {
 }
 
 fn ok_status(status: StatusCode, body: &Bytes) -> Result<&Bytes, Failure> {
-    if status.is_success() { Ok(body) } else { Err(status_failure(status, body)) }
-}
-
-pub(super) fn status_failure(status: StatusCode, body: &[u8]) -> Failure {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    Failure::Status(status.as_u16(), text.trim().to_owned())
+    if status.is_success() { Ok(body) } else { Err(Failure::status(status, body)) }
 }
 
 /// "connect error: tcp connect error: Connection refused (os error 111)".
