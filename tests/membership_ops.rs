@@ -245,11 +245,11 @@ fn a_node_leaves_under_load_and_no_acknowledged_write_is_lost() {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let (key, value) = (format!("load-{t}-{i}"), format!("v-{t}-{i}"));
-                match put(c.node(t), &key, &value) {
-                    StatusCode::OK => {
+                match put_answer(c.node(t), &key, &value) {
+                    (StatusCode::OK, _) => {
                         acked.lock().unwrap().insert(key, value);
                     }
-                    other => failures.lock().unwrap().push(format!("put {key} via node {t}: {other}")),
+                    (other, body) => failures.lock().unwrap().push(format!("put {key} via node {t}: {other} {body}")),
                 }
                 i += 1;
             }

@@ -113,7 +113,7 @@ pub enum CoverageError {
     #[error("listing did not finish within {0:?}")]
     Timeout(Duration),
     #[error(
-        "node {node} was removed from the cluster: another node replaced it, so it serves no data; \
+        "node {node} left the cluster or was removed from it, so it serves no data; \
          use another node"
     )]
     Removed { node: NodeId },

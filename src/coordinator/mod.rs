@@ -91,10 +91,11 @@ pub enum CoordinatorError {
     /// The stamping replica refused the write (too many siblings, disk full).
     #[error(transparent)]
     Replica(ReplicaError),
-    /// The cluster removed this node: it coordinates nothing, since its view
-    /// of the ring and its data are no longer the cluster's.
+    /// This node left the cluster, or the cluster removed it: it coordinates
+    /// nothing, since its view of the ring and its data are no longer the
+    /// cluster's.
     #[error(
-        "node {node} was removed from the cluster: another node replaced it, so it serves no data; \
+        "node {node} left the cluster or was removed from it, so it serves no data; \
          use another node"
     )]
     Removed { node: NodeId },
@@ -108,6 +109,33 @@ pub enum CoordinatorError {
     /// The key's bucket type is unknown or not active.
     #[error(transparent)]
     Bucket(#[from] BucketError),
+}
+
+/// Why a forwarded write failed ([`Coordinator::write_forwarded`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardedError {
+    /// Refused before anything was stamped or sent (this node stopped
+    /// serving, or the request is bad): the forwarder may coordinate the
+    /// write itself without risking a second copy of it.
+    #[error(transparent)]
+    NotStarted(CoordinatorError),
+    /// Failed once under way: parts of it may have been applied.
+    #[error(transparent)]
+    Failed(CoordinatorError),
+}
+
+impl ForwardedError {
+    pub fn error(&self) -> &CoordinatorError {
+        match self {
+            ForwardedError::NotStarted(e) | ForwardedError::Failed(e) => e,
+        }
+    }
+}
+
+impl HasErrorCode for ForwardedError {
+    fn code(&self) -> ErrorCode {
+        self.error().code()
+    }
 }
 
 impl HasErrorCode for CoordinatorError {
@@ -490,7 +518,9 @@ impl Coordinator {
     /// coordinated by this node whatever its ring says, until `deadline` (the
     /// forwarder's, capped by this node's timeout), and never forwarded
     /// again, so two nodes that disagree on the ring cannot pass it back and
-    /// forth.
+    /// forth. The error says whether this node did anything, so that a write
+    /// refused before it started (this node left the cluster since the
+    /// forwarder chose it) can be coordinated by the forwarder instead.
     #[tracing::instrument(name = "coordinator.forwarded_put", skip_all)]
     pub async fn write_forwarded(
         &self,
@@ -499,9 +529,10 @@ impl Coordinator {
         mutation: Mutation,
         options: WriteOptions,
         deadline: Instant,
-    ) -> Result<Reply, CoordinatorError> {
+    ) -> Result<Reply, ForwardedError> {
         let deadline = deadline.min(Instant::now() + self.settings.timeout);
-        self.write_until(key, context, mutation, options, deadline, false).await
+        let plan = self.plan(key, options.w, options.pw, Op::Write).map_err(ForwardedError::NotStarted)?;
+        self.write_planned(plan, key, context, mutation, options, deadline, false).await.map_err(ForwardedError::Failed)
     }
 
     async fn write_until(
@@ -513,8 +544,22 @@ impl Coordinator {
         deadline: Instant,
         may_forward: bool,
     ) -> Result<Reply, CoordinatorError> {
+        let plan = self.plan(key, options.w, options.pw, Op::Write)?;
+        self.write_planned(plan, key, context, mutation, options, deadline, may_forward).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_planned(
+        &self,
+        mut plan: Plan,
+        key: &ObjectKey,
+        context: &VersionVector,
+        mutation: Mutation,
+        options: WriteOptions,
+        deadline: Instant,
+        may_forward: bool,
+    ) -> Result<Reply, CoordinatorError> {
         let mut catch_ups = 0;
-        let mut plan = self.plan(key, options.w, options.pw, Op::Write)?;
         if may_forward
             && let Some(answer) =
                 self.forward(key, context, &mutation, options, &mut plan, &mut catch_ups, deadline).await
@@ -565,7 +610,8 @@ impl Coordinator {
     }
 
     /// Forwards the write whole to the key's first up primary when this node
-    /// is none of its primaries, as Riak's put FSM does: that replica stamps
+    /// is none of its primaries, as Riak's put FSM does (while the key's
+    /// partition moves, the first that holds it on both rings): that replica stamps
     /// it locally and merges it into the others, so the write costs this
     /// node one call instead of a remote stamp plus a merge per other
     /// replica. `None`: coordinate it here on `plan` (possibly replanned
@@ -589,7 +635,11 @@ impl Coordinator {
             if plan.nodes.contains(self.topology.local()) {
                 return None;
             }
-            let to = plan.nodes.iter().find(|n| self.topology.is_up(n))?.clone();
+            // While the key's partition moves, only to a node that holds it
+            // on both rings: one that is handing it off (leaving, say) may
+            // stop serving half way through the write.
+            let stays = |n: &NodeId| plan.target.as_ref().is_none_or(|target| target.contains(n));
+            let to = plan.nodes.iter().find(|n| self.topology.is_up(n) && stays(n))?.clone();
             // The receiver is fenced by this plan's ring, as a stamp is.
             let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
             let span = tracing::info_span!("coordinator.forward", node = %to);

@@ -67,7 +67,7 @@ pub trait Topology: Send + Sync + 'static {
     /// A node's HTTP address, for messages to people.
     fn http_address(&self, node: &NodeId) -> String;
 
-    /// True once the cluster removed this node (another node replaced it):
+    /// True once this node left the cluster or the cluster removed it:
     /// its ring and data are no longer the cluster's, so it coordinates
     /// nothing.
     fn removed(&self) -> bool {

@@ -9,7 +9,9 @@
 //! refused with ABORTED and this node's epoch, so the forwarder catches up
 //! and plans again (it may turn out to be a replica itself). The identity
 //! layer admits only members (`identity::policy`: every method not listed
-//! there is a member's).
+//! there is a member's); a node that leaves the cluster between that check
+//! and planning the write refuses it as that layer would, so the forwarder
+//! coordinates it itself instead of failing it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +21,14 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::convert::{clock_from_pb, key_from_pb, mutation_from_pb, object_to_pb, required};
+use super::identity::Refusal;
 use super::pb;
 use super::pb::forward_server::{Forward, ForwardServer};
 use super::replica_server::Admission;
 use super::status::error_status;
-use crate::coordinator::{Coordinator, QuorumParam, Topology, WriteOptions};
+use crate::coordinator::{Coordinator, CoordinatorError, ForwardedError, QuorumParam, Topology, WriteOptions};
 use crate::env::Env;
+use crate::telemetry::metrics;
 
 pub struct ForwardService {
     coordinator: Arc<Coordinator>,
@@ -43,6 +47,21 @@ pub fn server(
     ForwardServer::new(ForwardService { coordinator, admission, env: env.clone() })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
+}
+
+/// The answer to a forwarded write that failed. One this node refused
+/// before starting it because it left (or was removed) after the identity
+/// layer let the call in is answered as that layer now would, so the
+/// forwarder knows nothing was done and coordinates the write itself.
+pub fn forwarded_error_status(error: ForwardedError) -> Status {
+    match error {
+        ForwardedError::NotStarted(CoordinatorError::Removed { node }) => {
+            let refusal = Refusal::Removed { node };
+            metrics::rpc_refused(refusal.reason());
+            refusal.to_status()
+        }
+        e => error_status(&e),
+    }
 }
 
 fn quorum_param(value: &str, name: &str) -> Result<QuorumParam, Status> {
@@ -79,7 +98,7 @@ impl Forward for ForwardService {
         let reply = write
             .await
             .map_err(|e| Status::internal(format!("the forwarded write's task failed: {e}")))?
-            .map_err(|e| error_status(&e))?;
+            .map_err(forwarded_error_status)?;
         Ok(Response::new(pb::ForwardedReply {
             object: Some(object_to_pb(&reply.object)),
             fallbacks: reply.fallbacks as u32,

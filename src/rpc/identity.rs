@@ -188,7 +188,7 @@ pub enum Refusal {
          (this is node {node} of cluster {cluster})"
     )]
     MissingIdentity { missing: String, node: NodeId, cluster: String },
-    #[error("node {node} was removed from the cluster (another node replaced it); it answers no internal calls")]
+    #[error("node {node} left the cluster or was removed from it; it answers no internal calls")]
     Removed { node: NodeId },
     #[error(
         "another process runs as node {node} at {address} (a copied data directory?); \
