@@ -4,6 +4,7 @@
     bench/scale.py                          # all three parts, defaults below
     bench/scale.py --parts cpu --sizes 3,5,8 --duration 10
     bench/scale.py --parts memory,transfer --memory-keys 1000000
+    bench/scale.py --parts transfer --memory-keys 100000 --value-size 4096
 
 Parts (see docs/performance.md, "How cost grows"):
 
@@ -16,15 +17,18 @@ Parts (see docs/performance.md, "How cost grows"):
             and after: CPU milliseconds per 1,000 operations, for the whole
             cluster. Also the cluster's idle CPU (gossip and failure detection
             with no client load), measured for 5 s before the load.
-  memory    3 nodes; write --memory-keys distinct keys (bench --preload, 100-byte
-            values), then report each node's resident memory (VmRSS, and the
-            peak VmHWM), its data directory on disk, and the objects it
-            stores (RocksDB's estimate).
+  memory    3 nodes; write --memory-keys distinct keys (bench --preload,
+            --value-size values, 100 bytes by default), then report each
+            node's resident memory (VmRSS, and the peak VmHWM), its data
+            directory on disk, and the objects it stores (RocksDB's
+            estimate).
   transfer  On the cluster the memory part filled: a client load runs
-            (50/50 over those keys, 16 in flight) while a fourth node joins;
-            reports how long the move took (join to ring settled) and the
-            bytes and objects the old nodes sent (their
-            vinzclortho_partition_transfer_*{kind="move"} counters): MB/s.
+            (50/50 over those keys, 16 in flight, on the three nodes) while a
+            fourth node joins and, once settled, leaves again; for each move
+            it reports how long it took (request to ring settled), the bytes
+            and objects every node sent (vinzclortho_partition_transfer_*
+            {kind="move"}): MB/s, and the clients' ops/s before the move and
+            while the ring moved (requests the nodes answered).
 
 Every server listens on 127.0.0.1 only (HTTP 18900+, gRPC 19900+), with data
 in a temporary directory; all are stopped on exit, failure or Ctrl-C, and each
@@ -46,6 +50,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HTTP_BASE = int(os.environ.get("SCALE_PORT", "18900"))
+# Seconds of client load measured before each move, as its baseline.
+BASELINE_S = 4
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -146,9 +152,10 @@ class Cluster:
     def status(self, i):
         return json.loads(http_get(f"http://{self.http(i)}/admin/status"))
 
-    def settled(self):
-        """Every node sees every node up with partitions, and no move."""
-        n = len(self.procs)
+    def settled(self, members=None):
+        """Nodes 0..members-1 (every node by default) each see that many
+        nodes up with partitions, and no move."""
+        n = members or len(self.procs)
         for i in range(n):
             s = self.status(i)
             if s["ring"]["moving"]:
@@ -214,9 +221,11 @@ class Cluster:
 
 
 def bench(binary, out, name, nodes, extra, timeout):
-    """Runs `vinzclortho bench --json`; returns the report."""
+    """Runs `vinzclortho bench --json` (100-byte values unless `extra` says
+    otherwise); returns the report."""
     path = os.path.join(out, f"{name}.json")
-    args = [binary, "bench", "--nodes", nodes, "--json", "-q", "--value-size", "100", "--seed", "42"] + extra
+    size = [] if "--value-size" in extra else ["--value-size", "100"]
+    args = [binary, "bench", "--nodes", nodes, "--json", "-q", "--seed", "42"] + size + extra
     with open(path, "w") as f:
         r = subprocess.run(args, stdout=f, stderr=subprocess.PIPE, timeout=timeout, text=True)
     if r.returncode != 0:
@@ -285,12 +294,12 @@ def part_memory_and_transfer(a, binary, out, rows, parts):
         started = time.monotonic()
         bench(binary, out, "memory-preload", c.nodes_arg(),
               ["--keys", str(a.memory_keys), "--preload", "--duration", "1", "-c", "64", "--mix", "read=100",
-               "--key-prefix", "m-"], 3600)
+               "--key-prefix", "m-", "--value-size", str(a.value_size)], 3600)
         took = time.monotonic() - started
         time.sleep(5)  # let background flushes and compactions finish their burst
         if "memory" in parts:
             rows.append("## Memory per node\n")
-            rows.append(f"{a.memory_keys} distinct keys with 100-byte values written through the API in "
+            rows.append(f"{a.memory_keys} distinct keys with {a.value_size}-byte values written through the API in "
                         f"{took:.0f} s (each key read, then written), N=3 on 3 nodes: every node stores every key.\n")
             rows.append("| node | objects stored | RSS idle MiB | RSS with the keys MiB | peak RSS MiB | on disk MiB |")
             rows.append("|---:|---:|---:|---:|---:|---:|")
@@ -308,6 +317,7 @@ def part_memory_and_transfer(a, binary, out, rows, parts):
 
 
 def part_transfer(a, binary, out, rows, c):
+    """A fourth node joins under a client load, then leaves again under it."""
     def sent():
         b = o = 0.0
         for i in range(len(c.procs)):
@@ -316,33 +326,73 @@ def part_transfer(a, binary, out, rows, c):
             o += metric_sum(text, "vinzclortho_partition_transfer_objects_total", {"kind": "move"})
         return b, o
 
-    bytes0, objects0 = sent()
-    load_s = a.transfer_load_seconds
-    say(f"transfer: client load for {load_s} s; a fourth node joins after 3 s")
-    load = subprocess.Popen(
-        [binary, "bench", "--nodes", c.nodes_arg(), "--json", "-q", "--keys", str(a.memory_keys), "--key-prefix", "m-",
-         "--duration", str(load_s), "-c", "16", "--mix", "read=50,write=50", "--value-size", "100", "--seed", "7"],
-        stdout=open(os.path.join(out, "transfer-load.json"), "w"), stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(3)
-        joined = time.monotonic()
-        c.add()
-        moving_seen = None
-        deadline = joined + 900
+    def served():
+        """Client requests answered so far by the nodes the load goes to."""
+        return time.monotonic(), sum(metric_sum(c.metrics(i), "vinzclortho_requests_total") for i in range(3))
+
+    def rate(before, after):
+        return (after[1] - before[1]) / max(after[0] - before[0], 0.001)
+
+    def move(name, start, done):
+        """Runs `start`, then waits until `done()`; returns the row's figures."""
+        quiet0 = served()
+        time.sleep(BASELINE_S)
+        quiet1 = served()
+        bytes0, objects0 = sent()
+        began = time.monotonic()
+        start()
+        moving_seen = moving0 = None
+        deadline = began + 900
         while time.monotonic() < deadline:
+            if load.poll() is not None:
+                raise SystemExit(f"scale: the client load ended before the {name} did; raise --transfer-load-seconds")
             try:
                 s = c.status(0)
                 if s["ring"]["moving"] and moving_seen is None:
-                    moving_seen = time.monotonic()
-                if c.settled():
+                    moving_seen, moving0 = time.monotonic(), served()
+                if done():
                     break
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.1)
         else:
-            raise SystemExit("scale: the join did not finish within 900 s")
-        done = time.monotonic()
+            raise SystemExit(f"scale: the {name} did not finish within 900 s")
+        end = time.monotonic()
+        moving1 = served()
         bytes1, objects1 = sent()
+        moved = bytes1 - bytes0
+        took = end - began
+        moving = end - (moving_seen or began)
+        quiet = rate(quiet0, quiet1)
+        during = rate(moving0 or quiet1, moving1)
+        return (f"| {name} | {objects1 - objects0:.0f} | {moved / 2**20:.1f} | {took:.1f} | {moving:.1f} | "
+                f"{moved / 2**20 / took:.1f} | {moved / 2**20 / max(moving, 0.001):.1f} | {quiet:.0f} | {during:.0f} | "
+                f"{during / max(quiet, 1):.2f} |")
+
+    def left():
+        if c.status(3)["state"] != "left":
+            return False
+        return c.settled(members=3)
+
+    def leave():
+        for path, node in (("/admin/leave", 3), ("/admin/commit", 0)):
+            req = urllib.request.Request(f"http://{c.http(node)}{path}", data=b"", method="POST")
+            with urllib.request.urlopen(req, timeout=10) as r:
+                r.read()
+
+    load_s = a.transfer_load_seconds
+    say(f"transfer: client load for at most {load_s} s; a fourth node joins, then leaves")
+    load = subprocess.Popen(
+        [binary, "bench", "--nodes", c.nodes_arg(), "--json", "-q", "--keys", str(a.memory_keys), "--key-prefix", "m-",
+         "--duration", str(load_s), "-c", "16", "--mix", "read=50,write=50", "--value-size", str(a.value_size),
+         "--seed", "7"],
+        stdout=open(os.path.join(out, "transfer-load.json"), "w"), stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)  # the load's connections open
+        figures = [move("join", c.add, c.settled)]
+        say(figures[-1])
+        figures.append(move("leave", leave, left))
+        say(figures[-1])
         _, err = load.communicate(timeout=load_s + 120)
     finally:
         if load.poll() is None:
@@ -352,21 +402,22 @@ def part_transfer(a, binary, out, rows, c):
         raise SystemExit(f"scale: the client load failed: {err.strip()[-500:]}")
     with open(os.path.join(out, "transfer-load.json")) as f:
         o = json.load(f)["overall"]
-    moved = bytes1 - bytes0
-    took = done - joined
-    moving = done - (moving_seen or joined)
-    rows.append("## Partition transfer while a node joins under load\n")
-    rows.append(f"The 3-node cluster above ({a.memory_keys} keys), a client load (50/50 over those keys, 16 in flight, "
-                f"{load_s} s), and a fourth node joining 3 s into it. \"Move\" counts from the join request to every "
-                "node seeing the new ring settled; bytes are what the old nodes sent (encoded entries).\n")
-    rows.append("| objects moved | MiB moved | join to settled s | ring moving s | MiB/s (join to settled) | "
-                "MiB/s (while moving) | client ops/s during the run | client p99 ms | client errors |")
-    rows.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    rows.append(f"| {objects1 - objects0:.0f} | {moved / 2**20:.1f} | {took:.1f} | {moving:.1f} | "
-                f"{moved / 2**20 / took:.1f} | {moved / 2**20 / max(moving, 0.001):.1f} | {o['ops_per_s']:.0f} | "
-                f"{o['latency_ms']['p99']:.1f} | {o['errors']} |")
+    rows.append("## Partition transfer while a node joins, then leaves, under load\n")
+    rows.append(f"The 3-node cluster above ({a.memory_keys} keys of {a.value_size} bytes), a client load on its three "
+                f"nodes (50/50 over those keys, 16 in flight), a fourth node joining and, once every node sees the "
+                f"ring settled, leaving again (`POST /admin/leave` on it, `/admin/commit` on node 0). Each move counts "
+                f"from its request to every node seeing the ring settled (for the leave: the leaver says `left`); "
+                f"\"moving\" from the first poll that sees the ring moving. Bytes and objects are what every node "
+                f"sent (encoded entries, `vinzclortho_partition_transfer_*{{kind=\"move\"}}`). Client ops/s are the "
+                f"requests the three nodes answered ({BASELINE_S} s before the move, and while the ring moved).\n")
+    rows.append("| move | objects moved | MiB moved | request to settled s | ring moving s | MiB/s (request to "
+                "settled) | MiB/s (while moving) | client ops/s before | client ops/s while moving | ratio |")
+    rows.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows.extend(figures)
     rows.append("")
-    say("\n".join(rows[-3:]))
+    rows.append(f"The client load overall ({o['ops_per_s']:.0f} ops/s over {load_s} s): p99 "
+                f"{o['latency_ms']['p99']:.1f} ms, {o['errors']} errors.\n")
+    say("\n".join(rows[-7:]))
 
 
 def main():
@@ -377,7 +428,9 @@ def main():
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--keys", type=int, default=10000, help="keys for the cpu part")
     p.add_argument("--memory-keys", type=int, default=1_000_000, help="keys for the memory and transfer parts")
-    p.add_argument("--transfer-load-seconds", type=int, default=60, help="how long the client load of the transfer part runs")
+    p.add_argument("--value-size", type=int, default=100, help="value bytes for the memory and transfer parts")
+    p.add_argument("--transfer-load-seconds", type=int, default=120,
+                   help="the longest the client load of the transfer part runs (both moves must end within it)")
     p.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment for the nodes (e.g. TOKIO_WORKER_THREADS=1); repeatable")
     p.add_argument("--route", choices=["any", "preflist"],
