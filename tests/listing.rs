@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,29 @@ fn streamed(node: &NodeProc, path: &str, field: &str) -> Vec<String> {
     }
     assert!(last_empty && objects >= 1, "a stream ends with an empty object");
     names
+}
+
+/// What a listing that missed keys during the join saw: the ring before
+/// it and after it, the partitions of the missing keys, and where copies of
+/// the first missing key are now, so that a rare failure explains itself.
+fn explain_missing(cluster: &Cluster, got: &[String], want: &BTreeSet<String>, before: &serde_json::Value) {
+    let set: BTreeSet<&String> = got.iter().collect();
+    let missing: Vec<&String> = want.iter().filter(|k| !set.contains(k)).collect();
+    let mut partitions = BTreeMap::<u32, usize>::new();
+    for key in &missing {
+        let key = ObjectKey::new("default".to_owned(), "default".to_owned(), (*key).clone());
+        *partitions.entry(vinzclortho::core::ring::partition_of(&key, 16)).or_default() += 1;
+    }
+    eprintln!("listing missed {} keys; by partition: {partitions:?}", missing.len());
+    eprintln!("node 0's ring before the listing: {}", before["ring"]);
+    for node in cluster.running() {
+        let s = common::status(node);
+        eprintln!("{} after: {}", node.http, s.map(|s| s["ring"].to_string()).unwrap_or_default());
+    }
+    if let Some(first) = missing.first() {
+        let (_, _, report) = get(cluster.node(0), &format!("/admin/replicas/{first}"));
+        eprintln!("copies of {first} now: {report}");
+    }
 }
 
 /// Exactly `want`, each once.
@@ -197,9 +220,14 @@ fn a_listing_during_a_join_misses_no_key() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut listings, mut during_move) = (0, 0);
     loop {
-        let moving = common::status(cluster.node(0)).unwrap()["ring"]["moving"] == true;
+        let before = common::status(cluster.node(0)).unwrap();
+        let moving = before["ring"]["moving"] == true;
         let n0 = cluster.node(0);
-        assert_exactly(streamed(n0, "/buckets/default/keys?keys=stream", "keys"), &want, "during the join");
+        let got = streamed(n0, "/buckets/default/keys?keys=stream", "keys");
+        if got.len() != want.len() {
+            explain_missing(&cluster, &got, &want, &before);
+        }
+        assert_exactly(got, &want, "during the join");
         listings += 1;
         during_move += usize::from(moving);
         let s = common::status(n0).unwrap();
