@@ -890,6 +890,29 @@ async fn a_forward_during_a_move_goes_to_a_primary_that_keeps_the_key() {
     }
 }
 
+/// A write this node would refuse before stamping (`?pw=2` with two of the
+/// three primaries down, as it sees them) is refused here, not forwarded to
+/// the one up primary, which may not have seen them down yet and would
+/// stamp it: a 503 then left a sibling behind (hints.rs saw it in CI).
+#[tokio::test(start_paused = true)]
+async fn a_write_refused_for_pw_here_is_not_forwarded() {
+    let p = primaries_of_k();
+    let nodes = Nodes::new(&["a", "b", "c"]);
+    for holder in &p {
+        nodes.receive_forwards(holder, ring("b", "c"), None);
+    }
+    nodes.set(&p[1], Behaviour::Silent);
+    nodes.set(&p[2], Behaviour::Silent);
+    let topology = Scripted::new("z", ring("b", "c"), None);
+    topology.set_down(&[&p[1], &p[2]]);
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let options = WriteOptions { pw: QuorumParam::Count(2), ..WriteOptions::default() };
+    let error = c.write(&key(), &VersionVector::new(), put("refused"), options).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
+    assert!(nodes.forwards.lock().unwrap().is_empty(), "not forwarded");
+    assert!(nodes.stamps.lock().unwrap().is_empty(), "nothing stamped");
+}
+
 /// A forward that certainly never arrived (connection refused) is
 /// coordinated here, as a write was before forwarding.
 #[tokio::test(start_paused = true)]

@@ -511,7 +511,8 @@ impl Coordinator {
         options: WriteOptions,
     ) -> Result<Reply, CoordinatorError> {
         let deadline = Instant::now() + self.settings.timeout;
-        self.write_until(key, context, mutation, options, deadline, true).await
+        let plan = self.plan(key, options.w, options.pw, Op::Write)?;
+        self.write_planned(plan, key, context, mutation, options, deadline, true).await
     }
 
     /// A write another node forwarded here ([`ReplicaClient::forward_write`]):
@@ -533,19 +534,6 @@ impl Coordinator {
         let deadline = deadline.min(Instant::now() + self.settings.timeout);
         let plan = self.plan(key, options.w, options.pw, Op::Write).map_err(ForwardedError::NotStarted)?;
         self.write_planned(plan, key, context, mutation, options, deadline, false).await.map_err(ForwardedError::Failed)
-    }
-
-    async fn write_until(
-        &self,
-        key: &ObjectKey,
-        context: &VersionVector,
-        mutation: Mutation,
-        options: WriteOptions,
-        deadline: Instant,
-        may_forward: bool,
-    ) -> Result<Reply, CoordinatorError> {
-        let plan = self.plan(key, options.w, options.pw, Op::Write)?;
-        self.write_planned(plan, key, context, mutation, options, deadline, may_forward).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -634,6 +622,13 @@ impl Coordinator {
         loop {
             if plan.nodes.contains(self.topology.local()) {
                 return None;
+            }
+            // What this node would refuse before stamping (too few primaries
+            // up for `?pw=`, as it sees them), it refuses without forwarding:
+            // the receiver may not have seen them down yet, and would stamp.
+            let (quorum, _) = self.quorum_before_stamp(plan);
+            if quorum.progress() == Progress::Failed {
+                return Some(Err(self.write_unavailable(&quorum)));
             }
             // While the key's partition moves, only to a node that holds it
             // on both rings: one that is handing it off (leaving, say) may
@@ -886,6 +881,21 @@ impl Coordinator {
         Ok(props.n_val.clamp(1, self.topology.view().n_val))
     }
 
+    /// The write's quorum before anything is stamped, with every primary
+    /// this node sees down recorded as failed, and those primaries: a
+    /// primary that is down keeps its slot open for a fallback, but is lost
+    /// for `?pw=`, so the write fails now, before anything is stamped, when
+    /// too few primaries are left for it (`Progress::Failed`).
+    fn quorum_before_stamp(&self, plan: &Plan) -> (WriteQuorum, Vec<NodeId>) {
+        let mut quorum =
+            WriteQuorum::with_primaries(plan.nodes.clone(), plan.needed, plan.target.clone(), plan.primaries);
+        let down: Vec<NodeId> = plan.nodes.iter().filter(|n| !self.topology.is_up(n)).cloned().collect();
+        for node in &down {
+            quorum.record_primary_failed(node, "node is down");
+        }
+        (quorum, down)
+    }
+
     /// Has one replica of the key stamp the write: this node when it is one,
     /// else the other primaries in preference-list order, skipping nodes
     /// known to be down; the next one only when one failed. When no primary
@@ -901,23 +911,14 @@ impl Coordinator {
         mutation: &Mutation,
         deadline: Instant,
     ) -> Result<Stamped, Attempt> {
-        let mut quorum =
-            WriteQuorum::with_primaries(plan.nodes.clone(), plan.needed, plan.target.clone(), plan.primaries);
-        let local = self.topology.local();
-        let mut candidates: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).collect();
-        candidates.extend(plan.nodes.iter().filter(|n| *n != local));
-        let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = candidates.into_iter().partition(|n| self.topology.is_up(n));
-        // A primary that is down keeps its slot open for a fallback, but is
-        // lost for `?pw=`: fail now, before anything is stamped, when too
-        // few primaries are left for it.
-        let mut failed: Vec<NodeId> = Vec::new();
-        for node in down {
-            quorum.record_primary_failed(node, "node is down");
-            failed.push(node.clone());
-        }
+        let (mut quorum, mut failed) = self.quorum_before_stamp(plan);
         if quorum.progress() == Progress::Failed {
             return Err(Attempt::Failed(self.write_unavailable(&quorum)));
         }
+        let local = self.topology.local();
+        let mut candidates: Vec<&NodeId> = plan.nodes.iter().filter(|n| *n == local).collect();
+        candidates.extend(plan.nodes.iter().filter(|n| *n != local));
+        let up: Vec<&NodeId> = candidates.into_iter().filter(|n| self.topology.is_up(n)).collect();
         let mut stampers: Vec<(NodeId, Option<NodeId>)> = up.into_iter().map(|n| (n.clone(), None)).collect();
         let mut next = 0;
         loop {
