@@ -45,6 +45,14 @@ fn bench(args: &[&str], limit: Duration) -> Run {
     Run { status, stdout: std::fs::read_to_string(out).unwrap(), stderr: std::fs::read_to_string(err).unwrap() }
 }
 
+/// The report of a run without --check that went without an error.
+fn plain_report(run: &Run) -> Value {
+    assert!(run.status.success(), "bench failed ({}): {}\n{}", run.status, run.stderr, run.stdout);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(report["overall"]["errors"], 0, "{report}");
+    report
+}
+
 /// The report is sound and says the run was clean.
 fn assert_clean(run: &Run) -> Value {
     assert!(run.status.success(), "bench failed ({}): {}\n{}", run.status, run.stderr, run.stdout);
@@ -149,6 +157,46 @@ fn checked_runs_against_a_real_cluster_are_clean() {
     assert_eq!(report["overall"]["ops"], 3000);
     assert_eq!(report["reads_not_found"], 0, "every key was preloaded and none deleted");
     assert!(run.stderr.is_empty(), "--quiet: {}", run.stderr);
+
+    // --new-keys: a preload of keys nobody stored writes each key once and
+    // reads none (no GET reaches any node), and a later run finds every key
+    // with one value.
+    let gets = || -> f64 {
+        cluster
+            .running()
+            .map(|n| {
+                let text = common::client().get(n.url("/metrics")).send().unwrap().text().unwrap();
+                text.lines()
+                    .filter(|l| l.starts_with("vinzclortho_requests_total{") && l.contains(r#"op="get""#))
+                    .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let before = gets();
+    let run = bench(
+        &["--nodes", &nodes, "--ops", "1", "--preload", "--new-keys", "--key-prefix", "fresh-", "--json", "-q"]
+            .into_iter()
+            .chain(["-c", "8", "--keys", "300", "--mix", "read=100"])
+            .collect::<Vec<_>>(),
+        limit,
+    );
+    let report = plain_report(&run);
+    assert_eq!(report["preload"]["keys"], 300);
+    assert_eq!(gets(), before + 1.0, "a preload of new keys reads nothing (the one read is --ops 1's)");
+    let run = bench(
+        &["--nodes", &nodes, "--ops", "600", "--key-prefix", "fresh-", "--json", "-q", "-c", "8", "--keys", "300"]
+            .into_iter()
+            .chain(["--mix", "read=100"])
+            .collect::<Vec<_>>(),
+        limit,
+    );
+    let report = plain_report(&run);
+    assert_eq!(report["reads_not_found"], 0, "{report}");
+    assert_eq!(report["reads_siblings"], 0, "{report}");
+    // Without --preload the flag means nothing, and is refused.
+    let run = bench(&["--nodes", &nodes, "--ops", "1", "--new-keys"], limit);
+    assert!(!run.status.success() && run.stderr.contains("--preload"), "{}", run.stderr);
 
     // Open loop: requests start at the rate asked for, not faster, however
     // fast the cluster answers (an upper bound: a slow machine may fall

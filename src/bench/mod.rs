@@ -120,6 +120,12 @@ pub struct BenchArgs {
     /// a causality token reads first anyway
     #[arg(long)]
     pub preload: bool,
+    /// The run's keys are not stored yet (an empty cluster, or a
+    /// --key-prefix no run used before): --preload writes each key without
+    /// reading it first, half the requests (for loading many keys). On keys
+    /// that are stored, each write adds a sibling
+    #[arg(long, requires = "preload")]
+    pub new_keys: bool,
     /// Correctness mode: one writer per key, every read checked against
     /// what was written; any mismatch or failed request fails the run.
     /// Keys get a fresh per-run prefix.
@@ -492,6 +498,7 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
         zipf_exponent: args.zipf_exponent,
         value_size: args.value_size,
         check: args.check,
+        new_keys: args.new_keys,
         key_prefix,
         seed: args.seed.unwrap_or_else(rand::random),
         concurrency,

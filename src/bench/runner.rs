@@ -30,6 +30,8 @@ pub struct Plan {
     pub zipf_exponent: f64,
     pub value_size: usize,
     pub check: bool,
+    /// `--new-keys`: no key of the run is stored before it.
+    pub new_keys: bool,
     pub key_prefix: String,
     pub seed: u64,
     pub concurrency: usize,
@@ -71,7 +73,12 @@ impl Contexts {
 
     fn set(&self, key: u64, context: Option<&HeaderValue>) {
         if let Some(context) = context {
-            self.shard(key).lock().expect("no panics while holding the lock").insert(key, context.clone());
+            // A copy, not a clone: a header parsed by hyper is a slice of the
+            // whole response's read buffer, and a clone kept that buffer
+            // (kilobytes) alive per key: a 10-million-key preload grew the
+            // generator by 8 KiB a key until it ran out of memory.
+            let owned = HeaderValue::from_bytes(context.as_bytes()).expect("it was a header value");
+            self.shard(key).lock().expect("no panics while holding the lock").insert(key, owned);
         }
     }
 
@@ -133,11 +140,11 @@ impl Worker {
     }
 
     /// Writes every key of this worker's shard once. On Vinz Clortho it
-    /// reads each key first, unless the run's keys are new (--check): a
-    /// write without the context of what is stored adds a sibling, so keys
-    /// left by an earlier run would otherwise all get one.
+    /// reads each key first, unless the run's keys are new (--check,
+    /// --new-keys): a write without the context of what is stored adds a
+    /// sibling, so keys left by an earlier run would otherwise all get one.
     pub async fn preload(&mut self) {
-        let read_first = self.plan.target.kind == TargetKind::Vinz && !self.plan.check;
+        let read_first = self.plan.target.kind == TargetKind::Vinz && !self.plan.check && !self.plan.new_keys;
         for j in 0..self.shard.len() {
             if self.plan.stopped() {
                 break;
@@ -364,5 +371,25 @@ impl Plan {
     pub fn reset_counters(&self) {
         self.counters.done.store(0, Ordering::Relaxed);
         self.counters.errors.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A context kept for a key must not pin the response buffer it was
+    /// parsed from (see `Contexts::set`).
+    #[test]
+    fn a_kept_context_owns_its_bytes() {
+        let response = Bytes::from(vec![b'c'; 8192]);
+        let header = HeaderValue::from_maybe_shared(response.slice(100..140)).unwrap();
+        assert_eq!(header.as_bytes().as_ptr(), response[100..].as_ptr(), "the header is a slice of the response");
+        let contexts = Contexts::new(4);
+        contexts.set(7, Some(&header));
+        let kept = contexts.get(7).unwrap();
+        assert_eq!(kept, header);
+        let buffer = response.as_ptr_range();
+        assert!(!buffer.contains(&kept.as_bytes().as_ptr()), "the kept context points into the response's buffer");
     }
 }
