@@ -84,6 +84,15 @@ pub struct NodeArgs {
     #[arg(long, env = "VINZCLORTHO_SYNC_WRITES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub sync_writes: Option<bool>,
 
+    /// RocksDB options in RocksDB's option-string syntax, applied over this
+    /// node's defaults to the database and each column family, e.g.
+    /// "compaction_style=kCompactionStyleUniversal" or
+    /// "block_based_table_factory={block_cache=256M;filter_policy=bloomfilter:10:false}"
+    /// (docs/performance.md has what was measured); an unknown option or a
+    /// bad value stops the node at start [default: none: the defaults]
+    #[arg(long, env = "VINZCLORTHO_ROCKSDB_OPTIONS", value_name = "OPTIONS")]
+    pub rocksdb_options: Option<String>,
+
     /// Replicas per key (N) [default: 3]
     #[arg(long, env = "VINZCLORTHO_N_VAL", value_name = "N")]
     pub n_val: Option<usize>,
@@ -257,6 +266,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub storage: StorageKind,
     pub sync_writes: bool,
+    /// Over the RocksDB engine's defaults (`--rocksdb-options`).
+    pub rocksdb_options: Option<String>,
     pub n_val: usize,
     pub r: usize,
     pub w: usize,
@@ -352,6 +363,7 @@ impl NodeArgs {
             data_dir: self.data_dir.or(lower.data_dir),
             storage: self.storage.or(lower.storage),
             sync_writes: self.sync_writes.or(lower.sync_writes),
+            rocksdb_options: self.rocksdb_options.or(lower.rocksdb_options),
             n_val: self.n_val.or(lower.n_val),
             r: self.r.or(lower.r),
             w: self.w.or(lower.w),
@@ -499,6 +511,11 @@ impl NodeArgs {
             (None, None) => None,
             _ => return Err(invalid("--http-tls-cert and --http-tls-key go together: give both or neither".into())),
         };
+        let storage = self.storage.unwrap_or(StorageKind::Rocksdb);
+        let rocksdb_options = self.rocksdb_options.filter(|o| !o.trim().is_empty());
+        if rocksdb_options.is_some() && storage != StorageKind::Rocksdb {
+            return Err(invalid("--rocksdb-options tunes the rocksdb engine; this node runs --storage memory".into()));
+        }
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| Path::new("vinzclortho-data").join(format!("{}_{port}", host.replace(':', "_"))));
@@ -509,8 +526,9 @@ impl NodeArgs {
             join: self.join,
             partitions: self.partitions,
             data_dir,
-            storage: self.storage.unwrap_or(StorageKind::Rocksdb),
+            storage,
             sync_writes: self.sync_writes.unwrap_or(false),
+            rocksdb_options,
             n_val,
             r,
             w,
@@ -705,6 +723,21 @@ mod tests {
         let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(c.anti_entropy_interval, Duration::from_secs(2));
         assert!(!c.read_repair);
+    }
+
+    #[test]
+    fn rocksdb_options_from_flag_and_file_and_only_for_rocksdb() {
+        assert_eq!(parse(&[]).unwrap().rocksdb_options, None);
+        let tuning = "compaction_style=kCompactionStyleUniversal";
+        assert_eq!(parse(&["--rocksdb-options", tuning]).unwrap().rocksdb_options.as_deref(), Some(tuning));
+        assert_eq!(parse(&["--rocksdb-options", "  "]).unwrap().rocksdb_options, None, "blank means none");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "rocksdb_options = \"write_buffer_size=32M\"\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.rocksdb_options.as_deref(), Some("write_buffer_size=32M"));
+        let err = parse(&["--storage", "memory", "--rocksdb-options", tuning]).unwrap_err().to_string();
+        assert!(err.contains("--rocksdb-options") && err.contains("memory"), "{err}");
     }
 
     #[test]

@@ -170,9 +170,10 @@ impl Listeners {
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     Ok(match config.storage {
         StorageKind::Memory => Arc::new(MemoryStore::new()),
-        StorageKind::Rocksdb => {
-            Arc::new(RocksStore::open(&config.data_dir, &RocksOptions { sync_writes: config.sync_writes })?)
-        }
+        StorageKind::Rocksdb => Arc::new(RocksStore::open(
+            &config.data_dir,
+            &RocksOptions { sync_writes: config.sync_writes, tuning: config.rocksdb_options.clone() },
+        )?),
     })
 }
 

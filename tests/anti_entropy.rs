@@ -212,7 +212,8 @@ fn a_node_whose_objects_were_wiped_gets_every_key_back_without_a_read() {
     // (c) The node keeps its identity (node metadata) but loses every object.
     let (http, cluster) = c.kill9(2);
     {
-        let store = RocksStore::open(&c.data_dir(2), &RocksOptions { sync_writes: true }).unwrap();
+        let store =
+            RocksStore::open(&c.data_dir(2), &RocksOptions { sync_writes: true, ..RocksOptions::default() }).unwrap();
         let mut removed = 0;
         for p in 0..PARTITIONS {
             let keys: Vec<ObjectKey> = store.scan_partition(p).unwrap().map(|e| e.unwrap().0).collect();
@@ -307,7 +308,8 @@ fn wipe_objects(c: &mut Cluster, i: usize, partitions: u32) -> usize {
     let (http, cluster) = c.kill9(i);
     let mut removed = 0;
     {
-        let store = RocksStore::open(&c.data_dir(i), &RocksOptions { sync_writes: false }).unwrap();
+        let store =
+            RocksStore::open(&c.data_dir(i), &RocksOptions { sync_writes: false, ..RocksOptions::default() }).unwrap();
         for p in 0..partitions {
             let keys: Vec<ObjectKey> = store.scan_partition(p).unwrap().map(|e| e.unwrap().0).collect();
             for k in &keys {
@@ -325,7 +327,8 @@ fn wipe_objects(c: &mut Cluster, i: usize, partitions: u32) -> usize {
 fn count_objects(c: &mut Cluster, i: usize, partitions: u32) -> usize {
     let (http, cluster) = c.kill9(i);
     let count = {
-        let store = RocksStore::open(&c.data_dir(i), &RocksOptions { sync_writes: false }).unwrap();
+        let store =
+            RocksStore::open(&c.data_dir(i), &RocksOptions { sync_writes: false, ..RocksOptions::default() }).unwrap();
         (0..partitions).map(|p| store.scan_partition(p).unwrap().count()).sum()
     };
     c.restart(i, &http, &cluster);

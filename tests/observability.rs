@@ -109,6 +109,13 @@ fn metrics_pass_promtool_and_count_exactly_the_requests_made() {
         assert!(sample.label("node_id").is_none(), "node identity on {sample:?}");
     }
 
+    // RocksDB's memory, by part: the writes above sit in its memtables.
+    for part in ["memtables", "table_readers", "block_cache"] {
+        let series = m.series("vinzclortho_storage_memory_bytes");
+        assert_eq!(series.iter().filter(|s| s.label("part") == Some(part)).count(), 1, "{part}: {series:?}");
+    }
+    assert!(m.sum("vinzclortho_storage_memory_bytes", &[("part", "memtables")]) > 0.0, "{body}");
+
     // Latencies are histograms (aggregatable across nodes), not summaries.
     assert!(!m.types.values().any(|t| t == "summary"), "summaries in /metrics: {:?}", m.types);
     assert!(!m.samples.iter().any(|s| s.label("quantile").is_some()), "quantile series in /metrics");

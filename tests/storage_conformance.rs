@@ -581,7 +581,7 @@ fn rocks_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let k = ObjectKey::in_default_bucket("durable");
     {
-        let s = RocksStore::open(dir.path(), &RocksOptions { sync_writes: true }).unwrap();
+        let s = RocksStore::open(dir.path(), &RocksOptions { sync_writes: true, ..RocksOptions::default() }).unwrap();
         s.put(7, &k, &object(&["a", "b"])).unwrap();
         s.put_meta("m", b"v").unwrap();
         s.put_hinted(7, &k, None, &NodeId::new("owner")).unwrap();
@@ -590,6 +590,81 @@ fn rocks_survives_reopen() {
     assert_eq!(s.get(7, &k).unwrap(), Some(object(&["a", "b"])));
     assert_eq!(s.get_meta("m").unwrap(), Some(b"v".to_vec()));
     assert_eq!(s.hints_for(7, &k).unwrap(), vec![NodeId::new("owner")]);
+}
+
+/// RocksDB only: `--rocksdb-options` reaches RocksDB (its OPTIONS file, which
+/// it writes at every open, records what it runs with), over the store's own
+/// defaults (LZ4 on objects stays), for the database and every family.
+#[test]
+fn rocks_applies_tuning_over_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = ObjectKey::in_default_bucket("tuned");
+    let tuning = "compaction_style=kCompactionStyleUniversal;max_background_jobs=3;\
+                  block_based_table_factory={filter_policy=bloomfilter:10:false}";
+    {
+        let s = RocksStore::open(dir.path(), &RocksOptions { tuning: Some(tuning.into()), ..RocksOptions::default() })
+            .unwrap();
+        s.put(7, &k, &object(&["a"])).unwrap();
+        let memory = s.stats().unwrap().memory;
+        assert!(memory.memtables > 0, "{memory:?}");
+        s.flush().unwrap();
+        assert_eq!(s.get(7, &k).unwrap(), Some(object(&["a"])));
+        // The flushed file's index and filter blocks, and the block read,
+        // are held by its reader or cached (which, RocksDB's version decides).
+        let memory = s.stats().unwrap().memory;
+        assert!(memory.table_readers + memory.block_cache > 0, "{memory:?}");
+    }
+    let options = latest_options_file(dir.path());
+    assert!(options.contains("max_background_jobs=3"), "{options}");
+    for family in ["objects", "meta", "hints", "reaped", "index"] {
+        let section = family_section(&options, family);
+        assert!(section.contains("compaction_style=kCompactionStyleUniversal"), "{family}: {section}");
+        assert!(section.to_lowercase().contains("bloom"), "{family}: {section}");
+    }
+    assert!(family_section(&options, "objects").contains("compression=kLZ4Compression"));
+
+    // Without tuning the defaults come back, and the data with them.
+    let s = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    assert_eq!(s.get(7, &k).unwrap(), Some(object(&["a"])));
+    drop(s);
+    let options = latest_options_file(dir.path());
+    assert!(options.contains("max_background_jobs=2"), "{options}");
+    assert!(family_section(&options, "objects").contains("compaction_style=kCompactionStyleLevel"));
+}
+
+/// RocksDB only: an option RocksDB does not know, or a bad value, refuses
+/// the open with a message naming the setting, and creates nothing.
+#[test]
+fn rocks_refuses_bad_tuning() {
+    for bad in ["no_such_option=1", "compaction_style=kSideways", "write_buffer_size=lots"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let err = RocksStore::open(&path, &RocksOptions { tuning: Some(bad.into()), ..RocksOptions::default() })
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was accepted"))
+            .to_string();
+        assert!(err.contains("--rocksdb-options"), "{bad}: {err}");
+        assert!(!path.join("CURRENT").exists(), "{bad}: a database was created");
+    }
+}
+
+fn latest_options_file(dir: &std::path::Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("OPTIONS-") && !n.ends_with(".dbtmp"))
+        .collect();
+    // OPTIONS-<file number>: the newest has the largest number.
+    files.sort_by_key(|n| n["OPTIONS-".len()..].parse::<u64>().unwrap());
+    std::fs::read_to_string(dir.join(files.last().expect("RocksDB writes an OPTIONS file"))).unwrap()
+}
+
+/// The `[CFOptions "family"]` section of an OPTIONS file.
+fn family_section<'a>(options: &'a str, family: &str) -> &'a str {
+    let header = format!("[CFOptions \"{family}\"]");
+    let start = options.find(&header).unwrap_or_else(|| panic!("no {header} in {options}"));
+    let rest = &options[start + header.len()..];
+    &rest[..rest.find("\n[CFOptions").unwrap_or(rest.len())]
 }
 
 /// RocksDB only: index rows survive a reopen, and a store reopened with

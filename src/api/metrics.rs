@@ -25,6 +25,9 @@ pub async fn render(State(api): State<AppState>) -> Result<impl IntoResponse, Ap
     metrics::set_snapshot(&Snapshot {
         stored_objects: stats.objects,
         stored_bytes: stats.bytes,
+        storage_memtables: stats.memory.memtables,
+        storage_table_readers: stats.memory.table_readers,
+        storage_block_cache: stats.memory.block_cache,
         members_up: up,
         members_down: members.len() - up,
         claimed_partitions: api.membership.claim(),

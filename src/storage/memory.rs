@@ -295,6 +295,6 @@ impl Store for MemoryStore {
     fn stats(&self) -> Result<StoreStats, StorageError> {
         let objects = self.objects.lock().expect("memory store lock");
         let bytes = objects.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-        Ok(StoreStats { objects: objects.len() as u64, bytes, approximate: false })
+        Ok(StoreStats { objects: objects.len() as u64, bytes, approximate: false, memory: Default::default() })
     }
 }

@@ -137,6 +137,23 @@ pub struct StoreStats {
     /// True when the engine can only estimate (RocksDB counts overwrites
     /// still in its memtable until they are compacted).
     pub approximate: bool,
+    /// The engine's own memory, by use (RocksDB; zero for the in-memory
+    /// engine, whose memory is the data).
+    pub memory: StoreMemory,
+}
+
+/// Where a RocksDB node's memory goes, beyond the process's own: what
+/// `--rocksdb-options` tunes (docs/performance.md). Summed over the column
+/// families; each family has a block cache of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreMemory {
+    /// Memtables, active and waiting to be flushed.
+    pub memtables: u64,
+    /// Index and filter blocks of the open SST files held outside the block
+    /// cache (RocksDB's default): grows with the data.
+    pub table_readers: u64,
+    /// Data blocks (and index and filter blocks, if tuned so) cached.
+    pub block_cache: u64,
 }
 
 /// What [`Store::checkpoint`] wrote.

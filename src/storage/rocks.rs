@@ -41,8 +41,8 @@ use super::codec::{
 use super::index;
 use super::listing::{self, Visit};
 use super::{
-    BucketCursor, BucketPage, CheckpointInfo, Entry, Hint, IndexPage, KeyPage, Reaped, StorageError, Store, StoreStats,
-    space,
+    BucketCursor, BucketPage, CheckpointInfo, Entry, Hint, IndexPage, KeyPage, Reaped, StorageError, Store,
+    StoreMemory, StoreStats, space,
 };
 use crate::core::index::IndexRequest;
 use crate::core::key::{NodeId, ObjectKey};
@@ -62,6 +62,8 @@ const REAPED: &str = "reaped";
 /// Secondary-index rows (`storage::index`), written in the same batch as
 /// their objects. A data directory from before 2i gets it created, empty.
 const INDEX: &str = "index";
+/// Every column family, in the order they are opened.
+const FAMILIES: [&str; 5] = [OBJECTS, META, HINTS, REAPED, INDEX];
 /// A page of hints is read in one iteration, at most this many.
 const HINT_PAGE_MAX: usize = 4096;
 
@@ -80,10 +82,18 @@ const SCAN_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub struct RocksOptions {
     /// fsync the WAL on every write: survives power loss, costs latency.
     pub sync_writes: bool,
+    /// RocksDB options in its own option-string syntax
+    /// (`compaction_style=kCompactionStyleUniversal;block_based_table_factory={block_cache=256M}`),
+    /// applied over this store's defaults to the database and to each column
+    /// family (`--rocksdb-options`). RocksDB parses it: an unknown option or
+    /// a bad value refuses the open.
+    pub tuning: Option<String>,
 }
 
 pub struct RocksStore {
     path: PathBuf,
+    /// `RocksOptions::tuning`, kept for a reopen.
+    tuning: Option<String>,
     write: WriteOptions,
     handle: RwLock<Handle>,
     /// A write failed for lack of space: RocksDB refuses writes until the
@@ -111,15 +121,21 @@ enum Handle {
 
 impl RocksStore {
     pub fn open(path: &Path, options: &RocksOptions) -> Result<RocksStore, StorageError> {
+        let tuning = options.tuning.as_deref();
+        // Parsed before anything is created, so that a typo is named as
+        // such, not as a failure of the database.
+        db_options(tuning)
+            .map_err(|e| StorageError::Io(format!("invalid RocksDB options (--rocksdb-options): {e}")))?;
         std::fs::create_dir_all(path)
             .map_err(|e| StorageError::Io(format!("cannot create data directory {}: {e}", path.display())))?;
-        let db =
-            open_db(path).map_err(|e| StorageError::Io(format!("cannot open RocksDB at {}: {e}", path.display())))?;
+        let db = open_db(path, tuning)
+            .map_err(|e| StorageError::Io(format!("cannot open RocksDB at {}: {e}", path.display())))?;
         let mut write = WriteOptions::default();
         write.set_sync(options.sync_writes);
         let indexed = db.iterator_cf(cf(&db, INDEX), IteratorMode::Start).next().is_some();
         Ok(RocksStore {
             path: path.to_owned(),
+            tuning: options.tuning.clone(),
             write,
             handle: RwLock::new(Handle::Open(db)),
             full: AtomicBool::new(false),
@@ -192,7 +208,7 @@ impl RocksStore {
         // Drop the old handle first: RocksDB's LOCK file admits one handle
         // per directory. Without WAL-less writes, closing flushes nothing.
         *handle = Handle::Closed("reopen in progress".to_owned());
-        match open_db(&self.path) {
+        match open_db(&self.path, self.tuning.as_deref()) {
             Ok(db) => {
                 *handle = Handle::Open(db);
                 self.full.store(false, Ordering::Release);
@@ -237,21 +253,36 @@ impl RocksStore {
     }
 }
 
-fn open_db(path: &Path) -> Result<rocksdb::DB, rocksdb::Error> {
+fn open_db(path: &Path, tuning: Option<&str>) -> Result<rocksdb::DB, rocksdb::Error> {
+    let mut objects = Options::default();
+    objects.set_compression_type(DBCompressionType::Lz4);
+    let families = FAMILIES
+        .into_iter()
+        .map(|name| {
+            let defaults = if name == OBJECTS { objects.clone() } else { Options::default() };
+            Ok(ColumnFamilyDescriptor::new(name, tuned(defaults, tuning)?))
+        })
+        .collect::<Result<Vec<_>, rocksdb::Error>>()?;
+    rocksdb::DB::open_cf_descriptors(&db_options(tuning)?, path, families)
+}
+
+/// The database's options: this store's defaults, then `tuning`.
+fn db_options(tuning: Option<&str>) -> Result<Options, rocksdb::Error> {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
     db_opts.set_max_background_jobs(2);
-    let mut objects = Options::default();
-    objects.set_compression_type(DBCompressionType::Lz4);
-    let families = vec![
-        ColumnFamilyDescriptor::new(OBJECTS, objects),
-        ColumnFamilyDescriptor::new(META, Options::default()),
-        ColumnFamilyDescriptor::new(HINTS, Options::default()),
-        ColumnFamilyDescriptor::new(REAPED, Options::default()),
-        ColumnFamilyDescriptor::new(INDEX, Options::default()),
-    ];
-    rocksdb::DB::open_cf_descriptors(&db_opts, path, families)
+    tuned(db_opts, tuning)
+}
+
+/// `defaults` with the operator's option string applied over them. The
+/// string may mix database and column-family options: RocksDB's `Options`
+/// holds both, and each open takes the part it uses.
+fn tuned(mut defaults: Options, tuning: Option<&str>) -> Result<Options, rocksdb::Error> {
+    match tuning.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(tuning) => defaults.get_options_from_string(tuning),
+        None => Ok(defaults),
+    }
 }
 
 fn cf<'a>(db: &'a rocksdb::DB, name: &str) -> &'a rocksdb::ColumnFamily {
@@ -534,7 +565,14 @@ impl Store for RocksStore {
             let int = |prop: &str| db.property_int_value_cf(objects_cf, prop).map_err(map_err).map(|v| v.unwrap_or(0));
             let objects = int("rocksdb.estimate-num-keys")?;
             let bytes = int("rocksdb.total-sst-files-size")? + int("rocksdb.cur-size-all-mem-tables")?;
-            Ok(StoreStats { objects, bytes, approximate: true })
+            let mut memory = StoreMemory::default();
+            for family in FAMILIES {
+                let int = |prop: &str| db.property_int_value_cf(cf(db, family), prop).map_err(map_err);
+                memory.memtables += int("rocksdb.cur-size-all-mem-tables")?.unwrap_or(0);
+                memory.table_readers += int("rocksdb.estimate-table-readers-mem")?.unwrap_or(0);
+                memory.block_cache += int("rocksdb.block-cache-usage")?.unwrap_or(0);
+            }
+            Ok(StoreStats { objects, bytes, approximate: true, memory })
         })
     }
 

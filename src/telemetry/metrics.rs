@@ -29,6 +29,7 @@ pub const READ_SIBLINGS: &str = "vinzclortho_read_siblings";
 pub const STORED_OBJECTS: &str = "vinzclortho_stored_objects";
 /// Bytes this node stores on disk and in memtables (RocksDB: an estimate).
 pub const STORED_BYTES: &str = "vinzclortho_stored_bytes";
+pub const STORAGE_MEMORY_BYTES: &str = "vinzclortho_storage_memory_bytes";
 /// Read repairs sent to stale replicas. Label: `outcome` (ok, failed).
 pub const READ_REPAIRS_TOTAL: &str = "vinzclortho_read_repairs_total";
 /// Outgoing partition transfers. Labels: `kind` (move, sweep), `outcome` (ok, failed).
@@ -237,6 +238,11 @@ fn describe() {
     describe_histogram!(READ_SIBLINGS, "Siblings per object found by reads.");
     describe_gauge!(STORED_OBJECTS, "Objects stored on this node (RocksDB: estimate).");
     describe_gauge!(STORED_BYTES, Unit::Bytes, "Bytes stored on this node (RocksDB: estimate).");
+    describe_gauge!(
+        STORAGE_MEMORY_BYTES,
+        Unit::Bytes,
+        "RocksDB's memory by part: memtables, table_readers (index and filter blocks), block_cache."
+    );
     describe_counter!(READ_REPAIRS_TOTAL, "Read repairs sent to stale replicas.");
     describe_counter!(PARTITION_TRANSFERS_TOTAL, "Outgoing partition transfers.");
     describe_counter!(PARTITION_TRANSFER_OBJECTS_TOTAL, "Objects sent by partition transfers.");
@@ -530,6 +536,10 @@ pub fn http_tls_handshake_failed(reason: &'static str) {
 pub struct Snapshot {
     pub stored_objects: u64,
     pub stored_bytes: u64,
+    /// RocksDB's memtables, table readers and block caches, in bytes.
+    pub storage_memtables: u64,
+    pub storage_table_readers: u64,
+    pub storage_block_cache: u64,
     pub members_up: usize,
     pub members_down: usize,
     pub claimed_partitions: u32,
@@ -541,6 +551,13 @@ pub struct Snapshot {
 pub fn set_snapshot(s: &Snapshot) {
     gauge!(STORED_OBJECTS).set(s.stored_objects as f64);
     gauge!(STORED_BYTES).set(s.stored_bytes as f64);
+    for (part, bytes) in [
+        ("memtables", s.storage_memtables),
+        ("table_readers", s.storage_table_readers),
+        ("block_cache", s.storage_block_cache),
+    ] {
+        gauge!(STORAGE_MEMORY_BYTES, "part" => part).set(bytes as f64);
+    }
     gauge!(MEMBERS, "status" => "up").set(s.members_up as f64);
     gauge!(MEMBERS, "status" => "down").set(s.members_down as f64);
     gauge!(CLAIMED_PARTITIONS).set(f64::from(s.claimed_partitions));

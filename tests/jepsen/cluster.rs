@@ -149,7 +149,9 @@ impl Node {
         use vinzclortho::storage::{RocksOptions, RocksStore, Store};
         self.kill9();
         {
-            let store = RocksStore::open(&self.data_dir, &RocksOptions { sync_writes: true }).expect("open the store");
+            let store =
+                RocksStore::open(&self.data_dir, &RocksOptions { sync_writes: true, ..RocksOptions::default() })
+                    .expect("open the store");
             for p in 0..PARTITIONS {
                 let keys: Vec<_> = store.scan_partition(p).expect("scan").map(|e| e.expect("entry").0).collect();
                 for key in &keys {
