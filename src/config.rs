@@ -88,8 +88,9 @@ pub struct NodeArgs {
     /// node's defaults to the database and each column family, e.g.
     /// "compaction_style=kCompactionStyleUniversal" or
     /// "block_based_table_factory={block_cache=256M;filter_policy=bloomfilter:10:false}"
-    /// (docs/performance.md has what was measured); an unknown option or a
-    /// bad value stops the node at start [default: none: the defaults]
+    /// (docs/performance.md has what was measured); an unknown option, a
+    /// bad value, or manual_wal_flush / unordered_write (they would lose or
+    /// reorder acknowledged writes) stops the node at start [default: none]
     #[arg(long, env = "VINZCLORTHO_ROCKSDB_OPTIONS", value_name = "OPTIONS")]
     pub rocksdb_options: Option<String>,
 

@@ -632,11 +632,19 @@ fn rocks_applies_tuning_over_its_defaults() {
     assert!(family_section(&options, "objects").contains("compaction_style=kCompactionStyleLevel"));
 }
 
-/// RocksDB only: an option RocksDB does not know, or a bad value, refuses
-/// the open with a message naming the setting, and creates nothing.
+/// RocksDB only: an option RocksDB does not know, a bad value, or an option
+/// that would lose or reorder acknowledged writes refuses the open with a
+/// message naming the setting, and creates nothing.
 #[test]
 fn rocks_refuses_bad_tuning() {
-    for bad in ["no_such_option=1", "compaction_style=kSideways", "write_buffer_size=lots"] {
+    for bad in [
+        "no_such_option=1",
+        "compaction_style=kSideways",
+        "write_buffer_size=lots",
+        // Valid to RocksDB, but they would lose or reorder acknowledged writes.
+        "manual_wal_flush=true",
+        "block_based_table_factory={block_size=8K};unordered_write=true",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let err = RocksStore::open(&path, &RocksOptions { tuning: Some(bad.into()), ..RocksOptions::default() })

@@ -124,7 +124,8 @@ impl RocksStore {
         let tuning = options.tuning.as_deref();
         // Parsed before anything is created, so that a typo is named as
         // such, not as a failure of the database.
-        db_options(tuning)
+        refuse_unsafe(tuning)
+            .and_then(|()| db_options(tuning).map_err(|e| e.into_string()))
             .map_err(|e| StorageError::Io(format!("invalid RocksDB options (--rocksdb-options): {e}")))?;
         std::fs::create_dir_all(path)
             .map_err(|e| StorageError::Io(format!("cannot create data directory {}: {e}", path.display())))?;
@@ -273,6 +274,34 @@ fn db_options(tuning: Option<&str>) -> Result<Options, rocksdb::Error> {
     db_opts.create_missing_column_families(true);
     db_opts.set_max_background_jobs(2);
     tuned(db_opts, tuning)
+}
+
+/// RocksDB options that would break what this store promises, refused by
+/// name: `manual_wal_flush` keeps acknowledged writes in RocksDB's buffer
+/// until someone flushes it (a process crash loses them; nothing here
+/// flushes), and `unordered_write` lets a read miss a write acknowledged
+/// before it. Only top-level names count (a `{...}` group is skipped).
+const UNSAFE_OPTIONS: [&str; 2] = ["manual_wal_flush", "unordered_write"];
+
+fn refuse_unsafe(tuning: Option<&str>) -> Result<(), String> {
+    let Some(tuning) = tuning else { return Ok(()) };
+    let (mut depth, mut start) = (0usize, 0usize);
+    let mut names = Vec::new();
+    for (i, c) in tuning.char_indices().chain([(tuning.len(), ';')]) {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ';' if depth == 0 => {
+                names.push(tuning[start..i].split('=').next().unwrap_or_default().trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    match names.into_iter().find(|name| UNSAFE_OPTIONS.contains(name)) {
+        Some(name) => Err(format!("{name} is not allowed: acknowledged writes could be lost or read out of order")),
+        None => Ok(()),
+    }
 }
 
 /// `defaults` with the operator's option string applied over them. The
