@@ -316,11 +316,11 @@ def part_memory_and_transfer(a, binary, out, rows, parts):
             for i, pid in enumerate(c.pids()):
                 text = c.metrics(i)
                 objects = metric_sum(text, "vinzclortho_stored_objects")
-                parts = [metric_sum(text, "vinzclortho_storage_memory_bytes", {"part": p}) / 2**20
+                rocks = [metric_sum(text, "vinzclortho_storage_memory_bytes", {"part": p}) / 2**20
                          for p in ("memtables", "table_readers", "block_cache")]
                 rows.append(f"| {i} | {objects:.0f} | {rss0[i] / 1024:.0f} | {proc_status_kib(pid, 'VmRSS') / 1024:.0f} | "
                             f"{proc_status_kib(pid, 'VmHWM') / 1024:.0f} | {dir_bytes(c.data_dir(i)) / 2**20:.0f} | "
-                            + " | ".join(f"{p:.1f}" for p in parts) + " |")
+                            + " | ".join(f"{m:.1f}" for m in rocks) + " |")
             rows.append("")
             say("\n".join(rows[-6:]))
         if "transfer" in parts:
