@@ -769,6 +769,46 @@ async fn a_failed_value_fetch_takes_the_digest_answer_back() {
     assert!(refused.contains("value fetch failed"), "{refused}");
 }
 
+/// A digest replica whose value fetch fails hands its slot to a fallback,
+/// as a replica that fails outright does: with the other full replica
+/// silent, the fallback's copy completes the quorum and the read answers
+/// instead of waiting out its deadline for a 503.
+#[tokio::test(start_paused = true)]
+async fn a_failed_value_fetch_hands_its_slot_to_a_fallback() {
+    let (ring, primaries, fallbacks) = five();
+    let p = ring.partition_of(&key());
+    let topology = Scripted::new(&primaries[0], Arc::clone(&ring), None);
+    let nodes = Nodes::new(&["a", "b", "c", "d", "e"]);
+    // The third primary and the first fallback (a hinted copy) hold v; the
+    // coordinator's own copy is empty.
+    let holder = &nodes.replicas[&n(&primaries[2])];
+    holder.coordinate(p, key(), VersionVector::new(), put("v")).await.unwrap();
+    let held = holder.get(p, key()).await.unwrap();
+    nodes.replicas[&n(&fallbacks[0])].merge(p, key(), held).await.unwrap();
+    // The second full-value replica never answers; the third answers its
+    // digest, then refuses the fetch of its value.
+    nodes.set(&primaries[1], Behaviour::Silent);
+    let fetch_refused = {
+        let (nodes, third) = (Arc::clone(&nodes), primaries[2].clone());
+        async move {
+            loop {
+                if !nodes.reads_of(&third).is_empty() {
+                    nodes.set(&third, Behaviour::Refuses);
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let c = coordinator(topology, Arc::clone(&nodes));
+    let k = key();
+    let (read, ()) = tokio::join!(c.read(&k, ReadOptions::default()), fetch_refused);
+    let read = read.expect("the fallback's copy completes the quorum");
+    assert_eq!((values(&read.object), read.fallbacks), (BTreeSet::from(["v".to_owned()]), 1));
+    assert_eq!(nodes.reads_of(&primaries[2]), vec![true, false], "a digest, then the fetch it refused");
+    assert_eq!(nodes.reads_of(&fallbacks[0]), vec![false], "the fallback is asked for its value");
+}
+
 /// Read repair still finds a stale replica that answered with a digest.
 #[tokio::test(start_paused = true)]
 async fn read_repair_repairs_a_stale_digest_replica() {

@@ -358,7 +358,8 @@ impl Coordinator {
     /// copies does not cover are fetched (`ReadQuorum::fetches`), so the
     /// client gets the merge of every answer, as when all were full. A
     /// full-value replica that fails leaves its slot to a fallback as
-    /// before, and a digest replica whose copy is needed is fetched.
+    /// before, and a digest replica whose copy is needed is fetched; if that
+    /// fetch fails, a fallback is asked for its copy in the slot's place.
     async fn get_once(&self, key: &ObjectKey, options: ReadOptions, deadline: Instant) -> Result<Reply, Attempt> {
         let plan = self.plan(key, options.r, options.pr, Op::Read)?;
         let call = CallContext { deadline, ring_epoch: plan.epoch, ring_hash: plan.ring_hash };
@@ -414,9 +415,19 @@ impl Coordinator {
                     metrics::read_value_fetch(fetched.is_ok());
                     match fetched {
                         Ok(object) => read.record_fetched(&node, object),
-                        Err(reason) => {
-                            read.fetch_failed(&node, &reason);
-                        }
+                        // Its answer is taken back; the next fallback is
+                        // asked for its copy in the slot's place, as for a
+                        // replica that fails outright.
+                        Err(reason) => match sloppy.take(&plan, &node, &*self.topology) {
+                            Some(fallback) => {
+                                read.fetch_failed_to_fallback(&node, &reason);
+                                self.spawn_get(fallback, false, partition, key, call, &tx);
+                                in_flight += 1;
+                            }
+                            None => {
+                                read.fetch_failed(&node, &reason);
+                            }
+                        },
                     }
                     continue;
                 }

@@ -68,6 +68,13 @@ impl Quorum {
         self.progress()
     }
 
+    /// Undoes `node`'s success: its slot is pending again, for another
+    /// node to answer in (a fallback, after a failed value fetch).
+    pub fn reopen(&mut self, node: &NodeId) -> Progress {
+        self.ok.retain(|n| n != node);
+        self.progress()
+    }
+
     /// True once `node` has been recorded, either way.
     pub fn answered(&self, node: &NodeId) -> bool {
         self.ok.contains(node) || self.failed.iter().any(|(n, _)| n == node)
@@ -595,6 +602,23 @@ impl ReadQuorum {
         self.progress()
     }
 
+    /// As [`ReadQuorum::fetch_failed`], but a fallback is asked in the slot's
+    /// place: the slot is pending again, so the fallback's answer can fill
+    /// it, as when a replica fails outright. A primary's `?pr=` slot is
+    /// lost all the same (a fallback never counts there).
+    pub fn fetch_failed_to_fallback(&mut self, node: &NodeId, reason: &str) -> Progress {
+        if let Some(at) = self.replies.iter().position(|r| &r.node == node) {
+            let reply = self.replies.remove(at);
+            if let Some(p) = &mut self.primaries
+                && !reply.fallback
+            {
+                p.withdraw(&reply.slot, format!("value fetch failed: {reason}"));
+            }
+            self.quorum.reopen(&reply.slot);
+        }
+        self.progress()
+    }
+
     pub fn progress(&self) -> Progress {
         let progress = combined(std::iter::once(&self.quorum).chain(self.primaries.as_ref()));
         if progress == Progress::Pending && self.quorum.failures() >= self.fail_threshold {
@@ -970,6 +994,21 @@ mod tests {
         assert_eq!(r.record_answer(n("c"), digest(&new)), Met);
         assert_eq!(r.fetch_failed(&n("c"), "refused"), Failed);
         assert!(r.shortfall().to_string().contains("value fetch failed: refused"), "{}", r.shortfall());
+        // ...unless a fallback takes the slot: pending until it answers,
+        // and the fallback counts for R, not for ?pr=.
+        let mut r = ReadQuorum::with_primaries(2, 3, 1);
+        r.record(n("a"), Ok(old.clone()));
+        r.record_answer(n("c"), digest(&new));
+        assert_eq!(r.fetch_failed_to_fallback(&n("c"), "refused"), Pending);
+        assert_eq!(r.fetches(), vec![], "c's digest is gone");
+        assert_eq!(r.record_fallback(n("d"), &n("c"), Ok(new.clone())), Met);
+        assert_eq!(r.merged(), new);
+        assert_eq!(r.fallbacks(), 1);
+        let mut strict = ReadQuorum::with_primaries(2, 3, 3);
+        strict.record(n("a"), Ok(old.clone()));
+        strict.record(n("b"), Ok(old.clone()));
+        strict.record_answer(n("c"), digest(&new));
+        assert_eq!(strict.fetch_failed_to_fallback(&n("c"), "refused"), Failed, "pr=3 lost c for good");
         // With notfound_ok=false an empty digest is a not-found.
         let mut r = ReadQuorum::new(2, 3).with_notfound_rules(false, false);
         r.record_answer(n("a"), digest(&Object::new()));
