@@ -547,6 +547,60 @@ async fn a_peer_without_the_call_stream_gets_unary_calls() {
     server.abort();
 }
 
+/// A peer without the Forward service (an older version during a rolling
+/// upgrade) answers UNIMPLEMENTED: the write is not applied and the caller
+/// coordinates it itself. Asked once: later forwards to it within the
+/// minute fail the same way at once, without another call to it.
+#[tokio::test]
+async fn a_peer_without_forwarded_writes_is_asked_once() {
+    let replica = replica(42, SiblingLimits::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let forwards = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = vinzclortho::rpc::replica_server::ReplicaService::new(
+        Arc::clone(&replica),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let counted = Arc::clone(&forwards);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .trace_fn(move |request| {
+                if request.uri().path().contains("Forward") {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                tracing::Span::none()
+            })
+            .add_service(pb::replica_server::ReplicaServer::new(WrappedPeer {
+                inner,
+                unary: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                has_calls: true,
+            }))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let node = NodeId::new("old");
+    let client = client(peers(1000, 5000), &node, &address);
+    for i in 0..3 {
+        let k = key(&format!("k{i}"));
+        let options = vinzclortho::coordinator::WriteOptions::default();
+        let refused =
+            bounded("forward", client.forward_write(&node, &k, &VersionVector::new(), &put("v"), options, ctx()))
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(&refused, ReplicaError::Unreachable { maybe_applied: false, reason, .. } if reason.contains("no forwarded writes")),
+            "write {i}: {refused:?}"
+        );
+        assert!(replica.get(P, k).await.unwrap().is_empty(), "write {i} was not applied");
+    }
+    assert_eq!(forwards.load(std::sync::atomic::Ordering::SeqCst), 1, "only the first forward reached the peer");
+    // Its replica service is still called as before.
+    let k = key("direct");
+    let written =
+        bounded("put", client.coordinate(&node, P, &k, &VersionVector::new(), &put("v"), ctx())).await.unwrap();
+    assert_eq!(values(&written), ["v"]);
+    server.abort();
+}
+
 #[tokio::test]
 async fn large_values_travel_as_unary_calls_and_small_ones_on_the_stream() {
     let replica = replica(42, SiblingLimits::default());

@@ -7,7 +7,8 @@
 //! remote call is bounded by [`Peers::unary_deadline`], and every failure
 //! comes back as a [`ReplicaError`], never as a transport type.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -37,10 +38,19 @@ use crate::error::ErrorCode;
 use crate::replica::{CallContext, Replica, ReplicaError};
 use crate::telemetry::{metrics, propagation};
 
+/// How long a peer that takes no forwarded writes is not asked again (it
+/// may be upgraded meanwhile; a new address asks again at once).
+const NO_FORWARDS_FOR: Duration = Duration::from_secs(60);
+
 pub struct GrpcReplicaClient {
     peers: Arc<Peers>,
     book: Arc<dyn AddressBook>,
     streams: CallStreams,
+    /// Peers that answered `Forward/Write` with UNIMPLEMENTED (an older
+    /// version), at the address they had then, and when: for
+    /// [`NO_FORWARDS_FOR`] a forward to them fails at once, as that answer
+    /// did, instead of costing every write a round trip to learn it again.
+    no_forwards: Mutex<HashMap<NodeId, (String, Instant)>>,
     /// This node's wall clock (calls carry their deadline on it), and where
     /// the tasks of its call streams record metrics.
     env: Env,
@@ -48,7 +58,13 @@ pub struct GrpcReplicaClient {
 
 impl GrpcReplicaClient {
     pub fn new(peers: Arc<Peers>, book: Arc<dyn AddressBook>) -> GrpcReplicaClient {
-        GrpcReplicaClient { peers, book, streams: CallStreams::default(), env: Env::real() }
+        GrpcReplicaClient {
+            peers,
+            book,
+            streams: CallStreams::default(),
+            no_forwards: Mutex::new(HashMap::new()),
+            env: Env::real(),
+        }
     }
 
     /// Runs in `env`: its clock stamps the deadlines, its recorder counts.
@@ -178,6 +194,17 @@ impl GrpcReplicaClient {
             });
         }
         let address = self.address(node)?;
+        let refused = |message: &str| ReplicaError::Unreachable {
+            node: node.clone(),
+            reason: format!("the peer takes no forwarded writes: {message}"),
+            maybe_applied: false,
+        };
+        if let Some((at, since)) = self.no_forwards.lock().expect("no-forwards lock").get(node)
+            && *at == address
+            && since.elapsed() < NO_FORWARDS_FOR
+        {
+            return Err(refused("it answered UNIMPLEMENTED within the last minute"));
+        }
         let channel = self.channel(node, &address)?;
         let span = tracing::info_span!(target: crate::telemetry::RPC_SPANS, "grpc.client", otel.kind = "client", rpc.method = METHOD, peer = %node);
         async {
@@ -202,11 +229,11 @@ impl GrpcReplicaClient {
                 // A peer without the Forward service (an older version
                 // during a rolling upgrade) ran nothing: the caller
                 // coordinates the write itself.
-                Code::Unimplemented => ReplicaError::Unreachable {
-                    node: node.clone(),
-                    reason: format!("the peer takes no forwarded writes: {}", status.message()),
-                    maybe_applied: false,
-                },
+                Code::Unimplemented => {
+                    let mut no_forwards = self.no_forwards.lock().expect("no-forwards lock");
+                    no_forwards.insert(node.clone(), (address.clone(), Instant::now()));
+                    refused(status.message())
+                }
                 _ => replica_error_from_status(node, status),
             })?;
             Ok(Reply { object: object_from_response(node, reply.object)?, fallbacks: reply.fallbacks as usize })
