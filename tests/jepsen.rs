@@ -1193,10 +1193,12 @@ fn a_build_that_acknowledges_before_its_quorum_is_caught() {
 /// checker must see acknowledged writes lost.
 #[test]
 fn a_build_that_reuses_actors_after_a_power_loss_is_caught() {
-    // Each power loss gives the rolled-back node a chance to stamp a blind
-    // write on a key before read repair brings its clock forward. Eight
-    // missed all of them once in CI (2026-12-02, one of three runs that
-    // day); twelve make that less likely.
+    // Each power loss gives the rolled-back node a chance to stamp a write
+    // on a key before read repair or anti-entropy brings its clock forward.
+    // With both on, eight power losses missed every chance once in CI
+    // (2026-12-02), and twelve once more the same day; with both off, the
+    // rolled-back copies stay behind until a write reaches them, so every
+    // write the node stamps on such a key reissues a dot.
     let schedule = (0..12)
         .map(|i| Scheduled { fault: Fault::PowerLoss(i % 3), start: at(2500 + 2500 * i as u64), length: at(800) })
         .collect();
@@ -1206,7 +1208,11 @@ fn a_build_that_reuses_actors_after_a_power_loss_is_caught() {
         spares: 0,
         clients: 6,
         length: at(33_000),
-        env: vec![("VINZCLORTHO_FAULT", "reuse-actor")],
+        env: vec![
+            ("VINZCLORTHO_FAULT", "reuse-actor"),
+            ("VINZCLORTHO_READ_REPAIR", "false"),
+            ("VINZCLORTHO_ANTI_ENTROPY_INTERVAL_MS", "600000"),
+        ],
         subnet: 82,
         schedule: Some(schedule),
         cold_keys: 0,
