@@ -62,7 +62,7 @@ pub use topology::{RingView, Topology};
 
 use crate::core::key::{NodeId, ObjectKey};
 use crate::core::object::{Mutation, Object};
-use crate::core::quorum::{Answer, Fallbacks, Progress, ReadQuorum, Shortfall, WriteQuorum};
+use crate::core::quorum::{AfterFetchFailure, Answer, Fallbacks, Progress, ReadQuorum, Shortfall, WriteQuorum};
 use crate::core::ring::{Partition, Ring};
 use crate::core::vclock::VersionVector;
 use crate::env::Env;
@@ -420,12 +420,12 @@ impl Coordinator {
                         // replica that fails outright.
                         Err(reason) => match sloppy.take(&plan, &node, &*self.topology) {
                             Some(fallback) => {
-                                read.fetch_failed_to_fallback(&node, &reason);
+                                read.fetch_failed(&node, &reason, AfterFetchFailure::FallbackAsked);
                                 self.spawn_get(fallback, false, partition, key, call, &tx);
                                 in_flight += 1;
                             }
                             None => {
-                                read.fetch_failed(&node, &reason);
+                                read.fetch_failed(&node, &reason, AfterFetchFailure::SlotLost);
                             }
                         },
                     }

@@ -431,6 +431,16 @@ struct ReadReply {
     fallback: bool,
 }
 
+/// What becomes of a digest replica's slot when its value fetch fails
+/// ([`ReadQuorum::fetch_failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFetchFailure {
+    /// No fallback is left to ask: the slot is lost.
+    SlotLost,
+    /// A fallback was asked in the replica's place: its answer fills the slot.
+    FallbackAsked,
+}
+
 /// A read in progress: the quorum plus every answer seen so far.
 ///
 /// Digest reads (`core::digest`). Answers may be digests; they count
@@ -587,8 +597,13 @@ impl ReadQuorum {
     }
 
     /// The value of `node`'s digest could not be fetched: its answer no
-    /// longer counts (its slot is lost, as if it had failed).
-    pub fn fetch_failed(&mut self, node: &NodeId, reason: &str) -> Progress {
+    /// longer counts. With [`AfterFetchFailure::SlotLost`] the slot is lost,
+    /// as if the replica had failed; with
+    /// [`AfterFetchFailure::FallbackAsked`] the slot is pending again, so the
+    /// fallback asked in its place can fill it, as when a replica fails
+    /// outright. A primary's `?pr=` slot is lost either way (a fallback never
+    /// counts there).
+    pub fn fetch_failed(&mut self, node: &NodeId, reason: &str, then: AfterFetchFailure) -> Progress {
         if let Some(at) = self.replies.iter().position(|r| &r.node == node) {
             let reply = self.replies.remove(at);
             let reason = format!("value fetch failed: {reason}");
@@ -597,24 +612,10 @@ impl ReadQuorum {
             {
                 p.withdraw(&reply.slot, reason.clone());
             }
-            self.quorum.withdraw(&reply.slot, reason);
-        }
-        self.progress()
-    }
-
-    /// As [`ReadQuorum::fetch_failed`], but a fallback is asked in the slot's
-    /// place: the slot is pending again, so the fallback's answer can fill
-    /// it, as when a replica fails outright. A primary's `?pr=` slot is
-    /// lost all the same (a fallback never counts there).
-    pub fn fetch_failed_to_fallback(&mut self, node: &NodeId, reason: &str) -> Progress {
-        if let Some(at) = self.replies.iter().position(|r| &r.node == node) {
-            let reply = self.replies.remove(at);
-            if let Some(p) = &mut self.primaries
-                && !reply.fallback
-            {
-                p.withdraw(&reply.slot, format!("value fetch failed: {reason}"));
-            }
-            self.quorum.reopen(&reply.slot);
+            match then {
+                AfterFetchFailure::SlotLost => self.quorum.withdraw(&reply.slot, reason),
+                AfterFetchFailure::FallbackAsked => self.quorum.reopen(&reply.slot),
+            };
         }
         self.progress()
     }
@@ -992,14 +993,14 @@ mod tests {
         r.record(n("a"), Ok(old.clone()));
         r.record(n("b"), Err("refused".into()));
         assert_eq!(r.record_answer(n("c"), digest(&new)), Met);
-        assert_eq!(r.fetch_failed(&n("c"), "refused"), Failed);
+        assert_eq!(r.fetch_failed(&n("c"), "refused", AfterFetchFailure::SlotLost), Failed);
         assert!(r.shortfall().to_string().contains("value fetch failed: refused"), "{}", r.shortfall());
         // ...unless a fallback takes the slot: pending until it answers,
         // and the fallback counts for R, not for ?pr=.
         let mut r = ReadQuorum::with_primaries(2, 3, 1);
         r.record(n("a"), Ok(old.clone()));
         r.record_answer(n("c"), digest(&new));
-        assert_eq!(r.fetch_failed_to_fallback(&n("c"), "refused"), Pending);
+        assert_eq!(r.fetch_failed(&n("c"), "refused", AfterFetchFailure::FallbackAsked), Pending);
         assert_eq!(r.fetches(), vec![], "c's digest is gone");
         assert_eq!(r.record_fallback(n("d"), &n("c"), Ok(new.clone())), Met);
         assert_eq!(r.merged(), new);
@@ -1008,7 +1009,11 @@ mod tests {
         strict.record(n("a"), Ok(old.clone()));
         strict.record(n("b"), Ok(old.clone()));
         strict.record_answer(n("c"), digest(&new));
-        assert_eq!(strict.fetch_failed_to_fallback(&n("c"), "refused"), Failed, "pr=3 lost c for good");
+        assert_eq!(
+            strict.fetch_failed(&n("c"), "refused", AfterFetchFailure::FallbackAsked),
+            Failed,
+            "pr=3 lost c for good"
+        );
         // With notfound_ok=false an empty digest is a not-found.
         let mut r = ReadQuorum::new(2, 3).with_notfound_rules(false, false);
         r.record_answer(n("a"), digest(&Object::new()));

@@ -26,8 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,7 +35,7 @@ use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
-use super::peers::{MAX_MESSAGE_BYTES, PeerChannel};
+use super::peers::{MAX_MESSAGE_BYTES, PeerChannel, Unsupported};
 use crate::core::key::NodeId;
 use crate::env::Env;
 
@@ -54,15 +52,17 @@ pub type Answer = Result<CallResult, Status>;
 const UNARY_ONLY_FOR: Duration = Duration::from_secs(60);
 
 /// How this node calls each peer, by node id, with the address it was at.
-#[derive(Default)]
 pub struct CallStreams {
-    peers: Mutex<HashMap<NodeId, (String, Peer)>>,
+    streams: Mutex<HashMap<NodeId, (String, Arc<Stream>)>>,
+    /// Peers that answered `Unimplemented` to `Replica/Calls` (an older
+    /// version): called unary for [`UNARY_ONLY_FOR`].
+    unary_only: Unsupported,
 }
 
-enum Peer {
-    Stream(Arc<Stream>),
-    /// Answered `Unimplemented` to `Replica/Calls` (an older version) then.
-    UnaryOnly(Instant),
+impl Default for CallStreams {
+    fn default() -> CallStreams {
+        CallStreams { streams: Mutex::default(), unary_only: Unsupported::new(UNARY_ONLY_FOR) }
+    }
 }
 
 /// Where a call to a peer goes.
@@ -82,25 +82,25 @@ impl CallStreams {
         env: &Env,
         channel: impl FnOnce() -> Result<PeerChannel, E>,
     ) -> Result<Route, E> {
-        let mut peers = self.peers.lock().expect("call streams lock");
-        match peers.get(node) {
-            Some((at, Peer::Stream(stream))) if at == address && !stream.broken.load(Ordering::Acquire) => {
-                return Ok(Route::Stream(Arc::clone(stream)));
-            }
-            Some((at, Peer::UnaryOnly(since))) if at == address && since.elapsed() < UNARY_ONLY_FOR => {
-                return Ok(Route::Unary);
-            }
-            _ => {}
+        if self.unary_only.recently(node, address) {
+            return Ok(Route::Unary);
+        }
+        let mut streams = self.streams.lock().expect("call streams lock");
+        if let Some((at, stream)) = streams.get(node)
+            && at == address
+            && !stream.broken.load(Ordering::Acquire)
+        {
+            return Ok(Route::Stream(Arc::clone(stream)));
         }
         let stream = Stream::open(channel()?, env);
-        peers.insert(node.clone(), (address.to_owned(), Peer::Stream(Arc::clone(&stream))));
+        streams.insert(node.clone(), (address.to_owned(), Arc::clone(&stream)));
         Ok(Route::Stream(stream))
     }
 
     /// `node` at `address` answered `Unimplemented`: call it unary for a while.
     pub fn unsupported_by(&self, node: &NodeId, address: &str) {
-        let entry = (address.to_owned(), Peer::UnaryOnly(Instant::now()));
-        self.peers.lock().expect("call streams lock").insert(node.clone(), entry);
+        self.unary_only.record(node, address);
+        self.streams.lock().expect("call streams lock").remove(node);
     }
 }
 

@@ -32,6 +32,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
@@ -60,6 +62,36 @@ pub const MAX_MESSAGE_BYTES: usize = usize::MAX;
 /// simulator. Cloning it is cheap and shares the connection.
 pub type Connection =
     BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, ConnectionError>;
+
+/// Peers that answered a method with UNIMPLEMENTED (an older version,
+/// during a rolling upgrade), at the address they had then, and when. For
+/// `for_` afterwards the method is not tried on them again, instead of
+/// costing every call a round trip to learn it again; after that, or at a
+/// new address, it is tried again (the peer may have been upgraded).
+pub struct Unsupported {
+    for_: Duration,
+    peers: Mutex<HashMap<NodeId, (String, Instant)>>,
+}
+
+impl Unsupported {
+    pub fn new(for_: Duration) -> Unsupported {
+        Unsupported { for_, peers: Mutex::new(HashMap::new()) }
+    }
+
+    /// `node` at `address` answered UNIMPLEMENTED just now.
+    pub fn record(&self, node: &NodeId, address: &str) {
+        self.peers.lock().expect("unsupported lock").insert(node.clone(), (address.to_owned(), Instant::now()));
+    }
+
+    /// Whether `node` at `address` answered UNIMPLEMENTED within `for_`.
+    pub fn recently(&self, node: &NodeId, address: &str) -> bool {
+        self.peers
+            .lock()
+            .expect("unsupported lock")
+            .get(node)
+            .is_some_and(|(at, since)| at == address && since.elapsed() < self.for_)
+    }
+}
 
 /// Why a connection failed a call. A concrete type (not a bare boxed error)
 /// so that tonic's generic client futures stay `Send`; tonic still finds

@@ -7,8 +7,7 @@
 //! remote call is bounded by [`Peers::unary_deadline`], and every failure
 //! comes back as a [`ReplicaError`], never as a transport type.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,7 +23,7 @@ use super::pb;
 use super::pb::call_request::Call;
 use super::pb::call_response::Result as CallResult;
 use super::pb::replica_client::ReplicaClient as RawClient;
-use super::peers::{MAX_MESSAGE_BYTES, PeerChannel, Peers};
+use super::peers::{MAX_MESSAGE_BYTES, PeerChannel, Peers, Unsupported};
 use super::replica_server::{RING_EPOCH_HEADER, STREAM_MESSAGE_MAX_BYTES};
 use super::status::replica_error_from_status;
 use crate::coordinator::{AddressBook, ReplicaClient, Reply, WriteOptions};
@@ -47,10 +46,9 @@ pub struct GrpcReplicaClient {
     book: Arc<dyn AddressBook>,
     streams: CallStreams,
     /// Peers that answered `Forward/Write` with UNIMPLEMENTED (an older
-    /// version), at the address they had then, and when: for
-    /// [`NO_FORWARDS_FOR`] a forward to them fails at once, as that answer
-    /// did, instead of costing every write a round trip to learn it again.
-    no_forwards: Mutex<HashMap<NodeId, (String, Instant)>>,
+    /// version): for [`NO_FORWARDS_FOR`] a forward to them fails at once, as
+    /// that answer did, instead of costing every write a round trip.
+    no_forwards: Unsupported,
     /// This node's wall clock (calls carry their deadline on it), and where
     /// the tasks of its call streams record metrics.
     env: Env,
@@ -62,7 +60,7 @@ impl GrpcReplicaClient {
             peers,
             book,
             streams: CallStreams::default(),
-            no_forwards: Mutex::new(HashMap::new()),
+            no_forwards: Unsupported::new(NO_FORWARDS_FOR),
             env: Env::real(),
         }
     }
@@ -199,10 +197,7 @@ impl GrpcReplicaClient {
             reason: format!("the peer takes no forwarded writes: {message}"),
             maybe_applied: false,
         };
-        if let Some((at, since)) = self.no_forwards.lock().expect("no-forwards lock").get(node)
-            && *at == address
-            && since.elapsed() < NO_FORWARDS_FOR
-        {
+        if self.no_forwards.recently(node, &address) {
             return Err(refused("it answered UNIMPLEMENTED within the last minute"));
         }
         let channel = self.channel(node, &address)?;
@@ -230,8 +225,7 @@ impl GrpcReplicaClient {
                 // during a rolling upgrade) ran nothing: the caller
                 // coordinates the write itself.
                 Code::Unimplemented => {
-                    let mut no_forwards = self.no_forwards.lock().expect("no-forwards lock");
-                    no_forwards.insert(node.clone(), (address.clone(), Instant::now()));
+                    self.no_forwards.record(node, &address);
                     refused(status.message())
                 }
                 _ => replica_error_from_status(node, status),
