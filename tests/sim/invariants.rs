@@ -259,30 +259,6 @@ fn stand_ins(fallbacks: &[(usize, Vec<String>)]) -> Vec<(usize, String)> {
     pairs
 }
 
-#[cfg(test)]
-mod tests {
-    use super::stand_ins;
-
-    fn disks(list: &[(usize, &[&str])]) -> Vec<(usize, Vec<String>)> {
-        list.iter().map(|(i, t)| (*i, t.iter().map(|s| s.to_string()).collect())).collect()
-    }
-
-    #[test]
-    fn each_fallback_disk_stands_in_for_one_holder_at_most() {
-        // Seed 30: disk 0 carries hints for A and B, disk 1 for A only.
-        let pairs = stand_ins(&disks(&[(0, &["A", "B"]), (1, &["A"])]));
-        assert_eq!(pairs, vec![(0, "B".to_string()), (1, "A".to_string())]);
-        // One disk is one copy, whatever it holds hints for.
-        assert_eq!(stand_ins(&disks(&[(0, &["A", "B", "C"])])).len(), 1);
-        // One holder is made up for once.
-        assert_eq!(stand_ins(&disks(&[(0, &["A"]), (1, &["A"]), (2, &["A"])])).len(), 1);
-        // A chain of displacements: disk 2 gets A once 0 moves to B and 1 to C.
-        let pairs = stand_ins(&disks(&[(0, &["A", "B"]), (1, &["B", "C"]), (2, &["A"])]));
-        assert_eq!(pairs, vec![(0, "B".to_string()), (1, "C".to_string()), (2, "A".to_string())]);
-        assert!(stand_ins(&[]).is_empty());
-    }
-}
-
 /// The node id of holder disk `i`, to match hint targets against.
 fn holders_name(holders: &[vinzclortho::core::key::NodeId], i: usize, cluster: &Cluster) -> String {
     holders.iter().find(|h| cluster.index_of(h) == Some(i)).map(|h| h.to_string()).unwrap_or_default()
@@ -340,4 +316,28 @@ pub fn holder_values(cluster: &Cluster, key: &ObjectKey) -> Option<Vec<String>> 
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stand_ins;
+
+    fn disks(list: &[(usize, &[&str])]) -> Vec<(usize, Vec<String>)> {
+        list.iter().map(|(i, t)| (*i, t.iter().map(|s| s.to_string()).collect())).collect()
+    }
+
+    #[test]
+    fn each_fallback_disk_stands_in_for_one_holder_at_most() {
+        // Seed 30: disk 0 carries hints for A and B, disk 1 for A only.
+        let pairs = stand_ins(&disks(&[(0, &["A", "B"]), (1, &["A"])]));
+        assert_eq!(pairs, vec![(0, "B".to_string()), (1, "A".to_string())]);
+        // One disk is one copy, whatever it holds hints for.
+        assert_eq!(stand_ins(&disks(&[(0, &["A", "B", "C"])])).len(), 1);
+        // One holder is made up for once.
+        assert_eq!(stand_ins(&disks(&[(0, &["A"]), (1, &["A"]), (2, &["A"])])).len(), 1);
+        // A chain of displacements: disk 2 gets A once 0 moves to B and 1 to C.
+        let pairs = stand_ins(&disks(&[(0, &["A", "B"]), (1, &["B", "C"]), (2, &["A"])]));
+        assert_eq!(pairs, vec![(0, "B".to_string()), (1, "C".to_string()), (2, "A".to_string())]);
+        assert!(stand_ins(&[]).is_empty());
+    }
 }
