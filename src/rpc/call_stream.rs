@@ -82,15 +82,17 @@ impl CallStreams {
         env: &Env,
         channel: impl FnOnce() -> Result<PeerChannel, E>,
     ) -> Result<Route, E> {
-        if self.unary_only.recently(node, address) {
-            return Ok(Route::Unary);
-        }
+        // The live stream first: one lock per call on the hot path. A peer
+        // recorded as unary-only has no stream (`unsupported_by` drops it).
         let mut streams = self.streams.lock().expect("call streams lock");
         if let Some((at, stream)) = streams.get(node)
             && at == address
             && !stream.broken.load(Ordering::Acquire)
         {
             return Ok(Route::Stream(Arc::clone(stream)));
+        }
+        if self.unary_only.recently(node, address) {
+            return Ok(Route::Unary);
         }
         let stream = Stream::open(channel()?, env);
         streams.insert(node.clone(), (address.to_owned(), Arc::clone(&stream)));
